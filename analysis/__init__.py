@@ -1,0 +1,1 @@
+"""diffprobe analysis stage: CKA, plots and the report (to come)."""

@@ -1,0 +1,121 @@
+"""`python -m extract`: thin click commands over the library."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from extract.data import SOURCES
+from extract.pooling import parse_pool
+from extract.presets import PRESETS
+from extract.run import AUTOCAST_DTYPES, ExtractConfig
+from extract.schema import STORE_DTYPES
+
+
+def user_errors(fn):
+    """Library errors that a user can fix become one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _int_list(ctx, param, values) -> tuple[int, ...]:
+    """Repeated and/or comma-separated integers: `-t 10 -t 50,150` -> (10, 50, 150)."""
+    out = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise click.BadParameter(f"{part!r} is not an integer") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _pool_list(ctx, param, values) -> tuple[int | None, ...]:
+    out = []
+    for value in values:
+        for part in str(value).split(","):
+            if part.strip():
+                try:
+                    out.append(parse_pool(part))
+                except ValueError as e:
+                    raise click.BadParameter(str(e)) from None
+    return tuple(dict.fromkeys(out))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def cli():
+    """diffprobe extract: cache diffusion U-Net block features in sharded Zarr stores.
+
+    `run` extracts; `blocks` prints a model's block numbering. Each command has --help.
+    """
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(list(PRESETS)), default="tiny", help="model preset")
+@click.option("--ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt)")
+@click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
+@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist", help="image source")
+@click.option("--data-root", type=click.Path(path_type=Path), help="dataset location (folder or file)")
+@click.option("--split", default="train", help="dataset split")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
+@click.option("-t", "--t", "ts", multiple=True, default=("150",), callback=_int_list, help="timesteps, repeated or comma-separated")
+@click.option("-b", "--block", "blocks", multiple=True, callback=_int_list, help="U-Net blocks 1..2L+1 [default: the middle block]")
+@click.option("--pool", "pools", multiple=True, default=("2",), callback=_pool_list, help="pool sizes p (p x p) or 'none'")
+@click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws per image")
+@click.option("--seed", type=int, default=0, help="noise (and random-init) seed")
+@click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset of this many images")
+@click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32", help="autocast dtype of the forward")
+@click.option("--store-dtype", type=click.Choice(list(STORE_DTYPES)), default="float16", help="dtype of cached features")
+@click.option("--class-label", type=int, default=0, help="label given to class-conditional models (all images)")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=2048, help="rows per shard (the unit of work and resume)")
+@click.option("--skip-bad/--no-skip-bad", default=False, help="skip unreadable images (NaN rows, listed in attrs)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader workers")
+@click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if available]")
+@click.option("--overwrite/--no-overwrite", default=False, help="replace a store made with other arguments")
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@user_errors
+def run(**options):
+    """Extract features of the chosen blocks, timesteps and pool sizes into one store."""
+    from extract.run import extract
+
+    summary = extract(ExtractConfig(**options))
+    click.echo(summary.line())
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(list(PRESETS)), default="adm256-uncond", help="model preset")
+@user_errors
+def blocks(model):
+    """Print b -> module, layers, channels and resolution (no weights are allocated)."""
+    from extract.blocks import block_table
+    from extract.presets import get_preset
+
+    click.echo(f"{'b':>3}  {'module':<18} {'layers':<34} {'C':>5} {'H x W':>9} {'values':>9}")
+    for r in block_table(get_preset(model)):
+        click.echo(f"{r.b:>3}  {r.module:<18} {r.layers:<34} {r.channels:>5} {f'{r.height}x{r.width}':>9} {r.numel:>9}")
+
+
+@cli.command()
+def presets():
+    """List the model presets."""
+    for name, p in PRESETS.items():
+        click.echo(f"{name:<15} {p.image_size:>4}px  {p.num_blocks:>2} blocks  {p.description}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="python -m extract")

@@ -1,0 +1,334 @@
+"""The extraction run: configuration, validation, and the shard loop.
+
+`extract(config)` is the whole stage: check every argument before any work, build or
+load the model, create or resume the store, then for each of this rank's unwritten
+shards run one early-exit forward per (t, view) and write the pooled features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from extract import __version__
+from extract import blocks as blocks_mod
+from extract.data import PREPROCESSING, DataError, FeatureInput, ImageSource, open_source, subset_indices
+from extract.dist import World, close_world, init_world, pick_device
+from extract.models import file_sha256, load_checkpoint, random_unet
+from extract.noise import draw_noise, q_sample
+from extract.pooling import pool, pooled_shape
+from extract.presets import ModelPreset, get_preset
+from extract.schema import STORE_DTYPES, FeatureKey, FeatureStore, StoreError, is_store
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything an extraction run needs. Fields marked in `_NOT_IN_KEY` change speed,
+    not values; every other field is part of the store's key."""
+
+    out: Path
+    model: str = "tiny"
+    ckpt: Path | None = None
+    random_init: bool = False
+    data: str = "fashion-mnist"
+    data_root: Path | None = None
+    split: str = "train"
+    ts: tuple[int, ...] = (150,)
+    blocks: tuple[int, ...] = ()  # empty: the middle block
+    pools: tuple[int | None, ...] = (2,)
+    views: int = 1
+    seed: int = 0
+    limit: int | None = None
+    dtype: str = "fp32"  # autocast dtype of the forward
+    store_dtype: str = "float16"
+    class_label: int = 0  # the label fed to class-conditional models, the same for every image
+    shard_rows: int = 2048
+    skip_bad: bool = False
+    batch_size: int = 64
+    workers: int = 0
+    device: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+_NOT_IN_KEY = {"out", "ckpt", "data_root", "batch_size", "workers", "device", "overwrite", "progress"}
+
+
+@dataclass
+class Summary:
+    store: Path
+    images: int  # images computed by this run (all ranks)
+    seconds: float
+    bytes: int
+    shards_done: int
+    shards_total: int
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def line(self) -> str:
+        return (
+            f"{self.store}: {self.images} images in {self.seconds:.1f} s ({self.images_per_s:.1f} images/s), "
+            f"{self.shards_done}/{self.shards_total} shards, {self.bytes / 1e6:.1f} MB"
+            + (f", {len(self.skipped)} unreadable images skipped" if self.skipped else "")
+        )
+
+
+# ---------------------------------------------------------------- validation
+def resolve_blocks(cfg: ExtractConfig, preset: ModelPreset) -> tuple[int, ...]:
+    chosen = cfg.blocks or ((preset.num_blocks + 1) // 2,)
+    for b in chosen:
+        if not 1 <= b <= preset.num_blocks:
+            raise ValueError(f"block {b} is outside 1..{preset.num_blocks} for model {preset.name}")
+    return tuple(sorted(set(chosen)))
+
+
+def row_shapes(preset: ModelPreset, blocks: tuple[int, ...], ts, pools) -> dict[FeatureKey, tuple[int, ...]]:
+    """(C, h, w) of one cached row for every (t, b, pool), from the meta-device block table."""
+    table = {info.b: info for info in blocks_mod.block_table(preset)}
+    shapes = {}
+    for b in blocks:
+        info = table[b]
+        for p in pools:
+            try:
+                shape = pooled_shape(info.channels, info.height, info.width, p)
+            except ValueError as e:
+                raise ValueError(f"block {b}: {e}") from None
+            for t in ts:
+                shapes[FeatureKey(t, b, p)] = shape
+    return shapes
+
+
+def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...]]:
+    """Every argument error, before any model, data or store is touched."""
+    preset = get_preset(cfg.model)
+    if not cfg.ts:
+        raise ValueError("give at least one timestep --t")
+    for t in cfg.ts:
+        if not 0 <= t < preset.diffusion_steps:
+            raise ValueError(f"timestep {t} is outside [0, {preset.diffusion_steps}) for model {preset.name}")
+    if not cfg.pools:
+        raise ValueError("give at least one --pool")
+    if cfg.views < 1:
+        raise ValueError(f"--views must be at least 1, got {cfg.views}")
+    if cfg.shard_rows < 1 or cfg.batch_size < 1 or cfg.workers < 0:
+        raise ValueError("--shard-rows and --batch-size must be positive, --workers non-negative")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ValueError(f"--limit must be positive, got {cfg.limit}")
+    if cfg.dtype not in AUTOCAST_DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.dtype!r}")
+    if cfg.store_dtype not in STORE_DTYPES:
+        raise ValueError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, got {cfg.store_dtype!r}")
+    if preset.class_cond and not 0 <= cfg.class_label < 1000:
+        raise ValueError(f"--class-label must be in [0, 1000), got {cfg.class_label}")
+    if cfg.ckpt is None and not cfg.random_init:
+        raise ValueError("no --ckpt given: pass a checkpoint file, or --random-init for a random-weight control")
+    if cfg.ckpt is not None and cfg.random_init:
+        raise ValueError("--ckpt and --random-init exclude each other")
+    if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
+    blocks = resolve_blocks(cfg, preset)
+    row_shapes(preset, blocks, cfg.ts, cfg.pools)  # pool larger than a block's map
+    return preset, blocks
+
+
+# ---------------------------------------------------------------- key and provenance
+def store_key(cfg: ExtractConfig, preset: ModelPreset, blocks, weights: dict, source: ImageSource, n_rows: int, device: torch.device) -> dict:
+    """Everything that changes a cached value. Two runs with equal keys write equal bytes."""
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_IN_KEY}
+    fields.update(
+        ts=list(cfg.ts), blocks=list(blocks), pools=list(cfg.pools), model=preset.to_dict(),
+        class_label=cfg.class_label if preset.class_cond else None, weights=weights,
+        dataset={"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": n_rows},
+        preprocessing=PREPROCESSING, device_type=device.type,
+    )  # fmt: skip
+    return fields
+
+
+def describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += describe_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            diffs.append(f"{prefix}{k}: store has {a!r}, asked {b!r}")
+    return diffs
+
+
+def json_roundtrip(obj):
+    """The value as it reads back from Zarr attrs (tuples become lists, paths strings)."""
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+# ---------------------------------------------------------------- the run
+def load_model(cfg: ExtractConfig, preset: ModelPreset) -> tuple[torch.nn.Module, dict]:
+    if cfg.random_init:
+        return random_unet(preset, cfg.seed), {"random_init": True, "init_seed": cfg.seed}
+    model = load_checkpoint(preset, cfg.ckpt)
+    return model, {"random_init": False, "checkpoint": Path(cfg.ckpt).name, "sha256": file_sha256(cfg.ckpt)}
+
+
+def prepare_store(cfg, key: dict, provenance: dict, shapes, source: ImageSource, rows: np.ndarray) -> str | None:
+    """Create, resume or refuse the store (rank 0 only). Returns an error message or None."""
+    out = Path(cfg.out)
+    if out.exists() and not is_store(out):
+        if is_store(out, created=False) or (out.is_dir() and not any(out.iterdir())):
+            FeatureStore.remove(out)  # empty, or a creation that was interrupted
+        else:
+            return f"{out} exists and is not a diffprobe store; choose another --out"
+    if out.exists():
+        store = FeatureStore.open(out, mode="r+")
+        diffs = describe_differences(store.attrs.get("key", {}), key)
+        if diffs and not cfg.overwrite:
+            return f"{out} was made with other arguments ({'; '.join(diffs)}); use --overwrite to replace it"
+        if not diffs:
+            return None
+        FeatureStore.remove(out)
+    FeatureStore.create(
+        out,
+        row_shapes=shapes,
+        ids=[source.ids[i] for i in rows],
+        labels=source.labels[rows],
+        index=rows,
+        shard_rows=cfg.shard_rows,
+        views=cfg.views,
+        dtype=cfg.store_dtype,
+        attrs={"key": key, "provenance": provenance},
+    )
+    return None
+
+
+class _ShardBatches(torch.utils.data.Sampler):
+    """Batches of dataset indices that never straddle two shards, in shard order."""
+
+    def __init__(self, shards: list[np.ndarray], batch_size: int):
+        self.batches = [s[i : i + batch_size].tolist() for s in shards for i in range(0, len(s), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list[int], cfg: ExtractConfig, blocks, shapes, device) -> dict[FeatureKey, np.ndarray]:
+    """One batch: x0 (N, C, S, S) in [-1, 1] -> key -> (N, [V,] C, h, w) in the store dtype."""
+    autocast = AUTOCAST_DTYPES[cfg.dtype]
+    store_dtype = np.dtype(cfg.store_dtype)
+    n = x0.shape[0]
+    out = {k: np.empty((n, cfg.views, *s), dtype=store_dtype) for k, s in shapes.items()}
+    y = torch.full((n,), cfg.class_label, dtype=torch.long, device=device) if preset.class_cond else None
+    steps = {t: torch.full((n,), t, dtype=torch.long, device=device) for t in cfg.ts}
+    amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
+    for t in cfg.ts:
+        for v in range(cfg.views):
+            eps = draw_noise(tuple(x0.shape[1:]), cfg.seed, indices, t, v).to(device, non_blocking=True)
+            x_t = q_sample(preset, x0, t, eps)
+            with torch.inference_mode(), amp:
+                feats = blocks_mod.capture(model, x_t, steps[t], blocks, y=y)
+            for b in blocks:
+                h = feats[b].float()
+                for p in cfg.pools:
+                    out[FeatureKey(t, b, p)][:, v] = pool(h, p).to("cpu").numpy().astype(store_dtype)
+    return {k: (a if cfg.views > 1 else a[:, 0]) for k, a in out.items()}
+
+
+def extract(cfg: ExtractConfig) -> Summary:
+    """Run (or resume) one extraction into cfg.out. Collective under torchrun."""
+    started = time.perf_counter()
+    preset, blocks = validate(cfg)
+    device = pick_device(cfg.device)
+    world = init_world(device)
+    try:
+        device = pick_device(cfg.device, world)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        source = open_source(cfg.data, cfg.data_root, cfg.split)
+        if len(source) == 0:
+            raise DataError(f"{source.location}: the dataset has no images")
+        rows = subset_indices(len(source), cfg.limit, cfg.seed)
+        shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools)
+        model, weights = load_model(cfg, preset)
+        model.to(device)
+        key = json_roundtrip(store_key(cfg, preset, blocks, weights, source, len(rows), device))
+        provenance = json_roundtrip({
+            "diffprobe_version": __version__, "torch_version": torch.__version__,
+            "stage": "extract", "preset": preset.name, "weights": weights,
+            "dataset": {"name": source.name, "split": source.split, "location": source.location,
+                        "classes": source.classes, "fingerprint": source.fingerprint()},
+            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
+        })  # fmt: skip
+        error = prepare_store(cfg, key, provenance, shapes, source, rows) if world.is_main else None
+        error = world.broadcast(error)
+        if error:
+            raise StoreError(error)
+        store = FeatureStore.open(cfg.out, mode="r+")
+        done = store.done_shards()
+        mine = [s for s in range(store.n_shards) if s % world.size == world.rank and not done[s]]
+        if mine and world.is_main:
+            store.mark_incomplete()
+        computed = run_shards(model, preset, source, store, mine, rows, cfg, blocks, shapes, device, world)
+        images = int(world.all_sum(computed))
+        world.barrier()
+        seconds = time.perf_counter() - started
+        if world.is_main:
+            bad = [str(i) for i, ok in zip(store.ids(), store.valid()) if not ok]
+            store.finish({"skipped": bad, "last_run": {"images": images, "seconds": round(seconds, 3), "world_size": world.size}})
+        world.barrier()
+        return Summary(Path(cfg.out), images, seconds, store.size_bytes(), int(store.done_shards().sum()), store.n_shards, list(store.attrs.get("skipped", [])))
+    finally:
+        close_world(world)
+
+
+def run_shards(model, preset, source, store: FeatureStore, shards: list[int], rows: np.ndarray, cfg, blocks, shapes, device, world: World) -> int:
+    """Compute and write the given shards; returns the number of images computed."""
+    shard_indices = [rows[store.shard_rows(s).start : store.shard_rows(s).stop] for s in shards]
+    total = int(sum(len(s) for s in shard_indices))
+    if total == 0:
+        return 0
+    loader = torch.utils.data.DataLoader(
+        FeatureInput(source, preset.image_size, preset.in_channels),
+        batch_sampler=_ShardBatches(shard_indices, cfg.batch_size),
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    bar = tqdm(total=total, unit="img", desc=f"extract rank {world.rank}" if world.size > 1 else "extract", disable=not cfg.progress, dynamic_ncols=True)
+    batches = iter(loader)
+    with bar:
+        for s in shards:
+            span = store.shard_rows(s)
+            buffers = {k: np.empty((len(span), *store.array(k).shape[1:]), dtype=cfg.store_dtype) for k in shapes}
+            valid = np.ones(len(span), dtype=bool)
+            filled = 0
+            while filled < len(span):
+                indices, x0, errors = next(batches)
+                indices = indices.tolist()
+                bad = [j for j, e in enumerate(errors) if e]
+                if bad and not cfg.skip_bad:
+                    raise DataError(errors[bad[0]] + " (use --skip-bad to skip unreadable images)")
+                feats = compute_features(model, preset, x0.to(device, non_blocking=True), indices, cfg, blocks, shapes, device)
+                # batches walk the shard's rows in order, never crossing into the next shard
+                local = slice(filled, filled + len(indices))
+                for k, values in feats.items():
+                    values[bad] = np.nan  # a skipped image is never a silent zero row
+                    buffers[k][local] = values
+                valid[local][bad] = False
+                filled += len(indices)
+                bar.update(len(indices))
+            store.write_shard(s, buffers, valid)
+    return total

@@ -1,0 +1,263 @@
+"""The cache schema: the only code that knows how a diffprobe store is laid out.
+
+A store is one Zarr v3 group:
+
+    <store>/                          attrs: format, schema_version, key, provenance, arrays,
+                                             complete, skipped, last_run
+      features/t{t}/b{b}/p{p}         (N, C, p, p) or, with views V > 1, (N, V, C, p, p)
+      features/t{t}/b{b}/full         (N, C, H, W)  (pool 'none')
+      labels   int64 (N,)             class index per row
+      ids      str   (N,)             image id (path relative to the dataset root, ...)
+      index    int64 (N,)             row -> position in the source dataset (noise is keyed by it)
+      valid    uint8 (N,)             0 for an image skipped as unreadable (its features are NaN)
+      progress/done  uint8 (n_shards,)  1 once every array's rows of shard s are written
+
+Rows are grouped in shards of `shard_rows`; a shard is the unit of work, of writing and of
+resume. Feature arrays use Zarr sharding (one shard file per row-shard, inner chunks of a
+few MiB) with a CRC32C codec on every chunk, so a corrupt chunk raises on read. Unwritten
+feature rows read as NaN. The store is complete only when every done flag is 1 and then
+`complete` is set in the root attrs, last.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+FORMAT = "diffprobe-features"
+SCHEMA_VERSION = 1
+CHUNK_BYTES = 4 << 20  # target size of one inner chunk
+STORE_DTYPES = ("float16", "float32")
+
+_FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "index", "valid", "progress/done"
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """One cached array: timestep t, block b, pool p (None = the full map)."""
+
+    t: int
+    b: int
+    pool: int | None
+
+    @property
+    def path(self) -> str:
+        return f"{_FEATURES}/t{self.t}/b{self.b}/{'full' if self.pool is None else f'p{self.pool}'}"
+
+    def to_dict(self) -> dict:
+        return {"t": self.t, "b": self.b, "pool": self.pool}
+
+    def sort_key(self) -> tuple[int, int, int]:
+        return self.t, self.b, -1 if self.pool is None else self.pool
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureKey:
+        return cls(int(d["t"]), int(d["b"]), None if d["pool"] is None else int(d["pool"]))
+
+    def __str__(self) -> str:
+        return f"t={self.t} b={self.b} pool={'none' if self.pool is None else self.pool}"
+
+
+class StoreError(ValueError):
+    """A store that is not a diffprobe store, is incomplete, or lacks what was asked for."""
+
+
+def chunk_rows_for(row_bytes: int, shard_rows: int) -> int:
+    """The largest divisor of shard_rows whose chunk stays within CHUNK_BYTES (at least 1)."""
+    best = 1
+    for rows in range(1, shard_rows + 1):
+        if shard_rows % rows == 0 and rows * row_bytes <= CHUNK_BYTES:
+            best = rows
+    return best
+
+
+def is_store(path: str | Path, created: bool = True) -> bool:
+    """A diffprobe store; with created=False, also one whose creation was interrupted."""
+    try:
+        attrs = zarr.open_group(str(path), mode="r").attrs
+    except Exception:  # noqa: BLE001 - anything unreadable is not a store
+        return False
+    return attrs.get("format") == FORMAT and (attrs.get("created", False) or not created)
+
+
+class FeatureStore:
+    """Read and write access to one store. Create with `create`, open with `open`."""
+
+    def __init__(self, group: zarr.Group, path: Path):
+        self.group, self.path = group, path
+        attrs = dict(group.attrs)
+        if attrs.get("format") != FORMAT:
+            raise StoreError(f"{path} is not a diffprobe feature store")
+        if not attrs.get("created"):
+            raise StoreError(f"{path} is an unfinished store (its creation was interrupted)")
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {attrs.get('schema_version')}; this diffprobe reads {SCHEMA_VERSION}"
+            )
+        self.layout = attrs["layout"]
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        row_shapes: dict[FeatureKey, tuple[int, ...]],
+        ids: list[str],
+        labels: np.ndarray,
+        index: np.ndarray,
+        shard_rows: int,
+        views: int,
+        dtype: str,
+        attrs: dict,
+    ) -> FeatureStore:
+        """A new, empty, incomplete store. row_shapes: key -> (C, h, w) of one row and view."""
+        if dtype not in STORE_DTYPES:
+            raise ValueError(f"store dtype must be one of {STORE_DTYPES}, got {dtype!r}")
+        path = Path(path)
+        n = len(ids)
+        n_shards = max(1, -(-n // shard_rows))
+        # the identity goes in first (an interrupted creation is recognisable and replaceable);
+        # `created` is set once every array exists, `complete` once every shard is written
+        group = zarr.open_group(str(path), mode="w", attributes={"format": FORMAT, "schema_version": SCHEMA_VERSION, "created": False, "complete": False})
+        itemsize = np.dtype(dtype).itemsize
+        arrays = []
+        for key, shape in sorted(row_shapes.items(), key=lambda kv: kv[0].sort_key()):
+            row = ((views,) if views > 1 else ()) + tuple(shape)
+            rows = chunk_rows_for(int(np.prod(row)) * itemsize, shard_rows)
+            group.create_array(
+                key.path,
+                shape=(n, *row),
+                dtype=dtype,
+                chunks=(rows, *row),
+                shards=(shard_rows, *row),
+                compressors=[ZstdCodec(level=0), Crc32cCodec()],
+                fill_value=float("nan"),
+            )
+            arrays.append({**key.to_dict(), "shape": [n, *row], "chunk_rows": rows})
+        group.create_array(_LABELS, data=np.asarray(labels, dtype=np.int64), compressors=[Crc32cCodec()])
+        group.create_array(_INDEX, data=np.asarray(index, dtype=np.int64), compressors=[Crc32cCodec()])
+        id_array = group.create_array(_IDS, shape=(n,), dtype=str, chunks=(max(n, 1),))
+        id_array[:] = np.asarray(ids, dtype=object)
+        # valid and done are written per shard by that shard's owner: one chunk per shard
+        group.create_array(_VALID, shape=(n,), dtype="uint8", chunks=(shard_rows,), fill_value=0)
+        group.create_array(_DONE, shape=(n_shards,), dtype="uint8", chunks=(1,), fill_value=0)
+        group.attrs.update(
+            {
+                **attrs,
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "layout": {"rows": n, "shard_rows": shard_rows, "n_shards": n_shards, "views": views, "dtype": dtype},
+                "arrays": arrays,
+                "created": True,
+            }
+        )
+        return cls(group, path)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"store not found: {path}")
+        try:
+            group = zarr.open_group(str(path), mode=mode)
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(f"{path} is not a readable Zarr store ({e})") from None
+        return cls(group, path)
+
+    @staticmethod
+    def remove(path: str | Path) -> None:
+        """Delete a store; refuses anything that is not a diffprobe store."""
+        path = Path(path)
+        if not path.exists():
+            return
+        if not is_store(path, created=False):
+            raise StoreError(f"refusing to delete {path}: it is not a diffprobe store")
+        shutil.rmtree(path)
+
+    # ------------------------------------------------------------ reading
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.layout["rows"])
+
+    @property
+    def n_shards(self) -> int:
+        return int(self.layout["n_shards"])
+
+    @property
+    def views(self) -> int:
+        return int(self.layout["views"])
+
+    def shard_rows(self, s: int) -> range:
+        size = int(self.layout["shard_rows"])
+        return range(s * size, min((s + 1) * size, self.n_rows))
+
+    def keys(self) -> list[FeatureKey]:
+        return [FeatureKey.from_dict(a) for a in self.attrs["arrays"]]
+
+    def array(self, key: FeatureKey) -> zarr.Array:
+        if key not in self.keys():
+            held = ", ".join(str(k) for k in self.keys())
+            raise StoreError(f"{self.path} has no features for {key}; it holds: {held}")
+        return self.group[key.path]
+
+    def labels(self) -> np.ndarray:
+        return self.group[_LABELS][:]
+
+    def ids(self) -> np.ndarray:
+        return self.group[_IDS][:]
+
+    def index(self) -> np.ndarray:
+        return self.group[_INDEX][:]
+
+    def valid(self) -> np.ndarray:
+        return self.group[_VALID][:].astype(bool)
+
+    def done_shards(self) -> np.ndarray:
+        """Which shards are fully written. A marker that cannot be read counts as not done."""
+        done = self.group[_DONE]
+        try:
+            return done[:].astype(bool)
+        except Exception:  # noqa: BLE001 - a torn marker file from a killed run
+            out = np.zeros(self.n_shards, dtype=bool)
+            for s in range(self.n_shards):
+                try:
+                    out[s] = bool(done[s])
+                except Exception:  # noqa: BLE001
+                    pass
+            return out
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.attrs.get("complete")) and bool(self.done_shards().all())
+
+    # ------------------------------------------------------------ writing
+    def write_shard(self, s: int, features: dict[FeatureKey, np.ndarray], valid: np.ndarray) -> None:
+        """Write every array's rows of shard s, then mark it done (the marker comes last)."""
+        rows = self.shard_rows(s)
+        for key, values in features.items():
+            self.group[key.path][rows.start : rows.stop] = values
+        self.group[_VALID][rows.start : rows.stop] = valid.astype(np.uint8)
+        self.group[_DONE][s] = 1
+
+    def finish(self, extra_attrs: dict) -> None:
+        """Set the completion flag (last), once every shard is done."""
+        missing = np.flatnonzero(~self.done_shards())
+        if missing.size:
+            raise StoreError(f"{self.path}: cannot finish, shards not written: {missing[:10].tolist()}")
+        self.group.attrs.update({**extra_attrs, "complete": True})
+
+    def mark_incomplete(self) -> None:
+        self.group.attrs["complete"] = False
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

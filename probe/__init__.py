@@ -1,0 +1,1 @@
+"""diffprobe probe stage: heads trained on cached features (to come)."""
