@@ -52,8 +52,9 @@ class ExtractConfig:
     store_dtype: str = "float16"
     class_label: int = 0  # the label fed to class-conditional models, the same for every image
     shard_rows: int = 2048
+    micro_batch: int = 16  # the forward's batch shape: fixed per store, since kernels round by shape
     skip_bad: bool = False
-    batch_size: int = 64
+    batch_size: int = 64  # images per loader step: any value gives the same bits
     workers: int = 0
     device: str | None = None
     overwrite: bool = False
@@ -122,8 +123,10 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...]]:
         raise ValueError("give at least one --pool")
     if cfg.views < 1:
         raise ValueError(f"--views must be at least 1, got {cfg.views}")
-    if cfg.shard_rows < 1 or cfg.batch_size < 1 or cfg.workers < 0:
-        raise ValueError("--shard-rows and --batch-size must be positive, --workers non-negative")
+    if min(cfg.shard_rows, cfg.batch_size, cfg.micro_batch) < 1 or cfg.workers < 0:
+        raise ValueError("--shard-rows, --micro-batch and --batch-size must be positive, --workers non-negative")
+    if cfg.shard_rows % cfg.micro_batch:
+        raise ValueError(f"--shard-rows ({cfg.shard_rows}) must be a multiple of --micro-batch ({cfg.micro_batch})")
     if cfg.limit is not None and cfg.limit < 1:
         raise ValueError(f"--limit must be positive, got {cfg.limit}")
     if cfg.dtype not in AUTOCAST_DTYPES:
@@ -213,7 +216,8 @@ def prepare_store(cfg, key: dict, provenance: dict, shapes, source: ImageSource,
 
 
 class _ShardBatches(torch.utils.data.Sampler):
-    """Batches of dataset indices that never straddle two shards, in shard order."""
+    """Batches of dataset indices that never straddle two shards, in shard order.
+    batch_size is a multiple of the micro-batch, so micro-batches stay aligned to rows."""
 
     def __init__(self, shards: list[np.ndarray], batch_size: int):
         self.batches = [s[i : i + batch_size].tolist() for s in shards for i in range(0, len(s), batch_size)]
@@ -226,25 +230,44 @@ class _ShardBatches(torch.utils.data.Sampler):
 
 
 def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list[int], cfg: ExtractConfig, blocks, shapes, device) -> dict[FeatureKey, np.ndarray]:
-    """One batch: x0 (N, C, S, S) in [-1, 1] -> key -> (N, [V,] C, h, w) in the store dtype."""
-    autocast = AUTOCAST_DTYPES[cfg.dtype]
-    store_dtype = np.dtype(cfg.store_dtype)
+    """One loader batch: x0 (N, C, S, S) in [-1, 1] -> key -> (N, [V,] C, h, w) in the store dtype.
+
+    The model always sees exactly cfg.micro_batch images (the last group zero-padded):
+    CPU and GPU kernels pick their blocking, and so their rounding, by shape, so a fixed
+    shape is what makes a row's bits independent of how the run was batched."""
+    g = cfg.micro_batch
     n = x0.shape[0]
-    out = {k: np.empty((n, cfg.views, *s), dtype=store_dtype) for k, s in shapes.items()}
-    y = torch.full((n,), cfg.class_label, dtype=torch.long, device=device) if preset.class_cond else None
-    steps = {t: torch.full((n,), t, dtype=torch.long, device=device) for t in cfg.ts}
+    out = {k: np.empty((n, cfg.views, *s), dtype=np.dtype(cfg.store_dtype)) for k, s in shapes.items()}
+    for start in range(0, n, g):
+        rows = slice(start, min(start + g, n))
+        x = x0[rows]
+        if x.shape[0] < g:
+            x = torch.cat([x, x.new_zeros((g - x.shape[0], *x.shape[1:]))])
+        for key, values in _forward_group(model, preset, x, indices[rows], cfg, blocks, device).items():
+            out[key][rows] = values[: rows.stop - rows.start]
+    return {k: (a if cfg.views > 1 else a[:, 0]) for k, a in out.items()}
+
+
+def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blocks, device) -> dict[FeatureKey, np.ndarray]:
+    """x0 (G, C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w)."""
+    g = x0.shape[0]
+    autocast = AUTOCAST_DTYPES[cfg.dtype]
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
+    y = torch.full((g,), cfg.class_label, dtype=torch.long, device=device) if preset.class_cond else None
+    out: dict[FeatureKey, list] = {}
     for t in cfg.ts:
+        steps = torch.full((g,), t, dtype=torch.long, device=device)
         for v in range(cfg.views):
-            eps = draw_noise(tuple(x0.shape[1:]), cfg.seed, indices, t, v).to(device, non_blocking=True)
-            x_t = q_sample(preset, x0, t, eps)
+            eps = torch.zeros_like(x0, device="cpu")
+            eps[: len(indices)] = draw_noise(tuple(x0.shape[1:]), cfg.seed, indices, t, v)
+            x_t = q_sample(preset, x0, t, eps.to(device, non_blocking=True))
             with torch.inference_mode(), amp:
-                feats = blocks_mod.capture(model, x_t, steps[t], blocks, y=y)
+                feats = blocks_mod.capture(model, x_t, steps, blocks, y=y)
             for b in blocks:
                 h = feats[b].float()
                 for p in cfg.pools:
-                    out[FeatureKey(t, b, p)][:, v] = pool(h, p).to("cpu").numpy().astype(store_dtype)
-    return {k: (a if cfg.views > 1 else a[:, 0]) for k, a in out.items()}
+                    out.setdefault(FeatureKey(t, b, p), []).append(pool(h, p).cpu().numpy().astype(cfg.store_dtype))
+    return {k: np.stack(v, axis=1) for k, v in out.items()}
 
 
 def extract(cfg: ExtractConfig) -> Summary:
@@ -263,7 +286,7 @@ def extract(cfg: ExtractConfig) -> Summary:
         rows = subset_indices(len(source), cfg.limit, cfg.seed)
         shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools)
         model, weights = load_model(cfg, preset)
-        model.to(device)
+        model.requires_grad_(False).to(device)
         key = json_roundtrip(store_key(cfg, preset, blocks, weights, source, len(rows), device))
         provenance = json_roundtrip({
             "diffprobe_version": __version__, "torch_version": torch.__version__,
@@ -302,7 +325,7 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
         return 0
     loader = torch.utils.data.DataLoader(
         FeatureInput(source, preset.image_size, preset.in_channels),
-        batch_sampler=_ShardBatches(shard_indices, cfg.batch_size),
+        batch_sampler=_ShardBatches(shard_indices, -(-cfg.batch_size // cfg.micro_batch) * cfg.micro_batch),
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,

@@ -1,0 +1,74 @@
+import pickle
+
+import pytest
+import torch
+
+from extract import gd
+from extract.models import CheckpointError, build_unet, load_checkpoint, random_unet, read_state_dict
+from extract.presets import PRESETS, get_preset
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="adm256-uncond"):
+        get_preset("adm999")
+
+
+def test_guided_diffusion_zero_init_is_undone_for_the_random_control():
+    preset = PRESETS["tiny"]
+    plain = build_unet(preset)
+    zeroed = [m.out_layers[-1].weight for m in plain.modules() if isinstance(m, gd.ResBlock)]
+    zeroed += [m.proj_out.weight for m in plain.modules() if isinstance(m, gd.AttentionBlock)]
+    assert zeroed and all(float(w.detach().abs().max()) == 0.0 for w in zeroed)
+    control = random_unet(preset, seed=0)
+    for m in control.modules():
+        if isinstance(m, gd.ResBlock):
+            assert float(m.out_layers[-1].weight.detach().abs().max()) > 0
+        if isinstance(m, gd.AttentionBlock):
+            assert float(m.proj_out.weight.detach().abs().max()) > 0
+
+
+def test_random_control_is_a_function_of_the_seed():
+    a, b, c = (random_unet(PRESETS["tiny"], seed=s).state_dict() for s in (0, 0, 1))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    preset = PRESETS["tiny"]
+    original = random_unet(preset, seed=3)
+    path = tmp_path / "tiny.pt"
+    torch.save(original.state_dict(), path)
+    loaded = load_checkpoint(preset, path)
+    for k, v in original.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_checkpoint_of_another_architecture_is_refused_with_keys_and_fitting_presets(tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(build_unet(PRESETS["tiny"]).state_dict(), path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(PRESETS["adm64-cond"], path)
+    message = str(err.value)
+    assert "missing keys: label_emb.weight" in message
+    assert "shape mismatches: time_embed.0.weight (128, 32) in file vs (768, 192) in model" in message
+    assert "presets that fit this file: tiny" in message
+
+
+def test_not_a_torch_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a loadable weights-only torch checkpoint"):
+        read_state_dict(path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError):
+        read_state_dict(path)
+    assert "code ran" not in capsys.readouterr().out

@@ -1,0 +1,209 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from extract.blocks import capture
+from extract.data import preprocess
+from extract.models import random_unet
+from extract.noise import draw_noise, q_sample
+from extract.presets import PRESETS
+from extract.run import extract
+from extract.schema import FeatureKey, FeatureStore, StoreError
+from tests.conftest import run_tiny, tiny_config
+
+
+def store_bytes(path) -> dict:
+    """Every array of a store as bytes, for bit-identity checks."""
+    store = FeatureStore.open(path)
+    out = {str(k): store.array(k)[:].tobytes() for k in store.keys()}
+    out.update(labels=store.labels().tobytes(), ids="|".join(store.ids()), valid=store.valid().tobytes())
+    return out
+
+
+def test_store_holds_what_was_asked(tmp_path, fmnist_env):
+    summary = run_tiny(tmp_path / "s.zarr", views=2)
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert store.complete and summary.images == 96 and summary.shards_total == 6
+    assert sorted(store.keys(), key=FeatureKey.sort_key) == sorted(
+        (FeatureKey(t, b, p) for t in (10, 300) for b in (3, 7) for p in (1, 2, None)), key=FeatureKey.sort_key
+    )
+    assert store.array(FeatureKey(10, 3, None)).shape == (96, 2, 32, 16, 16)
+    assert store.array(FeatureKey(300, 7, 2)).shape == (96, 2, 64, 2, 2)
+    assert store.array(FeatureKey(300, 7, 2)).dtype == np.float16
+    assert list(store.labels()) == [i % 10 for i in range(96)]
+    attrs = store.attrs
+    assert attrs["provenance"]["weights"] == {"random_init": True, "init_seed": 0}
+    assert attrs["key"]["dataset"]["name"] == "fashion-mnist" and attrs["key"]["views"] == 2
+    a = store.array(FeatureKey(10, 7, 1))[:]
+    assert not np.isnan(a).any() and not np.array_equal(a[:, 0], a[:, 1])  # views differ
+
+
+def test_cached_row_equals_a_direct_computation(tmp_path, fmnist_env):
+    """A row of the store is the pooled activation of q_sample(x0, t, eps(seed, index, t))."""
+    from extract.data import fashion_mnist
+
+    run_tiny(tmp_path / "s.zarr", store_dtype="float32", seed=5)
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    preset = PRESETS["tiny"]
+    model = random_unet(preset, seed=5)
+    group = [16, 17, 18, 19]  # the micro-batch (of 4) that row 17 is computed in
+    source = fashion_mnist(None, "train")
+    x0 = torch.stack([preprocess(source.load(i), 32, 3) for i in group])
+    x_t = q_sample(preset, x0, 300, draw_noise((3, 32, 32), 5, group, 300, 0))
+    with torch.no_grad():
+        h = capture(model, x_t, torch.full((4,), 300), [7])[7]
+    expected = torch.nn.functional.adaptive_avg_pool2d(h, 2)[1].numpy()
+    np.testing.assert_array_equal(store.array(FeatureKey(300, 7, 2))[17], expected)
+
+
+def test_bit_identical_across_batch_sizes_and_workers(tmp_path, fmnist_env):
+    run_tiny(tmp_path / "a.zarr", batch_size=16, workers=0)
+    run_tiny(tmp_path / "b.zarr", batch_size=4, workers=2)
+    run_tiny(tmp_path / "c.zarr", batch_size=5, workers=1)  # 5 rounds up to 8
+    assert store_bytes(tmp_path / "a.zarr") == store_bytes(tmp_path / "c.zarr")
+    assert store_bytes(tmp_path / "a.zarr") == store_bytes(tmp_path / "b.zarr")
+
+
+def test_subset_rows_equal_the_full_run(tmp_path, fmnist_env):
+    """Noise is keyed by dataset index, so a --limit subset holds the same rows as the full run."""
+    run_tiny(tmp_path / "full.zarr")
+    run_tiny(tmp_path / "sub.zarr", limit=20)
+    full, sub = FeatureStore.open(tmp_path / "full.zarr"), FeatureStore.open(tmp_path / "sub.zarr")
+    rows = sub.index()
+    assert len(rows) == 20
+    key = FeatureKey(10, 7, 2)
+    np.testing.assert_array_equal(sub.array(key)[:], full.array(key)[:][rows])
+
+
+def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path, fmnist_env, monkeypatch):
+    run_tiny(tmp_path / "ref.zarr")
+    real_write = FeatureStore.write_shard
+    written = []
+
+    def failing_write(self, s, *args):
+        if len(written) == 2:
+            raise OSError("disk went away")
+        written.append(s)
+        real_write(self, s, *args)
+
+    monkeypatch.setattr(FeatureStore, "write_shard", failing_write)
+    with pytest.raises(OSError):
+        run_tiny(tmp_path / "cut.zarr")
+    cut = FeatureStore.open(tmp_path / "cut.zarr")
+    assert not cut.complete and cut.done_shards().sum() == 2
+    monkeypatch.setattr(FeatureStore, "write_shard", real_write)
+    summary = run_tiny(tmp_path / "cut.zarr")
+    assert summary.images == 96 - 2 * 16  # only the missing shards were computed
+    assert store_bytes(tmp_path / "cut.zarr") == store_bytes(tmp_path / "ref.zarr")
+
+
+def _cli(out, *extra):
+    return [sys.executable, "-m", "extract", "run", "--model", "tiny", "--random-init", "--out", str(out),
+            "-t", "10", "-b", "7", "--pool", "2", "--shard-rows", "8", "--micro-batch", "4", "--batch-size", "4", "--no-progress", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env):
+    env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_env), "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(tmp_path / "ref.zarr"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cli(tmp_path / "cut.zarr"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = FeatureStore.open(tmp_path / "cut.zarr").done_shards()
+        except (FileNotFoundError, StoreError, KeyError):
+            done = np.zeros(1, dtype=bool)
+        if 2 <= done.sum() < len(done):
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = int(done.sum())
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None, "the run finished before it could be killed"
+    assert not FeatureStore.open(tmp_path / "cut.zarr").complete
+    subprocess.run(_cli(tmp_path / "cut.zarr"), check=True, env=env, capture_output=True)
+    assert FeatureStore.open(tmp_path / "cut.zarr").complete
+    assert store_bytes(tmp_path / "cut.zarr") == store_bytes(tmp_path / "ref.zarr")
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_equals_one_process(tmp_path, fmnist_env):
+    env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_env), "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(tmp_path / "one.zarr"), check=True, env=env, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
+    done = subprocess.run(torchrun + _cli(tmp_path / "two.zarr")[2:], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = FeatureStore.open(tmp_path / "two.zarr")
+    assert two.complete and two.attrs["last_run"]["world_size"] == 2
+    assert store_bytes(tmp_path / "one.zarr") == store_bytes(tmp_path / "two.zarr")
+
+
+def test_other_arguments_into_an_existing_store_are_refused_then_overwritten(tmp_path, fmnist_env):
+    run_tiny(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match=r"ts: store has \[10, 300\], asked \[10\]"):
+        run_tiny(tmp_path / "s.zarr", ts=(10,))
+    run_tiny(tmp_path / "s.zarr", ts=(10,), overwrite=True)
+    assert [k.t for k in FeatureStore.open(tmp_path / "s.zarr").keys()] == [10] * 6
+
+
+def test_a_folder_that_is_not_a_store_is_never_replaced(tmp_path, fmnist_env):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(StoreError, match="not a diffprobe store"):
+        run_tiny(tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_unreadable_image_stops_the_run_naming_it(tmp_path, image_folder):
+    (image_folder / "train" / "dog" / "broken.png").write_bytes(b"not a png at all")
+    cfg = dict(data="imagefolder", data_root=image_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,))
+    with pytest.raises(ValueError, match=r"cannot read image 'dog/broken.png'"):
+        run_tiny(tmp_path / "s.zarr", **cfg)
+    assert not FeatureStore.open(tmp_path / "s.zarr").complete
+
+
+def test_skip_bad_marks_the_row_and_lists_it(tmp_path, image_folder):
+    (image_folder / "train" / "dog" / "broken.png").write_bytes(b"")
+    cfg = dict(data="imagefolder", data_root=image_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,))
+    summary = run_tiny(tmp_path / "s.zarr", skip_bad=True, **cfg)
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    ids = list(store.ids())
+    bad = ids.index("dog/broken.png")
+    assert summary.skipped == ["dog/broken.png"] and store.attrs["skipped"] == ["dog/broken.png"]
+    assert not store.valid()[bad] and store.valid().sum() == len(ids) - 1
+    feats = store.array(FeatureKey(10, 7, 1))[:]
+    assert np.isnan(feats[bad]).all() and not np.isnan(np.delete(feats, bad, axis=0)).any()
+
+
+def test_hdf5_run(tmp_path):
+    import h5py
+
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = np.random.default_rng(0).integers(0, 255, (10, 20, 20), dtype=np.uint8)
+        f["labels"] = np.arange(10) % 3
+    run_tiny(tmp_path / "s.zarr", data="hdf5", data_root=path, ts=(5,), blocks=(2,), pools=(4,))
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert list(store.labels()) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] and store.array(FeatureKey(5, 2, 4)).shape == (10, 32, 4, 4)
+
+
+def test_validation_errors_come_before_any_work(tmp_path):
+    cases = [
+        (dict(ts=(1000,)), r"timestep 1000 is outside \[0, 1000\)"),
+        (dict(blocks=(14,)), r"block 14 is outside 1..13"),
+        (dict(pools=(9,)), r"block 7: pool 9 is larger than the block's 8x8 map"),
+        (dict(random_init=False), r"no --ckpt given"),
+        (dict(random_init=False, ckpt=tmp_path / "x.pt"), r"checkpoint not found"),
+        (dict(model="adm9"), r"unknown model preset 'adm9'"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            extract(tiny_config(tmp_path / "s.zarr", **{"blocks": (7,), **overrides}))
+        assert not (tmp_path / "s.zarr").exists()
