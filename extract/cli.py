@@ -118,5 +118,24 @@ def presets():
         click.echo(f"{name:<15} {p.image_size:>4}px  {p.num_blocks:>2} blocks  {p.description}")
 
 
+@cli.command()
+@click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32")
+@click.option("--device", help="[default: cuda if available]")
+@click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")
+@user_errors
+def bench(dtype, device, out):
+    """Time early exit against guided-diffusion's full forward (adm256 b=24, tiny b=7)."""
+    import json
+
+    from extract.bench import bench_extract, format_table
+
+    result = bench_extract(dtype=dtype, device=device)
+    click.echo(format_table(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        click.echo(f"written to {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="python -m extract")

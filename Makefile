@@ -1,0 +1,63 @@
+# diffprobe: the user's menu. `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-12)
+
+# extraction defaults: the tiny preset with random weights on Fashion-MNIST (until the demo model lands)
+MODEL ?= tiny
+CKPT ?=
+DATA ?= fashion-mnist
+DATA_ROOT ?=
+SPLITS ?= train test
+T ?= 150
+B ?=
+POOL ?= 2
+LIMIT ?=
+ARGS ?=
+OUT ?= cache
+
+empty :=
+space := $(empty) $(empty)
+comma := ,
+tag = $(subst $(comma),-,$(subst $(space),,$(1)))
+store_name = $(OUT)/$(MODEL)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
+weights = $(if $(CKPT),--ckpt $(CKPT),--random-init)
+
+.PHONY: help install test extract blocks bench-extract fashion-mnist clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f .venv/.installed-* && touch $@
+
+install: $(VENV_STAMP) ## create .venv and install diffprobe with its pinned dependencies
+
+fashion-mnist: ## make sure Fashion-MNIST's IDX files are there (installs the Debian package as root)
+	@if [ -n "$$FASHION_MNIST_DIR" ] || [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' or set FASHION_MNIST_DIR"; exit 1; fi
+
+test: $(VENV_STAMP) fashion-mnist ## run the test suite (CPU, a few minutes)
+	$(PY) -m pytest -q tests
+
+extract: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= DATA= DATA_ROOT= SPLITS= LIMIT= OUT=]
+	@for split in $(SPLITS); do \
+	  out="$(call store_name,$$split)"; \
+	  echo "== $$out"; \
+	  $(PY) -m extract run --model $(MODEL) $(weights) --data $(DATA) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
+	    --split $$split -t $(T) $(if $(B),-b $(B)) --pool $(POOL) $(if $(LIMIT),--limit $(LIMIT)) --out "$$out" $(ARGS) || exit $$?; \
+	done
+
+blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm256-uncond
+	$(PY) -m extract blocks --model $(MODEL)
+
+bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (adm256 b=24 and tiny), one run
+	$(PY) -m extract bench --out bench-results/extract.json
+
+clean: ## remove caches and benchmark results (not .venv)
+	rm -rf $(OUT) bench-results

@@ -1,0 +1,93 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from extract.cli import cli
+from extract.data import fashion_mnist, preprocess
+from extract.noise import draw_noise, q_sample
+from extract.models import build_unet
+from extract.presets import PRESETS
+from extract.schema import FeatureKey, FeatureStore
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert "Traceback" not in text and fragment in text, text
+    assert len(text.splitlines()) == 1, text
+
+
+def test_blocks_command_prints_the_adm256_table():
+    result = invoke("blocks", "--model", "adm256-uncond")
+    assert result.exit_code == 0
+    line24 = next(line for line in result.output.splitlines() if line.split()[:1] == ["24"])
+    assert line24.split()[1:2] == ["output_blocks.4"] and "1024" in line24 and "16x16" in line24
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["-t", "1000"], "timestep 1000 is outside [0, 1000)"),
+        (["-b", "0"], "block 0 is outside 1..13"),
+        (["--pool", "64"], "pool 64 is larger than the block's 8x8 map"),
+        (["--no-random-init"], "no --ckpt given"),
+        (["--no-random-init", "--ckpt", "/nonexistent/model.pt"], "checkpoint not found: /nonexistent/model.pt"),
+        (["--data", "imagefolder", "--data-root", "/nonexistent/imagenet"], "image folder not found"),
+        (["--shard-rows", "10"], "must be a multiple of --micro-batch"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, fmnist_env, args, fragment):
+    result = invoke("run", "--random-init", "--out", str(tmp_path / "s.zarr"), "--no-progress", *args)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_unknown_preset_is_refused_by_click(tmp_path):
+    result = invoke("run", "--model", "adm1024", "--random-init", "--out", str(tmp_path / "s.zarr"))
+    assert result.exit_code == 2 and "adm256-uncond" in result.output and "Traceback" not in result.output
+
+
+def test_checkpoint_that_does_not_fit_is_refused_before_any_work(tmp_path, fmnist_env):
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(build_unet(PRESETS["tiny"]).state_dict(), ckpt)
+    result = invoke("run", "--model", "adm256-uncond", "--ckpt", str(ckpt), "--out", str(tmp_path / "s.zarr"), "-b", "1", "--pool", "1")
+    assert_one_line_error(result, "does not fit preset 'adm256-uncond'")
+    assert "missing keys" in result.output and "presets that fit this file: tiny" in result.output
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.slow
+def test_a_published_format_adm256_checkpoint_loads_through_ckpt(tmp_path, fmnist_env):
+    """The real architecture with random weights, saved as a plain state_dict like
+    256x256_diffusion_uncond.pt, extracted through the CLI (b=1: one conv, so it is quick)."""
+    ckpt = tmp_path / "256x256_diffusion_uncond.pt"
+    torch.manual_seed(0)
+    model = build_unet(PRESETS["adm256-uncond"])
+    conv = model.input_blocks[0][0]
+    weight, bias = conv.weight.detach().clone(), conv.bias.detach().clone()
+    torch.save(model.state_dict(), ckpt)
+    del model
+    out = tmp_path / "s.zarr"
+    cmd = [sys.executable, "-m", "extract", "run", "--model", "adm256-uncond", "--ckpt", str(ckpt), "--split", "test",
+           "-t", "0", "-b", "1", "--pool", "1", "--limit", "2", "--micro-batch", "2", "--store-dtype", "float32", "--out", str(out), "--no-progress"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    store = FeatureStore.open(out)
+    assert store.attrs["provenance"]["weights"]["checkpoint"] == ckpt.name
+    assert len(store.attrs["key"]["weights"]["sha256"]) == 64
+    feats = store.array(FeatureKey(0, 1, 1))[:]
+    assert feats.shape == (2, 256, 1, 1)
+    # block 1 is the stem conv: recompute it from the saved weights with plain torch
+    source = fashion_mnist(None, "test")
+    rows = [int(i) for i in store.index()]
+    x0 = torch.stack([preprocess(source.load(i), 256, 3) for i in rows])
+    x_t = q_sample(PRESETS["adm256-uncond"], x0, 0, draw_noise((3, 256, 256), 0, rows, 0, 0))
+    expected = torch.nn.functional.conv2d(x_t, weight, bias, padding=1).mean(dim=(2, 3))
+    assert torch.allclose(torch.from_numpy(feats[:, :, 0, 0]), expected, atol=1e-5)
