@@ -47,7 +47,7 @@ test: $(VENV_STAMP) fashion-mnist ## run the test suite (CPU, a few minutes)
 
 extract: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= DATA= DATA_ROOT= SPLITS= LIMIT= OUT=]
 	@for split in $(SPLITS); do \
-	  out="$(call store_name,$$split)"; \
+	  out="$(call store_name,$${split})"; \
 	  echo "== $$out"; \
 	  $(PY) -m extract run --model $(MODEL) $(weights) --data $(DATA) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
 	    --split $$split -t $(T) $(if $(B),-b $(B)) --pool $(POOL) $(if $(LIMIT),--limit $(LIMIT)) --out "$$out" $(ARGS) || exit $$?; \
