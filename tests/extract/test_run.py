@@ -207,3 +207,15 @@ def test_validation_errors_come_before_any_work(tmp_path):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             extract(tiny_config(tmp_path / "s.zarr", **{"blocks": (7,), **overrides}))
         assert not (tmp_path / "s.zarr").exists()
+
+
+def test_bf16_autocast_is_close_to_fp32_and_keyed_apart(tmp_path, fmnist_env):
+    cfg = dict(ts=(10,), blocks=(7,), pools=(2,), store_dtype="float32")
+    run_tiny(tmp_path / "fp32.zarr", **cfg)
+    run_tiny(tmp_path / "bf16.zarr", dtype="bf16", **cfg)
+    key = FeatureKey(10, 7, 2)
+    a = FeatureStore.open(tmp_path / "fp32.zarr").array(key)[:].reshape(96, -1)
+    b = FeatureStore.open(tmp_path / "bf16.zarr").array(key)[:].reshape(96, -1)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(a, b)
+    assert FeatureStore.open(tmp_path / "bf16.zarr").attrs["key"]["dtype"] == "bf16"
