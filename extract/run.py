@@ -147,13 +147,13 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------- key and provenance
-def store_key(cfg: ExtractConfig, preset: ModelPreset, blocks, weights: dict, source: ImageSource, n_rows: int, device: torch.device) -> dict:
+def store_key(cfg: ExtractConfig, preset: ModelPreset, blocks, weights: dict, dataset: dict, device: torch.device) -> dict:
     """Everything that changes a cached value. Two runs with equal keys write equal bytes."""
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_IN_KEY}
     fields.update(
         ts=list(cfg.ts), blocks=list(blocks), pools=list(cfg.pools), model=preset.to_dict(),
         class_label=cfg.class_label if preset.class_cond else None, weights=weights,
-        dataset={"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": n_rows},
+        dataset=dataset,
         preprocessing=PREPROCESSING, device_type=device.type,
     )  # fmt: skip
     return fields
@@ -280,6 +280,9 @@ def extract(cfg: ExtractConfig) -> Summary:
         device = pick_device(cfg.device, world)
         if device.type == "cuda":
             torch.cuda.set_device(device)
+            # same algorithms for the same shapes on every run (benchmark mode picks by timing)
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
         source = open_source(cfg.data, cfg.data_root, cfg.split)
         if len(source) == 0:
             raise DataError(f"{source.location}: the dataset has no images")
@@ -287,12 +290,12 @@ def extract(cfg: ExtractConfig) -> Summary:
         shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools)
         model, weights = load_model(cfg, preset)
         model.requires_grad_(False).to(device)
-        key = json_roundtrip(store_key(cfg, preset, blocks, weights, source, len(rows), device))
+        dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
+        key = json_roundtrip(store_key(cfg, preset, blocks, weights, dataset, device))
         provenance = json_roundtrip({
             "diffprobe_version": __version__, "torch_version": torch.__version__,
             "stage": "extract", "preset": preset.name, "weights": weights,
-            "dataset": {"name": source.name, "split": source.split, "location": source.location,
-                        "classes": source.classes, "fingerprint": source.fingerprint()},
+            "dataset": {**dataset, "location": source.location, "classes": source.classes},
             "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
         })  # fmt: skip
         error = prepare_store(cfg, key, provenance, shapes, source, rows) if world.is_main else None
