@@ -12,14 +12,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from guided_diffusion import gaussian_diffusion
     from guided_diffusion.script_util import create_gaussian_diffusion
-    from guided_diffusion.unet import AttentionBlock, ResBlock, UNetModel, Downsample, Upsample
+    from guided_diffusion.unet import AttentionBlock, ResBlock, UNetModel
 
 __all__ = [
     "AttentionBlock",
-    "Downsample",
     "ResBlock",
     "UNetModel",
-    "Upsample",
     "create_gaussian_diffusion",
     "gaussian_diffusion",
 ]
