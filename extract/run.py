@@ -111,8 +111,9 @@ def row_shapes(preset: ModelPreset, blocks: tuple[int, ...], ts, pools) -> dict[
     return shapes
 
 
-def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...]]:
-    """Every argument error, before any model, data or store is touched."""
+def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
+    """Every argument error, before any model, data or store is touched.
+    Returns the preset, the sorted blocks and each key's row shape."""
     preset = get_preset(cfg.model)
     if not cfg.ts:
         raise ValueError("give at least one timestep --t")
@@ -142,8 +143,7 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...]]:
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
     blocks = resolve_blocks(cfg, preset)
-    row_shapes(preset, blocks, cfg.ts, cfg.pools)  # pool larger than a block's map
-    return preset, blocks
+    return preset, blocks, row_shapes(preset, blocks, cfg.ts, cfg.pools)  # pool larger than a map fails here
 
 
 # ---------------------------------------------------------------- key and provenance
@@ -273,7 +273,7 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
 def extract(cfg: ExtractConfig) -> Summary:
     """Run (or resume) one extraction into cfg.out. Collective under torchrun."""
     started = time.perf_counter()
-    preset, blocks = validate(cfg)
+    preset, blocks, shapes = validate(cfg)
     device = pick_device(cfg.device)
     world = init_world(device)
     try:
@@ -287,7 +287,6 @@ def extract(cfg: ExtractConfig) -> Summary:
         if len(source) == 0:
             raise DataError(f"{source.location}: the dataset has no images")
         rows = subset_indices(len(source), cfg.limit, cfg.seed)
-        shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools)
         model, weights = load_model(cfg, preset)
         model.requires_grad_(False).to(device)
         dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
@@ -338,7 +337,8 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
     with bar:
         for s in shards:
             span = store.shard_rows(s)
-            buffers = {k: np.empty((len(span), *store.array(k).shape[1:]), dtype=cfg.store_dtype) for k in shapes}
+            view_axis = (cfg.views,) if cfg.views > 1 else ()
+            buffers = {k: np.empty((len(span), *view_axis, *shape), dtype=cfg.store_dtype) for k, shape in shapes.items()}
             valid = np.ones(len(span), dtype=bool)
             filled = 0
             while filled < len(span):
