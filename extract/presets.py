@@ -147,6 +147,19 @@ PRESETS: dict[str, ModelPreset] = {
             num_head_channels=16,
             learn_sigma=False,
         ),
+        ModelPreset(
+            name="demo-fmnist",
+            description="the shipped demo: an ADM U-Net trained without labels on Fashion-MNIST (28x28, grayscale)",
+            image_size=28,
+            in_channels=1,
+            num_channels=32,
+            num_res_blocks=2,
+            channel_mult=(1, 2, 2),
+            attention_resolutions=(7,),
+            num_head_channels=16,
+            learn_sigma=False,
+            checkpoint="extract/weights/demo-fmnist.pt",
+        ),
     ]
 }
 

@@ -1,0 +1,124 @@
+"""`python -m probe`: thin click commands over the library."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+from extract.cli import user_errors
+from probe.grid import OPTIMIZERS, SCHEDULES, TrainSettings
+from probe.heads import BASELINES, HEADS
+from probe.run import ProbeConfig, probe
+
+
+def _floats(ctx, param, values) -> tuple[float, ...]:
+    out = []
+    for value in values:
+        for part in str(value).split(","):
+            if part.strip():
+                try:
+                    out.append(float(part))
+                except ValueError:
+                    raise click.BadParameter(f"{part!r} is not a number") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _ints(ctx, param, values) -> tuple[int, ...]:
+    return tuple(int(v) for v in _floats(ctx, param, values))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def cli():
+    """diffprobe probe: train classification heads on cached features, evaluate saved heads."""
+
+
+@cli.command()
+@click.option("--train", "train_store", required=True, type=click.Path(path_type=Path), help="training store (.zarr)")
+@click.option("--test", "test_store", type=click.Path(path_type=Path), help="test store: evaluated only, never used to choose")
+@click.option("--val", "val_store", type=click.Path(path_type=Path), help="official validation store [default: carved from --train]")
+@click.option("--head", "heads", multiple=True, default=("linear",), type=click.Choice([*HEADS, *BASELINES]), help="heads (repeat for a grid)")
+@click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE head option, e.g. width=256, hidden=512,512, batchnorm=true")
+@click.option("--features", multiple=True, help="feature set tT/bB/pP, '+' to concatenate (repeat for a grid) [default: each key alone]")
+@click.option("--lr", "lrs", multiple=True, default=("1e-3",), callback=_floats, help="learning rates (grid)")
+@click.option("--wd", "wds", multiple=True, default=("0",), callback=_floats, help="weight decays (grid)")
+@click.option("--epochs", type=click.IntRange(min=1), default=20)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256)
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="adamw")
+@click.option("--momentum", type=float, default=0.9, help="SGD momentum")
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default="cosine")
+@click.option("--warmup-epochs", type=float, default=0.0)
+@click.option("--step-epochs", type=click.IntRange(min=1), default=7, help="step schedule: epochs between decays")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0)
+@click.option("--standardize/--no-standardize", default=True, help="per-feature standardization fitted on train")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, help="validation carved from train")
+@click.option("--seed", type=int, default=0)
+@click.option("--buffer-mb", type=click.IntRange(min=1), default=1024, help="memory for feature rows (bounds the shuffle window)")
+@click.option("--preload/--stream", default=None, help="hold the training features in memory [default: when they fit --buffer-mb]")
+@click.option("--logreg-c", multiple=True, default=("0.01,0.1,1,10",), callback=_floats, help="logreg inverse regularisation (grid)")
+@click.option("--knn-k", multiple=True, default=("20",), callback=_ints, help="k-NN neighbours (grid)")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), help="folder for results, heads and the table")
+@click.option("--name", help="results name [default: heads and store name]")
+@click.option("--device", help="cpu, cuda, cuda:1 [default: CUDA when present]")
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def train(train_store, test_store, val_store, **kwargs):
+    """Train heads (a grid: heads x features x lrs x wds) in one pass, select on validation, test."""
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    training = TrainSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+    cfg = ProbeConfig(train=train_store, test=test_store, val=val_store, training=training, **kwargs)
+    result = probe(cfg)
+    if result:
+        click.echo(summary_lines(result))
+
+
+def summary_lines(result: dict) -> str:
+    lines = [f"{'member':<48} {'val top-1':>9} {'test top-1':>10}"]
+    for i, m in enumerate(result["members"]):
+        tag = ", ".join(f"{k}={m[k]}" for k in ("lr", "wd", "C", "k") if k in m)
+        label = f"{'*' if i == result['selected'] else ' '} {m['head']} {m['feature_set']} {tag}"
+        val, test = m.get("val", {}).get("top1"), m.get("test", {}).get("top1")
+        lines.append(f"{label:<48} {'' if val is None else f'{val:9.2f}'} {'' if test is None else f'{test:10.2f}'}")
+    out = f"selected (*) by validation; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
+    if "test" in result:
+        out = f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} on {result['test']['rows']} rows; " + out
+    return "\n".join(lines + [out])
+
+
+@cli.command("eval")
+@click.option("--head", "head", required=True, type=click.Path(path_type=Path), help="a saved .head.pt file")
+@click.option("--store", required=True, type=click.Path(path_type=Path), help="store to evaluate on")
+@click.option("--out", type=click.Path(path_type=Path), help="write the full results JSON here")
+@click.option("--device", default="cpu")
+@user_errors
+def eval_cmd(head, store, out, device):
+    """Re-evaluate a saved head on a store's valid rows."""
+    from probe.evaluate import evaluate_head
+    from probe.results import write_json
+
+    result = evaluate_head(head, store, device)
+    if out:
+        write_json(out, result)
+    click.echo(f"{store}: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f} on {result['rows']} rows")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/probe.json"))
+@click.option("--rows", type=click.IntRange(min=1000), default=20000)
+@click.option("--dim", type=click.IntRange(min=1), default=4096)
+@user_errors
+def bench(out, rows, dim):
+    """A grid of 16 linear heads against one head, and store read vs training samples/s."""
+    from probe.bench import bench_probe, format_table
+    from probe.results import write_json
+
+    result = bench_probe(rows=rows, dim=dim)
+    write_json(out, result)
+    click.echo(format_table(result))
+    click.echo(json.dumps({"written": str(out)}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="python -m probe")

@@ -1,0 +1,41 @@
+"""Re-evaluate a saved head on a store (`python -m probe eval`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from probe.grid import head_inputs
+from probe.metrics import report
+from probe.reader import COMPATIBLE_FIELDS, FeatureReader, ProbeDataError, check_finite, eval_batches, open_complete
+from probe.run import _store_summary
+from extract.run import describe_differences
+
+
+@torch.no_grad()
+def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu") -> dict:
+    """Top-1/top-5, per-class accuracy and confusion matrix of a saved head on a store's valid rows."""
+    from probe.results import load_head
+
+    module, meta, fs, norms = load_head(head)
+    store = open_complete(store_path)
+    key = store.attrs.get("key", {})
+    diffs = describe_differences(meta["compatible"], {k: key.get(k) for k in COMPATIBLE_FIELDS})
+    if diffs:
+        raise ProbeDataError(f"{store_path} holds features of another model or preprocessing than {head} was trained on: {'; '.join(diffs[:3])}")
+    reader = FeatureReader(store, fs.keys)
+    mask, labels = store.valid(), store.labels()
+    n_classes = int(meta["num_classes"])
+    if (labels[mask] >= n_classes).any():
+        raise ProbeDataError(f"{store_path}: labels go beyond the head's {n_classes} classes")
+    check_finite(reader, mask, "evaluation")
+    module.to(device)
+    tops, ys = [], []
+    for values, y, _ in eval_batches(reader, mask, labels):
+        logits = module(head_inputs(values, norms, [fs], device)[0])
+        tops.append(logits.float().topk(min(5, n_classes), dim=1).indices.cpu().numpy())
+        ys.append(y)
+    result = report(np.concatenate(tops), np.concatenate(ys), n_classes)
+    return {"head": str(head), "store": _store_summary(store, int(mask.sum())), "trained_as": meta.get("trained_as"), **result}

@@ -1,0 +1,200 @@
+"""Train a grid of heads in one pass over the cache: every batch read once feeds every member.
+
+A member is (head, feature set, learning rate, weight decay). Each has its own module
+and optimizer; the losses are summed and back-propagated once, which gives each member
+exactly the gradient it would get alone (their parameters are disjoint). A member's
+initialisation is seeded by (seed, head, options, feature set) only, so a member of a
+grid trains to the same weights as the same member trained by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from extract.schema import FeatureKey
+from probe.heads import build_head
+from probe.reader import Standardizer
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Keys whose (standardized) features are concatenated into one head input."""
+
+    keys: tuple[FeatureKey, ...]
+    in_shape: tuple[int, int, int]  # (sum C, h, w), or (D, 1, 1) when the maps differ in size
+
+    @property
+    def name(self) -> str:
+        return "+".join(f"t{k.t}b{k.b}p{'full' if k.pool is None else k.pool}" for k in self.keys)
+
+    @property
+    def spatial(self) -> bool:
+        return self.in_shape[1] * self.in_shape[2] > 1 or len(self.keys) == 1
+
+
+def feature_set(keys: tuple[FeatureKey, ...], row_shapes: dict[FeatureKey, tuple[int, ...]]) -> FeatureSet:
+    shapes = [row_shapes[k] for k in keys]
+    if len({s[1:] for s in shapes}) == 1:
+        return FeatureSet(keys, (sum(s[0] for s in shapes), *shapes[0][1:]))
+    return FeatureSet(keys, (sum(int(np.prod(s)) for s in shapes), 1, 1))
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    head: str
+    options: tuple[tuple[str, object], ...]  # sorted (name, value) pairs the head takes
+    features: FeatureSet
+    lr: float
+    wd: float
+
+    def describe(self) -> dict:
+        return {"head": self.head, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options},
+                "features": [k.to_dict() for k in self.features.keys], "feature_set": self.features.name,
+                "lr": self.lr, "wd": self.wd}  # fmt: skip
+
+
+def member_seed(seed: int, spec: MemberSpec) -> int:
+    text = f"diffprobe-head:{seed}:{spec.head}:{spec.options}:{spec.features.name}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & ((1 << 63) - 1)
+
+
+def build_member(spec: MemberSpec, classes: int, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(member_seed(seed, spec))
+        return build_head(spec.head, spec.features.in_shape, classes, dict(spec.options))
+
+
+class Grid(nn.Module):
+    """All members; forward takes one input tensor per feature set."""
+
+    def __init__(self, specs: list[MemberSpec], sets: list[FeatureSet], modules: list[nn.Module]):
+        super().__init__()
+        self.specs, self.sets = specs, sets
+        self.members = nn.ModuleList(modules)
+        self.set_of = [sets.index(s.features) for s in specs]
+
+    def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [m(inputs[i]) for m, i in zip(self.members, self.set_of)]
+
+
+# ---------------------------------------------------------------- optimisation
+def _sgd(params, lr: float, wd: float, momentum: float):
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=momentum)
+
+
+def _adamw(params, lr: float, wd: float, momentum: float):
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+
+
+OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd, "adamw": _adamw}
+
+
+def _cosine(progress: float, epochs: int, step_epochs: int, gamma: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _step(progress: float, epochs: int, step_epochs: int, gamma: float) -> float:
+    # the paper's linear head: lr divided by 10 every 7 of 28 epochs
+    return gamma ** int(progress * epochs // step_epochs)
+
+
+SCHEDULES: dict[str, Callable[[float, int, int, float], float]] = {"cosine": _cosine, "step": _step}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 20
+    batch_size: int = 256
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 7
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+
+def lr_factor(s: TrainSettings, epoch: int, step: int, steps: int) -> float:
+    progress = (epoch + step / max(steps, 1)) / s.epochs
+    if s.warmup_epochs > 0 and progress * s.epochs < s.warmup_epochs:
+        return (progress * s.epochs + 1.0 / max(steps, 1)) / s.warmup_epochs
+    return SCHEDULES[s.schedule](progress, s.epochs, s.step_epochs, s.gamma)
+
+
+def head_inputs(values: dict[FeatureKey, np.ndarray], norms: dict[FeatureKey, Standardizer], sets: list[FeatureSet], device) -> list[torch.Tensor]:
+    """Stored rows -> one standardized float32 tensor (n, *in_shape) per feature set."""
+    flat = {k: norms[k](v) for k, v in values.items()}
+    out = []
+    for fs in sets:
+        x = np.concatenate([flat[k] for k in fs.keys], axis=1) if len(fs.keys) > 1 else flat[fs.keys[0]]
+        out.append(torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), *fs.in_shape).to(device))
+    return out
+
+
+def train_grid(
+    grid: Grid,
+    epochs: Callable[[int], Iterator[tuple[dict, np.ndarray]]],
+    steps: int,
+    norms: dict[FeatureKey, Standardizer],
+    settings: TrainSettings,
+    device: torch.device,
+    *,
+    ddp: nn.Module | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train every member for settings.epochs over epochs(e) (one batch stream per epoch).
+    Returns timing: seconds, samples, samples/s."""
+    model = ddp if ddp is not None else grid
+    opts = [OPTIMIZERS[settings.optimizer](m.parameters(), spec.lr, spec.wd, settings.momentum) for m, spec in zip(grid.members, grid.specs)]
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    grid.train()
+    samples, started = 0, time.perf_counter()
+    for epoch in range(settings.epochs):
+        bar = tqdm(total=steps * settings.batch_size, unit="sample", unit_scale=True, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not progress, dynamic_ncols=True, leave=False)
+        for step, (values, labels) in enumerate(epochs(epoch)):
+            factor = lr_factor(settings, epoch, step, steps)
+            for opt, spec in zip(opts, grid.specs):
+                for group in opt.param_groups:
+                    group["lr"] = spec.lr * factor
+            inputs = head_inputs(values, norms, grid.sets, device)
+            y = torch.from_numpy(labels).to(device)
+            logits = model(inputs)
+            loss = sum(criterion(out, y) for out in logits)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+            samples += len(labels)
+            bar.update(len(labels))
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item() / len(logits):.3f}")
+        bar.close()
+    seconds = time.perf_counter() - started
+    grid.eval()
+    return {"seconds": seconds, "samples": samples, "samples_per_s": samples / seconds if seconds > 0 else float("nan")}
+
+
+@torch.no_grad()
+def predict_grid(grid: Grid, batches: Iterable[tuple[dict, np.ndarray, np.ndarray]], norms, device, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k class indices of every member on every row: ((n, members, k), labels (n,))."""
+    grid.eval()
+    tops, ys = [], []
+    for values, labels, _rows in batches:
+        logits = grid(head_inputs(values, norms, grid.sets, device))
+        kk = min(k, logits[0].shape[1])
+        tops.append(torch.stack([out.float().topk(kk, dim=1).indices for out in logits], dim=1).cpu().numpy().astype(np.int32))
+        ys.append(labels)
+    if not tops:
+        return np.zeros((0, len(grid.members), k), np.int32), np.zeros(0, np.int64)
+    return np.concatenate(tops), np.concatenate(ys)

@@ -1,0 +1,327 @@
+"""The probe run: check the stores, carve validation, train the grid and baselines, select
+on validation, evaluate on test, write results. `probe(config)` is the whole stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract import __version__
+from extract.dist import close_world, init_world, pick_device
+from extract.schema import FeatureKey, FeatureStore
+from probe import baselines
+from probe.grid import Grid, MemberSpec, TrainSettings, build_member, feature_set, head_inputs, predict_grid, train_grid
+from probe.heads import BASELINES, HEADS, parse_head_options
+from probe.metrics import accuracy, report
+from probe.reader import (
+    COMPATIBLE_FIELDS, FeatureReader, ProbeDataError, carve_validation, check_compatible, check_finite,
+    eval_batches, fit_standardizers, open_complete, store_classes, stream_batches, steps_per_epoch, epoch_windows,
+)  # fmt: skip
+from probe.results import RESULTS_FORMAT, append_row, linear_state, save_head, write_json
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    train: Path
+    test: Path | None = None
+    val: Path | None = None  # an official validation store; else carved from train
+    heads: tuple[str, ...] = ("linear",)
+    head_options: tuple[str, ...] = ()  # NAME=VALUE, applied to every head that takes NAME
+    features: tuple[str, ...] = ()  # feature sets like "t10/b7/p2" or "t10/b7/p2+t50/b7/p2"; empty: each key alone
+    lrs: tuple[float, ...] = (1e-3,)
+    wds: tuple[float, ...] = (0.0,)
+    training: TrainSettings = TrainSettings()  # epochs, batch size, optimizer, schedule, seed
+    standardize: bool = True
+    val_fraction: float = 0.1
+    buffer_mb: int = 1024  # bounds the feature rows held in memory (two shuffle windows)
+    preload: bool | None = None  # None: preload when the training features fit in buffer_mb
+    logreg_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    knn_k: tuple[int, ...] = (20,)
+    knn_temperature: float = 0.07
+    results: Path = Path("results")
+    name: str | None = None
+    device: str | None = None
+    progress: bool = True
+
+
+def parse_key(text: str) -> FeatureKey:
+    """'t10/b7/p2' or 't10/b7/full' -> FeatureKey."""
+    parts = text.strip().lower().split("/")
+    try:
+        t, b, p = parts
+        if not (t[0] == "t" and b[0] == "b" and (p == "full" or p[0] == "p")):
+            raise ValueError
+        return FeatureKey(int(t[1:]), int(b[1:]), None if p in ("full", "pnone") else int(p[1:]))
+    except (ValueError, IndexError):
+        raise ValueError(f"feature {text!r}: expected tT/bB/pP or tT/bB/full, e.g. t150/b24/p2") from None
+
+
+def parse_feature_sets(specs: tuple[str, ...], store: FeatureStore) -> list[tuple[FeatureKey, ...]]:
+    if not specs:
+        return [(k,) for k in sorted(store.keys(), key=FeatureKey.sort_key)]
+    return [tuple(dict.fromkeys(parse_key(part) for part in spec.split("+"))) for spec in specs]
+
+
+def validate(cfg: ProbeConfig) -> None:
+    for h in cfg.heads:
+        if h not in HEADS and h not in BASELINES:
+            raise ValueError(f"unknown head {h!r}; choose one of: {', '.join([*HEADS, *BASELINES])}")
+    if not cfg.heads:
+        raise ValueError("give at least one --head")
+    if cfg.training.epochs < 1 or cfg.training.batch_size < 1 or cfg.buffer_mb < 1:
+        raise ValueError("--epochs, --batch-size and --buffer-mb must be positive")
+    if any(lr <= 0 for lr in cfg.lrs) or any(wd < 0 for wd in cfg.wds) or not cfg.lrs or not cfg.wds:
+        raise ValueError("learning rates must be positive and weight decays non-negative")
+    if not 0 <= cfg.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
+    from probe.grid import OPTIMIZERS, SCHEDULES
+
+    if cfg.training.optimizer not in OPTIMIZERS or cfg.training.schedule not in SCHEDULES:
+        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, --schedule one of {', '.join(SCHEDULES)}")
+
+
+def _options_for(head: str, options: dict) -> tuple[tuple[str, object], ...]:
+    import inspect
+
+    takes = set(inspect.signature(HEADS[head].__init__).parameters)
+    return tuple(sorted((k, v) for k, v in options.items() if k in takes))
+
+
+def grid_specs(cfg: ProbeConfig, sets) -> list[MemberSpec]:
+    options = parse_head_options(cfg.head_options)
+    trained = [h for h in cfg.heads if h in HEADS]
+    unused = [k for k in options if not any(k in dict(_options_for(h, {k: 0})) for h in trained)]
+    if unused:
+        raise ValueError(f"head option(s) {', '.join(unused)} apply to none of the heads {', '.join(trained) or '(none)'}")
+    return [MemberSpec(h, _options_for(h, options), fs, lr, wd) for h, fs, lr, wd in itertools.product(trained, sets, cfg.lrs, cfg.wds)]
+
+
+def _store_summary(store: FeatureStore, rows: int) -> dict:
+    attrs = store.attrs
+    key = attrs.get("key", {})
+    return {"path": str(store.path), "rows": rows, "key": {k: key.get(k) for k in COMPATIBLE_FIELDS},
+            "dataset": key.get("dataset"), "seed": key.get("seed"), "views": store.views,
+            "provenance": {k: v for k, v in attrs.get("provenance", {}).items() if k != "config"}}  # fmt: skip
+
+
+def _weights_label(store: FeatureStore) -> str:
+    w = store.attrs.get("key", {}).get("weights", {})
+    return "random-init" if w.get("random_init") else f"{w.get('checkpoint')}@{str(w.get('sha256', ''))[:12]}"
+
+
+def probe(cfg: ProbeConfig) -> dict:
+    """Train, select and evaluate; write the results JSON, the selected head and a table row.
+    Returns the results dict (rank 0; other ranks return {})."""
+    started = time.perf_counter()
+    validate(cfg)
+    device = pick_device(cfg.device)
+    world = init_world(device)
+    try:
+        device = pick_device(cfg.device, world)
+        return _probe(cfg, device, world, started)
+    finally:
+        close_world(world)
+
+
+def _probe(cfg: ProbeConfig, device, world, started) -> dict:
+    seed = cfg.training.seed
+    train_store = open_complete(cfg.train)
+    val_store = open_complete(cfg.val) if cfg.val else None
+    test_store = open_complete(cfg.test) if cfg.test else None
+    for other in (val_store, test_store):
+        if other is not None:
+            check_compatible(train_store, other)
+    sets_keys = parse_feature_sets(cfg.features, train_store)
+    all_keys = tuple(sorted({k for ks in sets_keys for k in ks}, key=FeatureKey.sort_key))
+
+    labels = train_store.labels()
+    usable = train_store.valid()
+    classes = store_classes(train_store) or [str(c) for c in range(int(labels.max()) + 1)]
+    n_classes = len(classes)
+    val_mask = carve_validation(labels, usable, 0.0 if val_store else cfg.val_fraction, seed)
+    train_mask = usable & ~val_mask
+    seen = set(np.unique(labels[train_mask]).tolist())
+    if not seen:
+        raise ProbeDataError(f"{train_store.path}: no usable training rows")
+
+    probe_reader = FeatureReader(train_store, all_keys)
+    train_bytes = int(train_mask.sum()) * probe_reader.row_bytes()
+    preload = cfg.preload if cfg.preload is not None else train_bytes <= cfg.buffer_mb * MiB
+    reader = FeatureReader(train_store, all_keys, preload=preload)
+    shapes = {k: reader.row_shape(k) for k in all_keys}
+    sets = [feature_set(ks, shapes) for ks in sets_keys]
+    evals = {}  # split -> (reader, mask, labels)
+    if val_store is not None:
+        evals["val"] = (FeatureReader(val_store, all_keys), val_store.valid(), val_store.labels())
+    elif val_mask.any():
+        evals["val"] = (reader, val_mask, labels)
+    if test_store is not None:
+        evals["test"] = (FeatureReader(test_store, all_keys), test_store.valid(), test_store.labels())
+    for split, (r, mask, y) in evals.items():
+        absent = sorted(set(np.unique(y[mask]).tolist()) - seen)
+        if absent:
+            names = ", ".join(f"{c} ({classes[c] if c < n_classes else '?'})" for c in absent[:5])
+            raise ProbeDataError(f"{r.store.path}: {split} has classes with no training rows: {names}")
+        if (y[mask] >= n_classes).any():
+            raise ProbeDataError(f"{r.store.path}: {split} labels go beyond the {n_classes} training classes")
+    check_finite(reader, usable, "training")
+    for split, (r, mask, _) in evals.items():
+        if r is not reader:
+            check_finite(r, mask, split)
+
+    norms = fit_standardizers(reader, train_mask, cfg.standardize)
+    specs = grid_specs(cfg, sets)
+    members: list[dict] = []
+    tops: dict[str, list[np.ndarray]] = {s: [] for s in evals}
+    truth: dict[str, np.ndarray] = {}
+    modules: list = []  # per member: a module to save, or None
+    timing: dict = {}
+
+    if specs:
+        window_rows = max(cfg.training.batch_size, cfg.buffer_mb * MiB // (2 * reader.row_bytes()))
+        per_rank = max(1, cfg.training.batch_size // world.size)
+        settings = dataclasses.replace(cfg.training, batch_size=per_rank)
+        grid = Grid(specs, sets, [build_member(s, n_classes, seed) for s in specs]).to(device)
+        ddp = torch.nn.parallel.DistributedDataParallel(grid) if world.size > 1 else None
+        steps = steps_per_epoch(epoch_windows(reader, train_mask, window_rows, seed, 0), per_rank, world.size)
+        if steps == 0:
+            raise ProbeDataError(f"{int(train_mask.sum())} training rows make no full batch of {cfg.training.batch_size}; lower --batch-size")
+
+        def epochs(e):
+            return stream_batches(reader, train_mask, labels, batch=per_rank, window_rows=window_rows, seed=seed, epoch=e, rank=world.rank, world=world.size)
+
+        timing["train"] = train_grid(grid, epochs, steps, norms, settings, device, ddp=ddp, progress=cfg.progress and world.is_main)
+        timing["train"].update(window_rows=int(window_rows), preload=bool(preload), steps_per_epoch=steps)
+        if not world.is_main:
+            return {}
+        for split, (r, mask, y) in evals.items():
+            top, truth[split] = predict_grid(grid, eval_batches(r, mask, y), norms, device)
+            tops[split] += [top[:, i] for i in range(len(specs))]
+        members += [s.describe() for s in specs]
+        modules += list(grid.members)
+    elif not world.is_main:
+        return {}
+
+    baseline_heads = [h for h in cfg.heads if h in BASELINES]
+    if baseline_heads:
+        b_members, b_tops, b_modules, b_truth = _baselines(cfg, baseline_heads, reader, train_mask, labels, evals, sets, norms, n_classes)
+        members += b_members
+        modules += b_modules
+        for split in evals:
+            tops[split] += b_tops[split]
+            truth.setdefault(split, b_truth[split])
+
+    for i, m in enumerate(members):
+        for split in evals:
+            m[split] = accuracy(tops[split][i], truth[split])
+    if "val" in evals:
+        selected = max(range(len(members)), key=lambda i: (members[i]["val"]["top1"], -i))
+    elif len(members) == 1:
+        selected = 0
+    else:
+        raise ProbeDataError(f"{len(members)} grid members but no validation rows to choose among them; set --val-fraction or --val")
+
+    name = cfg.name or _default_name(cfg, train_store)
+    out_dir = Path(cfg.results)
+    chosen = members[selected]
+    result = {
+        "format": RESULTS_FORMAT, "version": __version__, "name": name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "stores": {"train": _store_summary(train_store, int(train_mask.sum()))}
+        | ({"val": _store_summary(val_store, int(evals["val"][1].sum()))} if val_store else {})
+        | ({"test": _store_summary(test_store, int(evals["test"][1].sum()))} if test_store else {}),
+        "validation": "store" if val_store else (f"{cfg.val_fraction:.0%} of train, class-stratified, seed {seed}" if "val" in evals else "none"),
+        "classes": classes,
+        "members": members,
+        "selected": selected,
+        "head": chosen,
+        "timing": timing,
+    }  # fmt: skip
+    for split in evals:
+        result[split] = report(tops[split][selected], truth[split], n_classes)
+    module = modules[selected]
+    if module is not None:
+        head_path = out_dir / f"{name}.head.pt"
+        meta = {"head": "linear" if chosen["head"] == "logreg" else chosen["head"], "options": chosen.get("options", {}),
+                "features": chosen["features"], "in_shape": list(sets[[s.name for s in sets].index(chosen["feature_set"])].in_shape),
+                "num_classes": n_classes, "classes": classes, "compatible": result["stores"]["train"]["key"],
+                "trained_as": chosen, "results": f"{name}.json", "version": __version__}  # fmt: skip
+        save_head(head_path, module, meta, norms)
+        result["head_file"] = str(head_path)
+    result["timing"]["total_seconds"] = round(time.perf_counter() - started, 3)
+    write_json(out_dir / f"{name}.json", result)
+    keys = [FeatureKey.from_dict(k) for k in chosen["features"]]
+    append_row(out_dir / "probe_results.csv", {
+        "name": name, "head": chosen["head"], "features": chosen["feature_set"],
+        "t": "+".join(str(k.t) for k in keys), "b": "+".join(str(k.b) for k in keys),
+        "pool": "+".join("full" if k.pool is None else str(k.pool) for k in keys),
+        "model": train_store.attrs.get("provenance", {}).get("preset", ""), "weights": _weights_label(train_store),
+        "dataset": (train_store.attrs.get("key", {}).get("dataset") or {}).get("name", ""),
+        "train_rows": int(train_mask.sum()), "val_rows": result.get("val", {}).get("rows", 0),
+        "test_rows": result.get("test", {}).get("rows", 0), "lr": chosen.get("lr", ""), "wd": chosen.get("wd", ""),
+        "epochs": cfg.training.epochs if chosen["head"] in HEADS else "", "val_top1": _fmt(result.get("val", {}).get("top1")),
+        "test_top1": _fmt(result.get("test", {}).get("top1")), "test_top5": _fmt(result.get("test", {}).get("top5")),
+        "seconds": round(result["timing"]["total_seconds"], 1), "version": __version__, "results": f"{name}.json",
+    })  # fmt: skip
+    return result
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.2f}"
+
+
+def _default_name(cfg: ProbeConfig, store: FeatureStore) -> str:
+    return f"{'-'.join(cfg.heads)}_{store.path.name.removesuffix('.zarr')}"
+
+
+def _baselines(cfg, heads, reader, train_mask, labels, evals, sets, norms, n_classes):
+    """logreg (one member per C) and knn (one member per k) for every feature set."""
+    members, modules = [], []
+    tops = {s: [] for s in evals}
+    truth = {}
+    for fs in sets:
+        def gather(r, mask, y):
+            xs, ys = [], []
+            for values, yy, _ in eval_batches(r, mask, y):
+                xs.append(head_inputs(values, norms, [fs], "cpu")[0].flatten(1).numpy())
+                ys.append(yy)
+            return np.concatenate(xs), np.concatenate(ys)
+
+        split_x = {s: gather(*evals[s]) for s in evals}
+        for s in evals:
+            truth[s] = split_x[s][1]
+        if "logreg" in heads:
+            x, y = gather(reader, train_mask, labels)
+            for c in cfg.logreg_c:
+                model = baselines.fit_logreg(x, y, c, cfg.training.seed)
+                weight, bias = baselines.logreg_weights(model, n_classes)
+                for s in evals:
+                    tops[s].append(baselines.logreg_top(model, split_x[s][0], n_classes))
+                members.append({"head": "logreg", "C": c, "features": [k.to_dict() for k in fs.keys], "feature_set": fs.name})
+                from probe.heads import LinearHead
+
+                head = LinearHead((int(np.prod(fs.in_shape)), 1, 1), n_classes)
+                head.load_state_dict(linear_state(weight, bias))
+                modules.append(head)
+        if "knn" in heads:
+            banks = {s: baselines.KnnBank(split_x[s][0], max(cfg.knn_k)) for s in evals}
+            for values, yy, _ in eval_batches(reader, train_mask, labels):
+                bank = head_inputs(values, norms, [fs], "cpu")[0].flatten(1).numpy()
+                for b in banks.values():
+                    b.add(bank, yy)
+            for k in cfg.knn_k:
+                for s in evals:
+                    tops[s].append(banks[s].top(k, n_classes, cfg.knn_temperature))
+                members.append({"head": "knn", "k": k, "temperature": cfg.knn_temperature, "features": [k_.to_dict() for k_ in fs.keys], "feature_set": fs.name})
+                modules.append(None)
+    return members, tops, modules, truth
