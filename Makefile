@@ -15,6 +15,15 @@ POOL ?= 2
 LIMIT ?=
 ARGS ?=
 OUT ?= cache
+# probe defaults: a small grid of learning rates; per-head extras keep CPU runs short
+HEAD ?= linear
+LR ?= 1e-3,3e-3,1e-2
+WD ?= 0,1e-4
+RESULTS ?= results
+PROBE_ARGS ?=
+probe_extra_attention := --head-opt width=256 --epochs 10
+probe_extra_cnn := --epochs 10
+probe_extra_mlp := --epochs 10
 
 empty :=
 space := $(empty) $(empty)
@@ -23,7 +32,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),--random-init)
 
-.PHONY: help install test extract blocks bench-extract fashion-mnist clean
+.PHONY: help install test extract probe blocks bench-extract bench-probe fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -53,11 +62,19 @@ extract: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## ex
 	    --split $$split -t $(T) $(if $(B),-b $(B)) --pool $(POOL) $(if $(LIMIT),--limit $(LIMIT)) --out "$$out" $(ARGS) || exit $$?; \
 	done
 
+probe: $(VENV_STAMP) ## train heads on the default cache: make probe HEAD=linear|mlp|cnn|attention|logreg|knn [LR= WD= PROBE_ARGS=]
+	@test -e "$(call store_name,train)" || { echo "no cache at $(call store_name,train): run 'make extract' first (same T, B, POOL, MODEL)"; exit 1; }
+	$(PY) -m probe train --train "$(call store_name,train)" $(if $(filter test,$(SPLITS)),--test "$(call store_name,test)") \
+	  --head $(HEAD) --lr $(LR) --wd $(WD) --results $(RESULTS) $(probe_extra_$(HEAD)) $(PROBE_ARGS)
+
 blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm256-uncond
 	$(PY) -m extract blocks --model $(MODEL)
 
 bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (adm256 b=24 and tiny), one run
 	$(PY) -m extract bench --out bench-results/extract.json
+
+bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate
+	$(PY) -m probe bench --out bench-results/probe.json
 
 clean: ## remove caches and benchmark results (not .venv)
 	rm -rf $(OUT) bench-results

@@ -106,18 +106,18 @@ def eval_cmd(head, store, out, device):
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/probe.json"))
-@click.option("--rows", type=click.IntRange(min=1000), default=20000)
-@click.option("--dim", type=click.IntRange(min=1), default=4096)
+@click.option("--shape", "shapes", multiple=True, type=click.Choice(["demo", "imagenet"]), default=("demo", "imagenet"), help="feature shapes to time")
 @user_errors
-def bench(out, rows, dim):
+def bench(out, shapes):
     """A grid of 16 linear heads against one head, and store read vs training samples/s."""
-    from probe.bench import bench_probe, format_table
+    from probe.bench import BENCH_SHAPES, bench_probe, format_table
     from probe.results import write_json
 
-    result = bench_probe(rows=rows, dim=dim)
-    write_json(out, result)
-    click.echo(format_table(result))
-    click.echo(json.dumps({"written": str(out)}))
+    results = {name: bench_probe(**BENCH_SHAPES[name]) for name in shapes}
+    write_json(out, results)
+    for name, result in results.items():
+        click.echo(f"[{name}] " + format_table(result))
+    click.echo(f"written: {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

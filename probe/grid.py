@@ -21,7 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from extract.schema import FeatureKey
-from probe.heads import build_head
+from probe.bank import LinearBank
+from probe.heads import LinearHead, build_head
 from probe.reader import Standardizer
 
 
@@ -73,19 +74,6 @@ def build_member(spec: MemberSpec, classes: int, seed: int) -> nn.Module:
         return build_head(spec.head, spec.features.in_shape, classes, dict(spec.options))
 
 
-class Grid(nn.Module):
-    """All members; forward takes one input tensor per feature set."""
-
-    def __init__(self, specs: list[MemberSpec], sets: list[FeatureSet], modules: list[nn.Module]):
-        super().__init__()
-        self.specs, self.sets = specs, sets
-        self.members = nn.ModuleList(modules)
-        self.set_of = [sets.index(s.features) for s in specs]
-
-    def forward(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [m(inputs[i]) for m, i in zip(self.members, self.set_of)]
-
-
 # ---------------------------------------------------------------- optimisation
 def _sgd(params, lr: float, wd: float, momentum: float):
     return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=momentum)
@@ -131,6 +119,74 @@ def lr_factor(s: TrainSettings, epoch: int, step: int, steps: int) -> float:
     return SCHEDULES[s.schedule](progress, s.epochs, s.step_epochs, s.gamma)
 
 
+class Grid(nn.Module):
+    """All members. Plain linear heads on one feature set train as one LinearBank; every
+    other member is its own module with its own torch optimizer. forward(inputs, y)
+    returns the summed loss (so a DDP wrapper sees one forward); `logits` gives each
+    member's (n, classes) logits for evaluation."""
+
+    def __init__(self, specs: list[MemberSpec], sets: list[FeatureSet], modules: list[nn.Module], settings: TrainSettings | None = None):
+        super().__init__()
+        settings = settings or TrainSettings()
+        self.specs, self.sets, self.settings = specs, sets, settings
+        self.set_of = [sets.index(s.features) for s in specs]
+        plain = [i for i, m in enumerate(modules) if isinstance(m, LinearHead) and isinstance(m.norm, nn.Identity)]
+        bank_members: dict[int, list[int]] = {}
+        for i in plain:
+            bank_members.setdefault(self.set_of[i], []).append(i)
+        self.bank_sets = list(bank_members)
+        self.bank_index = list(bank_members.values())
+        self.banks = nn.ModuleList(
+            LinearBank([modules[i] for i in idx], [specs[i].lr for i in idx], [specs[i].wd for i in idx], settings.optimizer, settings.momentum)
+            for idx in self.bank_index
+        )
+        self.single_index = [i for i in range(len(modules)) if i not in set(plain)]
+        self.singles = nn.ModuleList(modules[i] for i in self.single_index)
+        self.optimizers = [OPTIMIZERS[settings.optimizer](modules[i].parameters(), specs[i].lr, specs[i].wd, settings.momentum) for i in self.single_index]
+
+    def forward(self, inputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        smoothing = self.settings.label_smoothing
+        loss = inputs[0].new_zeros(())
+        for bank, s in zip(self.banks, self.bank_sets):
+            loss = loss + bank.loss(inputs[s], y, smoothing)
+        for m, i in zip(self.singles, self.single_index):
+            loss = loss + nn.functional.cross_entropy(m(inputs[self.set_of[i]]), y, label_smoothing=smoothing)
+        return loss
+
+    def zero_grad_all(self) -> None:
+        for bank in self.banks:
+            bank.zero_grad()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def step_all(self, factor: float) -> None:
+        for bank in self.banks:
+            bank.step(factor)
+        for opt, i in zip(self.optimizers, self.single_index):
+            for group in opt.param_groups:
+                group["lr"] = self.specs[i].lr * factor
+            opt.step()
+
+    def logits(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        out: list[torch.Tensor | None] = [None] * len(self.specs)
+        for bank, s, idx in zip(self.banks, self.bank_sets, self.bank_index):
+            scores = bank(inputs[s])
+            for j, i in enumerate(idx):
+                out[i] = scores[:, j]
+        for m, i in zip(self.singles, self.single_index):
+            out[i] = m(inputs[self.set_of[i]])
+        return out
+
+    def member(self, i: int) -> nn.Module:
+        """Member i as a standalone module (a bank member is exported as a LinearHead)."""
+        if i in self.single_index:
+            return self.singles[self.single_index.index(i)]
+        for bank, idx in zip(self.banks, self.bank_index):
+            if i in idx:
+                return bank.export(idx.index(i), self.specs[i].features.in_shape)
+        raise IndexError(i)
+
+
 def head_inputs(values: dict[FeatureKey, np.ndarray], norms: dict[FeatureKey, Standardizer], sets: list[FeatureSet], device) -> list[torch.Tensor]:
     """Stored rows -> one standardized float32 tensor (n, *in_shape) per feature set."""
     flat = {k: norms[k](v) for k, v in values.items()}
@@ -146,39 +202,29 @@ def train_grid(
     epochs: Callable[[int], Iterator[tuple[dict, np.ndarray]]],
     steps: int,
     norms: dict[FeatureKey, Standardizer],
-    settings: TrainSettings,
     device: torch.device,
     *,
     ddp: nn.Module | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train every member for settings.epochs over epochs(e) (one batch stream per epoch).
-    Returns timing: seconds, samples, samples/s."""
+    """Train every member for grid.settings.epochs over epochs(e) (one batch stream per
+    epoch). Returns timing: seconds, samples, samples/s."""
+    settings = grid.settings
     model = ddp if ddp is not None else grid
-    opts = [OPTIMIZERS[settings.optimizer](m.parameters(), spec.lr, spec.wd, settings.momentum) for m, spec in zip(grid.members, grid.specs)]
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     grid.train()
     samples, started = 0, time.perf_counter()
     for epoch in range(settings.epochs):
         bar = tqdm(total=steps * settings.batch_size, unit="sample", unit_scale=True, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not progress, dynamic_ncols=True, leave=False)
         for step, (values, labels) in enumerate(epochs(epoch)):
-            factor = lr_factor(settings, epoch, step, steps)
-            for opt, spec in zip(opts, grid.specs):
-                for group in opt.param_groups:
-                    group["lr"] = spec.lr * factor
             inputs = head_inputs(values, norms, grid.sets, device)
-            y = torch.from_numpy(labels).to(device)
-            logits = model(inputs)
-            loss = sum(criterion(out, y) for out in logits)
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
+            loss = model(inputs, torch.from_numpy(labels).to(device))
+            grid.zero_grad_all()
             loss.backward()
-            for opt in opts:
-                opt.step()
+            grid.step_all(lr_factor(settings, epoch, step, steps))
             samples += len(labels)
             bar.update(len(labels))
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item() / len(logits):.3f}")
+                bar.set_postfix(loss=f"{loss.item() / len(grid.specs):.3f}")
         bar.close()
     seconds = time.perf_counter() - started
     grid.eval()
@@ -191,10 +237,10 @@ def predict_grid(grid: Grid, batches: Iterable[tuple[dict, np.ndarray, np.ndarra
     grid.eval()
     tops, ys = [], []
     for values, labels, _rows in batches:
-        logits = grid(head_inputs(values, norms, grid.sets, device))
+        logits = grid.logits(head_inputs(values, norms, grid.sets, device))
         kk = min(k, logits[0].shape[1])
         tops.append(torch.stack([out.float().topk(kk, dim=1).indices for out in logits], dim=1).cpu().numpy().astype(np.int32))
         ys.append(labels)
     if not tops:
-        return np.zeros((0, len(grid.members), k), np.int32), np.zeros(0, np.int64)
+        return np.zeros((0, len(grid.specs), k), np.int32), np.zeros(0, np.int64)
     return np.concatenate(tops), np.concatenate(ys)

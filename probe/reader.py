@@ -192,7 +192,14 @@ def epoch_views(n_rows: int, views: int, seed: int, epoch: int) -> np.ndarray | 
 
 
 def rank_windows(plan: list, rank: int, world: int) -> list:
-    return plan[rank::world]
+    """This rank's windows: each window goes to the rank with the fewest rows so far."""
+    loads, mine = [0] * world, []
+    for window in plan:
+        r = loads.index(min(loads))
+        loads[r] += len(window[1])
+        if r == rank:
+            mine.append(window)
+    return mine
 
 
 def steps_per_epoch(plan: list, batch: int, world: int) -> int:
@@ -216,7 +223,7 @@ def stream_batches(
 ) -> Iterator[tuple[dict[FeatureKey, np.ndarray], np.ndarray]]:
     """One epoch of (key -> (batch, C, h, w) float16, labels (batch,)) training batches.
 
-    Each rank walks its own windows (round-robin), reading only their blocks; every rank
+    Each rank walks its own windows (balanced by rows), reading only their blocks; every rank
     yields the same number of full batches, so distributed steps stay in lockstep."""
     plan = epoch_windows(reader, rows_mask, window_rows, seed, epoch)
     views = epoch_views(reader.store.n_rows, reader.views, seed, epoch)

@@ -188,9 +188,11 @@ def _probe(cfg: ProbeConfig, device, world, started) -> dict:
 
     if specs:
         window_rows = max(cfg.training.batch_size, cfg.buffer_mb * MiB // (2 * reader.row_bytes()))
+        if world.size > 1:  # ranks take whole windows in turn: give each rank several
+            window_rows = max(1, min(window_rows, int(train_mask.sum()) // (8 * world.size)))
         per_rank = max(1, cfg.training.batch_size // world.size)
         settings = dataclasses.replace(cfg.training, batch_size=per_rank)
-        grid = Grid(specs, sets, [build_member(s, n_classes, seed) for s in specs]).to(device)
+        grid = Grid(specs, sets, [build_member(s, n_classes, seed) for s in specs], settings).to(device)
         ddp = torch.nn.parallel.DistributedDataParallel(grid) if world.size > 1 else None
         steps = steps_per_epoch(epoch_windows(reader, train_mask, window_rows, seed, 0), per_rank, world.size)
         if steps == 0:
@@ -199,7 +201,7 @@ def _probe(cfg: ProbeConfig, device, world, started) -> dict:
         def epochs(e):
             return stream_batches(reader, train_mask, labels, batch=per_rank, window_rows=window_rows, seed=seed, epoch=e, rank=world.rank, world=world.size)
 
-        timing["train"] = train_grid(grid, epochs, steps, norms, settings, device, ddp=ddp, progress=cfg.progress and world.is_main)
+        timing["train"] = train_grid(grid, epochs, steps, norms, device, ddp=ddp, progress=cfg.progress and world.is_main)
         timing["train"].update(window_rows=int(window_rows), preload=bool(preload), steps_per_epoch=steps)
         if not world.is_main:
             return {}
@@ -207,7 +209,7 @@ def _probe(cfg: ProbeConfig, device, world, started) -> dict:
             top, truth[split] = predict_grid(grid, eval_batches(r, mask, y), norms, device)
             tops[split] += [top[:, i] for i in range(len(specs))]
         members += [s.describe() for s in specs]
-        modules += list(grid.members)
+        modules += [grid.member(i) for i in range(len(specs))]
     elif not world.is_main:
         return {}
 

@@ -46,9 +46,9 @@ def _train_alone_and_in_grid(store_path, specs, seed=3):
 
     def train(chosen):
         chosen_sets = [fs for fs in sets if any(s.features == fs for s in chosen)]
-        grid = Grid(chosen, chosen_sets, [build_member(s, 4, seed) for s in chosen])
+        grid = Grid(chosen, chosen_sets, [build_member(s, 4, seed) for s in chosen], settings)
         epochs = lambda e: stream_batches(reader, mask, labels, batch=32, window_rows=100, seed=seed, epoch=e)  # noqa: E731
-        train_grid(grid, epochs, 400 // 32, norms, settings, "cpu", progress=False)
+        train_grid(grid, epochs, 400 // 32, norms, "cpu", progress=False)
         return grid
 
     return train(specs), {i: train([s]) for i, s in enumerate(specs)}
@@ -59,10 +59,11 @@ def test_a_grid_member_trains_exactly_as_it_would_alone(two_keys):
     f1, f12 = feature_set((K1,), shapes), feature_set((K1, K2), shapes)
     specs = [MemberSpec(h, opts, fs, lr, 0.0) for h, opts in (("linear", ()), ("mlp", (("hidden", (16,)),))) for fs in (f1, f12) for lr in (1e-3, 1e-2)]
     grid, alone = _train_alone_and_in_grid(two_keys[0], specs)
-    assert len(grid.members) == 8
+    assert len(grid.specs) == 8 and len(grid.banks) == 2 and len(grid.singles) == 4
     for i, single in alone.items():
-        for (name, a), (_, b) in zip(grid.members[i].state_dict().items(), single.members[0].state_dict().items()):
-            assert torch.equal(a, b), (i, name)
+        for (name, a), (_, b) in zip(grid.member(i).state_dict().items(), single.member(0).state_dict().items()):
+            # singles are bit-identical; a bank's one GEMM rounds differently from a 1-head GEMM
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=f"member {i} {name}")
 
 
 def test_streaming_in_small_windows_equals_preloading(tmp_path):
