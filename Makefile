@@ -18,7 +18,7 @@ OUT ?= cache
 # probe defaults: a small grid of learning rates; per-head extras keep CPU runs short
 HEAD ?= linear
 LR ?= 1e-3,3e-3,1e-2
-WD ?= 0,1e-4
+WD ?= 0,0.05
 RESULTS ?= results
 PROBE_ARGS ?=
 probe_extra_attention := --head-opt width=256 --epochs 10
@@ -32,7 +32,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),--random-init)
 
-.PHONY: help install test extract probe blocks bench-extract bench-probe fashion-mnist clean
+.PHONY: help install test extract probe train-demo blocks bench-extract bench-probe fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -66,6 +66,10 @@ probe: $(VENV_STAMP) ## train heads on the default cache: make probe HEAD=linear
 	@test -e "$(call store_name,train)" || { echo "no cache at $(call store_name,train): run 'make extract' first (same T, B, POOL, MODEL)"; exit 1; }
 	$(PY) -m probe train --train "$(call store_name,train)" $(if $(filter test,$(SPLITS)),--test "$(call store_name,test)") \
 	  --head $(HEAD) --lr $(LR) --wd $(WD) --results $(RESULTS) $(probe_extra_$(HEAD)) $(PROBE_ARGS)
+
+train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; ~90 min on 2 CPU cores), then export its EMA weights
+	$(PY) -m extract train --out runs/demo-fmnist $(ARGS)
+	$(PY) -m extract export --run runs/demo-fmnist --to extract/weights/demo-fmnist.pt
 
 blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm256-uncond
 	$(PY) -m extract blocks --model $(MODEL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 
@@ -135,6 +136,56 @@ def bench(dtype, device, out):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         click.echo(f"written to {out}")
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="architecture to train")
+@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="run folder (resumed when it holds a checkpoint)")
+@click.option("--max-images", type=click.IntRange(min=1), default=360_000, help="images to train on (sets the LR schedule)")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="stop (with a checkpoint) after this much wall time")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
+@click.option("--ema-rate", type=click.FloatRange(0, 1), default=0.999)
+@click.option("--seed", type=int, default=0)
+@click.option("--device", default="cpu")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: torch's choice]")
+@user_errors
+def train(**options):
+    """Train a U-Net without labels (guided-diffusion's losses, EMA, uniform t), resumably."""
+    from extract.train import TrainConfig, train as train_model
+
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    click.echo(json.dumps(train_model(TrainConfig(**options))))
+
+
+@cli.command()
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="training run folder")
+@click.option("--to", "dest", type=click.Path(path_type=Path), default=Path("extract/weights/demo-fmnist.pt"))
+@user_errors
+def export(run_dir, dest):
+    """Write a run's EMA weights as a plain state_dict file (what --ckpt loads)."""
+    from extract.models import file_sha256
+    from extract.train import export_ema
+
+    meta = export_ema(run_dir, dest)
+    click.echo(f"{dest}: step {meta['step']}, {meta['images_seen']} images, sha256 {file_sha256(dest)[:16]}")
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist")
+@click.option("--ckpt", type=click.Path(path_type=Path), help="[default: the preset's shipped weights]")
+@click.option("--n", type=click.IntRange(min=1), default=64)
+@click.option("--steps", type=click.IntRange(min=1), default=250, help="respaced sampling steps")
+@click.option("--seed", type=int, default=0)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"))
+@user_errors
+def sample(model, ckpt, n, steps, seed, out):
+    """Draw images from a model by ancestral sampling and save them as one grid image."""
+    from extract.train import sample_grid
+
+    click.echo(sample_grid(model, ckpt, n, steps, seed, out))
 
 
 def main(argv: list[str] | None = None) -> None:

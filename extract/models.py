@@ -62,6 +62,17 @@ def random_unet(preset: ModelPreset, seed: int) -> gd.UNetModel:
     return model
 
 
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def shipped_weights(preset: ModelPreset) -> Path:
+    """The weights file the repository ships for a preset (the demo model)."""
+    path = WEIGHTS_DIR / f"{preset.name}.pt"
+    if not preset.shipped or not path.is_file():
+        raise FileNotFoundError(f"model {preset.name!r} has no shipped weights; pass --ckpt FILE or --random-init")
+    return path
+
+
 def file_sha256(path: str | Path, block: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -32,6 +32,7 @@ class ModelPreset:
     diffusion_steps: int = 1000
     noise_schedule: str = "linear"
     checkpoint: str = ""  # the published file this preset matches, for messages only
+    shipped: bool = False  # weights ship in extract/weights/<name>.pt and are the default
 
     def unet_kwargs(self) -> dict:
         """Keyword arguments of guided_diffusion.unet.UNetModel for this preset."""
@@ -159,6 +160,7 @@ PRESETS: dict[str, ModelPreset] = {
             num_head_channels=16,
             learn_sigma=False,
             checkpoint="extract/weights/demo-fmnist.pt",
+            shipped=True,
         ),
     ]
 }

@@ -21,7 +21,7 @@ from extract import __version__
 from extract import blocks as blocks_mod
 from extract.data import PREPROCESSING, DataError, FeatureInput, ImageSource, open_source, subset_indices
 from extract.dist import World, close_world, init_world, pick_device
-from extract.models import file_sha256, load_checkpoint, random_unet
+from extract.models import file_sha256, load_checkpoint, random_unet, shipped_weights
 from extract.noise import draw_noise, q_sample
 from extract.pooling import pool, pooled_shape
 from extract.presets import ModelPreset, get_preset
@@ -137,7 +137,9 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
     if preset.class_cond and not 0 <= cfg.class_label < 1000:
         raise ValueError(f"--class-label must be in [0, 1000), got {cfg.class_label}")
     if cfg.ckpt is None and not cfg.random_init:
-        raise ValueError("no --ckpt given: pass a checkpoint file, or --random-init for a random-weight control")
+        if not preset.shipped:
+            raise ValueError("no --ckpt given: pass a checkpoint file, or --random-init for a random-weight control")
+        shipped_weights(preset)  # raises when the shipped file is missing
     if cfg.ckpt is not None and cfg.random_init:
         raise ValueError("--ckpt and --random-init exclude each other")
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
@@ -181,8 +183,9 @@ def json_roundtrip(obj):
 def load_model(cfg: ExtractConfig, preset: ModelPreset) -> tuple[torch.nn.Module, dict]:
     if cfg.random_init:
         return random_unet(preset, cfg.seed), {"random_init": True, "init_seed": cfg.seed}
-    model = load_checkpoint(preset, cfg.ckpt)
-    return model, {"random_init": False, "checkpoint": Path(cfg.ckpt).name, "sha256": file_sha256(cfg.ckpt)}
+    path = Path(cfg.ckpt) if cfg.ckpt is not None else shipped_weights(preset)
+    model = load_checkpoint(preset, path)
+    return model, {"random_init": False, "checkpoint": path.name, "sha256": file_sha256(path)}
 
 
 def prepare_store(cfg, key: dict, provenance: dict, shapes, source: ImageSource, rows: np.ndarray) -> str | None:

@@ -1,0 +1,71 @@
+"""The demo-model trainer: exact resume, export that --ckpt loads, sampling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import extract.train as train_mod
+from extract.models import load_checkpoint
+from extract.presets import get_preset
+from extract.train import TrainConfig, export_ema, read_log, sample_grid, train
+from tests.conftest import run_tiny
+
+
+def config(out, **kw) -> TrainConfig:
+    base = dict(out=str(out), batch_size=4, max_images=24, save_every=2, log_every=1, warmup_steps=2, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def state(out):
+    return torch.load(out / "train_state.pt", weights_only=True)
+
+
+def test_a_killed_run_resumes_to_the_same_weights_as_an_unbroken_one(tmp_path, fmnist_env, monkeypatch):
+    train(config(tmp_path / "whole"))
+    calls = {"n": 0}
+    real = train_mod.update_ema
+
+    def dies_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "update_ema", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "broken"))
+    assert state(tmp_path / "broken")["step"] == 4  # the last checkpoint before the kill
+    monkeypatch.setattr(train_mod, "update_ema", real)
+    summary = train(config(tmp_path / "broken"))
+    assert summary["step"] == 6 and summary["images_seen"] == 24
+    whole, resumed = state(tmp_path / "whole"), state(tmp_path / "broken")
+    for part in ("model", "ema"):
+        for k in whole[part]:
+            assert torch.equal(whole[part][k], resumed[part][k]), (part, k)
+    log = read_log(tmp_path / "broken")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in log)
+
+
+def test_resuming_with_another_batch_size_is_refused(tmp_path, fmnist_env):
+    train(config(tmp_path / "r", max_images=8))
+    with pytest.raises(ValueError, match="cannot resume with a different batch_size"):
+        train(config(tmp_path / "r", batch_size=2))
+
+
+def test_exported_ema_loads_as_a_checkpoint_and_extracts(tmp_path, fmnist_env):
+    train(config(tmp_path / "r", max_images=8))
+    meta = export_ema(tmp_path / "r", tmp_path / "demo.pt")
+    assert meta["step"] == 2 and meta["preset"]["name"] == "demo-fmnist"
+    model = load_checkpoint(get_preset("demo-fmnist"), tmp_path / "demo.pt")
+    ema = torch.load(tmp_path / "r" / "ema.pt", weights_only=True)
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+    summary = run_tiny(tmp_path / "s.zarr", model="demo-fmnist", random_init=False, ckpt=tmp_path / "demo.pt", blocks=(10,), pools=(2,))
+    assert summary.shards_done == summary.shards_total
+    (tmp_path / "grid.png").unlink(missing_ok=True)
+    line = sample_grid("demo-fmnist", tmp_path / "demo.pt", 6, 3, 0, tmp_path / "grid.png")
+    assert "6 samples" in line and Image.open(tmp_path / "grid.png").size == (3 * 30 + 2, 2 * 30 + 2)
+    assert json.loads((tmp_path / "r" / "train_meta.json").read_text())["images_seen"] == 8
