@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-12)
 
-# extraction defaults: the tiny preset with random weights on Fashion-MNIST (until the demo model lands)
-MODEL ?= tiny
+# extraction defaults: the shipped demo model on Fashion-MNIST (RANDOM=1: its random-weight control)
+MODEL ?= demo-fmnist
 CKPT ?=
+RANDOM ?=
 DATA ?= fashion-mnist
 DATA_ROOT ?=
 SPLITS ?= train test
@@ -29,8 +30,8 @@ empty :=
 space := $(empty) $(empty)
 comma := ,
 tag = $(subst $(comma),-,$(subst $(space),,$(1)))
-store_name = $(OUT)/$(MODEL)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
-weights = $(if $(CKPT),--ckpt $(CKPT),--random-init)
+store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
+weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
 .PHONY: help install test extract probe train-demo blocks bench-extract bench-probe fashion-mnist clean
 

@@ -188,5 +188,24 @@ def sample(model, ckpt, n, steps, seed, out):
     click.echo(sample_grid(model, ckpt, n, steps, seed, out))
 
 
+@cli.command()
+@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--split", default="train")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--image-size", type=click.IntRange(min=1), default=28)
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1")
+@click.option("--limit", type=click.IntRange(min=1))
+@click.option("--seed", type=int, default=0)
+@click.option("--overwrite/--no-overwrite", default=False)
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def pixels(channels, **options):
+    """Store raw preprocessed pixels in the feature schema (the no-model baseline)."""
+    from extract.pixels import PixelConfig, extract_pixels
+
+    click.echo(extract_pixels(PixelConfig(channels=int(channels), **options)))
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="python -m extract")

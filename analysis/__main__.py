@@ -1,0 +1,4 @@
+from analysis.cli import main
+
+if __name__ == "__main__":
+    main()

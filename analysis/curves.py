@@ -1,0 +1,55 @@
+"""Accuracy against t, b and pool from a probe run's grid members.
+
+For each value of one axis (say t), the member chosen by validation among those whose
+features have that value gives the point: its test accuracy (and its validation
+accuracy). Selection never looks at test, so the curves are honest ablations.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+AXES = ("t", "b", "pool")
+
+
+def _value(member: dict, axis: str):
+    values = {f[axis] for f in member["features"]}
+    if len(values) != 1:
+        return None  # a concatenated feature set spans several values of this axis
+    v = values.pop()
+    return "full" if v is None else v
+
+
+def best_per_value(members: list[dict], axis: str) -> dict:
+    """axis value -> the validation-best member with that value (ties: first in grid order)."""
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {', '.join(AXES)}, got {axis!r}")
+    best: dict = {}
+    for m in members:
+        v = _value(m, axis)
+        if v is None or "val" not in m:
+            continue
+        if v not in best or m["val"]["top1"] > best[v]["val"]["top1"]:
+            best[v] = m
+    if not best:
+        raise ValueError(f"no grid member has a single {axis} value and a validation score to plot")
+    return dict(sorted(best.items(), key=lambda kv: (isinstance(kv[0], str), kv[0])))
+
+
+def plot_curves(runs: dict[str, list[dict]], title: str, source: str) -> plt.Figure:
+    """runs: label -> grid members. One panel per axis, test top-1 of the val-best member."""
+    fig, axes = plt.subplots(1, len(AXES), figsize=(4.2 * len(AXES), 3.4), constrained_layout=True)
+    for ax, axis in zip(axes, AXES):
+        for label, members in runs.items():
+            best = best_per_value(members, axis)
+            xs = [str(v) for v in best]
+            ax.plot(xs, [m["test"]["top1"] for m in best.values()], marker="o", label=label)
+        ax.set_xlabel({"t": "timestep t", "b": "block b", "pool": "pool p (p x p)"}[axis])
+        ax.set_ylabel("test top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{title}\n{source}", fontsize=9)
+    return fig

@@ -1,0 +1,77 @@
+"""Raw pixels as a feature store: the no-model baseline, in the same schema.
+
+The image goes through the same preprocessing as the U-Net's input (crop, resize,
+[-1, 1]) and is stored whole as the one key t=0, b=0, pool=none, so the probe's
+linear head and logistic regression run on pixels exactly as they do on features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from extract import __version__
+from extract.data import PREPROCESSING, DataError, FeatureInput, open_source, subset_indices
+from extract.run import json_roundtrip
+from extract.schema import FeatureKey, FeatureStore, StoreError
+
+PIXEL_KEY = FeatureKey(0, 0, None)
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    out: Path
+    data: str = "fashion-mnist"
+    data_root: Path | None = None
+    split: str = "train"
+    image_size: int = 28
+    channels: int = 1
+    limit: int | None = None
+    seed: int = 0
+    shard_rows: int = 2048
+    overwrite: bool = False
+    progress: bool = True
+
+
+def extract_pixels(cfg: PixelConfig) -> str:
+    """Write the preprocessed images of a split as a complete store; returns a summary line."""
+    out = Path(cfg.out)
+    if out.exists():
+        if not cfg.overwrite:
+            raise StoreError(f"{out} exists; use --overwrite to replace it")
+        FeatureStore.remove(out)
+    source = open_source(cfg.data, cfg.data_root, cfg.split)
+    if len(source) == 0:
+        raise DataError(f"{source.location}: the dataset has no images")
+    rows = subset_indices(len(source), cfg.limit, cfg.seed)
+    dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
+    key = {"model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels}, "weights": {"none": True},
+           "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": "cpu",
+           "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset}  # fmt: skip
+    provenance = {"diffprobe_version": __version__, "stage": "extract", "preset": "pixels",
+                  "dataset": {**dataset, "location": source.location, "classes": source.classes},
+                  "config": dataclasses.asdict(cfg)}  # fmt: skip
+    store = FeatureStore.create(
+        out, row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)}, ids=[source.ids[i] for i in rows],
+        labels=source.labels[rows], index=rows, shard_rows=cfg.shard_rows, views=1, dtype="float16",
+        attrs=json_roundtrip({"key": key, "provenance": provenance}),
+    )  # fmt: skip
+    images = FeatureInput(source, cfg.image_size, cfg.channels)
+    with tqdm(total=len(rows), unit="img", desc="pixels", disable=not cfg.progress) as bar:
+        for s in range(store.n_shards):
+            span = store.shard_rows(s)
+            batch, valid = [], []
+            for i in rows[span.start : span.stop]:
+                _, x, error = images[int(i)]
+                if error:
+                    raise DataError(error)
+                batch.append(x.numpy())
+                valid.append(True)
+                bar.update(1)
+            store.write_shard(s, {PIXEL_KEY: np.stack(batch).astype(np.float16)}, np.array(valid))
+    store.finish({"skipped": []})
+    return f"{out}: {len(rows)} images as {cfg.channels}x{cfg.image_size}x{cfg.image_size} pixels"

@@ -1,0 +1,39 @@
+"""Accuracy curves pick each point by validation, never by test."""
+
+from __future__ import annotations
+
+import pytest
+
+from analysis.curves import best_per_value, plot_curves
+
+
+def member(t, b, pool, val, test):
+    return {"features": [{"t": t, "b": b, "pool": pool}], "val": {"top1": val}, "test": {"top1": test}}
+
+
+MEMBERS = [
+    member(10, 7, 2, val=80, test=70),
+    member(10, 9, 2, val=75, test=95),  # best on test, worse on validation: never the t=10 point
+    member(50, 7, None, val=60, test=60),
+    {"features": [{"t": 10, "b": 7, "pool": 2}, {"t": 50, "b": 7, "pool": 2}], "val": {"top1": 99}, "test": {"top1": 99}},
+]
+
+
+def test_each_point_is_the_validation_best_member_with_that_value():
+    by_t = best_per_value(MEMBERS, "t")
+    assert list(by_t) == [10, 50] and by_t[10]["test"]["top1"] == 70
+    by_pool = best_per_value(MEMBERS, "pool")
+    assert list(by_pool) == [2, "full"]  # the concatenated member spans two t but one pool
+    assert by_pool[2]["val"]["top1"] == 99
+
+
+def test_bad_axis_and_empty_members_are_clear_errors():
+    with pytest.raises(ValueError, match="axis must be one of t, b, pool"):
+        best_per_value(MEMBERS, "lr")
+    with pytest.raises(ValueError, match="no grid member has a single t value"):
+        best_per_value([], "t")
+
+
+def test_plot_has_one_panel_per_axis_with_a_line_per_run():
+    fig = plot_curves({"trained": MEMBERS[:3], "random": MEMBERS[:3]}, "title", "store.zarr")
+    assert len(fig.axes) == 3 and all(len(ax.lines) == 2 for ax in fig.axes)
