@@ -33,7 +33,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract probe train-demo blocks bench-extract bench-probe fashion-mnist clean
+.PHONY: help install test extract probe demo sweep-demo train-demo blocks bench-extract bench-probe fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -67,6 +67,34 @@ probe: $(VENV_STAMP) ## train heads on the default cache: make probe HEAD=linear
 	@test -e "$(call store_name,train)" || { echo "no cache at $(call store_name,train): run 'make extract' first (same T, B, POOL, MODEL)"; exit 1; }
 	$(PY) -m probe train --train "$(call store_name,train)" $(if $(filter test,$(SPLITS)),--test "$(call store_name,test)") \
 	  --head $(HEAD) --lr $(LR) --wd $(WD) --results $(RESULTS) $(probe_extra_$(HEAD)) $(PROBE_ARGS)
+
+pixel_store = $(OUT)/pixels_$(DATA)_$(1)$(if $(LIMIT),_n$(LIMIT)).zarr
+
+demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo model: extract -> linear probe (trained, random-weight control, raw pixels) -> table
+	@$(MAKE) --no-print-directory extract
+	@$(MAKE) --no-print-directory extract RANDOM=1
+	@for split in $(SPLITS); do test -e "$(call pixel_store,$${split})" || \
+	  $(PY) -m extract pixels --data $(DATA) --split $$split $(if $(LIMIT),--limit $(LIMIT)) --out "$(call pixel_store,$${split})" || exit $$?; done
+	@$(MAKE) --no-print-directory probe RESULTS=results/demo PROBE_ARGS="--no-progress --name demo-trained"
+	@$(MAKE) --no-print-directory probe RANDOM=1 RESULTS=results/demo PROBE_ARGS="--no-progress --name demo-random"
+	$(PY) -m probe train --train "$(call pixel_store,train)" --test "$(call pixel_store,test)" --lr $(LR) --wd $(WD) \
+	  --results results/demo --name demo-pixels --no-progress
+	@echo; $(PY) -m probe table --results results/demo --last 3
+
+SWEEP := T=10,50,150,300 B=4,7,9,10,11,12,13 POOL=1,2,4 OUT=cache/sweep
+SWEEP_ARGS := --buffer-mb 9000 --epochs 10 --no-progress
+sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's (t, b, pool) sweep: demo model, random control, pixels; curves into extract/weights/
+	@$(MAKE) --no-print-directory extract $(SWEEP)
+	@$(MAKE) --no-print-directory extract $(SWEEP) RANDOM=1
+	@$(MAKE) --no-print-directory probe $(SWEEP) RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-trained"
+	@$(MAKE) --no-print-directory probe $(SWEEP) RANDOM=1 RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-random"
+	@for split in $(SPLITS); do test -e "$(call pixel_store,$${split})" || \
+	  $(PY) -m extract pixels --data $(DATA) --split $$split --out "$(call pixel_store,$${split})" || exit $$?; done
+	$(PY) -m probe train --train "$(call pixel_store,train)" --test "$(call pixel_store,test)" --head linear --head logreg \
+	  --lr $(LR) --wd 0 --epochs 10 --results results/sweep --name sweep-pixels --no-progress
+	$(PY) -m analysis curves --results trained=results/sweep/sweep-trained.json --results random-weights=results/sweep/sweep-random.json \
+	  --out extract/weights/accuracy_curves.png --title "demo-fmnist: linear probe test top-1 (each point chosen on validation)"
+	$(PY) -m probe table --results results/sweep --last 3
 
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; ~90 min on 2 CPU cores), then export its EMA weights
 	$(PY) -m extract train --out runs/demo-fmnist $(ARGS)

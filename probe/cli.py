@@ -120,5 +120,20 @@ def bench(out, shapes):
     click.echo(f"written: {out}")
 
 
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), help="folder holding probe_results.csv")
+@click.option("--last", type=click.IntRange(min=1), help="only the last N rows")
+@user_errors
+def table(results, last):
+    """Print the results table: one row per probe run (the validation-selected member)."""
+    from probe.results import format_table, read_table
+
+    path = results / "probe_results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results table at {path}: run `python -m probe train` first")
+    rows = read_table(path)
+    click.echo(format_table(rows[-last:] if last else rows))
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="python -m probe")

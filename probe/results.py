@@ -93,3 +93,12 @@ def load_head(path: str | Path) -> tuple[torch.nn.Module, dict, FeatureSet, dict
 def linear_state(weight: np.ndarray, bias: np.ndarray) -> dict[str, torch.Tensor]:
     """A LinearHead state_dict from (classes, D) weights, e.g. a fitted logistic regression."""
     return {"fc.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)), "fc.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))}
+
+
+def format_table(rows: list[dict]) -> str:
+    """The results table as aligned text: method, features, test top-1/top-5, val top-1."""
+    header = ("model", "weights", "head", "features", "train", "test top-1", "top-5", "val top-1")
+    lines = [tuple(str(r.get(k, "")) for k in ("model", "weights", "head", "features", "train_rows", "test_top1", "test_top5", "val_top1")) for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 5 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*header)] + [fmt.format(*line) for line in lines])

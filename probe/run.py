@@ -115,7 +115,9 @@ def _store_summary(store: FeatureStore, rows: int) -> dict:
 
 def _weights_label(store: FeatureStore) -> str:
     w = store.attrs.get("key", {}).get("weights", {})
-    return "random-init" if w.get("random_init") else f"{w.get('checkpoint')}@{str(w.get('sha256', ''))[:12]}"
+    if w.get("random_init"):
+        return "random-init"
+    return "none" if w.get("none") else f"{w.get('checkpoint')}@{str(w.get('sha256', ''))[:12]}"
 
 
 def probe(cfg: ProbeConfig) -> dict:
