@@ -91,3 +91,20 @@ def test_a_published_format_adm256_checkpoint_loads_through_ckpt(tmp_path, fmnis
     x_t = q_sample(PRESETS["adm256-uncond"], x0, 0, draw_noise((3, 256, 256), 0, rows, 0, 0))
     expected = torch.nn.functional.conv2d(x_t, weight, bias, padding=1).mean(dim=(2, 3))
     assert torch.allclose(torch.from_numpy(feats[:, :, 0, 0]), expected, atol=1e-5)
+
+
+def test_pixel_store_holds_the_preprocessed_images_and_probes(tmp_path, fmnist_env):
+    for split in ("train", "test"):
+        result = invoke("pixels", "--split", split, "--out", str(tmp_path / f"{split}.zarr"), "--no-progress")
+        assert result.exit_code == 0, result.output
+    store = FeatureStore.open(tmp_path / "test.zarr")
+    assert store.complete and store.keys() == [FeatureKey(0, 0, None)] and store.attrs["key"]["model"]["name"] == "pixels"
+    source = fashion_mnist(None, "test")
+    expected = torch.stack([preprocess(source.load(i), 28, 1) for i in range(len(source))]).half()
+    assert torch.equal(torch.from_numpy(store.array(FeatureKey(0, 0, None))[:]), expected)
+    again = invoke("pixels", "--split", "test", "--out", str(tmp_path / "test.zarr"), "--no-progress")
+    assert_one_line_error(again, "exists; use --overwrite to replace it")
+    from probe.run import ProbeConfig, probe
+
+    result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", heads=("logreg",), results=tmp_path / "r", progress=False))
+    assert result["test"]["top1"] >= 90  # each synthetic class is a distinct bright bar
