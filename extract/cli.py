@@ -66,8 +66,8 @@ def cli():
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(list(PRESETS)), default="tiny", help="model preset")
-@click.option("--ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt)")
+@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="model preset")
+@click.option("--ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt) [default: the preset's shipped weights, if any]")
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
 @click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist", help="image source")
 @click.option("--data-root", type=click.Path(path_type=Path), help="dataset location (folder or file)")
@@ -171,6 +171,14 @@ def export(run_dir, dest):
 
     meta = export_ema(run_dir, dest)
     click.echo(f"{dest}: step {meta['step']}, {meta['images_seen']} images, sha256 {file_sha256(dest)[:16]}")
+    # the loss log and a plot of it travel with the weights (the run folder is not committed)
+    from extract.train import LOG_FILE, plot_loss, read_log
+
+    rows = read_log(run_dir)
+    log = dest.with_name(dest.stem + "." + LOG_FILE)
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (dest.with_name(dest.stem + ".train_meta.json")).write_text(json.dumps(meta, indent=2) + "\n")
+    click.echo(plot_loss(rows, dest.with_name(dest.stem + ".loss.png"), f"{meta['preset']['name']}: training loss"))
 
 
 @cli.command()

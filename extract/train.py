@@ -227,3 +227,29 @@ def sample_grid(model: str, ckpt: str | Path | None, n: int, steps: int, seed: i
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas).save(out)
     return f"{out}: {n} samples from {path.name}, {steps} steps, seed {seed}"
+
+
+def plot_loss(log_rows: list[dict], out: str | Path, title: str) -> str:
+    """The training loss (and a running mean) against images seen, as PNG and SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.array([r["images"] for r in log_rows], dtype=float)
+    loss = np.array([r["loss"] for r in log_rows])
+    window = max(1, len(loss) // 30)
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.4), constrained_layout=True)
+    ax.plot(images / 1e3, loss, alpha=0.35, lw=0.8, label="loss (one batch)")
+    ax.plot(images[window - 1 :] / 1e3, smooth, lw=1.6, label=f"running mean of {window}")
+    ax.set_xlabel("images seen (thousands)")
+    ax.set_ylabel("epsilon MSE")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    fig.savefig(out.with_suffix(".svg"))
+    return f"{out}: {len(log_rows)} log points, final running mean {smooth[-1]:.4f}"

@@ -9,16 +9,14 @@ import torch
 
 from probe.grid import head_inputs
 from probe.metrics import report
-from probe.reader import COMPATIBLE_FIELDS, FeatureReader, ProbeDataError, check_finite, eval_batches, open_complete
-from probe.run import _store_summary
 from extract.run import describe_differences
+from probe.reader import COMPATIBLE_FIELDS, FeatureReader, ProbeDataError, check_finite, eval_batches, open_complete, store_summary
+from probe.results import load_head
 
 
 @torch.no_grad()
 def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu") -> dict:
     """Top-1/top-5, per-class accuracy and confusion matrix of a saved head on a store's valid rows."""
-    from probe.results import load_head
-
     module, meta, fs, norms = load_head(head)
     store = open_complete(store_path)
     key = store.attrs.get("key", {})
@@ -38,4 +36,4 @@ def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu")
         tops.append(logits.float().topk(min(5, n_classes), dim=1).indices.cpu().numpy())
         ys.append(y)
     result = report(np.concatenate(tops), np.concatenate(ys), n_classes)
-    return {"head": str(head), "store": _store_summary(store, int(mask.sum())), "trained_as": meta.get("trained_as"), **result}
+    return {"head": str(head), "store": store_summary(store, int(mask.sum())), "trained_as": meta.get("trained_as"), **result}

@@ -46,6 +46,15 @@ def check_compatible(reference: FeatureStore, other: FeatureStore) -> None:
         raise ProbeDataError(f"{reference.path} and {other.path} hold features of different models or preprocessing: {shown}")
 
 
+def store_summary(store: FeatureStore, rows: int) -> dict:
+    """What a results file records about a store: path, rows used, key fields, provenance."""
+    attrs = store.attrs
+    key = attrs.get("key", {})
+    return {"path": str(store.path), "rows": rows, "key": {k: key.get(k) for k in COMPATIBLE_FIELDS},
+            "dataset": key.get("dataset"), "seed": key.get("seed"), "views": store.views,
+            "provenance": {k: v for k, v in attrs.get("provenance", {}).items() if k != "config"}}  # fmt: skip
+
+
 def store_classes(store: FeatureStore) -> list[str]:
     return list(store.attrs.get("provenance", {}).get("dataset", {}).get("classes", []))
 

@@ -4,6 +4,7 @@ on validation, evaluate on test, write results. `probe(config)` is the whole sta
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import time
 from dataclasses import dataclass
@@ -17,12 +18,12 @@ from extract import __version__
 from extract.dist import close_world, init_world, pick_device
 from extract.schema import FeatureKey, FeatureStore
 from probe import baselines
-from probe.grid import Grid, MemberSpec, TrainSettings, build_member, feature_set, head_inputs, predict_grid, train_grid
-from probe.heads import BASELINES, HEADS, parse_head_options
+from probe.grid import OPTIMIZERS, SCHEDULES, Grid, MemberSpec, TrainSettings, build_member, feature_set, head_inputs, predict_grid, train_grid
+from probe.heads import BASELINES, HEADS, LinearHead, parse_head_options
 from probe.metrics import accuracy, report
 from probe.reader import (
-    COMPATIBLE_FIELDS, FeatureReader, ProbeDataError, carve_validation, check_compatible, check_finite,
-    eval_batches, fit_standardizers, open_complete, store_classes, stream_batches, steps_per_epoch, epoch_windows,
+    FeatureReader, ProbeDataError, carve_validation, check_compatible, check_finite,
+    eval_batches, fit_standardizers, open_complete, store_classes, store_summary, stream_batches, steps_per_epoch, epoch_windows,
 )  # fmt: skip
 from probe.results import RESULTS_FORMAT, append_row, linear_state, save_head, write_json
 
@@ -83,15 +84,11 @@ def validate(cfg: ProbeConfig) -> None:
         raise ValueError("learning rates must be positive and weight decays non-negative")
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
-    from probe.grid import OPTIMIZERS, SCHEDULES
-
     if cfg.training.optimizer not in OPTIMIZERS or cfg.training.schedule not in SCHEDULES:
         raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, --schedule one of {', '.join(SCHEDULES)}")
 
 
 def _options_for(head: str, options: dict) -> tuple[tuple[str, object], ...]:
-    import inspect
-
     takes = set(inspect.signature(HEADS[head].__init__).parameters)
     return tuple(sorted((k, v) for k, v in options.items() if k in takes))
 
@@ -103,14 +100,6 @@ def grid_specs(cfg: ProbeConfig, sets) -> list[MemberSpec]:
     if unused:
         raise ValueError(f"head option(s) {', '.join(unused)} apply to none of the heads {', '.join(trained) or '(none)'}")
     return [MemberSpec(h, _options_for(h, options), fs, lr, wd) for h, fs, lr, wd in itertools.product(trained, sets, cfg.lrs, cfg.wds)]
-
-
-def _store_summary(store: FeatureStore, rows: int) -> dict:
-    attrs = store.attrs
-    key = attrs.get("key", {})
-    return {"path": str(store.path), "rows": rows, "key": {k: key.get(k) for k in COMPATIBLE_FIELDS},
-            "dataset": key.get("dataset"), "seed": key.get("seed"), "views": store.views,
-            "provenance": {k: v for k, v in attrs.get("provenance", {}).items() if k != "config"}}  # fmt: skip
 
 
 def _weights_label(store: FeatureStore) -> str:
@@ -241,9 +230,9 @@ def _probe(cfg: ProbeConfig, device, world, started) -> dict:
         "format": RESULTS_FORMAT, "version": __version__, "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "stores": {"train": _store_summary(train_store, int(train_mask.sum()))}
-        | ({"val": _store_summary(val_store, int(evals["val"][1].sum()))} if val_store else {})
-        | ({"test": _store_summary(test_store, int(evals["test"][1].sum()))} if test_store else {}),
+        "stores": {"train": store_summary(train_store, int(train_mask.sum()))}
+        | ({"val": store_summary(val_store, int(evals["val"][1].sum()))} if val_store else {})
+        | ({"test": store_summary(test_store, int(evals["test"][1].sum()))} if test_store else {}),
         "validation": "store" if val_store else (f"{cfg.val_fraction:.0%} of train, class-stratified, seed {seed}" if "val" in evals else "none"),
         "classes": classes,
         "members": members,
@@ -312,8 +301,6 @@ def _baselines(cfg, heads, reader, train_mask, labels, evals, sets, norms, n_cla
                 for s in evals:
                     tops[s].append(baselines.logreg_top(model, split_x[s][0], n_classes))
                 members.append({"head": "logreg", "C": c, "features": [k.to_dict() for k in fs.keys], "feature_set": fs.name})
-                from probe.heads import LinearHead
-
                 head = LinearHead((int(np.prod(fs.in_shape)), 1, 1), n_classes)
                 head.load_state_dict(linear_state(weight, bias))
                 modules.append(head)

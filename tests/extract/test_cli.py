@@ -44,7 +44,7 @@ def test_blocks_command_prints_the_adm256_table():
     ],
 )
 def test_bad_options_are_one_line(tmp_path, fmnist_env, args, fragment):
-    result = invoke("run", "--random-init", "--out", str(tmp_path / "s.zarr"), "--no-progress", *args)
+    result = invoke("run", "--model", "tiny", "--random-init", "--out", str(tmp_path / "s.zarr"), "--no-progress", *args)
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "s.zarr").exists()
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from extract import gd
-from extract.models import CheckpointError, build_unet, load_checkpoint, random_unet, read_state_dict
+from extract.models import CheckpointError, build_unet, count_parameters, load_checkpoint, random_unet, read_state_dict
 from extract.presets import PRESETS, get_preset
 
 
@@ -72,3 +72,22 @@ def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError):
         read_state_dict(path)
     assert "code ran" not in capsys.readouterr().out
+
+
+def test_the_shipped_demo_weights_load_safely_and_are_small():
+    from extract.models import file_sha256, shipped_weights
+
+    preset = PRESETS["demo-fmnist"]
+    path = shipped_weights(preset)
+    assert path.stat().st_size <= 25 * 2**20
+    model = load_checkpoint(preset, path)
+    assert count_parameters(model) == 1_921_601 and not model.training
+    card = (path.parent / "MODEL_CARD.md").read_text()
+    assert file_sha256(path) in card  # the card describes exactly this file
+
+
+def test_presets_without_shipped_weights_say_so():
+    from extract.models import shipped_weights
+
+    with pytest.raises(FileNotFoundError, match="model 'tiny' has no shipped weights; pass --ckpt FILE or --random-init"):
+        shipped_weights(PRESETS["tiny"])
