@@ -7,7 +7,7 @@ import dataclasses
 import inspect
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -109,6 +109,33 @@ def _weights_label(store: FeatureStore) -> str:
     return "none" if w.get("none") else f"{w.get('checkpoint')}@{str(w.get('sha256', ''))[:12]}"
 
 
+@dataclass
+class ProbeData:
+    """The checked inputs of one probe run: stores, row masks, readers, standardization."""
+
+    train_store: FeatureStore
+    val_store: FeatureStore | None
+    test_store: FeatureStore | None
+    labels: np.ndarray
+    train_mask: np.ndarray
+    classes: list[str]
+    reader: FeatureReader  # the training store's, over every key any feature set uses
+    sets: list
+    evals: dict  # split -> (reader, row mask, labels)
+    norms: dict
+
+
+@dataclass
+class Scores:
+    """Per member: its description, its top-k on each evaluated split, a module to save."""
+
+    members: list[dict] = field(default_factory=list)
+    tops: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+    modules: list = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+
+
 def probe(cfg: ProbeConfig) -> dict:
     """Train, select and evaluate; write the results JSON, the selected head and a table row.
     Returns the results dict (rank 0; other ranks return {})."""
@@ -118,12 +145,22 @@ def probe(cfg: ProbeConfig) -> dict:
     world = init_world(device)
     try:
         device = pick_device(cfg.device, world)
-        return _probe(cfg, device, world, started)
+        data = prepare(cfg)
+        scores = Scores(tops={s: [] for s in data.evals})
+        if grid_specs(cfg, data.sets):
+            train_heads(cfg, data, scores, device, world)
+        if not world.is_main:
+            return {}
+        baseline_heads = [h for h in cfg.heads if h in BASELINES]
+        if baseline_heads:
+            run_baselines(cfg, data, scores, baseline_heads)
+        return write_outputs(cfg, data, scores, started)
     finally:
         close_world(world)
 
 
-def _probe(cfg: ProbeConfig, device, world, started) -> dict:
+def prepare(cfg: ProbeConfig) -> ProbeData:
+    """Open and cross-check the stores, carve validation, refuse bad features, fit standardization."""
     seed = cfg.training.seed
     train_store = open_complete(cfg.train)
     val_store = open_complete(cfg.val) if cfg.val else None
@@ -134,23 +171,19 @@ def _probe(cfg: ProbeConfig, device, world, started) -> dict:
     sets_keys = parse_feature_sets(cfg.features, train_store)
     all_keys = tuple(sorted({k for ks in sets_keys for k in ks}, key=FeatureKey.sort_key))
 
-    labels = train_store.labels()
-    usable = train_store.valid()
+    labels, usable = train_store.labels(), train_store.valid()
     classes = store_classes(train_store) or [str(c) for c in range(int(labels.max()) + 1)]
-    n_classes = len(classes)
     val_mask = carve_validation(labels, usable, 0.0 if val_store else cfg.val_fraction, seed)
     train_mask = usable & ~val_mask
     seen = set(np.unique(labels[train_mask]).tolist())
     if not seen:
         raise ProbeDataError(f"{train_store.path}: no usable training rows")
 
-    probe_reader = FeatureReader(train_store, all_keys)
-    train_bytes = int(train_mask.sum()) * probe_reader.row_bytes()
+    train_bytes = int(train_mask.sum()) * FeatureReader(train_store, all_keys).row_bytes()
     preload = cfg.preload if cfg.preload is not None else train_bytes <= cfg.buffer_mb * MiB
     reader = FeatureReader(train_store, all_keys, preload=preload)
-    shapes = {k: reader.row_shape(k) for k in all_keys}
-    sets = [feature_set(ks, shapes) for ks in sets_keys]
-    evals = {}  # split -> (reader, mask, labels)
+    sets = [feature_set(ks, {k: reader.row_shape(k) for k in all_keys}) for ks in sets_keys]
+    evals = {}
     if val_store is not None:
         evals["val"] = (FeatureReader(val_store, all_keys), val_store.valid(), val_store.labels())
     elif val_mask.any():
@@ -160,113 +193,109 @@ def _probe(cfg: ProbeConfig, device, world, started) -> dict:
     for split, (r, mask, y) in evals.items():
         absent = sorted(set(np.unique(y[mask]).tolist()) - seen)
         if absent:
-            names = ", ".join(f"{c} ({classes[c] if c < n_classes else '?'})" for c in absent[:5])
+            names = ", ".join(f"{c} ({classes[c] if c < len(classes) else '?'})" for c in absent[:5])
             raise ProbeDataError(f"{r.store.path}: {split} has classes with no training rows: {names}")
-        if (y[mask] >= n_classes).any():
-            raise ProbeDataError(f"{r.store.path}: {split} labels go beyond the {n_classes} training classes")
     check_finite(reader, usable, "training")
     for split, (r, mask, _) in evals.items():
         if r is not reader:
             check_finite(r, mask, split)
-
     norms = fit_standardizers(reader, train_mask, cfg.standardize)
-    specs = grid_specs(cfg, sets)
-    members: list[dict] = []
-    tops: dict[str, list[np.ndarray]] = {s: [] for s in evals}
-    truth: dict[str, np.ndarray] = {}
-    modules: list = []  # per member: a module to save, or None
-    timing: dict = {}
+    return ProbeData(train_store, val_store, test_store, labels, train_mask, classes, reader, sets, evals, norms)
 
-    if specs:
-        window_rows = max(cfg.training.batch_size, cfg.buffer_mb * MiB // (2 * reader.row_bytes()))
-        if world.size > 1:  # ranks take whole windows in turn: give each rank several
-            window_rows = max(1, min(window_rows, int(train_mask.sum()) // (8 * world.size)))
-        per_rank = max(1, cfg.training.batch_size // world.size)
-        settings = dataclasses.replace(cfg.training, batch_size=per_rank)
-        grid = Grid(specs, sets, [build_member(s, n_classes, seed) for s in specs], settings).to(device)
-        ddp = torch.nn.parallel.DistributedDataParallel(grid) if world.size > 1 else None
-        steps = steps_per_epoch(epoch_windows(reader, train_mask, window_rows, seed, 0), per_rank, world.size)
-        if steps == 0:
-            raise ProbeDataError(f"{int(train_mask.sum())} training rows make no full batch of {cfg.training.batch_size}; lower --batch-size")
 
-        def epochs(e):
-            return stream_batches(reader, train_mask, labels, batch=per_rank, window_rows=window_rows, seed=seed, epoch=e, rank=world.rank, world=world.size)
+def train_heads(cfg: ProbeConfig, data: ProbeData, scores: Scores, device, world) -> None:
+    """Train the gradient-trained grid in one pass (DDP across ranks) and score it (rank 0)."""
+    seed, reader, n_train = cfg.training.seed, data.reader, int(data.train_mask.sum())
+    specs = grid_specs(cfg, data.sets)
+    window_rows = max(cfg.training.batch_size, cfg.buffer_mb * MiB // (2 * reader.row_bytes()))
+    if world.size > 1:  # ranks take whole windows in turn: give each rank several
+        window_rows = max(1, min(window_rows, n_train // (8 * world.size)))
+    per_rank = max(1, cfg.training.batch_size // world.size)
+    settings = dataclasses.replace(cfg.training, batch_size=per_rank)
+    grid = Grid(specs, data.sets, [build_member(s, len(data.classes), seed) for s in specs], settings).to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(grid) if world.size > 1 else None
+    steps = steps_per_epoch(epoch_windows(reader, data.train_mask, window_rows, seed, 0), per_rank, world.size)
+    if steps == 0:
+        raise ProbeDataError(f"{n_train} training rows make no full batch of {cfg.training.batch_size}; lower --batch-size")
 
-        timing["train"] = train_grid(grid, epochs, steps, norms, device, ddp=ddp, progress=cfg.progress and world.is_main)
-        timing["train"].update(window_rows=int(window_rows), preload=bool(preload), steps_per_epoch=steps)
-        if not world.is_main:
-            return {}
-        for split, (r, mask, y) in evals.items():
-            top, truth[split] = predict_grid(grid, eval_batches(r, mask, y), norms, device)
-            tops[split] += [top[:, i] for i in range(len(specs))]
-        members += [s.describe() for s in specs]
-        modules += [grid.member(i) for i in range(len(specs))]
-    elif not world.is_main:
-        return {}
+    def epochs(e):
+        return stream_batches(reader, data.train_mask, data.labels, batch=per_rank, window_rows=window_rows, seed=seed, epoch=e, rank=world.rank, world=world.size)
 
-    baseline_heads = [h for h in cfg.heads if h in BASELINES]
-    if baseline_heads:
-        b_members, b_tops, b_modules, b_truth = _baselines(cfg, baseline_heads, reader, train_mask, labels, evals, sets, norms, n_classes)
-        members += b_members
-        modules += b_modules
-        for split in evals:
-            tops[split] += b_tops[split]
-            truth.setdefault(split, b_truth[split])
+    scores.timing["train"] = train_grid(grid, epochs, steps, data.norms, device, ddp=ddp, progress=cfg.progress and world.is_main)
+    scores.timing["train"].update(window_rows=int(window_rows), preload=reader.preload, steps_per_epoch=steps)
+    if not world.is_main:
+        return
+    for split, (r, mask, y) in data.evals.items():
+        top, scores.truth[split] = predict_grid(grid, eval_batches(r, mask, y), data.norms, device)
+        scores.tops[split] += [top[:, i] for i in range(len(specs))]
+    scores.members += [s.describe() for s in specs]
+    scores.modules += [grid.member(i) for i in range(len(specs))]
 
+
+def select(members: list[dict], has_val: bool) -> int:
+    """The member with the best validation top-1 (the first on ties); test is never looked at."""
+    if has_val:
+        return max(range(len(members)), key=lambda i: (members[i]["val"]["top1"], -i))
+    if len(members) == 1:
+        return 0
+    raise ProbeDataError(f"{len(members)} grid members but no validation rows to choose among them; set --val-fraction or --val")
+
+
+def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: float) -> dict:
+    members, evals, n_classes = scores.members, data.evals, len(data.classes)
     for i, m in enumerate(members):
         for split in evals:
-            m[split] = accuracy(tops[split][i], truth[split])
-    if "val" in evals:
-        selected = max(range(len(members)), key=lambda i: (members[i]["val"]["top1"], -i))
-    elif len(members) == 1:
-        selected = 0
-    else:
-        raise ProbeDataError(f"{len(members)} grid members but no validation rows to choose among them; set --val-fraction or --val")
-
+            m[split] = accuracy(scores.tops[split][i], scores.truth[split])
+    selected = select(members, "val" in evals)
+    train_store = data.train_store
     name = cfg.name or _default_name(cfg, train_store)
     out_dir = Path(cfg.results)
     chosen = members[selected]
+    stores = {"train": store_summary(train_store, int(data.train_mask.sum()))}
+    for split, store in (("val", data.val_store), ("test", data.test_store)):
+        if store is not None:
+            stores[split] = store_summary(store, int(evals[split][1].sum()))
     result = {
         "format": RESULTS_FORMAT, "version": __version__, "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
-        "stores": {"train": store_summary(train_store, int(train_mask.sum()))}
-        | ({"val": store_summary(val_store, int(evals["val"][1].sum()))} if val_store else {})
-        | ({"test": store_summary(test_store, int(evals["test"][1].sum()))} if test_store else {}),
-        "validation": "store" if val_store else (f"{cfg.val_fraction:.0%} of train, class-stratified, seed {seed}" if "val" in evals else "none"),
-        "classes": classes,
-        "members": members,
-        "selected": selected,
-        "head": chosen,
-        "timing": timing,
+        "stores": stores,
+        "validation": "store" if data.val_store else (f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.training.seed}" if "val" in evals else "none"),
+        "classes": data.classes, "members": members, "selected": selected, "head": chosen, "timing": scores.timing,
     }  # fmt: skip
     for split in evals:
-        result[split] = report(tops[split][selected], truth[split], n_classes)
-    module = modules[selected]
+        result[split] = report(scores.tops[split][selected], scores.truth[split], n_classes)
+    module = scores.modules[selected]
     if module is not None:
         head_path = out_dir / f"{name}.head.pt"
+        in_shape = next(fs.in_shape for fs in data.sets if fs.name == chosen["feature_set"])
         meta = {"head": "linear" if chosen["head"] == "logreg" else chosen["head"], "options": chosen.get("options", {}),
-                "features": chosen["features"], "in_shape": list(sets[[s.name for s in sets].index(chosen["feature_set"])].in_shape),
-                "num_classes": n_classes, "classes": classes, "compatible": result["stores"]["train"]["key"],
-                "trained_as": chosen, "results": f"{name}.json", "version": __version__}  # fmt: skip
-        save_head(head_path, module, meta, norms)
+                "features": chosen["features"], "in_shape": list(in_shape), "num_classes": n_classes,
+                "classes": data.classes, "compatible": stores["train"]["key"], "trained_as": chosen,
+                "results": f"{name}.json", "version": __version__}  # fmt: skip
+        save_head(head_path, module, meta, data.norms)
         result["head_file"] = str(head_path)
     result["timing"]["total_seconds"] = round(time.perf_counter() - started, 3)
     write_json(out_dir / f"{name}.json", result)
+    append_row(out_dir / "probe_results.csv", table_row(cfg, train_store, result))
+    return result
+
+
+def table_row(cfg: ProbeConfig, train_store: FeatureStore, result: dict) -> dict:
+    chosen = result["head"]
     keys = [FeatureKey.from_dict(k) for k in chosen["features"]]
-    append_row(out_dir / "probe_results.csv", {
-        "name": name, "head": chosen["head"], "features": chosen["feature_set"],
+    val, test = result.get("val", {}), result.get("test", {})
+    return {
+        "name": result["name"], "head": chosen["head"], "features": chosen["feature_set"],
         "t": "+".join(str(k.t) for k in keys), "b": "+".join(str(k.b) for k in keys),
         "pool": "+".join("full" if k.pool is None else str(k.pool) for k in keys),
         "model": train_store.attrs.get("provenance", {}).get("preset", ""), "weights": _weights_label(train_store),
         "dataset": (train_store.attrs.get("key", {}).get("dataset") or {}).get("name", ""),
-        "train_rows": int(train_mask.sum()), "val_rows": result.get("val", {}).get("rows", 0),
-        "test_rows": result.get("test", {}).get("rows", 0), "lr": chosen.get("lr", ""), "wd": chosen.get("wd", ""),
-        "epochs": cfg.training.epochs if chosen["head"] in HEADS else "", "val_top1": _fmt(result.get("val", {}).get("top1")),
-        "test_top1": _fmt(result.get("test", {}).get("top1")), "test_top5": _fmt(result.get("test", {}).get("top5")),
-        "seconds": round(result["timing"]["total_seconds"], 1), "version": __version__, "results": f"{name}.json",
-    })  # fmt: skip
-    return result
+        "train_rows": result["stores"]["train"]["rows"], "val_rows": val.get("rows", 0), "test_rows": test.get("rows", 0),
+        "lr": chosen.get("lr", ""), "wd": chosen.get("wd", ""), "epochs": cfg.training.epochs if chosen["head"] in HEADS else "",
+        "val_top1": _fmt(val.get("top1")), "test_top1": _fmt(test.get("top1")), "test_top5": _fmt(test.get("top5")),
+        "seconds": round(result["timing"]["total_seconds"], 1), "version": __version__, "results": f"{result['name']}.json",
+    }  # fmt: skip
 
 
 def _fmt(x) -> str:
@@ -277,24 +306,26 @@ def _default_name(cfg: ProbeConfig, store: FeatureStore) -> str:
     return f"{'-'.join(cfg.heads)}_{store.path.name.removesuffix('.zarr')}"
 
 
-def _baselines(cfg, heads, reader, train_mask, labels, evals, sets, norms, n_classes):
-    """logreg (one member per C) and knn (one member per k) for every feature set."""
-    members, modules = [], []
-    tops = {s: [] for s in evals}
-    truth = {}
-    for fs in sets:
-        def gather(r, mask, y):
-            xs, ys = [], []
-            for values, yy, _ in eval_batches(r, mask, y):
-                xs.append(head_inputs(values, norms, [fs], "cpu")[0].flatten(1).numpy())
-                ys.append(yy)
-            return np.concatenate(xs), np.concatenate(ys)
+def _gather(reader: FeatureReader, mask: np.ndarray, labels: np.ndarray, norms: dict, fs) -> tuple[np.ndarray, np.ndarray]:
+    """The masked rows of one feature set, standardized and flattened, in memory: ((n, D), (n,))."""
+    xs, ys = [], []
+    for values, y, _ in eval_batches(reader, mask, labels):
+        xs.append(head_inputs(values, norms, [fs], "cpu")[0].flatten(1).numpy())
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
 
-        split_x = {s: gather(*evals[s]) for s in evals}
+
+def run_baselines(cfg: ProbeConfig, data: ProbeData, scores: Scores, heads: list[str]) -> None:
+    """logreg (one member per C) and knn (one member per k) for every feature set."""
+    reader, train_mask, labels, evals, norms = data.reader, data.train_mask, data.labels, data.evals, data.norms
+    n_classes = len(data.classes)
+    members, modules, tops, truth = scores.members, scores.modules, scores.tops, scores.truth
+    for fs in data.sets:
+        split_x = {s: _gather(*evals[s], norms, fs) for s in evals}
         for s in evals:
-            truth[s] = split_x[s][1]
+            truth.setdefault(s, split_x[s][1])
         if "logreg" in heads:
-            x, y = gather(reader, train_mask, labels)
+            x, y = _gather(reader, train_mask, labels, norms, fs)
             for c in cfg.logreg_c:
                 model = baselines.fit_logreg(x, y, c, cfg.training.seed)
                 weight, bias = baselines.logreg_weights(model, n_classes)
@@ -315,4 +346,3 @@ def _baselines(cfg, heads, reader, train_mask, labels, evals, sets, norms, n_cla
                     tops[s].append(banks[s].top(k, n_classes, cfg.knn_temperature))
                 members.append({"head": "knn", "k": k, "temperature": cfg.knn_temperature, "features": [k_.to_dict() for k_ in fs.keys], "feature_set": fs.name})
                 modules.append(None)
-    return members, tops, modules, truth
