@@ -3,16 +3,17 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-12)
 
-# extraction defaults: the shipped demo model on Fashion-MNIST (RANDOM=1: its random-weight control)
+# extraction defaults: the shipped demo model on Fashion-MNIST at its validation-best point
+# (t=10, the middle block b=10, the full 7x7 map; see extract/weights/MODEL_CARD.md). RANDOM=1: its random-weight control
 MODEL ?= demo-fmnist
 CKPT ?=
 RANDOM ?=
 DATA ?= fashion-mnist
 DATA_ROOT ?=
 SPLITS ?= train test
-T ?= 150
+T ?= 10
 B ?=
-POOL ?= 2
+POOL ?= none
 LIMIT ?=
 ARGS ?=
 OUT ?= cache
@@ -92,9 +93,14 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's (t, b, pool) sweep: 
 	  $(PY) -m extract pixels --data $(DATA) --split $$split --out "$(call pixel_store,$${split})" || exit $$?; done
 	$(PY) -m probe train --train "$(call pixel_store,train)" --test "$(call pixel_store,test)" --head linear --head logreg \
 	  --lr $(LR) --wd 0 --epochs 10 --results results/sweep --name sweep-pixels --no-progress
-	$(PY) -m analysis curves --results trained=results/sweep/sweep-trained.json --results random-weights=results/sweep/sweep-random.json \
+	@$(MAKE) --no-print-directory extract T=10 B=9,10,11,12 POOL=none OUT=cache/sweep
+	@$(MAKE) --no-print-directory extract T=10 B=9,10,11,12 POOL=none OUT=cache/sweep RANDOM=1
+	@$(MAKE) --no-print-directory probe T=10 B=9,10,11,12 POOL=none OUT=cache/sweep RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-trained-full"
+	@$(MAKE) --no-print-directory probe T=10 B=9,10,11,12 POOL=none OUT=cache/sweep RANDOM=1 RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-random-full"
+	$(PY) -m analysis curves --results trained=results/sweep/sweep-trained.json --results trained=results/sweep/sweep-trained-full.json \
+	  --results random-weights=results/sweep/sweep-random.json --results random-weights=results/sweep/sweep-random-full.json \
 	  --out extract/weights/accuracy_curves.png --title "demo-fmnist: linear probe test top-1 (each point chosen on validation)"
-	$(PY) -m probe table --results results/sweep --last 3
+	$(PY) -m probe table --results results/sweep
 
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; ~90 min on 2 CPU cores), then export its EMA weights
 	$(PY) -m extract train --out runs/demo-fmnist $(ARGS)

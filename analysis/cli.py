@@ -16,7 +16,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--results", "runs", multiple=True, required=True, help="LABEL=results.json of a probe run (repeat)")
+@click.option("--results", "runs", multiple=True, required=True, help="LABEL=results.json of a probe run (repeat; a repeated LABEL pools its runs)")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="figure path (.png; an .svg is written beside it)")
 @click.option("--title", default="linear probe accuracy")
 @user_errors
@@ -24,15 +24,15 @@ def curves(runs, out, title):
     """Accuracy vs t, b and pool: the validation-best member per value, its test accuracy."""
     from analysis.curves import plot_curves
 
-    members, sources = {}, []
+    members, sources = {}, {}
     for item in runs:
         label, sep, path = item.partition("=")
         if not sep:
             raise ValueError(f"--results {item!r}: expected LABEL=PATH")
         result = json.loads(Path(path).read_text())
-        members[label] = result["members"]
-        sources.append(f"{label}: {result['stores']['train']['path']}")
-    fig = plot_curves(members, title, "; ".join(sources))
+        members.setdefault(label, []).extend(result["members"])  # a repeated label pools runs
+        sources.setdefault(label, []).append(Path(result["stores"]["train"]["path"]).name)
+    fig = plot_curves(members, title, "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items()))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     fig.savefig(out.with_suffix(".svg"))

@@ -41,7 +41,8 @@ def best_per_value(members: list[dict], axis: str) -> dict:
 
 def plot_curves(runs: dict[str, list[dict]], title: str, source: str) -> plt.Figure:
     """runs: label -> grid members. One panel per axis, test top-1 of the val-best member."""
-    fig, axes = plt.subplots(1, len(AXES), figsize=(4.2 * len(AXES), 3.4), constrained_layout=True)
+    lines = source.count("\n") + 2
+    fig, axes = plt.subplots(1, len(AXES), figsize=(4.6 * len(AXES), 3.2 + 0.18 * lines), constrained_layout=True)
     for ax, axis in zip(axes, AXES):
         for label, members in runs.items():
             best = best_per_value(members, axis)
@@ -51,5 +52,5 @@ def plot_curves(runs: dict[str, list[dict]], title: str, source: str) -> plt.Fig
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{title}\n{source}", fontsize=9)
+    fig.suptitle(f"{title}\n{source}", fontsize=7)
     return fig
