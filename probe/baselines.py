@@ -9,18 +9,24 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from probe.metrics import topk_from_scores
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int, max_iter: int = 1000) -> LogisticRegression:
-    """x: (n, D) standardized features, y: (n,). Labels absent from y get no row, so the
-    fitted coefficients are expanded to all classes by `logreg_weights`."""
+def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int, max_iter: int = 1000) -> tuple[LogisticRegression, bool]:
+    """x: (n, D) standardized features, y: (n,) -> (fitted model, whether L-BFGS converged).
+    Labels absent from y get no row; `logreg_weights` expands the coefficients to all classes."""
     model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter, random_state=seed)
-    return model.fit(x, y)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, y)
+    return model, not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
 def logreg_weights(model: LogisticRegression, classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -327,11 +327,11 @@ def run_baselines(cfg: ProbeConfig, data: ProbeData, scores: Scores, heads: list
         if "logreg" in heads:
             x, y = _gather(reader, train_mask, labels, norms, fs)
             for c in cfg.logreg_c:
-                model = baselines.fit_logreg(x, y, c, cfg.training.seed)
+                model, converged = baselines.fit_logreg(x, y, c, cfg.training.seed)
                 weight, bias = baselines.logreg_weights(model, n_classes)
                 for s in evals:
                     tops[s].append(baselines.logreg_top(model, split_x[s][0], n_classes))
-                members.append({"head": "logreg", "C": c, "features": [k.to_dict() for k in fs.keys], "feature_set": fs.name})
+                members.append({"head": "logreg", "C": c, "converged": converged, "features": [k.to_dict() for k in fs.keys], "feature_set": fs.name})
                 head = LinearHead((int(np.prod(fs.in_shape)), 1, 1), n_classes)
                 head.load_state_dict(linear_state(weight, bias))
                 modules.append(head)

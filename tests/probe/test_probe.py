@@ -143,7 +143,7 @@ def test_logreg_matches_scikit_learn_called_directly(two_keys, tmp_path):
     z = lambda a: (a.reshape(len(a), -1).astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)  # noqa: E731
     ref = LogisticRegression(C=0.05, solver="lbfgs", max_iter=1000, random_state=0).fit(z(x), store.labels())
     expected = 100 * (ref.predict(z(test.array(K1)[:])) == test.labels()).mean()
-    assert result["test"]["top1"] == pytest.approx(expected)
+    assert result["test"]["top1"] == pytest.approx(expected) and result["members"][0]["converged"] is True
     head, *_ = load_head(tmp_path / "results" / f"{result['name']}.head.pt")
     np.testing.assert_allclose(head.fc.weight.detach().numpy(), ref.coef_, rtol=1e-5, atol=1e-6)
 
