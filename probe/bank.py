@@ -51,32 +51,39 @@ class LinearBank(nn.Module):
 
     @torch.no_grad()
     def step(self, factor: float) -> None:
-        """One update of every head with lr = its base lr x factor."""
+        """One update of every head with lr = its base lr x factor. Per-head scalars are
+        applied slice by slice with fused in-place ops, so each step makes a few passes over
+        the (M, K, D) tensors and allocates one temporary (AdamW's denominator)."""
         self.steps += 1
+        lrs = [float(lr) * factor for lr in self.lrs.tolist()]
+        wds = self.wds.tolist()
         for name, p in (("weight", self.weight), ("bias", self.bias)):
             if p.grad is None:
                 continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr = (self.lrs * factor).view(shape)
-            wd = self.wds.view(shape)
             g = p.grad
             if self.optimizer == "sgd":
-                g = g + wd * p
+                if any(wds):
+                    g = g.clone()
+                    for i, wd in enumerate(wds):
+                        if wd:
+                            g[i].add_(p[i], alpha=wd)
                 if self.momentum:
                     buf = self.state_.get(name)
-                    buf = g.clone() if buf is None else buf.mul_(self.momentum).add_(g)
-                    self.state_[name] = buf
-                    g = buf
-                p.sub_(lr * g)
+                    g = self.state_[name] = g.clone() if buf is None else buf.mul_(self.momentum).add_(g)
+                for i, lr in enumerate(lrs):
+                    p[i].add_(g[i], alpha=-lr)
             else:
                 b1, b2 = self.betas
                 m = self.state_.setdefault(name + ".m", torch.zeros_like(p))
                 v = self.state_.setdefault(name + ".v", torch.zeros_like(p))
-                p.mul_(1 - lr * wd)
                 m.lerp_(g, 1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v / (1 - b2**self.steps)).sqrt_().add_(self.eps)
-                p.sub_(lr / (1 - b1**self.steps) * m / denom)
+                bc1, bc2 = 1 - b1**self.steps, 1 - b2**self.steps
+                denom = v.sqrt().div_(bc2**0.5).add_(self.eps)
+                for i, (lr, wd) in enumerate(zip(lrs, wds)):
+                    if wd:
+                        p[i].mul_(1 - lr * wd)
+                    p[i].addcdiv_(m[i], denom[i], value=-lr / bc1)
 
     def export(self, i: int, in_shape: tuple[int, int, int]) -> LinearHead:
         """Head i as a standalone LinearHead (what is saved and re-evaluated)."""

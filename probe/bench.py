@@ -23,7 +23,7 @@ KEY = FeatureKey(150, 24, 2)
 # the demo's scale (Fashion-MNIST, 10 classes, a 256-channel pool-2 map) and ImageNet's
 # (b=24 pool 2: 4096 features, 1000 classes)
 BENCH_SHAPES = {
-    "demo": dict(rows=20000, dim=1024, classes=10, epochs=2),
+    "demo": dict(rows=20000, dim=1024, classes=10, epochs=10),
     "imagenet": dict(rows=8192, dim=4096, classes=1000, epochs=1),
 }
 
