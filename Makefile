@@ -34,7 +34,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract probe demo sweep-demo train-demo blocks bench-extract bench-probe fashion-mnist clean
+.PHONY: help install test extract probe cka demo sweep-demo train-demo blocks bench-extract bench-probe fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -69,9 +69,23 @@ probe: $(VENV_STAMP) ## train heads on the default cache: make probe HEAD=linear
 	$(PY) -m probe train --train "$(call store_name,train)" $(if $(filter test,$(SPLITS)),--test "$(call store_name,test)") \
 	  --head $(HEAD) --lr $(LR) --wd $(WD) --results $(RESULTS) $(probe_extra_$(HEAD)) $(PROBE_ARGS)
 
+CKA_T ?= 10
+CKA_B ?= 4,7,9,10,11,12,13
+CKA_POOL ?= 2
+CKA_SPLIT ?= test
+cka_args = T=$(CKA_T) B=$(CKA_B) POOL=$(CKA_POOL) SPLITS=$(CKA_SPLIT) ARGS=--no-progress
+cka_store = $(OUT)/$(MODEL)$(1)_$(DATA)_$(CKA_SPLIT)_t$(call tag,$(CKA_T))_b$(call tag,$(CKA_B))_p$(call tag,$(CKA_POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
+cka: $(VENV_STAMP) fashion-mnist ## CKA maps: the demo model's blocks against each other and against its random-weight control (test images)
+	@$(MAKE) --no-print-directory extract $(cka_args)
+	@$(MAKE) --no-print-directory extract $(cka_args) RANDOM=1
+	$(PY) -m analysis cka --store "$(call cka_store,)" --labels $(MODEL) --out results/cka/$(MODEL)_blocks.png \
+	  --title "linear CKA between blocks, t=$(CKA_T), pool $(CKA_POOL)" --no-progress
+	$(PY) -m analysis cka --store "$(call cka_store,)" --store "$(call cka_store,-random)" \
+	  --labels trained,random --out results/cka/$(MODEL)_vs_random.png --title "linear CKA: trained vs random weights, t=$(CKA_T), pool $(CKA_POOL)" --no-progress
+
 pixel_store = $(OUT)/pixels_$(DATA)_$(1)$(if $(LIMIT),_n$(LIMIT)).zarr
 
-demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo model: extract -> linear probe (trained, random-weight control, raw pixels) -> table
+demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo model: extract -> linear probe (trained, random control, raw pixels) -> CKA -> table
 	@$(MAKE) --no-print-directory extract
 	@$(MAKE) --no-print-directory extract RANDOM=1
 	@for split in $(SPLITS); do test -e "$(call pixel_store,$${split})" || \
@@ -80,6 +94,7 @@ demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo mode
 	@$(MAKE) --no-print-directory probe RANDOM=1 RESULTS=results/demo PROBE_ARGS="--no-progress --name demo-random"
 	$(PY) -m probe train --train "$(call pixel_store,train)" --test "$(call pixel_store,test)" --lr $(LR) --wd $(WD) \
 	  --results results/demo --name demo-pixels --no-progress
+	@$(MAKE) --no-print-directory cka
 	@echo; $(PY) -m probe table --results results/demo --last 3
 
 SWEEP := T=10,50,150,300 B=4,7,9,10,11,12,13 POOL=1,2,4 OUT=cache/sweep

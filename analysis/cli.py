@@ -39,5 +39,42 @@ def curves(runs, out, title):
     click.echo(f"written: {out} and {out.with_suffix('.svg')}")
 
 
+@cli.command()
+@click.option("--store", "stores", multiple=True, required=True, type=click.Path(path_type=Path), help="one store (layer x layer) or two (A x B)")
+@click.option("--labels", default="A,B", help="names of the two stores in the figure")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)")
+@click.option("--title", default="linear CKA")
+@click.option("--t", "ts", default="", help="only these timesteps (comma list)")
+@click.option("--b", "bs", default="", help="only these blocks (comma list)")
+@click.option("--pool", "pools", default="", help="only these pools (comma list; 'none' for full maps)")
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def cka(stores, labels, out, title, ts, bs, pools, progress):
+    """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
+    from analysis.compare import cka_map, plot_cka
+
+    if len(stores) > 2:
+        raise ValueError("give one or two --store")
+    names = tuple((labels.split(",") + ["A", "B"])[:2])
+    from extract.pooling import parse_pool
+
+    filters = dict(ts=_ints(ts), bs=_ints(bs), pools=tuple(parse_pool(p) for p in pools.split(",") if p.strip()))
+    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, progress=progress, **filters)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = plot_cka(result, title)
+    fig.savefig(out, dpi=130)
+    fig.savefig(out.with_suffix(".svg"))
+    out.with_suffix(".json").write_text(json.dumps({"rows": result.rows, "cols": result.cols, "cka": result.matrix.round(6).tolist(),
+                                                    "images": result.n, "sources": result.sources}, indent=1) + "\n")  # fmt: skip
+    click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} CKA over {result.n} images)")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected a comma list of integers, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="python -m analysis")

@@ -1,0 +1,73 @@
+"""Linear CKA (Kornblith et al., 2019): pure functions, no I/O.
+
+Two ways to the same number:
+- `linear_cka_gram(X, Y)`: the definition, HSIC of the n x n Gram matrices
+  (tr(K H L H)), O(n^2) memory; the reference.
+- `CrossMoments` + `linear_cka_from_moments`: feature-space statistics summed over rows
+  (sums and the Gram matrix Z^T Z of all features side by side), O(d^2) memory and exact
+  for any number of rows, so a store larger than memory streams through it.
+With centred X and Y, HSIC_lin(X, Y) is proportional to ||X^T Y||_F^2, and
+CKA = ||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def center_gram(k: np.ndarray) -> np.ndarray:
+    """H K H with H = I - 11^T/n."""
+    k = k - k.mean(axis=0, keepdims=True)
+    return k - k.mean(axis=1, keepdims=True)
+
+
+def hsic_gram(k: np.ndarray, l: np.ndarray) -> float:
+    """The biased HSIC estimator tr(K H L H) / (n - 1)^2."""
+    n = k.shape[0]
+    return float(np.sum(center_gram(k) * center_gram(l))) / (n - 1) ** 2
+
+
+def linear_cka_gram(x: np.ndarray, y: np.ndarray) -> float:
+    """CKA of x (n, p) and y (n, q) with linear kernels, from n x n Gram matrices."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    k, l = x @ x.T, y @ y.T
+    return hsic_gram(k, l) / np.sqrt(hsic_gram(k, k) * hsic_gram(l, l))
+
+
+class CrossMoments:
+    """Running sums over rows of several feature blocks side by side: n, sum z, Z^T Z.
+
+    dims: the width of each block; `add(blocks)` takes one (rows, d_i) array per block."""
+
+    def __init__(self, dims: list[int]):
+        self.dims = list(dims)
+        self.offsets = np.concatenate([[0], np.cumsum(self.dims)])
+        total = int(self.offsets[-1])
+        self.n = 0
+        self.sum = np.zeros(total)
+        self.gram = np.zeros((total, total))
+
+    def add(self, blocks: list[np.ndarray]) -> None:
+        if [b.shape[1] for b in blocks] != self.dims:
+            raise ValueError(f"expected blocks of widths {self.dims}, got {[b.shape[1] for b in blocks]}")
+        z = np.concatenate([np.asarray(b, np.float64) for b in blocks], axis=1)
+        self.n += z.shape[0]
+        self.sum += z.sum(axis=0)
+        self.gram += z.T @ z
+
+    def centred_cross(self, i: int, j: int) -> np.ndarray:
+        """X_i^T X_j of the centred blocks i and j: (d_i, d_j)."""
+        a = slice(self.offsets[i], self.offsets[i + 1])
+        b = slice(self.offsets[j], self.offsets[j + 1])
+        return self.gram[a, b] - np.outer(self.sum[a], self.sum[b]) / self.n
+
+
+def linear_cka_from_moments(m: CrossMoments, i: int, j: int) -> float:
+    """CKA between blocks i and j of the rows added so far (exact, any n)."""
+    xy, xx, yy = m.centred_cross(i, j), m.centred_cross(i, i), m.centred_cross(j, j)
+    return float(np.sum(xy * xy) / np.sqrt(np.sum(xx * xx) * np.sum(yy * yy)))
+
+
+def linear_cka_matrix(m: CrossMoments, rows: list[int], cols: list[int]) -> np.ndarray:
+    """CKA of every block in `rows` against every block in `cols`."""
+    return np.array([[linear_cka_from_moments(m, i, j) for j in cols] for i in rows])

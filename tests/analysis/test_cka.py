@@ -1,0 +1,86 @@
+"""Linear CKA against the Gram-matrix definition, its invariants, and CKA maps of stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from analysis.cka import CrossMoments, linear_cka_from_moments, linear_cka_gram
+from analysis.cli import main
+from analysis.compare import cka_map
+from extract.schema import FeatureKey, StoreError
+from tests.probe.stores import make_store
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(200, 12))
+Y = X @ RNG.normal(size=(12, 7)) + 0.5 * RNG.normal(size=(200, 7))
+
+
+def streamed(x, y, chunks=(0, 37, 90, 200)):
+    m = CrossMoments([x.shape[1], y.shape[1]])
+    for a, b in zip(chunks, chunks[1:]):
+        m.add([x[a:b], y[a:b]])
+    return linear_cka_from_moments(m, 0, 1)
+
+
+def test_streamed_moments_equal_the_gram_matrix_formula():
+    assert streamed(X, Y) == pytest.approx(linear_cka_gram(X, Y), rel=1e-10)
+    assert 0.3 < linear_cka_gram(X, Y) < 1.0
+
+
+def test_invariants():
+    assert streamed(X, X) == pytest.approx(1.0) and linear_cka_gram(X, X) == pytest.approx(1.0)
+    assert streamed(X, Y) == pytest.approx(streamed(Y, X))
+    q, _ = np.linalg.qr(RNG.normal(size=(12, 12)))
+    assert streamed(X @ q, Y) == pytest.approx(streamed(X, Y), rel=1e-9)  # orthogonal transform
+    assert streamed(3.7 * X, Y) == pytest.approx(streamed(X, Y), rel=1e-9)  # isotropic scaling
+    assert streamed(X + 5.0, Y) == pytest.approx(streamed(X, Y), rel=1e-9)  # translation (centring)
+    a = np.diag(np.geomspace(0.01, 100, 12)) @ RNG.normal(size=(12, 12))  # invertible, not orthogonal
+    assert abs(streamed(X @ a, Y) - streamed(X, Y)) > 1e-3
+
+
+def _stores(tmp_path):
+    keys = [FeatureKey(10, b, 2) for b in (3, 7)]
+    y = np.arange(64) % 4
+    base = RNG.normal(size=(64, 4, 2, 2))
+    a = {keys[0]: base, keys[1]: base * 2 + 0.1 * RNG.normal(size=base.shape)}
+    b = {keys[0]: RNG.normal(size=base.shape), keys[1]: base[:, ::-1]}
+    make_store(tmp_path / "a.zarr", {k: v.astype(np.float16) for k, v in a.items()}, y, shard_rows=16)
+    make_store(tmp_path / "b.zarr", {k: v.astype(np.float16) for k, v in b.items()}, y, shard_rows=16, model="other")
+    return a, b
+
+
+def test_a_map_of_two_stores_equals_the_definition_key_by_key(tmp_path):
+    a, b = _stores(tmp_path)
+    m = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", ("a", "b"), block_rows=10, progress=False)
+    assert m.matrix.shape == (2, 2) and m.n == 64 and m.rows[0] == "a t10 b3 p2"
+    for i, ka in enumerate(sorted(a, key=FeatureKey.sort_key)):
+        for j, kb in enumerate(sorted(b, key=FeatureKey.sort_key)):
+            ref = linear_cka_gram(a[ka].astype(np.float16).reshape(64, -1), b[kb].astype(np.float16).reshape(64, -1))
+            assert m.matrix[i, j] == pytest.approx(ref, rel=1e-6)
+    self_map = cka_map(tmp_path / "a.zarr", progress=False)
+    np.testing.assert_allclose(np.diag(self_map.matrix), 1.0)
+
+
+def test_different_image_sets_and_missing_keys_are_refused(tmp_path, capsys):
+    _stores(tmp_path)
+    make_store(tmp_path / "c.zarr", {FeatureKey(10, 3, 2): RNG.normal(size=(32, 4, 2, 2)).astype(np.float16)}, np.arange(32) % 4)
+    with pytest.raises(StoreError, match="hold different image sets"):
+        cka_map(tmp_path / "a.zarr", tmp_path / "c.zarr", progress=False)
+    with pytest.raises(StoreError, match=r"no cached features match t=\[50\]"):
+        cka_map(tmp_path / "a.zarr", ts=(50,), progress=False)
+    with pytest.raises(SystemExit) as done:
+        main(["cka", "--store", str(tmp_path / "a.zarr"), "--store", str(tmp_path / "c.zarr"), "--out", str(tmp_path / "x.png")])
+    assert done.value.code == 2 and "different image sets" in capsys.readouterr().err
+
+
+def test_cli_writes_figure_and_matrix(tmp_path, capsys):
+    _stores(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["cka", "--store", str(tmp_path / "a.zarr"), "--store", str(tmp_path / "b.zarr"), "--b", "7",
+              "--out", str(tmp_path / "m.png"), "--no-progress"])  # fmt: skip
+    assert done.value.code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["rows"] == ["A t10 b7 p2"] and saved["images"] == 64 and (tmp_path / "m.svg").exists()
