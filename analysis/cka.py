@@ -71,3 +71,56 @@ def linear_cka_from_moments(m: CrossMoments, i: int, j: int) -> float:
 def linear_cka_matrix(m: CrossMoments, rows: list[int], cols: list[int]) -> np.ndarray:
     """CKA of every block in `rows` against every block in `cols`."""
     return np.array([[linear_cka_from_moments(m, i, j) for j in cols] for i in rows])
+
+
+# ---------------------------------------------------------------- kernels and unbiased HSIC
+def linear_gram(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x @ x.T
+
+
+def rbf_gram(x: np.ndarray, bandwidth: float = 0.5) -> np.ndarray:
+    """exp(-|xi - xj|^2 / (2 s^2)) with s^2 = bandwidth^2 x the median squared distance
+    (Kornblith et al.'s choice), so the kernel ignores the features' overall scale."""
+    x = np.asarray(x, np.float64)
+    sq = np.sum(x * x, axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
+    median = np.median(d2[~np.eye(len(x), dtype=bool)])
+    if median <= 0:
+        raise ValueError("rbf kernel: all points coincide (median distance 0)")
+    return np.exp(-d2 / (2 * bandwidth**2 * median))
+
+
+def kernel_cka(k: np.ndarray, l: np.ndarray) -> float:
+    """CKA of two n x n kernel matrices (biased HSIC, as in Kornblith et al.)."""
+    return hsic_gram(k, l) / np.sqrt(hsic_gram(k, k) * hsic_gram(l, l))
+
+
+def rbf_cka(x: np.ndarray, y: np.ndarray, bandwidth: float = 0.5) -> float:
+    return kernel_cka(rbf_gram(x, bandwidth), rbf_gram(y, bandwidth))
+
+
+def hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
+    """Song et al. (2012)'s unbiased HSIC estimator (needs n >= 4); it can be negative."""
+    n = k.shape[0]
+    if n < 4:
+        raise ValueError(f"unbiased HSIC needs at least 4 rows, got {n}")
+    k = k - np.diag(np.diag(k))
+    l = l - np.diag(np.diag(l))
+    kl = k @ l
+    value = np.trace(kl) + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2 * kl.sum() / (n - 2)
+    return float(value / (n * (n - 3)))
+
+
+def minibatch_cka(batches) -> float:
+    """Nguyen, Raghu and Kornblith (2021): unbiased HSICs summed over minibatches before the
+    ratio, so the estimate stays finite where one batch's HSIC is negative.
+    batches: iterable of (K, L) kernel matrices of the same rows."""
+    kl = kk = ll = 0.0
+    for k, l in batches:
+        kl += hsic_unbiased(k, l)
+        kk += hsic_unbiased(k, k)
+        ll += hsic_unbiased(l, l)
+    if kk <= 0 or ll <= 0:
+        raise ValueError("minibatch CKA: a representation has non-positive self-HSIC (constant features?)")
+    return kl / np.sqrt(kk * ll)

@@ -84,3 +84,39 @@ def test_cli_writes_figure_and_matrix(tmp_path, capsys):
     assert done.value.code == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["rows"] == ["A t10 b7 p2"] and saved["images"] == 64 and (tmp_path / "m.svg").exists()
+
+
+def test_rbf_cka_invariants():
+    from analysis.cka import rbf_cka
+
+    assert rbf_cka(X, X) == pytest.approx(1.0)
+    assert rbf_cka(X, Y) == pytest.approx(rbf_cka(Y, X))
+    q, _ = np.linalg.qr(RNG.normal(size=(12, 12)))
+    assert rbf_cka(X @ q + 3.0, Y) == pytest.approx(rbf_cka(X, Y), rel=1e-9)  # distances only
+    assert rbf_cka(5.0 * X, Y) == pytest.approx(rbf_cka(X, Y), rel=1e-9)  # bandwidth follows the median
+    assert rbf_cka(X, RNG.normal(size=(200, 7))) < rbf_cka(X, Y)
+
+
+def test_unbiased_hsic_equals_the_u_statistic_by_brute_force():
+    from itertools import permutations
+
+    from analysis.cka import hsic_unbiased, linear_gram, rbf_gram
+
+    x, y = X[:7], Y[:7]
+    k, l = linear_gram(x), rbf_gram(y)
+    tuples = list(permutations(range(7), 4))
+    brute = np.mean([k[i, j] * l[i, j] + k[i, j] * l[q, r] - 2 * k[i, j] * l[i, q] for i, j, q, r in tuples])
+    assert hsic_unbiased(k, l) == pytest.approx(brute, rel=1e-9)
+
+
+def test_minibatch_cka_stays_finite_where_a_batch_hsic_is_negative():
+    from analysis.cka import hsic_unbiased, linear_gram, minibatch_cka
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(400, 5)), rng.normal(size=(400, 5))  # independent: HSIC about 0
+    batches = [(linear_gram(a[i : i + 8]), linear_gram(b[i : i + 8])) for i in range(0, 400, 8)]
+    assert min(hsic_unbiased(k, l) for k, l in batches) < 0  # a single batch's CKA would be meaningless
+    value = minibatch_cka(batches)
+    assert np.isfinite(value) and abs(value) < 0.2
+    same = [(k, k) for k, _ in batches]
+    assert minibatch_cka(same) == pytest.approx(1.0)
