@@ -34,7 +34,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract probe cka demo sweep-demo train-demo blocks bench-extract bench-probe fashion-mnist clean
+.PHONY: help install test extract probe cka demo sweep-demo train-demo blocks bench-extract bench-probe bench-cka fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -126,6 +126,9 @@ blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm2
 
 bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (adm256 b=24 and tiny), one run
 	$(PY) -m extract bench --out bench-results/extract.json
+
+bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n = 2k, 10k, 50k: time and peak memory
+	$(PY) -m analysis bench --out bench-results/cka.json
 
 bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate
 	$(PY) -m probe bench --out bench-results/probe.json

@@ -69,6 +69,21 @@ def cka(stores, labels, out, title, ts, bs, pools, progress):
     click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} CKA over {result.n} images)")
 
 
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/cka.json"))
+@click.option("--sizes", default="2000,10000,50000", help="numbers of images")
+@user_errors
+def bench(out, sizes):
+    """Streamed linear CKA vs the Gram-matrix version: time and peak memory against n."""
+    from analysis.bench import bench_cka, format_table
+
+    rows = bench_cka(_ints(sizes))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
+    click.echo(format_table(rows))
+    click.echo(f"written: {out}")
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())

@@ -120,3 +120,11 @@ def test_minibatch_cka_stays_finite_where_a_batch_hsic_is_negative():
     assert np.isfinite(value) and abs(value) < 0.2
     same = [(k, k) for k, _ in batches]
     assert minibatch_cka(same) == pytest.approx(1.0)
+
+
+def test_bench_agrees_with_the_gram_version_and_skips_what_does_not_fit():
+    from analysis.bench import bench_cka, format_table
+
+    rows = bench_cka(sizes=(300, 900), dim=16, block=128, gram_limit_gb=0.02)
+    assert abs(rows[0]["gram_minus_streamed"]) < 1e-9 and rows[1]["gram_seconds"] is None
+    assert "needs about" in format_table(rows)
