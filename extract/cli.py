@@ -215,5 +215,29 @@ def pixels(channels, **options):
     click.echo(extract_pixels(PixelConfig(channels=int(channels), **options)))
 
 
+@cli.command()
+@click.option("--model", type=click.Choice(["torchvision:resnet50", "torchvision:vit_b_16"]), default="torchvision:resnet50")
+@click.option("--weights", type=click.Path(path_type=Path), help="a local torchvision state_dict file (never downloaded)")
+@click.option("--random-init/--no-random-init", default=False, help="random weights instead of --weights")
+@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--split", default="test")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("-b", "--block", "blocks", multiple=True, callback=_int_list, help="blocks (resnet50: 1-4 = layer1-4; vit_b_16: 1-12) [default: all]")
+@click.option("--pool", "pools", multiple=True, default=("2",), callback=_pool_list, help="pool sizes p or 'none'")
+@click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)")
+@click.option("--seed", type=int, default=0)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32)
+@click.option("--device", default="cpu")
+@click.option("--overwrite/--no-overwrite", default=False)
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def backbone(**options):
+    """Features of a standard backbone (ResNet-50 stages, ViT-B/16 blocks) in the same store schema."""
+    from extract.backbones import BackboneConfig, extract_backbone
+
+    click.echo(extract_backbone(BackboneConfig(**options)))
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="python -m extract")

@@ -37,18 +37,29 @@ class PixelConfig:
     progress: bool = True
 
 
-def extract_pixels(cfg: PixelConfig) -> str:
-    """Write the preprocessed images of a split as a complete store; returns a summary line."""
-    out = Path(cfg.out)
+def clear_output(out: str | Path, overwrite: bool) -> Path:
+    """The output path, free: an existing store is refused, or removed with overwrite."""
+    out = Path(out)
     if out.exists():
-        if not cfg.overwrite:
+        if not overwrite:
             raise StoreError(f"{out} exists; use --overwrite to replace it")
         FeatureStore.remove(out)
-    source = open_source(cfg.data, cfg.data_root, cfg.split)
+    return out
+
+
+def source_rows(data: str, root: Path | None, split: str, limit: int | None, seed: int):
+    """(source, rows, dataset record): the same rows `extract run --limit --seed` takes."""
+    source = open_source(data, root, split)
     if len(source) == 0:
         raise DataError(f"{source.location}: the dataset has no images")
-    rows = subset_indices(len(source), cfg.limit, cfg.seed)
-    dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
+    rows = subset_indices(len(source), limit, seed)
+    return source, rows, {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
+
+
+def extract_pixels(cfg: PixelConfig) -> str:
+    """Write the preprocessed images of a split as a complete store; returns a summary line."""
+    out = clear_output(cfg.out, cfg.overwrite)
+    source, rows, dataset = source_rows(cfg.data, cfg.data_root, cfg.split, cfg.limit, cfg.seed)
     key = {"model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels}, "weights": {"none": True},
            "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": "cpu",
            "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset}  # fmt: skip
