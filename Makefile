@@ -34,7 +34,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract probe cka demo sweep-demo train-demo blocks bench-extract bench-probe bench-cka fashion-mnist clean
+.PHONY: help install test extract probe cka report demo sweep-demo train-demo blocks bench-extract bench-probe bench-cka fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -82,6 +82,10 @@ cka: $(VENV_STAMP) fashion-mnist ## CKA maps: the demo model's blocks against ea
 	  --title "linear CKA between blocks, t=$(CKA_T), pool $(CKA_POOL)" --no-progress
 	$(PY) -m analysis cka --store "$(call cka_store,)" --store "$(call cka_store,-random)" \
 	  --labels trained,random --out results/cka/$(MODEL)_vs_random.png --title "linear CKA: trained vs random weights, t=$(CKA_T), pool $(CKA_POOL)" --no-progress
+
+report: $(VENV_STAMP) ## one Markdown report (report/report.md) from results/demo, results/sweep and results/cka
+	$(PY) -m analysis report --results $(if $(wildcard results/sweep/probe_results.csv),results/sweep,results/demo) --cka results/cka --out report \
+	  --title "diffprobe report: $(MODEL) on $(DATA)"
 
 pixel_store = $(OUT)/pixels_$(DATA)_$(1)$(if $(LIMIT),_n$(LIMIT)).zarr
 

@@ -84,6 +84,19 @@ def bench(out, sizes):
     click.echo(f"written: {out}")
 
 
+@cli.command()
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), help="probe results folder")
+@click.option("--cka", "cka_dir", type=click.Path(path_type=Path), help="folder of CKA maps (PNG + JSON)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"))
+@click.option("--title", default="diffprobe report")
+@user_errors
+def report(results, cka_dir, out, title):
+    """One Markdown report: accuracy table, ablation curves, CKA maps."""
+    from analysis.report import build_report
+
+    click.echo(f"written: {build_report(results, cka_dir, out, title)}")
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
