@@ -16,21 +16,30 @@ def cli():
 
 
 @cli.command()
-@click.option("--results", "runs", multiple=True, required=True, help="LABEL=results.json of a probe run (repeat; a repeated LABEL pools its runs)")
+@click.option("--results", "runs", multiple=True, help="LABEL=results.json of a probe run (repeat; a repeated LABEL pools its runs)")
+@click.option("--table", type=click.Path(path_type=Path), help="a probe_results.csv: one point per run, a line per model and weights")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="figure path (.png; an .svg is written beside it)")
 @click.option("--title", default="linear probe accuracy")
 @user_errors
-def curves(runs, out, title):
-    """Accuracy vs t, b and pool: the validation-best member per value, its test accuracy."""
-    from analysis.curves import plot_curves
+def curves(runs, table, out, title):
+    """Accuracy vs t, b and pool: the validation-best member (or run) per value, its test accuracy."""
+    from analysis.curves import members_from_table, plot_curves
+    from probe.results import read_table
 
+    if bool(runs) == bool(table):
+        raise ValueError("give either --results LABEL=FILE (repeatable) or --table FILE")
     members, sources = {}, {}
+    if table:
+        if not table.is_file():
+            raise FileNotFoundError(f"results table not found: {table}")
+        members = members_from_table(read_table(table))
+        sources = {"table": [str(table)]}
     for item in runs:
         label, sep, path = item.partition("=")
         if not sep:
             raise ValueError(f"--results {item!r}: expected LABEL=PATH")
         result = json.loads(Path(path).read_text())
-        members.setdefault(label, []).extend(result["members"])  # a repeated label pools runs
+        members.setdefault(label, []).extend(result["members"])
         sources.setdefault(label, []).append(Path(result["stores"]["train"]["path"]).name)
     fig = plot_curves(members, title, "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items()))
     out.parent.mkdir(parents=True, exist_ok=True)

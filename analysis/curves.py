@@ -54,3 +54,21 @@ def plot_curves(runs: dict[str, list[dict]], title: str, source: str) -> plt.Fig
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title}\n{source}", fontsize=7)
     return fig
+
+
+def members_from_table(rows: list[dict]) -> dict[str, list[dict]]:
+    """Results-table rows (one per probe run) as member-like records, grouped by model and
+    weights, so `best_per_value` and `plot_curves` draw across runs. Rows whose features
+    concatenate several keys are left out."""
+    runs: dict[str, list[dict]] = {}
+    for r in rows:
+        if "+" in f"{r.get('t', '')}{r.get('b', '')}{r.get('pool', '')}" or not r.get("val_top1") or not r.get("test_top1"):
+            continue
+        pool = None if r["pool"] == "full" else int(r["pool"])
+        runs.setdefault(f"{r['model']} ({r['weights']})", []).append(
+            {"features": [{"t": int(r["t"]), "b": int(r["b"]), "pool": pool}],
+             "val": {"top1": float(r["val_top1"])}, "test": {"top1": float(r["test_top1"])}}  # fmt: skip
+        )
+    if not runs:
+        raise ValueError("the results table has no rows with a single (t, b, pool) and validation and test scores to plot")
+    return runs

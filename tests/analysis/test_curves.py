@@ -37,3 +37,19 @@ def test_bad_axis_and_empty_members_are_clear_errors():
 def test_plot_has_one_panel_per_axis_with_a_line_per_run():
     fig = plot_curves({"trained": MEMBERS[:3], "random": MEMBERS[:3]}, "title", "store.zarr")
     assert len(fig.axes) == 3 and all(len(ax.lines) == 2 for ax in fig.axes)
+
+
+def test_table_rows_become_one_line_per_model_and_weights():
+    from analysis.curves import members_from_table
+
+    rows = [
+        {"model": "m", "weights": "w", "t": "10", "b": "7", "pool": "2", "val_top1": "80.00", "test_top1": "79.00"},
+        {"model": "m", "weights": "w", "t": "50", "b": "7", "pool": "full", "val_top1": "70.00", "test_top1": "69.00"},
+        {"model": "m", "weights": "random-init", "t": "10", "b": "7", "pool": "2", "val_top1": "60.00", "test_top1": "61.00"},
+        {"model": "m", "weights": "w", "t": "10+50", "b": "7+7", "pool": "2+2", "val_top1": "99.00", "test_top1": "99.00"},
+    ]
+    runs = members_from_table(rows)
+    assert sorted(runs) == ["m (random-init)", "m (w)"] and len(runs["m (w)"]) == 2
+    assert list(best_per_value(runs["m (w)"], "pool")) == [2, "full"]
+    with pytest.raises(ValueError, match="no rows with a single"):
+        members_from_table(rows[3:])
