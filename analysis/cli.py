@@ -56,9 +56,13 @@ def curves(runs, table, out, title):
 @click.option("--t", "ts", default="", help="only these timesteps (comma list)")
 @click.option("--b", "bs", default="", help="only these blocks (comma list)")
 @click.option("--pool", "pools", default="", help="only these pools (comma list; 'none' for full maps)")
+@click.option("--kernel", type=click.Choice(["linear", "rbf", "minibatch"]), default="linear",
+              help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); minibatch: unbiased HSIC over minibatches")
+@click.option("--max-rows", type=click.IntRange(min=4), default=5000, help="rbf: most images (n x n kernels)")
+@click.option("--batch", type=click.IntRange(min=4), default=256, help="minibatch: rows per minibatch")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def cka(stores, labels, out, title, ts, bs, pools, progress):
+def cka(stores, labels, out, title, ts, bs, pools, kernel, max_rows, batch, progress):
     """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
     from analysis.compare import cka_map, plot_cka
 
@@ -68,13 +72,13 @@ def cka(stores, labels, out, title, ts, bs, pools, progress):
     from extract.pooling import parse_pool
 
     filters = dict(ts=_ints(ts), bs=_ints(bs), pools=tuple(parse_pool(p) for p in pools.split(",") if p.strip()))
-    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, progress=progress, **filters)
+    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, progress=progress, **filters)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_cka(result, title)
     fig.savefig(out, dpi=130)
     fig.savefig(out.with_suffix(".svg"))
     out.with_suffix(".json").write_text(json.dumps({"rows": result.rows, "cols": result.cols, "cka": result.matrix.round(6).tolist(),
-                                                    "images": result.n, "sources": result.sources}, indent=1) + "\n")  # fmt: skip
+                                                    "images": result.n, "kernel": result.kernel, "sources": result.sources}, indent=1) + "\n")  # fmt: skip
     click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} CKA over {result.n} images)")
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from analysis.cka import CrossMoments, linear_cka_matrix  # noqa: E402
+from analysis.cka import CrossMoments, hsic_unbiased, kernel_cka, linear_cka_matrix, linear_gram, rbf_gram  # noqa: E402
 from extract.schema import FeatureKey, FeatureStore, StoreError  # noqa: E402
 from probe.reader import open_complete  # noqa: E402
 
@@ -24,6 +24,7 @@ class CkaMap:
     cols: list[str]
     n: int  # images compared
     sources: dict  # label -> store path and model
+    kernel: str = "linear"
 
 
 def _label(key: FeatureKey) -> str:
@@ -46,10 +47,74 @@ def select_keys(keys: list[FeatureKey], ts=(), bs=(), pools=()) -> list[FeatureK
     return sorted(chosen, key=FeatureKey.sort_key)
 
 
+KERNELS = ("linear", "rbf", "minibatch")
+
+
+def _row_blocks(arrays, views, valid: np.ndarray, block_rows: int, progress: bool):
+    """Valid rows of every array, block by block: lists of (rows, d_i) float64 arrays."""
+    n = len(valid)
+    for start in tqdm(range(0, n, block_rows), desc="cka", unit="block", disable=not progress):
+        stop = min(start + block_rows, n)
+        use = valid[start:stop]
+        if not use.any():
+            continue
+        blocks = []
+        for arr, v in zip(arrays, views):
+            x = arr[start:stop]
+            x = x[:, 0] if v else x
+            blocks.append(x.reshape(len(x), -1)[use].astype(np.float64))
+        yield blocks
+
+
+def _linear(arrays, views, dims, valid, rows, cols, block_rows, progress):
+    if 8 * sum(dims) ** 2 > MAX_MOMENT_BYTES:
+        raise ValueError(f"{len(dims)} keys with {sum(dims)} features in all need a {8 * sum(dims) ** 2 / 2**30:.1f} GiB moment matrix; "
+                         "select fewer keys (--t, --b, --pool) or smaller pools")  # fmt: skip
+    moments = CrossMoments(dims)
+    for blocks in _row_blocks(arrays, views, valid, block_rows, progress):
+        moments.add(blocks)
+    if moments.n < 2:
+        raise StoreError("fewer than 2 valid images to compare")
+    return linear_cka_matrix(moments, rows, cols), moments.n
+
+
+def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
+    n = int(valid.sum())
+    if n > max_rows:
+        raise ValueError(f"rbf CKA keeps n x n kernels: {n} images is more than --max-rows {max_rows}; extract with --limit or use --kernel linear")
+    parts = [[] for _ in arrays]
+    for blocks in _row_blocks(arrays, views, valid, 4096, progress):
+        for i, b in enumerate(blocks):
+            parts[i].append(b)
+    grams = [rbf_gram(np.concatenate(p), bandwidth) for p in parts]
+    return np.array([[kernel_cka(grams[i], grams[j]) for j in cols] for i in rows]), n
+
+
+def _minibatch(arrays, views, dims, valid, rows, cols, batch, progress):
+    pairs = {(i, j) for i in rows for j in cols} | {(i, i) for i in rows} | {(j, j) for j in cols}
+    sums = dict.fromkeys(pairs, 0.0)
+    n = 0
+    for blocks in _row_blocks(arrays, views, valid, batch, progress):
+        if len(blocks[0]) < 4:
+            continue  # the unbiased estimator needs 4 rows; a short last batch is left out
+        grams = [linear_gram(b) for b in blocks]
+        for i, j in pairs:
+            sums[(i, j)] += hsic_unbiased(grams[i], grams[j])
+        n += len(blocks[0])
+    if n == 0:
+        raise StoreError("no minibatch of at least 4 valid images to compare")
+    return np.array([[sums[(i, j)] / np.sqrt(sums[(i, i)] * sums[(j, j)]) for j in cols] for i in rows]), n
+
+
 def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] = ("A", "B"), *, ts=(), bs=(), pools=(),
-            block_rows: int = 4096, progress: bool = True) -> CkaMap:  # fmt: skip
-    """Linear CKA of every selected key of store a against every selected key of store b (or
-    of a itself). Rows are matched by image id: stores holding different image sets are refused."""
+            kernel: str = "linear", block_rows: int = 4096, batch: int = 256, max_rows: int = 5000, bandwidth: float = 0.5,
+            progress: bool = True) -> CkaMap:  # fmt: skip
+    """CKA of every selected key of store a against every selected key of store b (or of a
+    itself). kernel: 'linear' (exact, streamed), 'rbf' (bandwidth x median distance, at most
+    max_rows images) or 'minibatch' (linear kernel, unbiased HSIC summed over minibatches).
+    Rows are matched by image id: stores holding different image sets are refused."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     sa = open_complete(a)
     sb = open_complete(b) if b is not None else None
     if sb is not None and not np.array_equal(sa.ids(), sb.ids()):
@@ -63,32 +128,21 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
     arrays = [sa.array(k) for k in keys_a] + ([sb.array(k) for k in keys_b] if sb is not None else [])
     views = [sa.views > 1] * len(keys_a) + [sb is not None and sb.views > 1] * len(keys_b)
     dims = [int(np.prod(arr.shape[2:] if v else arr.shape[1:])) for arr, v in zip(arrays, views)]
-    if 8 * sum(dims) ** 2 > MAX_MOMENT_BYTES:
-        raise ValueError(f"{len(dims)} keys with {sum(dims)} features in all need a {8 * sum(dims) ** 2 / 2**30:.1f} GiB moment matrix; "
-                         "select fewer keys (--t, --b, --pool) or smaller pools")  # fmt: skip
-    moments = CrossMoments(dims)
-    for start in tqdm(range(0, sa.n_rows, block_rows), desc="cka", unit="block", disable=not progress):
-        stop = min(start + block_rows, sa.n_rows)
-        use = valid[start:stop]
-        if not use.any():
-            continue
-        blocks = []
-        for arr, v in zip(arrays, views):
-            x = arr[start:stop]
-            x = x[:, 0] if v else x
-            blocks.append(x.reshape(len(x), -1)[use].astype(np.float64))
-        moments.add(blocks)
-    if moments.n < 2:
-        raise StoreError(f"{a}: fewer than 2 valid images to compare")
     n_a = len(keys_a)
-    cols = list(range(n_a, n_a + len(keys_b))) if sb is not None else list(range(n_a))
-    matrix = linear_cka_matrix(moments, list(range(n_a)), cols)
+    rows = list(range(n_a))
+    cols = list(range(n_a, n_a + len(keys_b))) if sb is not None else rows
+    if kernel == "linear":
+        matrix, n = _linear(arrays, views, dims, valid, rows, cols, block_rows, progress)
+    elif kernel == "rbf":
+        matrix, n = _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress)
+    else:
+        matrix, n = _minibatch(arrays, views, dims, valid, rows, cols, batch, progress)
     col_keys = keys_b if sb is not None else keys_a
     col_label = labels[1] if sb is not None else labels[0]
     sources = {labels[0]: {"store": str(a), "model": _model(sa)}}
     if sb is not None:
         sources[labels[1]] = {"store": str(b), "model": _model(sb)}
-    return CkaMap(matrix, [f"{labels[0]} {_label(k)}" for k in keys_a], [f"{col_label} {_label(k)}" for k in col_keys], moments.n, sources)
+    return CkaMap(matrix, [f"{labels[0]} {_label(k)}" for k in keys_a], [f"{col_label} {_label(k)}" for k in col_keys], n, sources, kernel)
 
 
 def plot_cka(m: CkaMap, title: str) -> plt.Figure:
@@ -102,7 +156,7 @@ def plot_cka(m: CkaMap, title: str) -> plt.Figure:
         for i in range(h):
             for j in range(w):
                 ax.text(j, i, f"{m.matrix[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if m.matrix[i, j] < 0.6 else "black")
-    fig.colorbar(im, ax=ax, label="linear CKA")
+    fig.colorbar(im, ax=ax, label=f"{m.kernel} CKA")
     source = "\n".join(f"{k}: {v['model']}\n{Path(v['store']).name}" for k, v in m.sources.items())
     ax.set_title(f"{title}\n{source}\n{m.n} images", fontsize=7)
     return fig

@@ -128,3 +128,20 @@ def test_bench_agrees_with_the_gram_version_and_skips_what_does_not_fit():
     rows = bench_cka(sizes=(300, 900), dim=16, block=128, gram_limit_gb=0.02)
     assert abs(rows[0]["gram_minus_streamed"]) < 1e-9 and rows[1]["gram_seconds"] is None
     assert "needs about" in format_table(rows)
+
+
+def test_rbf_and_minibatch_maps_equal_their_definitions(tmp_path):
+    from analysis.cka import hsic_unbiased, linear_gram, minibatch_cka, rbf_cka
+
+    a, b = _stores(tmp_path)
+    ka, kb = sorted(a, key=FeatureKey.sort_key), sorted(b, key=FeatureKey.sort_key)
+    xa = [a[k].astype(np.float16).astype(np.float64).reshape(64, -1) for k in ka]
+    xb = [b[k].astype(np.float16).astype(np.float64).reshape(64, -1) for k in kb]
+    rbf = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="rbf", progress=False)
+    assert rbf.matrix[1, 0] == pytest.approx(rbf_cka(xa[1], xb[0]), rel=1e-9) and rbf.kernel == "rbf"
+    mb = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="minibatch", batch=16, progress=False)
+    ref = minibatch_cka((linear_gram(xa[0][i : i + 16]), linear_gram(xb[1][i : i + 16])) for i in range(0, 64, 16))
+    assert mb.matrix[0, 1] == pytest.approx(ref, rel=1e-9)
+    assert hsic_unbiased(linear_gram(xa[0][:16]), linear_gram(xa[0][:16])) > 0
+    with pytest.raises(ValueError, match="more than --max-rows 10"):
+        cka_map(tmp_path / "a.zarr", kernel="rbf", max_rows=10, progress=False)
