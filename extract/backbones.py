@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from extract import __version__
 from extract.data import PREPROCESSING, DataError, FeatureInput
+from extract.dist import pick_device
 from extract.models import CheckpointError, file_sha256, read_state_dict
 from extract.pixels import clear_output, source_rows
 from extract.pooling import pool, pooled_shape
@@ -90,7 +91,7 @@ class BackboneConfig:
     seed: int = 0
     batch_size: int = 32
     shard_rows: int = 2048
-    device: str = "cpu"
+    device: str | None = None  # default: CUDA when present
     overwrite: bool = False
     progress: bool = True
 
@@ -123,7 +124,7 @@ def extract_backbone(cfg: BackboneConfig) -> str:
             raise ValueError(f"block {b} is outside 1..{len(blocks)} for {cfg.model}")
     out = clear_output(cfg.out, cfg.overwrite)
     source, rows, dataset = source_rows(cfg.data, cfg.data_root, cfg.split, cfg.limit, cfg.seed)
-    device = torch.device(cfg.device)
+    device = pick_device(cfg.device)
     model.to(device)
     images = FeatureInput(source, IMAGE_SIZE, 3)
     probe_maps = capture(model, blocks, torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=device), chosen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -14,6 +15,8 @@ from extract.pooling import parse_pool
 from extract.presets import PRESETS
 from extract.run import AUTOCAST_DTYPES, ExtractConfig
 from extract.schema import STORE_DTYPES
+
+BACKBONE_NAMES = ("torchvision:resnet50", "torchvision:vit_b_16")  # extract.backbones.BACKBONES, without importing torchvision
 
 
 def user_errors(fn):
@@ -66,8 +69,8 @@ def cli():
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="model preset")
-@click.option("--ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt) [default: the preset's shipped weights, if any]")
+@click.option("--model", type=click.Choice([*PRESETS, *BACKBONE_NAMES]), default="demo-fmnist", help="model preset, or a torchvision backbone (see `backbone --help`)")
+@click.option("--ckpt", "--weights", "ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt) [default: the preset's shipped weights, if any]")
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
 @click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist", help="image source")
 @click.option("--data-root", type=click.Path(path_type=Path), help="dataset location (folder or file)")
@@ -95,6 +98,13 @@ def run(**options):
     """Extract features of the chosen blocks, timesteps and pool sizes into one store."""
     from extract.run import extract
 
+    if options["model"] in BACKBONE_NAMES:  # `--model torchvision:resnet50 --weights FILE`: no noise, no t
+        from extract.backbones import BackboneConfig, extract_backbone
+
+        names = {f.name for f in dataclasses.fields(BackboneConfig)}
+        picked = {k: v for k, v in options.items() if k in names}
+        click.echo(extract_backbone(BackboneConfig(weights=options["ckpt"], **picked)))
+        return
     summary = extract(ExtractConfig(**options))
     click.echo(summary.line())
 
@@ -216,7 +226,7 @@ def pixels(channels, **options):
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(["torchvision:resnet50", "torchvision:vit_b_16"]), default="torchvision:resnet50")
+@click.option("--model", type=click.Choice(list(BACKBONE_NAMES)), default="torchvision:resnet50")
 @click.option("--weights", type=click.Path(path_type=Path), help="a local torchvision state_dict file (never downloaded)")
 @click.option("--random-init/--no-random-init", default=False, help="random weights instead of --weights")
 @click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")
@@ -228,7 +238,7 @@ def pixels(channels, **options):
 @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)")
 @click.option("--seed", type=int, default=0)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32)
-@click.option("--device", default="cpu")
+@click.option("--device", help="[default: cuda if available]")
 @click.option("--overwrite/--no-overwrite", default=False)
 @click.option("--progress/--no-progress", default=True)
 @user_errors

@@ -52,3 +52,17 @@ def test_cka_between_a_unet_and_a_backbone_on_the_same_images(tmp_path, fmnist_e
     extract_backbone(BackboneConfig(out=tmp_path / "r.zarr", random_init=True, blocks=(1,), limit=12, progress=False))
     m = cka_map(tmp_path / "u.zarr", tmp_path / "r.zarr", ("unet", "resnet50"), progress=False)
     assert m.matrix.shape == (1, 1) and 0 < m.matrix[0, 0] <= 1 and m.n == 12
+
+
+def test_run_accepts_a_torchvision_model_with_weights(tmp_path, fmnist_env):
+    from click.testing import CliRunner
+
+    from extract.cli import cli
+
+    torch.manual_seed(2)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "w.pt")
+    result = CliRunner().invoke(cli, ["run", "--model", "torchvision:resnet50", "--weights", str(tmp_path / "w.pt"), "--split", "test",
+                                      "--limit", "4", "-b", "1", "--pool", "1", "--out", str(tmp_path / "s.zarr"), "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    assert store.complete and store.keys() == [FeatureKey(0, 1, 1)] and store.attrs["key"]["weights"]["checkpoint"] == "w.pt"
