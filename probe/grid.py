@@ -37,10 +37,6 @@ class FeatureSet:
     def name(self) -> str:
         return "+".join(f"t{k.t}b{k.b}p{'full' if k.pool is None else k.pool}" for k in self.keys)
 
-    @property
-    def spatial(self) -> bool:
-        return self.in_shape[1] * self.in_shape[2] > 1 or len(self.keys) == 1
-
 
 def feature_set(keys: tuple[FeatureKey, ...], row_shapes: dict[FeatureKey, tuple[int, ...]]) -> FeatureSet:
     shapes = [row_shapes[k] for k in keys]

@@ -108,23 +108,30 @@ def pick_view(values: np.ndarray, views: np.ndarray | None) -> np.ndarray:
     return values[np.arange(len(values)), views]
 
 
+def _nonfinite_rows(values: np.ndarray, use: np.ndarray, start: int) -> list[int]:
+    """Absolute row numbers among the used rows of a block whose values hold NaN or inf."""
+    ok = np.isfinite(values.reshape(len(values), -1)[use]).all(axis=1)
+    return (np.flatnonzero(use)[~ok] + start).tolist()
+
+
+def _refuse_nonfinite(reader: FeatureReader, bad: list[int], label: str) -> None:
+    if bad:
+        bad = sorted(set(bad))
+        ids = reader.store.ids()
+        shown = ", ".join(f"{r} ({ids[r]})" for r in bad[:5])
+        raise ProbeDataError(f"{reader.store.path}: {label} features contain NaN or inf in {len(bad)} rows: {shown}")
+
+
 def check_finite(reader: FeatureReader, rows_mask: np.ndarray, label: str) -> None:
     """Refuse NaN or inf in the rows that will be used, naming the first rows that have them."""
     bad: list[int] = []
     for block in range(reader.n_blocks):
         span = reader.block_span(block)
         use = rows_mask[span.start : span.stop]
-        if not use.any():
-            continue
-        for values in reader.read(block).values():
-            flat = values.reshape(len(values), -1)[use]
-            ok = np.isfinite(flat).all(axis=1)
-            bad += (np.flatnonzero(use)[~ok] + span.start).tolist()
-    if bad:
-        bad = sorted(set(bad))
-        ids = reader.store.ids()
-        shown = ", ".join(f"{r} ({ids[r]})" for r in bad[:5])
-        raise ProbeDataError(f"{reader.store.path}: {label} features contain NaN or inf in {len(bad)} rows: {shown}")
+        if use.any():
+            for values in reader.read(block).values():
+                bad += _nonfinite_rows(values, use, span.start)
+    _refuse_nonfinite(reader, bad, label)
 
 
 @dataclass(frozen=True)
@@ -143,25 +150,30 @@ class Standardizer:
         return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
 
 
-def fit_standardizers(reader: FeatureReader, rows_mask: np.ndarray, enabled: bool = True) -> dict[FeatureKey, Standardizer]:
+def fit_standardizers(reader: FeatureReader, rows_mask: np.ndarray, enabled: bool = True, check_mask: np.ndarray | None = None) -> dict[FeatureKey, Standardizer]:
     """Mean and std of every feature of every key over the masked rows and all their views
-    (float64 sums); identities when `enabled` is False."""
+    (float64 sums); identities when `enabled` is False. In the same pass, the rows of
+    `check_mask` (default: the masked rows) are checked for NaN and inf, and refused by name."""
     dims = {k: int(np.prod(reader.row_shape(k))) for k in reader.keys}
-    if not enabled:
-        return {k: Standardizer.identity(d) for k, d in dims.items()}
+    check_mask = rows_mask if check_mask is None else check_mask
     sums = {k: np.zeros(d) for k, d in dims.items()}
     squares = {k: np.zeros(d) for k, d in dims.items()}
-    count = 0
+    count, bad = 0, []
     for block in range(reader.n_blocks):
         span = reader.block_span(block)
-        use = rows_mask[span.start : span.stop]
-        if not use.any():
+        use, check = rows_mask[span.start : span.stop], check_mask[span.start : span.stop]
+        if not (check.any() or (enabled and use.any())):
             continue
         for k, v in reader.read(block).items():
-            x = v[use].reshape(int(use.sum()) * reader.views, -1).astype(np.float64)
-            sums[k] += x.sum(0)
-            squares[k] += (x * x).sum(0)
+            bad += _nonfinite_rows(v, check, span.start)
+            if enabled and use.any():
+                x = v[use].reshape(int(use.sum()) * reader.views, -1).astype(np.float64)
+                sums[k] += x.sum(0)
+                squares[k] += (x * x).sum(0)
         count += int(use.sum()) * reader.views
+    _refuse_nonfinite(reader, bad, "training")
+    if not enabled:
+        return {k: Standardizer.identity(d) for k, d in dims.items()}
     if count == 0:
         raise ProbeDataError("no training rows to fit the feature standardization on")
     out = {}

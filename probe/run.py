@@ -195,11 +195,12 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
         if absent:
             names = ", ".join(f"{c} ({classes[c] if c < len(classes) else '?'})" for c in absent[:5])
             raise ProbeDataError(f"{r.store.path}: {split} has classes with no training rows: {names}")
-    check_finite(reader, usable, "training")
+    # one pass over the training store: NaN/inf check of every usable row (validation rows
+    # included) and the standardization statistics of the training rows
+    norms = fit_standardizers(reader, train_mask, cfg.standardize, check_mask=usable)
     for split, (r, mask, _) in evals.items():
         if r is not reader:
             check_finite(r, mask, split)
-    norms = fit_standardizers(reader, train_mask, cfg.standardize)
     return ProbeData(train_store, val_store, test_store, labels, train_mask, classes, reader, sets, evals, norms)
 
 
