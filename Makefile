@@ -17,15 +17,22 @@ POOL ?= none
 LIMIT ?=
 ARGS ?=
 OUT ?= cache
-# probe defaults: a small grid of learning rates; per-head extras keep CPU runs short
+# probe defaults: a small lr x wd grid for linear heads; the heavier heads get one member and
+# fewer epochs so a CPU run stays short (measured: attention, width 256, 3.3 min per epoch)
 HEAD ?= linear
-LR ?= 1e-3,3e-3,1e-2
-WD ?= 0,0.05
+default_lr := 1e-3,3e-3,1e-2
+default_wd := 0,0.05
+lr_attention := 1e-3
+lr_cnn := 1e-3
+wd_attention := 0.05
+wd_cnn := 0.05
+LR ?= $(or $(lr_$(HEAD)),$(default_lr))
+WD ?= $(or $(wd_$(HEAD)),$(default_wd))
 RESULTS ?= results
 PROBE_ARGS ?=
-probe_extra_attention := --head-opt width=256 --epochs 10
-probe_extra_cnn := --epochs 10
-probe_extra_mlp := --epochs 10
+probe_extra_attention := --head-opt width=256 --epochs 3
+probe_extra_cnn := --epochs 3
+probe_extra_mlp := --epochs 5
 
 empty :=
 space := $(empty) $(empty)
