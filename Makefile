@@ -41,7 +41,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract probe cka report demo sweep-demo train-demo blocks bench-extract bench-probe bench-cka fashion-mnist clean
+.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench-extract bench-probe bench-cka fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -131,6 +131,10 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's (t, b, pool) sweep: 
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; ~90 min on 2 CPU cores), then export its EMA weights
 	$(PY) -m extract train --out runs/demo-fmnist $(ARGS)
 	$(PY) -m extract export --run runs/demo-fmnist --to extract/weights/demo-fmnist.pt
+
+verify: $(VENV_STAMP) ## check stores are whole (shards, checksums, NaN, consistency): make verify [STORE=path] (default: every store in OUT)
+	@stores="$(or $(STORE),$(wildcard $(OUT)/*.zarr))"; test -n "$$stores" || { echo "no stores in $(OUT): give STORE=path"; exit 1; }; \
+	$(PY) -m extract verify $$stores
 
 blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm256-uncond
 	$(PY) -m extract blocks --model $(MODEL)

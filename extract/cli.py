@@ -249,5 +249,25 @@ def backbone(**options):
     click.echo(extract_backbone(BackboneConfig(**options)))
 
 
+@cli.command()
+@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
+def verify(stores):
+    """Check stores are whole: every shard written, every chunk's checksum, no NaN in valid rows,
+    consistent labels/ids. Exit 0, or list the problems and exit 1."""
+    from extract.verify import verify_store
+
+    failed = False
+    for store in stores:
+        problems = verify_store(store)
+        if problems:
+            failed = True
+            click.echo(f"{store}: {len(problems)} problem(s)")
+            for p in problems:
+                click.echo(f"  - {p}")
+        else:
+            click.echo(f"{store}: ok")
+    sys.exit(1 if failed else 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="python -m extract")
