@@ -25,7 +25,7 @@ from extract.models import file_sha256, load_checkpoint, random_unet, shipped_we
 from extract.noise import draw_noise, q_sample
 from extract.pooling import pool, pooled_shape
 from extract.presets import ModelPreset, get_preset
-from extract.schema import STORE_DTYPES, FeatureKey, FeatureStore, StoreError, is_store
+from extract.schema import STORE_DTYPES, FeatureKey, FeatureStore, StoreError, StoreLock, is_store
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -279,6 +279,7 @@ def extract(cfg: ExtractConfig) -> Summary:
     preset, blocks, shapes = validate(cfg)
     device = pick_device(cfg.device)
     world = init_world(device)
+    lock: StoreLock | None = None
     try:
         device = pick_device(cfg.device, world)
         if device.type == "cuda":
@@ -300,7 +301,14 @@ def extract(cfg: ExtractConfig) -> Summary:
             "dataset": {**dataset, "location": source.location, "classes": source.classes},
             "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
         })  # fmt: skip
-        error = prepare_store(cfg, key, provenance, shapes, source, rows) if world.is_main else None
+        error = None
+        if world.is_main:
+            try:
+                lock = StoreLock(cfg.out).acquire()
+            except StoreError as e:
+                error = str(e)
+            else:
+                error = prepare_store(cfg, key, provenance, shapes, source, rows)
         error = world.broadcast(error)
         if error:
             raise StoreError(error)
@@ -319,6 +327,8 @@ def extract(cfg: ExtractConfig) -> Summary:
         world.barrier()
         return Summary(Path(cfg.out), images, seconds, store.size_bytes(), int(store.done_shards().sum()), store.n_shards, list(store.attrs.get("skipped", [])))
     finally:
+        if lock is not None:
+            lock.release()
         close_world(world)
 
 

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,24 @@ def test_bf16_autocast_is_close_to_fp32_and_keyed_apart(tmp_path, fmnist_env):
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.99 and not np.array_equal(a, b)
     assert FeatureStore.open(tmp_path / "bf16.zarr").attrs["key"]["dtype"] == "bf16"
+
+
+def test_a_second_writer_on_a_store_is_refused_while_the_first_holds_it(tmp_path, fmnist_env):
+    import json
+    import socket
+
+    from extract.schema import StoreLock
+
+    out = tmp_path / "s.zarr"
+    first = StoreLock(out).acquire()
+    try:
+        with pytest.raises(StoreError, match=rf"is being written by another extraction \(pid {os.getpid()} on "):
+            run_tiny(out)
+        assert not out.exists()
+    finally:
+        first.release()
+    # a lock left by a killed run (its pid gone) is taken over; a finished run leaves none
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    Path(str(out) + ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(done.stdout)}))
+    summary = run_tiny(out)
+    assert summary.shards_done == summary.shards_total and not Path(str(out) + ".lock").exists()
