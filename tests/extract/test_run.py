@@ -241,3 +241,33 @@ def test_a_second_writer_on_a_store_is_refused_while_the_first_holds_it(tmp_path
     Path(str(out) + ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(done.stdout)}))
     summary = run_tiny(out)
     assert summary.shards_done == summary.shards_total and not Path(str(out) + ".lock").exists()
+
+
+def test_a_full_disk_mid_shard_fails_clearly_and_verify_reports_the_store_incomplete(tmp_path, fmnist_env, monkeypatch):
+    import errno
+
+    import zarr.storage
+    from click.testing import CliRunner
+
+    from extract.cli import cli
+    from extract.verify import verify_store
+
+    real_set = zarr.storage.LocalStore.set
+    calls = {"n": 0}
+
+    async def fills_up(self, key, value):
+        if "features/" in key and "/c/" in key:  # chunk data of a feature array: the disk fills on the 3rd
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_set(self, key, value)
+
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", fills_up)
+    out = tmp_path / "s.zarr"
+    result = CliRunner().invoke(cli, ["run", "--model", "tiny", "--random-init", "--out", str(out), "-t", "10", "-b", "7",
+                                      "--pool", "2", "--shard-rows", "16", "--micro-batch", "4", "--no-progress"])  # fmt: skip
+    assert result.exit_code == 2 and "No space left on device" in result.output and "Traceback" not in result.output
+    monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)
+    problems = verify_store(out)
+    assert "not marked complete" in problems and any("shards not written" in p for p in problems), problems
+    assert not Path(str(out) + ".lock").exists()  # the writer lock is released on failure
