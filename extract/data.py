@@ -28,6 +28,10 @@ FASHION_MNIST_CLASSES = (
 PREPROCESSING = "guided-diffusion center crop: halve (box) while short side >= 2s, bicubic short side to s, center crop; x/127.5-1"
 
 
+MAX_HDF5_IMAGES = 1 << 27  # 134M rows: far beyond ImageNet-21k, far below what would exhaust memory for labels
+MAX_IMAGE_VALUES = 1 << 28  # one image of at most 268M values (16k x 16k RGB)
+
+
 class DataError(ValueError):
     """A dataset or image that cannot be read."""
 
@@ -186,13 +190,18 @@ def hdf5(root: Path | None, split: str) -> ImageSource:
         with h5py.File(path, "r") as f:
             if "images" not in f or "labels" not in f:
                 raise DataError(f"{path}: needs datasets 'images' and 'labels', found {sorted(f.keys())}")
-            images, labels = f["images"], np.asarray(f["labels"][:])
+            images, labels_ds = f["images"], f["labels"]
             if images.dtype != np.uint8 or images.ndim not in (3, 4):
                 raise DataError(f"{path}: 'images' must be uint8 N x H x W [x C], got {images.dtype} {images.shape}")
             if images.ndim == 4 and images.shape[3] not in (1, 3, 4):
                 raise DataError(f"{path}: 'images' has {images.shape[3]} channels; expected 1, 3 or 4")
-            if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-                raise DataError(f"{path}: 'labels' must be {images.shape[0]} integers, got {labels.dtype} {labels.shape}")
+            # a declared shape is checked before anything is read, so a huge one allocates nothing
+            if images.shape[0] > MAX_HDF5_IMAGES or int(np.prod(images.shape[1:])) > MAX_IMAGE_VALUES:
+                raise DataError(f"{path}: 'images' declares an implausible shape {images.shape} "
+                                f"(at most {MAX_HDF5_IMAGES} images of {MAX_IMAGE_VALUES} values)")  # fmt: skip
+            if labels_ds.shape != (images.shape[0],) or not np.issubdtype(labels_ds.dtype, np.integer):
+                raise DataError(f"{path}: 'labels' must be {images.shape[0]} integers, got {labels_ds.dtype} {labels_ds.shape}")
+            labels = np.asarray(labels_ds[:])
             n = images.shape[0]
             ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][:]] if "ids" in f else [str(i) for i in range(n)]
             classes = [str(c) for c in f.attrs.get("classes", [])] or [str(c) for c in range(int(labels.max()) + 1 if n else 0)]

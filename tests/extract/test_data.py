@@ -75,6 +75,17 @@ def test_hdf5_with_wrong_dtype_is_refused(tmp_path):
         hdf5(path, "train")
 
 
+@pytest.mark.parametrize("shape", [(2**28, 32, 32), (2, 2**15, 2**15)])
+def test_hdf5_with_a_huge_declared_shape_is_refused_without_reading(tmp_path, shape):
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:  # chunked and never written: the file stays tiny
+        f.create_dataset("images", shape=shape, dtype=np.uint8, chunks=(1, 32, 32))
+        f.create_dataset("labels", shape=(shape[0],), dtype=np.int64, chunks=(1024,))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(DataError, match="declares an implausible shape"):
+        hdf5(path, "train")
+
+
 def test_fashion_mnist_idx(fmnist_dir):
     src = fashion_mnist(fmnist_dir, "test")
     assert len(src) == 32 and src.classes[9] == "Ankle boot" and src.ids[3] == "test/3"
