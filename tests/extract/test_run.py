@@ -162,12 +162,28 @@ def test_a_folder_that_is_not_a_store_is_never_replaced(tmp_path, fmnist_env):
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
-def test_unreadable_image_stops_the_run_naming_it(tmp_path, image_folder):
-    (image_folder / "train" / "dog" / "broken.png").write_bytes(b"not a png at all")
+def _bad_image_bytes(kind: str, folder: Path) -> bytes:
+    good = (folder / "train" / "dog" / "0.png").read_bytes()
+    return {"text": b"not a png at all", "zero-byte": b"", "truncated": good[: len(good) // 2],
+            "corrupt": good[:40] + bytes(b ^ 0xFF for b in good[40:80]) + good[80:]}[kind]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["text", "zero-byte", "truncated", "corrupt"])
+def test_unreadable_image_stops_the_run_naming_it(tmp_path, image_folder, kind):
+    (image_folder / "train" / "dog" / "broken.jpg").write_bytes(_bad_image_bytes(kind, image_folder))
     cfg = dict(data="imagefolder", data_root=image_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,))
-    with pytest.raises(ValueError, match=r"cannot read image 'dog/broken.png'"):
+    with pytest.raises(ValueError, match=r"cannot read image 'dog/broken.jpg'"):
         run_tiny(tmp_path / "s.zarr", **cfg)
     assert not FeatureStore.open(tmp_path / "s.zarr").complete
+
+
+def test_a_one_pixel_image_is_upscaled_not_refused(tmp_path, image_folder):
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(image_folder / "train" / "cat" / "dot.png")
+    cfg = dict(data="imagefolder", data_root=image_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,))
+    summary = run_tiny(tmp_path / "s.zarr", **cfg)
+    assert summary.images == 7 and FeatureStore.open(tmp_path / "s.zarr").valid().all()
 
 
 def test_skip_bad_marks_the_row_and_lists_it(tmp_path, image_folder):
