@@ -251,14 +251,18 @@ def backbone(**options):
 
 @cli.command()
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
-def verify(stores):
+@click.option("--repair/--no-repair", default=False, help="re-extract only the bad shards (needs the model and data)")
+@click.option("--ckpt", type=click.Path(path_type=Path), help="with --repair: the checkpoint, if it moved")
+@click.option("--data-root", type=click.Path(path_type=Path), help="with --repair: the dataset, if it moved")
+@user_errors
+def verify(stores, repair, ckpt, data_root):
     """Check stores are whole: every shard written, every chunk's checksum, no NaN in valid rows,
     consistent labels/ids. Exit 0, or list the problems and exit 1."""
-    from extract.verify import verify_store
+    from extract.verify import repair_store, verify_store
 
     failed = False
     for store in stores:
-        problems = verify_store(store)
+        problems = repair_store(store, ckpt, data_root) if repair else verify_store(store)
         if problems:
             failed = True
             click.echo(f"{store}: {len(problems)} problem(s)")

@@ -9,6 +9,7 @@ Reading is shard by shard, so memory stays at one shard of one array.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +22,32 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    bad_shards: set[int] = field(default_factory=set)  # shards whose rows a re-extraction would fix
+    repairable: bool = True  # False when a problem is not confined to shards (metadata, identity)
+
+
 def verify_store(path: str | Path) -> list[str]:
     """Every problem found, one line each; an empty list means the store is whole."""
+    return inspect_store(path).problems
+
+
+def inspect_store(path: str | Path) -> Report:
     path = Path(path)
     if not path.exists():
-        return [f"{path}: does not exist"]
+        return Report([f"{path}: does not exist"], repairable=False)
     try:
         store = FeatureStore.open(path)
     except (StoreError, ValueError) as e:
-        return [_first_line(e)]
-    problems: list[str] = []
+        return Report([_first_line(e)], repairable=False)
+    report = Report()
+    problems = report.problems
     attrs = store.attrs
     if attrs.get("format") != FORMAT or attrs.get("schema_version") != SCHEMA_VERSION:
         problems.append(f"format {attrs.get('format')!r} version {attrs.get('schema_version')!r}; expected {FORMAT!r} {SCHEMA_VERSION}")
+        report.repairable = False
     n = store.n_rows
     try:
         done = store.group["progress/done"][:].astype(bool)
@@ -43,6 +57,7 @@ def verify_store(path: str | Path) -> list[str]:
     missing = np.flatnonzero(~done)
     if missing.size:
         problems.append(f"{missing.size} of {store.n_shards} shards not written: {missing[:10].tolist()}")
+        report.bad_shards.update(missing.tolist())
     if not attrs.get("complete"):
         problems.append("not marked complete")
 
@@ -52,11 +67,14 @@ def verify_store(path: str | Path) -> list[str]:
             meta[name] = getattr(store, name)()
         except Exception as e:  # noqa: BLE001
             problems.append(f"{name}: unreadable ({_first_line(e)})")
+            report.repairable = False
             continue
         if len(meta[name]) != n:
             problems.append(f"{name}: {len(meta[name])} rows, layout says {n}")
+            report.repairable = False
     if "ids" in meta and len(set(meta["ids"].tolist())) != len(meta["ids"]):
         problems.append("ids: not unique")
+        report.repairable = False
     valid = meta.get("valid", np.ones(n, bool))
     if len(valid) != n:
         valid = np.ones(n, bool)
@@ -67,9 +85,11 @@ def verify_store(path: str | Path) -> list[str]:
             array = store.group[key.path]
         except Exception as e:  # noqa: BLE001
             problems.append(f"{key}: listed in attrs but missing ({_first_line(e)})")
+            report.repairable = False
             continue
         if array.shape[0] != n:
             problems.append(f"{key}: {array.shape[0]} rows, layout says {n}")
+            report.repairable = False
             continue
         bad_rows: list[int] = []
         for s in range(store.n_shards):
@@ -78,10 +98,42 @@ def verify_store(path: str | Path) -> list[str]:
                 values = array[rows.start : rows.stop]
             except Exception as e:  # noqa: BLE001 - checksum and decode errors name the shard
                 problems.append(f"{key}: shard {s} (rows {rows.start}-{rows.stop - 1}) unreadable: {_first_line(e)}")
+                report.bad_shards.add(s)
                 continue
             use = valid[rows.start : rows.stop]
             finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-            bad_rows += (np.flatnonzero(use & ~finite) + rows.start).tolist()
+            nonfinite = np.flatnonzero(use & ~finite)
+            if nonfinite.size:
+                report.bad_shards.add(s)
+            bad_rows += (nonfinite + rows.start).tolist()
         if bad_rows:
             problems.append(f"{key}: NaN or inf in {len(bad_rows)} valid rows, first {bad_rows[:5]}")
-    return problems
+    return report
+
+
+def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | None = None) -> list[str]:
+    """Re-extract the bad shards of a U-Net store with the arguments it was made with (from
+    its provenance), then verify again. Returns the problems left (empty: repaired)."""
+    from extract.run import ExtractConfig, extract
+
+    report = inspect_store(path)
+    if not report.problems:
+        return []
+    if not report.repairable:
+        raise StoreError(f"{path}: cannot repair, a problem is not confined to shards: {report.problems[0]}")
+    store = FeatureStore.open(path, mode="r+")
+    config = dict(store.attrs.get("provenance", {}).get("config", {}))
+    if not config or store.attrs.get("provenance", {}).get("stage") != "extract" or "ts" not in config:
+        raise StoreError(f"{path}: cannot repair: it holds no `extract run` configuration to re-extract with")
+    for s in sorted(report.bad_shards):
+        store.group["progress/done"][s] = 0
+    store.mark_incomplete()
+    tuples = {"ts", "blocks", "pools"}
+    config = {k: tuple(v) if k in tuples else v for k, v in config.items()}
+    config.update(out=Path(path), overwrite=False, progress=False)
+    if ckpt is not None:
+        config["ckpt"] = ckpt
+    if data_root is not None:
+        config["data_root"] = data_root
+    extract(ExtractConfig(**config))
+    return verify_store(path)

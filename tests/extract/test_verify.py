@@ -65,3 +65,22 @@ def test_not_a_store(tmp_path):
     (tmp_path / "x").mkdir()
     assert "not a diffprobe" in verify_store(tmp_path / "x")[0] or "not a readable" in verify_store(tmp_path / "x")[0]
     assert verify_store(tmp_path / "nope") == [f"{tmp_path / 'nope'}: does not exist"]
+
+
+def test_repair_re_extracts_only_the_bad_shards_to_the_same_bytes(tmp_path, fmnist_env):
+    from tests.conftest import run_tiny
+
+    run_tiny(tmp_path / "ref.zarr")
+    run_tiny(tmp_path / "s.zarr")
+    key = FeatureKey(10, 7, 2)
+    chunks = sorted(p for p in (tmp_path / "s.zarr" / key.path / "c").rglob("*") if p.is_file())
+    data = bytearray(chunks[2].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunks[2].write_bytes(bytes(data))
+    assert any("shard 2" in p for p in verify_store(tmp_path / "s.zarr"))
+    result = CliRunner().invoke(cli, ["verify", "--repair", str(tmp_path / "s.zarr")])
+    assert result.exit_code == 0, result.output
+    ref, fixed = FeatureStore.open(tmp_path / "ref.zarr"), FeatureStore.open(tmp_path / "s.zarr")
+    for k in ref.keys():
+        assert np.array_equal(ref.array(k)[:], fixed.array(k)[:], equal_nan=True), k
+    assert fixed.attrs["last_run"]["images"] == 16  # one shard of 16 rows was recomputed
