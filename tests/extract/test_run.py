@@ -15,7 +15,7 @@ from extract.models import random_unet
 from extract.noise import draw_noise, q_sample
 from extract.presets import PRESETS
 from extract.run import extract
-from extract.schema import FeatureKey, FeatureStore, StoreError
+from extract.schema import FeatureKey, FeatureStore, StoreError, is_store
 from tests.conftest import run_tiny, tiny_config
 
 
@@ -109,26 +109,36 @@ def _cli(out, *extra):
             "-t", "10", "-b", "7", "--pool", "2", "--shard-rows", "8", "--micro-batch", "4", "--batch-size", "4", "--no-progress", *extra]  # fmt: skip
 
 
+KILL_POINTS = {
+    "while the store is created": lambda done, exists: exists,
+    "after 2 shards": lambda done, exists: 2 <= done.sum() < len(done),
+    "before the last shard": lambda done, exists: len(done) > 1 and done.sum() == len(done) - 1,
+}
+
+
 @pytest.mark.slow
-def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env):
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env, point):
     env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_env), "OMP_NUM_THREADS": "1"}
     subprocess.run(_cli(tmp_path / "ref.zarr"), check=True, env=env, capture_output=True)
     proc = subprocess.Popen(_cli(tmp_path / "cut.zarr"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    killed_at = None
+    killed = False
     while time.time() < deadline and proc.poll() is None:
+        exists = (tmp_path / "cut.zarr").exists()
         try:
             done = FeatureStore.open(tmp_path / "cut.zarr").done_shards()
-        except (FileNotFoundError, StoreError, KeyError):
+        except (FileNotFoundError, StoreError, KeyError, ValueError):
             done = np.zeros(1, dtype=bool)
-        if 2 <= done.sum() < len(done):
+        if KILL_POINTS[point](done, exists):
             os.kill(proc.pid, signal.SIGKILL)
-            killed_at = int(done.sum())
+            killed = True
             break
-        time.sleep(0.02)
+        time.sleep(0.005)
     proc.wait()
-    assert killed_at is not None, "the run finished before it could be killed"
-    assert not FeatureStore.open(tmp_path / "cut.zarr").complete
+    assert killed, "the run finished before it could be killed"
+    assert not is_store(tmp_path / "cut.zarr") or not FeatureStore.open(tmp_path / "cut.zarr").complete
+    assert (tmp_path / "cut.zarr.lock").exists()  # left by the killed run; the resume takes it over
     subprocess.run(_cli(tmp_path / "cut.zarr"), check=True, env=env, capture_output=True)
     assert FeatureStore.open(tmp_path / "cut.zarr").complete
     assert store_bytes(tmp_path / "cut.zarr") == store_bytes(tmp_path / "ref.zarr")
