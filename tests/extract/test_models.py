@@ -61,6 +61,15 @@ def test_not_a_torch_file_is_one_clear_error(tmp_path):
         read_state_dict(path)
 
 
+def test_a_truncated_checkpoint_is_one_clear_error(tmp_path):
+    full = tmp_path / "full.pt"
+    torch.save(build_unet(PRESETS["tiny"]).state_dict(), full)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"cut.pt: not a loadable weights-only torch checkpoint"):
+        load_checkpoint(PRESETS["tiny"], cut)
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("code ran",))
