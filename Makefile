@@ -41,7 +41,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench-extract bench-probe bench-cka fashion-mnist clean
+.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -141,6 +141,12 @@ blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm2
 
 bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (adm256 b=24 and tiny), one run
 	$(PY) -m extract bench --out bench-results/extract.json
+
+bench: bench-extract bench-probe bench-cka bench-io ## every CPU benchmark, one after another (a few minutes); JSON in bench-results/
+	@echo "results: $$(ls bench-results/*.json | tr '\n' ' ')"
+
+bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes
+	$(PY) -m extract bench-io --out bench-results/io.json
 
 bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n = 2k, 10k, 50k: time and peak memory
 	$(PY) -m analysis bench --out bench-results/cka.json

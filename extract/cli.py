@@ -148,6 +148,22 @@ def bench(dtype, device, out):
         click.echo(f"written to {out}")
 
 
+@cli.command("bench-io")
+@click.option("--rows", type=click.IntRange(min=100), default=20000)
+@click.option("--dim", type=click.IntRange(min=4), default=4096)
+@click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")
+@user_errors
+def bench_io_cmd(rows, dim, out):
+    """Store read throughput against a raw contiguous numpy read of the same bytes."""
+    from extract.bench_io import bench_io, format_table
+
+    result = bench_io(rows=rows, dim=dim)
+    click.echo(format_table(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 @cli.command()
 @click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="architecture to train")
 @click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")

@@ -108,3 +108,10 @@ def test_pixel_store_holds_the_preprocessed_images_and_probes(tmp_path, fmnist_e
 
     result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", heads=("logreg",), results=tmp_path / "r", progress=False))
     assert result["test"]["top1"] >= 90  # each synthetic class is a distinct bright bar
+
+
+def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
+    from extract.bench_io import bench_io, format_table
+
+    result = bench_io(rows=300, dim=16, shard_rows=64, repeats=1)
+    assert result["rows"] == 300 and result["zarr_seconds"] > 0 and "store / raw time" in format_table(result)
