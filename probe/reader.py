@@ -143,7 +143,10 @@ class Standardizer:
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         """(n, C, h, w) as stored -> (n, D) float32, standardized."""
-        return (values.reshape(len(values), -1).astype(np.float32) - self.mean) / self.std
+        x = values.reshape(len(values), -1).astype(np.float32)  # a copy: the in-place ops below are safe
+        x -= self.mean
+        x /= self.std
+        return x
 
     @classmethod
     def identity(cls, dim: int) -> Standardizer:
