@@ -41,7 +41,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io fashion-mnist clean
+.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -142,7 +142,10 @@ blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm2
 bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (adm256 b=24 and tiny), one run
 	$(PY) -m extract bench --out bench-results/extract.json
 
-bench: bench-extract bench-probe bench-cka bench-io ## every CPU benchmark, one after another (a few minutes); JSON in bench-results/
+bench-workflow: $(VENV_STAMP) fashion-mnist ## on-line head training (full U-Net every step, 28 epochs) vs extract once + 28 epochs on the cache, demo model
+	$(PY) -m probe bench-workflow --out bench-results/workflow.json
+
+bench: bench-extract bench-probe bench-cka bench-io bench-workflow ## every CPU benchmark, one after another (a few minutes); JSON in bench-results/
 	@echo "results: $$(ls bench-results/*.json | tr '\n' ' ')"
 
 bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes

@@ -134,5 +134,20 @@ def table(results, last):
     click.echo(format_table(rows[-last:] if last else rows))
 
 
+@cli.command("bench-workflow")
+@click.option("--images", type=click.IntRange(min=64), default=1000, help="Fashion-MNIST training images (a seeded subset)")
+@click.option("--epochs", type=click.IntRange(min=1), default=28)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/workflow.json"))
+@user_errors
+def bench_workflow_cmd(images, epochs, out):
+    """On-line head training (the full U-Net every step, as the paper's code) vs extract once + train on the cache."""
+    from probe.bench_workflow import bench_workflow, format_table
+    from probe.results import write_json
+
+    result = bench_workflow(images=images, epochs=epochs)
+    write_json(out, result)
+    click.echo(format_table(result))
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="python -m probe")

@@ -73,3 +73,10 @@ def test_two_process_torchrun_trains_heads_with_ddp(stores):
     assert result["test"]["top1"] >= 90 and len(result["members"]) == 2
     samples = result["timing"]["train"]["samples"]  # rank 0's share: half of 4 epochs of 288 rows, in batches of 16
     assert samples % 16 == 0 and 0.75 * 4 * 144 <= samples <= 4 * 144
+
+
+def test_workflow_bench_times_both_ways(fmnist_env):
+    from probe.bench_workflow import bench_workflow, format_table
+
+    result = bench_workflow(images=64, epochs=1, batch=32)
+    assert result["online_seconds"] > 0 and result["extract_seconds"] > 0 and "on-line / diffprobe" in format_table(result)
