@@ -39,6 +39,8 @@ def curves(runs, table, out, title):
         if not sep:
             raise ValueError(f"--results {item!r}: expected LABEL=PATH")
         result = json.loads(Path(path).read_text())
+        if not isinstance(result, dict) or result.get("format") != "diffprobe-probe-results":
+            raise ValueError(f"{path}: not a probe results file (python -m probe train writes them)")
         members.setdefault(label, []).extend(result["members"])
         sources.setdefault(label, []).append(Path(result["stores"]["train"]["path"]).name)
     fig = plot_curves(members, title, "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items()))

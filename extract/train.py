@@ -119,7 +119,10 @@ def train(cfg: TrainConfig) -> dict:
 
     state_path = out / STATE_FILE
     if state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a torn or foreign file is one user-facing line
+            raise ValueError(f"{state_path}: not a loadable training checkpoint ({type(e).__name__}); remove it or use a new --out") from None
         saved = state["config"]
         changed = [k for k in ("model", "batch_size", "seed", "data") if saved.get(k) != getattr(cfg, k)]
         if changed:

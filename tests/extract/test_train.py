@@ -69,3 +69,10 @@ def test_exported_ema_loads_as_a_checkpoint_and_extracts(tmp_path, fmnist_env):
     line = sample_grid("demo-fmnist", tmp_path / "demo.pt", 6, 3, 0, tmp_path / "grid.png")
     assert "6 samples" in line and Image.open(tmp_path / "grid.png").size == (3 * 30 + 2, 2 * 30 + 2)
     assert json.loads((tmp_path / "r" / "train_meta.json").read_text())["images_seen"] == 8
+
+
+def test_a_torn_training_checkpoint_is_one_clear_error(tmp_path, fmnist_env):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "train_state.pt").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(ValueError, match="not a loadable training checkpoint"):
+        train(config(tmp_path / "r"))
