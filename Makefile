@@ -41,7 +41,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-workflow fashion-mnist clean
+.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -150,6 +150,9 @@ bench: bench-extract bench-probe bench-cka bench-io bench-workflow ## every CPU 
 
 bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes
 	$(PY) -m extract bench-io --out bench-results/io.json
+
+bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s by batch, bf16/fp16, channels_last, compile; % of peak; JPEG loading
+	$(PY) -m extract bench-gpu --out bench-results/gpu.json
 
 bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n = 2k, 10k, 50k: time and peak memory
 	$(PY) -m analysis bench --out bench-results/cka.json

@@ -23,9 +23,9 @@ from extract import __version__
 from extract.data import PREPROCESSING, DataError, FeatureInput
 from extract.dist import pick_device
 from extract.models import CheckpointError, file_sha256, read_state_dict
-from extract.pixels import clear_output, source_rows
+from extract.pixels import clear_output
 from extract.pooling import pool, pooled_shape
-from extract.run import json_roundtrip
+from extract.run import dataset_record, json_roundtrip, select_data
 from extract.schema import FeatureKey, FeatureStore
 
 IMAGE_SIZE = 224
@@ -85,6 +85,10 @@ class BackboneConfig:
     data: str = "fashion-mnist"
     data_root: Path | None = None
     split: str = "test"
+    data_opts: tuple[str, ...] = ()
+    classes_file: Path | None = None
+    subset: Path | None = None
+    per_class: int | None = None
     blocks: tuple[int, ...] = ()  # empty: all
     pools: tuple[int | None, ...] = (2,)
     limit: int | None = None
@@ -123,7 +127,7 @@ def extract_backbone(cfg: BackboneConfig) -> str:
         if not 1 <= b <= len(blocks):
             raise ValueError(f"block {b} is outside 1..{len(blocks)} for {cfg.model}")
     out = clear_output(cfg.out, cfg.overwrite)
-    source, rows, dataset = source_rows(cfg.data, cfg.data_root, cfg.split, cfg.limit, cfg.seed)
+    source, rows, dataset = select_data(cfg)
     device = pick_device(cfg.device)
     model.to(device)
     images = FeatureInput(source, IMAGE_SIZE, 3)
@@ -133,7 +137,7 @@ def extract_backbone(cfg: BackboneConfig) -> str:
            "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": device.type,
            "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
     provenance = {"diffprobe_version": __version__, "torch_version": torch.__version__, "stage": "extract", "preset": cfg.model,
-                  "weights": weights, "dataset": {**dataset, "location": source.location, "classes": source.classes},
+                  "weights": weights, "dataset": dataset_record(source, rows, dataset),
                   "config": dataclasses.asdict(cfg)}  # fmt: skip
     store = FeatureStore.create(
         out, row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from extract.data import SOURCES
+from extract.bench_gpu import GpuBenchConfig
+from extract.datasets import DATASETS
 from extract.pooling import parse_pool
 from extract.presets import PRESETS
 from extract.run import AUTOCAST_DTYPES, ExtractConfig
@@ -48,6 +49,20 @@ def _int_list(ctx, param, values) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def data_options(fn):
+    """--data, --data-root and the subset options, shared by every command that reads a dataset."""
+    for option in reversed([
+        click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist", help="dataset (`python -m extract datasets` lists them with their layouts)"),
+        click.option("--data-root", type=click.Path(path_type=Path), help="dataset location (folder or file)"),
+        click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value, e.g. level=family (aircraft), crop=bbox (cub), partition=3 (dtd)"),
+        click.option("--classes", "classes_file", type=click.Path(path_type=Path), help="file of classes to keep (synsets or names, one a line); labels renumbered"),
+        click.option("--subset", type=click.Path(path_type=Path), help="file of images to keep (ids or file names, one a line), e.g. ImageNet's 1%/10% lists"),
+        click.option("--per-class", type=click.IntRange(min=1), help="keep N images of each class, drawn with --seed"),
+    ]):  # fmt: skip
+        fn = option(fn)
+    return fn
+
+
 def _pool_list(ctx, param, values) -> tuple[int | None, ...]:
     out = []
     for value in values:
@@ -72,14 +87,14 @@ def cli():
 @click.option("--model", type=click.Choice([*PRESETS, *BACKBONE_NAMES]), default="demo-fmnist", help="model preset, or a torchvision backbone (see `backbone --help`)")
 @click.option("--ckpt", "--weights", "ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt) [default: the preset's shipped weights, if any]")
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
-@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist", help="image source")
-@click.option("--data-root", type=click.Path(path_type=Path), help="dataset location (folder or file)")
+@data_options
 @click.option("--split", default="train", help="dataset split")
+@click.option("--aug", type=click.Choice(["none", "crop-flip"]), default="none", help="crop-flip: view v of each image is a seeded crop (0.8-1.0 of the short side) + flip; training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
 @click.option("-t", "--t", "ts", multiple=True, default=("150",), callback=_int_list, help="timesteps, repeated or comma-separated")
 @click.option("-b", "--block", "blocks", multiple=True, callback=_int_list, help="U-Net blocks 1..2L+1 [default: the middle block]")
 @click.option("--pool", "pools", multiple=True, default=("2",), callback=_pool_list, help="pool sizes p (p x p) or 'none'")
-@click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws per image")
+@click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws (and, with --aug, crops) per image")
 @click.option("--seed", type=int, default=0, help="noise (and random-init) seed")
 @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset of this many images")
 @click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32", help="autocast dtype of the forward")
@@ -101,6 +116,8 @@ def run(**options):
     if options["model"] in BACKBONE_NAMES:  # `--model torchvision:resnet50 --weights FILE`: no noise, no t
         from extract.backbones import BackboneConfig, extract_backbone
 
+        if options["aug"] != "none":
+            raise ValueError("--aug is for U-Net extraction; backbones see the center crop")
         names = {f.name for f in dataclasses.fields(BackboneConfig)}
         picked = {k: v for k, v in options.items() if k in names}
         click.echo(extract_backbone(BackboneConfig(weights=options["ckpt"], **picked)))
@@ -120,6 +137,40 @@ def blocks(model):
     click.echo(f"{'b':>3}  {'module':<18} {'layers':<34} {'C':>5} {'H x W':>9} {'values':>9}")
     for r in block_table(get_preset(model)):
         click.echo(f"{r.b:>3}  {r.module:<18} {r.layers:<34} {r.channels:>5} {f'{r.height}x{r.width}':>9} {r.numel:>9}")
+
+
+@cli.command()
+def datasets():
+    """List the dataset registry: splits, official sizes, classes, options and expected layout."""
+    from extract.datasets import DATASETS
+
+    for spec in DATASETS.values():
+        sizes = ", ".join(f"{s} {spec.official[s]:,}" if s in spec.official else s for s in spec.splits) or "any split"
+        classes = spec.classes if not isinstance(spec.classes, dict) else "/".join(map(str, spec.classes.values()))
+        click.echo(f"{spec.name}: {spec.description}")
+        click.echo(f"  splits: {sizes}" + (f"; classes: {classes}" if classes else ""))
+        for key, values in spec.options.items():
+            click.echo(f"  --data-opt {key}={'|'.join(values)} (default {values[0]})")
+        click.echo(f"  layout: {spec.layout}")
+
+
+@cli.command("check-data")
+@click.option("--data", type=click.Choice(list(DATASETS)), required=True)
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--split", "splits", multiple=True, help="split(s) to check [default: all]")
+@click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value")
+@click.option("--decode/--no-decode", default=False, help="decode every image fully (slower) instead of checking its structure")
+@click.option("--workers", type=click.IntRange(min=1), default=4, help="threads reading images")
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def check_data_cmd(data, data_root, splits, data_opts, decode, workers, progress):
+    """Validate a dataset tree: annotation files, counts against the official splits, missing
+    and unreadable images. Exit 0 when all is well, else list the problems and exit 1."""
+    from extract.checkdata import check_data, format_check
+
+    check = check_data(data, data_root, splits, data_opts, decode=decode, workers=workers, progress=progress)
+    click.echo(format_check(check))
+    sys.exit(1 if check.problems else 0)
 
 
 @cli.command()
@@ -164,9 +215,43 @@ def bench_io_cmd(rows, dim, out):
         out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+_GPU = GpuBenchConfig()  # the defaults live in the config
+
+
+@cli.command("bench-gpu")
+@click.option("--model", type=click.Choice(list(PRESETS)), default=_GPU.model, help="model preset (random weights)")
+@click.option("-b", "--block", type=click.IntRange(min=1), default=_GPU.block, help="stop the forward after this block")
+@click.option("--batch", "batches", multiple=True, default=(",".join(map(str, _GPU.batches)),), callback=_int_list, help="batch sizes, repeated or comma-separated")
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(list(AUTOCAST_DTYPES)), default=_GPU.dtypes, help="autocast dtypes, repeated")
+@click.option("--channels-last/--no-channels-last", default=None, help="only with / only without channels_last [default: both]")
+@click.option("--compile/--no-compile", "compiled", default=None, help="only with / only without torch.compile [default: both]")
+@click.option("--compile-backend", default=_GPU.compile_backend, help="torch.compile backend ('eager' only traces: a CPU check)")
+@click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=_GPU.cudnn_benchmark, help="let cuDNN pick algorithms by timing (off: fixed ones, as `extract run`)")
+@click.option("--warmup", type=click.IntRange(min=1), default=_GPU.warmup, help="untimed steps per case (the first compiles)")
+@click.option("--repeats", type=click.IntRange(min=1), default=_GPU.repeats, help="timed steps per case (median reported)")
+@click.option("--workers", "loader_workers", multiple=True, default=(",".join(map(str, _GPU.loader_workers)),), callback=_int_list, help="DataLoader worker counts to time")
+@click.option("--loader-images", type=click.IntRange(min=0), default=_GPU.loader_images, help="synthetic JPEGs to decode (0: skip the loader part)")
+@click.option("--device", default=_GPU.device, help="cuda, cuda:1, or cpu (a correctness check only)")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), help="the GPU's peak dense bf16 TFLOP/s [default: looked up by GPU name]")
+@click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")
+@user_errors
+def bench_gpu_cmd(channels_last, compiled, out, **options):
+    """Early-exit images/s on a GPU (adm256 b=24) by batch, dtype, channels_last and compile;
+    the fraction of peak FLOP/s; whether JPEG loading keeps up."""
+    from extract.bench_gpu import format_report, run_gpu_bench
+
+    both = {None: (False, True), False: (False,), True: (True,)}
+    result = run_gpu_bench(GpuBenchConfig(channels_last=both[channels_last], compile=both[compiled], **options))
+    click.echo(format_report(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"written to {out}")
+
+
 @cli.command()
 @click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="architecture to train")
-@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")
+@click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
 @click.option("--data-root", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="run folder (resumed when it holds a checkpoint)")
 @click.option("--max-images", type=click.IntRange(min=1), default=360_000, help="images to train on (sets the LR schedule)")
@@ -223,8 +308,7 @@ def sample(model, ckpt, n, steps, seed, out):
 
 
 @cli.command()
-@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")
-@click.option("--data-root", type=click.Path(path_type=Path))
+@data_options
 @click.option("--split", default="train")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--image-size", type=click.IntRange(min=1), default=28)
@@ -245,8 +329,7 @@ def pixels(channels, **options):
 @click.option("--model", type=click.Choice(list(BACKBONE_NAMES)), default="torchvision:resnet50")
 @click.option("--weights", type=click.Path(path_type=Path), help="a local torchvision state_dict file (never downloaded)")
 @click.option("--random-init/--no-random-init", default=False, help="random weights instead of --weights")
-@click.option("--data", type=click.Choice(list(SOURCES)), default="fashion-mnist")
-@click.option("--data-root", type=click.Path(path_type=Path))
+@data_options
 @click.option("--split", default="test")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("-b", "--block", "blocks", multiple=True, callback=_int_list, help="blocks (resnet50: 1-4 = layer1-4; vit_b_16: 1-12) [default: all]")

@@ -1,8 +1,9 @@
 """Image sources for extraction and guided-diffusion's preprocessing.
 
 A source lists its images (ids, labels, class names) cheaply and loads one image on
-demand; `FeatureInput` turns it into model inputs. A source is registered by name in
-`SOURCES`; every factory takes (root, split).
+demand; `FeatureInput` turns it into model inputs. The generic sources (an image folder,
+an HDF5 file, Fashion-MNIST) live here; `extract.datasets` registers them beside the
+paper's datasets, and `extract.subsets` selects rows of any of them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ class DataError(ValueError):
 
 @dataclass
 class ImageSource:
-    """Images by position: ids[i], labels[i], and load(i) -> PIL image."""
+    """Images by position: ids[i], labels[i], and load(i) -> PIL image.
+
+    `classes` are the class identifiers in label order (ImageNet's synsets, folder names);
+    `class_names` the readable names where the dataset has them. `paths` lists each
+    image's file for sources made of files (None for HDF5 and IDX arrays)."""
 
     name: str
     split: str
@@ -47,9 +52,18 @@ class ImageSource:
     labels: np.ndarray
     classes: list[str]
     loader: Callable[[int], Image.Image] = field(repr=False)
+    paths: list[Path] | None = field(default=None, repr=False)
+    class_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def names(self) -> list[str]:
+        return list(self.class_names) if self.class_names is not None else list(self.classes)
+
+    def class_counts(self, rows: np.ndarray | None = None) -> list[int]:
+        labels = self.labels if rows is None else self.labels[rows]
+        return np.bincount(labels, minlength=len(self.classes)).tolist()
 
     def load(self, i: int) -> Image.Image:
         return self.loader(i)
@@ -106,25 +120,35 @@ def preprocess(img: Image.Image, size: int, channels: int) -> torch.Tensor:
 
 class FeatureInput(torch.utils.data.Dataset):
     """Item i -> (dataset index, image tensor, error text). A failure to read an image is
-    returned as text (never raised in a worker), so the caller decides: stop or skip."""
+    returned as text (never raised in a worker), so the caller decides: stop or skip.
 
-    def __init__(self, source: ImageSource, size: int, channels: int):
+    The tensor is (C, S, S), or with an augmentation (views, C, S, S): view v of image i is
+    `augment(img, seed, i, v)` then the center crop, so it depends on (seed, i, v) alone."""
+
+    def __init__(self, source: ImageSource, size: int, channels: int, augment=None, views: int = 1, seed: int = 0):
         self.source, self.size, self.channels = source, size, channels
+        self.augment, self.views, self.seed = augment, views, seed
 
     def __len__(self) -> int:
         return len(self.source)
 
+    def _tensor(self, i: int) -> torch.Tensor:
+        img = self.source.load(i)
+        if self.augment is None:
+            return preprocess(img, self.size, self.channels)
+        return torch.stack([preprocess(self.augment(img, self.seed, i, v), self.size, self.channels) for v in range(self.views)])
+
     def __getitem__(self, i: int):
         try:
-            return i, preprocess(self.source.load(i), self.size, self.channels), ""
+            return i, self._tensor(i), ""
         except Exception as e:  # noqa: BLE001 - any decoder failure is a bad image
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            blank = torch.zeros(self.channels, self.size, self.size)
-            return i, blank, f"cannot read image {self.source.ids[i]!r} ({self.source.location}): {reason}"
+            shape = (self.channels, self.size, self.size) if self.augment is None else (self.views, self.channels, self.size, self.size)
+            return i, torch.zeros(shape), f"cannot read image {self.source.ids[i]!r} ({self.source.location}): {reason}"
 
 
 # ---------------------------------------------------------------- sources
-def _open_image(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     with Image.open(path) as img:
         img.load()
         return img.copy() if img.mode != "P" else img.convert("RGBA")
@@ -153,7 +177,8 @@ def imagefolder(root: Path | None, split: str) -> ImageSource:
         ids=[p.relative_to(folder).as_posix() for p in paths],
         labels=np.array([c for _, c in samples], dtype=np.int64),
         classes=list(classes),
-        loader=lambda i: _open_image(paths[i]),
+        loader=lambda i: open_image(paths[i]),
+        paths=paths,
     )
 
 
@@ -254,21 +279,6 @@ def fashion_mnist(root: Path | None, split: str) -> ImageSource:
         "fashion-mnist", split, str(folder), [f"{split}/{i}" for i in range(len(images))],
         labels, list(FASHION_MNIST_CLASSES), lambda i: Image.fromarray(images[i]),
     )  # fmt: skip
-
-
-SOURCES: dict[str, Callable[[Path | None, str], ImageSource]] = {
-    "imagefolder": imagefolder,
-    "hdf5": hdf5,
-    "fashion-mnist": fashion_mnist,
-}
-
-
-def open_source(name: str, root: Path | None, split: str) -> ImageSource:
-    try:
-        factory = SOURCES[name]
-    except KeyError:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(SOURCES)}") from None
-    return factory(root, split)
 
 
 def subset_indices(n: int, limit: int | None, seed: int) -> np.ndarray:

@@ -15,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from extract import __version__
-from extract.data import PREPROCESSING, DataError, FeatureInput, open_source, subset_indices
-from extract.run import json_roundtrip
+from extract.data import PREPROCESSING, DataError, FeatureInput
+from extract.run import dataset_record, json_roundtrip, select_data
 from extract.schema import FeatureKey, FeatureStore, StoreError
 
 PIXEL_KEY = FeatureKey(0, 0, None)
@@ -28,6 +28,10 @@ class PixelConfig:
     data: str = "fashion-mnist"
     data_root: Path | None = None
     split: str = "train"
+    data_opts: tuple[str, ...] = ()
+    classes_file: Path | None = None
+    subset: Path | None = None
+    per_class: int | None = None
     image_size: int = 28
     channels: int = 1
     limit: int | None = None
@@ -47,24 +51,15 @@ def clear_output(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def source_rows(data: str, root: Path | None, split: str, limit: int | None, seed: int):
-    """(source, rows, dataset record): the same rows `extract run --limit --seed` takes."""
-    source = open_source(data, root, split)
-    if len(source) == 0:
-        raise DataError(f"{source.location}: the dataset has no images")
-    rows = subset_indices(len(source), limit, seed)
-    return source, rows, {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
-
-
 def extract_pixels(cfg: PixelConfig) -> str:
     """Write the preprocessed images of a split as a complete store; returns a summary line."""
     out = clear_output(cfg.out, cfg.overwrite)
-    source, rows, dataset = source_rows(cfg.data, cfg.data_root, cfg.split, cfg.limit, cfg.seed)
+    source, rows, dataset = select_data(cfg)  # the rows `extract run` takes with the same data arguments
     key = {"model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels}, "weights": {"none": True},
            "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": "cpu",
            "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset}  # fmt: skip
     provenance = {"diffprobe_version": __version__, "stage": "extract", "preset": "pixels",
-                  "dataset": {**dataset, "location": source.location, "classes": source.classes},
+                  "dataset": dataset_record(source, rows, dataset),
                   "config": dataclasses.asdict(cfg)}  # fmt: skip
     store = FeatureStore.create(
         out, row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)}, ids=[source.ids[i] for i in rows],

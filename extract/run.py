@@ -19,13 +19,16 @@ from tqdm import tqdm
 
 from extract import __version__
 from extract import blocks as blocks_mod
-from extract.data import PREPROCESSING, DataError, FeatureInput, ImageSource, open_source, subset_indices
+from extract.augment import AUGMENTATIONS, check_augmentation
+from extract.data import PREPROCESSING, DataError, FeatureInput, ImageSource
+from extract.datasets import get_dataset, open_dataset, parse_options
 from extract.dist import World, close_world, init_world, pick_device
 from extract.models import file_sha256, load_checkpoint, random_unet, shipped_weights
 from extract.noise import draw_noise, q_sample
 from extract.pooling import pool, pooled_shape
 from extract.presets import ModelPreset, get_preset
 from extract.schema import STORE_DTYPES, FeatureKey, FeatureStore, StoreError, StoreLock, is_store
+from extract.subsets import Subset, apply_subset, rows_digest
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -42,6 +45,11 @@ class ExtractConfig:
     data: str = "fashion-mnist"
     data_root: Path | None = None
     split: str = "train"
+    data_opts: tuple[str, ...] = ()  # dataset options, key=value (e.g. level=family for aircraft)
+    classes_file: Path | None = None  # keep only these classes (see extract.subsets)
+    subset: Path | None = None  # keep only the images this file lists (e.g. ImageNet's 1% list)
+    per_class: int | None = None  # N seeded images of each class
+    aug: str = "none"  # "crop-flip": view v of image i is a seeded crop + flip (training splits)
     ts: tuple[int, ...] = (150,)
     blocks: tuple[int, ...] = ()  # empty: the middle block
     pools: tuple[int | None, ...] = (2,)
@@ -61,7 +69,10 @@ class ExtractConfig:
     progress: bool = True
 
 
-_NOT_IN_KEY = {"out", "ckpt", "data_root", "batch_size", "workers", "device", "overwrite", "progress"}
+# the files' contents enter the key through the dataset's selection digest, not their paths
+_NOT_IN_KEY = {"out", "ckpt", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset"}
+# in the key only when set, so stores made before these options existed keep their key
+_KEY_IF_SET = {"per_class": None, "aug": "none"}
 
 
 @dataclass
@@ -130,6 +141,13 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
         raise ValueError(f"--shard-rows ({cfg.shard_rows}) must be a multiple of --micro-batch ({cfg.micro_batch})")
     if cfg.limit is not None and cfg.limit < 1:
         raise ValueError(f"--limit must be positive, got {cfg.limit}")
+    if cfg.per_class is not None and cfg.per_class < 1:
+        raise ValueError(f"--per-class must be positive, got {cfg.per_class}")
+    check_augmentation(cfg.aug, cfg.split)
+    spec = get_dataset(cfg.data)
+    if spec.splits and cfg.split not in spec.splits:
+        raise ValueError(f"{cfg.data} has splits {', '.join(spec.splits)}, not {cfg.split!r}")
+    parse_options(spec, cfg.data_opts)
     if cfg.dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.dtype!r}")
     if cfg.store_dtype not in STORE_DTYPES:
@@ -152,6 +170,7 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
 def store_key(cfg: ExtractConfig, preset: ModelPreset, blocks, weights: dict, dataset: dict, device: torch.device) -> dict:
     """Everything that changes a cached value. Two runs with equal keys write equal bytes."""
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_IN_KEY}
+    fields = {k: v for k, v in fields.items() if k not in _KEY_IF_SET or v != _KEY_IF_SET[k]}
     fields.update(
         ts=list(cfg.ts), blocks=list(blocks), pools=list(cfg.pools), model=preset.to_dict(),
         class_label=cfg.class_label if preset.class_cond else None, weights=weights,
@@ -180,6 +199,33 @@ def json_roundtrip(obj):
 
 
 # ---------------------------------------------------------------- the run
+def select_data(cfg) -> tuple[ImageSource, np.ndarray, dict]:
+    """(the source, the sorted rows to extract, the dataset part of the store key) for any
+    config with data, data_root, split, data_opts, classes_file, subset, per_class, limit, seed."""
+    spec = get_dataset(cfg.data)
+    options = parse_options(spec, cfg.data_opts)
+    source = open_dataset(cfg.data, cfg.data_root, cfg.split, options)
+    if len(source) == 0:
+        raise DataError(f"{source.location}: the dataset has no images")
+    subset = Subset(cfg.classes_file, cfg.subset, cfg.per_class, cfg.limit, cfg.seed)
+    source, rows = apply_subset(source, subset)
+    if len(rows) == 0:
+        raise DataError(f"{source.location}: the subset selects no images")
+    dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
+    if options:
+        dataset["options"] = options
+    if subset.selective:
+        dataset["selection"] = rows_digest(source, rows)
+    return source, rows, dataset
+
+
+def dataset_record(source: ImageSource, rows: np.ndarray, dataset: dict) -> dict:
+    """What a store's provenance says of its images: the key's part, where they were, and the
+    classes (identifiers, readable names, and how many of the store's rows each holds)."""
+    return {**dataset, "location": source.location, "classes": source.classes, "class_names": source.names(),
+            "class_counts": source.class_counts(rows)}  # fmt: skip
+
+
 def load_model(cfg: ExtractConfig, preset: ModelPreset) -> tuple[torch.nn.Module, dict]:
     if cfg.random_init:
         return random_unet(preset, cfg.seed), {"random_init": True, "init_seed": cfg.seed}
@@ -233,7 +279,7 @@ class _ShardBatches(torch.utils.data.Sampler):
 
 
 def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list[int], cfg: ExtractConfig, blocks, shapes, device) -> dict[FeatureKey, np.ndarray]:
-    """One loader batch: x0 (N, C, S, S) in [-1, 1] -> key -> (N, [V,] C, h, w) in the store dtype.
+    """One loader batch: x0 (N, C, S, S), or (N, V, C, S, S) with --aug, in [-1, 1] -> key -> (N, [V,] C, h, w) in the store dtype.
 
     The model always sees exactly cfg.micro_batch images (the last group zero-padded):
     CPU and GPU kernels pick their blocking, and so their rounding, by shape, so a fixed
@@ -252,7 +298,7 @@ def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list
 
 
 def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blocks, device) -> dict[FeatureKey, np.ndarray]:
-    """x0 (G, C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w)."""
+    """x0 (G, [V,] C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w)."""
     g = x0.shape[0]
     autocast = AUTOCAST_DTYPES[cfg.dtype]
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
@@ -261,9 +307,11 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
     for t in cfg.ts:
         steps = torch.full((g,), t, dtype=torch.long, device=device)
         for v in range(cfg.views):
-            eps = torch.zeros_like(x0, device="cpu")
-            eps[: len(indices)] = draw_noise(tuple(x0.shape[1:]), cfg.seed, indices, t, v)
-            x_t = q_sample(preset, x0, t, eps.to(device, non_blocking=True))
+            image_shape = tuple(x0.shape[-3:])
+            eps = torch.zeros((g, *image_shape))
+            eps[: len(indices)] = draw_noise(image_shape, cfg.seed, indices, t, v)
+            x_view = x0[:, v] if x0.dim() == 5 else x0  # augmented: each view its own crop
+            x_t = q_sample(preset, x_view, t, eps.to(device, non_blocking=True))
             with torch.inference_mode(), amp:
                 feats = blocks_mod.capture(model, x_t, steps, blocks, y=y)
             for b in blocks:
@@ -287,18 +335,14 @@ def extract(cfg: ExtractConfig) -> Summary:
             # same algorithms for the same shapes on every run (benchmark mode picks by timing)
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
-        source = open_source(cfg.data, cfg.data_root, cfg.split)
-        if len(source) == 0:
-            raise DataError(f"{source.location}: the dataset has no images")
-        rows = subset_indices(len(source), cfg.limit, cfg.seed)
+        source, rows, dataset = select_data(cfg)
         model, weights = load_model(cfg, preset)
         model.requires_grad_(False).to(device)
-        dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
         key = json_roundtrip(store_key(cfg, preset, blocks, weights, dataset, device))
         provenance = json_roundtrip({
             "diffprobe_version": __version__, "torch_version": torch.__version__,
             "stage": "extract", "preset": preset.name, "weights": weights,
-            "dataset": {**dataset, "location": source.location, "classes": source.classes},
+            "dataset": {**dataset_record(source, rows, dataset), "aug": cfg.aug},
             "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
         })  # fmt: skip
         error = None
@@ -339,7 +383,7 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
     if total == 0:
         return 0
     loader = torch.utils.data.DataLoader(
-        FeatureInput(source, preset.image_size, preset.in_channels),
+        FeatureInput(source, preset.image_size, preset.in_channels, AUGMENTATIONS[cfg.aug], cfg.views, cfg.seed),
         batch_sampler=_ShardBatches(shard_indices, -(-cfg.batch_size // cfg.micro_batch) * cfg.micro_batch),
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",

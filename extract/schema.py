@@ -268,6 +268,15 @@ class FeatureStore:
     def labels(self) -> np.ndarray:
         return self.group[_LABELS][:]
 
+    def classes(self) -> list[str]:
+        """Class identifiers in label order (synsets, folder names), as the extract stage recorded them."""
+        return list(self.attrs.get("provenance", {}).get("dataset", {}).get("classes", []))
+
+    def class_names(self) -> list[str]:
+        """Readable class names in label order (the identifiers where the dataset has no names)."""
+        dataset = self.attrs.get("provenance", {}).get("dataset", {})
+        return list(dataset.get("class_names") or dataset.get("classes", []))
+
     def ids(self) -> np.ndarray:
         return self.group[_IDS][:]
 

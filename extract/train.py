@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from extract import __version__
-from extract.data import open_source, preprocess
+from extract.data import preprocess
+from extract.datasets import open_dataset
 from extract.models import build_unet, count_parameters, shipped_weights
 from extract.noise import diffusion_for
 from extract.presets import ModelPreset, get_preset
@@ -61,7 +62,7 @@ class TrainConfig:
 
 def load_images(cfg: TrainConfig, preset: ModelPreset) -> tuple[torch.Tensor, str]:
     """All training images as one float32 (N, C, S, S) tensor in [-1, 1], and the source fingerprint."""
-    source = open_source(cfg.data, Path(cfg.data_root) if cfg.data_root else None, cfg.split)
+    source = open_dataset(cfg.data, Path(cfg.data_root) if cfg.data_root else None, cfg.split)
     rows = [preprocess(source.load(i), preset.image_size, preset.in_channels) for i in range(len(source))]
     return torch.stack(rows), source.fingerprint()
 

@@ -128,7 +128,7 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     for s in sorted(report.bad_shards):
         store.group["progress/done"][s] = 0
     store.mark_incomplete()
-    tuples = {"ts", "blocks", "pools"}
+    tuples = {"ts", "blocks", "pools", "data_opts"}
     config = {k: tuple(v) if k in tuples else v for k, v in config.items()}
     config.update(out=Path(path), overwrite=False, progress=False)
     if ckpt is not None:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from extract.blocks import capture
-from extract.data import open_source, preprocess, subset_indices
+from extract.data import preprocess, subset_indices
+from extract.datasets import open_dataset
 from extract.models import load_checkpoint, shipped_weights
 from extract.noise import q_sample
 from extract.presets import get_preset
@@ -31,7 +32,7 @@ from probe.reader import FeatureReader, fit_standardizers, open_complete, stream
 def bench_workflow(images: int = 2000, epochs: int = 28, t: int = 10, block: int = 10, batch: int = 64, seed: int = 0) -> dict:
     preset = get_preset("demo-fmnist")
     settings = TrainSettings(epochs=epochs, batch_size=batch, optimizer="sgd", momentum=0.0, schedule="step", step_epochs=7, seed=seed)
-    source = open_source("fashion-mnist", None, "train")
+    source = open_dataset("fashion-mnist", None, "train")
     rows = subset_indices(len(source), images, seed)
     labels = torch.from_numpy(source.labels[rows])
 

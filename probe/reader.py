@@ -56,7 +56,7 @@ def store_summary(store: FeatureStore, rows: int) -> dict:
 
 
 def store_classes(store: FeatureStore) -> list[str]:
-    return list(store.attrs.get("provenance", {}).get("dataset", {}).get("classes", []))
+    return store.classes()
 
 
 @dataclass

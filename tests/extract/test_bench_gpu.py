@@ -1,0 +1,116 @@
+"""The GPU benchmark script, checked on the CPU with the tiny preset (correctness, not speed)."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from extract import bench_gpu as bg
+from extract.cli import cli
+from extract.presets import get_preset
+
+TINY = dict(model="tiny", block=7, device="cpu", warmup=1, repeats=1, loader_images=0)
+
+
+def test_flops_per_image_of_adm256_at_b24_match_facts():
+    gflop = bg.flops_per_image(get_preset("adm256-uncond"), 24) / 1e9  # meta device: no memory, no arithmetic
+    assert abs(gflop - 639.3) / 639.3 < 0.01
+
+
+def test_grid_on_cpu_gives_one_positive_row_per_case():
+    cfg = bg.GpuBenchConfig(**TINY, batches=(2, 4), dtypes=("fp32", "bf16"), channels_last=(False, True), compile=(False,), peak_tflops=1.0)
+    rows = bg.bench_gpu(cfg)
+    assert len(rows) == 8
+    assert {(r.batch, r.dtype, r.channels_last) for r in rows} == {(b, d, c) for b in (2, 4) for d in ("fp32", "bf16") for c in (False, True)}
+    flops = bg.flops_per_image(get_preset("tiny"), 7)
+    for r in rows:
+        assert not r.error and r.images_per_s > 0 and r.step_s > 0
+        assert r.tflops == pytest.approx(r.images_per_s * flops / 1e12)
+        assert r.peak_fraction == pytest.approx(r.tflops / 1.0)
+        assert r.peak_memory_gb is None  # only measured on CUDA
+
+
+def test_compile_flag_reaches_torch_compile_and_keeps_the_features():
+    preset, dev = get_preset("tiny"), torch.device("cpu")
+    cfg = bg.GpuBenchConfig(**TINY, batches=(2,), dtypes=("fp32",), channels_last=(False,), compile=(True,), compile_backend="eager")
+    rows = bg.bench_gpu(cfg)
+    assert [(r.compile, r.error) for r in rows] == [(True, "")] and rows[0].images_per_s > 0
+    compiled = bg.prepare_model(preset, dev, channels_last=False, compiled=True, cfg=cfg)
+    plain = bg.prepare_model(preset, dev, channels_last=False, compiled=False, cfg=cfg)
+    assert all(hasattr(block.forward, "_torchdynamo_orig_callable") for _, block in bg.unet_blocks(compiled).values())
+    x, t, y = bg.make_inputs(preset, 2, dev, channels_last=False, t=150)
+    torch.testing.assert_close(bg.early_features(compiled, x, t, 7, "fp32"), bg.early_features(plain, x, t, 7, "fp32"))
+    torch._dynamo.reset()
+
+
+def test_channels_last_gives_the_same_early_exit_features():
+    preset, dev = get_preset("tiny"), torch.device("cpu")
+    cfg = bg.GpuBenchConfig(**TINY)
+    feats = {}
+    for cl in (False, True):
+        model = bg.prepare_model(preset, dev, channels_last=cl, compiled=False, cfg=cfg)
+        x, t, y = bg.make_inputs(preset, 3, dev, channels_last=cl, t=150)
+        assert x.is_contiguous(memory_format=torch.channels_last) == cl
+        feats[cl] = bg.early_features(model, x, t, 7, "fp32", y)
+    assert feats[True].shape == (3, 64, 8, 8)
+    torch.testing.assert_close(feats[True], feats[False], rtol=1e-4, atol=1e-5)
+
+
+def test_a_failing_case_is_a_row_not_a_crash(monkeypatch):
+    real = bg.time_case
+
+    def flaky(model, preset, cfg, device, batch, dtype, channels_last):
+        if batch == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 17.00 GiB\nmore detail")
+        return real(model, preset, cfg, device, batch, dtype, channels_last)
+
+    monkeypatch.setattr(bg, "time_case", flaky)
+    rows = bg.bench_gpu(bg.GpuBenchConfig(**TINY, batches=(2, 4), dtypes=("fp32",), channels_last=(False,), compile=(False,)))
+    assert rows[0].images_per_s > 0 and not rows[0].error
+    assert rows[1].images_per_s is None and rows[1].error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 17.00 GiB"
+
+
+def test_loader_decodes_the_synthetic_jpegs(tmp_path):
+    cfg = bg.GpuBenchConfig(**{**TINY, "loader_images": 10}, loader_workers=(0, 2), loader_batch=4)
+    rows = bg.bench_loader(cfg, root=tmp_path)
+    assert [(r.workers, r.images, r.errors) for r in rows] == [(0, 10, 0), (2, 10, 0)]
+    assert all(r.images_per_s > 0 for r in rows)
+    files = sorted((tmp_path / "train" / "synthetic").glob("*.jpg"))
+    assert len(files) == 10
+    with Image.open(files[0]) as img:
+        assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (500, 375))
+
+
+@pytest.mark.parametrize(
+    "name,peak",
+    [("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.0), ("NVIDIA A100-SXM4-80GB", 312.0), ("Some GPU", None)],
+)
+def test_peak_is_looked_up_by_device_name(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert bg.peak_tflops(bg.GpuBenchConfig(), torch.device("cuda"))[0] == peak
+    assert bg.peak_tflops(bg.GpuBenchConfig(peak_tflops=500.0), torch.device("cuda")) == (500.0, "given")
+
+
+def test_cli_runs_on_cpu_and_writes_json(tmp_path):
+    out = tmp_path / "gpu.json"
+    args = ["bench-gpu", "--model", "tiny", "--block", "7", "--batch", "4", "--device", "cpu", "--dtype", "bf16",
+            "--no-compile", "--no-channels-last", "--warmup", "1", "--repeats", "1", "--workers", "0",
+            "--loader-images", "4", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "data loading" in result.output
+    report = json.loads(out.read_text())
+    assert report["config"]["batches"] == [4] and report["config"]["compile"] == [False]
+    assert [r["dtype"] for r in report["extraction"]] == ["bf16"] and report["extraction"][0]["images_per_s"] > 0
+    assert report["loader"][0]["images"] == 4 and isinstance(report["loader_keeps_up"], bool)
+    assert report["machine"]["torch"] == torch.__version__ and report["date"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
+def test_cli_without_cuda_says_so_in_one_line():
+    result = CliRunner().invoke(cli, ["bench-gpu", "--model", "tiny", "--block", "7", "--device", "cuda"])
+    assert result.exit_code != 0
+    text = result.output.strip()
+    assert "Traceback" not in text and "CUDA is not available" in text and len(text.splitlines()) == 1, text
