@@ -41,7 +41,7 @@ tag = $(subst $(comma),-,$(subst $(space),,$(1)))
 store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
 weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
 
-.PHONY: help install test extract verify probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -135,6 +135,12 @@ train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST
 verify: $(VENV_STAMP) ## check stores are whole (shards, checksums, NaN, consistency): make verify [STORE=path] (default: every store in OUT)
 	@stores="$(or $(STORE),$(wildcard $(OUT)/*.zarr))"; test -n "$$stores" || { echo "no stores in $(OUT): give STORE=path"; exit 1; }; \
 	$(PY) -m extract verify $$stores
+
+datasets: $(VENV_STAMP) ## the dataset registry: splits, official sizes, options, expected layout of each
+	$(PY) -m extract datasets
+
+check-data: $(VENV_STAMP) ## validate a dataset tree before extracting: make check-data DATA=imagenet DATA_ROOT=/data/imagenet
+	$(PY) -m extract check-data --data $(DATA) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
 
 blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm256-uncond
 	$(PY) -m extract blocks --model $(MODEL)

@@ -25,6 +25,7 @@ EXAMPLES = 3  # problems list this many paths, then a count
 @dataclass
 class SplitCheck:
     split: str
+    opened: bool = False
     images: int = 0
     classes: int = 0
     empty_classes: int = 0
@@ -33,6 +34,8 @@ class SplitCheck:
     problems: list[str] = field(default_factory=list)
 
     def line(self, spec: DatasetSpec, options: dict) -> str:
+        if not self.opened:
+            return f"{self.split}: cannot be listed"
         official = spec.official.get(self.split)
         classes = spec.official_classes(options)
         return (f"{self.split}: {self.images:,} images" + (f" (official {official:,})" if official else "")
@@ -77,7 +80,7 @@ def check_split(spec: DatasetSpec, root: Path | None, split: str, options: dict,
     except DataError as e:
         result.problems.append(str(e))
         return result
-    result.images, result.classes = len(source), len(source.classes)
+    result.opened, result.images, result.classes = True, len(source), len(source.classes)
     official = spec.official.get(split)
     if official is not None and result.images != official:
         result.problems.append(f"{result.images:,} images, the official split has {official:,}")

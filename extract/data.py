@@ -63,7 +63,7 @@ class ImageSource:
 
     def class_counts(self, rows: np.ndarray | None = None) -> list[int]:
         labels = self.labels if rows is None else self.labels[rows]
-        return np.bincount(labels, minlength=len(self.classes)).tolist()
+        return np.bincount(labels[labels >= 0], minlength=len(self.classes)).tolist()  # -1: outside a class subset
 
     def load(self, i: int) -> Image.Image:
         return self.loader(i)

@@ -48,8 +48,10 @@ def read_list(path: Path, what: str) -> list[str]:
     return entries
 
 
-def restrict_classes(source: ImageSource, path: Path) -> ImageSource:
-    """The source with only the classes named in `path`, labels renumbered in the source's class order."""
+def restrict_classes(source: ImageSource, path: Path) -> tuple[ImageSource, np.ndarray]:
+    """(the source relabelled to the classes named in `path`, numbered in the source's class
+    order, other images labelled -1; the rows of the kept classes). Rows keep their dataset
+    index, so an image's noise and views are the same with or without a class subset."""
     wanted = read_list(path, "class list")
     lookup = {c: k for k, c in enumerate(source.classes)}
     lookup.update({n: k for k, n in enumerate(source.names()) if n not in lookup})
@@ -59,18 +61,15 @@ def restrict_classes(source: ImageSource, path: Path) -> ImageSource:
     keep = sorted({lookup[c] for c in wanted})
     renumber = np.full(len(source.classes), -1, dtype=np.int64)
     renumber[keep] = np.arange(len(keep))
-    rows = np.flatnonzero(renumber[source.labels] >= 0)
-    paths = [source.paths[i] for i in rows] if source.paths is not None else None
-    parent = source.load
-    return dataclasses.replace(
+    labels = renumber[source.labels]
+    names = source.names()
+    restricted = dataclasses.replace(
         source,
-        ids=[source.ids[i] for i in rows],
-        labels=renumber[source.labels[rows]],
+        labels=labels,
         classes=[source.classes[k] for k in keep],
-        class_names=[source.names()[k] for k in keep] if source.class_names is not None else None,
-        paths=paths,
-        loader=lambda i: parent(int(rows[i])),
+        class_names=[names[k] for k in keep] if source.class_names is not None else None,
     )
+    return restricted, np.flatnonzero(labels >= 0)
 
 
 def listed_rows(source: ImageSource, path: Path) -> np.ndarray:
@@ -114,9 +113,15 @@ def per_class_rows(labels: np.ndarray, rows: np.ndarray, n: int, seed: int) -> n
 
 def apply_subset(source: ImageSource, subset: Subset) -> tuple[ImageSource, np.ndarray]:
     """(the source, class-restricted if asked; the sorted rows of it to extract)."""
+    rows = np.arange(len(source))
     if subset.classes_file is not None:
-        source = restrict_classes(source, subset.classes_file)
-    rows = listed_rows(source, subset.list_file) if subset.list_file is not None else np.arange(len(source))
+        source, rows = restrict_classes(source, subset.classes_file)
+    if subset.list_file is not None:
+        listed = listed_rows(source, subset.list_file)
+        if subset.classes_file is not None and not np.isin(listed, rows).all():
+            outside = source.ids[int(listed[~np.isin(listed, rows)][0])]
+            raise DataError(f"image list {subset.list_file} names {outside!r}, outside the classes of {subset.classes_file}")
+        rows = listed
     if subset.per_class is not None:
         rows = per_class_rows(source.labels, rows, subset.per_class, subset.seed)
     return source, rows[subset_indices(len(rows), subset.limit, subset.seed)]

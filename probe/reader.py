@@ -38,12 +38,18 @@ def open_complete(path: str | Path) -> FeatureStore:
 
 
 def check_compatible(reference: FeatureStore, other: FeatureStore) -> None:
-    """Refuse stores whose features come from another model, weights or preprocessing."""
+    """Refuse stores whose features come from another model, weights or preprocessing, or whose
+    labels number other classes."""
     a, b = reference.attrs.get("key", {}), other.attrs.get("key", {})
     diffs = describe_differences({k: a.get(k) for k in COMPATIBLE_FIELDS}, {k: b.get(k) for k in COMPATIBLE_FIELDS})
     if diffs:
         shown = "; ".join(d.replace("store has", f"{reference.path.name} has").replace("asked", f"{other.path.name} has") for d in diffs[:3])
         raise ProbeDataError(f"{reference.path} and {other.path} hold features of different models or preprocessing: {shown}")
+    ours, theirs = reference.classes(), other.classes()
+    if ours and theirs and ours != theirs:  # e.g. a class subset on one split only: labels would mean other classes
+        first = next((k for k, (x, y) in enumerate(zip(ours, theirs)) if x != y), min(len(ours), len(theirs)))
+        raise ProbeDataError(f"{reference.path} and {other.path} number their classes differently ({len(ours)} vs {len(theirs)} classes, "
+                             f"first difference at label {first}); extract both with the same --data, --data-opt and --classes")  # fmt: skip
 
 
 def store_summary(store: FeatureStore, rows: int) -> dict:

@@ -28,9 +28,23 @@ def test_class_subset_renumbers_labels_in_standard_order(imagenet_root, tmp_path
     classes.write_text("# a class subset\nn01484850\n\ngoldfish, Carassius auratus\n")  # a synset and a readable name
     src, rows = apply_subset(open_dataset("imagenet", imagenet_root, "train"), Subset(classes_file=classes))
     assert src.classes == ["n01443537", "n01484850"] and src.names()[0].startswith("goldfish")
-    assert list(src.labels) == [0, 0, 0, 1, 1, 1] and list(rows) == list(range(6))
-    assert all(i.startswith(("n01443537/", "n01484850/")) for i in src.ids)
-    assert abs(np.asarray(src.load(3))[20, 20, 0] - fake.colour(2)[0]) < 8  # row 3 is the original class 2's image
+    assert list(rows) == list(range(3, 9))  # rows keep their dataset index: the same noise as without the subset
+    assert list(src.labels[rows]) == [0, 0, 0, 1, 1, 1] and src.class_counts(rows) == [3, 3]
+    assert all(src.ids[i].startswith(("n01443537/", "n01484850/")) for i in rows)
+    assert abs(np.asarray(src.load(int(rows[3])))[20, 20, 0] - fake.colour(2)[0]) < 8
+
+
+def test_class_subset_store_rows_equal_the_full_store(tmp_path, textured_folder):
+    """A class subset changes labels, never features: its rows equal the full run's rows."""
+    classes = tmp_path / "b.txt"
+    classes.write_text("b\n")
+    cfg = dict(data="imagefolder", data_root=textured_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,))
+    run_tiny(tmp_path / "full.zarr", **cfg)
+    run_tiny(tmp_path / "sub.zarr", classes_file=classes, **cfg)
+    full, sub = FeatureStore.open(tmp_path / "full.zarr"), FeatureStore.open(tmp_path / "sub.zarr")
+    key = full.keys()[0]
+    assert list(sub.index()) == [3, 4, 5] and list(sub.labels()) == [0, 0, 0] and sub.classes() == ["b"]
+    assert np.array_equal(sub.array(key)[:], full.array(key)[3:6])
 
 
 def test_class_subset_naming_an_unknown_class_fails(imagenet_root, tmp_path):

@@ -185,6 +185,14 @@ def test_stores_of_different_models_or_preprocessing_are_refused(tmp_path):
         run(tmp_path, tmp_path / "a.zarr", test=tmp_path / "c.zarr")
 
 
+def test_stores_numbering_classes_differently_are_refused(tmp_path):
+    x, y, _ = blobs(64, 4, 4, seed=0, shape=(4, 1, 1))
+    make_store(tmp_path / "a.zarr", {K1: x}, y, classes=["n1", "n2", "n3", "n4"])
+    make_store(tmp_path / "b.zarr", {K1: x}, y, split="test", classes=["n1", "n3", "n4", "n5"])
+    with pytest.raises(ProbeDataError, match=r"number their classes differently \(4 vs 4 classes, first difference at label 1\)"):
+        run(tmp_path, tmp_path / "a.zarr", test=tmp_path / "b.zarr")
+
+
 def test_nan_features_are_refused_naming_rows(tmp_path):
     x, y, _ = blobs(64, 4, 4, seed=0, shape=(4, 1, 1))
     x[[5, 9]] = np.nan
