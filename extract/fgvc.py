@@ -42,6 +42,13 @@ def _loadmat(dataset: str, path: Path) -> dict:
         raise DataError(f"{dataset}: {path} is not a readable MATLAB file ({e})") from None
 
 
+def _mat_str(x) -> str:
+    """A MATLAB string as loadmat gives it: str, or a cell (object array) wrapping one."""
+    while isinstance(x, np.ndarray):
+        x = x.reshape(-1)[0]
+    return str(x)
+
+
 def _files_source(name: str, split: str, folder: Path, paths: list[Path], labels, classes: list[str], class_names=None, loader=None) -> ImageSource:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
@@ -217,7 +224,7 @@ def dogs(root: Path | None, split: str, opts: dict) -> ImageSource:
         mat = _loadmat("dogs", folder / f"{s}_list.mat")
         if "file_list" not in mat or "labels" not in mat:
             raise DataError(f"dogs: {folder / f'{s}_list.mat'} lacks file_list or labels")
-        files = [str(f) for f in np.atleast_1d(mat["file_list"])]
+        files = [_mat_str(f) for f in np.atleast_1d(mat["file_list"])]
         labels = np.atleast_1d(mat["labels"]).astype(np.int64) - 1
         if len(files) != len(labels):
             raise DataError(f"dogs: {s}_list.mat has {len(files)} files but {len(labels)} labels")
