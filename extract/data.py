@@ -29,6 +29,10 @@ FASHION_MNIST_CLASSES = (
 PREPROCESSING = "guided-diffusion center crop: halve (box) while short side >= 2s, bicubic short side to s, center crop; x/127.5-1"
 
 
+IMAGEFOLDER_LAYOUT = "ROOT/<split>/<class>/<image> or ROOT/<class>/<image>"
+HDF5_LAYOUT = "ROOT = a .h5 file (or a folder of <split>.h5): images (N,H,W[,C]) uint8, labels (N,)"
+FASHION_MNIST_LAYOUT = "IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in ROOT, $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist"
+
 MAX_HDF5_IMAGES = 1 << 27  # 134M rows: far beyond ImageNet-21k, far below what would exhaust memory for labels
 MAX_IMAGE_VALUES = 1 << 28  # one image of at most 268M values (16k x 16k RGB)
 
@@ -159,11 +163,11 @@ def imagefolder(root: Path | None, split: str) -> ImageSource:
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     if root is None:
-        raise DataError("--data imagefolder needs --data-root")
+        raise DataError(f"--data imagefolder needs --data-root; expected layout: {IMAGEFOLDER_LAYOUT}")
     root = Path(root)
     folder = root / split if split and (root / split).is_dir() else root
     if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}")
+        raise DataError(f"image folder not found: {folder}; expected layout: {IMAGEFOLDER_LAYOUT}")
     try:
         classes, class_to_idx = find_classes(str(folder))
         samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
@@ -205,12 +209,12 @@ def hdf5(root: Path | None, split: str) -> ImageSource:
     import h5py
 
     if root is None:
-        raise DataError("--data hdf5 needs --data-root (a .h5 file)")
+        raise DataError(f"--data hdf5 needs --data-root; expected layout: {HDF5_LAYOUT}")
     path = Path(root)
     if path.is_dir():
         path = path / f"{split}.h5"
     if not path.is_file():
-        raise DataError(f"HDF5 file not found: {path}")
+        raise DataError(f"HDF5 file not found: {path}; expected layout: {HDF5_LAYOUT}")
     try:
         with h5py.File(path, "r") as f:
             if "images" not in f or "labels" not in f:

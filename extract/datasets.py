@@ -47,11 +47,11 @@ DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         DatasetSpec("fashion-mnist", _generic(data.fashion_mnist), ("train", "test"),
-                    "IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in ROOT, $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist",
+                    data.FASHION_MNIST_LAYOUT,
                     "Fashion-MNIST (the demo's data)", official={"train": 60000, "test": 10000}, classes=10),
-        DatasetSpec("imagefolder", _generic(data.imagefolder), (), "ROOT/<split>/<class>/<image> or ROOT/<class>/<image>",
+        DatasetSpec("imagefolder", _generic(data.imagefolder), (), data.IMAGEFOLDER_LAYOUT,
                     "any folder of class folders; classes sorted by name"),
-        DatasetSpec("hdf5", _generic(data.hdf5), (), "ROOT = a .h5 file (or a folder of <split>.h5): images (N,H,W[,C]) uint8, labels (N,)",
+        DatasetSpec("hdf5", _generic(data.hdf5), (), data.HDF5_LAYOUT,
                     "images and labels in one HDF5 file"),
         DatasetSpec("imagenet", imagenet.imagenet, ("train", "val"), imagenet.LAYOUT, "ILSVRC2012 (ImageNet-1k), 1000 synsets in sorted order",
                     official={"train": 1281167, "val": 50000}, classes=1000),
