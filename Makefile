@@ -151,8 +151,11 @@ bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (a
 bench-workflow: $(VENV_STAMP) fashion-mnist ## on-line head training (full U-Net every step, 28 epochs) vs extract once + 28 epochs on the cache, demo model
 	$(PY) -m probe bench-workflow --out bench-results/workflow.json
 
-bench: bench-extract bench-probe bench-cka bench-io bench-workflow ## every CPU benchmark, one after another (a few minutes); JSON in bench-results/
-	@echo "results: $$(ls bench-results/*.json | tr '\n' ' ')"
+bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about 3 min): tables on screen and in bench-results/bench.txt, JSON beside
+	@mkdir -p bench-results
+	@set -o pipefail; { echo "make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(uname -m)"; \
+	  $(MAKE) --no-print-directory bench-extract bench-probe bench-cka bench-io bench-workflow; } | tee bench-results/bench.txt
+	@echo "tables: bench-results/bench.txt; JSON: $$(ls bench-results/*.json | tr '\n' ' ')"
 
 bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes
 	$(PY) -m extract bench-io --out bench-results/io.json
