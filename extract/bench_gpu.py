@@ -359,7 +359,7 @@ def format_report(result: dict) -> str:
             continue
         frac = "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}%"
         lines.append(
-            f"{head} {r['images_per_s']:>8.1f} {r['tflops']:>8.2f} {frac:>7} {_num(r['peak_memory_gb'], '.1f'):>6} {r['warmup_s']:>7.1f}"
+            f"{head} {r['images_per_s']:>8.1f} {r['tflops']:>8.3g} {frac:>7} {_num(r['peak_memory_gb'], '.1f'):>6} {r['warmup_s']:>7.1f}"
         )
     for r in result["loader"]:
         lines.append(f"loader: {r['workers']:>2} workers  {r['images_per_s']:>8.1f} img/s  ({r['images']} JPEGs, {r['errors']} errors)")
