@@ -195,3 +195,22 @@ def test_run_refuses_bad_data_arguments_in_one_line(tmp_path, args, message):
     result = CliRunner().invoke(cli, ["run", "--model", "tiny", "--random-init", "--out", str(tmp_path / "s.zarr"), *args])
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "s.zarr").exists()
+
+
+def test_imagenet_quirks_load_as_rgb(tmp_path):
+    """ImageNet holds CMYK and grayscale JPEGs and a PNG named .JPEG; each becomes RGB in [-1, 1]."""
+    import torch
+
+    from extract.data import FeatureInput
+
+    fake.imagenet(tmp_path)
+    folder = tmp_path / "train" / fake.WNIDS[0]
+    Image.new("CMYK", (40, 40), (0, 0, 0, 0)).save(folder / f"{fake.WNIDS[0]}_0.JPEG")  # white in CMYK
+    Image.new("L", (40, 40), 0).save(folder / f"{fake.WNIDS[0]}_1.JPEG", format="JPEG")
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(folder / f"{fake.WNIDS[0]}_2.JPEG", format="PNG")
+    src = open_dataset("imagenet", tmp_path, "train")
+    images = FeatureInput(src, 16, 3)
+    (_, white, e0), (_, black, e1), (_, red_png, e2) = images[0], images[1], images[2]
+    assert e0 == e1 == e2 == "" and white.shape == black.shape == red_png.shape == (3, 16, 16)
+    assert torch.allclose(white, torch.ones_like(white), atol=0.02) and torch.allclose(black, -torch.ones_like(black), atol=0.02)
+    assert red_png[0].min() > 0.98 and red_png[1:].max() < -0.98
