@@ -25,6 +25,7 @@ EXAMPLES = 3  # problems list this many paths, then a count
 @dataclass
 class SplitCheck:
     split: str
+    location: str = ""
     opened: bool = False
     images: int = 0
     classes: int = 0
@@ -80,7 +81,7 @@ def check_split(spec: DatasetSpec, root: Path | None, split: str, options: dict,
     except DataError as e:
         result.problems.append(str(e))
         return result
-    result.opened, result.images, result.classes = True, len(source), len(source.classes)
+    result.opened, result.location, result.images, result.classes = True, source.location, len(source), len(source.classes)
     official = spec.official.get(split)
     if official is not None and result.images != official:
         result.problems.append(f"{result.images:,} images, the official split has {official:,}")
@@ -141,7 +142,8 @@ def check_data(name: str, root: Path | None, splits: tuple[str, ...] = (), optio
 
 def format_check(check: DataCheck) -> str:
     spec = get_dataset(check.dataset)
-    lines = [f"{check.dataset} at {check.root}:"]
+    where = check.root if check.root != "None" else next((s.location for s in check.splits if s.location), "its default location")
+    lines = [f"{check.dataset} at {where}:"]
     for s in check.splits:
         lines.append(f"  {s.line(spec, check.options)}")
         lines += [f"    - {p}" for p in s.problems]
