@@ -132,8 +132,7 @@ def check_data(name: str, root: Path | None, splits: tuple[str, ...] = (), optio
     parsed = parse_options(spec, options)
     chosen = splits or spec.splits or ("train",)
     for split in chosen:
-        if spec.splits and split not in spec.splits:
-            raise DataError(f"{name} has splits {', '.join(spec.splits)}, not {split!r}")
+        spec.check_split(split)
     checks = [check_split(spec, root, s, parsed, decode, workers, progress) for s in chosen]
     if name in EXTRA_CHECKS and not any(c.problems and not c.images for c in checks):
         checks[0].problems += EXTRA_CHECKS[name](root)

@@ -33,6 +33,10 @@ class DatasetSpec:
     classes: int | dict[str, int] | None = None
     classes_by: str | None = None
 
+    def check_split(self, split: str) -> None:
+        if self.splits and split not in self.splits:
+            raise DataError(f"{self.name} has splits {', '.join(self.splits)}, not {split!r}")
+
     def official_classes(self, options: dict) -> int | None:
         if isinstance(self.classes, dict):
             return self.classes[options[self.classes_by]]
@@ -106,6 +110,5 @@ def parse_options(spec: DatasetSpec, pairs: tuple[str, ...] | list[str] | dict) 
 def open_dataset(name: str, root: Path | None, split: str, options: tuple[str, ...] | dict = ()) -> ImageSource:
     """The ImageSource of one split; a wrong split or option, or a missing file, is a DataError."""
     spec = get_dataset(name)
-    if spec.splits and split not in spec.splits:
-        raise DataError(f"{name} has splits {', '.join(spec.splits)}, not {split!r}")
+    spec.check_split(split)
     return spec.read(Path(root) if root is not None else None, split, parse_options(spec, options))

@@ -145,8 +145,7 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
         raise ValueError(f"--per-class must be positive, got {cfg.per_class}")
     check_augmentation(cfg.aug, cfg.split)
     spec = get_dataset(cfg.data)
-    if spec.splits and cfg.split not in spec.splits:
-        raise ValueError(f"{cfg.data} has splits {', '.join(spec.splits)}, not {cfg.split!r}")
+    spec.check_split(cfg.split)
     parse_options(spec, cfg.data_opts)
     if cfg.dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.dtype!r}")
