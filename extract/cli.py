@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from extract.augment import AUGMENTATIONS
 from extract.bench_gpu import GpuBenchConfig
 from extract.datasets import DATASETS
 from extract.pooling import parse_pool
@@ -89,7 +90,7 @@ def cli():
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
 @data_options
 @click.option("--split", default="train", help="dataset split")
-@click.option("--aug", type=click.Choice(["none", "crop-flip"]), default="none", help="crop-flip: view v of each image is a seeded crop (0.8-1.0 of the short side) + flip; training splits")
+@click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="crop-flip: view v of each image is a seeded crop (0.8-1.0 of the short side) + flip; training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
 @click.option("-t", "--t", "ts", multiple=True, default=("150",), callback=_int_list, help="timesteps, repeated or comma-separated")
 @click.option("-b", "--block", "blocks", multiple=True, callback=_int_list, help="U-Net blocks 1..2L+1 [default: the middle block]")
@@ -142,8 +143,6 @@ def blocks(model):
 @cli.command()
 def datasets():
     """List the dataset registry: splits, official sizes, classes, options and expected layout."""
-    from extract.datasets import DATASETS
-
     for spec in DATASETS.values():
         sizes = ", ".join(f"{s} {spec.official[s]:,}" if s in spec.official else s for s in spec.splits) or "any split"
         classes = spec.classes if not isinstance(spec.classes, dict) else "/".join(map(str, spec.classes.values()))
