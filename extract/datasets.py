@@ -62,7 +62,7 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("aircraft", fgvc.aircraft, ("train", "val", "trainval", "test"), fgvc.LAYOUTS["aircraft"],
                     "FGVC-Aircraft 2013b, banner cropped", options={"level": tuple(fgvc.AIRCRAFT_LEVELS)},
                     official={"train": 3334, "val": 3333, "trainval": 6667, "test": 3333},
-                    classes={"variant": 100, "family": 70, "manufacturer": 41}, classes_by="level"),
+                    classes={"variant": 100, "family": 70, "manufacturer": 30}, classes_by="level"),
         DatasetSpec("cars", fgvc.cars, ("train", "test"), fgvc.LAYOUTS["cars"], "Stanford Cars",
                     official={"train": 8144, "test": 8041}, classes=196),
         DatasetSpec("cub", fgvc.cub, ("train", "test"), fgvc.LAYOUTS["cub"], "CUB-200-2011 birds; crop=bbox crops to the box",

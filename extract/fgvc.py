@@ -60,7 +60,7 @@ def _files_source(name: str, split: str, folder: Path, paths: list[Path], labels
 
 # ---------------------------------------------------------------- through torchvision
 def aircraft(root: Path | None, split: str, opts: dict) -> ImageSource:
-    """FGVC-Aircraft 2013b at --level variant (100), family (70) or manufacturer (41); the
+    """FGVC-Aircraft 2013b at --level variant (100), family (70) or manufacturer (30: the 2013b release; its paper counts 41); the
     copyright banner at the bottom is cropped, as the dataset's authors ask."""
     from torchvision.datasets import FGVCAircraft
 
