@@ -60,8 +60,8 @@ def _files_source(name: str, split: str, folder: Path, paths: list[Path], labels
 
 # ---------------------------------------------------------------- through torchvision
 def aircraft(root: Path | None, split: str, opts: dict) -> ImageSource:
-    """FGVC-Aircraft 2013b at --level variant (100), family (70) or manufacturer (30: the 2013b release; its paper counts 41); the
-    copyright banner at the bottom is cropped, as the dataset's authors ask."""
+    """FGVC-Aircraft 2013b at --level variant (100), family (70) or manufacturer (30 in the 2013b
+    files); the copyright banner at the bottom is cropped, as the dataset's authors ask."""
     from torchvision.datasets import FGVCAircraft
 
     level = opts["level"]
