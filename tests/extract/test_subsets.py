@@ -156,3 +156,20 @@ def test_store_records_classes_names_counts_and_selection(tmp_path, monkeypatch)
     assert summary.images == 3 and dataset["class_counts"] == [1, 1, 1]
     assert dataset["classes"] == ["1", "2", "3"] and dataset["class_names"][1] == "002.Laysan_Albatross"
     assert "selection" in store.attrs["key"]["dataset"] and store.attrs["key"]["per_class"] == 1
+
+
+def test_resuming_with_an_edited_image_list_is_refused(tmp_path, textured_folder):
+    """The key holds a digest of the ids a list selected, not the list's path: an edited list
+    cannot silently resume (or reuse) a store made from the old one."""
+    from extract.schema import StoreError
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("a/0.png\nb/1.png\n")
+    cfg = dict(data="imagefolder", data_root=textured_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,), subset=listing)
+    run_tiny(tmp_path / "s.zarr", **cfg)
+    listing.write_text("a/0.png\nb/2.png\n")
+    with pytest.raises(StoreError, match="made with other arguments .*dataset.selection"):
+        run_tiny(tmp_path / "s.zarr", **cfg)
+    moved = tmp_path / "moved.txt"
+    moved.write_text("a/0.png\nb/1.png\n")
+    assert run_tiny(tmp_path / "s.zarr", **{**cfg, "subset": moved}).images == 0  # same ids from another path: nothing to redo
