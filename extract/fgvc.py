@@ -71,6 +71,8 @@ def aircraft(root: Path | None, split: str, opts: dict) -> ImageSource:
         ds = FGVCAircraft(folder.parent, split=split, annotation_level=level, download=False)
     except KeyError as e:
         raise DataError(f"aircraft: images_{level}_{split}.txt names class {e} absent from {AIRCRAFT_LEVELS[level]}") from None
+    except ValueError:
+        raise DataError(f"aircraft: {folder / 'data' / f'images_{level}_{split}.txt'} has a line without '<id> <class>'") from None
     paths = [Path(p) for p in ds._image_files]
 
     def load(i: int) -> Image.Image:

@@ -96,13 +96,19 @@ def _val_labels(meta_dir: Path) -> dict[str, str]:
     solution = meta_dir / "LOC_val_solution.csv"
     if solution.is_file():
         with open(solution, newline="", encoding="utf-8") as f:
-            return {row["ImageId"]: row["PredictionString"].split()[0] for row in csv.DictReader(f) if row.get("PredictionString")}
+            reader = csv.DictReader(f)
+            if not {"ImageId", "PredictionString"} <= set(reader.fieldnames or []):
+                raise DataError(f"imagenet: {solution} needs the columns ImageId,PredictionString; found {reader.fieldnames}")
+            return {row["ImageId"]: row["PredictionString"].split()[0] for row in reader if (row["PredictionString"] or "").strip()}
     truth = _devkit_file(meta_dir, "data/ILSVRC2012_validation_ground_truth.txt")
     synsets = devkit_synsets(meta_dir)
     if truth is None or synsets is None:
         raise DataError(f"imagenet: val/ in {meta_dir} is flat but neither LOC_val_solution.csv nor the devkit "
                         f"({DEVKIT}/ or {DEVKIT}.tar.gz) is beside it; expected layout: {LAYOUT}")  # fmt: skip
-    ids = [int(x) for x in truth.decode().split()]
+    try:
+        ids = [int(x) for x in truth.decode().split()]
+    except ValueError:
+        raise DataError(f"imagenet: the devkit's ILSVRC2012_validation_ground_truth.txt in {meta_dir} holds a line that is not an ILSVRC2012_ID") from None
     try:
         return {f"ILSVRC2012_val_{n:08d}": synsets[k][0] for n, k in enumerate(ids, 1)}
     except KeyError as e:

@@ -214,3 +214,22 @@ def test_imagenet_quirks_load_as_rgb(tmp_path):
     assert e0 == e1 == e2 == "" and white.shape == black.shape == red_png.shape == (3, 16, 16)
     assert torch.allclose(white, torch.ones_like(white), atol=0.02) and torch.allclose(black, -torch.ones_like(black), atol=0.02)
     assert red_png[0].min() > 0.98 and red_png[1:].max() < -0.98
+
+
+def test_malformed_annotation_files_are_one_line(tmp_path):
+    fake.imagenet(tmp_path / "a", val="csv")
+    (tmp_path / "a" / "LOC_val_solution.csv").write_text("id,label\nILSVRC2012_val_00000001,n01440764\n")
+    with pytest.raises(DataError, match="needs the columns ImageId,PredictionString"):
+        open_dataset("imagenet", tmp_path / "a", "val")
+    fake.imagenet(tmp_path / "b", val="devkit")
+    (tmp_path / "b" / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text("3\nthree\n")
+    with pytest.raises(DataError, match="not an ILSVRC2012_ID"):
+        open_dataset("imagenet", tmp_path / "b", "val")
+    fake.aircraft(tmp_path / "c")
+    (tmp_path / "c" / "fgvc-aircraft-2013b" / "data" / "images_variant_test.txt").write_text("1000007\n")
+    with pytest.raises(DataError, match="has a line without '<id> <class>'"):
+        open_dataset("aircraft", tmp_path / "c", "test")
+    fake.cub(tmp_path / "d")
+    (tmp_path / "d" / "CUB_200_2011" / "images.txt").write_text("1\n")
+    with pytest.raises(DataError, match="images.txt line 1: expected 2 fields"):
+        open_dataset("cub", tmp_path / "d", "train")
