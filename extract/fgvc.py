@@ -159,7 +159,7 @@ def dtd(root: Path | None, split: str, opts: dict) -> ImageSource:
     return _files_source(name, split, folder / "images", paths, labels, classes)
 
 
-def _cub_like(dataset: str, folder: Path, split: str, class_ids: list[str] | None = None) -> tuple[list[str], list[Path], list[str], dict[str, str]]:
+def _cub_like(dataset: str, folder: Path, split: str) -> tuple[list[str], list[Path], list[str], dict[str, str]]:
     """CUB and NABirds share a layout: images.txt (id path), image_class_labels.txt (id class),
     train_test_split.txt (id is_train), classes.txt (class name). Returns the split's image
     ids, paths, class ids, and every class id's name."""
@@ -172,6 +172,9 @@ def _cub_like(dataset: str, folder: Path, split: str, class_ids: list[str] | Non
     missing = [i for i in ids if i not in label_of]
     if missing:
         raise DataError(f"{dataset}: image {missing[0]} of images.txt has no line in image_class_labels.txt")
+    bad = [c for c in [*label_of.values(), *names] if not c.isdigit()]
+    if bad:
+        raise DataError(f"{dataset}: class id {bad[0]!r} in {folder} is not a number (image_class_labels.txt, classes.txt)")
     return ids, [folder / "images" / paths[i] for i in ids], [label_of[i] for i in ids], names
 
 
@@ -188,19 +191,25 @@ def cub(root: Path | None, split: str, opts: dict) -> ImageSource:
     unknown = [c for c in class_of if c not in index]
     if unknown:
         raise DataError(f"cub: image_class_labels.txt uses class {unknown[0]}, absent from classes.txt")
-    loader = None
-    if crop:
-        boxes = {i: tuple(float(v) for v in rest.split()) for i, rest in read_table("cub", folder / "bounding_boxes.txt", 2)}
-        split_boxes = [boxes.get(i) for i in ids]
-        if None in split_boxes:
-            raise DataError(f"cub: image {ids[split_boxes.index(None)]} has no line in bounding_boxes.txt")
-
-        def loader(i: int) -> Image.Image:
-            x, y, w, h = split_boxes[i]
-            return open_image(paths[i]).crop((int(x), int(y), int(x + w), int(y + h)))
-
+    loader = _box_loader(folder / "bounding_boxes.txt", ids, paths) if crop else None
     return _files_source("cub" if not crop else "cub[crop=bbox]", split, folder / "images", paths,
                          [index[c] for c in class_of], classes, class_names=[names[c] for c in classes], loader=loader)  # fmt: skip
+
+
+def _box_loader(path: Path, ids: list[str], paths: list[Path]):
+    """image i -> the image cropped to its box in CUB's bounding_boxes.txt (id x y width height)."""
+    boxes = {}
+    for i, rest in read_table("cub", path, 2):
+        try:
+            x, y, w, h = (float(v) for v in rest.split())
+        except ValueError:
+            raise DataError(f"cub: {path}: image {i} needs 'x y width height', got {rest!r}") from None
+        boxes[i] = (int(x), int(y), int(x + w), int(y + h))
+    missing = [i for i in ids if i not in boxes]
+    if missing:
+        raise DataError(f"cub: image {missing[0]} has no line in {path}")
+    chosen = [boxes[i] for i in ids]
+    return lambda k: open_image(paths[k]).crop(chosen[k])
 
 
 def nabirds(root: Path | None, split: str, opts: dict) -> ImageSource:

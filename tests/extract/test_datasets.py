@@ -233,3 +233,16 @@ def test_malformed_annotation_files_are_one_line(tmp_path):
     (tmp_path / "d" / "CUB_200_2011" / "images.txt").write_text("1\n")
     with pytest.raises(DataError, match="images.txt line 1: expected 2 fields"):
         open_dataset("cub", tmp_path / "d", "train")
+
+
+def test_malformed_cub_boxes_and_class_ids_are_one_line(tmp_path):
+    fake.cub(tmp_path)
+    (tmp_path / "CUB_200_2011" / "bounding_boxes.txt").write_text("1 10.0 5.0 thirty 20.0\n")
+    with pytest.raises(DataError, match="image 1 needs 'x y width height'"):
+        open_dataset("cub", tmp_path, "train", ("crop=bbox",))
+    (tmp_path / "CUB_200_2011" / "bounding_boxes.txt").write_text("1 10.0 5.0 30.0 20.0\n")
+    with pytest.raises(DataError, match="image 2 has no line in .*bounding_boxes.txt"):
+        open_dataset("cub", tmp_path, "train", ("crop=bbox",))
+    (tmp_path / "CUB_200_2011" / "classes.txt").write_text("1 a\nx b\n3 c\n")
+    with pytest.raises(DataError, match="class id 'x' .* is not a number"):
+        open_dataset("cub", tmp_path, "train")
