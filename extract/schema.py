@@ -116,6 +116,8 @@ class StoreLock:
             return {}
 
     def acquire(self) -> StoreLock:
+        # a store in a folder that does not exist yet: make the folder, then take the lock
+        self.file.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(2):
             try:
                 fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -115,3 +115,21 @@ def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
 
     result = bench_io(rows=300, dim=16, shard_rows=64, repeats=1)
     assert result["rows"] == 300 and result["zarr_seconds"] > 0 and "store / raw time" in format_table(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--model", "tiny", "--random-init", "-t", "10", "-b", "3", "--pool", "1", "--limit", "4", "--micro-batch", "4"],
+        ["pixels", "--limit", "4"],
+        ["backbone", "--random-init", "-b", "1", "--pool", "1", "--limit", "2", "--split", "train"],
+    ],
+    ids=["run", "pixels", "backbone"],
+)
+def test_a_store_in_folders_that_do_not_exist_yet_is_made(tmp_path, fmnist_env, args):
+    """What a fresh clone does: `make extract` writes into cache/, which is not there yet."""
+    out = tmp_path / "new" / "deeper" / "s.zarr"
+    result = invoke(*args, "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert FeatureStore.open(out).complete
+    assert not out.with_name("s.zarr.lock").exists()
