@@ -3,17 +3,18 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-12)
 
-# extraction defaults: the shipped demo model on Fashion-MNIST at its validation-best point
-# (t=10, the middle block b=10, the full 7x7 map; see extract/weights/MODEL_CARD.md). RANDOM=1: its random-weight control
+# extraction defaults: the paper's coordinates (t=150, b=24 = output_blocks[4], adaptive average
+# pool to 2x2) on the shipped demo model, which has the paper's 37-block topology at 1/8 scale.
+# RANDOM=1: the same architecture's random-weight control
 MODEL ?= demo-fmnist
 CKPT ?=
 RANDOM ?=
 DATA ?= fashion-mnist
 DATA_ROOT ?=
 SPLITS ?= train test
-T ?= 10
-B ?=
-POOL ?= none
+T ?= 150
+B ?= 24
+POOL ?= 2
 LIMIT ?=
 ARGS ?=
 OUT ?= cache
@@ -38,8 +39,22 @@ empty :=
 space := $(empty) $(empty)
 comma := ,
 tag = $(subst $(comma),-,$(subst $(space),,$(1)))
-store_name = $(OUT)/$(MODEL)$(if $(RANDOM),-random)_$(DATA)_$(1)_t$(call tag,$(T))$(if $(B),_b$(call tag,$(B)))_p$(call tag,$(POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
-weights = $(if $(CKPT),--ckpt $(CKPT),$(if $(RANDOM),--random-init))
+# a store's path from the variables with prefix $(2): "" for what extract was given, "E_" for
+# what probe and cka use (see LAST_EXTRACT below)
+store_name = $(OUT)/$($(2)MODEL)$(if $($(2)RANDOM),-random)_$($(2)DATA)_$(1)_t$(call tag,$($(2)T))_b$(call tag,$($(2)B))_p$(call tag,$($(2)POOL))$(if $($(2)LIMIT),_n$($(2)LIMIT)).zarr
+weights = $(if $($(1)CKPT),--ckpt $($(1)CKPT),$(if $($(1)RANDOM),--random-init))
+
+# `make extract` records what it made in $(OUT)/last-extract.mk; a bare `make probe` or
+# `make cka` then works on those stores. A variable given on the command line (or in the
+# environment) always wins over the record.
+LAST_EXTRACT := $(OUT)/last-extract.mk
+RECORDED := MODEL CKPT RANDOM DATA DATA_ROOT SPLITS T B POOL LIMIT
+-include $(LAST_EXTRACT)
+given = $(filter command line environment override,$(origin $(1)))
+pick = $(if $(call given,$(1)),$($(1)),$(if $(filter undefined,$(origin LAST_$(1))),$($(1)),$(LAST_$(1))))
+$(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
+E_TRAIN = $(word 1,$(E_SPLITS))
+E_TEST = $(word 2,$(E_SPLITS))
 
 .PHONY: help install test extract verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
@@ -63,74 +78,107 @@ fashion-mnist: ## make sure Fashion-MNIST's IDX files are there (installs the De
 test: $(VENV_STAMP) fashion-mnist ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
 
-extract: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= DATA= DATA_ROOT= SPLITS= LIMIT= OUT=]
+extract: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= OUT=]
 	@for split in $(SPLITS); do \
-	  out="$(call store_name,$${split})"; \
+	  out="$(call store_name,$${split},)"; \
 	  echo "== $$out"; \
-	  $(PY) -m extract run --model $(MODEL) $(weights) --data $(DATA) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
-	    --split $$split -t $(T) $(if $(B),-b $(B)) --pool $(POOL) $(if $(LIMIT),--limit $(LIMIT)) --out "$$out" $(ARGS) || exit $$?; \
+	  $(PY) -m extract run --model $(MODEL) $(call weights,) --data $(DATA) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) \
+	    --split $$split -t $(T) -b $(B) --pool $(POOL) $(if $(LIMIT),--limit $(LIMIT)) --out "$$out" $(ARGS) || exit $$?; \
 	done
+	@$(foreach v,$(RECORDED),echo 'LAST_$(v) := $($(v))' >> $(LAST_EXTRACT).tmp;) mv $(LAST_EXTRACT).tmp $(LAST_EXTRACT)
+	@echo "recorded in $(LAST_EXTRACT): a bare 'make probe' or 'make cka' uses these stores"
 
-probe: $(VENV_STAMP) ## train heads on the default cache: make probe HEAD=linear|mlp|cnn|attention|logreg|knn [LR= WD= PROBE_ARGS=]
-	@test -e "$(call store_name,train)" || { echo "no cache at $(call store_name,train): run 'make extract' first (same T, B, POOL, MODEL)"; exit 1; }
-	$(PY) -m probe train --train "$(call store_name,train)" $(if $(filter test,$(SPLITS)),--test "$(call store_name,test)") \
+probe: $(VENV_STAMP) ## train heads on the last extraction's stores: make probe HEAD=linear|mlp|cnn|attention|logreg|knn [LR= WD= PROBE_ARGS=]
+	@test -e "$(call store_name,$(E_TRAIN),E_)" || { echo "no cache at $(call store_name,$(E_TRAIN),E_): run 'make extract T=$(E_T) B=$(E_B) POOL=$(E_POOL)$(if $(filter-out demo-fmnist,$(E_MODEL)), MODEL=$(E_MODEL))$(if $(E_LIMIT), LIMIT=$(E_LIMIT))' first"; exit 1; }
+	$(PY) -m probe train --train "$(call store_name,$(E_TRAIN),E_)" $(if $(E_TEST),--test "$(call store_name,$(E_TEST),E_)") \
 	  --head $(HEAD) --lr $(LR) --wd $(WD) --results $(RESULTS) $(probe_extra_$(HEAD)) $(PROBE_ARGS)
 
-CKA_T ?= 10
-CKA_B ?= 4,7,9,10,11,12,13
-CKA_POOL ?= 2
-CKA_SPLIT ?= test
-cka_args = T=$(CKA_T) B=$(CKA_B) POOL=$(CKA_POOL) SPLITS=$(CKA_SPLIT) ARGS=--no-progress
-cka_store = $(OUT)/$(MODEL)$(1)_$(DATA)_$(CKA_SPLIT)_t$(call tag,$(CKA_T))_b$(call tag,$(CKA_B))_p$(call tag,$(CKA_POOL))$(if $(LIMIT),_n$(LIMIT)).zarr
-cka: $(VENV_STAMP) fashion-mnist ## CKA maps: the demo model's blocks against each other and against its random-weight control (test images)
-	@$(MAKE) --no-print-directory extract $(cka_args)
-	@$(MAKE) --no-print-directory extract $(cka_args) RANDOM=1
-	$(PY) -m analysis cka --store "$(call cka_store,)" --labels $(MODEL) --out results/cka/$(MODEL)_blocks.png \
-	  --title "linear CKA between blocks, t=$(CKA_T), pool $(CKA_POOL)" --no-progress
-	$(PY) -m analysis cka --store "$(call cka_store,)" --store "$(call cka_store,-random)" \
-	  --labels trained,random --out results/cka/$(MODEL)_vs_random.png --title "linear CKA: trained vs random weights, t=$(CKA_T), pool $(CKA_POOL)" --no-progress
+# make cka: the paper's figures from the cache, at the last extraction's model and coordinates:
+# every block against every other at its first t (global average pool: the deepest maps are 1x1
+# on the demo), every timestep of CKA_TS against every other at its first b and pool, and the
+# trained weights against the random-weight control, block by block. Missing stores are
+# extracted first (one forward per t gives every block), on CKA_LIMIT images of the test split.
+CKA_T ?= $(firstword $(subst $(comma),$(space),$(E_T)))
+CKA_B ?= $(firstword $(subst $(comma),$(space),$(E_B)))
+CKA_POOL ?= $(firstword $(subst $(comma),$(space),$(E_POOL)))
+CKA_TS ?= 10,25,50,100,150,200,300,400,500,700
+CKA_SPLIT ?= $(or $(E_TEST),$(E_TRAIN))
+CKA_LIMIT ?= $(or $(E_LIMIT),2000)
+CKA_OUT ?= results/cka
+cka_store = $(OUT)/cka/$(E_MODEL)$(2)_$(E_DATA)_$(CKA_SPLIT)_$(1)_n$(CKA_LIMIT).zarr
+cka_layers = $(call cka_store,t$(CKA_T)_ball_p1,$(1))
+cka_steps = $(call cka_store,t$(call tag,$(CKA_TS))_b$(CKA_B)_p$(CKA_POOL),)
+cka_extract = $(PY) -m extract run --model $(E_MODEL) --data $(E_DATA) $(if $(E_DATA_ROOT),--data-root $(E_DATA_ROOT)) \
+  --split $(CKA_SPLIT) --limit $(CKA_LIMIT)
+cka_map = $(PY) -m analysis cka --no-progress
+cka: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## CKA maps from the cache: blocks x blocks, timesteps x timesteps, trained x random weights
+	@$(if $(E_CKPT)$(filter demo-fmnist,$(E_MODEL)),,echo "make cka needs weights: give CKPT= (or run 'make extract MODEL=$(E_MODEL) CKPT=...' first)"; exit 1)
+	$(cka_extract) $(call weights,E_) -t $(CKA_T) -b all --pool 1 --out "$(call cka_layers,)"
+	$(cka_extract) $(call weights,E_) -t $(CKA_TS),$(CKA_T) -b $(CKA_B) --pool $(CKA_POOL) --out "$(call cka_steps)"
+	$(cka_extract) --random-init -t $(CKA_T) -b all --pool 1 --out "$(call cka_layers,-random)"
+	$(cka_map) --store "$(call cka_layers,)" --labels $(E_MODEL) --out $(CKA_OUT)/$(E_MODEL)_blocks.png \
+	  --title "$(E_MODEL): linear CKA between blocks, t=$(CKA_T), global average pool"
+	$(cka_map) --store "$(call cka_steps)" --labels $(E_MODEL) --out $(CKA_OUT)/$(E_MODEL)_timesteps.png \
+	  --title "$(E_MODEL): linear CKA between timesteps, b=$(CKA_B), pool $(CKA_POOL)"
+	$(cka_map) --store "$(call cka_layers,)" --store "$(call cka_layers,-random)" --labels trained,random \
+	  --out $(CKA_OUT)/$(E_MODEL)_vs_random.png --title "$(E_MODEL): linear CKA, trained vs random weights, t=$(CKA_T), global average pool"
+	@echo "figures: $(CKA_OUT)/$(E_MODEL)_blocks.png, $(CKA_OUT)/$(E_MODEL)_timesteps.png, $(CKA_OUT)/$(E_MODEL)_vs_random.png (JSON beside each)"
 
 report: $(VENV_STAMP) ## one Markdown report (report/report.md) from results/demo, results/sweep and results/cka
 	$(PY) -m analysis report --results $(if $(wildcard results/sweep/probe_results.csv),results/sweep,results/demo) --cka results/cka --out report \
 	  --title "diffprobe report: $(MODEL) on $(DATA)"
 
 pixel_store = $(OUT)/pixels_$(DATA)_$(1)$(if $(LIMIT),_n$(LIMIT)).zarr
+# make demo runs at the paper's coordinates unless T, B or POOL is given
+demo_at = T=$(T) B=$(B) POOL=$(POOL)
 
 demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo model: extract -> linear probe (trained, random control, raw pixels) -> CKA -> table
-	@$(MAKE) --no-print-directory extract
-	@$(MAKE) --no-print-directory extract RANDOM=1
+	@$(MAKE) --no-print-directory extract $(demo_at) RANDOM=1
+	@$(MAKE) --no-print-directory extract $(demo_at) RANDOM=
 	@for split in $(SPLITS); do test -e "$(call pixel_store,$${split})" || \
 	  $(PY) -m extract pixels --data $(DATA) --split $$split $(if $(LIMIT),--limit $(LIMIT)) --out "$(call pixel_store,$${split})" || exit $$?; done
-	@$(MAKE) --no-print-directory probe RESULTS=results/demo PROBE_ARGS="--no-progress --name demo-trained"
-	@$(MAKE) --no-print-directory probe RANDOM=1 RESULTS=results/demo PROBE_ARGS="--no-progress --name demo-random"
+	@$(MAKE) --no-print-directory probe $(demo_at) RANDOM= RESULTS=results/demo PROBE_ARGS="--no-progress --name demo-trained"
+	@$(MAKE) --no-print-directory probe $(demo_at) RANDOM=1 RESULTS=results/demo PROBE_ARGS="--no-progress --name demo-random"
 	$(PY) -m probe train --train "$(call pixel_store,train)" --test "$(call pixel_store,test)" --lr $(LR) --wd $(WD) \
 	  --results results/demo --name demo-pixels --no-progress
-	@$(MAKE) --no-print-directory cka
+	@$(MAKE) --no-print-directory cka RANDOM=
 	@echo; $(PY) -m probe table --results results/demo --last 3
 
-SWEEP := T=10,50,150,300 B=4,7,9,10,11,12,13 POOL=1,2,4 OUT=cache/sweep
+# the model card's sweep: every block at t in SWEEP_T and pools 1, 2, 4 (pairs whose pool exceeds
+# the block's map are left out), plus the full maps of the 8x8 blocks, for the trained model and
+# its random-weight control, on SWEEP_N training images (linear heads chosen on a validation
+# carve) and all test images; then the curves and the table
+SWEEP_T ?= 10,50,150,300
+SWEEP_N ?= 10000
+SWEEP_FULL_T ?= 10,50
+SWEEP_FULL_B ?= 7,8,9,28,29,30
+SWEEP_OUT ?= cache/sweep
 SWEEP_ARGS := --buffer-mb 9000 --epochs 10 --no-progress
-sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's (t, b, pool) sweep: demo model, random control, pixels; curves into extract/weights/
-	@$(MAKE) --no-print-directory extract $(SWEEP)
-	@$(MAKE) --no-print-directory extract $(SWEEP) RANDOM=1
-	@$(MAKE) --no-print-directory probe $(SWEEP) RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-trained"
-	@$(MAKE) --no-print-directory probe $(SWEEP) RANDOM=1 RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-random"
-	@for split in $(SPLITS); do test -e "$(call pixel_store,$${split})" || \
-	  $(PY) -m extract pixels --data $(DATA) --split $$split --out "$(call pixel_store,$${split})" || exit $$?; done
-	$(PY) -m probe train --train "$(call pixel_store,train)" --test "$(call pixel_store,test)" --head linear --head logreg \
-	  --lr $(LR) --wd 0 --epochs 10 --results results/sweep --name sweep-pixels --no-progress
-	@$(MAKE) --no-print-directory extract T=10 B=9,10,11,12 POOL=none OUT=cache/sweep
-	@$(MAKE) --no-print-directory extract T=10 B=9,10,11,12 POOL=none OUT=cache/sweep RANDOM=1
-	@$(MAKE) --no-print-directory probe T=10 B=9,10,11,12 POOL=none OUT=cache/sweep RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-trained-full"
-	@$(MAKE) --no-print-directory probe T=10 B=9,10,11,12 POOL=none OUT=cache/sweep RANDOM=1 RESULTS=results/sweep WD=0 PROBE_ARGS="$(SWEEP_ARGS) --name sweep-random-full"
-	$(PY) -m analysis curves --results trained=results/sweep/sweep-trained.json --results trained=results/sweep/sweep-trained-full.json \
-	  --results random-weights=results/sweep/sweep-random.json --results random-weights=results/sweep/sweep-random-full.json \
+sweep_store = $(SWEEP_OUT)/demo-fmnist$(1)_$(2)_$(3).zarr
+sweep_limit = $(if $(filter train,$(1)),--limit $(SWEEP_N))
+sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/
+	@for w in "" -random; do for split in train test; do \
+	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$$w" ] && echo --random-init ) --split $$split $(call sweep_limit,$$split) \
+	    -t $(SWEEP_T) -b all --pool 1,2,4 --skip-small-maps --micro-batch 64 --no-progress --out "$(call sweep_store,$$w,$$split,pooled)" || exit $$?; \
+	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$$w" ] && echo --random-init ) --split $$split $(call sweep_limit,$$split) \
+	    -t $(SWEEP_FULL_T) -b $(SWEEP_FULL_B) --pool none --micro-batch 64 --no-progress --out "$(call sweep_store,$$w,$$split,full)" || exit $$?; \
+	done; done
+	@for w in "" -random; do for part in pooled full; do \
+	  $(PY) -m probe train --train "$(call sweep_store,$$w,train,$$part)" --test "$(call sweep_store,$$w,test,$$part)" \
+	    --lr $(default_lr) --wd 0 --results results/sweep $(SWEEP_ARGS) --name "sweep$$w-$$part" || exit $$?; \
+	done; done
+	@for split in train test; do test -e "$(call sweep_store,,$$split,pixels)" || \
+	  $(PY) -m extract pixels --split $$split $(call sweep_limit,$$split) --out "$(call sweep_store,,$$split,pixels)" || exit $$?; done
+	$(PY) -m probe train --train "$(call sweep_store,,train,pixels)" --test "$(call sweep_store,,test,pixels)" --head linear --head logreg \
+	  --lr $(default_lr) --wd 0 --results results/sweep $(SWEEP_ARGS) --name sweep-pixels
+	$(PY) -m analysis curves --results trained=results/sweep/sweep-pooled.json --results trained=results/sweep/sweep-full.json \
+	  --results random-weights=results/sweep/sweep-random-pooled.json --results random-weights=results/sweep/sweep-random-full.json \
 	  --out extract/weights/accuracy_curves.png --title "demo-fmnist: linear probe test top-1 (each point chosen on validation)"
 	$(PY) -m probe table --results results/sweep
 
-train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; ~90 min on 2 CPU cores), then export its EMA weights
-	$(PY) -m extract train --out runs/demo-fmnist $(ARGS)
-	$(PY) -m extract export --run runs/demo-fmnist --to extract/weights/demo-fmnist.pt
+train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; about 100 min on 2 CPU cores), then export its EMA weights (fp16)
+	$(PY) -m extract train --out runs/demo-fmnist --threads 2 $(ARGS)
+	$(PY) -m extract export --run runs/demo-fmnist --to extract/weights/demo-fmnist.pt --dtype float16
 
 verify: $(VENV_STAMP) ## check stores are whole (shards, checksums, NaN, consistency): make verify [STORE=path] (default: every store in OUT)
 	@stores="$(or $(STORE),$(wildcard $(OUT)/*.zarr))"; test -n "$$stores" || { echo "no stores in $(OUT): give STORE=path"; exit 1; }; \

@@ -50,6 +50,14 @@ def _int_list(ctx, param, values) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _block_list(ctx, param, values) -> tuple[int | str, ...]:
+    """Like _int_list, and `all` for every block of the model."""
+    words = [part.strip() for value in values for part in str(value).split(",")]
+    if "all" in (w.lower() for w in words):
+        return ("all",)
+    return _int_list(ctx, param, words)
+
+
 def data_options(fn):
     """--data, --data-root and the subset options, shared by every command that reads a dataset."""
     for option in reversed([
@@ -93,7 +101,7 @@ def cli():
 @click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="crop-flip: view v of each image is a seeded crop (0.8-1.0 of the short side) + flip; training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
 @click.option("-t", "--t", "ts", multiple=True, default=("150",), callback=_int_list, help="timesteps, repeated or comma-separated")
-@click.option("-b", "--block", "blocks", multiple=True, callback=_int_list, help="U-Net blocks 1..2L+1 [default: the middle block]")
+@click.option("-b", "--block", "blocks", multiple=True, callback=_block_list, help="U-Net blocks 1..2L+1, or 'all' [default: output_blocks[4], the paper's b=24 (see `blocks`)]")
 @click.option("--pool", "pools", multiple=True, default=("2",), callback=_pool_list, help="pool sizes p (p x p) or 'none'")
 @click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws (and, with --aug, crops) per image")
 @click.option("--seed", type=int, default=0, help="noise (and random-init) seed")
@@ -104,6 +112,7 @@ def cli():
 @click.option("--shard-rows", type=click.IntRange(min=1), default=2048, help="rows per shard (the unit of work and resume)")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=16, help="images per forward; part of the cache key (kernels round by batch shape)")
 @click.option("--skip-bad/--no-skip-bad", default=False, help="skip unreadable images (NaN rows, listed in attrs)")
+@click.option("--skip-small-maps/--no-skip-small-maps", default=False, help="leave out (b, pool) pairs whose pool is larger than the block's map, instead of refusing (e.g. -b all --pool 1,2,4)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="images per loader step (rounded up to a multiple of --micro-batch); does not change results")
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader workers")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if available]")
@@ -253,7 +262,7 @@ def bench_gpu_cmd(channels_last, compiled, out, **options):
 @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
 @click.option("--data-root", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="run folder (resumed when it holds a checkpoint)")
-@click.option("--max-images", type=click.IntRange(min=1), default=360_000, help="images to train on (sets the LR schedule)")
+@click.option("--max-images", type=click.IntRange(min=1), default=320_000, help="images to train on (sets the LR schedule)")
 @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="stop (with a checkpoint) after this much wall time")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
@@ -273,13 +282,14 @@ def train(**options):
 @cli.command()
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="training run folder")
 @click.option("--to", "dest", type=click.Path(path_type=Path), default=Path("extract/weights/demo-fmnist.pt"))
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="storage dtype of the weights (loading casts to fp32)")
 @user_errors
-def export(run_dir, dest):
+def export(run_dir, dest, dtype):
     """Write a run's EMA weights as a plain state_dict file (what --ckpt loads)."""
     from extract.models import file_sha256
     from extract.train import export_ema
 
-    meta = export_ema(run_dir, dest)
+    meta = export_ema(run_dir, dest, dtype)
     click.echo(f"{dest}: step {meta['step']}, {meta['images_seen']} images, sha256 {file_sha256(dest)[:16]}")
     # the loss log and a plot of it travel with the weights (the run folder is not committed)
     from extract.train import LOG_FILE, plot_loss, read_log

@@ -55,11 +55,24 @@ class ModelPreset:
         )
 
     @property
+    def num_input_blocks(self) -> int:
+        levels = len(self.channel_mult)
+        return 1 + levels * self.num_res_blocks + (levels - 1)
+
+    @property
     def num_blocks(self) -> int:
         """Blocks numbered 1..2L+1: input blocks, the middle block, output blocks."""
-        levels = len(self.channel_mult)
-        n_input = 1 + levels * self.num_res_blocks + (levels - 1)
-        return 2 * n_input + 1
+        return 2 * self.num_input_blocks + 1
+
+    @property
+    def middle_block(self) -> int:
+        return self.num_input_blocks + 1
+
+    @property
+    def default_block(self) -> int:
+        """output_blocks[4], the paper's best block: b=24 on ADM-256 and on the demo model.
+        Presets with fewer decoder blocks fall back to the last one."""
+        return min(self.middle_block + 5, self.num_blocks)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,13 +163,16 @@ PRESETS: dict[str, ModelPreset] = {
         ),
         ModelPreset(
             name="demo-fmnist",
-            description="the shipped demo: an ADM U-Net trained without labels on Fashion-MNIST (28x28, grayscale)",
-            image_size=28,
+            description="the shipped demo: ADM-256's block topology at 1/8 scale, trained without labels on Fashion-MNIST (32x32, grayscale)",
+            # every level of adm256-uncond with each spatial size divided by 8 (256 -> 32,
+            # attention at 32/16/8 -> 4/2/1), so b=19 is the middle block and b=24 is
+            # output_blocks[4] in the second decoder level, as in the paper's model
+            image_size=32,
             in_channels=1,
             num_channels=32,
             num_res_blocks=2,
-            channel_mult=(1, 2, 2),
-            attention_resolutions=(7,),
+            channel_mult=(1, 1, 2, 2, 4, 4),
+            attention_resolutions=(4, 2, 1),
             num_head_channels=16,
             learn_sigma=False,
             checkpoint="extract/weights/demo-fmnist.pt",

@@ -39,7 +39,7 @@ class ExtractConfig:
     not values; every other field is part of the store's key."""
 
     out: Path
-    model: str = "tiny"
+    model: str = "demo-fmnist"
     ckpt: Path | None = None
     random_init: bool = False
     data: str = "fashion-mnist"
@@ -51,7 +51,7 @@ class ExtractConfig:
     per_class: int | None = None  # N seeded images of each class
     aug: str = "none"  # "crop-flip": view v of image i is a seeded crop + flip (training splits)
     ts: tuple[int, ...] = (150,)
-    blocks: tuple[int, ...] = ()  # empty: the middle block
+    blocks: tuple[int | str, ...] = ()  # empty: the preset's default block (b=24 on ADM-256); "all": every block
     pools: tuple[int | None, ...] = (2,)
     views: int = 1
     seed: int = 0
@@ -62,6 +62,7 @@ class ExtractConfig:
     shard_rows: int = 2048
     micro_batch: int = 16  # the forward's batch shape: fixed per store, since kernels round by shape
     skip_bad: bool = False
+    skip_small_maps: bool = False  # leave out (b, pool) pairs whose pool exceeds the block's map
     batch_size: int = 64  # images per loader step: any value gives the same bits
     workers: int = 0
     device: str | None = None
@@ -72,7 +73,7 @@ class ExtractConfig:
 # the files' contents enter the key through the dataset's selection digest, not their paths
 _NOT_IN_KEY = {"out", "ckpt", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset"}
 # in the key only when set, so stores made before these options existed keep their key
-_KEY_IF_SET = {"per_class": None, "aug": "none"}
+_KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False}
 
 
 @dataclass
@@ -98,16 +99,23 @@ class Summary:
 
 
 # ---------------------------------------------------------------- validation
+ALL_BLOCKS = "all"
+
+
 def resolve_blocks(cfg: ExtractConfig, preset: ModelPreset) -> tuple[int, ...]:
-    chosen = cfg.blocks or ((preset.num_blocks + 1) // 2,)
+    """The blocks to extract: as given, every block for "all", or the preset's default block."""
+    chosen = cfg.blocks or (preset.default_block,)
+    if ALL_BLOCKS in chosen:
+        chosen = tuple(range(1, preset.num_blocks + 1))
     for b in chosen:
         if not 1 <= b <= preset.num_blocks:
             raise ValueError(f"block {b} is outside 1..{preset.num_blocks} for model {preset.name}")
     return tuple(sorted(set(chosen)))
 
 
-def row_shapes(preset: ModelPreset, blocks: tuple[int, ...], ts, pools) -> dict[FeatureKey, tuple[int, ...]]:
-    """(C, h, w) of one cached row for every (t, b, pool), from the meta-device block table."""
+def row_shapes(preset: ModelPreset, blocks: tuple[int, ...], ts, pools, skip_small: bool = False) -> dict[FeatureKey, tuple[int, ...]]:
+    """(C, h, w) of one cached row for every (t, b, pool), from the meta-device block table.
+    A pool larger than a block's map is an error, or with skip_small that pair is left out."""
     table = {info.b: info for info in blocks_mod.block_table(preset)}
     shapes = {}
     for b in blocks:
@@ -116,7 +124,9 @@ def row_shapes(preset: ModelPreset, blocks: tuple[int, ...], ts, pools) -> dict[
             try:
                 shape = pooled_shape(info.channels, info.height, info.width, p)
             except ValueError as e:
-                raise ValueError(f"block {b}: {e}") from None
+                if skip_small:
+                    continue
+                raise ValueError(f"block {b}: {e} (--skip-small-maps leaves such pairs out)") from None
             for t in ts:
                 shapes[FeatureKey(t, b, p)] = shape
     return shapes
@@ -162,7 +172,10 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
     blocks = resolve_blocks(cfg, preset)
-    return preset, blocks, row_shapes(preset, blocks, cfg.ts, cfg.pools)  # pool larger than a map fails here
+    shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools, cfg.skip_small_maps)  # pool larger than a map fails here
+    if not shapes:
+        raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
+    return preset, blocks, shapes
 
 
 # ---------------------------------------------------------------- key and provenance
@@ -291,13 +304,13 @@ def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list
         x = x0[rows]
         if x.shape[0] < g:
             x = torch.cat([x, x.new_zeros((g - x.shape[0], *x.shape[1:]))])
-        for key, values in _forward_group(model, preset, x, indices[rows], cfg, blocks, device).items():
+        for key, values in _forward_group(model, preset, x, indices[rows], cfg, blocks, shapes.keys(), device).items():
             out[key][rows] = values[: rows.stop - rows.start]
     return {k: (a if cfg.views > 1 else a[:, 0]) for k, a in out.items()}
 
 
-def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blocks, device) -> dict[FeatureKey, np.ndarray]:
-    """x0 (G, [V,] C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w)."""
+def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blocks, keys, device) -> dict[FeatureKey, np.ndarray]:
+    """x0 (G, [V,] C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w), for the given keys."""
     g = x0.shape[0]
     autocast = AUTOCAST_DTYPES[cfg.dtype]
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
@@ -316,7 +329,8 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
             for b in blocks:
                 h = feats[b].float()
                 for p in cfg.pools:
-                    out.setdefault(FeatureKey(t, b, p), []).append(pool(h, p).cpu().numpy().astype(cfg.store_dtype))
+                    if FeatureKey(t, b, p) in keys:
+                        out.setdefault(FeatureKey(t, b, p), []).append(pool(h, p).cpu().numpy().astype(cfg.store_dtype))
     return {k: np.stack(v, axis=1) for k, v in out.items()}
 
 

@@ -46,7 +46,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_rate: float = 0.999
     flip: bool = True
-    max_images: int = 400_000
+    max_images: int = 320_000
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
     save_every: int = 250  # steps between checkpoints
     log_every: int = 25
@@ -186,13 +186,17 @@ def read_log(out: str | Path) -> list[dict]:
     return sorted({r["step"]: r for r in rows}.values(), key=lambda r: r["step"])
 
 
-def export_ema(out: str | Path, dest: str | Path) -> dict:
-    """Write the EMA weights as a plain fp32 state_dict file (what --ckpt loads); returns train meta."""
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def export_ema(out: str | Path, dest: str | Path, dtype: str = "float32") -> dict:
+    """Write the EMA weights as a plain state_dict file (what --ckpt loads) in fp32 or, to
+    halve the file, fp16 (the loader casts back to fp32); returns the run's train meta."""
     out = Path(out)
     ema = torch.load(out / "ema.pt", map_location="cpu", weights_only=True)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _save(dest, {k: v.float().contiguous() for k, v in ema.items()})
+    _save(dest, {k: v.to(EXPORT_DTYPES[dtype]).contiguous() for k, v in ema.items()})
     return json.loads((out / "train_meta.json").read_text())
 
 

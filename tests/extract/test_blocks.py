@@ -93,3 +93,16 @@ def test_early_exit_at_b24_costs_28_5_percent_of_the_full_forward():
     assert abs(full.get_total_flops() / 1e9 - 2239.7) < 0.1
     assert abs(early.get_total_flops() / 1e9 - 639.3) < 0.1
     assert 0.284 < early.get_total_flops() / full.get_total_flops() < 0.286
+
+
+def test_the_demo_model_is_adm256_at_one_eighth_scale_block_by_block():
+    """The paper's coordinates mean the same on the demo: b=19 the middle block, b=24 =
+    output_blocks[4] in the second decoder level; every block's C, H, W is adm256's / 8."""
+    from extract.blocks import block_table
+
+    demo, adm = block_table(PRESETS["demo-fmnist"]), block_table(PRESETS["adm256-uncond"])
+    assert len(demo) == len(adm) == 37
+    for d, a in zip(demo, adm):
+        assert (d.b, d.module, d.layers) == (a.b, a.module, a.layers)
+        assert (8 * d.channels, 8 * d.height, 8 * d.width) == (a.channels, a.height, a.width), d.b
+    assert demo[18].module == "middle_block" and demo[23].module == "output_blocks.4"

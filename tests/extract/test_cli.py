@@ -36,7 +36,7 @@ def test_blocks_command_prints_the_adm256_table():
     [
         (["-t", "1000"], "timestep 1000 is outside [0, 1000)"),
         (["-b", "0"], "block 0 is outside 1..13"),
-        (["--pool", "64"], "pool 64 is larger than the block's 8x8 map"),
+        (["--pool", "64"], "block 12: pool 64 is larger than the block's 32x32 map"),
         (["--no-random-init"], "no --ckpt given"),
         (["--no-random-init", "--ckpt", "/nonexistent/model.pt"], "checkpoint not found: /nonexistent/model.pt"),
         (["--data", "imagefolder", "--data-root", "/nonexistent/imagenet"], "image folder not found"),

@@ -14,7 +14,7 @@ from extract.data import preprocess
 from extract.models import random_unet
 from extract.noise import draw_noise, q_sample
 from extract.presets import PRESETS
-from extract.run import extract
+from extract.run import ExtractConfig, extract, resolve_blocks
 from extract.schema import FeatureKey, FeatureStore, StoreError, is_store
 from tests.conftest import run_tiny, tiny_config
 
@@ -297,3 +297,27 @@ def test_a_full_disk_mid_shard_fails_clearly_and_verify_reports_the_store_incomp
     problems = verify_store(out)
     assert "not marked complete" in problems and any("shards not written" in p for p in problems), problems
     assert not Path(str(out) + ".lock").exists()  # the writer lock is released on failure
+
+
+def test_the_default_block_is_output_blocks_4_the_papers_b24():
+    from extract.presets import PRESETS
+
+    assert PRESETS["adm256-uncond"].default_block == 24 and PRESETS["demo-fmnist"].default_block == 24
+    assert PRESETS["adm256-uncond"].middle_block == 19 and PRESETS["demo-fmnist"].middle_block == 19
+    assert resolve_blocks(ExtractConfig(out=Path("x")), PRESETS["adm256-uncond"]) == (24,)
+    assert resolve_blocks(ExtractConfig(out=Path("x"), blocks=("all",)), PRESETS["tiny"]) == tuple(range(1, 14))
+
+
+def test_all_blocks_with_skip_small_maps_leaves_out_only_pools_larger_than_a_map(tmp_path, fmnist_env):
+    """tiny's maps are 32, 16 and 8 wide: pool 16 fits blocks 1-4 and 9-13 only."""
+    with pytest.raises(ValueError, match="--skip-small-maps"):
+        run_tiny(tmp_path / "refused.zarr", ts=(10,), blocks=("all",), pools=(1, 16), limit=4)
+    run_tiny(tmp_path / "s.zarr", ts=(10,), blocks=("all",), pools=(1, 16), skip_small_maps=True, limit=4)
+    store = FeatureStore.open(tmp_path / "s.zarr")
+    keys = set(store.keys())
+    assert keys == {FeatureKey(10, b, 1) for b in range(1, 14)} | {FeatureKey(10, b, 16) for b in (1, 2, 3, 4, 9, 10, 11, 12, 13)}
+    # the arrays written equal a run asking for those pairs alone
+    run_tiny(tmp_path / "one.zarr", ts=(10,), blocks=(9,), pools=(16,), limit=4)
+    alone = FeatureStore.open(tmp_path / "one.zarr").array(FeatureKey(10, 9, 16))[:]
+    np.testing.assert_array_equal(store.array(FeatureKey(10, 9, 16))[:], alone)
+    assert store.attrs["key"]["skip_small_maps"] is True and "skip_small_maps" not in FeatureStore.open(tmp_path / "one.zarr").attrs["key"]

@@ -63,11 +63,11 @@ def test_exported_ema_loads_as_a_checkpoint_and_extracts(tmp_path, fmnist_env):
     model = load_checkpoint(get_preset("demo-fmnist"), tmp_path / "demo.pt")
     ema = torch.load(tmp_path / "r" / "ema.pt", weights_only=True)
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
-    summary = run_tiny(tmp_path / "s.zarr", model="demo-fmnist", random_init=False, ckpt=tmp_path / "demo.pt", blocks=(10,), pools=(2,))
+    summary = run_tiny(tmp_path / "s.zarr", model="demo-fmnist", random_init=False, ckpt=tmp_path / "demo.pt", blocks=(24,), pools=(2,))
     assert summary.shards_done == summary.shards_total
     (tmp_path / "grid.png").unlink(missing_ok=True)
     line = sample_grid("demo-fmnist", tmp_path / "demo.pt", 6, 3, 0, tmp_path / "grid.png")
-    assert "6 samples" in line and Image.open(tmp_path / "grid.png").size == (3 * 30 + 2, 2 * 30 + 2)
+    assert "6 samples" in line and Image.open(tmp_path / "grid.png").size == (3 * 34 + 2, 2 * 34 + 2)
     assert json.loads((tmp_path / "r" / "train_meta.json").read_text())["images_seen"] == 8
 
 
@@ -76,3 +76,14 @@ def test_a_torn_training_checkpoint_is_one_clear_error(tmp_path, fmnist_env):
     (tmp_path / "r" / "train_state.pt").write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(ValueError, match="not a loadable training checkpoint"):
         train(config(tmp_path / "r"))
+
+
+def test_fp16_export_halves_the_file_and_loads_as_fp32(tmp_path, fmnist_env):
+    train(config(tmp_path / "r", max_images=8))
+    export_ema(tmp_path / "r", tmp_path / "fp32.pt")
+    export_ema(tmp_path / "r", tmp_path / "fp16.pt", "float16")
+    assert (tmp_path / "fp16.pt").stat().st_size < 0.55 * (tmp_path / "fp32.pt").stat().st_size
+    model = load_checkpoint(get_preset("demo-fmnist"), tmp_path / "fp16.pt")
+    ema = torch.load(tmp_path / "r" / "ema.pt", weights_only=True)
+    for k, v in model.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, ema[k].half().float()), k

@@ -1,0 +1,69 @@
+"""The user's three commands chain: `make extract T=.. B=.. POOL=..` records its stores, and a
+bare `make probe` / `make cka` works on them. Checked with `make -n` (what would run)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def dry(*args, out: Path) -> str:
+    done = subprocess.run(["make", "-n", "--no-print-directory", *args, f"OUT={out}"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def record(out: Path, **values) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    base = dict(MODEL="demo-fmnist", CKPT="", RANDOM="", DATA="fashion-mnist", DATA_ROOT="", SPLITS="train test", T="150", B="24", POOL="2", LIMIT="")
+    base.update(values)
+    (out / "last-extract.mk").write_text("".join(f"LAST_{k} := {v}\n" for k, v in base.items()))
+
+
+def probe_stores(text: str) -> tuple[str, str]:
+    line = next(line for line in text.splitlines() if "-m probe train" in line)
+    return re.search(r'--train "([^"]+)"', line).group(1), re.search(r'--test "([^"]+)"', line).group(1)
+
+
+def test_defaults_are_the_papers_coordinates(tmp_path):
+    text = dry("extract", out=tmp_path)
+    assert "-t 150 -b 24 --pool 2" in text
+    assert text.count("-m extract run") == 1 and "for split in train test" in text
+
+
+def test_extract_writes_the_record_that_probe_reads(tmp_path):
+    text = dry("extract", "T=50", "B=19,24", "POOL=1", out=tmp_path)
+    assert "LAST_T := 50" in text and "LAST_B := 19,24" in text and "LAST_POOL := 1" in text
+    record(tmp_path, T="50", B="19,24", POOL="1", LIMIT="500")
+    train, test = probe_stores(dry("probe", "HEAD=linear", out=tmp_path))
+    assert train == f"{tmp_path}/demo-fmnist_fashion-mnist_train_t50_b19-24_p1_n500.zarr"
+    assert test == f"{tmp_path}/demo-fmnist_fashion-mnist_test_t50_b19-24_p1_n500.zarr"
+
+
+def test_explicit_variables_win_over_the_record(tmp_path):
+    record(tmp_path, T="50", B="19", POOL="1")
+    train, _ = probe_stores(dry("probe", "T=300", out=tmp_path))
+    assert train == f"{tmp_path}/demo-fmnist_fashion-mnist_train_t300_b19_p1.zarr"
+
+
+def test_without_a_record_probe_uses_the_defaults_and_names_the_extract_to_run(tmp_path):
+    train, _ = probe_stores(dry("probe", out=tmp_path))
+    assert train.endswith("demo-fmnist_fashion-mnist_train_t150_b24_p2.zarr")
+    done = subprocess.run(["make", "--no-print-directory", "probe", f"OUT={tmp_path}", "PY=true", "VENV_STAMP="], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and "run 'make extract T=150 B=24 POOL=2' first" in done.stdout
+
+
+def test_cka_uses_the_recorded_model_and_coordinates(tmp_path):
+    record(tmp_path, T="90,150", B="24", POOL="4", LIMIT="300")
+    text = dry("cka", out=tmp_path)
+    runs = [line for line in text.splitlines() if "-m extract run" in line]
+    assert len(runs) == 3
+    assert "-t 90 -b all --pool 1" in runs[0] and "--limit 300" in runs[0] and "--split test" in runs[0]
+    assert "-b 24 --pool 4" in runs[1] and "-t 10,25,50" in runs[1]
+    assert "--random-init -t 90 -b all --pool 1" in runs[2]
+    assert text.count("-m analysis cka") == 3
