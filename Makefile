@@ -161,7 +161,7 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 bl
 	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$$w" ] && echo --random-init ) --split $$split $(call sweep_limit,$$split) \
 	    -t $(SWEEP_T) -b all --pool 1,2,4 --skip-small-maps --micro-batch 64 --no-progress --out "$(call sweep_store,$$w,$$split,pooled)" || exit $$?; \
 	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$$w" ] && echo --random-init ) --split $$split $(call sweep_limit,$$split) \
-	    -t $(SWEEP_FULL_T) -b $(SWEEP_FULL_B) --pool none --micro-batch 64 --no-progress --out "$(call sweep_store,$$w,$$split,full)" || exit $$?; \
+	    -t $(SWEEP_FULL_T) -b $(SWEEP_FULL_B) --pool full --micro-batch 64 --no-progress --out "$(call sweep_store,$$w,$$split,full)" || exit $$?; \
 	done; done
 	@for w in "" -random; do for part in pooled full; do \
 	  $(PY) -m probe train --train "$(call sweep_store,$$w,train,$$part)" --test "$(call sweep_store,$$w,test,$$part)" \

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from extract.cli import user_errors
+from extract.clikit import key_options, user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -24,7 +24,7 @@ def cli():
 def curves(runs, table, out, title):
     """Accuracy vs t, b and pool: the validation-best member (or run) per value, its test accuracy."""
     from analysis.curves import members_from_table, plot_curves
-    from probe.results import read_table
+    from probe.tables import read_results, read_table
 
     if bool(runs) == bool(table):
         raise ValueError("give either --results LABEL=FILE (repeatable) or --table FILE")
@@ -38,9 +38,7 @@ def curves(runs, table, out, title):
         label, sep, path = item.partition("=")
         if not sep:
             raise ValueError(f"--results {item!r}: expected LABEL=PATH")
-        result = json.loads(Path(path).read_text())
-        if not isinstance(result, dict) or result.get("format") != "diffprobe-probe-results":
-            raise ValueError(f"{path}: not a probe results file (python -m probe train writes them)")
+        result = read_results(path)
         members.setdefault(label, []).extend(result["members"])
         sources.setdefault(label, []).append(Path(result["stores"]["train"]["path"]).name)
     fig = plot_curves(members, title, "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items()))
@@ -55,25 +53,23 @@ def curves(runs, table, out, title):
 @click.option("--labels", default="A,B", help="names of the two stores in the figure")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)")
 @click.option("--title", default="linear CKA")
-@click.option("--t", "ts", default="", help="only these timesteps (comma list)")
-@click.option("--b", "bs", default="", help="only these blocks (comma list)")
-@click.option("--pool", "pools", default="", help="only these pools (comma list; 'none' for full maps)")
+@key_options(what="keys to compare [default: every key in the store]")
 @click.option("--kernel", type=click.Choice(["linear", "rbf", "minibatch"]), default="linear",
               help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); minibatch: unbiased HSIC over minibatches")
 @click.option("--max-rows", type=click.IntRange(min=4), default=5000, help="rbf: most images (n x n kernels)")
 @click.option("--batch", type=click.IntRange(min=4), default=256, help="minibatch: rows per minibatch")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def cka(stores, labels, out, title, ts, bs, pools, kernel, max_rows, batch, progress):
+def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_rows, batch, progress):
     """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
     from analysis.compare import cka_map, plot_cka
 
     if len(stores) > 2:
         raise ValueError("give one or two --store")
     names = tuple((labels.split(",") + ["A", "B"])[:2])
-    from extract.pooling import parse_pool
-
-    filters = dict(ts=_ints(ts), bs=_ints(bs), pools=tuple(parse_pool(p) for p in pools.split(",") if p.strip()))
+    if "all" in blocks:
+        blocks = ()
+    filters = dict(ts=ts, bs=blocks, pools=pools)
     result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, progress=progress, **filters)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_cka(result, title)

@@ -13,14 +13,13 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from analysis.cka import CrossMoments, hsic_unbiased, kernel_cka, linear_cka_matrix, linear_gram, rbf_gram  # noqa: E402
-from extract.schema import FeatureKey, FeatureStore, StoreError  # noqa: E402
-from probe.reader import open_complete  # noqa: E402
+from extract.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
 
 
 @dataclass
 class CkaMap:
     matrix: np.ndarray  # (len(rows), len(cols))
-    rows: list[str]  # "label t.. b.. p.." per row block
+    rows: list[str]  # "<store label> t../b../p.." per row block
     cols: list[str]
     n: int  # images compared
     sources: dict  # label -> store path and model
@@ -28,7 +27,7 @@ class CkaMap:
 
 
 def _label(key: FeatureKey) -> str:
-    return f"t{key.t} b{key.b} p{'full' if key.pool is None else key.pool}"
+    return key.label
 
 
 def _model(store: FeatureStore) -> str:
@@ -69,7 +68,7 @@ def _row_blocks(arrays, views, valid: np.ndarray, block_rows: int, progress: boo
 def _linear(arrays, views, dims, valid, rows, cols, block_rows, progress):
     if 8 * sum(dims) ** 2 > MAX_MOMENT_BYTES:
         raise ValueError(f"{len(dims)} keys with {sum(dims)} features in all need a {8 * sum(dims) ** 2 / 2**30:.1f} GiB moment matrix; "
-                         "select fewer keys (--t, --b, --pool) or smaller pools")  # fmt: skip
+                         "select fewer keys (-t, -b, --pool) or smaller pools")  # fmt: skip
     moments = CrossMoments(dims)
     for blocks in _row_blocks(arrays, views, valid, block_rows, progress):
         moments.add(blocks)

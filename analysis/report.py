@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from analysis.curves import AXES, plot_curves
-from probe.results import read_table
+from probe.tables import read_table
 
 TABLE = "probe_results.csv"
 

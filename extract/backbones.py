@@ -11,6 +11,7 @@ downloaded. Keys are (t=0, b, pool): there is no noise.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,10 +24,10 @@ from extract import __version__
 from extract.data import PREPROCESSING, DataError, FeatureInput
 from extract.dist import pick_device
 from extract.models import CheckpointError, file_sha256, read_state_dict
-from extract.pixels import clear_output
 from extract.pooling import pool, pooled_shape
 from extract.run import dataset_record, json_roundtrip, select_data
-from extract.schema import FeatureKey, FeatureStore
+from extract.schema import FeatureKey, FeatureStore, pool_label
+from extract.writer import StorePlan, write_store
 
 IMAGE_SIZE = 224
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -119,14 +120,18 @@ def load_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, list[torch.nn.M
     return model.eval(), blocks, {"random_init": False, "checkpoint": Path(cfg.weights).name, "sha256": file_sha256(cfg.weights)}
 
 
+# the key fields that define what a backbone store's features mean
+BACKBONE_COMPATIBLE = ("model", "weights", "preprocessing", "device_type")
+
+
 def extract_backbone(cfg: BackboneConfig) -> str:
-    """Write the chosen blocks' pooled outputs for a split into a complete store."""
+    """Write (or resume) the chosen blocks' pooled outputs for a split as a store."""
+    started = time.perf_counter()
     model, blocks, weights = load_backbone(cfg)
     chosen = tuple(sorted(set(cfg.blocks))) or tuple(range(1, len(blocks) + 1))
     for b in chosen:
         if not 1 <= b <= len(blocks):
             raise ValueError(f"block {b} is outside 1..{len(blocks)} for {cfg.model}")
-    out = clear_output(cfg.out, cfg.overwrite)
     source, rows, dataset = select_data(cfg)
     device = pick_device(cfg.device)
     model.to(device)
@@ -136,28 +141,32 @@ def extract_backbone(cfg: BackboneConfig) -> str:
     key = {"model": {"name": cfg.model, "image_size": IMAGE_SIZE, "normalisation": "imagenet mean/std"}, "weights": weights,
            "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": device.type,
            "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
-    provenance = {"diffprobe_version": __version__, "torch_version": torch.__version__, "stage": "extract", "preset": cfg.model,
-                  "weights": weights, "dataset": dataset_record(source, rows, dataset),
-                  "config": dataclasses.asdict(cfg)}  # fmt: skip
-    store = FeatureStore.create(
-        out, row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
-        shard_rows=cfg.shard_rows, views=1, dtype="float16", attrs=json_roundtrip({"key": key, "provenance": provenance}),
-    )  # fmt: skip
-    with tqdm(total=len(rows), unit="img", desc=cfg.model, disable=not cfg.progress) as bar:
-        for s in range(store.n_shards):
-            span = store.shard_rows(s)
-            shard = {k: np.empty((len(span), *shape), np.float16) for k, shape in shapes.items()}
-            for a in range(span.start, span.stop, cfg.batch_size):
-                idx = rows[a : min(a + cfg.batch_size, span.stop)]
-                items = [images[int(i)] for i in idx]
-                bad = next((e for _, _, e in items if e), "")
-                if bad:
-                    raise DataError(bad)
-                x = (torch.stack([t for _, t, _ in items]).to(device) + 1) / 2
-                maps = capture(model, blocks, (x - MEAN.to(device)) / STD.to(device), chosen)
-                for k in shapes:
-                    shard[k][a - span.start : a - span.start + len(idx)] = pool(maps[k.b].float(), k.pool).cpu().numpy()
-                bar.update(len(idx))
-            store.write_shard(s, shard, np.ones(len(span), bool))
-    store.finish({"skipped": []})
-    return f"{out}: {len(rows)} images, {cfg.model} blocks {list(chosen)}, pools {['none' if p is None else p for p in cfg.pools]}"
+    provenance = {"diffprobe_version": __version__, "torch_version": torch.__version__, "stage": "extract", "kind": "backbone",
+                  "preset": cfg.model, "weights": weights, "dataset": dataset_record(source, rows, dataset),
+                  "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}}  # fmt: skip
+    plan = StorePlan(out=Path(cfg.out), key=json_roundtrip(key), compatible=BACKBONE_COMPATIBLE, provenance=json_roundtrip(provenance),
+                     row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
+                     shard_rows=cfg.shard_rows, overwrite=cfg.overwrite)  # fmt: skip
+
+    def fill(store: FeatureStore, shards: list[int]) -> int:
+        total = sum(len(store.shard_rows(s)) for s in shards)
+        with tqdm(total=total, unit="img", desc=cfg.model, disable=not cfg.progress) as bar:
+            for s in shards:
+                span = store.shard_rows(s)
+                shard = {k: np.empty((len(span), *shape), np.float16) for k, shape in shapes.items()}
+                for a in range(span.start, span.stop, cfg.batch_size):
+                    idx = rows[a : min(a + cfg.batch_size, span.stop)]
+                    items = [images[int(i)] for i in idx]
+                    bad = next((e for _, _, e in items if e), "")
+                    if bad:
+                        raise DataError(bad)
+                    x = (torch.stack([t for _, t, _ in items]).to(device) + 1) / 2
+                    maps = capture(model, blocks, (x - MEAN.to(device)) / STD.to(device), chosen)
+                    for k in shapes:
+                        shard[k][a - span.start : a - span.start + len(idx)] = pool(maps[k.b].float(), k.pool).cpu().numpy()
+                    bar.update(len(idx))
+                store.write_shard(s, shard, np.ones(len(span), bool))
+        return total
+
+    written = write_store(plan, fill, started=started)
+    return f"{written.store}: {len(rows)} images, {cfg.model} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} ({written.images} computed now)"

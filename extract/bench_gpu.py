@@ -29,6 +29,7 @@ from extract.data import FeatureInput, imagefolder
 from extract.models import build_unet
 from extract.presets import ModelPreset, get_preset
 from extract.run import AUTOCAST_DTYPES
+from extract.bench_gpu_config import GpuBenchConfig  # noqa: F401 - the settings, importable without torch
 
 # Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from the vendor data sheets; fp16 is the
 # same on these parts. First substring of the device name that matches wins (PCIe before H100).
@@ -41,29 +42,6 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("L40S", 362.0),
     ("L4", 121.0),
 )
-
-
-@dataclass(frozen=True)
-class GpuBenchConfig:
-    model: str = "adm256-uncond"
-    block: int = 24
-    batches: tuple[int, ...] = (64, 128, 256)
-    dtypes: tuple[str, ...] = ("bf16", "fp16")  # autocast dtypes (extract.run.AUTOCAST_DTYPES keys)
-    channels_last: tuple[bool, ...] = (False, True)
-    compile: tuple[bool, ...] = (False, True)
-    compile_backend: str = "inductor"  # "eager": trace only (a cheap CPU check of the compile path)
-    compile_mode: str | None = None  # torch.compile mode, e.g. "max-autotune-no-cudagraphs"
-    cudnn_benchmark: bool = False  # False: fixed algorithms, as `extract run` uses
-    warmup: int = 3  # untimed steps per case (the first one compiles)
-    repeats: int = 10  # timed steps per case; the median is reported
-    t: int = 150
-    seed: int = 0
-    device: str = "cuda"
-    peak_tflops: float | None = None  # None: look the device up in PEAK_BF16_TFLOPS
-    loader_images: int = 1024  # synthetic JPEGs to decode; 0 skips the loader part
-    loader_workers: tuple[int, ...] = (0, 4, 8, 16)
-    loader_batch: int = 64
-    jpeg_size: tuple[int, int] = (500, 375)  # width, height: a typical ImageNet photo
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
 from pathlib import Path
@@ -11,51 +10,14 @@ from pathlib import Path
 import click
 
 from extract.augment import AUGMENTATIONS
-from extract.bench_gpu import GpuBenchConfig
+from extract.bench_gpu_config import GpuBenchConfig
+from extract.clikit import int_list, key_options, pool_list, user_errors
 from extract.datasets import DATASETS
-from extract.pooling import parse_pool
 from extract.presets import PRESETS
 from extract.run import AUTOCAST_DTYPES, ExtractConfig
 from extract.schema import STORE_DTYPES
 
 BACKBONE_NAMES = ("torchvision:resnet50", "torchvision:vit_b_16")  # extract.backbones.BACKBONES, without importing torchvision
-
-
-def user_errors(fn):
-    """Library errors that a user can fix become one line on stderr and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _int_list(ctx, param, values) -> tuple[int, ...]:
-    """Repeated and/or comma-separated integers: `-t 10 -t 50,150` -> (10, 50, 150)."""
-    out = []
-    for value in values:
-        for part in str(value).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                out.append(int(part))
-            except ValueError:
-                raise click.BadParameter(f"{part!r} is not an integer") from None
-    return tuple(dict.fromkeys(out))
-
-
-def _block_list(ctx, param, values) -> tuple[int | str, ...]:
-    """Like _int_list, and `all` for every block of the model."""
-    words = [part.strip() for value in values for part in str(value).split(",")]
-    if "all" in (w.lower() for w in words):
-        return ("all",)
-    return _int_list(ctx, param, words)
 
 
 def data_options(fn):
@@ -70,18 +32,6 @@ def data_options(fn):
     ]):  # fmt: skip
         fn = option(fn)
     return fn
-
-
-def _pool_list(ctx, param, values) -> tuple[int | None, ...]:
-    out = []
-    for value in values:
-        for part in str(value).split(","):
-            if part.strip():
-                try:
-                    out.append(parse_pool(part))
-                except ValueError as e:
-                    raise click.BadParameter(str(e)) from None
-    return tuple(dict.fromkeys(out))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -100,9 +50,7 @@ def cli():
 @click.option("--split", default="train", help="dataset split")
 @click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="crop-flip: view v of each image is a seeded crop (0.8-1.0 of the short side) + flip; training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
-@click.option("-t", "--t", "ts", multiple=True, default=("150",), callback=_int_list, help="timesteps, repeated or comma-separated")
-@click.option("-b", "--block", "blocks", multiple=True, callback=_block_list, help="U-Net blocks 1..2L+1, or 'all' [default: output_blocks[4], the paper's b=24 (see `blocks`)]")
-@click.option("--pool", "pools", multiple=True, default=("2",), callback=_pool_list, help="pool sizes p (p x p) or 'none'")
+@key_options(t_default=("150",), pool_default=("2",), what="features to cache [default block: output_blocks[4], the paper's b=24]")
 @click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws (and, with --aug, crops) per image")
 @click.option("--seed", type=int, default=0, help="noise (and random-init) seed")
 @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset of this many images")
@@ -126,11 +74,13 @@ def run(**options):
     if options["model"] in BACKBONE_NAMES:  # `--model torchvision:resnet50 --weights FILE`: no noise, no t
         from extract.backbones import BackboneConfig, extract_backbone
 
-        if options["aug"] != "none":
-            raise ValueError("--aug is for U-Net extraction; backbones see the center crop")
         names = {f.name for f in dataclasses.fields(BackboneConfig)}
-        picked = {k: v for k, v in options.items() if k in names}
-        click.echo(extract_backbone(BackboneConfig(weights=options["ckpt"], **picked)))
+        ctx = click.get_current_context()
+        flags = {p.name: max(p.opts, key=len) for p in ctx.command.params}
+        given = [flags[k] for k in options if k not in names | {"ckpt"} and ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not options of {options['model']} (a backbone has no noise, timestep, views or forward dtype); leave them out")
+        click.echo(extract_backbone(BackboneConfig(weights=options["ckpt"], **{k: v for k, v in options.items() if k in names})))
         return
     summary = extract(ExtractConfig(**options))
     click.echo(summary.line())
@@ -229,7 +179,7 @@ _GPU = GpuBenchConfig()  # the defaults live in the config
 @cli.command("bench-gpu")
 @click.option("--model", type=click.Choice(list(PRESETS)), default=_GPU.model, help="model preset (random weights)")
 @click.option("-b", "--block", type=click.IntRange(min=1), default=_GPU.block, help="stop the forward after this block")
-@click.option("--batch", "batches", multiple=True, default=(",".join(map(str, _GPU.batches)),), callback=_int_list, help="batch sizes, repeated or comma-separated")
+@click.option("--batch", "batches", multiple=True, default=(",".join(map(str, _GPU.batches)),), callback=int_list, help="batch sizes, repeated or comma-separated")
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(list(AUTOCAST_DTYPES)), default=_GPU.dtypes, help="autocast dtypes, repeated")
 @click.option("--channels-last/--no-channels-last", default=None, help="only with / only without channels_last [default: both]")
 @click.option("--compile/--no-compile", "compiled", default=None, help="only with / only without torch.compile [default: both]")
@@ -237,7 +187,7 @@ _GPU = GpuBenchConfig()  # the defaults live in the config
 @click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=_GPU.cudnn_benchmark, help="let cuDNN pick algorithms by timing (off: fixed ones, as `extract run`)")
 @click.option("--warmup", type=click.IntRange(min=1), default=_GPU.warmup, help="untimed steps per case (the first compiles)")
 @click.option("--repeats", type=click.IntRange(min=1), default=_GPU.repeats, help="timed steps per case (median reported)")
-@click.option("--workers", "loader_workers", multiple=True, default=(",".join(map(str, _GPU.loader_workers)),), callback=_int_list, help="DataLoader worker counts to time")
+@click.option("--workers", "loader_workers", multiple=True, default=(",".join(map(str, _GPU.loader_workers)),), callback=int_list, help="DataLoader worker counts to time")
 @click.option("--loader-images", type=click.IntRange(min=0), default=_GPU.loader_images, help="synthetic JPEGs to decode (0: skip the loader part)")
 @click.option("--device", default=_GPU.device, help="cuda, cuda:1, or cpu (a correctness check only)")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), help="the GPU's peak dense bf16 TFLOP/s [default: looked up by GPU name]")
@@ -341,8 +291,8 @@ def pixels(channels, **options):
 @data_options
 @click.option("--split", default="test")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
-@click.option("-b", "--block", "blocks", multiple=True, callback=_int_list, help="blocks (resnet50: 1-4 = layer1-4; vit_b_16: 1-12) [default: all]")
-@click.option("--pool", "pools", multiple=True, default=("2",), callback=_pool_list, help="pool sizes p or 'none'")
+@click.option("-b", "--block", "blocks", multiple=True, callback=int_list, help="blocks (resnet50: 1-4 = layer1-4; vit_b_16: 1-12) [default: all]")
+@click.option("--pool", "pools", multiple=True, default=("2",), callback=pool_list, help="pool sizes p (p x p), or 'full' for the whole map")
 @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)")
 @click.option("--seed", type=int, default=0)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from extract.schema import DataError  # noqa: F401 - shared by every stage, defined in the schema
+
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -36,9 +38,6 @@ FASHION_MNIST_LAYOUT = "IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte.g
 MAX_HDF5_IMAGES = 1 << 27  # 134M rows: far beyond ImageNet-21k, far below what would exhaust memory for labels
 MAX_IMAGE_VALUES = 1 << 28  # one image of at most 268M values (16k x 16k RGB)
 
-
-class DataError(ValueError):
-    """A dataset or image that cannot be read."""
 
 
 @dataclass

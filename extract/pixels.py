@@ -8,6 +8,7 @@ linear head and logistic regression run on pixels exactly as they do on features
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from tqdm import tqdm
 from extract import __version__
 from extract.data import PREPROCESSING, DataError, FeatureInput
 from extract.run import dataset_record, json_roundtrip, select_data
-from extract.schema import FeatureKey, FeatureStore, StoreError
+from extract.schema import FeatureKey, FeatureStore
+from extract.writer import StorePlan, write_store
 
 PIXEL_KEY = FeatureKey(0, 0, None)
 
@@ -41,43 +43,39 @@ class PixelConfig:
     progress: bool = True
 
 
-def clear_output(out: str | Path, overwrite: bool) -> Path:
-    """The output path, free: an existing store is refused, or removed with overwrite."""
-    out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise StoreError(f"{out} exists; use --overwrite to replace it")
-        FeatureStore.remove(out)
-    return out
+# pixels have no model, weights or forward: what makes two pixel stores comparable
+PIXEL_COMPATIBLE = ("model", "weights", "preprocessing")
 
 
 def extract_pixels(cfg: PixelConfig) -> str:
-    """Write the preprocessed images of a split as a complete store; returns a summary line."""
-    out = clear_output(cfg.out, cfg.overwrite)
+    """Write (or resume) the preprocessed images of a split as a store; returns a summary line."""
+    started = time.perf_counter()
     source, rows, dataset = select_data(cfg)  # the rows `extract run` takes with the same data arguments
     key = {"model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels}, "weights": {"none": True},
            "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": "cpu",
            "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset}  # fmt: skip
-    provenance = {"diffprobe_version": __version__, "stage": "extract", "preset": "pixels",
+    provenance = {"diffprobe_version": __version__, "stage": "extract", "kind": "pixels", "preset": "pixels",
                   "dataset": dataset_record(source, rows, dataset),
-                  "config": dataclasses.asdict(cfg)}  # fmt: skip
-    store = FeatureStore.create(
-        out, row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)}, ids=[source.ids[i] for i in rows],
-        labels=source.labels[rows], index=rows, shard_rows=cfg.shard_rows, views=1, dtype="float16",
-        attrs=json_roundtrip({"key": key, "provenance": provenance}),
-    )  # fmt: skip
+                  "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}}  # fmt: skip
+    plan = StorePlan(out=Path(cfg.out), key=json_roundtrip(key), compatible=PIXEL_COMPATIBLE, provenance=json_roundtrip(provenance),
+                     row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)}, ids=[source.ids[i] for i in rows],
+                     labels=source.labels[rows], index=rows, shard_rows=cfg.shard_rows, overwrite=cfg.overwrite)  # fmt: skip
     images = FeatureInput(source, cfg.image_size, cfg.channels)
-    with tqdm(total=len(rows), unit="img", desc="pixels", disable=not cfg.progress) as bar:
-        for s in range(store.n_shards):
-            span = store.shard_rows(s)
-            batch, valid = [], []
-            for i in rows[span.start : span.stop]:
-                _, x, error = images[int(i)]
-                if error:
-                    raise DataError(error)
-                batch.append(x.numpy())
-                valid.append(True)
-                bar.update(1)
-            store.write_shard(s, {PIXEL_KEY: np.stack(batch).astype(np.float16)}, np.array(valid))
-    store.finish({"skipped": []})
-    return f"{out}: {len(rows)} images as {cfg.channels}x{cfg.image_size}x{cfg.image_size} pixels"
+
+    def fill(store: FeatureStore, shards: list[int]) -> int:
+        total = sum(len(store.shard_rows(s)) for s in shards)
+        with tqdm(total=total, unit="img", desc="pixels", disable=not cfg.progress) as bar:
+            for s in shards:
+                span = store.shard_rows(s)
+                batch = []
+                for i in rows[span.start : span.stop]:
+                    _, x, error = images[int(i)]
+                    if error:
+                        raise DataError(error)
+                    batch.append(x.numpy())
+                    bar.update(1)
+                store.write_shard(s, {PIXEL_KEY: np.stack(batch).astype(np.float16)}, np.ones(len(span), bool))
+        return total
+
+    written = write_store(plan, fill, started=started)
+    return f"{written.store}: {len(rows)} images as {cfg.channels}x{cfg.image_size}x{cfg.image_size} pixels ({written.images} computed now)"

@@ -1,24 +1,10 @@
-"""Spatial pooling of block activations: adaptive average to p x p, or the full map."""
+"""Spatial pooling of block activations: adaptive average to p x p, or the full map.
+(How a pool is spelled and parsed is the schema's: extract.schema.parse_pool.)"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-FULL = "none"  # the spelling of "no pooling" on the command line
-
-
-def parse_pool(text: str | int | None) -> int | None:
-    """'2' -> 2; 'none'/'full' -> None (keep the whole H x W map)."""
-    if text is None or (isinstance(text, str) and text.strip().lower() in (FULL, "full")):
-        return None
-    try:
-        p = int(text)
-    except ValueError:
-        raise ValueError(f"pool must be a positive integer or 'none', got {text!r}") from None
-    if p < 1:
-        raise ValueError(f"pool must be a positive integer or 'none', got {text!r}")
-    return p
 
 
 def pooled_shape(channels: int, height: int, width: int, p: int | None) -> tuple[int, int, int]:

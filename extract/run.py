@@ -27,7 +27,8 @@ from extract.models import file_sha256, load_checkpoint, random_unet, shipped_we
 from extract.noise import draw_noise, q_sample
 from extract.pooling import pool, pooled_shape
 from extract.presets import ModelPreset, get_preset
-from extract.schema import STORE_DTYPES, FeatureKey, FeatureStore, StoreError, StoreLock, is_store
+from extract.schema import COMPATIBLE_FIELDS, STORE_DTYPES, FeatureKey, FeatureStore
+from extract.writer import StorePlan, write_store
 from extract.subsets import Subset, apply_subset, rows_digest
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -192,17 +193,6 @@ def store_key(cfg: ExtractConfig, preset: ModelPreset, blocks, weights: dict, da
     return fields
 
 
-def describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    diffs = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += describe_differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            diffs.append(f"{prefix}{k}: store has {a!r}, asked {b!r}")
-    return diffs
-
-
 def json_roundtrip(obj):
     """The value as it reads back from Zarr attrs (tuples become lists, paths strings)."""
     import json
@@ -244,36 +234,6 @@ def load_model(cfg: ExtractConfig, preset: ModelPreset) -> tuple[torch.nn.Module
     path = Path(cfg.ckpt) if cfg.ckpt is not None else shipped_weights(preset)
     model = load_checkpoint(preset, path)
     return model, {"random_init": False, "checkpoint": path.name, "sha256": file_sha256(path)}
-
-
-def prepare_store(cfg, key: dict, provenance: dict, shapes, source: ImageSource, rows: np.ndarray) -> str | None:
-    """Create, resume or refuse the store (rank 0 only). Returns an error message or None."""
-    out = Path(cfg.out)
-    if out.exists() and not is_store(out):
-        if is_store(out, created=False) or (out.is_dir() and not any(out.iterdir())):
-            FeatureStore.remove(out)  # empty, or a creation that was interrupted
-        else:
-            return f"{out} exists and is not a diffprobe store; choose another --out"
-    if out.exists():
-        store = FeatureStore.open(out, mode="r+")
-        diffs = describe_differences(store.attrs.get("key", {}), key)
-        if diffs and not cfg.overwrite:
-            return f"{out} was made with other arguments ({'; '.join(diffs)}); use --overwrite to replace it"
-        if not diffs:
-            return None
-        FeatureStore.remove(out)
-    FeatureStore.create(
-        out,
-        row_shapes=shapes,
-        ids=[source.ids[i] for i in rows],
-        labels=source.labels[rows],
-        index=rows,
-        shard_rows=cfg.shard_rows,
-        views=cfg.views,
-        dtype=cfg.store_dtype,
-        attrs={"key": key, "provenance": provenance},
-    )
-    return None
 
 
 class _ShardBatches(torch.utils.data.Sampler):
@@ -334,13 +294,16 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
     return {k: np.stack(v, axis=1) for k, v in out.items()}
 
 
+# the key fields that define what a U-Net store's features mean (stores probed together agree on them)
+UNET_COMPATIBLE = COMPATIBLE_FIELDS
+
+
 def extract(cfg: ExtractConfig) -> Summary:
     """Run (or resume) one extraction into cfg.out. Collective under torchrun."""
     started = time.perf_counter()
     preset, blocks, shapes = validate(cfg)
     device = pick_device(cfg.device)
     world = init_world(device)
-    lock: StoreLock | None = None
     try:
         device = pick_device(cfg.device, world)
         if device.type == "cuda":
@@ -354,38 +317,21 @@ def extract(cfg: ExtractConfig) -> Summary:
         key = json_roundtrip(store_key(cfg, preset, blocks, weights, dataset, device))
         provenance = json_roundtrip({
             "diffprobe_version": __version__, "torch_version": torch.__version__,
-            "stage": "extract", "preset": preset.name, "weights": weights,
+            "stage": "extract", "kind": "unet", "preset": preset.name, "weights": weights,
             "dataset": {**dataset_record(source, rows, dataset), "aug": cfg.aug},
             "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
         })  # fmt: skip
-        error = None
-        if world.is_main:
-            try:
-                lock = StoreLock(cfg.out).acquire()
-            except StoreError as e:
-                error = str(e)
-            else:
-                error = prepare_store(cfg, key, provenance, shapes, source, rows)
-        error = world.broadcast(error)
-        if error:
-            raise StoreError(error)
-        store = FeatureStore.open(cfg.out, mode="r+")
-        done = store.done_shards()
-        mine = [s for s in range(store.n_shards) if s % world.size == world.rank and not done[s]]
-        if mine and world.is_main:
-            store.mark_incomplete()
-        computed = run_shards(model, preset, source, store, mine, rows, cfg, blocks, shapes, device, world)
-        images = int(world.all_sum(computed))
-        world.barrier()
-        seconds = time.perf_counter() - started
-        if world.is_main:
-            bad = [str(i) for i, ok in zip(store.ids(), store.valid()) if not ok]
-            store.finish({"skipped": bad, "last_run": {"images": images, "seconds": round(seconds, 3), "world_size": world.size}})
-        world.barrier()
-        return Summary(Path(cfg.out), images, seconds, store.size_bytes(), int(store.done_shards().sum()), store.n_shards, list(store.attrs.get("skipped", [])))
+        plan = StorePlan(out=Path(cfg.out), key=key, compatible=UNET_COMPATIBLE, provenance=provenance, row_shapes=shapes,
+                         ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows, shard_rows=cfg.shard_rows,
+                         views=cfg.views, dtype=cfg.store_dtype, overwrite=cfg.overwrite)  # fmt: skip
+
+        def fill(store: FeatureStore, shards: list[int]) -> int:
+            return run_shards(model, preset, source, store, shards, rows, cfg, blocks, shapes, device, world)
+
+        written = write_store(plan, fill, world, started)
+        return Summary(written.store, written.images, time.perf_counter() - started, written.bytes, written.shards_done,
+                       written.shards_total, written.skipped)  # fmt: skip
     finally:
-        if lock is not None:
-            lock.release()
         close_world(world)
 
 

@@ -1,11 +1,16 @@
 """The cache schema: the only code that knows how a diffprobe store is laid out.
 
+This module and `extract.clikit` are the floor every stage stands on: they import numpy and
+zarr, never torch or guided_diffusion, so probe and analysis can read stores (and analysis
+can run) without loading a model. Here live the store layout, the feature key (its one
+parser and one label), what makes stores compatible, and the errors all stages share.
+
 A store is one Zarr v3 group:
 
     <store>/                          attrs: format, schema_version, key, provenance, arrays,
                                              complete, skipped, last_run
       features/t{t}/b{b}/p{p}         (N, C, p, p) or, with views V > 1, (N, V, C, p, p)
-      features/t{t}/b{b}/full         (N, C, H, W)  (pool 'none')
+      features/t{t}/b{b}/full         (N, C, H, W)  (pool 'full')
       labels   int64 (N,)             class index per row
       ids      str   (N,)             image id (path relative to the dataset root, ...)
       index    int64 (N,)             row -> position in the source dataset (noise is keyed by it)
@@ -40,17 +45,65 @@ STORE_DTYPES = ("float16", "float32")
 _FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "index", "valid", "progress/done"
 
 
+FULL = "full"  # the one spelling of "no pooling": keep the block's whole H x W map
+
+
+class StoreError(ValueError):
+    """A store that is not a diffprobe store, is incomplete, or lacks what was asked for."""
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read as asked: missing files, bad annotations, unreadable images."""
+
+
+def parse_pool(text: str | int | None) -> int | None:
+    """'2' -> 2; 'full' -> None (the whole map). 'none', the spelling of older versions, is read as 'full'."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in (FULL, "none")):
+        return None
+    try:
+        p = int(text)
+    except ValueError:
+        raise ValueError(f"pool must be a positive integer or '{FULL}', got {text!r}") from None
+    if p < 1:
+        raise ValueError(f"pool must be a positive integer or '{FULL}', got {text!r}")
+    return p
+
+
+def pool_label(p: int | None) -> str:
+    return FULL if p is None else str(p)
+
+
 @dataclass(frozen=True)
 class FeatureKey:
-    """One cached array: timestep t, block b, pool p (None = the full map)."""
+    """One cached array: timestep t, block b, pool p (None = the full map).
+
+    Its label, `t150/b24/p2` or `t150/b24/full`, is the array's path under features/ in the
+    store, and the one spelling every command accepts and prints (feature sets join labels
+    with '+')."""
 
     t: int
     b: int
     pool: int | None
 
     @property
+    def label(self) -> str:
+        return f"t{self.t}/b{self.b}/{FULL if self.pool is None else f'p{self.pool}'}"
+
+    @property
     def path(self) -> str:
-        return f"{_FEATURES}/t{self.t}/b{self.b}/{'full' if self.pool is None else f'p{self.pool}'}"
+        return f"{_FEATURES}/{self.label}"
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureKey:
+        """'t150/b24/p2' or 't150/b24/full' -> FeatureKey (the inverse of `label`)."""
+        parts = text.strip().lower().split("/")
+        try:
+            t, b, p = parts
+            if not (t[0] == "t" and b[0] == "b" and (p in (FULL, "pnone") or p[0] == "p")):
+                raise ValueError
+            return cls(int(t[1:]), int(b[1:]), None if p in (FULL, "pnone") else int(p[1:]))
+        except (ValueError, IndexError):
+            raise ValueError(f"feature {text!r}: expected tT/bB/pP or tT/bB/{FULL}, e.g. t150/b24/p2") from None
 
     def to_dict(self) -> dict:
         return {"t": self.t, "b": self.b, "pool": self.pool}
@@ -63,11 +116,34 @@ class FeatureKey:
         return cls(int(d["t"]), int(d["b"]), None if d["pool"] is None else int(d["pool"]))
 
     def __str__(self) -> str:
-        return f"t={self.t} b={self.b} pool={'none' if self.pool is None else self.pool}"
+        return self.label
 
 
-class StoreError(ValueError):
-    """A store that is not a diffprobe store, is incomplete, or lacks what was asked for."""
+def feature_set_label(keys) -> str:
+    """Keys whose features are concatenated: 't10/b7/p2+t50/b7/p2'."""
+    return "+".join(k.label for k in keys)
+
+
+def parse_feature_set(text: str) -> tuple[FeatureKey, ...]:
+    return tuple(FeatureKey.parse(part) for part in text.split("+"))
+
+
+# ---------------------------------------------------------------- compatibility
+# key fields that must agree between stores probed or compared together (they change what a
+# feature means); a store records its own list as attrs["compatible"], older ones use this one
+COMPATIBLE_FIELDS = ("model", "weights", "preprocessing", "dtype", "class_label", "micro_batch", "device_type")
+
+
+def describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'field: store has X, asked Y' for every leaf where two key dicts differ."""
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += describe_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            diffs.append(f"{prefix}{k}: store has {a!r}, asked {b!r}")
+    return diffs
 
 
 def chunk_rows_for(row_bytes: int, shard_rows: int) -> int:
@@ -140,6 +216,22 @@ class StoreLock:
         if self.held:
             self.file.unlink(missing_ok=True)
             self.held = False
+
+
+def open_complete(path: str | Path) -> FeatureStore:
+    """A store that exists and whose extraction finished (what probe and analysis read)."""
+    store = FeatureStore.open(path)
+    if not store.complete:
+        raise StoreError(f"{path} is not complete (an extraction is unfinished); finish it with `python -m extract run` first")
+    return store
+
+
+def incompatibility(a: FeatureStore, b: FeatureStore) -> list[str]:
+    """Why features of two stores cannot be used together (empty: they can), from the fields
+    each store's kind declared."""
+    fields = tuple(dict.fromkeys(a.compatible_fields() + b.compatible_fields()))
+    ka, kb = a.attrs.get("key", {}), b.attrs.get("key", {})
+    return describe_differences({k: ka.get(k) for k in fields}, {k: kb.get(k) for k in fields})
 
 
 class FeatureStore:
@@ -305,6 +397,14 @@ class FeatureStore:
     @property
     def complete(self) -> bool:
         return bool(self.attrs.get("complete")) and bool(self.done_shards().all())
+
+    def compatible_fields(self) -> tuple[str, ...]:
+        """The key fields this store's kind declared as defining what its features mean."""
+        return tuple(self.attrs.get("compatible", COMPATIBLE_FIELDS))
+
+    def compatibility_key(self) -> dict:
+        key = self.attrs.get("key", {})
+        return {k: key.get(k) for k in self.compatible_fields()}
 
     # ------------------------------------------------------------ writing
     def write_shard(self, s: int, features: dict[FeatureKey, np.ndarray], valid: np.ndarray) -> None:

@@ -111,10 +111,30 @@ def inspect_store(path: str | Path) -> Report:
     return report
 
 
+# store kind (provenance["kind"]) -> (module, config class, writer function); stores made
+# before kinds were recorded are U-Net stores when their config has timesteps
+STORE_KINDS = {
+    "unet": ("extract.run", "ExtractConfig", "extract"),
+    "pixels": ("extract.pixels", "PixelConfig", "extract_pixels"),
+    "backbone": ("extract.backbones", "BackboneConfig", "extract_backbone"),
+}
+
+
+def _rebuild_config(cls, recorded: dict, **overrides):
+    """The dataclass config a store was made with, from its JSON provenance (lists back to tuples)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
+    values.update({k: v for k, v in overrides.items() if k in names})
+    return cls(**values)
+
+
 def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | None = None) -> list[str]:
-    """Re-extract the bad shards of a U-Net store with the arguments it was made with (from
-    its provenance), then verify again. Returns the problems left (empty: repaired)."""
-    from extract.run import ExtractConfig, extract
+    """Re-extract the bad shards of a store with the arguments it was made with (from its
+    provenance; any store kind the one writer makes), then verify again. Returns the
+    problems left (empty: repaired)."""
+    import importlib
 
     report = inspect_store(path)
     if not report.problems:
@@ -122,18 +142,20 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     if not report.repairable:
         raise StoreError(f"{path}: cannot repair, a problem is not confined to shards: {report.problems[0]}")
     store = FeatureStore.open(path, mode="r+")
-    config = dict(store.attrs.get("provenance", {}).get("config", {}))
-    if not config or store.attrs.get("provenance", {}).get("stage") != "extract" or "ts" not in config:
-        raise StoreError(f"{path}: cannot repair: it holds no `extract run` configuration to re-extract with")
+    provenance = store.attrs.get("provenance", {})
+    config = dict(provenance.get("config", {}))
+    kind = provenance.get("kind") or ("unet" if "ts" in config else None)
+    if not config or provenance.get("stage") != "extract" or kind not in STORE_KINDS:
+        raise StoreError(f"{path}: cannot repair: it holds no extraction configuration to re-extract with")
     for s in sorted(report.bad_shards):
         store.group["progress/done"][s] = 0
     store.mark_incomplete()
-    tuples = {"ts", "blocks", "pools", "data_opts"}
-    config = {k: tuple(v) if k in tuples else v for k, v in config.items()}
-    config.update(out=Path(path), overwrite=False, progress=False)
+    module, cls_name, fn_name = STORE_KINDS[kind]
+    module = importlib.import_module(module)
+    overrides = {"out": Path(path), "overwrite": False, "progress": False}
     if ckpt is not None:
-        config["ckpt"] = ckpt
+        overrides["ckpt" if kind == "unet" else "weights"] = ckpt
     if data_root is not None:
-        config["data_root"] = data_root
-    extract(ExtractConfig(**config))
+        overrides["data_root"] = data_root
+    getattr(module, fn_name)(_rebuild_config(getattr(module, cls_name), config, **overrides))
     return verify_store(path)

@@ -25,9 +25,10 @@ from extract.noise import q_sample
 from extract.pooling import pool
 from extract.presets import get_preset
 from extract.run import ExtractConfig, extract
-from extract.schema import FeatureKey
+from extract.schema import FeatureKey, pool_label
 from probe.grid import Grid, MemberSpec, TrainSettings, build_member, feature_set, train_grid
-from probe.reader import FeatureReader, fit_standardizers, open_complete, stream_batches
+from extract.schema import open_complete
+from probe.reader import FeatureReader, fit_standardizers, stream_batches
 
 
 def bench_workflow(images: int = 2000, epochs: int = 28, t: int = 150, block: int = 24, pool_size: int | None = 2, batch: int = 64, seed: int = 0) -> dict:
@@ -89,7 +90,7 @@ def bench_workflow(images: int = 2000, epochs: int = 28, t: int = 150, block: in
 
 def format_table(r: dict) -> str:
     return "\n".join([
-        f"whole workflow, demo-fmnist, {r['images']} images, {r['epochs']} epochs, t={r['t']} b={r['block']} pool={r.get('pool') or 'none'}, batch {r['batch']}, {r['threads']} threads",
+        f"whole workflow, demo-fmnist, {r['images']} images, {r['epochs']} epochs, t={r['t']} b={r['block']} pool={pool_label(r.get('pool'))}, batch {r['batch']}, {r['threads']} threads",
         f"  on-line (full U-Net every step)     {r['online_seconds']:>8.1f} s",
         f"  diffprobe: extract once             {r['extract_seconds']:>8.1f} s",
         f"  diffprobe: {r['epochs']} epochs on the cache     {r['cached_train_seconds']:>8.1f} s",

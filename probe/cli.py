@@ -7,26 +7,11 @@ from pathlib import Path
 
 import click
 
-from extract.cli import user_errors
-from probe.grid import OPTIMIZERS, SCHEDULES, TrainSettings
-from probe.heads import BASELINES, HEADS
-from probe.run import ProbeConfig, probe
+from extract.clikit import float_list, int_list, key_options, user_errors
+from probe.config import BASELINE_NAMES, HEAD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES, ProbeConfig, TrainSettings
 
-
-def _floats(ctx, param, values) -> tuple[float, ...]:
-    out = []
-    for value in values:
-        for part in str(value).split(","):
-            if part.strip():
-                try:
-                    out.append(float(part))
-                except ValueError:
-                    raise click.BadParameter(f"{part!r} is not a number") from None
-    return tuple(dict.fromkeys(out))
-
-
-def _ints(ctx, param, values) -> tuple[int, ...]:
-    return tuple(int(v) for v in _floats(ctx, param, values))
+# torch and the training code load only inside the commands that train, so `--help` and
+# `table` start at once
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -38,16 +23,17 @@ def cli():
 @click.option("--train", "train_store", required=True, type=click.Path(path_type=Path), help="training store (.zarr)")
 @click.option("--test", "test_store", type=click.Path(path_type=Path), help="test store: evaluated only, never used to choose")
 @click.option("--val", "val_store", type=click.Path(path_type=Path), help="official validation store [default: carved from --train]")
-@click.option("--head", "heads", multiple=True, default=("linear",), type=click.Choice([*HEADS, *BASELINES]), help="heads (repeat for a grid)")
+@click.option("--head", "heads", multiple=True, default=("linear",), type=click.Choice([*HEAD_NAMES, *BASELINE_NAMES]), help="heads (repeat for a grid)")
 @click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE head option, e.g. width=256, hidden=512,512, batchnorm=true")
-@click.option("--features", multiple=True, help="feature set tT/bB/pP, '+' to concatenate (repeat for a grid) [default: each key alone]")
-@click.option("--lr", "lrs", multiple=True, default=("1e-3",), callback=_floats, help="learning rates (grid)")
-@click.option("--wd", "wds", multiple=True, default=("0",), callback=_floats, help="weight decays (grid)")
+@click.option("--features", multiple=True, help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate (repeat for a grid) [default: each key alone]")
+@key_options(what="store's keys to train on, each alone [default: all]")
+@click.option("--lr", "lrs", multiple=True, default=("1e-3",), callback=float_list, help="learning rates (grid)")
+@click.option("--wd", "wds", multiple=True, default=("0",), callback=float_list, help="weight decays (grid)")
 @click.option("--epochs", type=click.IntRange(min=1), default=20)
 @click.option("--batch-size", type=click.IntRange(min=1), default=256)
-@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="adamw")
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZER_NAMES)), default="adamw")
 @click.option("--momentum", type=float, default=0.9, help="SGD momentum")
-@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default="cosine")
+@click.option("--schedule", type=click.Choice(list(SCHEDULE_NAMES)), default="cosine")
 @click.option("--warmup-epochs", type=float, default=0.0)
 @click.option("--step-epochs", type=click.IntRange(min=1), default=7, help="step schedule: epochs between decays")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0)
@@ -56,8 +42,8 @@ def cli():
 @click.option("--seed", type=int, default=0)
 @click.option("--buffer-mb", type=click.IntRange(min=1), default=1024, help="memory for feature rows (bounds the shuffle window)")
 @click.option("--preload/--stream", default=None, help="hold the training features in memory [default: when they fit --buffer-mb]")
-@click.option("--logreg-c", multiple=True, default=("0.01,0.1,1,10",), callback=_floats, help="logreg inverse regularisation (grid)")
-@click.option("--knn-k", multiple=True, default=("20",), callback=_ints, help="k-NN neighbours (grid)")
+@click.option("--logreg-c", multiple=True, default=("0.01,0.1,1,10",), callback=float_list, help="logreg inverse regularisation (grid)")
+@click.option("--knn-k", multiple=True, default=("20",), callback=int_list, help="k-NN neighbours (grid)")
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), help="folder for results, heads and the table")
 @click.option("--name", help="results name [default: heads and store name]")
 @click.option("--device", help="cpu, cuda, cuda:1 [default: CUDA when present]")
@@ -65,6 +51,10 @@ def cli():
 @user_errors
 def train(train_store, test_store, val_store, **kwargs):
     """Train heads (a grid: heads x features x lrs x wds) in one pass, select on validation, test."""
+    from probe.run import probe
+
+    if "all" in kwargs["blocks"]:
+        kwargs["blocks"] = ()
     names = {f.name for f in dataclasses.fields(TrainSettings)}
     training = TrainSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
     cfg = ProbeConfig(train=train_store, test=test_store, val=val_store, training=training, **kwargs)
@@ -95,7 +85,7 @@ def summary_lines(result: dict) -> str:
 def eval_cmd(head, store, out, device):
     """Re-evaluate a saved head on a store's valid rows."""
     from probe.evaluate import evaluate_head
-    from probe.results import write_json
+    from probe.tables import write_json
 
     result = evaluate_head(head, store, device)
     if out:
@@ -110,7 +100,7 @@ def eval_cmd(head, store, out, device):
 def bench(out, shapes):
     """A grid of 16 linear heads against one head, and store read vs training samples/s."""
     from probe.bench import BENCH_SHAPES, bench_probe, format_table
-    from probe.results import write_json
+    from probe.tables import write_json
 
     results = {name: bench_probe(**BENCH_SHAPES[name]) for name in shapes}
     write_json(out, results)
@@ -125,7 +115,7 @@ def bench(out, shapes):
 @user_errors
 def table(results, last):
     """Print the results table: one row per probe run (the validation-selected member)."""
-    from probe.results import format_table, read_table
+    from probe.tables import format_table, read_table
 
     path = results / "probe_results.csv"
     if not path.is_file():
@@ -142,7 +132,7 @@ def table(results, last):
 def bench_workflow_cmd(images, epochs, out):
     """On-line head training (the full U-Net every step, as the paper's code) vs extract once + train on the cache."""
     from probe.bench_workflow import bench_workflow, format_table
-    from probe.results import write_json
+    from probe.tables import write_json
 
     result = bench_workflow(images=images, epochs=epochs)
     write_json(out, result)

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from extract.schema import describe_differences, open_complete
 from probe.grid import head_inputs
 from probe.metrics import report
-from extract.run import describe_differences
-from probe.reader import COMPATIBLE_FIELDS, FeatureReader, ProbeDataError, check_finite, eval_batches, open_complete, store_summary
+from probe.reader import FeatureReader, ProbeDataError, check_finite, eval_batches, store_summary
 from probe.results import load_head
 
 
@@ -20,7 +20,7 @@ def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu")
     module, meta, fs, norms = load_head(head)
     store = open_complete(store_path)
     key = store.attrs.get("key", {})
-    diffs = describe_differences(meta["compatible"], {k: key.get(k) for k in COMPATIBLE_FIELDS})
+    diffs = describe_differences(meta["compatible"], {k: key.get(k) for k in meta["compatible"]})
     if diffs:
         raise ProbeDataError(f"{store_path} holds features of another model or preprocessing than {head} was trained on: {'; '.join(diffs[:3])}")
     reader = FeatureReader(store, fs.keys)

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from extract.schema import FeatureKey
+from extract.schema import FeatureKey, feature_set_label
 from probe.bank import LinearBank
 from probe.heads import LinearHead, build_head
+from probe.config import TrainSettings  # noqa: F401 - the settings live with the other configs
 from probe.reader import Standardizer
 
 
@@ -35,6 +36,12 @@ class FeatureSet:
 
     @property
     def name(self) -> str:
+        return feature_set_label(self.keys)
+
+    @property
+    def seed_tag(self) -> str:
+        # the spelling heads were seeded with before labels were unified; kept so that the
+        # same arguments still give the same heads
         return "+".join(f"t{k.t}b{k.b}p{'full' if k.pool is None else k.pool}" for k in self.keys)
 
 
@@ -60,7 +67,7 @@ class MemberSpec:
 
 
 def member_seed(seed: int, spec: MemberSpec) -> int:
-    text = f"diffprobe-head:{seed}:{spec.head}:{spec.options}:{spec.features.name}"
+    text = f"diffprobe-head:{seed}:{spec.head}:{spec.options}:{spec.features.seed_tag}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") & ((1 << 63) - 1)
 
 
@@ -92,20 +99,6 @@ def _step(progress: float, epochs: int, step_epochs: int, gamma: float) -> float
 
 
 SCHEDULES: dict[str, Callable[[float, int, int, float], float]] = {"cosine": _cosine, "step": _step}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 20
-    batch_size: int = 256
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    step_epochs: int = 7
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
-    seed: int = 0
 
 
 def lr_factor(s: TrainSettings, epoch: int, step: int, steps: int) -> float:

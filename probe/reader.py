@@ -14,34 +14,21 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import reduce
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from extract.run import describe_differences
-from extract.schema import FeatureKey, FeatureStore, StoreError
-
-# key fields that must agree between the stores of one probe (they change what a feature means)
-COMPATIBLE_FIELDS = ("model", "weights", "preprocessing", "dtype", "class_label", "micro_batch", "device_type")
+from extract.schema import FeatureKey, FeatureStore, incompatibility
 
 
 class ProbeDataError(ValueError):
     """Features that cannot be trained or evaluated on as asked."""
 
 
-def open_complete(path: str | Path) -> FeatureStore:
-    store = FeatureStore.open(path)
-    if not store.complete:
-        raise StoreError(f"{path} is not complete (an extraction is unfinished); finish it with `python -m extract run` first")
-    return store
-
-
 def check_compatible(reference: FeatureStore, other: FeatureStore) -> None:
     """Refuse stores whose features come from another model, weights or preprocessing, or whose
     labels number other classes."""
-    a, b = reference.attrs.get("key", {}), other.attrs.get("key", {})
-    diffs = describe_differences({k: a.get(k) for k in COMPATIBLE_FIELDS}, {k: b.get(k) for k in COMPATIBLE_FIELDS})
+    diffs = incompatibility(reference, other)
     if diffs:
         shown = "; ".join(d.replace("store has", f"{reference.path.name} has").replace("asked", f"{other.path.name} has") for d in diffs[:3])
         raise ProbeDataError(f"{reference.path} and {other.path} hold features of different models or preprocessing: {shown}")
@@ -56,7 +43,7 @@ def store_summary(store: FeatureStore, rows: int) -> dict:
     """What a results file records about a store: path, rows used, key fields, provenance."""
     attrs = store.attrs
     key = attrs.get("key", {})
-    return {"path": str(store.path), "rows": rows, "key": {k: key.get(k) for k in COMPATIBLE_FIELDS},
+    return {"path": str(store.path), "rows": rows, "key": store.compatibility_key(),
             "dataset": key.get("dataset"), "seed": key.get("seed"), "views": store.views,
             "provenance": {k: v for k, v in attrs.get("provenance", {}).items() if k != "config"}}  # fmt: skip
 

@@ -16,60 +16,36 @@ import torch
 
 from extract import __version__
 from extract.dist import close_world, init_world, pick_device
-from extract.schema import FeatureKey, FeatureStore
+from extract.schema import FeatureKey, FeatureStore, open_complete, parse_feature_set, pool_label
 from probe import baselines
-from probe.grid import OPTIMIZERS, SCHEDULES, Grid, MemberSpec, TrainSettings, build_member, feature_set, head_inputs, predict_grid, train_grid
+from probe.config import ProbeConfig
+from probe.grid import OPTIMIZERS, SCHEDULES, Grid, MemberSpec, build_member, feature_set, head_inputs, predict_grid, train_grid
 from probe.heads import BASELINES, HEADS, LinearHead, parse_head_options
 from probe.metrics import accuracy, report
 from probe.reader import (
     FeatureReader, ProbeDataError, carve_validation, check_compatible, check_finite,
-    eval_batches, fit_standardizers, open_complete, store_classes, store_summary, stream_batches, steps_per_epoch, epoch_windows,
+    eval_batches, fit_standardizers, store_classes, store_summary, stream_batches, steps_per_epoch, epoch_windows,
 )  # fmt: skip
-from probe.results import RESULTS_FORMAT, append_row, linear_state, save_head, write_json
+from probe.results import linear_state, save_head
+from probe.tables import RESULTS_FORMAT, append_row, write_json
 
 MiB = 1 << 20
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
-    train: Path
-    test: Path | None = None
-    val: Path | None = None  # an official validation store; else carved from train
-    heads: tuple[str, ...] = ("linear",)
-    head_options: tuple[str, ...] = ()  # NAME=VALUE, applied to every head that takes NAME
-    features: tuple[str, ...] = ()  # feature sets like "t10/b7/p2" or "t10/b7/p2+t50/b7/p2"; empty: each key alone
-    lrs: tuple[float, ...] = (1e-3,)
-    wds: tuple[float, ...] = (0.0,)
-    training: TrainSettings = TrainSettings()  # epochs, batch size, optimizer, schedule, seed
-    standardize: bool = True
-    val_fraction: float = 0.1
-    buffer_mb: int = 1024  # bounds the feature rows held in memory (two shuffle windows)
-    preload: bool | None = None  # None: preload when the training features fit in buffer_mb
-    logreg_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
-    knn_k: tuple[int, ...] = (20,)
-    knn_temperature: float = 0.07
-    results: Path = Path("results")
-    name: str | None = None
-    device: str | None = None
-    progress: bool = True
-
-
-def parse_key(text: str) -> FeatureKey:
-    """'t10/b7/p2' or 't10/b7/full' -> FeatureKey."""
-    parts = text.strip().lower().split("/")
-    try:
-        t, b, p = parts
-        if not (t[0] == "t" and b[0] == "b" and (p == "full" or p[0] == "p")):
-            raise ValueError
-        return FeatureKey(int(t[1:]), int(b[1:]), None if p in ("full", "pnone") else int(p[1:]))
-    except (ValueError, IndexError):
-        raise ValueError(f"feature {text!r}: expected tT/bB/pP or tT/bB/full, e.g. t150/b24/p2") from None
-
-
-def parse_feature_sets(specs: tuple[str, ...], store: FeatureStore) -> list[tuple[FeatureKey, ...]]:
-    if not specs:
-        return [(k,) for k in sorted(store.keys(), key=FeatureKey.sort_key)]
-    return [tuple(dict.fromkeys(parse_key(part) for part in spec.split("+"))) for spec in specs]
+def parse_feature_sets(cfg: ProbeConfig, store: FeatureStore) -> list[tuple[FeatureKey, ...]]:
+    """The feature sets to train on: --features as given, or each of the store's keys alone,
+    narrowed by -t, -b and --pool."""
+    if cfg.features:
+        if cfg.ts or cfg.blocks or cfg.pools:
+            raise ValueError("give either --features or -t/-b/--pool, not both")
+        return [tuple(dict.fromkeys(parse_feature_set(spec))) for spec in cfg.features]
+    keys = [k for k in sorted(store.keys(), key=FeatureKey.sort_key)
+            if (not cfg.ts or k.t in cfg.ts) and (not cfg.blocks or k.b in cfg.blocks) and (not cfg.pools or k.pool in cfg.pools)]  # fmt: skip
+    if not keys:
+        held = ", ".join(k.label for k in store.keys())
+        raise ValueError(f"{store.path} has no features with t in {list(cfg.ts) or 'any'}, b in {list(cfg.blocks) or 'any'}, "
+                         f"pool in {[pool_label(p) for p in cfg.pools] or 'any'}; it holds: {held}")  # fmt: skip
+    return [(k,) for k in keys]
 
 
 def validate(cfg: ProbeConfig) -> None:
@@ -168,7 +144,7 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     for other in (val_store, test_store):
         if other is not None:
             check_compatible(train_store, other)
-    sets_keys = parse_feature_sets(cfg.features, train_store)
+    sets_keys = parse_feature_sets(cfg, train_store)
     all_keys = tuple(sorted({k for ks in sets_keys for k in ks}, key=FeatureKey.sort_key))
 
     labels, usable = train_store.labels(), train_store.valid()
@@ -289,7 +265,7 @@ def table_row(cfg: ProbeConfig, train_store: FeatureStore, result: dict) -> dict
     return {
         "name": result["name"], "head": chosen["head"], "features": chosen["feature_set"],
         "t": "+".join(str(k.t) for k in keys), "b": "+".join(str(k.b) for k in keys),
-        "pool": "+".join("full" if k.pool is None else str(k.pool) for k in keys),
+        "pool": "+".join(pool_label(k.pool) for k in keys),
         "model": train_store.attrs.get("provenance", {}).get("preset", ""), "weights": _weights_label(train_store),
         "dataset": (train_store.attrs.get("key", {}).get("dataset") or {}).get("name", ""),
         "train_rows": result["stores"]["train"]["rows"], "val_rows": val.get("rows", 0), "test_rows": test.get("rows", 0),

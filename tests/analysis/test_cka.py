@@ -55,7 +55,7 @@ def _stores(tmp_path):
 def test_a_map_of_two_stores_equals_the_definition_key_by_key(tmp_path):
     a, b = _stores(tmp_path)
     m = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", ("a", "b"), block_rows=10, progress=False)
-    assert m.matrix.shape == (2, 2) and m.n == 64 and m.rows[0] == "a t10 b3 p2"
+    assert m.matrix.shape == (2, 2) and m.n == 64 and m.rows[0] == "a t10/b3/p2"
     for i, ka in enumerate(sorted(a, key=FeatureKey.sort_key)):
         for j, kb in enumerate(sorted(b, key=FeatureKey.sort_key)):
             ref = linear_cka_gram(a[ka].astype(np.float16).reshape(64, -1), b[kb].astype(np.float16).reshape(64, -1))
@@ -83,7 +83,7 @@ def test_cli_writes_figure_and_matrix(tmp_path, capsys):
               "--out", str(tmp_path / "m.png"), "--no-progress"])  # fmt: skip
     assert done.value.code == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert saved["rows"] == ["A t10 b7 p2"] and saved["images"] == 64 and (tmp_path / "m.svg").exists()
+    assert saved["rows"] == ["A t10/b7/p2"] and saved["images"] == 64 and (tmp_path / "m.svg").exists()
 
 
 def test_rbf_cka_invariants():

@@ -66,3 +66,15 @@ def test_run_accepts_a_torchvision_model_with_weights(tmp_path, fmnist_env):
     assert result.exit_code == 0, result.output
     store = FeatureStore.open(tmp_path / "s.zarr")
     assert store.complete and store.keys() == [FeatureKey(0, 1, 1)] and store.attrs["key"]["weights"]["checkpoint"] == "w.pt"
+
+
+def test_options_that_do_not_apply_to_a_backbone_are_named_not_dropped(tmp_path, fmnist_env):
+    from click.testing import CliRunner
+
+    from extract.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "--model", "torchvision:resnet50", "--random-init", "-t", "50", "--views", "2", "--dtype", "bf16",
+                                      "--out", str(tmp_path / "s.zarr"), "--no-progress"])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--t, --views, --dtype: not options of torchvision:resnet50" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "s.zarr").exists()

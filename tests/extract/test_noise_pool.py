@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from extract.noise import diffusion_for, draw_noise, noise_seed, q_sample
-from extract.pooling import parse_pool, pool
+from extract.pooling import pool
+from extract.schema import parse_pool
 from extract.presets import PRESETS
 
 

@@ -34,7 +34,7 @@ def test_a_flipped_byte_in_a_chunk_raises_on_read(tmp_path, fmnist_env):
 
 def test_missing_key_lists_what_the_store_holds(tmp_path, fmnist_env):
     run_tiny(tmp_path / "s.zarr", ts=(10,), blocks=(7,), pools=(2,))
-    with pytest.raises(StoreError, match=r"no features for t=10 b=7 pool=4; it holds: t=10 b=7 pool=2"):
+    with pytest.raises(StoreError, match=r"no features for t10/b7/p4; it holds: t10/b7/p2"):
         FeatureStore.open(tmp_path / "s.zarr").array(FeatureKey(10, 7, 4))
 
 

@@ -37,7 +37,7 @@ def test_train_then_eval_reproduces_the_test_accuracy(stores, capsys):
     code, out, err = cli(["train", "--train", str(stores / "train.zarr"), "--test", str(stores / "test.zarr"), "--lr", "1e-3,1e-2",
                           "--epochs", "4", "--batch-size", "32", "--results", str(res), "--name", "lin", "--no-progress"], capsys)  # fmt: skip
     assert code == 0, err
-    assert "* linear t10b7p2" in out and "selected (*) by validation" in out
+    assert "* linear t10/b7/p2" in out and "selected (*) by validation" in out
     saved = json.loads((res / "lin.json").read_text())
     code, out, err = cli(["eval", "--head", str(res / "lin.head.pt"), "--store", str(stores / "test.zarr"), "--out", str(res / "ev.json")], capsys)
     assert code == 0, err
@@ -49,7 +49,7 @@ def test_train_then_eval_reproduces_the_test_accuracy(stores, capsys):
     "args, message",
     [
         (["train", "--train", "nowhere.zarr"], "error: store not found: nowhere.zarr"),
-        (["train", "--train", "{train}", "--features", "t10/b9/p2"], "has no features for t=10 b=9 pool=2; it holds: t=10 b=7 pool=2"),
+        (["train", "--train", "{train}", "--features", "t10/b9/p2"], "has no features for t10/b9/p2; it holds: t10/b7/p2"),
         (["train", "--train", "{train}", "--features", "block7"], "error: feature 'block7': expected tT/bB/pP or tT/bB/full"),
         (["train", "--train", "{train}", "--head-opt", "width=64"], "error: head option(s) width apply to none of the heads linear"),
         (["eval", "--head", "{train}", "--store", "{train}"], "error: head file not found"),

@@ -11,8 +11,10 @@ from sklearn.linear_model import LogisticRegression
 
 from extract.schema import FeatureKey, FeatureStore, StoreError
 from probe.grid import Grid, MemberSpec, TrainSettings, build_member, feature_set, train_grid
-from probe.reader import FeatureReader, ProbeDataError, carve_validation, fit_standardizers, open_complete, stream_batches
-from probe.results import load_head, read_table
+from extract.schema import open_complete
+from probe.reader import FeatureReader, ProbeDataError, carve_validation, fit_standardizers, stream_batches
+from probe.results import load_head
+from probe.tables import read_table
 from probe.run import ProbeConfig, probe
 from tests.probe.stores import blobs, make_store
 
@@ -130,8 +132,8 @@ def test_a_signal_planted_only_in_test_is_never_selected(tmp_path):
     make_store(tmp_path / "test.zarr", {K1: x1t, K2: x2t}, yt, split="test")
     result = run(tmp_path, tmp_path / "train.zarr", test=tmp_path / "test.zarr", epochs=10, lrs=(1e-2,), heads=("linear", "logreg"))
     by_set = {(m["head"], m["feature_set"]): m for m in result["members"]}
-    assert by_set[("linear", "t50b7p2")]["test"]["top1"] > 95 > by_set[("linear", "t10b7p2")]["test"]["top1"]
-    assert result["head"]["feature_set"] == "t10b7p2"
+    assert by_set[("linear", "t50/b7/p2")]["test"]["top1"] > 95 > by_set[("linear", "t10/b7/p2")]["test"]["top1"]
+    assert result["head"]["feature_set"] == "t10/b7/p2"
     assert result["test"]["top1"] == result["members"][result["selected"]]["test"]["top1"] < 95
 
 
@@ -150,7 +152,7 @@ def test_logreg_matches_scikit_learn_called_directly(two_keys, tmp_path):
 
 def test_concatenated_keys_train_one_head(two_keys, tmp_path):
     result = run(tmp_path, two_keys[0], test=two_keys[1], features=("t10/b7/p2+t50/b7/p2",))
-    assert [m["feature_set"] for m in result["members"]] == ["t10b7p2+t50b7p2"]
+    assert [m["feature_set"] for m in result["members"]] == ["t10/b7/p2+t50/b7/p2"]
     _, meta, fs, _ = load_head(result["head_file"])
     assert fs.in_shape == (8, 2, 2) and len(meta["features"]) == 2
 
@@ -170,7 +172,7 @@ def test_results_record_provenance_members_and_a_table_row(two_keys, tmp_path):
 
 # ---------------------------------------------------------------- bad input
 def test_a_missing_key_lists_what_the_store_holds(two_keys, tmp_path):
-    with pytest.raises(StoreError, match=r"has no features for t=150 b=24 pool=2; it holds: t=10 b=7 pool=2, t=50 b=7 pool=2"):
+    with pytest.raises(StoreError, match=r"has no features for t150/b24/p2; it holds: t10/b7/p2, t50/b7/p2"):
         run(tmp_path, two_keys[0], features=("t150/b24/p2",))
 
 

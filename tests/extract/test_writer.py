@@ -1,0 +1,111 @@
+"""Every store kind goes through the one writer and so gets its guarantees: the lock, resume
+after a run dies mid-way (a stale lock and half the shards left behind), `verify --repair`,
+and refusal of other arguments. Checked for U-Net, pixel and backbone stores alike."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extract.schema import FeatureStore, StoreError, StoreLock
+from extract.verify import repair_store, verify_store
+from tests.conftest import run_tiny
+
+
+def unet(out: Path, **kw):
+    return run_tiny(out, ts=(10,), blocks=(7,), pools=(2,), limit=12, shard_rows=4, **kw)
+
+
+def pixels(out: Path, **kw):
+    from extract.pixels import PixelConfig, extract_pixels
+
+    return extract_pixels(PixelConfig(out=out, limit=12, shard_rows=4, progress=False, **kw))
+
+
+def backbone(out: Path, **kw):
+    from extract.backbones import BackboneConfig, extract_backbone
+
+    return extract_backbone(BackboneConfig(out=out, model="torchvision:resnet50", random_init=True, blocks=(1,), pools=(1,),
+                                           limit=6, shard_rows=2, batch_size=2, device="cpu", progress=False, **kw))  # fmt: skip
+
+
+KINDS = {"unet": unet, "pixels": pixels, "backbone": backbone}
+
+
+def arrays(path: Path) -> dict:
+    store = FeatureStore.open(path)
+    return {k: store.array(k)[:] for k in store.keys()}
+
+
+def assert_same(a: Path, b: Path) -> None:
+    x, y = arrays(a), arrays(b)
+    assert x.keys() == y.keys()
+    for k in x:
+        np.testing.assert_array_equal(x[k], y[k])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_second_writer_is_refused(kind, tmp_path, fmnist_env):
+    out = tmp_path / "s.zarr"
+    lock = StoreLock(out).acquire()  # held by this (live) process, as by a running extraction
+    try:
+        with pytest.raises(StoreError, match="is being written by another extraction"):
+            KINDS[kind](out)
+    finally:
+        lock.release()
+    assert not FeatureStore.open(out).complete if out.exists() else True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_that_died_mid_way_resumes_to_the_same_bytes(kind, tmp_path, fmnist_env, monkeypatch):
+    KINDS[kind](tmp_path / "whole.zarr")
+    out = tmp_path / "s.zarr"
+    real, calls = FeatureStore.write_shard, []
+
+    def dies_after_one_shard(self, s, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt("killed")
+        calls.append(s)
+        return real(self, s, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureStore, "write_shard", dies_after_one_shard)
+    with pytest.raises(KeyboardInterrupt):
+        KINDS[kind](out)
+    monkeypatch.setattr(FeatureStore, "write_shard", real)
+    # what kill -9 leaves: the lock of a process that no longer exists, one shard done
+    Path(str(out) + ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 7}))
+    store = FeatureStore.open(out)
+    assert not store.complete and store.done_shards().sum() == 1
+    KINDS[kind](out)
+    assert FeatureStore.open(out).complete and not Path(str(out) + ".lock").exists()
+    assert_same(tmp_path / "whole.zarr", out)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_verify_repair_restores_a_corrupted_shard(kind, tmp_path, fmnist_env):
+    KINDS[kind](tmp_path / "ref.zarr")
+    out = tmp_path / "s.zarr"
+    KINDS[kind](out)
+    key = FeatureStore.open(out).keys()[0]
+    chunks = sorted(p for p in (out / key.path / "c").rglob("*") if p.is_file())
+    data = bytearray(chunks[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunks[1].write_bytes(bytes(data))
+    assert any("shard 1" in p for p in verify_store(out))
+    assert repair_store(out) == []
+    assert_same(tmp_path / "ref.zarr", out)
+
+
+@pytest.mark.parametrize("kind", ["pixels", "backbone"])
+def test_the_same_command_again_resumes_and_other_arguments_are_refused(kind, tmp_path, fmnist_env):
+    out = tmp_path / "s.zarr"
+    first = KINDS[kind](out)
+    assert "(0 computed now)" not in first
+    assert "(0 computed now)" in KINDS[kind](out)
+    with pytest.raises(StoreError, match="made with other arguments .*seed"):
+        KINDS[kind](out, seed=1)
+    assert FeatureStore.open(out).attrs["compatible"]  # the kind declared what its features depend on
