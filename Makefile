@@ -147,28 +147,29 @@ demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo mode
 # the model card's sweep: every block at t in SWEEP_T and pools 1, 2, 4 (pairs whose pool exceeds
 # the block's map are left out), plus the full maps of the 8x8 blocks, for the trained model and
 # its random-weight control, on SWEEP_N training images (linear heads chosen on a validation
-# carve) and all test images; then the curves and the table
+# carve) and SWEEP_TEST_N test images; then the curves and the table
 SWEEP_T ?= 10,50,150,300
-SWEEP_N ?= 10000
-SWEEP_FULL_T ?= 10,50
+SWEEP_N ?= 6000
+SWEEP_TEST_N ?= 5000
+SWEEP_FULL_T ?= 10
 SWEEP_FULL_B ?= 7,8,9,28,29,30
 SWEEP_OUT ?= cache/sweep
 SWEEP_ARGS := --buffer-mb 9000 --epochs 10 --no-progress
 sweep_store = $(SWEEP_OUT)/demo-fmnist$(1)_$(2)_$(3).zarr
-sweep_limit = $(if $(filter train,$(1)),--limit $(SWEEP_N))
+sweep_limit = --limit $$( [ "$(1)" = train ] && echo $(SWEEP_N) || echo $(SWEEP_TEST_N) )
 sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/
 	@for w in "" -random; do for split in train test; do \
-	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$$w" ] && echo --random-init ) --split $$split $(call sweep_limit,$$split) \
-	    -t $(SWEEP_T) -b all --pool 1,2,4 --skip-small-maps --micro-batch 64 --no-progress --out "$(call sweep_store,$$w,$$split,pooled)" || exit $$?; \
-	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$$w" ] && echo --random-init ) --split $$split $(call sweep_limit,$$split) \
-	    -t $(SWEEP_FULL_T) -b $(SWEEP_FULL_B) --pool full --micro-batch 64 --no-progress --out "$(call sweep_store,$$w,$$split,full)" || exit $$?; \
+	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$${w}" ] && echo --random-init ) --split $${split} $(call sweep_limit,$${split}) \
+	    -t $(SWEEP_T) -b all --pool 1,2,4 --skip-small-maps --micro-batch 64 --no-progress --out "$(call sweep_store,$${w},$${split},pooled)" || exit $$?; \
+	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$${w}" ] && echo --random-init ) --split $${split} $(call sweep_limit,$${split}) \
+	    -t $(SWEEP_FULL_T) -b $(SWEEP_FULL_B) --pool full --micro-batch 64 --no-progress --out "$(call sweep_store,$${w},$${split},full)" || exit $$?; \
 	done; done
 	@for w in "" -random; do for part in pooled full; do \
-	  $(PY) -m probe train --train "$(call sweep_store,$$w,train,$$part)" --test "$(call sweep_store,$$w,test,$$part)" \
-	    --lr $(default_lr) --wd 0 --results results/sweep $(SWEEP_ARGS) --name "sweep$$w-$$part" || exit $$?; \
+	  $(PY) -m probe train --train "$(call sweep_store,$${w},train,$${part})" --test "$(call sweep_store,$${w},test,$${part})" \
+	    --lr $(default_lr) --wd 0 --results results/sweep $(SWEEP_ARGS) --name "sweep$${w}-$${part}" || exit $$?; \
 	done; done
-	@for split in train test; do test -e "$(call sweep_store,,$$split,pixels)" || \
-	  $(PY) -m extract pixels --split $$split $(call sweep_limit,$$split) --out "$(call sweep_store,,$$split,pixels)" || exit $$?; done
+	@for split in train test; do test -e "$(call sweep_store,,$${split},pixels)" || \
+	  $(PY) -m extract pixels --split $${split} $(call sweep_limit,$${split}) --out "$(call sweep_store,,$${split},pixels)" || exit $$?; done
 	$(PY) -m probe train --train "$(call sweep_store,,train,pixels)" --test "$(call sweep_store,,test,pixels)" --head linear --head logreg \
 	  --lr $(default_lr) --wd 0 --results results/sweep $(SWEEP_ARGS) --name sweep-pixels
 	$(PY) -m analysis curves --results trained=results/sweep/sweep-pooled.json --results trained=results/sweep/sweep-full.json \
