@@ -49,6 +49,44 @@ def curves(runs, table, out, title):
 
 
 @cli.command()
+@click.option("--results", "runs", multiple=True, required=True, help="LABEL=results.json of a probe run (repeat; a repeated LABEL pools its runs)")
+@click.option("--by", "axis", type=click.Choice(["t", "b", "pool"]), default="pool", help="one row per value of this axis")
+@click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="also write every member (validation and test top-1) as CSV")
+@user_errors
+def best(runs, axis, csv_out):
+    """The validation-best member for each value of t, b or pool (test only reported)."""
+    import csv
+
+    from analysis.curves import best_table, member_row
+
+    members = _members(runs)
+    rows = best_table(members, axis)
+    click.echo(f"{'run':<16} {axis:>5}  {'features':<24} {'lr':>7} {'val top-1':>9} {'test top-1':>10}")
+    for r in rows:
+        click.echo(f"{r['run']:<16} {str(r['value']):>5}  {r['features']:<24} {r['lr']!s:>7} {r['val_top1']:>9.2f} {r['test_top1']:>10.2f}")
+    if csv_out:
+        every = [member_row(label, m) for label, ms in members.items() for m in ms]
+        csv_out.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(every[0]))
+            writer.writeheader()
+            writer.writerows(every)
+        click.echo(f"written: {csv_out} ({len(every)} members)")
+
+
+def _members(runs) -> dict[str, list[dict]]:
+    from probe.tables import read_results
+
+    members: dict[str, list[dict]] = {}
+    for item in runs:
+        label, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--results {item!r}: expected LABEL=PATH")
+        members.setdefault(label, []).extend(read_results(path)["members"])
+    return members
+
+
+@cli.command()
 @click.option("--store", "stores", multiple=True, required=True, type=click.Path(path_type=Path), help="one store (layer x layer) or two (A x B)")
 @click.option("--labels", default="A,B", help="names of the two stores in the figure")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)")

@@ -72,3 +72,17 @@ def members_from_table(rows: list[dict]) -> dict[str, list[dict]]:
     if not runs:
         raise ValueError("the results table has no rows with a single (t, b, pool) and validation and test scores to plot")
     return runs
+
+
+def member_row(label: str, m: dict) -> dict:
+    """One grid member as a flat row: what it was trained on, its validation and test top-1."""
+    feats = m["features"]
+    joined = lambda axis: "+".join("full" if f[axis] is None else str(f[axis]) for f in feats)  # noqa: E731
+    return {"run": label, "head": m["head"], "features": m["feature_set"], "t": joined("t"), "b": joined("b"), "pool": joined("pool"),
+            "lr": m.get("lr", ""), "wd": m.get("wd", ""), "val_top1": m.get("val", {}).get("top1", ""),
+            "test_top1": m.get("test", {}).get("top1", "")}  # fmt: skip
+
+
+def best_table(runs: dict[str, list[dict]], axis: str) -> list[dict]:
+    """For each run and each value of `axis`, the validation-best member as a row."""
+    return [{"value": v, **member_row(label, m)} for label, members in runs.items() for v, m in best_per_value(members, axis).items()]

@@ -53,3 +53,31 @@ def test_table_rows_become_one_line_per_model_and_weights():
     assert list(best_per_value(runs["m (w)"], "pool")) == [2, "full"]
     with pytest.raises(ValueError, match="no rows with a single"):
         members_from_table(rows[3:])
+
+
+def test_best_command_prints_the_validation_best_per_value_and_writes_every_member(tmp_path, capsys):
+    import csv
+    import json
+
+    from analysis.cli import main
+
+    members = [{**m, "head": "linear", "feature_set": "+".join(f"t{f['t']}/b{f['b']}/p{f['pool']}" for f in m["features"]), "lr": 0.01}
+               for m in MEMBERS]  # fmt: skip
+    (tmp_path / "r.json").write_text(json.dumps({"format": "diffprobe-probe-results", "members": members}))
+    with pytest.raises(SystemExit) as done:
+        main(["best", "--results", f"demo={tmp_path / 'r.json'}", "--by", "t", "--csv", str(tmp_path / "m.csv")])
+    assert done.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[1:3]] == [["demo", "10"], ["demo", "50"]]
+    assert out[1].split()[-1] == "70.00"  # the validation-best at t=10, not the test-best (95)
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert len(rows) == 4 and rows[1]["test_top1"] == "95" and rows[3]["t"] == "10+50"
+
+
+def test_best_command_refuses_a_file_that_is_not_a_results_file(tmp_path, capsys):
+    from analysis.cli import main
+
+    (tmp_path / "x.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit) as done:
+        main(["best", "--results", f"a={tmp_path / 'x.json'}"])
+    assert done.value.code == 2 and "not a probe results file" in capsys.readouterr().err
