@@ -10,7 +10,6 @@ downloaded. Keys are (t=0, b, pool): there is no noise.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from extract import __version__
+from extract.config import DataSelection, StoreOptions, flat
 from extract.data import PREPROCESSING, DataError, FeatureInput
 from extract.dist import pick_device
 from extract.models import CheckpointError, file_sha256, read_state_dict
@@ -79,26 +79,16 @@ def capture(model: torch.nn.Module, blocks: list[torch.nn.Module], x: torch.Tens
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    out: Path
+    store: StoreOptions
+    selection: DataSelection = DataSelection(split="test")
     model: str = "torchvision:resnet50"
     weights: Path | None = None
     random_init: bool = False
-    data: str = "fashion-mnist"
-    data_root: Path | None = None
-    split: str = "test"
-    data_opts: tuple[str, ...] = ()
-    classes_file: Path | None = None
-    subset: Path | None = None
-    per_class: int | None = None
     blocks: tuple[int, ...] = ()  # empty: all
     pools: tuple[int | None, ...] = (2,)
-    limit: int | None = None
     seed: int = 0
     batch_size: int = 32
-    shard_rows: int = 2048
     device: str | None = None  # default: CUDA when present
-    overwrite: bool = False
-    progress: bool = True
 
 
 def load_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, list[torch.nn.Module], dict]:
@@ -132,7 +122,7 @@ def extract_backbone(cfg: BackboneConfig) -> str:
     for b in chosen:
         if not 1 <= b <= len(blocks):
             raise ValueError(f"block {b} is outside 1..{len(blocks)} for {cfg.model}")
-    source, rows, dataset = select_data(cfg)
+    source, rows, dataset = select_data(cfg.selection, cfg.seed)
     device = pick_device(cfg.device)
     model.to(device)
     images = FeatureInput(source, IMAGE_SIZE, 3)
@@ -140,17 +130,17 @@ def extract_backbone(cfg: BackboneConfig) -> str:
     shapes = {FeatureKey(0, b, p): pooled_shape(*probe_maps[b].shape[1:], p) for b in chosen for p in cfg.pools}
     key = {"model": {"name": cfg.model, "image_size": IMAGE_SIZE, "normalisation": "imagenet mean/std"}, "weights": weights,
            "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": device.type,
-           "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
+           "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
     provenance = {"diffprobe_version": __version__, "torch_version": torch.__version__, "stage": "extract", "kind": "backbone",
                   "preset": cfg.model, "weights": weights, "dataset": dataset_record(source, rows, dataset),
-                  "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}}  # fmt: skip
-    plan = StorePlan(out=Path(cfg.out), key=json_roundtrip(key), compatible=BACKBONE_COMPATIBLE, provenance=json_roundtrip(provenance),
+                  "config": {k: v for k, v in flat(cfg).items() if k != "progress"}}  # fmt: skip
+    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=BACKBONE_COMPATIBLE, provenance=json_roundtrip(provenance),
                      row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
-                     shard_rows=cfg.shard_rows, overwrite=cfg.overwrite)  # fmt: skip
+                     shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
         total = sum(len(store.shard_rows(s)) for s in shards)
-        with tqdm(total=total, unit="img", desc=cfg.model, disable=not cfg.progress) as bar:
+        with tqdm(total=total, unit="img", desc=cfg.model, disable=not cfg.store.progress) as bar:
             for s in shards:
                 span = store.shard_rows(s)
                 shard = {k: np.empty((len(span), *shape), np.float16) for k, shape in shapes.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import click
 
 from extract.augment import AUGMENTATIONS
 from extract.bench_gpu_config import GpuBenchConfig
+from extract.config import DataSelection, StoreOptions, flat, from_flat
 from extract.clikit import int_list, key_options, pool_list, user_errors
 from extract.datasets import DATASETS
 from extract.presets import PRESETS
@@ -20,10 +20,13 @@ from extract.schema import STORE_DTYPES
 BACKBONE_NAMES = ("torchvision:resnet50", "torchvision:vit_b_16")  # extract.backbones.BACKBONES, without importing torchvision
 
 
+_SEL, _STORE = DataSelection(), StoreOptions(out=Path("."))  # the defaults the options show
+
+
 def data_options(fn):
     """--data, --data-root and the subset options, shared by every command that reads a dataset."""
     for option in reversed([
-        click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist", help="dataset (`python -m extract datasets` lists them with their layouts)"),
+        click.option("--data", type=click.Choice(list(DATASETS)), default=_SEL.data, help="dataset (`python -m extract datasets` lists them with their layouts)"),
         click.option("--data-root", type=click.Path(path_type=Path), help="dataset location (folder or file)"),
         click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value, e.g. level=family (aircraft), crop=bbox (cub), partition=3 (dtd)"),
         click.option("--classes", "classes_file", type=click.Path(path_type=Path), help="file of classes to keep (synsets or names, one a line); labels renumbered"),
@@ -47,7 +50,7 @@ def cli():
 @click.option("--ckpt", "--weights", "ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt) [default: the preset's shipped weights, if any]")
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
 @data_options
-@click.option("--split", default="train", help="dataset split")
+@click.option("--split", default=_SEL.split, help="dataset split")
 @click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="crop-flip: view v of each image is a seeded crop (0.8-1.0 of the short side) + flip; training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
 @key_options(t_default=("150",), pool_default=("2",), what="features to cache [default block: output_blocks[4], the paper's b=24]")
@@ -57,7 +60,7 @@ def cli():
 @click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32", help="autocast dtype of the forward")
 @click.option("--store-dtype", type=click.Choice(list(STORE_DTYPES)), default="float16", help="dtype of cached features")
 @click.option("--class-label", type=int, default=0, help="label given to class-conditional models (all images)")
-@click.option("--shard-rows", type=click.IntRange(min=1), default=2048, help="rows per shard (the unit of work and resume)")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=_STORE.shard_rows, help="rows per shard (the unit of work and resume)")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=16, help="images per forward; part of the cache key (kernels round by batch shape)")
 @click.option("--skip-bad/--no-skip-bad", default=False, help="skip unreadable images (NaN rows, listed in attrs)")
 @click.option("--skip-small-maps/--no-skip-small-maps", default=False, help="leave out (b, pool) pairs whose pool is larger than the block's map, instead of refusing (e.g. -b all --pool 1,2,4)")
@@ -74,15 +77,15 @@ def run(**options):
     if options["model"] in BACKBONE_NAMES:  # `--model torchvision:resnet50 --weights FILE`: no noise, no t
         from extract.backbones import BackboneConfig, extract_backbone
 
-        names = {f.name for f in dataclasses.fields(BackboneConfig)}
+        names = set(flat(from_flat(BackboneConfig, out=options["out"])))
         ctx = click.get_current_context()
         flags = {p.name: max(p.opts, key=len) for p in ctx.command.params}
         given = [flags[k] for k in options if k not in names | {"ckpt"} and ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT]
         if given:
             raise ValueError(f"{', '.join(given)}: not options of {options['model']} (a backbone has no noise, timestep, views or forward dtype); leave them out")
-        click.echo(extract_backbone(BackboneConfig(weights=options["ckpt"], **{k: v for k, v in options.items() if k in names})))
+        click.echo(extract_backbone(from_flat(BackboneConfig, weights=options["ckpt"], **{k: v for k, v in options.items() if k in names})))
         return
-    summary = extract(ExtractConfig(**options))
+    summary = extract(from_flat(ExtractConfig, **options))
     click.echo(summary.line())
 
 
@@ -268,7 +271,7 @@ def sample(model, ckpt, n, steps, seed, out):
 
 @cli.command()
 @data_options
-@click.option("--split", default="train")
+@click.option("--split", default=_SEL.split)
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--image-size", type=click.IntRange(min=1), default=28)
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1")
@@ -281,7 +284,7 @@ def pixels(channels, **options):
     """Store raw preprocessed pixels in the feature schema (the no-model baseline)."""
     from extract.pixels import PixelConfig, extract_pixels
 
-    click.echo(extract_pixels(PixelConfig(channels=int(channels), **options)))
+    click.echo(extract_pixels(from_flat(PixelConfig, channels=int(channels), **options)))
 
 
 @cli.command()
@@ -289,7 +292,7 @@ def pixels(channels, **options):
 @click.option("--weights", type=click.Path(path_type=Path), help="a local torchvision state_dict file (never downloaded)")
 @click.option("--random-init/--no-random-init", default=False, help="random weights instead of --weights")
 @data_options
-@click.option("--split", default="test")
+@click.option("--split", default="test", help="dataset split (BackboneConfig defaults to test: backbones are compared on held-out images)")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("-b", "--block", "blocks", multiple=True, callback=int_list, help="blocks (resnet50: 1-4 = layer1-4; vit_b_16: 1-12) [default: all]")
 @click.option("--pool", "pools", multiple=True, default=("2",), callback=pool_list, help="pool sizes p (p x p), or 'full' for the whole map")
@@ -304,7 +307,7 @@ def backbone(**options):
     """Features of a standard backbone (ResNet-50 stages, ViT-B/16 blocks) in the same store schema."""
     from extract.backbones import BackboneConfig, extract_backbone
 
-    click.echo(extract_backbone(BackboneConfig(**options)))
+    click.echo(extract_backbone(from_flat(BackboneConfig, **options)))
 
 
 @cli.command()

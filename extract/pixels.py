@@ -7,7 +7,6 @@ linear head and logistic regression run on pixels exactly as they do on features
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from extract import __version__
+from extract.config import DataSelection, StoreOptions, flat
 from extract.data import PREPROCESSING, DataError, FeatureInput
 from extract.run import dataset_record, json_roundtrip, select_data
 from extract.schema import FeatureKey, FeatureStore
@@ -26,21 +26,11 @@ PIXEL_KEY = FeatureKey(0, 0, None)
 
 @dataclass(frozen=True)
 class PixelConfig:
-    out: Path
-    data: str = "fashion-mnist"
-    data_root: Path | None = None
-    split: str = "train"
-    data_opts: tuple[str, ...] = ()
-    classes_file: Path | None = None
-    subset: Path | None = None
-    per_class: int | None = None
+    store: StoreOptions
+    selection: DataSelection = DataSelection()
     image_size: int = 28
     channels: int = 1
-    limit: int | None = None
     seed: int = 0
-    shard_rows: int = 2048
-    overwrite: bool = False
-    progress: bool = True
 
 
 # pixels have no model, weights or forward: what makes two pixel stores comparable
@@ -50,21 +40,21 @@ PIXEL_COMPATIBLE = ("model", "weights", "preprocessing")
 def extract_pixels(cfg: PixelConfig) -> str:
     """Write (or resume) the preprocessed images of a split as a store; returns a summary line."""
     started = time.perf_counter()
-    source, rows, dataset = select_data(cfg)  # the rows `extract run` takes with the same data arguments
+    source, rows, dataset = select_data(cfg.selection, cfg.seed)  # the rows `extract run` takes with the same data arguments
     key = {"model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels}, "weights": {"none": True},
            "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": "cpu",
-           "seed": cfg.seed, "limit": cfg.limit, "dataset": dataset}  # fmt: skip
+           "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset}  # fmt: skip
     provenance = {"diffprobe_version": __version__, "stage": "extract", "kind": "pixels", "preset": "pixels",
                   "dataset": dataset_record(source, rows, dataset),
-                  "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}}  # fmt: skip
-    plan = StorePlan(out=Path(cfg.out), key=json_roundtrip(key), compatible=PIXEL_COMPATIBLE, provenance=json_roundtrip(provenance),
+                  "config": {k: v for k, v in flat(cfg).items() if k != "progress"}}  # fmt: skip
+    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=PIXEL_COMPATIBLE, provenance=json_roundtrip(provenance),
                      row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)}, ids=[source.ids[i] for i in rows],
-                     labels=source.labels[rows], index=rows, shard_rows=cfg.shard_rows, overwrite=cfg.overwrite)  # fmt: skip
+                     labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
     images = FeatureInput(source, cfg.image_size, cfg.channels)
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
         total = sum(len(store.shard_rows(s)) for s in shards)
-        with tqdm(total=total, unit="img", desc="pixels", disable=not cfg.progress) as bar:
+        with tqdm(total=total, unit="img", desc="pixels", disable=not cfg.store.progress) as bar:
             for s in shards:
                 span = store.shard_rows(s)
                 batch = []

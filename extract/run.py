@@ -7,7 +7,6 @@ shards run one early-exit forward per (t, view) and write the pooled features.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from tqdm import tqdm
 from extract import __version__
 from extract import blocks as blocks_mod
 from extract.augment import AUGMENTATIONS, check_augmentation
+from extract.config import DataSelection, StoreOptions, flat
 from extract.data import PREPROCESSING, DataError, FeatureInput, ImageSource
 from extract.datasets import get_dataset, open_dataset, parse_options
 from extract.dist import World, close_world, init_world, pick_device
@@ -36,39 +36,31 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Everything an extraction run needs. Fields marked in `_NOT_IN_KEY` change speed,
-    not values; every other field is part of the store's key."""
+    """Everything an extraction run needs: where it writes (`store`), which images
+    (`selection`) and how they become features. Options named in `_NOT_IN_KEY` change speed,
+    not values; every other option is part of the store's key. Build one from the flat
+    option names with `extract.config.from_flat(ExtractConfig, ...)`."""
 
-    out: Path
+    store: StoreOptions
+    selection: DataSelection = DataSelection()
     model: str = "demo-fmnist"
     ckpt: Path | None = None
     random_init: bool = False
-    data: str = "fashion-mnist"
-    data_root: Path | None = None
-    split: str = "train"
-    data_opts: tuple[str, ...] = ()  # dataset options, key=value (e.g. level=family for aircraft)
-    classes_file: Path | None = None  # keep only these classes (see extract.subsets)
-    subset: Path | None = None  # keep only the images this file lists (e.g. ImageNet's 1% list)
-    per_class: int | None = None  # N seeded images of each class
     aug: str = "none"  # "crop-flip": view v of image i is a seeded crop + flip (training splits)
     ts: tuple[int, ...] = (150,)
     blocks: tuple[int | str, ...] = ()  # empty: the preset's default block (b=24 on ADM-256); "all": every block
     pools: tuple[int | None, ...] = (2,)
     views: int = 1
-    seed: int = 0
-    limit: int | None = None
+    seed: int = 0  # draws the subset, the noise, the views and the random-init weights
     dtype: str = "fp32"  # autocast dtype of the forward
     store_dtype: str = "float16"
     class_label: int = 0  # the label fed to class-conditional models, the same for every image
-    shard_rows: int = 2048
     micro_batch: int = 16  # the forward's batch shape: fixed per store, since kernels round by shape
     skip_bad: bool = False
     skip_small_maps: bool = False  # leave out (b, pool) pairs whose pool exceeds the block's map
     batch_size: int = 64  # images per loader step: any value gives the same bits
     workers: int = 0
     device: str | None = None
-    overwrite: bool = False
-    progress: bool = True
 
 
 # the files' contents enter the key through the dataset's selection digest, not their paths
@@ -146,18 +138,12 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
         raise ValueError("give at least one --pool")
     if cfg.views < 1:
         raise ValueError(f"--views must be at least 1, got {cfg.views}")
-    if min(cfg.shard_rows, cfg.batch_size, cfg.micro_batch) < 1 or cfg.workers < 0:
+    if min(cfg.store.shard_rows, cfg.batch_size, cfg.micro_batch) < 1 or cfg.workers < 0:
         raise ValueError("--shard-rows, --micro-batch and --batch-size must be positive, --workers non-negative")
-    if cfg.shard_rows % cfg.micro_batch:
-        raise ValueError(f"--shard-rows ({cfg.shard_rows}) must be a multiple of --micro-batch ({cfg.micro_batch})")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ValueError(f"--limit must be positive, got {cfg.limit}")
-    if cfg.per_class is not None and cfg.per_class < 1:
-        raise ValueError(f"--per-class must be positive, got {cfg.per_class}")
-    check_augmentation(cfg.aug, cfg.split)
-    spec = get_dataset(cfg.data)
-    spec.check_split(cfg.split)
-    parse_options(spec, cfg.data_opts)
+    if cfg.store.shard_rows % cfg.micro_batch:
+        raise ValueError(f"--shard-rows ({cfg.store.shard_rows}) must be a multiple of --micro-batch ({cfg.micro_batch})")
+    check_selection(cfg.selection)
+    check_augmentation(cfg.aug, cfg.selection.split)
     if cfg.dtype not in AUTOCAST_DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.dtype!r}")
     if cfg.store_dtype not in STORE_DTYPES:
@@ -182,7 +168,7 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
 # ---------------------------------------------------------------- key and provenance
 def store_key(cfg: ExtractConfig, preset: ModelPreset, blocks, weights: dict, dataset: dict, device: torch.device) -> dict:
     """Everything that changes a cached value. Two runs with equal keys write equal bytes."""
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_IN_KEY}
+    fields = {k: v for k, v in flat(cfg).items() if k not in _NOT_IN_KEY}
     fields = {k: v for k, v in fields.items() if k not in _KEY_IF_SET or v != _KEY_IF_SET[k]}
     fields.update(
         ts=list(cfg.ts), blocks=list(blocks), pools=list(cfg.pools), model=preset.to_dict(),
@@ -201,15 +187,26 @@ def json_roundtrip(obj):
 
 
 # ---------------------------------------------------------------- the run
-def select_data(cfg) -> tuple[ImageSource, np.ndarray, dict]:
-    """(the source, the sorted rows to extract, the dataset part of the store key) for any
-    config with data, data_root, split, data_opts, classes_file, subset, per_class, limit, seed."""
-    spec = get_dataset(cfg.data)
-    options = parse_options(spec, cfg.data_opts)
-    source = open_dataset(cfg.data, cfg.data_root, cfg.split, options)
+def check_selection(sel: DataSelection) -> None:
+    """Every error in a data selection that needs no file read."""
+    if sel.limit is not None and sel.limit < 1:
+        raise ValueError(f"--limit must be positive, got {sel.limit}")
+    if sel.per_class is not None and sel.per_class < 1:
+        raise ValueError(f"--per-class must be positive, got {sel.per_class}")
+    spec = get_dataset(sel.data)
+    spec.check_split(sel.split)
+    parse_options(spec, sel.data_opts)
+
+
+def select_data(sel: DataSelection, seed: int) -> tuple[ImageSource, np.ndarray, dict]:
+    """(the source, the sorted rows to extract, the dataset part of the store key): the same
+    rows for every store kind given the same selection and seed."""
+    spec = get_dataset(sel.data)
+    options = parse_options(spec, sel.data_opts)
+    source = open_dataset(sel.data, sel.data_root, sel.split, options)
     if len(source) == 0:
         raise DataError(f"{source.location}: the dataset has no images")
-    subset = Subset(cfg.classes_file, cfg.subset, cfg.per_class, cfg.limit, cfg.seed)
+    subset = Subset(sel.classes_file, sel.subset, sel.per_class, sel.limit, seed)
     source, rows = apply_subset(source, subset)
     if len(rows) == 0:
         raise DataError(f"{source.location}: the subset selects no images")
@@ -299,7 +296,7 @@ UNET_COMPATIBLE = COMPATIBLE_FIELDS
 
 
 def extract(cfg: ExtractConfig) -> Summary:
-    """Run (or resume) one extraction into cfg.out. Collective under torchrun."""
+    """Run (or resume) one extraction into cfg.store.out. Collective under torchrun."""
     started = time.perf_counter()
     preset, blocks, shapes = validate(cfg)
     device = pick_device(cfg.device)
@@ -311,7 +308,7 @@ def extract(cfg: ExtractConfig) -> Summary:
             # same algorithms for the same shapes on every run (benchmark mode picks by timing)
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
-        source, rows, dataset = select_data(cfg)
+        source, rows, dataset = select_data(cfg.selection, cfg.seed)
         model, weights = load_model(cfg, preset)
         model.requires_grad_(False).to(device)
         key = json_roundtrip(store_key(cfg, preset, blocks, weights, dataset, device))
@@ -319,11 +316,11 @@ def extract(cfg: ExtractConfig) -> Summary:
             "diffprobe_version": __version__, "torch_version": torch.__version__,
             "stage": "extract", "kind": "unet", "preset": preset.name, "weights": weights,
             "dataset": {**dataset_record(source, rows, dataset), "aug": cfg.aug},
-            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
+            "config": {k: v for k, v in flat(cfg).items() if k != "progress"},
         })  # fmt: skip
-        plan = StorePlan(out=Path(cfg.out), key=key, compatible=UNET_COMPATIBLE, provenance=provenance, row_shapes=shapes,
-                         ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows, shard_rows=cfg.shard_rows,
-                         views=cfg.views, dtype=cfg.store_dtype, overwrite=cfg.overwrite)  # fmt: skip
+        plan = StorePlan(out=Path(cfg.store.out), key=key, compatible=UNET_COMPATIBLE, provenance=provenance, row_shapes=shapes,
+                         ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows,
+                         views=cfg.views, dtype=cfg.store_dtype, overwrite=cfg.store.overwrite)  # fmt: skip
 
         def fill(store: FeatureStore, shards: list[int]) -> int:
             return run_shards(model, preset, source, store, shards, rows, cfg, blocks, shapes, device, world)
@@ -348,7 +345,7 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    bar = tqdm(total=total, unit="img", desc=f"extract rank {world.rank}" if world.size > 1 else "extract", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="img", desc=f"extract rank {world.rank}" if world.size > 1 else "extract", disable=not cfg.store.progress, dynamic_ncols=True)
     batches = iter(loader)
     with bar:
         for s in shards:

@@ -121,13 +121,13 @@ STORE_KINDS = {
 
 
 def _rebuild_config(cls, recorded: dict, **overrides):
-    """The dataclass config a store was made with, from its JSON provenance (lists back to tuples)."""
-    import dataclasses
+    """The config a store was made with, from its JSON provenance (flat names; lists back to tuples)."""
+    from extract.config import flat, from_flat
 
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(flat(from_flat(cls, out=Path("."))))
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
     values.update({k: v for k, v in overrides.items() if k in names})
-    return cls(**values)
+    return from_flat(cls, **values)
 
 
 def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | None = None) -> list[str]:

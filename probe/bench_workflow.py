@@ -24,6 +24,7 @@ from extract.models import load_checkpoint, shipped_weights
 from extract.noise import q_sample
 from extract.pooling import pool
 from extract.presets import get_preset
+from extract.config import from_flat
 from extract.run import ExtractConfig, extract
 from extract.schema import FeatureKey, pool_label
 from probe.grid import Grid, MemberSpec, TrainSettings, build_member, feature_set, train_grid
@@ -66,7 +67,7 @@ def bench_workflow(images: int = 2000, epochs: int = 28, t: int = 150, block: in
     # cached: one early-exit extraction, then the same epochs on the store
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        extract(ExtractConfig(out=Path(tmp) / "s.zarr", model="demo-fmnist", ts=(t,), blocks=(block,), pools=(pool_size,), limit=images,
+        extract(from_flat(ExtractConfig, out=Path(tmp) / "s.zarr", model="demo-fmnist", ts=(t,), blocks=(block,), pools=(pool_size,), limit=images,
                               seed=seed, shard_rows=512, progress=False))  # fmt: skip
         extracted = time.perf_counter() - started
         store = open_complete(Path(tmp) / "s.zarr")

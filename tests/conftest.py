@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from extract.config import from_flat
 from extract.run import ExtractConfig, extract
 
 
@@ -60,7 +61,7 @@ def tiny_config(out: Path, **overrides) -> ExtractConfig:
         ts=(10, 300), blocks=(3, 7), pools=(1, 2, None), shard_rows=16, micro_batch=4, batch_size=8, progress=False,
     )  # fmt: skip
     base.update(overrides)
-    return ExtractConfig(**base)
+    return from_flat(ExtractConfig, **base)
 
 
 def run_tiny(out: Path, **overrides):

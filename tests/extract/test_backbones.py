@@ -7,6 +7,8 @@ import pytest
 import torch
 import torchvision
 
+from extract.config import from_flat
+
 from analysis.compare import cka_map
 from extract.backbones import MEAN, STD, BackboneConfig, as_map, extract_backbone
 from extract.data import fashion_mnist, preprocess
@@ -19,7 +21,7 @@ def test_resnet50_stage_features_equal_a_plain_forward(tmp_path, fmnist_env):
     reference = torchvision.models.resnet50(weights=None).eval()
     torch.save(reference.state_dict(), tmp_path / "rn50.pt")
     out = tmp_path / "rn.zarr"
-    extract_backbone(BackboneConfig(out=out, weights=tmp_path / "rn50.pt", blocks=(2,), pools=(1, 2), limit=6, batch_size=4, progress=False))
+    extract_backbone(from_flat(BackboneConfig, out=out, weights=tmp_path / "rn50.pt", blocks=(2,), pools=(1, 2), limit=6, batch_size=4, progress=False))
     store = FeatureStore.open(out)
     assert store.complete and store.attrs["key"]["weights"]["checkpoint"] == "rn50.pt"
     source = fashion_mnist(None, "test")
@@ -42,14 +44,14 @@ def test_vit_tokens_become_a_square_map_without_the_class_token():
 
 def test_backbone_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="exactly one of --weights FILE and --random-init"):
-        extract_backbone(BackboneConfig(out=tmp_path / "x.zarr"))
+        extract_backbone(from_flat(BackboneConfig, out=tmp_path / "x.zarr"))
     with pytest.raises(ValueError, match=r"block 5 is outside 1..4"):
-        extract_backbone(BackboneConfig(out=tmp_path / "x.zarr", random_init=True, blocks=(5,)))
+        extract_backbone(from_flat(BackboneConfig, out=tmp_path / "x.zarr", random_init=True, blocks=(5,)))
 
 
 def test_cka_between_a_unet_and_a_backbone_on_the_same_images(tmp_path, fmnist_env):
     run_tiny(tmp_path / "u.zarr", split="test", limit=12, ts=(10,), blocks=(7,), pools=(2,))
-    extract_backbone(BackboneConfig(out=tmp_path / "r.zarr", random_init=True, blocks=(1,), limit=12, progress=False))
+    extract_backbone(from_flat(BackboneConfig, out=tmp_path / "r.zarr", random_init=True, blocks=(1,), limit=12, progress=False))
     m = cka_map(tmp_path / "u.zarr", tmp_path / "r.zarr", ("unet", "resnet50"), progress=False)
     assert m.matrix.shape == (1, 1) and 0 < m.matrix[0, 0] <= 1 and m.n == 12
 

@@ -14,6 +14,7 @@ from extract.data import preprocess
 from extract.models import random_unet
 from extract.noise import draw_noise, q_sample
 from extract.presets import PRESETS
+from extract.config import from_flat
 from extract.run import ExtractConfig, extract, resolve_blocks
 from extract.schema import FeatureKey, FeatureStore, StoreError, is_store
 from tests.conftest import run_tiny, tiny_config
@@ -304,8 +305,8 @@ def test_the_default_block_is_output_blocks_4_the_papers_b24():
 
     assert PRESETS["adm256-uncond"].default_block == 24 and PRESETS["demo-fmnist"].default_block == 24
     assert PRESETS["adm256-uncond"].middle_block == 19 and PRESETS["demo-fmnist"].middle_block == 19
-    assert resolve_blocks(ExtractConfig(out=Path("x")), PRESETS["adm256-uncond"]) == (24,)
-    assert resolve_blocks(ExtractConfig(out=Path("x"), blocks=("all",)), PRESETS["tiny"]) == tuple(range(1, 14))
+    assert resolve_blocks(from_flat(ExtractConfig, out=Path("x")), PRESETS["adm256-uncond"]) == (24,)
+    assert resolve_blocks(from_flat(ExtractConfig, out=Path("x"), blocks=("all",)), PRESETS["tiny"]) == tuple(range(1, 14))
 
 
 def test_all_blocks_with_skip_small_maps_leaves_out_only_pools_larger_than_a_map(tmp_path, fmnist_env):

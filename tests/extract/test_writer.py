@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from extract.config import from_flat
 from extract.schema import FeatureStore, StoreError, StoreLock
 from extract.verify import repair_store, verify_store
 from tests.conftest import run_tiny
@@ -23,13 +24,13 @@ def unet(out: Path, **kw):
 def pixels(out: Path, **kw):
     from extract.pixels import PixelConfig, extract_pixels
 
-    return extract_pixels(PixelConfig(out=out, limit=12, shard_rows=4, progress=False, **kw))
+    return extract_pixels(from_flat(PixelConfig, out=out, limit=12, shard_rows=4, progress=False, **kw))
 
 
 def backbone(out: Path, **kw):
     from extract.backbones import BackboneConfig, extract_backbone
 
-    return extract_backbone(BackboneConfig(out=out, model="torchvision:resnet50", random_init=True, blocks=(1,), pools=(1,),
+    return extract_backbone(from_flat(BackboneConfig, out=out, model="torchvision:resnet50", random_init=True, blocks=(1,), pools=(1,),
                                            limit=6, shard_rows=2, batch_size=2, device="cpu", progress=False, **kw))  # fmt: skip
 
 
