@@ -81,7 +81,9 @@ class FeatureReader:
         return shape[1:] if self.views > 1 else shape
 
     def row_bytes(self) -> int:
-        return sum(2 * self.views * int(np.prod(self.row_shape(k))) for k in self.keys)
+        """Bytes of one row of every key as stored (fp16 or fp32 stores alike)."""
+        itemsize = np.dtype(self.store.layout["dtype"]).itemsize
+        return sum(itemsize * self.views * int(np.prod(self.row_shape(k))) for k in self.keys)
 
     def block_span(self, block: int) -> range:
         return range(block * self.block_rows, min((block + 1) * self.block_rows, self.store.n_rows))

@@ -23,6 +23,7 @@ def make_store(
     split: str = "train",
     classes: list[str] | None = None,
     valid: np.ndarray | None = None,
+    dtype: str = "float16",
 ) -> FeatureStore:
     """A complete store holding the given rows: key -> (n, [V,] C, h, w)."""
     n = len(labels)
@@ -34,7 +35,7 @@ def make_store(
     shapes = {k: tuple(v.shape[2:] if views > 1 else v.shape[1:]) for k, v in features.items()}
     store = FeatureStore.create(
         path, row_shapes=shapes, ids=[f"{split}/{i}" for i in range(n)], labels=labels, index=np.arange(n),
-        shard_rows=shard_rows, views=views, dtype="float16", attrs={"key": key, "provenance": provenance},
+        shard_rows=shard_rows, views=views, dtype=dtype, attrs={"key": key, "provenance": provenance},
     )  # fmt: skip
     valid = np.ones(n, bool) if valid is None else valid
     for s in range(store.n_shards):

@@ -232,3 +232,13 @@ def test_an_unfinished_store_is_refused(two_keys, tmp_path):
 def test_a_grid_without_validation_rows_cannot_select(two_keys, tmp_path):
     with pytest.raises(ProbeDataError, match="no validation rows to choose among them"):
         run(tmp_path, two_keys[0], lrs=(1e-3, 1e-2), val_fraction=0.0)
+
+
+def test_row_bytes_follow_the_store_dtype(tmp_path):
+    """Buffers are sized by what is stored: an fp32 store's rows take twice an fp16 store's."""
+    x, y, _ = blobs(16, 2, 8, seed=0)
+    key = FeatureKey(10, 7, 2)
+    half = make_store(tmp_path / "h.zarr", {key: x}, y)
+    single = make_store(tmp_path / "s.zarr", {key: x.astype(np.float32)}, y, dtype="float32")
+    assert FeatureReader(half, (key,)).row_bytes() == 2 * 8
+    assert FeatureReader(single, (key,)).row_bytes() == 4 * 8
