@@ -99,7 +99,8 @@ probe: $(VENV_STAMP) ## train heads on the last extraction's stores: make probe 
 # trained weights against the random-weight control, block by block. Missing stores are
 # extracted first (one forward per t gives every block), on CKA_LIMIT images of the test split.
 CKA_T ?= $(firstword $(subst $(comma),$(space),$(E_T)))
-CKA_B ?= $(firstword $(subst $(comma),$(space),$(E_B)))
+first_b = $(firstword $(subst $(comma),$(space),$(E_B)))
+CKA_B ?= $(if $(filter all,$(first_b)),24,$(first_b))
 CKA_POOL ?= $(firstword $(subst $(comma),$(space),$(E_POOL)))
 CKA_TS ?= 10,25,50,100,150,200,300,400,500,700
 CKA_SPLIT ?= $(or $(E_TEST),$(E_TRAIN))
@@ -153,8 +154,8 @@ demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo mode
 # its random-weight control, on SWEEP_N training images (linear heads chosen on a validation
 # carve) and SWEEP_TEST_N test images; then the curves and the table
 SWEEP_T ?= 10,50,150,300
-SWEEP_N ?= 6000
-SWEEP_TEST_N ?= 5000
+SWEEP_N ?= 4000
+SWEEP_TEST_N ?= 3000
 SWEEP_FULL_T ?= 10
 SWEEP_FULL_B ?= 7,8,9,28,29,30
 SWEEP_OUT ?= cache/sweep
