@@ -161,6 +161,8 @@ SWEEP_FULL_B ?= 7,8,9,28,29,30
 SWEEP_OUT ?= cache/sweep
 SWEEP_ARGS := --buffer-mb 9000 --epochs 10 --no-progress
 sweep_store = $(SWEEP_OUT)/demo-fmnist$(1)_$(2)_$(3).zarr
+sweep_runs = --results trained=results/sweep/sweep-pooled.json --results trained=results/sweep/sweep-full.json \
+  --results random-weights=results/sweep/sweep-random-pooled.json --results random-weights=results/sweep/sweep-random-full.json
 sweep_limit = --limit $$( [ "$(1)" = train ] && echo $(SWEEP_N) || echo $(SWEEP_TEST_N) )
 sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/
 	@for w in "" -random; do for split in train test; do \
@@ -177,9 +179,9 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 bl
 	  $(PY) -m extract pixels --split $${split} $(call sweep_limit,$${split}) --out "$(call sweep_store,,$${split},pixels)" || exit $$?; done
 	$(PY) -m probe train --train "$(call sweep_store,,train,pixels)" --test "$(call sweep_store,,test,pixels)" --head linear --head logreg \
 	  --lr $(default_lr) --wd 0 --results results/sweep $(SWEEP_ARGS) --name sweep-pixels
-	$(PY) -m analysis curves --results trained=results/sweep/sweep-pooled.json --results trained=results/sweep/sweep-full.json \
-	  --results random-weights=results/sweep/sweep-random-pooled.json --results random-weights=results/sweep/sweep-random-full.json \
-	  --out extract/weights/accuracy_curves.png --title "demo-fmnist: linear probe test top-1 (each point chosen on validation)"
+	$(PY) -m analysis curves $(sweep_runs) --out extract/weights/accuracy_curves.png --title "demo-fmnist: linear probe test top-1 (each point chosen on validation)"
+	$(PY) -m analysis best $(sweep_runs) --results pixels=results/sweep/sweep-pixels.json --by pool --csv extract/weights/demo-fmnist.sweep.csv
+	$(PY) -m analysis best $(sweep_runs) --by t
 	$(PY) -m probe table --results results/sweep
 
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; about 100 min on 2 CPU cores), then export its EMA weights (fp16)
