@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from probe.paper_heads import PaperAttentionHead, PaperMLPHead
+
 
 class LinearHead(nn.Module):
     """Flatten, optionally BatchNorm without affine parameters (MAE's linear probe), linear."""
@@ -93,6 +95,9 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLPHead,
     "cnn": CNNHead,
     "attention": AttentionHead,
+    # the paper's released code's own heads (probe/paper_heads.py)
+    "paper-attention": PaperAttentionHead,
+    "paper-mlp": PaperMLPHead,
 }
 
 # the two references that are not trained by gradient descent (probe/baselines.py)
@@ -107,6 +112,7 @@ _OPTION_TYPES: dict[str, Callable[[str], object]] = {
     "heads": int,
     "depth": int,
     "mlp_ratio": float,
+    "prepool": int,
 }
 
 

@@ -1,0 +1,97 @@
+"""The `paper-*` heads equal diffssl's heads, re-stated here from their description and not
+from our head code: same parameter count, and the same output for the same weights and input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from probe.heads import build_head
+
+
+def reference_attention(x, cls, w, heads, depth):
+    """diffssl's AttentionFusion for one block and one t, written out with plain tensor ops.
+    cls: the CLS token; w: the other weights in the order diffssl's modules hold them."""
+    it = iter(w)
+    take = lambda: next(it)  # noqa: E731
+    n, c, h, _ = x.shape
+    s = min(h, 16)
+    x = torch.nn.functional.adaptive_avg_pool2d(x, s)
+    ln_w, ln_b = take(), take()
+    mean = x.reshape(n, -1).mean(1).view(n, 1, 1, 1)
+    var = x.reshape(n, -1).var(1, unbiased=False).view(n, 1, 1, 1)
+    x = (x - mean) / torch.sqrt(var + 1e-5) * ln_w + ln_b  # LayerNorm over (C, s, s) of each sample
+    conv_w, conv_b = take(), take()
+    x = torch.einsum("nchw,oc->nohw", x, conv_w[:, :, 0, 0]) + conv_b.view(1, -1, 1, 1)
+    tokens = x.flatten(2).transpose(1, 2)
+    tokens = torch.cat([cls.expand(n, -1, -1), tokens], 1)
+    width = tokens.shape[-1]
+
+    def layer_norm(t, g, b):
+        mu, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=False, keepdim=True)
+        return (t - mu) / torch.sqrt(var + 1e-5) * g + b
+
+    for _ in range(depth):
+        g1, b1, qkv_w, proj_w, proj_b, g2, b2, fc1_w, fc1_b, fc2_w, fc2_b = (take() for _ in range(11))
+        y = layer_norm(tokens, g1, b1) @ qkv_w.T  # no qkv bias
+        q, k, v = y.reshape(n, -1, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        attn = ((q * (width // heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        tokens = tokens + ((attn @ v).transpose(1, 2).reshape(n, -1, width) @ proj_w.T + proj_b)
+        hid = layer_norm(tokens, g2, b2) @ fc1_w.T + fc1_b
+        hid = 0.5 * hid * (1 + torch.erf(hid / math.sqrt(2)))  # exact GELU
+        tokens = tokens + hid @ fc2_w.T + fc2_b
+    fc_w, fc_b = take(), take()
+    return tokens[:, 0] @ fc_w.T + fc_b
+
+
+def test_paper_attention_has_diffssl_parameter_count_at_imagenet_b24():
+    """C=1024, 16x16, 1000 classes: 27,786,216 parameters (diffssl's head, counted from its code)."""
+    with torch.device("meta"):
+        head = build_head("paper-attention", (1024, 16, 16), 1000)
+    assert sum(p.numel() for p in head.parameters()) == 27_786_216
+
+
+@pytest.mark.parametrize("shape,width,heads", [((8, 4, 4), 16, 4), ((12, 20, 20), 32, 8)])
+def test_paper_attention_equals_the_reference(shape, width, heads):
+    torch.manual_seed(0)
+    head = build_head("paper-attention", shape, 5, {"width": width, "heads": heads}).eval()
+    for p in head.parameters():  # non-trivial norms, biases and CLS token
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(3, *shape)
+    named = dict(head.named_parameters())
+    expected = reference_attention(x, named.pop("cls"), list(named.values()), heads, depth=2)
+    torch.testing.assert_close(head(x), expected, rtol=1e-4, atol=1e-4)
+    assert not any("pos" in name for name, _ in head.named_parameters())  # no position embedding
+
+
+def test_paper_mlp_is_linear_relu_without_batchnorm():
+    torch.manual_seed(0)
+    head = build_head("paper-mlp", (4, 2, 2), 3, {"hidden": (7, 5)})
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
+    x = torch.randn(6, 4, 2, 2)
+    (w1, b1), (w2, b2), (w3, b3) = [(m.weight, m.bias) for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    expected = torch.relu(torch.relu(x.flatten(1) @ w1.T + b1) @ w2.T + b2) @ w3.T + b3
+    torch.testing.assert_close(head(x), expected)
+
+
+def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path):
+    from extract.schema import FeatureKey
+    from probe.config import ProbeConfig, TrainSettings
+    from probe.evaluate import evaluate_head
+    from probe.run import probe
+    from tests.probe.stores import blobs, make_store
+
+    key = FeatureKey(10, 7, 2)
+    x, y, centres = blobs(240, 3, 16, seed=0, spread=1.0, shape=(4, 2, 2))
+    xt, yt, _ = blobs(90, 3, 16, seed=1, spread=1.0, shape=(4, 2, 2), centres=centres)
+    make_store(tmp_path / "train.zarr", {key: x}, y)
+    make_store(tmp_path / "test.zarr", {key: xt}, yt, split="test")
+    result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", heads=("paper-attention", "paper-mlp"),
+                               head_options=("width=16", "heads=4", "hidden=32"), lrs=(3e-3,), results=tmp_path / "r", progress=False,
+                               training=TrainSettings(epochs=15, batch_size=32)))  # fmt: skip
+    assert {m["head"] for m in result["members"]} == {"paper-attention", "paper-mlp"}
+    assert all(m["test"]["top1"] >= 90 for m in result["members"]), [m["test"]["top1"] for m in result["members"]]
+    again = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test.zarr")
+    assert again["top1"] == result["test"]["top1"]
