@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-HEAD_NAMES = ("linear", "mlp", "cnn", "attention", "paper-attention", "paper-mlp")  # probe.heads.HEADS
+HEAD_NAMES = ("linear", "mlp", "cnn", "attention", "paper-attention", "paper-mlp", "paper-fusion")  # probe.heads.HEADS
 BASELINE_NAMES = ("logreg", "knn")  # probe.heads.BASELINES
 OPTIMIZER_NAMES = ("sgd", "adamw")  # probe.grid.OPTIMIZERS
 SCHEDULE_NAMES = ("cosine", "step")  # probe.grid.SCHEDULES

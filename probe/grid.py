@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from extract.schema import FeatureKey, feature_set_label
 from probe.bank import LinearBank
-from probe.heads import LinearHead, build_head
+from probe.heads import LinearHead, build_head, takes_parts
 from probe.config import TrainSettings  # noqa: F401 - the settings live with the other configs
 from probe.reader import Standardizer
 
@@ -33,6 +33,12 @@ class FeatureSet:
 
     keys: tuple[FeatureKey, ...]
     in_shape: tuple[int, int, int]  # (sum C, h, w), or (D, 1, 1) when the maps differ in size
+    row_shapes: tuple[tuple[int, int, int], ...] = ()  # (C, h, w) of each key, in order
+
+    @property
+    def parts(self) -> tuple[tuple[int, ...], ...]:
+        """(t, b, C, h, w) of each key: what fusion heads need to split the input back."""
+        return tuple((k.t, k.b, *shape) for k, shape in zip(self.keys, self.row_shapes))
 
     @property
     def name(self) -> str:
@@ -46,10 +52,16 @@ class FeatureSet:
 
 
 def feature_set(keys: tuple[FeatureKey, ...], row_shapes: dict[FeatureKey, tuple[int, ...]]) -> FeatureSet:
-    shapes = [row_shapes[k] for k in keys]
+    shapes = [tuple(row_shapes[k]) for k in keys]
     if len({s[1:] for s in shapes}) == 1:
-        return FeatureSet(keys, (sum(s[0] for s in shapes), *shapes[0][1:]))
-    return FeatureSet(keys, (sum(int(np.prod(s)) for s in shapes), 1, 1))
+        return FeatureSet(keys, (sum(s[0] for s in shapes), *shapes[0][1:]), tuple(shapes))
+    return FeatureSet(keys, (sum(int(np.prod(s)) for s in shapes), 1, 1), tuple(shapes))
+
+
+def head_for(name: str, fs: FeatureSet, classes: int, options: dict) -> nn.Module:
+    """build_head, giving heads that split the feature set its parts."""
+    extra = {"parts": fs.parts} if takes_parts(name) else {}
+    return build_head(name, fs.in_shape, classes, {**options, **extra})
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ def member_seed(seed: int, spec: MemberSpec) -> int:
 def build_member(spec: MemberSpec, classes: int, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(member_seed(seed, spec))
-        return build_head(spec.head, spec.features.in_shape, classes, dict(spec.options))
+        return head_for(spec.head, spec.features, classes, dict(spec.options))
 
 
 # ---------------------------------------------------------------- optimisation

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from probe.paper_heads import PaperAttentionHead, PaperMLPHead
+from probe.paper_heads import PaperAttentionHead, PaperFusionHead, PaperMLPHead
 
 
 class LinearHead(nn.Module):
@@ -98,6 +98,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {
     # the paper's released code's own heads (probe/paper_heads.py)
     "paper-attention": PaperAttentionHead,
     "paper-mlp": PaperMLPHead,
+    "paper-fusion": PaperFusionHead,
 }
 
 # the two references that are not trained by gradient descent (probe/baselines.py)
@@ -129,6 +130,11 @@ def parse_head_options(pairs: tuple[str, ...] | list[str]) -> dict[str, object]:
         except ValueError:
             raise ValueError(f"head option {pair!r}: cannot parse {value!r}") from None
     return out
+
+
+def takes_parts(name: str) -> bool:
+    """Heads that split a feature set back into its keys (they are given `parts`)."""
+    return bool(getattr(HEADS.get(name), "takes_parts", False))
 
 
 def build_head(name: str, in_shape: tuple[int, int, int], classes: int, options: dict | None = None) -> nn.Module:

@@ -89,3 +89,53 @@ class PaperMLPHead(nn.Module):
         for layer in self.hidden:
             x = F.relu(layer(x))
         return self.fc(x)
+
+
+class PaperFusionHead(nn.Module):
+    """diffssl's fusion (DifFormer, `fusion.sh`) over a feature set of several (t, b):
+
+    each block b has its own pre-layer (pool to min(size, `prepool`), LayerNorm of the map, 1x1
+    conv to `width`), shared by every t; within one t the tokens of all its blocks form one
+    sequence for the attention blocks (one set of blocks and one CLS token, shared by the t's);
+    the CLS outputs of the t's, in increasing t, are concatenated into a linear classifier.
+
+    `parts` ((t, b, C, h, w) per key, in the feature set's order) is filled in by the grid from
+    the store; the input is the feature set's concatenation, (N, sum C, h, w) or (N, D, 1, 1)."""
+
+    takes_parts = True
+
+    def __init__(self, in_shape: tuple[int, int, int], classes: int, parts: tuple[tuple[int, ...], ...] = (), width: int = 1024,
+                 heads: int = 8, mlp_ratio: float = 4.0, depth: int = 2, prepool: int = 16):  # fmt: skip
+        super().__init__()
+        if not parts:
+            raise ValueError("paper-fusion needs the feature set's parts (t, b, C, h, w)")
+        if width % heads:
+            raise ValueError(f"paper-fusion: width {width} is not divisible by heads {heads}")
+        self.parts = tuple(tuple(int(v) for v in p) for p in parts)
+        self.ts = sorted({p[0] for p in self.parts})
+        pre = {}
+        for t, b, c, h, w in self.parts:
+            if h != w:
+                raise ValueError(f"paper-fusion takes square maps, got {h}x{w} at b={b}")
+            size = min(h, prepool)
+            layer = nn.Sequential(nn.AdaptiveAvgPool2d(size), nn.LayerNorm([c, size, size]), nn.Conv2d(c, width, 1))
+            if str(b) in pre and pre[str(b)][1].normalized_shape != (c, size, size):
+                raise ValueError(f"paper-fusion: block {b} has two shapes in this feature set")
+            pre.setdefault(str(b), layer)
+        self.pre = nn.ModuleDict(pre)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.blocks = nn.ModuleList(_Block(width, heads, mlp_ratio) for _ in range(depth))
+        self.fc = nn.Linear(width * len(self.ts), classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        sizes = [c * h * w for _, _, c, h, w in self.parts]
+        maps = [v.reshape(len(x), c, h, w) for v, (_, _, c, h, w) in zip(flat.split(sizes, dim=1), self.parts)]
+        outs = []
+        for t in self.ts:
+            tokens = [self.pre[str(b)](m).flatten(2).transpose(1, 2) for m, (pt, b, *_) in zip(maps, self.parts) if pt == t]
+            seq = torch.cat([self.cls.expand(len(x), -1, -1), *tokens], dim=1)
+            for block in self.blocks:
+                seq = block(seq)
+            outs.append(seq[:, 0])
+        return self.fc(torch.cat(outs, dim=1))

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from extract.schema import FeatureKey
-from probe.grid import FeatureSet
-from probe.heads import build_head
+from probe.grid import FeatureSet, head_for
 from probe.reader import Standardizer
 
 HEAD_FORMAT = "diffprobe-head"
@@ -48,9 +47,9 @@ def load_head(path: str | Path) -> tuple[torch.nn.Module, dict, FeatureSet, dict
     if meta.get("format") != HEAD_FORMAT:
         raise ValueError(f"{path}: not a diffprobe head file")
     keys = tuple(FeatureKey.from_dict(k) for k in meta["features"])
-    fs = FeatureSet(keys, tuple(meta["in_shape"]))
+    fs = FeatureSet(keys, tuple(meta["in_shape"]), tuple(tuple(s) for s in meta.get("row_shapes", ())))
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()}
-    module = build_head(meta["head"], fs.in_shape, int(meta["num_classes"]), options)
+    module = head_for(meta["head"], fs, int(meta["num_classes"]), options)
     module.load_state_dict({k[len("state/") :]: v for k, v in payload.items() if k.startswith("state/")})
     norms = {k: Standardizer(payload[f"mean/{i}"].numpy(), payload[f"std/{i}"].numpy()) for i, k in enumerate(keys)}
     return module.eval(), meta, fs, norms

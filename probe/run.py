@@ -245,9 +245,10 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
     module = scores.modules[selected]
     if module is not None:
         head_path = out_dir / f"{name}.head.pt"
-        in_shape = next(fs.in_shape for fs in data.sets if fs.name == chosen["feature_set"])
+        chosen_set = next(fs for fs in data.sets if fs.name == chosen["feature_set"])
         meta = {"head": "linear" if chosen["head"] == "logreg" else chosen["head"], "options": chosen.get("options", {}),
-                "features": chosen["features"], "in_shape": list(in_shape), "num_classes": n_classes,
+                "features": chosen["features"], "in_shape": list(chosen_set.in_shape),
+                "row_shapes": [list(s) for s in chosen_set.row_shapes], "num_classes": n_classes,
                 "classes": data.classes, "compatible": stores["train"]["key"], "trained_as": chosen,
                 "results": f"{name}.json", "version": __version__}  # fmt: skip
         save_head(head_path, module, meta, data.norms)

@@ -11,6 +11,47 @@ import torch
 from probe.heads import build_head
 
 
+def _layer_norm(t, g, b):
+    mu, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=False, keepdim=True)
+    return (t - mu) / torch.sqrt(var + 1e-5) * g + b
+
+
+def reference_pre(x, ln_w, ln_b, conv_w, conv_b):
+    """Pool to min(size, 16), LayerNorm over each sample's (C, s, s), 1x1 conv -> (N, s*s, width) tokens."""
+    n = len(x)
+    x = torch.nn.functional.adaptive_avg_pool2d(x, min(x.shape[-1], 16))
+    mean = x.reshape(n, -1).mean(1).view(n, 1, 1, 1)
+    var = x.reshape(n, -1).var(1, unbiased=False).view(n, 1, 1, 1)
+    x = (x - mean) / torch.sqrt(var + 1e-5) * ln_w + ln_b
+    x = torch.einsum("nchw,oc->nohw", x, conv_w[:, :, 0, 0]) + conv_b.view(1, -1, 1, 1)
+    return x.flatten(2).transpose(1, 2)
+
+
+def reference_blocks(tokens, blocks, heads):
+    """Pre-norm transformer blocks; each of blocks: (g1, b1, qkv_w, proj_w, proj_b, g2, b2, fc1_w, fc1_b, fc2_w, fc2_b)."""
+    n, _, width = tokens.shape
+    for g1, b1, qkv_w, proj_w, proj_b, g2, b2, fc1_w, fc1_b, fc2_w, fc2_b in blocks:
+        y = _layer_norm(tokens, g1, b1) @ qkv_w.T  # no qkv bias
+        q, k, v = y.reshape(n, -1, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        attn = ((q * (width // heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        tokens = tokens + ((attn @ v).transpose(1, 2).reshape(n, -1, width) @ proj_w.T + proj_b)
+        hid = _layer_norm(tokens, g2, b2) @ fc1_w.T + fc1_b
+        hid = 0.5 * hid * (1 + torch.erf(hid / math.sqrt(2)))  # exact GELU
+        tokens = tokens + hid @ fc2_w.T + fc2_b
+    return tokens
+
+
+def reference_fusion(maps_by_t, pre, cls, blocks, fc_w, fc_b, heads):
+    """diffssl's AttentionFusion: maps_by_t: t -> [(b, map)]; pre: b -> pre-layer weights."""
+    outs = []
+    for t in sorted(maps_by_t):
+        tokens = [reference_pre(m, *pre[b]) for b, m in maps_by_t[t]]
+        n = len(tokens[0])
+        seq = reference_blocks(torch.cat([cls.expand(n, -1, -1), *tokens], 1), blocks, heads)
+        outs.append(seq[:, 0])
+    return torch.cat(outs, 1) @ fc_w.T + fc_b
+
+
 def reference_attention(x, cls, w, heads, depth):
     """diffssl's AttentionFusion for one block and one t, written out with plain tensor ops.
     cls: the CLS token; w: the other weights in the order diffssl's modules hold them."""
@@ -93,5 +134,56 @@ def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path):
                                training=TrainSettings(epochs=15, batch_size=32)))  # fmt: skip
     assert {m["head"] for m in result["members"]} == {"paper-attention", "paper-mlp"}
     assert all(m["test"]["top1"] >= 90 for m in result["members"]), [m["test"]["top1"] for m in result["members"]]
+    again = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test.zarr")
+    assert again["top1"] == result["test"]["top1"]
+
+
+def test_paper_fusion_equals_the_reference_over_two_t_and_two_blocks():
+    """t in {90, 150}, b in {19, 24} with maps of different sizes: one token sequence per t,
+    pre-layers per block shared across t, the CLS outputs of the t's concatenated."""
+    from extract.schema import FeatureKey
+    from probe.grid import feature_set, head_for
+
+    torch.manual_seed(0)
+    shapes = {FeatureKey(90, 19, None): (6, 2, 2), FeatureKey(90, 24, None): (4, 4, 4),
+              FeatureKey(150, 19, None): (6, 2, 2), FeatureKey(150, 24, None): (4, 4, 4)}  # fmt: skip
+    fs = feature_set(tuple(shapes), shapes)
+    head = head_for("paper-fusion", fs, 5, {"width": 16, "heads": 4}).eval()
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    maps = {k: torch.randn(3, *s) for k, s in shapes.items()}
+    x = torch.cat([m.flatten(1) for m in maps.values()], 1).reshape(3, *fs.in_shape)
+    named = dict(head.named_parameters())
+    pre = {b: [named[f"pre.{b}.1.weight"], named[f"pre.{b}.1.bias"], named[f"pre.{b}.2.weight"], named[f"pre.{b}.2.bias"]] for b in (19, 24)}
+    blocks = [[named[f"blocks.{i}.{n}"] for n in ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
+                                                  "norm2.weight", "norm2.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")]
+              for i in range(2)]  # fmt: skip
+    by_t = {t: [(k.b, maps[k]) for k in shapes if k.t == t] for t in (90, 150)}
+    expected = reference_fusion(by_t, pre, named["cls"], blocks, named["fc.weight"], named["fc.bias"], heads=4)
+    torch.testing.assert_close(head(x), expected, rtol=1e-4, atol=1e-4)
+    assert head.fc.in_features == 2 * 16  # one CLS output per t
+
+
+def test_paper_fusion_trains_from_one_store_and_its_head_file_reloads(tmp_path):
+    from extract.schema import FeatureKey
+    from probe.config import ProbeConfig, TrainSettings
+    from probe.evaluate import evaluate_head
+    from probe.run import probe
+    from tests.probe.stores import blobs, make_store
+
+    keys = [FeatureKey(90, 19, 2), FeatureKey(90, 24, 1), FeatureKey(150, 19, 2), FeatureKey(150, 24, 1)]
+    shapes = [(4, 2, 2), (16, 1, 1)] * 2
+    train, test = {}, {}
+    for key, shape in zip(keys, shapes):
+        x, y, centres = blobs(240, 3, 16, seed=0, spread=1.0, shape=shape)  # the same rows and labels for every key
+        xt, yt, _ = blobs(90, 3, 16, seed=1, spread=1.0, shape=shape, centres=centres)
+        train[key], test[key] = x, xt
+    make_store(tmp_path / "train.zarr", train, y)
+    make_store(tmp_path / "test.zarr", test, yt, split="test")
+    label = "+".join(k.label for k in keys)
+    result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", heads=("paper-fusion",), features=(label,),
+                               head_options=("width=16", "heads=4"), lrs=(3e-3,), results=tmp_path / "r", progress=False,
+                               training=TrainSettings(epochs=15, batch_size=32)))  # fmt: skip
+    assert result["members"][0]["feature_set"] == label and result["test"]["top1"] >= 90
     again = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test.zarr")
     assert again["top1"] == result["test"]["top1"]
