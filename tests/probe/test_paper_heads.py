@@ -53,38 +53,13 @@ def reference_fusion(maps_by_t, pre, cls, blocks, fc_w, fc_b, heads):
 
 
 def reference_attention(x, cls, w, heads, depth):
-    """diffssl's AttentionFusion for one block and one t, written out with plain tensor ops.
-    cls: the CLS token; w: the other weights in the order diffssl's modules hold them."""
-    it = iter(w)
-    take = lambda: next(it)  # noqa: E731
-    n, c, h, _ = x.shape
-    s = min(h, 16)
-    x = torch.nn.functional.adaptive_avg_pool2d(x, s)
-    ln_w, ln_b = take(), take()
-    mean = x.reshape(n, -1).mean(1).view(n, 1, 1, 1)
-    var = x.reshape(n, -1).var(1, unbiased=False).view(n, 1, 1, 1)
-    x = (x - mean) / torch.sqrt(var + 1e-5) * ln_w + ln_b  # LayerNorm over (C, s, s) of each sample
-    conv_w, conv_b = take(), take()
-    x = torch.einsum("nchw,oc->nohw", x, conv_w[:, :, 0, 0]) + conv_b.view(1, -1, 1, 1)
-    tokens = x.flatten(2).transpose(1, 2)
-    tokens = torch.cat([cls.expand(n, -1, -1), tokens], 1)
-    width = tokens.shape[-1]
-
-    def layer_norm(t, g, b):
-        mu, var = t.mean(-1, keepdim=True), t.var(-1, unbiased=False, keepdim=True)
-        return (t - mu) / torch.sqrt(var + 1e-5) * g + b
-
-    for _ in range(depth):
-        g1, b1, qkv_w, proj_w, proj_b, g2, b2, fc1_w, fc1_b, fc2_w, fc2_b = (take() for _ in range(11))
-        y = layer_norm(tokens, g1, b1) @ qkv_w.T  # no qkv bias
-        q, k, v = y.reshape(n, -1, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-        attn = ((q * (width // heads) ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
-        tokens = tokens + ((attn @ v).transpose(1, 2).reshape(n, -1, width) @ proj_w.T + proj_b)
-        hid = layer_norm(tokens, g2, b2) @ fc1_w.T + fc1_b
-        hid = 0.5 * hid * (1 + torch.erf(hid / math.sqrt(2)))  # exact GELU
-        tokens = tokens + hid @ fc2_w.T + fc2_b
-    fc_w, fc_b = take(), take()
-    return tokens[:, 0] @ fc_w.T + fc_b
+    """diffssl's AttentionFusion for one block and one t. cls: the CLS token; w: the other
+    weights in the order diffssl's modules hold them (pre-layer, blocks, classifier)."""
+    w = list(w)
+    pre, rest = w[:4], w[4:]
+    blocks = [rest[11 * i : 11 * (i + 1)] for i in range(depth)]
+    fc_w, fc_b = rest[11 * depth :]
+    return reference_fusion({0: [(0, x)]}, {0: pre}, cls, blocks, fc_w, fc_b, heads)
 
 
 def test_paper_attention_has_diffssl_parameter_count_at_imagenet_b24():
