@@ -154,8 +154,8 @@ demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo mode
 # its random-weight control, on SWEEP_N training images (linear heads chosen on a validation
 # carve) and SWEEP_TEST_N test images; then the curves and the table
 SWEEP_T ?= 10,50,150,300
-SWEEP_N ?= 4000
-SWEEP_TEST_N ?= 3000
+SWEEP_N ?= 3000
+SWEEP_TEST_N ?= 2000
 SWEEP_FULL_T ?= 10
 SWEEP_FULL_B ?= 7,8,9,28,29,30
 SWEEP_OUT ?= cache/sweep
