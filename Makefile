@@ -56,7 +56,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -183,6 +183,29 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 bl
 	$(PY) -m analysis best $(sweep_runs) --results pixels=results/sweep/sweep-pixels.json --by pool --csv extract/weights/demo-fmnist.sweep.csv
 	$(PY) -m analysis best $(sweep_runs) --by t
 	$(PY) -m probe table --results results/sweep
+
+# make paper ROW=...: one row of the paper's table, extracted and probed with diffssl's protocol
+# (`--recipe paper`: SGD, StepLR(7), 28 epochs, batch 128, raw features, all of train, test
+# evaluated once). On the real model: make paper ROW=attention MODEL=adm256-uncond CKPT=...
+# DATA=imagenet DATA_ROOT=... SPLITS="train val". DRY=1 prints the commands without running them.
+ROW ?= linear-p2
+paper_row_linear-p1 := T=150 B=24 POOL=1 HEAD=linear
+paper_row_linear-p2 := T=150 B=24 POOL=2 HEAD=linear
+paper_row_mlp := T=150 B=24 POOL=2 HEAD=paper-mlp
+paper_row_attention := T=150 B=24 POOL=full HEAD=paper-attention
+paper_row_fusion := T=90,150,300 B=19,24,30 POOL=full HEAD=paper-fusion
+PAPER_ROWS := linear-p1 linear-p2 mlp attention fusion
+PAPER_ARGS ?=
+row_var = $(patsubst $(1)=%,%,$(filter $(1)=%,$(paper_row_$(ROW))))
+split_commas = $(subst $(comma),$(space),$(1))
+fusion_set = $(subst $(space),+,$(strip $(foreach t,$(call split_commas,$(call row_var,T)),$(foreach b,$(call split_commas,$(call row_var,B)),t$(t)/b$(b)/full))))
+paper_store = $(OUT)/$(MODEL)_$(DATA)_$(1)_t$(call tag,$(call row_var,T))_b$(call tag,$(call row_var,B))_p$(call row_var,POOL)$(if $(LIMIT),_n$(LIMIT)).zarr
+paper: $(VENV_STAMP) ## one row of the paper's table with its protocol: make paper ROW=linear-p1|linear-p2|mlp|attention|fusion [DRY=1 MODEL= CKPT= DATA= DATA_ROOT= SPLITS=]
+	@$(if $(paper_row_$(ROW)),,echo "unknown ROW=$(ROW): choose one of $(PAPER_ROWS)"; exit 2)
+	@$(MAKE) --no-print-directory $(if $(DRY),-n) extract $(foreach v,T B POOL,$(v)=$(call row_var,$(v)))
+	$(if $(DRY),@echo )$(PY) -m probe train --train "$(call paper_store,$(word 1,$(SPLITS)))" $(if $(word 2,$(SPLITS)),--test "$(call paper_store,$(word 2,$(SPLITS)))") \
+	  --recipe paper --head $(call row_var,HEAD) $(if $(filter fusion,$(ROW)),--features $(fusion_set)) \
+	  --results results/paper --name paper-$(ROW)$(if $(filter-out demo-fmnist,$(MODEL)),-$(MODEL)) $(PAPER_ARGS)
 
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net on Fashion-MNIST (resumable; about 100 min on 2 CPU cores), then export its EMA weights (fp16)
 	$(PY) -m extract train --out runs/demo-fmnist --threads 2 $(ARGS)

@@ -9,6 +9,7 @@ import click
 
 from extract.clikit import float_list, int_list, key_options, user_errors
 from probe.config import BASELINE_NAMES, HEAD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES, ProbeConfig, TrainSettings
+from probe.recipes import RECIPES, apply_recipe
 
 # torch and the training code load only inside the commands that train, so `--help` and
 # `table` start at once
@@ -27,18 +28,19 @@ def cli():
 @click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE head option, e.g. width=256, hidden=512,512, batchnorm=true")
 @click.option("--features", multiple=True, help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate (repeat for a grid) [default: each key alone]")
 @key_options(what="store's keys to train on, each alone [default: all]")
-@click.option("--lr", "lrs", multiple=True, default=("1e-3",), callback=float_list, help="learning rates (grid)")
-@click.option("--wd", "wds", multiple=True, default=("0",), callback=float_list, help="weight decays (grid)")
-@click.option("--epochs", type=click.IntRange(min=1), default=20)
-@click.option("--batch-size", type=click.IntRange(min=1), default=256)
-@click.option("--optimizer", type=click.Choice(list(OPTIMIZER_NAMES)), default="adamw")
-@click.option("--momentum", type=float, default=0.9, help="SGD momentum")
-@click.option("--schedule", type=click.Choice(list(SCHEDULE_NAMES)), default="cosine")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default="diffprobe", help="defaults for the options marked 'the recipe's' (see README: recipes)")
+@click.option("--lr", "lrs", multiple=True, callback=float_list, help="learning rates (grid) [default: the recipe's, per head]")
+@click.option("--wd", "wds", multiple=True, callback=float_list, help="weight decays (grid) [default: the recipe's]")
+@click.option("--epochs", type=click.IntRange(min=1), help="[default: the recipe's]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="global batch [default: the recipe's]")
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZER_NAMES)), help="[default: the recipe's]")
+@click.option("--momentum", type=float, help="SGD momentum [default: the recipe's]")
+@click.option("--schedule", type=click.Choice(list(SCHEDULE_NAMES)), help="[default: the recipe's]")
 @click.option("--warmup-epochs", type=float, default=0.0)
-@click.option("--step-epochs", type=click.IntRange(min=1), default=7, help="step schedule: epochs between decays")
+@click.option("--step-epochs", type=click.IntRange(min=1), help="step schedule: epochs between decays [default: the recipe's]")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0)
-@click.option("--standardize/--no-standardize", default=True, help="per-feature standardization fitted on train")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, help="validation carved from train")
+@click.option("--standardize/--no-standardize", default=None, help="per-feature standardization fitted on train [default: the recipe's]")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="validation carved from train [default: the recipe's]")
 @click.option("--seed", type=int, default=0)
 @click.option("--buffer-mb", type=click.IntRange(min=1), default=1024, help="memory for feature rows (bounds the shuffle window)")
 @click.option("--preload/--stream", default=None, help="hold the training features in memory [default: when they fit --buffer-mb]")
@@ -55,6 +57,7 @@ def train(train_store, test_store, val_store, **kwargs):
 
     if "all" in kwargs["blocks"]:
         kwargs["blocks"] = ()
+    kwargs = apply_recipe(kwargs.pop("recipe"), kwargs)
     names = {f.name for f in dataclasses.fields(TrainSettings)}
     training = TrainSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
     cfg = ProbeConfig(train=train_store, test=test_store, val=val_store, training=training, **kwargs)

@@ -43,6 +43,8 @@ class ProbeConfig:
     pools: tuple[int | None, ...] = ()  # ... these pools (None: the full map)
     lrs: tuple[float, ...] = (1e-3,)
     wds: tuple[float, ...] = (0.0,)
+    head_lrs: tuple[tuple[str, float], ...] = ()  # (head, lr) used for heads when lrs is empty (a recipe's)
+    recipe: str = ""  # the recipe whose defaults filled the options (probe.recipes), recorded in results
     training: TrainSettings = TrainSettings()  # epochs, batch size, optimizer, schedule, seed
     standardize: bool = True
     val_fraction: float = 0.1

@@ -56,7 +56,8 @@ def validate(cfg: ProbeConfig) -> None:
         raise ValueError("give at least one --head")
     if cfg.training.epochs < 1 or cfg.training.batch_size < 1 or cfg.buffer_mb < 1:
         raise ValueError("--epochs, --batch-size and --buffer-mb must be positive")
-    if any(lr <= 0 for lr in cfg.lrs) or any(wd < 0 for wd in cfg.wds) or not cfg.lrs or not cfg.wds:
+    lrs = cfg.lrs or tuple(lr for _, lr in cfg.head_lrs)
+    if any(lr <= 0 for lr in lrs) or any(wd < 0 for wd in cfg.wds) or not lrs or not cfg.wds:
         raise ValueError("learning rates must be positive and weight decays non-negative")
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
@@ -75,7 +76,9 @@ def grid_specs(cfg: ProbeConfig, sets) -> list[MemberSpec]:
     unused = [k for k in options if not any(k in dict(_options_for(h, {k: 0})) for h in trained)]
     if unused:
         raise ValueError(f"head option(s) {', '.join(unused)} apply to none of the heads {', '.join(trained) or '(none)'}")
-    return [MemberSpec(h, _options_for(h, options), fs, lr, wd) for h, fs, lr, wd in itertools.product(trained, sets, cfg.lrs, cfg.wds)]
+    per_head = dict(cfg.head_lrs)
+    return [MemberSpec(h, _options_for(h, options), fs, lr, wd)
+            for h in trained for fs, lr, wd in itertools.product(sets, cfg.lrs or (per_head[h],), cfg.wds)]  # fmt: skip
 
 
 def _weights_label(store: FeatureStore) -> str:

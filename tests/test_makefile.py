@@ -67,3 +67,20 @@ def test_cka_uses_the_recorded_model_and_coordinates(tmp_path):
     assert "-b 24 --pool 4" in runs[1] and "-t 10,25,50" in runs[1]
     assert "--random-init -t 90 -b all --pool 1" in runs[2]
     assert text.count("-m analysis cka") == 3
+
+
+@pytest.mark.parametrize("row,extract_args,probe_args", [
+    ("linear-p2", "-t 150 -b 24 --pool 2", "--recipe paper --head linear"),
+    ("attention", "-t 150 -b 24 --pool full", "--recipe paper --head paper-attention"),
+    ("fusion", "-t 90,150,300 -b 19,24,30 --pool full", "--head paper-fusion --features t90/b19/full+t90/b24/full+t90/b30/full+t150/b19/full"),
+])
+def test_make_paper_prints_the_extraction_and_the_probe_of_a_row(tmp_path, row, extract_args, probe_args):
+    done = subprocess.run(["make", "--no-print-directory", "paper", f"ROW={row}", "DRY=1", f"OUT={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert extract_args in done.stdout and probe_args in done.stdout
+    assert not (tmp_path / "last-extract.mk").exists()  # a dry run writes nothing
+
+
+def test_make_paper_refuses_an_unknown_row(tmp_path):
+    done = subprocess.run(["make", "--no-print-directory", "paper", "ROW=gan", f"OUT={tmp_path}", "VENV_STAMP="], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and "unknown ROW=gan: choose one of linear-p1 linear-p2 mlp attention fusion" in done.stdout
