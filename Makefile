@@ -56,7 +56,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -244,6 +244,9 @@ bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s
 
 bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n = 2k, 10k, 50k: time and peak memory
 	$(PY) -m analysis bench --out bench-results/cka.json
+
+bench-batches: $(VENV_STAMP) ## distinct classes per training batch: class-sorted store vs one written with --order shuffled vs i.i.d. (about 1 min)
+	$(PY) -m probe bench-batches --out bench-results/batches.json
 
 bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate
 	$(PY) -m probe bench --out bench-results/probe.json

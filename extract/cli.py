@@ -32,6 +32,8 @@ def data_options(fn):
         click.option("--classes", "classes_file", type=click.Path(path_type=Path), help="file of classes to keep (synsets or names, one a line); labels renumbered"),
         click.option("--subset", type=click.Path(path_type=Path), help="file of images to keep (ids or file names, one a line), e.g. ImageNet's 1%/10% lists"),
         click.option("--per-class", type=click.IntRange(min=1), help="keep N images of each class, drawn with --seed"),
+        click.option("--order", type=click.Choice(["sorted", "shuffled"]), default=_SEL.order,
+                     help="row order of the store: dataset order (class by class), or a seeded shuffle so consecutive rows mix classes"),
     ]):  # fmt: skip
         fn = option(fn)
     return fn

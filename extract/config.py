@@ -27,6 +27,7 @@ class DataSelection:
     subset: Path | None = None  # keep only the images this file lists (e.g. ImageNet's 1% list)
     per_class: int | None = None  # N seeded images of each class
     limit: int | None = None  # a seeded random subset of this many images
+    order: str = "sorted"  # row order in the store: "sorted" (dataset order) or "shuffled" (seeded)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ class ExtractConfig:
 
 
 # the files' contents enter the key through the dataset's selection digest, not their paths
-_NOT_IN_KEY = {"out", "ckpt", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset"}
+# (a shuffled row order enters through the dataset part of the key, as for every store kind)
+_NOT_IN_KEY = {"out", "ckpt", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset", "order"}
 # in the key only when set, so stores made before these options existed keep their key
 _KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False}
 
@@ -187,8 +188,24 @@ def json_roundtrip(obj):
 
 
 # ---------------------------------------------------------------- the run
+ROW_ORDERS = ("sorted", "shuffled")
+
+
+def order_rows(rows: np.ndarray, order: str, seed: int) -> np.ndarray:
+    """The store's row order. Datasets list images class by class, so a sorted store is
+    class-sorted; "shuffled" writes the rows in a seeded permutation, so that any run of
+    consecutive rows (what the probe reads at once, and minibatch CKA's batches) mixes the
+    classes as an i.i.d. sample would. Features depend on the image's dataset index, never on
+    its row, so both orders hold the same values."""
+    if order == "sorted":
+        return rows
+    return rows[np.random.default_rng([seed, 0x0DE12]).permutation(len(rows))]
+
+
 def check_selection(sel: DataSelection) -> None:
     """Every error in a data selection that needs no file read."""
+    if sel.order not in ROW_ORDERS:
+        raise ValueError(f"--order must be one of {', '.join(ROW_ORDERS)}, got {sel.order!r}")
     if sel.limit is not None and sel.limit < 1:
         raise ValueError(f"--limit must be positive, got {sel.limit}")
     if sel.per_class is not None and sel.per_class < 1:
@@ -201,6 +218,7 @@ def check_selection(sel: DataSelection) -> None:
 def select_data(sel: DataSelection, seed: int) -> tuple[ImageSource, np.ndarray, dict]:
     """(the source, the sorted rows to extract, the dataset part of the store key): the same
     rows for every store kind given the same selection and seed."""
+    check_selection(sel)
     spec = get_dataset(sel.data)
     options = parse_options(spec, sel.data_opts)
     source = open_dataset(sel.data, sel.data_root, sel.split, options)
@@ -210,7 +228,10 @@ def select_data(sel: DataSelection, seed: int) -> tuple[ImageSource, np.ndarray,
     source, rows = apply_subset(source, subset)
     if len(rows) == 0:
         raise DataError(f"{source.location}: the subset selects no images")
+    rows = order_rows(rows, sel.order, seed)
     dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
+    if sel.order != "sorted":
+        dataset["order"] = f"{sel.order} (seed {seed})"
     if options:
         dataset["options"] = options
     if subset.selective:

@@ -127,6 +127,19 @@ def table(results, last):
     click.echo(format_table(rows[-last:] if last else rows))
 
 
+@cli.command("bench-batches")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/batches.json"))
+@user_errors
+def bench_batches_cmd(out):
+    """Distinct classes per training batch: class-sorted store vs `--order shuffled` vs i.i.d."""
+    from probe.bench_batches import bench_batches, format_table
+    from probe.tables import write_json
+
+    result = bench_batches()
+    write_json(out, result)
+    click.echo(format_table(result))
+
+
 @cli.command("bench-workflow")
 @click.option("--images", type=click.IntRange(min=64), default=1000, help="Fashion-MNIST training images (a seeded subset)")
 @click.option("--epochs", type=click.IntRange(min=1), default=28)

@@ -173,3 +173,24 @@ def test_resuming_with_an_edited_image_list_is_refused(tmp_path, textured_folder
     moved = tmp_path / "moved.txt"
     moved.write_text("a/0.png\nb/1.png\n")
     assert run_tiny(tmp_path / "s.zarr", **{**cfg, "subset": moved}).images == 0  # same ids from another path: nothing to redo
+
+
+def test_a_shuffled_store_holds_the_same_features_in_a_seeded_row_order(tmp_path, fmnist_env):
+    """--order shuffled: the rows are a permutation of the sorted store's, each with the same
+    features (noise is keyed by the dataset index), and the order is keyed."""
+    import numpy as np
+
+    from extract.schema import FeatureKey, FeatureStore
+    from tests.conftest import run_tiny
+
+    run_tiny(tmp_path / "sorted.zarr", ts=(10,), blocks=(7,), pools=(2,), limit=32)
+    run_tiny(tmp_path / "shuffled.zarr", ts=(10,), blocks=(7,), pools=(2,), limit=32, order="shuffled")
+    a, b = FeatureStore.open(tmp_path / "sorted.zarr"), FeatureStore.open(tmp_path / "shuffled.zarr")
+    ia, ib = a.index(), b.index()
+    assert sorted(ib) == list(ia) and list(ib) != list(ia)
+    where = {int(i): r for r, i in enumerate(ia)}
+    perm = [where[int(i)] for i in ib]
+    key = FeatureKey(10, 7, 2)
+    np.testing.assert_array_equal(b.array(key)[:], a.array(key)[:][perm])
+    assert (b.labels() == a.labels()[perm]).all() and list(b.ids()) == list(a.ids()[perm])
+    assert b.attrs["key"]["dataset"]["order"] == "shuffled (seed 0)" and "order" not in a.attrs["key"]["dataset"]
