@@ -7,7 +7,7 @@ import json
 import pytest
 
 from probe.recipes import RECIPES, apply_recipe
-from tests.probe.test_cli import cli, stores  # noqa: F401 - the fixture
+from tests.probe.test_cli import cli
 
 
 def test_the_paper_recipe_is_diffssls_protocol():
@@ -20,7 +20,7 @@ def test_the_paper_recipe_is_diffssls_protocol():
     assert ours["optimizer"] == "adamw" and ours["epochs"] == 3 and ours["lrs"] == (0.3,)  # given options win
 
 
-def test_probe_train_with_the_paper_recipe_records_it(stores, capsys):  # noqa: F811
+def test_probe_train_with_the_paper_recipe_records_it(stores, capsys):
     code, out, err = cli(["train", "--train", str(stores / "train.zarr"), "--test", str(stores / "test.zarr"), "--recipe", "paper",
                           "--epochs", "3", "--batch-size", "32", "--results", str(stores / "r"), "--name", "p", "--no-progress"], capsys)  # fmt: skip
     assert code in (0, None), err
