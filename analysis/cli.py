@@ -119,6 +119,28 @@ def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_rows, batch, 
 
 
 @cli.command()
+@click.option("--real", required=True, type=click.Path(path_type=Path), help="the reference store (e.g. real images' features)")
+@click.option("--fake", required=True, type=click.Path(path_type=Path), help="the store compared to it (e.g. samples' features)")
+@click.option("--key", "key_label", help="the feature key, e.g. t0/b4/p1 [default: the one key both stores hold]")
+@click.option("--k", type=click.IntRange(min=1), default=3, help="neighbours for precision and recall")
+@click.option("--pr-rows", type=click.IntRange(min=4), default=5000, help="rows of each store sampled for precision and recall")
+@click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
+@user_errors
+def fd(real, fake, key_label, k, pr_rows, out):
+    """Fréchet distance, precision and recall between two stores' features at one key."""
+    import dataclasses
+
+    from analysis.distance import store_distance
+    from extract.schema import FeatureKey
+
+    result = store_distance(real, fake, FeatureKey.parse(key_label) if key_label else None, k=k, pr_rows=pr_rows)
+    click.echo(result.line())
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
+
+
+@cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/cka.json"))
 @click.option("--sizes", default="2000,10000,50000", help="numbers of images")
 @user_errors

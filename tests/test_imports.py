@@ -19,7 +19,7 @@ def loaded_after(code: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["extract.schema", "extract.clikit", "probe.config", "probe.tables", "probe.cli", "analysis.cli",
-                                    "analysis.report", "analysis.curves", "analysis.cka", "analysis.frechet"])
+                                    "analysis.report", "analysis.curves", "analysis.cka", "analysis.frechet", "analysis.distance"])
 def test_the_floor_and_the_light_modules_load_neither_torch_nor_guided_diffusion(module):
     modules = loaded_after(f"import {module}")
     assert not [m for m in HEAVY if m in modules], module

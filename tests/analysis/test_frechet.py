@@ -59,3 +59,29 @@ def test_precision_and_recall_equal_a_brute_force_count():
     assert r == pytest.approx(share_inside(real, fake, radii(fake)))
     assert precision_recall(real, real) == (1.0, 1.0)
     assert precision_recall(real, real + 100.0) == (0.0, 0.0)
+
+
+def test_fd_between_two_stores_equals_the_in_memory_computation(tmp_path, capsys):
+    import json
+
+    from analysis.cli import main
+    from analysis.frechet import GaussianStats
+    from extract.schema import FeatureKey
+    from tests.probe.stores import make_store
+
+    key = FeatureKey(0, 4, 1)
+    rng = np.random.default_rng(5)
+    xa = rng.normal(size=(300, 8, 1, 1)).astype(np.float16)
+    xb = (rng.normal(size=(200, 8, 1, 1)) * 1.5 + 0.5).astype(np.float16)
+    make_store(tmp_path / "a.zarr", {key: xa}, np.arange(300) % 3)
+    make_store(tmp_path / "b.zarr", {key: xb}, np.arange(200) % 3)
+    with pytest.raises(SystemExit) as done:
+        main(["fd", "--real", str(tmp_path / "a.zarr"), "--fake", str(tmp_path / "b.zarr"), "--out", str(tmp_path / "fd.json")])
+    assert done.value.code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "fd.json").read_text())
+    expected = frechet_from_stats(GaussianStats().add(xa.reshape(300, -1)), GaussianStats().add(xb.reshape(200, -1)))
+    assert saved["key"] == "t0/b4/p1" and saved["fd"] == pytest.approx(expected, rel=1e-9)
+    assert (saved["precision"], saved["recall"]) == pytest.approx(precision_recall(xa.reshape(300, -1), xb.reshape(200, -1)))
+    with pytest.raises(SystemExit) as done:
+        main(["fd", "--real", str(tmp_path / "a.zarr"), "--fake", str(tmp_path / "b.zarr"), "--key", "t1/b1/p1"])
+    assert done.value.code == 2 and "has no features for t1/b1/p1" in capsys.readouterr().err
