@@ -7,17 +7,20 @@ import pytest
 import torch
 
 from extract.schema import FeatureKey
-from probe.heads import HEADS, build_head, parse_head_options
+from probe.heads import HEADS, build_head, parse_head_options, takes_parts
 from probe.grid import TrainSettings
 from probe.run import ProbeConfig, probe
 from tests.probe.stores import blobs, make_store
 
-SMALL = {"linear": (), "mlp": ("hidden=64",), "cnn": ("channels=32",), "attention": ("width=32", "heads=4", "depth=1")}
+SMALL = {"linear": (), "mlp": ("hidden=64",), "cnn": ("channels=32",), "attention": ("width=32", "heads=4", "depth=1"),
+         "paper-attention": ("width=32", "heads=4", "depth=1"), "paper-mlp": ("hidden=64",), "paper-fusion": ("width=32", "heads=4")}
 
 
 @pytest.mark.parametrize("name", list(HEADS))
 def test_every_head_maps_a_feature_map_to_class_logits(name):
     options = parse_head_options(SMALL[name])
+    if takes_parts(name):  # the grid tells such heads which key each part of the input is
+        options["parts"] = ((10, 7, 8, 3, 3),)
     head = build_head(name, (8, 3, 3), 5, options).eval()
     assert head(torch.randn(4, 8, 3, 3)).shape == (4, 5)
 
@@ -33,7 +36,7 @@ def test_linear_head_batchnorm_has_no_affine_parameters():
 
 
 def test_unknown_head_and_bad_options_are_named():
-    with pytest.raises(ValueError, match="unknown head 'svm'; choose one of: linear, mlp, cnn, attention, logreg, knn"):
+    with pytest.raises(ValueError, match="unknown head 'svm'; choose one of: linear, mlp, cnn, attention, paper-attention, paper-mlp, paper-fusion, logreg, knn"):
         build_head("svm", (4, 1, 1), 2)
     with pytest.raises(ValueError, match="head option 'depth'"):
         parse_head_options(["depth"])
