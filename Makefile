@@ -132,9 +132,9 @@ report: $(VENV_STAMP) ## one Markdown report (report/report.md) from results/dem
 pixel_store = $(OUT)/pixels_$(DATA)_$(1)$(if $(LIMIT),_n$(LIMIT)).zarr
 # make demo runs at the demo model's own best point (chosen on validation by `make sweep-demo`,
 # see extract/weights/MODEL_CARD.md) unless T, B or POOL is given
-DEMO_T ?= 150
-DEMO_B ?= 24
-DEMO_POOL ?= 2
+DEMO_T ?= 10
+DEMO_B ?= 9
+DEMO_POOL ?= full
 demo_at = T=$(if $(call given,T),$(T),$(DEMO_T)) B=$(if $(call given,B),$(B),$(DEMO_B)) POOL=$(if $(call given,POOL),$(POOL),$(DEMO_POOL))
 
 demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo model: extract -> linear probe (trained, random control, raw pixels) -> CKA -> table
