@@ -36,25 +36,23 @@ def _words(values) -> list[str]:
     return [part.strip() for value in values for part in str(value).split(",") if part.strip()]
 
 
-def int_list(ctx, param, values) -> tuple[int, ...]:
-    """`-t 10 -t 50,150` -> (10, 50, 150), duplicates dropped."""
+def _typed_list(values, cast, what: str) -> tuple:
     out = []
     for word in _words(values):
         try:
-            out.append(int(word))
+            out.append(cast(word))
         except ValueError:
-            raise click.BadParameter(f"{word!r} is not an integer") from None
+            raise click.BadParameter(f"{word!r} is not {what}") from None
     return tuple(dict.fromkeys(out))
+
+
+def int_list(ctx, param, values) -> tuple[int, ...]:
+    """`-t 10 -t 50,150` -> (10, 50, 150), duplicates dropped."""
+    return _typed_list(values, int, "an integer")
 
 
 def float_list(ctx, param, values) -> tuple[float, ...]:
-    out = []
-    for word in _words(values):
-        try:
-            out.append(float(word))
-        except ValueError:
-            raise click.BadParameter(f"{word!r} is not a number") from None
-    return tuple(dict.fromkeys(out))
+    return _typed_list(values, float, "a number")
 
 
 def block_list(ctx, param, values) -> tuple[int | str, ...]:
