@@ -96,9 +96,10 @@ def _members(runs) -> dict[str, list[dict]]:
               help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); minibatch: unbiased HSIC over minibatches")
 @click.option("--max-rows", type=click.IntRange(min=4), default=5000, help="rbf: most images (n x n kernels)")
 @click.option("--batch", type=click.IntRange(min=4), default=256, help="minibatch: rows per minibatch")
+@click.option("--seed", type=int, default=0, show_default=True, help="minibatch: the seeded row order (batches mix classes on class-sorted stores)")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_rows, batch, progress):
+def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_rows, batch, seed, progress):
     """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
     from analysis.compare import cka_map, plot_cka
 
@@ -108,13 +109,14 @@ def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_rows, batch, 
     if "all" in blocks:
         blocks = ()
     filters = dict(ts=ts, bs=blocks, pools=pools)
-    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, progress=progress, **filters)
+    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, seed=seed, progress=progress, **filters)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_cka(result, title)
     fig.savefig(out, dpi=130)
     fig.savefig(out.with_suffix(".svg"))
     out.with_suffix(".json").write_text(json.dumps({"rows": result.rows, "cols": result.cols, "cka": result.matrix.round(6).tolist(),
-                                                    "images": result.n, "kernel": result.kernel, "sources": result.sources}, indent=1) + "\n")  # fmt: skip
+                                                    "images": result.n, "kernel": result.kernel, "sources": result.sources,
+                                                    **({"batch": batch, "seed": seed} if kernel == "minibatch" else {})}, indent=1) + "\n")  # fmt: skip
     click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} CKA over {result.n} images)")
 
 

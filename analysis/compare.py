@@ -14,6 +14,7 @@ from tqdm import tqdm  # noqa: E402
 
 from analysis.cka import CrossMoments, hsic_unbiased, kernel_cka, linear_cka_matrix, linear_gram, rbf_gram  # noqa: E402
 from extract.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
+from extract.windows import shuffled_windows  # noqa: E402
 
 
 @dataclass
@@ -89,11 +90,45 @@ def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
     return np.array([[kernel_cka(grams[i], grams[j]) for j in cols] for i in rows]), n
 
 
-def _minibatch(arrays, views, dims, valid, rows, cols, batch, progress):
+MINIBATCH_WINDOW_BYTES = 1 << 30  # feature rows held at once by minibatch CKA's shuffle window
+
+
+def _shuffled_batches(arrays, views, dims, valid, batch, block_rows, seed, progress):
+    """Valid rows in the floor's seeded window order (`extract.windows`), as minibatches of
+    `batch` rows: lists of (batch, d_i) float64 arrays. A class-sorted store thus gives batches
+    that mix classes, as the probe's do; memory is bounded by one window."""
+    window_rows = max(batch, MINIBATCH_WINDOW_BYTES // (2 * sum(dims)))
+    plan = shuffled_windows(len(valid), block_rows, valid, window_rows, np.random.default_rng([seed, 13]))
+    carry = None
+    for blocks, rows in tqdm(plan, desc="cka", unit="window", disable=not progress):
+        starts = sorted(blocks)
+        where = {}
+        parts = [[] for _ in arrays]
+        offset = 0
+        for b in starts:
+            start, stop = b * block_rows, min((b + 1) * block_rows, len(valid))
+            where[b] = offset
+            offset += stop - start
+            for i, (arr, v) in enumerate(zip(arrays, views)):
+                x = arr[start:stop]
+                parts[i].append((x[:, 0] if v else x).reshape(stop - start, -1))
+        take = np.array([where[r // block_rows] + r % block_rows for r in rows], dtype=np.int64)
+        values = [np.concatenate(p)[take].astype(np.float64) for p in parts]
+        if carry is not None:
+            values = [np.concatenate([c, x]) for c, x in zip(carry, values)]
+        full = len(values[0]) // batch * batch
+        for start in range(0, full, batch):
+            yield [x[start : start + batch] for x in values]
+        carry = [x[full:] for x in values]
+    if carry is not None and len(carry[0]):
+        yield carry
+
+
+def _minibatch(arrays, views, dims, valid, rows, cols, batch, block_rows, seed, progress):
     pairs = {(i, j) for i in rows for j in cols} | {(i, i) for i in rows} | {(j, j) for j in cols}
     sums = dict.fromkeys(pairs, 0.0)
     n = 0
-    for blocks in _row_blocks(arrays, views, valid, batch, progress):
+    for blocks in _shuffled_batches(arrays, views, dims, valid, batch, block_rows, seed, progress):
         if len(blocks[0]) < 4:
             continue  # the unbiased estimator needs 4 rows; a short last batch is left out
         grams = [linear_gram(b) for b in blocks]
@@ -107,10 +142,11 @@ def _minibatch(arrays, views, dims, valid, rows, cols, batch, progress):
 
 def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] = ("A", "B"), *, ts=(), bs=(), pools=(),
             kernel: str = "linear", block_rows: int = 4096, batch: int = 256, max_rows: int = 5000, bandwidth: float = 0.5,
-            progress: bool = True) -> CkaMap:  # fmt: skip
+            seed: int = 0, progress: bool = True) -> CkaMap:  # fmt: skip
     """CKA of every selected key of store a against every selected key of store b (or of a
     itself). kernel: 'linear' (exact, streamed), 'rbf' (bandwidth x median distance, at most
-    max_rows images) or 'minibatch' (linear kernel, unbiased HSIC summed over minibatches).
+    max_rows images) or 'minibatch' (linear kernel, unbiased HSIC summed over minibatches of
+    rows in a seeded shuffled order, `seed`, so that batches mix classes on a class-sorted store).
     Rows are matched by image id: stores holding different image sets are refused."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
@@ -135,7 +171,7 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
     elif kernel == "rbf":
         matrix, n = _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress)
     else:
-        matrix, n = _minibatch(arrays, views, dims, valid, rows, cols, batch, progress)
+        matrix, n = _minibatch(arrays, views, dims, valid, rows, cols, batch, block_rows, seed, progress)
     col_keys = keys_b if sb is not None else keys_a
     col_label = labels[1] if sb is not None else labels[0]
     sources = {labels[0]: {"store": str(a), "model": _model(sa)}}

@@ -1,11 +1,19 @@
-"""The whole workflow, timed both ways on the demo model (`python -m probe bench-workflow`).
+"""Cached views against on-line training, in accuracy and wall time, on the demo model
+(`python -m probe bench-workflow`).
 
-On-line, as the paper's released code does: every step noises a batch afresh, runs the whole
-U-Net (every block; only its output is skipped) and trains the linear head on the block's
-activation, for every epoch. Cached, as diffprobe does: one early-exit extraction into a
-store, then the same number of epochs of the same head on the cache. Same images, head,
-optimizer (SGD, no momentum, lr 1e-2 divided by 10 every 7 epochs, as the paper's linear head),
-batch size and device; the ratio of the two wall times is reported.
+The same linear head is trained with the paper's recipe (`--recipe paper`: SGD without momentum,
+lr 1e-2 divided by 10 every 7 epochs, 28 epochs, raw features, all training rows) four ways:
+
+- on-line, as the paper's released code does: at every step a fresh crop and flip of each
+  image, fresh noise, and the whole U-Net (every block; only its output layer skipped);
+- from the cache with one view (center crop, one noise draw per image);
+- from the cache with K views (`--aug crop-flip --views K`): each epoch draws one of the K
+  cached crops and noise draws of every image.
+
+Every way uses the same images, head initialisation, optimizer and batch stream code (the probe's
+own `train_grid`, fed either from the U-Net or from the store), and is scored on one test store
+(center crop, one noise draw). Wall time counts extraction for the cached ways and the U-Net in
+the loop for the on-line way; the test store's extraction, the same for all, is reported apart.
 """
 
 from __future__ import annotations
@@ -16,84 +24,123 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from extract.augment import crop_flip_box
 from extract.blocks import capture
+from extract.config import from_flat
 from extract.data import preprocess, subset_indices
 from extract.datasets import open_dataset
 from extract.models import load_checkpoint, shipped_weights
 from extract.noise import q_sample
 from extract.pooling import pool
 from extract.presets import get_preset
-from extract.config import from_flat
 from extract.run import ExtractConfig, extract
-from extract.schema import FeatureKey, pool_label
-from probe.grid import Grid, MemberSpec, TrainSettings, build_member, feature_set, train_grid
-from extract.schema import open_complete
-from probe.reader import FeatureReader, fit_standardizers, stream_batches
+from extract.schema import FeatureKey, open_complete, pool_label
+from probe.config import ProbeConfig
+from probe.grid import Grid, MemberSpec, build_member, feature_set, predict_grid, train_grid
+from probe.metrics import accuracy
+from probe.reader import FeatureReader, eval_batches, fit_standardizers
+from probe.recipes import probe_config
+from probe.run import probe
+
+MODEL = "demo-fmnist"
 
 
-def bench_workflow(images: int = 2000, epochs: int = 28, t: int = 150, block: int = 24, pool_size: int | None = 2, batch: int = 64, seed: int = 0) -> dict:
-    """Both ways at the paper's coordinates by default: t=150, b=24, adaptive average pool to 2x2."""
-    preset = get_preset("demo-fmnist")
-    settings = TrainSettings(epochs=epochs, batch_size=batch, optimizer="sgd", momentum=0.0, schedule="step", step_epochs=7, seed=seed)
+def _extract(out: Path, *, split: str, images: int, t: int, block: int, pool_size: int | None, views: int, seed: int) -> float:
+    started = time.perf_counter()
+    extract(from_flat(ExtractConfig, out=out, model=MODEL, data="fashion-mnist", split=split, ts=(t,), blocks=(block,), pools=(pool_size,),
+                      limit=images, views=views, aug="crop-flip" if views > 1 else "none", seed=seed, progress=False))  # fmt: skip
+    return time.perf_counter() - started
+
+
+def _paper_config(train: Path, test: Path, results: Path, name: str, epochs: int, batch: int, seed: int) -> ProbeConfig:
+    return probe_config("paper", train=train, test=test, heads=("linear",), epochs=epochs, batch_size=batch, seed=seed,
+                        results=results, name=name, progress=False)  # fmt: skip
+
+
+def online_batches(model, preset, source, rows: np.ndarray, labels: np.ndarray, key: FeatureKey, *, batch: int, seed: int, epoch: int):
+    """One epoch of on-line batches, as the paper's code makes them: a shuffled order, and for
+    every image at every step a fresh crop (0.8-1.0 of the short side) and flip, fresh noise,
+    and the whole U-Net. Yields ({key: (batch, C, h, w) float16}, labels), like the store."""
+    rng = np.random.default_rng([seed, epoch, 23])
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    order = rng.permutation(len(rows))
+    for step in range(len(rows) // batch):
+        idx = order[step * batch : (step + 1) * batch]
+        images = []
+        for i in idx:
+            img = source.load(int(rows[i]))
+            box, flip = crop_flip_box(img.size[0], img.size[1], rng)
+            img = img.crop(box)
+            images.append(preprocess(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else img, preset.image_size, preset.in_channels))
+        x0 = torch.stack(images)
+        with torch.no_grad():  # the U-Net is frozen, as in the paper's code
+            x_t = q_sample(preset, x0, key.t, torch.randn(x0.shape, generator=gen))
+            feats = pool(capture(model, x_t, torch.full((len(idx),), key.t), [key.b], stop_early=False)[key.b], key.pool)
+        yield {key: feats.numpy().astype(np.float16)}, labels[idx]
+
+
+def train_online(test_store: Path, *, images: int, epochs: int, key: FeatureKey, batch: int, seed: int) -> tuple[float, float]:
+    """The on-line way: (test top-1 %, wall seconds of training)."""
+    preset = get_preset(MODEL)
     source = open_dataset("fashion-mnist", None, "train")
     rows = subset_indices(len(source), images, seed)
-    labels = torch.from_numpy(source.labels[rows])
-
-    # on-line: the U-Net (all blocks) on every image at every step
+    labels = source.labels[rows].astype(np.int64)
     model = load_checkpoint(preset, shipped_weights(preset))
-    x_all = torch.stack([preprocess(source.load(int(i)), preset.image_size, preset.in_channels) for i in rows])
+    store = open_complete(test_store)
+    reader = FeatureReader(store, (key,), preload=True)
+    norms = fit_standardizers(reader, store.valid(), enabled=False)  # raw features, as the paper's recipe
+    fs = feature_set((key,), {key: reader.row_shape(key)})
+    cfg = _paper_config(test_store, test_store, test_store.parent, "online", epochs, batch, seed)  # for its training settings and lr
+    lr = dict(cfg.head_lrs)["linear"]
+    spec = MemberSpec("linear", (), fs, lr, 0.0)
+    grid = Grid([spec], [fs], [build_member(spec, len(source.classes), seed)], cfg.training)
     started = time.perf_counter()
-    head, opt, gen = None, None, torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        order = torch.randperm(len(rows), generator=gen)
-        for step in range(len(rows) // batch):
-            idx = order[step * batch : (step + 1) * batch]
-            eps = torch.randn(x_all[idx].shape, generator=gen)
-            with torch.no_grad():  # the U-Net is frozen, as in the paper's code
-                x_t = q_sample(preset, x_all[idx], t, eps)
-                feats = pool(capture(model, x_t, torch.full((len(idx),), t), [block], stop_early=False)[block], pool_size)
-            if head is None:
-                head = torch.nn.Linear(feats[0].numel(), len(source.classes))
-                opt = torch.optim.SGD(head.parameters(), lr=1e-2)
-            for group in opt.param_groups:
-                group["lr"] = 1e-2 * 0.1 ** (epoch // 7)
-            loss = torch.nn.functional.cross_entropy(head(feats.flatten(1)), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    online = time.perf_counter() - started
+    train_grid(grid, lambda e: online_batches(model, preset, source, rows, labels, key, batch=batch, seed=seed, epoch=e),
+               len(rows) // batch, norms, torch.device("cpu"), progress=False)  # fmt: skip
+    seconds = time.perf_counter() - started
+    top, truth = predict_grid(grid, eval_batches(reader, store.valid(), store.labels()), norms, torch.device("cpu"))
+    return accuracy(top[:, 0], truth)["top1"], seconds
 
-    # cached: one early-exit extraction, then the same epochs on the store
+
+def bench_workflow(images: int = 3000, test_images: int = 2000, epochs: int = 28, t: int = 150, block: int = 24, pool_size: int | None = 2,
+                   batch: int = 128, views: tuple[int, ...] = (1, 4, 8), online: bool = True, seed: int = 0) -> dict:  # fmt: skip
+    """All four ways at the paper's coordinates by default: t=150, b=24, adaptive average pool to 2x2."""
+    key = FeatureKey(t, block, pool_size)
+    ways = []
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        extract(from_flat(ExtractConfig, out=Path(tmp) / "s.zarr", model="demo-fmnist", ts=(t,), blocks=(block,), pools=(pool_size,), limit=images,
-                              seed=seed, shard_rows=512, progress=False))  # fmt: skip
-        extracted = time.perf_counter() - started
-        store = open_complete(Path(tmp) / "s.zarr")
-        key = FeatureKey(t, block, pool_size)
-        reader = FeatureReader(store, (key,), preload=True)
-        mask = np.ones(store.n_rows, bool)
-        norms = fit_standardizers(reader, mask)
-        fs = feature_set((key,), {key: reader.row_shape(key)})
-        spec = MemberSpec("linear", (), fs, 1e-2, 0.0)
-        grid = Grid([spec], [fs], [build_member(spec, len(source.classes), seed)], settings)
-        epochs_fn = lambda e: stream_batches(reader, mask, store.labels(), batch=batch, window_rows=store.n_rows, seed=seed, epoch=e)  # noqa: E731
-        started = time.perf_counter()
-        train_grid(grid, epochs_fn, store.n_rows // batch, norms, "cpu", progress=False)
-        trained = time.perf_counter() - started
-    return {
-        "images": images, "epochs": epochs, "t": t, "block": block, "pool": pool_size, "batch": batch, "threads": torch.get_num_threads(),
-        "online_seconds": round(online, 2), "extract_seconds": round(extracted, 2), "cached_train_seconds": round(trained, 2),
-        "online_over_cached": round(online / (extracted + trained), 2),
-    }  # fmt: skip
+        tmp = Path(tmp)
+        test_seconds = _extract(tmp / "test.zarr", split="test", images=test_images, t=t, block=block, pool_size=pool_size, views=1, seed=seed)
+        if online:
+            top1, seconds = train_online(tmp / "test.zarr", images=images, epochs=epochs, key=key, batch=batch, seed=seed)
+            ways.append({"way": "on-line (fresh crop, flip and noise every step; whole U-Net)", "views": None,
+                         "extract_seconds": 0.0, "train_seconds": round(seconds, 2), "test_top1": round(top1, 2)})  # fmt: skip
+        for k in views:
+            store = tmp / f"train_v{k}.zarr"
+            extracted = _extract(store, split="train", images=images, t=t, block=block, pool_size=pool_size, views=k, seed=seed)
+            started = time.perf_counter()
+            result = probe(_paper_config(store, tmp / "test.zarr", tmp / "results", f"v{k}", epochs, batch, seed))
+            trained = time.perf_counter() - started
+            ways.append({"way": f"cached, {k} view{'s' if k > 1 else ''}" + (" (--aug crop-flip)" if k > 1 else " (center crop)"), "views": k,
+                         "extract_seconds": round(extracted, 2), "train_seconds": round(trained, 2), "test_top1": round(result["test"]["top1"], 2)})  # fmt: skip
+    for w in ways:
+        w["total_seconds"] = round(w["extract_seconds"] + w["train_seconds"], 2)
+    out = {"model": MODEL, "images": images, "test_images": test_images, "epochs": epochs, "t": t, "block": block, "pool": pool_size,
+           "batch": batch, "recipe": "paper", "seed": seed, "threads": torch.get_num_threads(), "test_extract_seconds": round(test_seconds, 2),
+           "ways": ways}  # fmt: skip
+    if online and len(ways) > 1:
+        out["online_over_cached_1_view"] = round(ways[0]["total_seconds"] / ways[1]["total_seconds"], 2)
+    return out
 
 
 def format_table(r: dict) -> str:
-    return "\n".join([
-        f"whole workflow, demo-fmnist, {r['images']} images, {r['epochs']} epochs, t={r['t']} b={r['block']} pool={pool_label(r.get('pool'))}, batch {r['batch']}, {r['threads']} threads",
-        f"  on-line (full U-Net every step)     {r['online_seconds']:>8.1f} s",
-        f"  diffprobe: extract once             {r['extract_seconds']:>8.1f} s",
-        f"  diffprobe: {r['epochs']} epochs on the cache     {r['cached_train_seconds']:>8.1f} s",
-        f"  on-line / diffprobe                 {r['online_over_cached']:>8.1f}x",
-    ])  # fmt: skip
+    head = (f"{r['model']}, {r['images']} training / {r['test_images']} test images, t={r['t']} b={r['block']} pool={pool_label(r['pool'])}, "
+            f"linear head, recipe {r['recipe']} ({r['epochs']} epochs, batch {r['batch']}), {r['threads']} threads")  # fmt: skip
+    lines = [head, f"  {'way':<62} {'extract s':>9} {'train s':>9} {'total s':>9} {'test top-1':>10}"]
+    for w in r["ways"]:
+        lines.append(f"  {w['way']:<62} {w['extract_seconds']:>9.1f} {w['train_seconds']:>9.1f} {w['total_seconds']:>9.1f} {w['test_top1']:>10.2f}")
+    lines.append(f"  (test store, the same for every way: {r['test_extract_seconds']:.1f} s to extract)")
+    if "online_over_cached_1_view" in r:
+        lines.append(f"  on-line / cached with 1 view, wall time: {r['online_over_cached_1_view']:.1f}x")
+    return "\n".join(lines)

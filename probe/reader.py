@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from extract.schema import FeatureKey, FeatureStore, incompatibility
+from extract.windows import shuffled_windows
 
 
 class ProbeDataError(ValueError):
@@ -185,22 +186,7 @@ def fit_standardizers(reader: FeatureReader, rows_mask: np.ndarray, enabled: boo
 
 def epoch_windows(reader: FeatureReader, rows_mask: np.ndarray, window_rows: int, seed: int, epoch: int) -> list[tuple[list[int], np.ndarray]]:
     """The epoch's plan: windows of (blocks, row order within the window as absolute rows)."""
-    rng = np.random.default_rng([seed, epoch, 7])
-    order = rng.permutation(reader.n_blocks)
-    windows, current, rows = [], [], 0
-    for block in order.tolist():
-        current.append(block)
-        rows += int(rows_mask[reader.block_span(block).start : reader.block_span(block).stop].sum())
-        if rows >= window_rows:
-            windows.append(current)
-            current, rows = [], 0
-    if current:
-        windows.append(current)
-    plan = []
-    for blocks in windows:
-        members = np.concatenate([np.flatnonzero(rows_mask[s.start : s.stop]) + s.start for s in map(reader.block_span, blocks)])
-        plan.append((blocks, members[rng.permutation(len(members))]))
-    return plan
+    return shuffled_windows(reader.store.n_rows, reader.block_rows, rows_mask, window_rows, np.random.default_rng([seed, epoch, 7]))
 
 
 def epoch_views(n_rows: int, views: int, seed: int, epoch: int) -> np.ndarray | None:

@@ -11,7 +11,9 @@ fusion. An option given on the command line always wins over the recipe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from probe.config import ProbeConfig, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,12 @@ def apply_recipe(name: str, options: dict) -> dict:
         out["head_lrs"] = tuple((h, recipe.head_lr.get(h, recipe.lr)) for h in out.get("heads", ()))
     out["recipe"] = recipe.name
     return out
+
+
+def probe_config(recipe: str, **options) -> ProbeConfig:
+    """A ProbeConfig from flat option names (ProbeConfig's and TrainSettings' fields), every
+    option left unset taken from the recipe."""
+    options = apply_recipe(recipe, options)
+    names = {f.name for f in fields(TrainSettings)}
+    training = TrainSettings(**{k: options.pop(k) for k in list(options) if k in names})
+    return ProbeConfig(training=training, **options)

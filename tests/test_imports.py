@@ -18,7 +18,7 @@ def loaded_after(code: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("module", ["extract.schema", "extract.clikit", "probe.config", "probe.tables", "probe.cli", "analysis.cli",
+@pytest.mark.parametrize("module", ["extract.schema", "extract.clikit", "extract.windows", "probe.config", "probe.tables", "probe.cli", "analysis.cli",
                                     "analysis.report", "analysis.curves", "analysis.cka", "analysis.frechet", "analysis.distance"])
 def test_the_floor_and_the_light_modules_load_neither_torch_nor_guided_diffusion(module):
     modules = loaded_after(f"import {module}")

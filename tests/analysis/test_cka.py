@@ -140,8 +140,14 @@ def test_rbf_and_minibatch_maps_equal_their_definitions(tmp_path):
     rbf = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="rbf", progress=False)
     assert rbf.matrix[1, 0] == pytest.approx(rbf_cka(xa[1], xb[0]), rel=1e-9) and rbf.kernel == "rbf"
     mb = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="minibatch", batch=16, progress=False)
-    ref = minibatch_cka((linear_gram(xa[0][i : i + 16]), linear_gram(xb[1][i : i + 16])) for i in range(0, 64, 16))
+    rng = np.random.default_rng([0, 13])
+    rng.permutation(1)  # the one block's visiting order
+    order = rng.permutation(64)  # rows within the one window: the whole store
+    ref = minibatch_cka((linear_gram(xa[0][order[i : i + 16]]), linear_gram(xb[1][order[i : i + 16]])) for i in range(0, 64, 16))
     assert mb.matrix[0, 1] == pytest.approx(ref, rel=1e-9)
+    shuffled = minibatch_cka((linear_gram(xa[0][order[i : i + 16]]), linear_gram(xb[0][order[i : i + 16]])) for i in range(0, 64, 16))
+    consecutive = minibatch_cka((linear_gram(xa[0][i : i + 16]), linear_gram(xb[0][i : i + 16])) for i in range(0, 64, 16))
+    assert mb.matrix[0, 0] == pytest.approx(shuffled, rel=1e-9) and mb.matrix[0, 0] != pytest.approx(consecutive, rel=1e-6)
     assert hsic_unbiased(linear_gram(xa[0][:16]), linear_gram(xa[0][:16])) > 0
     with pytest.raises(ValueError, match="more than --max-rows 10"):
         cka_map(tmp_path / "a.zarr", kernel="rbf", max_rows=10, progress=False)
