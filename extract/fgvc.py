@@ -122,17 +122,19 @@ def pets(root: Path | None, split: str, opts: dict) -> ImageSource:
 
 # ---------------------------------------------------------------- read here
 def flowers(root: Path | None, split: str, opts: dict) -> ImageSource:
-    """Oxford Flowers-102: setid.mat's trnid/valid/tstid, imagelabels.mat (1-based)."""
+    """Oxford Flowers-102: setid.mat's trnid/valid/tstid (trainval: trnid then valid),
+    imagelabels.mat (1-based)."""
     from torchvision.datasets import Flowers102
 
     folder = dataset_folder("flowers", root, ("flowers-102",), "setid.mat", LAYOUTS["flowers"])
     require("flowers", folder, ["jpg", "imagelabels.mat", "setid.mat"], LAYOUTS["flowers"])
-    key = {"train": "trnid", "val": "valid", "test": "tstid"}[split]
+    keys = {"train": ("trnid",), "val": ("valid",), "trainval": ("trnid", "valid"), "test": ("tstid",)}[split]
     setid = _loadmat("flowers", folder / "setid.mat")
     labels_all = np.atleast_1d(_loadmat("flowers", folder / "imagelabels.mat").get("labels", np.array([]))).astype(np.int64)
-    if key not in setid:
-        raise DataError(f"flowers: {folder / 'setid.mat'} has no {key!r}")
-    image_ids = np.atleast_1d(setid[key]).astype(np.int64).tolist()
+    missing = [k for k in keys if k not in setid]
+    if missing:
+        raise DataError(f"flowers: {folder / 'setid.mat'} has no {missing[0]!r}")
+    image_ids = [i for k in keys for i in np.atleast_1d(setid[k]).astype(np.int64).tolist()]
     bad = [i for i in image_ids if not 1 <= i <= len(labels_all)]
     if bad:
         raise DataError(f"flowers: setid.mat names image {bad[0]} but imagelabels.mat has {len(labels_all)} labels")

@@ -68,7 +68,9 @@ def summary_lines(result: dict) -> str:
         label = f"{'*' if i == result['selected'] else ' '} {m['head']} {m['feature_set']} {tag}"
         val, test = m.get("val", {}).get("top1"), m.get("test", {}).get("top1")
         lines.append(f"{label:<48} {'' if val is None else f'{val:9.2f}'} {'' if test is None else f'{test:10.2f}'}")
-    out = f"selected (*) by validation; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
+    has_val = any("val" in m for m in result["members"])
+    how = "selected (*) by validation" if has_val else "no validation split: nothing chosen, the test split reported once"
+    out = f"{how}; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
     if "test" in result:
         out = f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} on {result['test']['rows']} rows; " + out
     return "\n".join(lines + [out])

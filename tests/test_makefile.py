@@ -81,6 +81,17 @@ def test_make_paper_prints_the_extraction_and_the_probe_of_a_row(tmp_path, row, 
     assert not (tmp_path / "last-extract.mk").exists()  # a dry run writes nothing
 
 
+@pytest.mark.parametrize("row, data, train, test", [("fgvc-aircraft", "aircraft", "trainval", "test"), ("fgvc-flowers", "flowers", "trainval", "test"),
+                                                     ("fgvc-cub", "cub", "train", "test"), ("fgvc-nabirds", "nabirds", "train", "test")])
+def test_fgvc_rows_fix_their_dataset_and_official_splits(tmp_path, row, data, train, test):
+    done = subprocess.run(["make", "--no-print-directory", "paper", f"ROW={row}", "DRY=1", "DATA_ROOT=/data/fgvc", f"OUT={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"--data {data} --data-root /data/fgvc" in done.stdout and "for split in " + f"{train} {test}" in done.stdout
+    assert f"--train {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull.zarr --test {tmp_path}/demo-fmnist_{data}_{test}_t150_b24_pfull.zarr" in done.stdout
+    assert "--recipe paper --head paper-attention" in done.stdout and f"--name paper-{row}" in done.stdout
+
+
 def test_make_paper_refuses_an_unknown_row(tmp_path):
     done = subprocess.run(["make", "--no-print-directory", "paper", "ROW=gan", f"OUT={tmp_path}", "VENV_STAMP="], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode != 0 and "unknown ROW=gan: choose one of linear-p1 linear-p2 mlp attention fusion" in done.stdout

@@ -207,6 +207,7 @@ def flowers(root: Path) -> dict:
     savemat(base / "setid.mat", {"trnid": np.array([split_ids["train"]]), "valid": np.array([split_ids["val"]]), "tstid": np.array([split_ids["test"]])})
     from torchvision.datasets import Flowers102
 
+    split_ids["trainval"] = split_ids["train"] + split_ids["val"]
     expect = {s: [(f"image_{k:05d}.jpg", Flowers102.classes[labels[k - 1] - 1]) for k in ids] for s, ids in split_ids.items()}
     return {"splits": expect, "classes": list(Flowers102.classes)}
 
@@ -245,3 +246,12 @@ def dtd(root: Path) -> dict:
 
 BUILDERS = {"imagenet": imagenet, "aircraft": aircraft, "cars": cars, "cub": cub, "dogs": dogs,
             "flowers": flowers, "nabirds": nabirds, "pets": pets, "dtd": dtd}  # fmt: skip
+
+
+if __name__ == "__main__":  # python -m tests.extract.fake_datasets ROOT [NAME ...]: tiny trees for smoke runs of the Makefile
+    import sys
+
+    target, names = Path(sys.argv[1]), sys.argv[2:] or list(BUILDERS)
+    for name in names:
+        BUILDERS[name](target)
+        print(f"wrote a tiny {name} tree under {target}")
