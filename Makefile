@@ -18,6 +18,8 @@ POOL ?= 2
 LIMIT ?=
 ARGS ?=
 OUT ?= cache
+# benchmark results are committed: every number in BENCHMARKS.md and the README comes from a file here
+BENCH_OUT ?= evidence/bench
 # probe defaults: a small lr x wd grid for linear heads; the heavier heads get one member and
 # fewer epochs so a CPU run stays short (measured: attention, width 256, 3.3 min per epoch)
 HEAD ?= linear
@@ -56,7 +58,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper card-demo bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -180,9 +182,34 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 bl
 	$(PY) -m probe train --train "$(call sweep_store,,train,pixels)" --test "$(call sweep_store,,test,pixels)" --head linear --head logreg \
 	  --lr $(default_lr) --wd 0 --results results/sweep $(SWEEP_ARGS) --name sweep-pixels
 	$(PY) -m analysis curves $(sweep_runs) --out extract/weights/accuracy_curves.png --title "demo-fmnist: linear probe test top-1 (each point chosen on validation)"
-	$(PY) -m analysis best $(sweep_runs) --results pixels=results/sweep/sweep-pixels.json --by pool --csv extract/weights/demo-fmnist.sweep.csv
+	$(PY) -m analysis best $(sweep_runs) --results pixels=results/sweep/sweep-pixels.json --by pool --csv evidence/demo-sweep.members.csv
 	$(PY) -m analysis best $(sweep_runs) --by t
 	$(PY) -m probe table --results results/sweep
+
+# make card-demo: the model card's runs on all 60,000 / 10,000 images at the sweep's best level
+# (t=10, b=7-12, pool 4 and full; trained and random weights; raw pixels), then their members as
+# CSV in evidence/. Each step is skipped when its output exists (delete it to re-run).
+CARD_OUT ?= cache/card
+CARD_ARGS := --buffer-mb 9000 --no-progress
+card_store = $(CARD_OUT)/demo-fmnist$(1)_$(2)_t10_b7-12_p4-full.zarr
+card_pixels = $(CARD_OUT)/fashion-mnist_$(1)_pixels.zarr
+card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels; about 45 min), members as CSV in evidence/
+	@for w in "" -random; do for split in train test; do test -e "$(call card_store,$${w},$${split})" || \
+	  $(PY) -m extract run --model demo-fmnist $$( [ -n "$${w}" ] && echo --random-init ) --split $${split} -t 10 -b 7,8,9,10,11,12 \
+	    --pool 4,full --micro-batch 64 --no-progress --out "$(call card_store,$${w},$${split})" || exit $$?; done; done
+	@for split in train test; do test -e "$(call card_pixels,$${split})" || \
+	  $(PY) -m extract pixels --split $${split} --no-progress --out "$(call card_pixels,$${split})" || exit $$?; done
+	@test -e results/card/card-trained.json || $(PY) -m probe train --train "$(call card_store,,train)" --test "$(call card_store,,test)" \
+	  --lr $(default_lr) --wd 0 --epochs 10 --results results/card --name card-trained $(CARD_ARGS)
+	@test -e results/card/card-random.json || $(PY) -m probe train --train "$(call card_store,-random,train)" --test "$(call card_store,-random,test)" \
+	  --lr $(default_lr) --wd 0 --epochs 10 --results results/card --name card-random $(CARD_ARGS)
+	@test -e results/card/card-trained-20ep.json || $(PY) -m probe train --train "$(call card_store,,train)" --test "$(call card_store,,test)" \
+	  -b 8,9 --pool full --lr $(default_lr) --wd $(default_wd) --epochs 20 --results results/card --name card-trained-20ep $(CARD_ARGS)
+	@test -e results/card/card-pixels.json || $(PY) -m probe train --train "$(call card_pixels,train)" --test "$(call card_pixels,test)" \
+	  --head logreg --results results/card --name card-pixels $(CARD_ARGS)
+	$(PY) -m analysis best --results trained=results/card/card-trained.json --results random-weights=results/card/card-random.json \
+	  --results trained-20-epochs=results/card/card-trained-20ep.json --results pixels=results/card/card-pixels.json --by b --csv evidence/demo-card.members.csv
+	cp results/card/probe_results.csv evidence/demo-card.runs.csv
 
 # make paper ROW=...: one row of the paper's table, extracted and probed with diffssl's protocol
 # (`--recipe paper`: SGD, StepLR(7), 28 epochs, batch 128, raw features, all of train, test
@@ -237,31 +264,31 @@ blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm2
 	$(PY) -m extract blocks --model $(MODEL)
 
 bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (adm256 b=24 and tiny), one run
-	$(PY) -m extract bench --out bench-results/extract.json
+	$(PY) -m extract bench --out $(BENCH_OUT)/extract.json
 
 bench-workflow: $(VENV_STAMP) fashion-mnist ## on-line head training (full U-Net every step, 28 epochs) vs extract once + 28 epochs on the cache, demo model
-	$(PY) -m probe bench-workflow --out bench-results/workflow.json
+	$(PY) -m probe bench-workflow --out $(BENCH_OUT)/workflow.json
 
-bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about 3 min): tables on screen and in bench-results/bench.txt, JSON beside
-	@mkdir -p bench-results
+bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about 30 min, most of it bench-workflow's on-line training): tables on screen and in $(BENCH_OUT)/bench.txt, JSON beside
+	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { echo "make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(uname -m)"; \
-	  $(MAKE) --no-print-directory bench-extract bench-probe bench-cka bench-io bench-workflow; } | tee bench-results/bench.txt
-	@echo "tables: bench-results/bench.txt; JSON: $$(ls bench-results/*.json | tr '\n' ' ')"
+	  $(MAKE) --no-print-directory bench-extract bench-probe bench-cka bench-io bench-workflow; } | tee $(BENCH_OUT)/bench.txt
+	@echo "tables: $(BENCH_OUT)/bench.txt; JSON: $$(ls $(BENCH_OUT)/*.json | tr '\n' ' ')"
 
 bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes
-	$(PY) -m extract bench-io --out bench-results/io.json
+	$(PY) -m extract bench-io --out $(BENCH_OUT)/io.json
 
 bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s by batch, bf16/fp16, channels_last, compile; % of peak; JPEG loading
-	$(PY) -m extract bench-gpu --out bench-results/gpu.json
+	$(PY) -m extract bench-gpu --out $(BENCH_OUT)/gpu.json
 
 bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n = 2k, 10k, 50k: time and peak memory
-	$(PY) -m analysis bench --out bench-results/cka.json
+	$(PY) -m analysis bench --out $(BENCH_OUT)/cka.json
 
 bench-batches: $(VENV_STAMP) ## distinct classes per training batch: class-sorted store vs one written with --order shuffled vs i.i.d. (about 1 min)
-	$(PY) -m probe bench-batches --out bench-results/batches.json
+	$(PY) -m probe bench-batches --out $(BENCH_OUT)/batches.json
 
 bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate
-	$(PY) -m probe bench --out bench-results/probe.json
+	$(PY) -m probe bench --out $(BENCH_OUT)/probe.json
 
-clean: ## remove caches and benchmark results (not .venv)
-	rm -rf $(OUT) bench-results
+clean: ## remove the feature caches (not .venv, not the committed evidence/)
+	rm -rf $(OUT)
