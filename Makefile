@@ -58,7 +58,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper card-demo bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper card-demo bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -286,6 +286,9 @@ bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n 
 
 bench-batches: $(VENV_STAMP) ## distinct classes per training batch: class-sorted store vs one written with --order shuffled vs i.i.d. (about 1 min)
 	$(PY) -m probe bench-batches --out $(BENCH_OUT)/batches.json
+
+bench-train: $(VENV_STAMP) ## training images/s of the candidate demo architectures (the model card's table), one run
+	$(PY) -m extract.bench_train --out $(BENCH_OUT)/train.json
 
 bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate
 	$(PY) -m probe bench --out $(BENCH_OUT)/probe.json
