@@ -58,7 +58,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper card-demo bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper card-demo finetune demo-finetune bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -210,6 +210,35 @@ card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trai
 	$(PY) -m analysis best --results trained=results/card/card-trained.json --results random-weights=results/card/card-random.json \
 	  --results trained-20-epochs=results/card/card-trained-20ep.json --results pixels=results/card/card-pixels.json --by b --csv evidence/demo-card.members.csv
 	cp results/card/probe_results.csv evidence/demo-card.runs.csv
+
+# make finetune / demo-finetune: the U-Net encoder trained end to end with a head (the table's
+# "U-Net encoder" row). The U-Net runs inside the training loop, so nothing is cached.
+FT_OUT ?= runs/finetune
+FINETUNE_ARGS ?=
+finetune: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## fine-tune the U-Net up to block B with a head: make finetune HEAD=linear|attention [MODEL= CKPT= DATA= DATA_ROOT= T= B= POOL= FINETUNE_ARGS=]
+	$(PY) -m probe finetune --out $(FT_OUT)/$(MODEL)_t$(T)_b$(B)_$(HEAD) --model $(MODEL) $(if $(CKPT),--ckpt $(CKPT)) --data $(DATA) \
+	  $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) --train-split $(word 1,$(SPLITS)) --test-split $(word 2,$(SPLITS)) \
+	  -t $(T) -b $(B) --pool $(POOL) --head $(HEAD) $(if $(LIMIT),--limit $(LIMIT)) --results $(RESULTS)/finetune $(FINETUNE_ARGS)
+
+# the demo's comparison at its best point (t=10, b=9, full 8x8 map), on a seeded subset of
+# FT_N training images (10% of them carved for validation) and all 10,000 test images:
+# fine-tuned from the diffusion weights and from random weights (same budget), against frozen
+# linear and attention heads on the cache
+FT_N ?= 12000
+FT_EPOCHS ?= 5
+FT_DIR ?= runs/demo-finetune
+ft_common = -t 10 -b 9 --pool full --limit $(FT_N) --recipe diffprobe --epochs $(FT_EPOCHS) --results $(FT_DIR)/results --no-progress
+demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads at the demo's best block, and from random init (about 40 min on 2 cores)
+	$(PY) -m probe finetune --out $(FT_DIR)/trained $(ft_common) --name finetuned-diffusion-init
+	$(PY) -m probe finetune --out $(FT_DIR)/random --random-init $(ft_common) --name finetuned-random-init
+	@for split in train test; do $(PY) -m extract run --split $$split -t 10 -b 9 --pool full $$( [ $$split = train ] && echo --limit $(FT_N) ) \
+	  --micro-batch 64 --no-progress --out $(FT_DIR)/cache/demo-fmnist_$${split}.zarr || exit $$?; done
+	$(PY) -m probe train --train $(FT_DIR)/cache/demo-fmnist_train.zarr --test $(FT_DIR)/cache/demo-fmnist_test.zarr --head linear \
+	  --lr $(default_lr) --wd 0 --epochs 10 --results $(FT_DIR)/results --name frozen-linear --no-progress
+	$(PY) -m probe train --train $(FT_DIR)/cache/demo-fmnist_train.zarr --test $(FT_DIR)/cache/demo-fmnist_test.zarr --head attention \
+	  --head-opt width=256 --lr 1e-3 --wd 0.05 --epochs $(FT_EPOCHS) --results $(FT_DIR)/results --name frozen-attention --no-progress
+	$(PY) -m probe table --results $(FT_DIR)/results
+	cp $(FT_DIR)/results/probe_results.csv evidence/demo-finetune.runs.csv
 
 # make paper ROW=...: one row of the paper's table, extracted and probed with diffssl's protocol
 # (`--recipe paper`: SGD, StepLR(7), 28 epochs, batch 128, raw features, all of train, test

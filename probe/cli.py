@@ -137,6 +137,54 @@ def bench_batches_cmd(out):
     click.echo(format_table(result))
 
 
+@cli.command()
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder: resumable state and the exported U-Net (finetuned.pt)")
+@click.option("--model", default="demo-fmnist", show_default=True, help="a guided-diffusion preset (python -m extract presets)")
+@click.option("--ckpt", type=click.Path(path_type=Path), help="weights file [default: the preset's shipped weights]")
+@click.option("--random-init/--no-random-init", default=False, help="start from the preset's random-weight control")
+@click.option("--data", default="fashion-mnist", show_default=True)
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--test-split", default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=2), help="training images, a seeded subset (validation is carved from them)")
+@click.option("--test-limit", type=click.IntRange(min=1))
+@click.option("-t", "t", type=click.IntRange(min=0), default=150, show_default=True)
+@click.option("-b", "block", type=click.IntRange(min=1), help="the block the head reads [default: the preset's, b=24 on ADM-256]")
+@click.option("--pool", default="2", show_default=True, help="adaptive average pool size, or 'full'")
+@click.option("--head", type=click.Choice(HEAD_NAMES), default="linear", show_default=True)
+@click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE for the head, e.g. width=256")
+@click.option("--recipe", type=click.Choice(["paper", "diffprobe"]), default="paper", show_default=True,
+              help="paper: diffssl's finetune mode (one SGD, lr 1e-3, StepLR(7), 28 epochs, batch 128); diffprobe: AdamW, U-Net 1e-4, head 1e-3, cosine")
+@click.option("--epochs", type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--lr", type=float, help="the U-Net's learning rate (and the head's, unless --head-lr)")
+@click.option("--head-lr", type=float)
+@click.option("--freeze-blocks", type=click.IntRange(min=0), default=0, show_default=True, help="keep blocks 1..k as loaded")
+@click.option("--trainable", type=click.Choice(["all", "norms-biases"]), default="all", show_default=True, help="norms-biases: only GroupNorm weights and biases train in the U-Net")
+@click.option("--ema-rate", type=float, default=0.0, show_default=True, help="evaluate and export the EMA of the weights (0: off)")
+@click.option("--aug/--no-aug", default=True, show_default=True, help="a fresh crop (0.8-1.0) and flip per image and epoch")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="class-stratified carve of train that picks the epoch")
+@click.option("--grad-checkpoint/--no-grad-checkpoint", default=False, show_default=True, help="recompute blocks in backward (memory for the 256x256 model)")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16: autocast (CUDA)")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True, help="steps between resumable saves")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--name")
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def finetune(pool, **options):
+    """Fine-tune the U-Net up to block b with a head, end to end (the U-Net in the loop; torchrun for DDP)."""
+    from extract.schema import parse_pool
+    from probe.finetune import FinetuneConfig
+    from probe.finetune_run import finetune as run
+
+    result = run(FinetuneConfig(pool=parse_pool(pool), **options))
+    if result:
+        click.echo(f"{result['name']}: epoch {result['head']['epoch']} chosen on validation ({result['val']['top1']:.2f}); "
+                   f"test top-1 {result['test']['top1']:.2f} on {result['test']['rows']} images; U-Net written to {result['exported']}")  # fmt: skip
+
+
 @cli.command("bench-workflow")
 @click.option("--images", type=click.IntRange(min=64), default=3000, show_default=True, help="Fashion-MNIST training images (a seeded subset)")
 @click.option("--test-images", type=click.IntRange(min=10), default=2000, show_default=True)
