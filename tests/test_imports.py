@@ -29,6 +29,7 @@ def test_the_floor_and_the_light_modules_load_neither_torch_nor_guided_diffusion
 def test_probe_and_analysis_never_load_the_unet_code(module):
     modules = loaded_after(f"import {module}")
     assert "guided_diffusion" not in modules and "extract.run" not in modules and "extract.models" not in modules, module
+    assert "probe.finetune" not in modules and "probe.finetune_run" not in modules, module  # the U-Net-in-the-loop stage loads on demand
 
 
 def test_probe_table_runs_without_torch(tmp_path):
