@@ -56,16 +56,18 @@ def make_optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(net: PrefixClassifier, source, rows: np.ndarray, preset, cfg: FinetuneConfig, device, batch: int = 256) -> np.ndarray:
-    """Predicted classes of the rows: center crop, the evaluation noise draw (extraction's view 0)."""
+def evaluate(net: PrefixClassifier, source, rows: np.ndarray, preset, cfg: FinetuneConfig, device, batch: int = 256, k: int = 5) -> np.ndarray:
+    """Top-k predicted classes of the rows, best first, (n, k): center crop, the evaluation noise
+    draw (extraction's view 0)."""
     net.eval()
     preds = []
     for start in range(0, len(rows), batch):
         part = rows[start : start + batch]
         x = noised(preset, images(source, part, preset, seed=cfg.seed, epoch=None), part, cfg.t, cfg.seed, EVAL_VIEW)
-        preds.append(net(x.to(device)).argmax(1).cpu().numpy())
+        logits = net(x.to(device)).float()
+        preds.append(logits.topk(min(k, logits.shape[1]), dim=1).indices.cpu().numpy())
     net.train()
-    return np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return np.concatenate(preds) if preds else np.zeros((0, k), np.int64)
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
@@ -178,7 +180,7 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
         if step % steps_per_epoch == 0:  # epoch end: score validation, keep the best epoch's weights
             live = {k: v.detach().clone() for k, v in net.state_dict().items()}
             net.load_state_dict(snapshot())
-            val = accuracy(evaluate(net, train_src, val_rows, preset, cfg, device)[:, None], train_src.labels[val_rows])["top1"]
+            val = accuracy(evaluate(net, train_src, val_rows, preset, cfg, device), train_src.labels[val_rows])["top1"]
             net.load_state_dict(live)
             if val > best["val_top1"]:
                 best = {"val_top1": val, "epoch": epoch + 1, "state": snapshot()}
@@ -189,8 +191,7 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
     if not world.is_main:
         return {}
     net.load_state_dict(best["state"])
-    test_pred = evaluate(net, test_src, test_rows, preset, cfg, device)
-    test = accuracy(test_pred[:, None], test_src.labels[test_rows])
+    test = accuracy(evaluate(net, test_src, test_rows, preset, cfg, device), test_src.labels[test_rows])
     export = out / "finetuned.pt"
     torch.save({k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}, export)
     return write_results(cfg, preset, block, opts, weights, key, named, head, best, test, len(train_rows), len(val_rows), len(test_rows), seconds, export)

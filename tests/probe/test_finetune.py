@@ -108,6 +108,7 @@ def test_run_writes_probe_results_and_an_exported_unet_that_extracts_its_feature
     saved = read_results(tmp_path / "results" / f"{result['name']}.json")
     assert saved["kind"] == "finetune" and saved["members"][0]["finetuned"] and 0 <= saved["test"]["top1"] <= 100
     assert saved["head"]["epoch"] in (1, 2) and saved["val"]["rows"] > 0
+    assert saved["test"]["top5"] > saved["test"]["top1"]  # 10 classes: top-5 is really the top 5
     exported = Path(result["exported"])
     extract(from_flat(ExtractConfig, out=tmp_path / "s.zarr", model="tiny", ckpt=exported, split="test", ts=(50,), blocks=(4,), pools=(2,),
                       limit=16, seed=0, progress=False))  # fmt: skip
