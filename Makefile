@@ -58,7 +58,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper card-demo finetune demo-finetune bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper card-demo finetune demo-finetune demo-gen bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -129,7 +129,7 @@ cka: $(VENV_STAMP) $(if $(filter fashion-mnist,$(DATA)),fashion-mnist) ## CKA ma
 
 report: $(VENV_STAMP) ## one Markdown report (report/report.md) from results/demo, results/sweep and results/cka
 	$(PY) -m analysis report --results $(if $(wildcard results/sweep/probe_results.csv),results/sweep,results/demo) --cka results/cka --out report \
-	  --title "diffprobe report: $(MODEL) on $(DATA)"
+	  $(if $(wildcard results/gen/generation.json),--generation results/gen/generation.json) --title "diffprobe report: $(MODEL) on $(DATA)"
 
 pixel_store = $(OUT)/pixels_$(DATA)_$(1)$(if $(LIMIT),_n$(LIMIT)).zarr
 # make demo runs at the demo model's own best point (chosen on validation by `make sweep-demo`,
@@ -239,6 +239,35 @@ demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads
 	  --head-opt width=256 --lr 1e-3 --wd 0.05 --epochs $(FT_EPOCHS) --results $(FT_DIR)/results --name frozen-attention --no-progress
 	$(PY) -m probe table --results $(FT_DIR)/results
 	cp $(FT_DIR)/results/probe_results.csv evidence/demo-finetune.runs.csv
+	mkdir -p evidence/demo-finetune && cp $(FT_DIR)/results/*.json evidence/demo-finetune/
+
+# make demo-gen: the generative half of the table on the demo model.
+# Samples of the shipped demo-fmnist U-Net and of its random-weight control (DDIM, GEN_STEPS
+# steps, image i seeded by (seed, i)), then the Fréchet distance, precision and recall of each
+# against Fashion-MNIST test in the feature space of the shipped classifier
+# (extract/weights/fmnist-classifier.pt), the floor (the test split's two halves against each
+# other), and one table (FD beside the linear-probe accuracy of the same weights, when a probe
+# table exists). Resumable: a killed run continues where it stopped.
+GEN_N ?= 5000
+GEN_STEPS ?= 50
+GEN_SAMPLER ?= ddim
+GEN_BATCH ?= 50
+GEN_OUT ?= results/gen
+GEN_CLASSIFIER ?= extract/weights/fmnist-classifier.pt
+GEN_PROBES ?= $(firstword $(wildcard results/demo/probe_results.csv results/card/probe_results.csv))
+gen_sample = $(PY) -m extract sample --model demo-fmnist --num-samples $(GEN_N) --sampler $(GEN_SAMPLER) --steps $(GEN_STEPS) --batch-size $(GEN_BATCH) --no-progress
+gen_fd = $(PY) -m analysis fid --data fashion-mnist --split test --features classifier:$(GEN_CLASSIFIER) --no-progress
+
+demo-gen: $(VENV_STAMP) fashion-mnist ## demo samples (trained and random control) -> FD, precision, recall vs Fashion-MNIST test in a classifier's features -> table (GEN_N= GEN_STEPS=)
+	$(gen_sample) --out $(GEN_OUT)/samples-trained
+	$(gen_sample) --random-init --out $(GEN_OUT)/samples-random
+	$(gen_fd) --fake $(GEN_OUT)/samples-trained --out $(GEN_OUT)/fd-trained.json
+	$(gen_fd) --fake $(GEN_OUT)/samples-random --out $(GEN_OUT)/fd-random.json
+	$(gen_fd) --split-half --out $(GEN_OUT)/fd-floor.json
+	$(PY) -m analysis gen-table --fd trained=$(GEN_OUT)/fd-trained.json --fd random-init=$(GEN_OUT)/fd-random.json \
+	  --fd test-half-floor=$(GEN_OUT)/fd-floor.json $(if $(GEN_PROBES),--probe-table $(GEN_PROBES)) \
+	  --feature-net $(GEN_CLASSIFIER:.pt=.json) --out $(GEN_OUT)/generation.json
+	mkdir -p evidence/demo-gen && cp $(GEN_OUT)/generation.json $(GEN_OUT)/generation.csv $(GEN_OUT)/fd-*.json evidence/demo-gen/
 
 # make paper ROW=...: one row of the paper's table, extracted and probed with diffssl's protocol
 # (`--recipe paper`: SGD, StepLR(7), 28 epochs, batch 128, raw features, all of train, test

@@ -142,6 +142,88 @@ def fd(real, fake, key_label, k, pr_rows, out):
         out.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
 
 
+@cli.command("fid")
+@click.option("--fake", type=click.Path(path_type=Path), help="samples: a folder of PNGs (an `extract sample` folder) or a .npz (arr_0, uint8 NHWC)")
+@click.option("--real", type=click.Path(path_type=Path), help="reference: statistics .npz (mu, sigma) or images .npz (arr_0); or use --data")
+@click.option("--data", help="real images from this dataset (`python -m extract datasets`), preprocessed as extraction does")
+@click.option("--data-root", type=click.Path(path_type=Path), help="dataset location")
+@click.option("--split", default="test", help="dataset split")
+@click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value")
+@click.option("--limit", type=click.IntRange(min=2), help="a seeded random subset of the split")
+@click.option("--split-half/--no-split-half", default=False, help="the floor: the split's two seeded halves against each other (no --fake)")
+@click.option("--image-size", type=click.IntRange(min=1), help="real images' size [default: the samples']")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="real images' channels [default: the samples']")
+@click.option("--features", default="inception", show_default=True, help="inception | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16")
+@click.option("--inception-weights", type=click.Path(path_type=Path), help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)")
+@click.option("--weights", type=click.Path(path_type=Path), help="a torchvision state_dict, for --features torchvision:*")
+@click.option("--random-init/--no-random-init", default=False, help="random feature weights: a pipeline check, not an FID")
+@click.option("--k", type=click.IntRange(min=1), default=3, help="neighbours for precision and recall")
+@click.option("--pr-rows", type=click.IntRange(min=4), default=5000, help="feature rows of each side sampled for precision and recall")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100)
+@click.option("--seed", type=int, default=0, help="seeds --limit, --split-half and the precision/recall rows")
+@click.option("--device", default="cpu")
+@click.option("--cache", type=click.Path(path_type=Path), default=Path("cache/fid"), help="folder of cached dataset statistics (keyed by everything that made them)")
+@click.option("--save-stats", type=click.Path(path_type=Path), help="also write the real side's statistics (mu, sigma) here")
+@click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def fid_cmd(fake, real, data, data_root, split, data_opts, limit, split_half, image_size, channels, features, inception_weights, weights,
+            random_init, seed, device, out, **options):  # fmt: skip
+    """FID (Inception-v3 via torch-fidelity) or the Fréchet distance in another feature space, with
+    precision and recall, between samples and real images or reference statistics."""
+    from analysis.features import FeatureSpec
+    from analysis.fid import DataSpec, FidConfig, fid
+
+    spec = FeatureSpec(features, inception_weights, weights, random_init, device, seed)
+    selection = DataSpec(data, split, data_root, tuple(data_opts), limit, seed) if data else None
+    result = fid(FidConfig(fake=fake, real=real, data=selection, split_half=split_half, image_size=image_size,
+                           channels=int(channels) if channels else None, features=spec, seed=seed, **options))  # fmt: skip
+    click.echo(result.line())
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+
+
+@cli.command("gen-table")
+@click.option("--fd", "results", multiple=True, required=True, help="LABEL=fid.json written by `fid --out` (repeat)")
+@click.option("--probe-table", type=click.Path(path_type=Path), help="a probe_results.csv: the validation-best probe of the same model and weights goes beside each FD")
+@click.option("--feature-net", type=click.Path(path_type=Path), help="the feature classifier's training record (.json), for its test accuracy")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="table as JSON (a .csv is written beside it)")
+@user_errors
+def gen_table(results, probe_table, feature_net, out):
+    """One table of sample sets: FD, precision, recall, and the probe accuracy of the same weights."""
+    from analysis.gentable import generation_rows, markdown, write_table
+
+    pairs = []
+    for item in results:
+        label, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--fd {item!r}: expected LABEL=PATH")
+        pairs.append((label, path))
+    rows = generation_rows(pairs, probe_table, feature_net)
+    click.echo("\n".join(markdown(rows)))
+    click.echo(f"written: {', '.join(map(str, write_table(rows, out)))}")
+
+
+@cli.command("train-classifier")
+@click.option("--data", default="fashion-mnist", help="dataset (10 classes, grayscale)")
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("extract/weights/fmnist-classifier.pt"), help="state_dict file (a .json of the run is written beside it)")
+@click.option("--epochs", type=click.IntRange(min=1), default=5)
+@click.option("--val-size", type=click.IntRange(min=1), default=6000, help="images carved from train to choose the epoch")
+@click.option("--seed", type=int, default=0)
+@click.option("--threads", type=click.IntRange(min=1), default=1)
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def train_classifier(progress, **options):
+    """Train the small CNN whose features `fid --features classifier:FILE` uses (Fashion-MNIST)."""
+    from analysis.classifier import ClassifierConfig, train_classifier as train
+
+    record = train(ClassifierConfig(**options), progress=progress)
+    click.echo(f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, test top-1 {record['test_top1']}, "
+               f"{record['seconds']} s, sha256 {record['sha256']}")  # fmt: skip
+
+
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/cka.json"))
 @click.option("--sizes", default="2000,10000,50000", help="numbers of images")
@@ -162,12 +244,13 @@ def bench(out, sizes):
 @click.option("--cka", "cka_dir", type=click.Path(path_type=Path), help="folder of CKA maps (PNG + JSON)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("report"))
 @click.option("--title", default="diffprobe report")
+@click.option("--generation", type=click.Path(path_type=Path), help="a generation table (`gen-table --out`) to include")
 @user_errors
-def report(results, cka_dir, out, title):
-    """One Markdown report: accuracy table, ablation curves, CKA maps."""
+def report(results, cka_dir, out, title, generation):
+    """One Markdown report: accuracy table, generation table, ablation curves, CKA maps."""
     from analysis.report import build_report
 
-    click.echo(f"written: {build_report(results, cka_dir, out, title)}")
+    click.echo(f"written: {build_report(results, cka_dir, out, title, generation=generation)}")
 
 
 def _ints(text: str) -> tuple[int, ...]:

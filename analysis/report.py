@@ -29,7 +29,8 @@ def _curve_runs(results_dir: Path) -> list[tuple[str, dict]]:
     return runs
 
 
-def build_report(results_dir: str | Path, cka_dir: str | Path | None, out_dir: str | Path, title: str = "diffprobe report") -> Path:
+def build_report(results_dir: str | Path, cka_dir: str | Path | None, out_dir: str | Path, title: str = "diffprobe report",
+                 generation: str | Path | None = None) -> Path:  # fmt: skip
     """Write out_dir/report.md with its figures beside it; returns the report's path."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     table = results_dir / TABLE
@@ -46,6 +47,12 @@ def build_report(results_dir: str | Path, cka_dir: str | Path | None, out_dir: s
         feats = f"t={r['t']}, b={r['b']}, pool={r['pool']}"
         lines.append(f"| {r['head']} head | {r['model']} | {r['weights']} | {feats} | {r['train_rows']} | {r['test_top1']} | {r['test_top5']} | {r['val_top1']} |")
     lines += ["", "Each row is the grid member chosen on validation; test accuracy was never used to choose.", ""]
+    if generation is not None:
+        from analysis.gentable import markdown, read_table as read_generation
+
+        gen = read_generation(generation)
+        space = f"{gen[0]['features']}" + (f", a classifier of {gen[0]['feature_net_test_top1']}% test accuracy" if gen and gen[0].get("feature_net_test_top1") else "")
+        lines += ["## Generation", "", *markdown(gen), "", f"*Fréchet distance, precision and recall (k=3) in the feature space of {space}; from `{generation}`.*", ""]
 
     runs = _curve_runs(results_dir)
     if runs:

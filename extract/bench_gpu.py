@@ -2,6 +2,10 @@
 channels_last and torch.compile on and off, as a fraction of the GPU's peak; and whether
 JPEG decoding with DataLoader workers keeps up with it.
 
+Latent presets (sd15, sd21, dit-xl-2-256, tiny-sd, tiny-dit) run their denoiser with random
+weights on random latents at the preset's resolution (SD-2.1: 96x96 latents of 768 px images;
+DiT-XL/2: 32x32 of 256 px), conditioned on random text states or the null class.
+
 Runs anywhere: on the CPU with the tiny preset it is a correctness check of the script,
 not a performance number. Every (channels_last, compile, dtype, batch) case that fails
 (out of memory, a compiler error) becomes a row with an error, never a crash.
@@ -27,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from extract.blocks import capture, unet_blocks
 from extract.data import FeatureInput, imagefolder
 from extract.models import build_unet
-from extract.presets import ModelPreset, get_preset
+from extract.presets import LatentPreset, ModelPreset, get_any_preset
 from extract.run import AUTOCAST_DTYPES
 from extract.bench_gpu_config import GpuBenchConfig  # noqa: F401 - the settings, importable without torch
 
@@ -84,8 +88,56 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def validate(cfg: GpuBenchConfig) -> tuple[ModelPreset, torch.device]:
-    preset = get_preset(cfg.model)
+class AdmOps:
+    """guided-diffusion U-Nets: build, block modules, inputs, capture."""
+
+    build = staticmethod(lambda preset, device: build_unet(preset, device))
+    blocks = staticmethod(lambda model, preset: {b: m for b, (_, m) in unet_blocks(model).items()})
+    capture = staticmethod(lambda model, preset, x, t, y, blocks: capture(model, x, t, blocks, y=y))
+
+    @staticmethod
+    def inputs(preset, batch: int, device, gen: torch.Generator):
+        x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, generator=gen).to(device)
+        y = torch.zeros(batch, dtype=torch.long, device=device) if preset.class_cond else None
+        return x, y
+
+
+class LatentOps:
+    """SD and DiT denoisers through diffusers (imported only when such a preset is asked for)."""
+
+    @staticmethod
+    def build(preset, device):
+        from extract.latent_models import build_denoiser
+
+        return build_denoiser(preset, device)
+
+    @staticmethod
+    def blocks(model, preset):
+        from extract.latent_blocks import latent_blocks
+
+        return {b: m for b, (_, m) in latent_blocks(model, preset).items()}
+
+    @staticmethod
+    def capture(model, preset, x, t, y, blocks):
+        from extract.latent_blocks import capture_latent
+
+        return capture_latent(model, preset, x, t, y, blocks)
+
+    @staticmethod
+    def inputs(preset, batch: int, device, gen: torch.Generator):
+        from extract.latent_blocks import meta_inputs
+
+        z, _, cond = meta_inputs(preset, batch, "cpu")
+        z = torch.randn(z.shape, generator=gen)
+        cond = torch.randn(cond.shape, generator=gen) if cond.is_floating_point() else cond
+        return z.to(device), cond.to(device)
+
+
+OPS = {ModelPreset: AdmOps, LatentPreset: LatentOps}
+
+
+def validate(cfg: GpuBenchConfig) -> tuple[ModelPreset | LatentPreset, torch.device]:
+    preset = get_any_preset(cfg.model)
     if not 1 <= cfg.block <= preset.num_blocks:
         raise ValueError(f"block {cfg.block} is outside 1..{preset.num_blocks} for {preset.name}")
     unknown = [d for d in cfg.dtypes if d not in AUTOCAST_DTYPES]
@@ -117,12 +169,11 @@ def peak_tflops(cfg: GpuBenchConfig, device: torch.device) -> tuple[float | None
 def flops_per_image(preset: ModelPreset, block: int) -> float:
     """FLOPs (2 x multiply-adds) of one image's forward stopped after `block`, counted on
     the meta device (no memory, no arithmetic). adm256 at b=24: 639.3e9."""
-    model = build_unet(preset, "meta")
-    x = torch.empty(1, preset.in_channels, preset.image_size, preset.image_size, device="meta")
-    t = torch.zeros(1, dtype=torch.long, device="meta")
-    y = torch.zeros(1, dtype=torch.long, device="meta") if preset.class_cond else None
+    ops = OPS[type(preset)]
+    model = ops.build(preset, "meta")
+    x, t, y = make_inputs(preset, 1, torch.device("meta"), False, 0)
     with FlopCounterMode(display=False) as counter:
-        capture(model, x, t, [block], y=y)
+        ops.capture(model, preset, x, t, y, [block])
     return float(counter.get_total_flops())
 
 
@@ -132,33 +183,38 @@ def prepare_model(preset: ModelPreset, device: torch.device, channels_last: bool
     With `compiled`, each block's forward is compiled, not the model: capture's hooks on
     the blocks then stay in eager Python, so early exit works exactly as in `extract run`.
     """
+    ops = OPS[type(preset)]
     torch.manual_seed(cfg.seed)
-    model = build_unet(preset, device).requires_grad_(False)
+    model = ops.build(preset, device).requires_grad_(False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compiled:
-        for _, block in unet_blocks(model).values():
-            block.forward = torch.compile(block.forward, backend=cfg.compile_backend, mode=cfg.compile_mode)
+        blocks = ops.blocks(model, preset)
+        for block in blocks.values():
+            # a block holding other numbered blocks stays eager, so the hooks of those run (and can stop the forward)
+            if not any(other is not block and any(m is other for m in block.modules()) for other in blocks.values()):
+                block.forward = torch.compile(block.forward, backend=cfg.compile_backend, mode=cfg.compile_mode)
     return model
 
 
 def make_inputs(preset: ModelPreset, batch: int, device: torch.device, channels_last: bool, t: int, seed: int = 0):
-    """x (batch, C, S, S), t (batch,), y (batch,) or None."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, generator=g).to(device)
+    """x (batch, C, S, S) (latent presets: latents), t (batch,), y: class labels (batch,), SD's
+    text states (batch, 77, D), or None."""
+    x, y = OPS[type(preset)].inputs(preset, batch, device, torch.Generator().manual_seed(seed))
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     steps = torch.full((batch,), t, dtype=torch.long, device=device)
-    y = torch.zeros(batch, dtype=torch.long, device=device) if preset.class_cond else None
     return x, steps, y
 
 
-def early_features(model, x, t, block: int, dtype: str, y=None) -> torch.Tensor:
-    """The activation of `block` (N, C_b, H_b, W_b), forward stopped there, under autocast."""
+def early_features(model, x, t, block: int, dtype: str, y=None, preset=None) -> torch.Tensor:
+    """The activation of `block` (N, C_b, H_b, W_b), forward stopped there, under autocast.
+    `preset` is needed for latent presets (their block table); guided-diffusion's is the model's."""
     autocast = AUTOCAST_DTYPES[dtype]
     amp = torch.autocast(x.device.type, dtype=autocast) if autocast is not None else nullcontext()
+    ops = OPS[type(preset)] if preset is not None else AdmOps
     with torch.inference_mode(), amp:
-        return capture(model, x, t, [block], y=y)[block]
+        return ops.capture(model, preset, x, t, y, [block])[block]
 
 
 def _sync(device: torch.device) -> None:
@@ -178,13 +234,13 @@ def time_case(model, preset: ModelPreset, cfg: GpuBenchConfig, device, batch: in
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(cfg.warmup):
-        early_features(model, x, t, cfg.block, dtype, y)
+        early_features(model, x, t, cfg.block, dtype, y, preset)
     _sync(device)
     warmup_s = time.perf_counter() - start
     times = []
     for _ in range(cfg.repeats):
         start = time.perf_counter()
-        early_features(model, x, t, cfg.block, dtype, y)
+        early_features(model, x, t, cfg.block, dtype, y, preset)
         _sync(device)
         times.append(time.perf_counter() - start)
     memory = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None

@@ -10,6 +10,7 @@ module tree works; the forward is stopped right after the deepest requested bloc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -31,6 +32,45 @@ class _StopForward(Exception):
     """Raised by the hook of the deepest requested block to end the forward there."""
 
 
+def hooked_forward(
+    modules: dict[int, nn.Module],
+    blocks,
+    forward: Callable[[], object],
+    convert: Callable[[object], torch.Tensor] = lambda output: output,
+    stop_early: bool = True,
+) -> dict[int, torch.Tensor]:
+    """Run `forward()` with hooks on modules[b] for the requested blocks; b -> convert(output of b).
+
+    Block numbers must follow the order in which the blocks' outputs are produced, so that
+    with stop_early the hook of the deepest requested block ends the forward by raising, and
+    no later layer runs. Any model family uses this: only `modules` and `convert` differ.
+    """
+    wanted = sorted(set(blocks))
+    unknown = [b for b in wanted if b not in modules]
+    if unknown:
+        raise ValueError(f"block {unknown[0]} is outside 1..{len(modules)}")
+    deepest = wanted[-1]
+    out: dict[int, torch.Tensor] = {}
+
+    def hook_for(b: int):
+        def hook(_module, _inputs, output):
+            out[b] = convert(output)
+            if stop_early and b == deepest:
+                raise _StopForward
+
+        return hook
+
+    handles = [modules[b].register_forward_hook(hook_for(b)) for b in wanted]
+    try:
+        forward()
+    except _StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
 def capture(
     model: gd.UNetModel,
     x: torch.Tensor,
@@ -43,31 +83,8 @@ def capture(
 
     Returns b -> (N, C_b, H_b, W_b). With stop_early, no block after max(blocks) runs.
     """
-    table = unet_blocks(model)
-    wanted = sorted(set(blocks))
-    unknown = [b for b in wanted if b not in table]
-    if unknown:
-        raise ValueError(f"block {unknown[0]} is outside 1..{len(table)}")
-    deepest = wanted[-1]
-    out: dict[int, torch.Tensor] = {}
-
-    def hook_for(b: int):
-        def hook(_module, _inputs, output):
-            out[b] = output
-            if stop_early and b == deepest:
-                raise _StopForward
-
-        return hook
-
-    handles = [table[b][1].register_forward_hook(hook_for(b)) for b in wanted]
-    try:
-        model(x, t, y=y)
-    except _StopForward:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    return out
+    modules = {b: module for b, (_, module) in unet_blocks(model).items()}
+    return hooked_forward(modules, blocks, lambda: model(x, t, y=y), stop_early=stop_early)
 
 
 def block_layers(module: nn.Module) -> str:

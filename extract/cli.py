@@ -13,7 +13,7 @@ from extract.bench_gpu_config import GpuBenchConfig
 from extract.config import DataSelection, StoreOptions, flat, from_flat
 from extract.clikit import int_list, key_options, pool_list, user_errors
 from extract.datasets import DATASETS
-from extract.presets import PRESETS
+from extract.presets import LATENT_PRESETS, MODEL_NAMES, PRESETS
 from extract.run import AUTOCAST_DTYPES, ExtractConfig
 from extract.schema import STORE_DTYPES
 
@@ -48,8 +48,11 @@ def cli():
 
 
 @cli.command()
-@click.option("--model", type=click.Choice([*PRESETS, *BACKBONE_NAMES]), default="demo-fmnist", help="model preset, or a torchvision backbone (see `backbone --help`)")
-@click.option("--ckpt", "--weights", "ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt) [default: the preset's shipped weights, if any]")
+@click.option("--model", type=click.Choice([*MODEL_NAMES, *BACKBONE_NAMES]), default="demo-fmnist", help="model preset (ADM, or SD/DiT latent diffusion), or a torchvision backbone (see `backbone --help`)")
+@click.option("--ckpt", "--weights", "ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt; for SD/DiT the denoiser's .safetensors, e.g. a CleanDIFT U-Net) [default: the preset's shipped weights, if any]")
+@click.option("--model-dir", type=click.Path(path_type=Path), help="SD/DiT: a local diffusers model folder (unet/ or transformer/, vae/, text_encoder/, tokenizer/, scheduler/)")
+@click.option("--prompt", default="", help="SD: the prompt every image is paired with (encoded once per run)")
+@click.option("--latents", type=click.Path(path_type=Path), help="SD/DiT: the VAE latent cache store, shared by runs on the same images [default: latents/<model>-<hash>.zarr beside --out]")
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
 @data_options
 @click.option("--split", default=_SEL.split, help="dataset split")
@@ -61,7 +64,7 @@ def cli():
 @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset of this many images")
 @click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32", help="autocast dtype of the forward")
 @click.option("--store-dtype", type=click.Choice(list(STORE_DTYPES)), default="float16", help="dtype of cached features")
-@click.option("--class-label", type=int, default=0, help="label given to class-conditional models (all images)")
+@click.option("--class-label", type=int, help="label given to class-conditional models (all images) [default: 0; DiT: 1000, the null class]")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=_STORE.shard_rows, help="rows per shard (the unit of work and resume)")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=16, help="images per forward; part of the cache key (kernels round by batch shape)")
 @click.option("--skip-bad/--no-skip-bad", default=False, help="skip unreadable images (NaN rows, listed in attrs)")
@@ -92,16 +95,21 @@ def run(**options):
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(list(PRESETS)), default="adm256-uncond", help="model preset")
+@click.option("--model", type=click.Choice(list(MODEL_NAMES)), default="adm256-uncond", help="model preset")
 @user_errors
 def blocks(model):
     """Print b -> module, layers, channels and resolution (no weights are allocated)."""
-    from extract.blocks import block_table
-    from extract.presets import get_preset
+    from extract.presets import get_any_preset
 
-    click.echo(f"{'b':>3}  {'module':<18} {'layers':<34} {'C':>5} {'H x W':>9} {'values':>9}")
-    for r in block_table(get_preset(model)):
-        click.echo(f"{r.b:>3}  {r.module:<18} {r.layers:<34} {r.channels:>5} {f'{r.height}x{r.width}':>9} {r.numel:>9}")
+    if model in LATENT_PRESETS:  # SD/DiT: diffusers' modules (latent maps at the preset's resolution)
+        from extract.latent_blocks import latent_block_table as table
+    else:
+        from extract.blocks import block_table as table
+    rows = table(get_any_preset(model))
+    width = max(18, *(len(r.module) for r in rows))
+    click.echo(f"{'b':>3}  {'module':<{width}} {'layers':<34} {'C':>5} {'H x W':>9} {'values':>9}")
+    for r in rows:
+        click.echo(f"{r.b:>3}  {r.module:<{width}} {r.layers:<34} {r.channels:>5} {f'{r.height}x{r.width}':>9} {r.numel:>9}")
 
 
 @cli.command()
@@ -139,7 +147,7 @@ def check_data_cmd(data, data_root, splits, data_opts, decode, workers, progress
 @cli.command()
 def presets():
     """List the model presets."""
-    for name, p in PRESETS.items():
+    for name, p in {**PRESETS, **LATENT_PRESETS}.items():
         click.echo(f"{name:<15} {p.image_size:>4}px  {p.num_blocks:>2} blocks  {p.description}")
 
 
@@ -147,14 +155,17 @@ def presets():
 @click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32")
 @click.option("--device", help="[default: cuda if available]")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")
+@click.option("--model", "models", multiple=True, type=click.Choice(["adm256-uncond", "tiny", "tiny-sd", "tiny-dit"]), help="only these rows, repeated [default: all]")
 @user_errors
-def bench(dtype, device, out):
-    """Time early exit against guided-diffusion's full forward (adm256 b=24, tiny b=7)."""
+def bench(dtype, device, out, models):
+    """Time early exit against the full forward (adm256 b=24, tiny b=7, tiny-sd b=12, tiny-dit b=2),
+    and for tiny-sd/tiny-dit latents read from the cache against VAE encoding."""
     import json
 
-    from extract.bench import bench_extract, format_table
+    from extract.bench import DEFAULT_CASES, LATENT_CASES, bench_extract, format_table
 
-    result = bench_extract(dtype=dtype, device=device)
+    pick = lambda cases: tuple(c for c in cases if not models or c[0] in models)  # noqa: E731
+    result = bench_extract(pick(DEFAULT_CASES), dtype=dtype, device=device, latent_cases=pick(LATENT_CASES))
     click.echo(format_table(result))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +193,7 @@ _GPU = GpuBenchConfig()  # the defaults live in the config
 
 
 @cli.command("bench-gpu")
-@click.option("--model", type=click.Choice(list(PRESETS)), default=_GPU.model, help="model preset (random weights)")
+@click.option("--model", type=click.Choice(list(MODEL_NAMES)), default=_GPU.model, help="model preset (random weights; SD/DiT: the denoiser on random latents)")
 @click.option("-b", "--block", type=click.IntRange(min=1), default=_GPU.block, help="stop the forward after this block")
 @click.option("--batch", "batches", multiple=True, default=(",".join(map(str, _GPU.batches)),), callback=int_list, help="batch sizes, repeated or comma-separated")
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(list(AUTOCAST_DTYPES)), default=_GPU.dtypes, help="autocast dtypes, repeated")
@@ -257,18 +268,31 @@ def export(run_dir, dest, dtype):
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist")
-@click.option("--ckpt", type=click.Path(path_type=Path), help="[default: the preset's shipped weights]")
-@click.option("--n", type=click.IntRange(min=1), default=64)
-@click.option("--steps", type=click.IntRange(min=1), default=250, help="respaced sampling steps")
-@click.option("--seed", type=int, default=0)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"))
+@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="guided-diffusion preset")
+@click.option("--ckpt", type=click.Path(path_type=Path), help="state_dict file [default: the preset's shipped weights]")
+@click.option("--random-init/--no-random-init", default=False, help="the random-weight control instead of weights")
+@click.option("--num-samples", "--n", "n", type=click.IntRange(min=1), default=64, help="number of images (under torchrun spell it --num-samples: torchrun takes --n for its own --nnodes)")
+@click.option("--steps", type=click.IntRange(min=1), default=250, help="respaced sampling steps (e.g. 250, 100, 50, 25)")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", help="ancestral (DDPM) or DDIM updates (extract.sampling.SAMPLERS)")
+@click.option("--eta", type=click.FloatRange(min=0), default=0.0, help="DDIM noise scale (0: deterministic)")
+@click.option("--class-label", help="class-conditional presets: one class for every image, or 'all' (image i gets class i % 1000) [default: all]")
+@click.option("--seed", type=int, default=0, help="image i's noise comes from (seed, i) alone")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, help="images per forward (speed only)")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, help="images per shard: the unit of resume and of the split between torchrun ranks")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", help="autocast dtype of the U-Net")
+@click.option("--device", help="[default: cuda if available]")
+@click.option("--grid/--no-grid", default=None, help="one grid PNG of images 0..n-1 (the model card's figure) [default: when --out ends in .png]")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), help="samples folder (PNGs, samples_NxHxWxC.npz, samples.json), or a .png grid")
+@click.option("--overwrite/--no-overwrite", default=False, help="replace samples made with other arguments")
+@click.option("--progress/--no-progress", default=True)
 @user_errors
-def sample(model, ckpt, n, steps, seed, out):
-    """Draw images from a model by ancestral sampling and save them as one grid image."""
-    from extract.train import sample_grid
+def sample(grid, class_label, **options):
+    """Draw N images, seeded per image and resumable by shards (torchrun splits the shards), as
+    PNGs plus guided-diffusion's .npz and a provenance JSON; or one grid image."""
+    from extract.sampling import SampleConfig, grid as draw_grid, parse_class_label, sample as draw
 
-    click.echo(sample_grid(model, ckpt, n, steps, seed, out))
+    cfg = SampleConfig(class_label=parse_class_label(class_label), **options)
+    click.echo((draw_grid if (grid if grid is not None else cfg.out.suffix.lower() == ".png") else draw)(cfg))
 
 
 @cli.command()

@@ -129,17 +129,17 @@ def shapes_of(preset: ModelPreset) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in build_unet(preset, "meta").state_dict().items()}
 
 
-def check_fit(state: dict[str, torch.Tensor], preset: ModelPreset) -> FitReport:
-    expected = shapes_of(preset)
+def fit_of(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> FitReport:
+    """Compare a file's parameter shapes (name -> shape) with a model's."""
     return FitReport(
-        missing=tuple(k for k in expected if k not in state),
-        unexpected=tuple(k for k in state if k not in expected),
-        mismatched=tuple(
-            (k, tuple(state[k].shape), expected[k])
-            for k in expected
-            if k in state and tuple(state[k].shape) != expected[k]
-        ),
+        missing=tuple(k for k in expected if k not in found),
+        unexpected=tuple(k for k in found if k not in expected),
+        mismatched=tuple((k, tuple(found[k]), tuple(expected[k])) for k in expected if k in found and tuple(found[k]) != tuple(expected[k])),
     )
+
+
+def check_fit(state: dict[str, torch.Tensor], preset: ModelPreset) -> FitReport:
+    return fit_of({k: tuple(v.shape) for k, v in state.items()}, shapes_of(preset))
 
 
 def presets_that_fit(state: dict[str, torch.Tensor]) -> list[str]:

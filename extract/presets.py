@@ -188,3 +188,23 @@ def get_preset(name: str) -> ModelPreset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+# ---------------------------------------------------------------- every model family
+# guided-diffusion presets above; latent diffusion presets (SD, DiT through diffusers) in
+# extract.latent_presets. Names are unique across both.
+from extract.latent_presets import LATENT_PRESETS, LatentPreset  # noqa: E402
+
+MODEL_NAMES: tuple[str, ...] = (*PRESETS, *LATENT_PRESETS)
+
+
+def get_any_preset(name: str) -> ModelPreset | LatentPreset:
+    """A preset of any family by name; an unknown name lists the valid ones."""
+    found = PRESETS.get(name) or LATENT_PRESETS.get(name)
+    if found is None:
+        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    return found
+
+
+def is_latent(name: str) -> bool:
+    return name in LATENT_PRESETS

@@ -26,7 +26,7 @@ from extract.dist import World, close_world, init_world, pick_device
 from extract.models import file_sha256, load_checkpoint, random_unet, shipped_weights
 from extract.noise import draw_noise, q_sample
 from extract.pooling import pool, pooled_shape
-from extract.presets import ModelPreset, get_preset
+from extract.presets import ModelPreset, get_preset, is_latent
 from extract.schema import COMPATIBLE_FIELDS, STORE_DTYPES, FeatureKey, FeatureStore
 from extract.writer import StorePlan, write_store
 from extract.subsets import Subset, apply_subset, rows_digest
@@ -54,7 +54,10 @@ class ExtractConfig:
     seed: int = 0  # draws the subset, the noise, the views and the random-init weights
     dtype: str = "fp32"  # autocast dtype of the forward
     store_dtype: str = "float16"
-    class_label: int = 0  # the label fed to class-conditional models, the same for every image
+    class_label: int | None = None  # the label fed to class-conditional models, every image: default 0 (ADM), the null class 1000 (DiT)
+    prompt: str = ""  # SD presets: the prompt every image is paired with (encoded once per run)
+    model_dir: Path | None = None  # latent presets: a local diffusers model folder (VAE, text encoder, scheduler, denoiser)
+    latents: Path | None = None  # latent presets: the latent cache store [default: latents/<preset>-<hash>.zarr beside --out]
     micro_batch: int = 16  # the forward's batch shape: fixed per store, since kernels round by shape
     skip_bad: bool = False
     skip_small_maps: bool = False  # leave out (b, pool) pairs whose pool exceeds the block's map
@@ -65,9 +68,9 @@ class ExtractConfig:
 
 # the files' contents enter the key through the dataset's selection digest, not their paths
 # (a shuffled row order enters through the dataset part of the key, as for every store kind)
-_NOT_IN_KEY = {"out", "ckpt", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset", "order"}
+_NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset", "order"}
 # in the key only when set, so stores made before these options existed keep their key
-_KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False}
+_KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": ""}
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Summary:
     shards_done: int
     shards_total: int
     skipped: list[str] = field(default_factory=list)
+    note: str = ""  # what else the run did, e.g. latents encoded or reused
 
     @property
     def images_per_s(self) -> float:
@@ -89,6 +93,7 @@ class Summary:
             f"{self.store}: {self.images} images in {self.seconds:.1f} s ({self.images_per_s:.1f} images/s), "
             f"{self.shards_done}/{self.shards_total} shards, {self.bytes / 1e6:.1f} MB"
             + (f", {len(self.skipped)} unreadable images skipped" if self.skipped else "")
+            + (f"; {self.note}" if self.note else "")
         )
 
 
@@ -107,10 +112,11 @@ def resolve_blocks(cfg: ExtractConfig, preset: ModelPreset) -> tuple[int, ...]:
     return tuple(sorted(set(chosen)))
 
 
-def row_shapes(preset: ModelPreset, blocks: tuple[int, ...], ts, pools, skip_small: bool = False) -> dict[FeatureKey, tuple[int, ...]]:
-    """(C, h, w) of one cached row for every (t, b, pool), from the meta-device block table.
-    A pool larger than a block's map is an error, or with skip_small that pair is left out."""
-    table = {info.b: info for info in blocks_mod.block_table(preset)}
+def row_shapes(preset: ModelPreset, blocks: tuple[int, ...], ts, pools, skip_small: bool = False, table=None) -> dict[FeatureKey, tuple[int, ...]]:
+    """(C, h, w) of one cached row for every (t, b, pool), from the meta-device block table
+    (guided-diffusion's, or the given one). A pool larger than a block's map is an error, or
+    with skip_small that pair is left out."""
+    table = {info.b: info for info in (table or blocks_mod.block_table(preset))}
     shapes = {}
     for b in blocks:
         info = table[b]
@@ -130,6 +136,36 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
     """Every argument error, before any model, data or store is touched.
     Returns the preset, the sorted blocks and each key's row shape."""
     preset = get_preset(cfg.model)
+    check_run_options(cfg, preset)
+    if preset.class_cond and not 0 <= class_label(cfg, preset) < 1000:
+        raise ValueError(f"--class-label must be in [0, 1000), got {cfg.class_label}")
+    if cfg.prompt or cfg.model_dir is not None or cfg.latents is not None:
+        raise ValueError(f"--prompt, --model-dir and --latents are options of latent diffusion presets, not of {preset.name}")
+    if cfg.ckpt is None and not cfg.random_init:
+        if not preset.shipped:
+            raise ValueError("no --ckpt given: pass a checkpoint file, or --random-init for a random-weight control")
+        shipped_weights(preset)  # raises when the shipped file is missing
+    if cfg.ckpt is not None and cfg.random_init:
+        raise ValueError("--ckpt and --random-init exclude each other")
+    if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
+    blocks = resolve_blocks(cfg, preset)
+    shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools, cfg.skip_small_maps)  # pool larger than a map fails here
+    if not shapes:
+        raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
+    return preset, blocks, shapes
+
+
+def class_label(cfg: ExtractConfig, preset) -> int | None:
+    """The label class-conditional models get: as given, else 0 (ADM) or the null class (DiT)."""
+    if not preset.class_cond:
+        return None
+    default = getattr(preset, "null_class", None) or 0
+    return default if cfg.class_label is None else cfg.class_label
+
+
+def check_run_options(cfg: ExtractConfig, preset) -> None:
+    """The checks every diffusion family shares: timesteps, pools, views, sizes, data, dtypes."""
     if not cfg.ts:
         raise ValueError("give at least one timestep --t")
     for t in cfg.ts:
@@ -149,21 +185,6 @@ def validate(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[Fea
         raise ValueError(f"--dtype must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.dtype!r}")
     if cfg.store_dtype not in STORE_DTYPES:
         raise ValueError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, got {cfg.store_dtype!r}")
-    if preset.class_cond and not 0 <= cfg.class_label < 1000:
-        raise ValueError(f"--class-label must be in [0, 1000), got {cfg.class_label}")
-    if cfg.ckpt is None and not cfg.random_init:
-        if not preset.shipped:
-            raise ValueError("no --ckpt given: pass a checkpoint file, or --random-init for a random-weight control")
-        shipped_weights(preset)  # raises when the shipped file is missing
-    if cfg.ckpt is not None and cfg.random_init:
-        raise ValueError("--ckpt and --random-init exclude each other")
-    if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
-    blocks = resolve_blocks(cfg, preset)
-    shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools, cfg.skip_small_maps)  # pool larger than a map fails here
-    if not shapes:
-        raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
-    return preset, blocks, shapes
 
 
 # ---------------------------------------------------------------- key and provenance
@@ -173,7 +194,7 @@ def store_key(cfg: ExtractConfig, preset: ModelPreset, blocks, weights: dict, da
     fields = {k: v for k, v in fields.items() if k not in _KEY_IF_SET or v != _KEY_IF_SET[k]}
     fields.update(
         ts=list(cfg.ts), blocks=list(blocks), pools=list(cfg.pools), model=preset.to_dict(),
-        class_label=cfg.class_label if preset.class_cond else None, weights=weights,
+        class_label=class_label(cfg, preset), weights=weights,
         dataset=dataset,
         preprocessing=PREPROCESSING, device_type=device.type,
     )  # fmt: skip
@@ -268,6 +289,23 @@ class _ShardBatches(torch.utils.data.Sampler):
         return len(self.batches)
 
 
+@dataclass
+class AdmForward:
+    """How a guided-diffusion U-Net is noised into and read out; latent families have their own
+    (extract.latent_run.LatentForward), so the shard loop below serves every family."""
+
+    model: torch.nn.Module
+    preset: ModelPreset
+    label: int | None  # the class label of class-conditional models, else None
+
+    def noised(self, x0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+        return q_sample(self.preset, x0, t, eps)
+
+    def capture(self, x_t: torch.Tensor, steps: torch.Tensor, blocks) -> dict[int, torch.Tensor]:
+        y = None if self.label is None else torch.full((x_t.shape[0],), self.label, dtype=torch.long, device=x_t.device)
+        return blocks_mod.capture(self.model, x_t, steps, blocks, y=y)
+
+
 def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list[int], cfg: ExtractConfig, blocks, shapes, device) -> dict[FeatureKey, np.ndarray]:
     """One loader batch: x0 (N, C, S, S), or (N, V, C, S, S) with --aug, in [-1, 1] -> key -> (N, [V,] C, h, w) in the store dtype.
 
@@ -288,11 +326,11 @@ def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list
 
 
 def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blocks, keys, device) -> dict[FeatureKey, np.ndarray]:
-    """x0 (G, [V,] C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w), for the given keys."""
+    """x0 (G, [V,] C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w), for the given keys.
+    `model` noises and reads out (AdmForward, LatentForward); x0 is what it noises (pixels, latents)."""
     g = x0.shape[0]
     autocast = AUTOCAST_DTYPES[cfg.dtype]
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
-    y = torch.full((g,), cfg.class_label, dtype=torch.long, device=device) if preset.class_cond else None
     out: dict[FeatureKey, list] = {}
     for t in cfg.ts:
         steps = torch.full((g,), t, dtype=torch.long, device=device)
@@ -301,9 +339,9 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
             eps = torch.zeros((g, *image_shape))
             eps[: len(indices)] = draw_noise(image_shape, cfg.seed, indices, t, v)
             x_view = x0[:, v] if x0.dim() == 5 else x0  # augmented: each view its own crop
-            x_t = q_sample(preset, x_view, t, eps.to(device, non_blocking=True))
+            x_t = model.noised(x_view, t, eps.to(device, non_blocking=True))
             with torch.inference_mode(), amp:
-                feats = blocks_mod.capture(model, x_t, steps, blocks, y=y)
+                feats = model.capture(x_t, steps, blocks)
             for b in blocks:
                 h = feats[b].float()
                 for p in cfg.pools:
@@ -316,19 +354,28 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
 UNET_COMPATIBLE = COMPATIBLE_FIELDS
 
 
+def use_device(device: torch.device) -> torch.device:
+    """Make `device` current; on CUDA, the same algorithms for the same shapes on every run
+    (cuDNN's benchmark mode picks them by timing, so its rounding would vary)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return device
+
+
 def extract(cfg: ExtractConfig) -> Summary:
     """Run (or resume) one extraction into cfg.store.out. Collective under torchrun."""
+    if is_latent(cfg.model):  # SD and DiT: VAE latents cached in a side store, then the same shard loop
+        from extract.latent_run import extract_latent
+
+        return extract_latent(cfg)
     started = time.perf_counter()
     preset, blocks, shapes = validate(cfg)
     device = pick_device(cfg.device)
     world = init_world(device)
     try:
-        device = pick_device(cfg.device, world)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            # same algorithms for the same shapes on every run (benchmark mode picks by timing)
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
+        device = use_device(pick_device(cfg.device, world))
         source, rows, dataset = select_data(cfg.selection, cfg.seed)
         model, weights = load_model(cfg, preset)
         model.requires_grad_(False).to(device)
@@ -344,7 +391,7 @@ def extract(cfg: ExtractConfig) -> Summary:
                          views=cfg.views, dtype=cfg.store_dtype, overwrite=cfg.store.overwrite)  # fmt: skip
 
         def fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(model, preset, source, store, shards, rows, cfg, blocks, shapes, device, world)
+            return run_shards(AdmForward(model, preset, class_label(cfg, preset)), preset, source, store, shards, rows, cfg, blocks, shapes, device, world)
 
         written = write_store(plan, fill, world, started)
         return Summary(written.store, written.images, time.perf_counter() - started, written.bytes, written.shards_done,
@@ -353,16 +400,23 @@ def extract(cfg: ExtractConfig) -> Summary:
         close_world(world)
 
 
-def run_shards(model, preset, source, store: FeatureStore, shards: list[int], rows: np.ndarray, cfg, blocks, shapes, device, world: World) -> int:
-    """Compute and write the given shards; returns the number of images computed."""
+def run_shards(model, preset, source, store: FeatureStore, shards: list[int], rows: np.ndarray, cfg, blocks, shapes, device, world: World,
+               inputs: torch.utils.data.Dataset | None = None, compute=compute_features, workers: int | None = None) -> int:  # fmt: skip
+    """Compute and write the given shards; returns the number of images computed.
+
+    `inputs` yields (dataset index, input, error) [default: the images, preprocessed];
+    `compute(model, preset, inputs (N, ...), indices, cfg, blocks, shapes, device)` turns a
+    batch into key -> (N, [V,] ...) rows [default: noise, forward, pool]."""
     shard_indices = [rows[store.shard_rows(s).start : store.shard_rows(s).stop] for s in shards]
     total = int(sum(len(s) for s in shard_indices))
     if total == 0:
         return 0
+    if inputs is None:
+        inputs = FeatureInput(source, preset.image_size, preset.in_channels, AUGMENTATIONS[cfg.aug], cfg.views, cfg.seed)
     loader = torch.utils.data.DataLoader(
-        FeatureInput(source, preset.image_size, preset.in_channels, AUGMENTATIONS[cfg.aug], cfg.views, cfg.seed),
+        inputs,
         batch_sampler=_ShardBatches(shard_indices, -(-cfg.batch_size // cfg.micro_batch) * cfg.micro_batch),
-        num_workers=cfg.workers,
+        num_workers=cfg.workers if workers is None else workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
@@ -381,7 +435,7 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
                 bad = [j for j, e in enumerate(errors) if e]
                 if bad and not cfg.skip_bad:
                     raise DataError(errors[bad[0]] + " (use --skip-bad to skip unreadable images)")
-                feats = compute_features(model, preset, x0.to(device, non_blocking=True), indices, cfg, blocks, shapes, device)
+                feats = compute(model, preset, x0.to(device, non_blocking=True), indices, cfg, blocks, shapes, device)
                 # batches walk the shard's rows in order, never crossing into the next shard
                 local = slice(filled, filled + len(indices))
                 for k, values in feats.items():

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from extract import __version__
 from extract.data import preprocess
 from extract.datasets import open_dataset
-from extract.models import build_unet, count_parameters, shipped_weights
+from extract.models import build_unet, count_parameters
 from extract.noise import diffusion_for
 from extract.presets import ModelPreset, get_preset
 
@@ -200,41 +200,10 @@ def export_ema(out: str | Path, dest: str | Path, dtype: str = "float32") -> dic
     return json.loads((out / "train_meta.json").read_text())
 
 
-def samples(preset: ModelPreset, model: torch.nn.Module, n: int, seed: int, steps: int = 250) -> np.ndarray:
-    """n images (uint8, (n, S, S, C)) drawn by ancestral sampling over `steps` respaced steps."""
-    from extract import gd
+# sampling lives in extract.sampling; the model card's grid is still reachable from here
+from extract import sampling as _sampling  # noqa: E402
 
-    base = preset.diffusion_steps
-    diffusion = gd.create_gaussian_diffusion(steps=base, learn_sigma=preset.learn_sigma,
-                                             noise_schedule=preset.noise_schedule, timestep_respacing=str(steps))  # fmt: skip
-    gen = torch.Generator().manual_seed(seed)
-    shape = (n, preset.in_channels, preset.image_size, preset.image_size)
-    noise = torch.randn(shape, generator=gen)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        x = diffusion.p_sample_loop(model.eval(), shape, noise=noise, progress=False)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def sample_grid(model: str, ckpt: str | Path | None, n: int, steps: int, seed: int, out: str | Path) -> str:
-    """Sample n images and save them as a square-ish grid PNG; returns a one-line summary."""
-    from PIL import Image
-
-    from extract.models import load_checkpoint
-
-    preset = get_preset(model)
-    path = Path(ckpt) if ckpt else shipped_weights(preset)
-    images = samples(preset, load_checkpoint(preset, path), n, seed, steps)
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    size = preset.image_size
-    canvas = np.full((rows * (size + 2) + 2, cols * (size + 2) + 2, images.shape[-1]), 255, np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[2 + r * (size + 2) : 2 + r * (size + 2) + size, 2 + c * (size + 2) : 2 + c * (size + 2) + size] = img
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas).save(out)
-    return f"{out}: {n} samples from {path.name}, {steps} steps, seed {seed}"
+samples, sample_grid = _sampling.samples, _sampling.sample_grid
 
 
 def plot_loss(log_rows: list[dict], out: str | Path, title: str) -> str:

@@ -115,6 +115,7 @@ def inspect_store(path: str | Path) -> Report:
 # before kinds were recorded are U-Net stores when their config has timesteps
 STORE_KINDS = {
     "unet": ("extract.run", "ExtractConfig", "extract"),
+    "latent": ("extract.run", "ExtractConfig", "extract"),  # SD and DiT (extract.run hands them to extract.latent_run)
     "pixels": ("extract.pixels", "PixelConfig", "extract_pixels"),
     "backbone": ("extract.backbones", "BackboneConfig", "extract_backbone"),
 }
@@ -154,7 +155,7 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     module = importlib.import_module(module)
     overrides = {"out": Path(path), "overwrite": False, "progress": False}
     if ckpt is not None:
-        overrides["ckpt" if kind == "unet" else "weights"] = ckpt
+        overrides["ckpt" if kind in ("unet", "latent") else "weights"] = ckpt
     if data_root is not None:
         overrides["data_root"] = data_root
     getattr(module, fn_name)(_rebuild_config(getattr(module, cls_name), config, **overrides))

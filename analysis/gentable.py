@@ -1,0 +1,91 @@
+"""The generation table: each sample set's Fréchet distance, precision and recall beside the
+linear-probe accuracy of the same model and weights (torch-free: reads JSON and CSV only).
+
+Each row comes from an `analysis fid --out` JSON; the model and weights of a sample set are read
+from the `samples.json` that `extract sample` wrote beside it, and the probe accuracy is the
+validation-best row of a probe results table with the same model and weights, if one is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+COLUMNS = ["label", "model", "weights", "sampler", "steps", "samples", "real", "features", "metric", "fd", "precision", "recall",
+           "probe_test_top1", "probe_features", "feature_net_test_top1"]  # fmt: skip
+
+
+def _provenance(fake: dict) -> dict:
+    """The provenance `extract sample` wrote for a sample set (empty for other image sets)."""
+    path = Path(fake.get("path", ""))
+    for folder in (path, path.parent):
+        meta = folder / "samples.json"
+        if meta.is_file():
+            return json.loads(meta.read_text()).get("provenance", {})
+    return {}
+
+
+def _best_probe(rows: list[dict], model: str, weights: str) -> dict | None:
+    same = [r for r in rows if r.get("model") == model and r.get("weights") == weights]
+    return max(same, key=lambda r: float(r["val_top1"])) if same else None
+
+
+def generation_rows(results: list[tuple[str, str | Path]], probe_table: str | Path | None = None, feature_net: str | Path | None = None) -> list[dict]:
+    """One row per (label, fid JSON). `feature_net` is the classifier's training record (its
+    .json), whose test accuracy says how good the feature space is."""
+    probes = []
+    if probe_table is not None:
+        with open(probe_table, newline="") as f:
+            probes = list(csv.DictReader(f))
+    net_acc = json.loads(Path(feature_net).read_text())["test_top1"] if feature_net else None
+    rows = []
+    for label, path in results:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Fréchet distance result not found: {path} (written by `analysis fid --out`)")
+        r = json.loads(path.read_text())
+        prov = _provenance(r["fake"])
+        real = r["real"]
+        real_text = f"{real.get('data', real.get('path', '?'))} {real.get('split', '')}".strip() + (f" ({real['half']} half)" if real.get("half") else "")
+        model, weights = prov.get("model", "-"), prov.get("weights", "-")
+        probe = _best_probe(probes, model, weights)
+        rows.append({"label": label, "model": model, "weights": weights, "sampler": prov.get("sampler", "-"), "steps": prov.get("steps", "-"),
+                     "samples": r["n_fake"], "real": f"{real_text}, {r['n_real']} images", "features": r["features"].get("features"),
+                     "metric": r["metric"], "fd": round(r["fd"], 3),
+                     "precision": None if r["precision"] is None else round(r["precision"], 3),
+                     "recall": None if r["recall"] is None else round(r["recall"], 3),
+                     "probe_test_top1": probe["test_top1"] if probe else None, "probe_features": probe["features"] if probe else None,
+                     "feature_net_test_top1": net_acc})  # fmt: skip
+    return rows
+
+
+def write_table(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
+    """The table as JSON (out) and CSV (beside it)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"format": "diffprobe-generation-table", "columns": COLUMNS, "rows": rows}, indent=1) + "\n")
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return out, out.with_suffix(".csv")
+
+
+def read_table(path: str | Path) -> list[dict]:
+    data = json.loads(Path(path).read_text())
+    if data.get("format") != "diffprobe-generation-table":
+        raise ValueError(f"{path} is not a generation table (written by `analysis gen-table`)")
+    return data["rows"]
+
+
+def markdown(rows: list[dict]) -> list[str]:
+    """The table as Markdown lines (for the report)."""
+    def cell(v):
+        return "-" if v is None else str(v)
+
+    lines = ["| samples | weights | sampler, steps | n | vs real | FD | precision | recall | probe test top-1 |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['weights']} | {r['sampler']}, {r['steps']} | {r['samples']} | {r['real']} | {r['fd']} | "
+                     f"{cell(r['precision'])} | {cell(r['recall'])} | {cell(r['probe_test_top1'])} |")  # fmt: skip
+    return lines
