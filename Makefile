@@ -21,7 +21,7 @@ OUT ?= cache
 # benchmark results are committed: every number in BENCHMARKS.md and the README comes from a file here
 BENCH_OUT ?= evidence/bench
 # probe defaults: a small lr x wd grid for linear heads; the heavier heads get one member and
-# fewer epochs so a CPU run stays short (measured: attention, width 256, 3.3 min per epoch)
+# fewer epochs so a CPU run stays short
 HEAD ?= linear
 default_lr := 1e-3,3e-3,1e-2
 default_wd := 0,0.05
@@ -58,7 +58,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper card-demo finetune demo-finetune demo-gen bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper card-demo finetune demo-finetune demo-gen bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-sampling bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -347,6 +347,9 @@ bench-batches: $(VENV_STAMP) ## distinct classes per training batch: class-sorte
 
 bench-train: $(VENV_STAMP) ## training images/s of the candidate demo architectures (the model card's table), one run
 	$(PY) -m extract.bench_train --out $(BENCH_OUT)/train.json
+
+bench-sampling: $(VENV_STAMP) ## demo samples drawn in one batch, in halves and one by one: identical images? (about 30 s)
+	$(PY) -m extract.bench_sampling --out $(BENCH_OUT)/sampling.json
 
 bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate
 	$(PY) -m probe bench --out $(BENCH_OUT)/probe.json
