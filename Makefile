@@ -321,10 +321,10 @@ check-data: $(VENV_STAMP) ## validate a dataset tree before extracting: make che
 blocks: $(VENV_STAMP) ## print a model's block numbering: make blocks MODEL=adm256-uncond
 	$(PY) -m extract blocks --model $(MODEL)
 
-bench-extract: $(VENV_STAMP) ## early exit vs guided-diffusion's full forward (adm256 b=24 and tiny), one run
+bench-extract: $(VENV_STAMP) ## early exit vs the full forward (adm256 b=24, tiny, tiny-sd, tiny-dit) and cached latents vs VAE encoding, one run
 	$(PY) -m extract bench --out $(BENCH_OUT)/extract.json
 
-bench-workflow: $(VENV_STAMP) fashion-mnist ## on-line head training (full U-Net every step, 28 epochs) vs extract once + 28 epochs on the cache, demo model
+bench-workflow: $(VENV_STAMP) fashion-mnist ## the paper's linear recipe on-line (crop, flip, noise, whole U-Net every step) vs cached 1/4/8 views: test accuracy and wall time (about 20 min)
 	$(PY) -m probe bench-workflow --out $(BENCH_OUT)/workflow.json
 
 bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about 30 min, most of it bench-workflow's on-line training): tables on screen and in $(BENCH_OUT)/bench.txt, JSON beside
