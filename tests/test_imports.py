@@ -19,17 +19,21 @@ def loaded_after(code: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["extract.schema", "extract.clikit", "extract.windows", "probe.config", "probe.tables", "probe.cli", "analysis.cli",
-                                    "analysis.report", "analysis.curves", "analysis.cka", "analysis.frechet", "analysis.distance"])
+                                    "analysis.report", "analysis.curves", "analysis.cka", "analysis.frechet", "analysis.distance",
+                                    "analysis.gentable"])
 def test_the_floor_and_the_light_modules_load_neither_torch_nor_guided_diffusion(module):
     modules = loaded_after(f"import {module}")
     assert not [m for m in HEAVY if m in modules], module
 
 
-@pytest.mark.parametrize("module", ["probe.reader", "probe.grid", "probe.cli", "probe.run", "probe.evaluate", "analysis.compare"])
+@pytest.mark.parametrize("module", ["probe.reader", "probe.grid", "probe.cli", "probe.run", "probe.evaluate", "analysis.compare",
+                                    "analysis.fid", "analysis.features", "analysis.classifier"])
 def test_probe_and_analysis_never_load_the_unet_code(module):
     modules = loaded_after(f"import {module}")
     assert "guided_diffusion" not in modules and "extract.run" not in modules and "extract.models" not in modules, module
     assert "probe.finetune" not in modules and "probe.finetune_run" not in modules, module  # the U-Net-in-the-loop stage loads on demand
+    if module.startswith("analysis"):
+        assert not {"probe.grid", "probe.run", "probe.heads", "probe.reader"} & modules, module  # never probe's training code
 
 
 def test_probe_table_runs_without_torch(tmp_path):
