@@ -246,15 +246,16 @@ demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads
 # steps, image i seeded by (seed, i)), then the Fréchet distance, precision and recall of each
 # against Fashion-MNIST test in the feature space of the shipped classifier
 # (extract/weights/fmnist-classifier.pt), the floor (the test split's two halves against each
-# other), and one table (FD beside the linear-probe accuracy of the same weights, when a probe
-# table exists). Resumable: a killed run continues where it stopped.
+# other), and one table (FD beside the validation-best linear-probe accuracy of the same
+# weights: the card's runs in results/card, else their committed record
+# evidence/demo-card.runs.csv). Resumable: a killed run continues where it stopped.
 GEN_N ?= 5000
 GEN_STEPS ?= 50
 GEN_SAMPLER ?= ddim
 GEN_BATCH ?= 50
 GEN_OUT ?= results/gen
 GEN_CLASSIFIER ?= extract/weights/fmnist-classifier.pt
-GEN_PROBES ?= $(firstword $(wildcard results/demo/probe_results.csv results/card/probe_results.csv))
+GEN_PROBES ?= $(firstword $(wildcard results/card/probe_results.csv) evidence/demo-card.runs.csv)
 gen_sample = $(PY) -m extract sample --model demo-fmnist --num-samples $(GEN_N) --sampler $(GEN_SAMPLER) --steps $(GEN_STEPS) --batch-size $(GEN_BATCH) --no-progress
 gen_fd = $(PY) -m analysis fid --data fashion-mnist --split test --features classifier:$(GEN_CLASSIFIER) --no-progress
 
