@@ -58,7 +58,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper card-demo finetune demo-finetune demo-gen bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-sampling bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper card-demo finetune demo-finetune demo-finetune-cka demo-gen bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-sampling bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -240,6 +240,20 @@ demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads
 	$(PY) -m probe table --results $(FT_DIR)/results
 	cp $(FT_DIR)/results/probe_results.csv evidence/demo-finetune.runs.csv
 	mkdir -p evidence/demo-finetune && cp $(FT_DIR)/results/*.json evidence/demo-finetune/
+
+# how far fine-tuning moved each block: linear CKA between the frozen and the fine-tuned U-Net's
+# blocks 1..9 (t=10, pool 2, and b=9's full map) on FT_CKA_N test images; needs demo-finetune's export
+FT_CKA_N ?= 2000
+demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-tuned demo encoder (after make demo-finetune; a few minutes)
+	@test -f $(FT_DIR)/trained/finetuned.pt || { echo "$(FT_DIR)/trained/finetuned.pt missing: run make demo-finetune first"; exit 1; }
+	$(PY) -m extract run --split test --limit $(FT_CKA_N) -t 10 -b 1,2,3,4,5,6,7,8,9 --pool 2,full --no-progress --out $(FT_DIR)/cka/frozen.zarr
+	$(PY) -m extract run --split test --limit $(FT_CKA_N) -t 10 -b 1,2,3,4,5,6,7,8,9 --pool 2,full --ckpt $(FT_DIR)/trained/finetuned.pt \
+	  --no-progress --out $(FT_DIR)/cka/finetuned.zarr
+	$(PY) -m analysis cka --store $(FT_DIR)/cka/frozen.zarr --store $(FT_DIR)/cka/finetuned.zarr --labels frozen,fine-tuned --pool 2 \
+	  --title "demo-fmnist t=10, pool 2: frozen vs fine-tuned to b=9" --no-progress --out $(FT_DIR)/cka/cka-p2.png
+	$(PY) -m analysis cka --store $(FT_DIR)/cka/frozen.zarr --store $(FT_DIR)/cka/finetuned.zarr --labels frozen,fine-tuned --pool full -b 9 \
+	  --title "demo-fmnist t=10, b=9 full map" --no-progress --out $(FT_DIR)/cka/cka-b9-full.png
+	mkdir -p evidence/demo-finetune && cp $(FT_DIR)/cka/cka-p2.json $(FT_DIR)/cka/cka-p2.png $(FT_DIR)/cka/cka-b9-full.json evidence/demo-finetune/
 
 # make demo-gen: the generative half of the table on the demo model.
 # Samples of the shipped demo-fmnist U-Net and of its random-weight control (DDIM, GEN_STEPS
