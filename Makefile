@@ -58,7 +58,7 @@ $(foreach v,$(RECORDED),$(eval E_$(v) = $$(call pick,$(v))))
 E_TRAIN = $(word 1,$(E_SPLITS))
 E_TEST = $(word 2,$(E_SPLITS))
 
-.PHONY: help install test extract paper card-demo finetune demo-finetune demo-finetune-cka demo-gen bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-sampling bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
+.PHONY: help install test extract paper card-demo finetune demo-finetune demo-finetune-cka sample demo-gen bench-batches verify datasets check-data probe cka report demo sweep-demo train-demo blocks bench bench-extract bench-train bench-sampling bench-probe bench-cka bench-io bench-gpu bench-workflow fashion-mnist clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -254,6 +254,18 @@ demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-
 	$(PY) -m analysis cka --store $(FT_DIR)/cka/frozen.zarr --store $(FT_DIR)/cka/finetuned.zarr --labels frozen,fine-tuned --pool full -b 9 \
 	  --title "demo-fmnist t=10, b=9 full map" --no-progress --out $(FT_DIR)/cka/cka-b9-full.png
 	mkdir -p evidence/demo-finetune && cp $(FT_DIR)/cka/cka-p2.json $(FT_DIR)/cka/cka-p2.png $(FT_DIR)/cka/cka-b9-full.json evidence/demo-finetune/
+
+# make sample: N images from any preset (the shipped demo weights by default), seeded per
+# image and resumable by shards. On the real model: make sample MODEL=adm256-uncond CKPT=...
+# SAMPLE_N=50000 SAMPLE_STEPS=250 SAMPLE_ARGS="--device cuda --dtype fp16 --batch-size 64"
+SAMPLE_N ?= 64
+SAMPLE_STEPS ?= 250
+SAMPLER ?= ddpm
+SAMPLE_OUT ?= results/samples/$(MODEL)_$(SAMPLER)$(SAMPLE_STEPS)_n$(SAMPLE_N)$(if $(RANDOM),_random)
+SAMPLE_ARGS ?=
+sample: $(VENV_STAMP) ## draw N images: make sample [MODEL= CKPT= RANDOM=1 SAMPLE_N= SAMPLE_STEPS= SAMPLER=ddpm|ddim SAMPLE_OUT= SAMPLE_ARGS=]
+	$(PY) -m extract sample --model $(MODEL) $(call weights,) --num-samples $(SAMPLE_N) \
+	  --steps $(SAMPLE_STEPS) --sampler $(SAMPLER) --out $(SAMPLE_OUT) $(SAMPLE_ARGS)
 
 # make demo-gen: the generative half of the table on the demo model.
 # Samples of the shipped demo-fmnist U-Net and of its random-weight control (DDIM, GEN_STEPS
