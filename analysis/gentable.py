@@ -26,6 +26,19 @@ def _provenance(fake: dict) -> dict:
     return {}
 
 
+def _read_record(path: Path, what: str, keys: tuple[str, ...]) -> dict:
+    """A JSON record with the given keys, or one ValueError naming the file and what it should be."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict) or not all(k in record for k in keys):
+        raise ValueError(f"{path}: not a {what} (expected the keys {', '.join(keys)})")
+    return record
+
+
 def _best_probe(rows: list[dict], model: str, weights: str) -> dict | None:
     same = [r for r in rows if r.get("model") == model and r.get("weights") == weights]
     return max(same, key=lambda r: float(r["val_top1"])) if same else None
@@ -36,15 +49,17 @@ def generation_rows(results: list[tuple[str, str | Path]], probe_table: str | Pa
     .json), whose test accuracy says how good the feature space is."""
     probes = []
     if probe_table is not None:
+        if not Path(probe_table).is_file():
+            raise FileNotFoundError(f"probe results table not found: {probe_table} (written by `probe train`)")
         with open(probe_table, newline="") as f:
             probes = list(csv.DictReader(f))
-    net_acc = json.loads(Path(feature_net).read_text())["test_top1"] if feature_net else None
+        if probes and not {"model", "weights", "val_top1", "test_top1", "features"} <= set(probes[0]):
+            raise ValueError(f"{probe_table}: not a probe results table (needs model, weights, features, val_top1, test_top1 columns)")
+    net_acc = _read_record(Path(feature_net), "feature classifier's training record", ("test_top1",))["test_top1"] if feature_net else None
     rows = []
     for label, path in results:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Fréchet distance result not found: {path} (written by `analysis fid --out`)")
-        r = json.loads(path.read_text())
+        r = _read_record(Path(path), "Fréchet distance result (written by `analysis fid --out`)",
+                         ("fake", "real", "n_fake", "n_real", "features", "metric", "fd", "precision", "recall"))
         prov = _provenance(r["fake"])
         real = r["real"]
         real_text = f"{real.get('data', real.get('path', '?'))} {real.get('split', '')}".strip() + (f" ({real['half']} half)" if real.get("half") else "")

@@ -184,3 +184,29 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
                                                         .replace("\nA,", "\nA,linear,10,9,full,1,99,").replace("\nB,", "\nB,linear,10,8,full,1,99,").replace("\nC,", "\nC,linear,10,8,full,1,99,"))  # fmt: skip
     text = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json").read_text()
     assert "## Generation" in text and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | 89.5 |" in text
+
+
+def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("not json\n")
+    other_json = tmp_path / "other.json"
+    other_json.write_text(json.dumps({"rows": []}))
+    good = tmp_path / "fd.json"
+    good.write_text(json.dumps({"fd": 1.0, "precision": None, "recall": None, "n_real": 2, "n_fake": 2, "metric": "FD (pixels)",
+                                "features": {"features": "pixels"}, "real": {"path": "r.npz"}, "fake": {"path": "f.npz"}}))  # fmt: skip
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("a,b\n1,2\n")
+    cases = [
+        (["--fd", f"x={tmp_path / 'nowhere.json'}"], "Fréchet distance result (written by `analysis fid --out`) not found"),
+        (["--fd", f"x={not_json}"], "not a Fréchet distance result"),
+        (["--fd", f"x={other_json}"], "not a Fréchet distance result"),
+        (["--fd", f"x={good}", "--probe-table", str(tmp_path / "nowhere.csv")], "probe results table not found"),
+        (["--fd", f"x={good}", "--probe-table", str(bad_csv)], "not a probe results table"),
+        (["--fd", f"x={good}", "--feature-net", str(not_json)], "not a feature classifier's training record"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as done:
+            main(["gen-table", *args, "--out", str(tmp_path / "gen.json")])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "gen.json").exists()
