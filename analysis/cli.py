@@ -9,6 +9,8 @@ import click
 
 from extract.clikit import key_options, user_errors
 
+CKA_MAX_MEMORY_GB = 2.0  # analysis.linear_paths.DEFAULT_MAX_BYTES, kept here so --help loads no numpy code
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 def cli():
@@ -94,12 +96,18 @@ def _members(runs) -> dict[str, list[dict]]:
 @key_options(what="keys to compare [default: every key in the store]")
 @click.option("--kernel", type=click.Choice(["linear", "rbf", "minibatch"]), default="linear",
               help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); minibatch: unbiased HSIC over minibatches")
+@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=CKA_MAX_MEMORY_GB, show_default=True,
+              help="linear: most memory its arrays may take. It takes the first exact path that fits: feature moments "
+                   "(8 D^2 bytes for D features over all keys), one centred Gram matrix per key (8 n^2 bytes each for n images, "
+                   "plus one key's rows as stored), or one pair of keys at a time; a request that fits none is refused")  # fmt: skip
+@click.option("--linear-path", type=click.Choice(["auto", "moments", "gram", "pairwise"]), default="auto", show_default=True,
+              help="linear: force one path (they agree to rounding); auto picks by size")
 @click.option("--max-rows", type=click.IntRange(min=4), default=5000, help="rbf: most images (n x n kernels)")
 @click.option("--batch", type=click.IntRange(min=4), default=256, help="minibatch: rows per minibatch")
 @click.option("--seed", type=int, default=0, show_default=True, help="minibatch: the seeded row order (batches mix classes on class-sorted stores)")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_rows, batch, seed, progress):
+def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, linear_path, max_rows, batch, seed, progress):
     """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
     from analysis.compare import cka_map, plot_cka
 
@@ -109,15 +117,18 @@ def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_rows, batch, 
     if "all" in blocks:
         blocks = ()
     filters = dict(ts=ts, bs=blocks, pools=pools)
-    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, seed=seed, progress=progress, **filters)
+    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, seed=seed,
+                     max_bytes=int(max_memory_gb * 2**30), linear_path=linear_path, progress=progress, **filters)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_cka(result, title)
     fig.savefig(out, dpi=130)
     fig.savefig(out.with_suffix(".svg"))
     out.with_suffix(".json").write_text(json.dumps({"rows": result.rows, "cols": result.cols, "cka": result.matrix.round(6).tolist(),
                                                     "images": result.n, "kernel": result.kernel, "sources": result.sources,
-                                                    **({"batch": batch, "seed": seed} if kernel == "minibatch" else {})}, indent=1) + "\n")  # fmt: skip
-    click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} CKA over {result.n} images)")
+                                                    **({"batch": batch, "seed": seed} if kernel == "minibatch" else {}),
+                                                    **({"path": result.method} if result.method else {})}, indent=1) + "\n")  # fmt: skip
+    how = f", by {result.method}" if result.method else ""
+    click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} {result.kernel} CKA over {result.n} images{how})")
 
 
 @cli.command()

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from analysis.cka import CrossMoments, hsic_unbiased, kernel_cka, linear_cka_matrix, linear_gram, rbf_gram  # noqa: E402
+from analysis.cka import hsic_unbiased, kernel_cka, linear_gram, rbf_gram  # noqa: E402
+from analysis.linear_paths import DEFAULT_MAX_BYTES, Keys, linear_cka  # noqa: E402
 from extract.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
 from extract.windows import shuffled_windows  # noqa: E402
 
@@ -25,6 +26,7 @@ class CkaMap:
     n: int  # images compared
     sources: dict  # label -> store path and model
     kernel: str = "linear"
+    method: str = ""  # linear: the exact path taken (moments, gram or pairwise)
 
 
 def _label(key: FeatureKey) -> str:
@@ -36,9 +38,6 @@ def _model(store: FeatureStore) -> str:
     weights = attrs.get("key", {}).get("weights", {})
     tag = "random-init" if weights.get("random_init") else str(weights.get("sha256", "none"))[:12]
     return f"{attrs.get('provenance', {}).get('preset', '?')} ({tag})"
-
-
-MAX_MOMENT_BYTES = 2 << 30  # the float64 (d x d) feature Gram matrix of all compared keys
 
 
 def select_keys(keys: list[FeatureKey], ts=(), bs=(), pools=()) -> list[FeatureKey]:
@@ -64,18 +63,6 @@ def _row_blocks(arrays, views, valid: np.ndarray, block_rows: int, progress: boo
             x = x[:, 0] if v else x
             blocks.append(x.reshape(len(x), -1)[use].astype(np.float64))
         yield blocks
-
-
-def _linear(arrays, views, dims, valid, rows, cols, block_rows, progress):
-    if 8 * sum(dims) ** 2 > MAX_MOMENT_BYTES:
-        raise ValueError(f"{len(dims)} keys with {sum(dims)} features in all need a {8 * sum(dims) ** 2 / 2**30:.1f} GiB moment matrix; "
-                         "select fewer keys (-t, -b, --pool) or smaller pools")  # fmt: skip
-    moments = CrossMoments(dims)
-    for blocks in _row_blocks(arrays, views, valid, block_rows, progress):
-        moments.add(blocks)
-    if moments.n < 2:
-        raise StoreError("fewer than 2 valid images to compare")
-    return linear_cka_matrix(moments, rows, cols), moments.n
 
 
 def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
@@ -142,9 +129,10 @@ def _minibatch(arrays, views, dims, valid, rows, cols, batch, block_rows, seed, 
 
 def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] = ("A", "B"), *, ts=(), bs=(), pools=(),
             kernel: str = "linear", block_rows: int = 4096, batch: int = 256, max_rows: int = 5000, bandwidth: float = 0.5,
-            seed: int = 0, progress: bool = True) -> CkaMap:  # fmt: skip
+            seed: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, linear_path: str = "auto", progress: bool = True) -> CkaMap:  # fmt: skip
     """CKA of every selected key of store a against every selected key of store b (or of a
-    itself). kernel: 'linear' (exact, streamed), 'rbf' (bandwidth x median distance, at most
+    itself). kernel: 'linear' (exact; by feature moments, per-key Gram matrices or one pair at a
+    time, whichever fits in max_bytes: `analysis.linear_paths`), 'rbf' (bandwidth x median distance, at most
     max_rows images) or 'minibatch' (linear kernel, unbiased HSIC summed over minibatches of
     rows in a seeded shuffled order, `seed`, so that batches mix classes on a class-sorted store).
     Rows are matched by image id: stores holding different image sets are refused."""
@@ -166,8 +154,13 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
     n_a = len(keys_a)
     rows = list(range(n_a))
     cols = list(range(n_a, n_a + len(keys_b))) if sb is not None else rows
+    method = ""
     if kernel == "linear":
-        matrix, n = _linear(arrays, views, dims, valid, rows, cols, block_rows, progress)
+        n = int(valid.sum())
+        if n < 2:
+            raise StoreError("fewer than 2 valid images to compare")
+        matrix, method = linear_cka(Keys(arrays, views, dims, valid), rows, cols, max_bytes=max_bytes, block_rows=block_rows,
+                                    path=linear_path, progress=progress)  # fmt: skip
     elif kernel == "rbf":
         matrix, n = _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress)
     else:
@@ -177,7 +170,7 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
     sources = {labels[0]: {"store": str(a), "model": _model(sa)}}
     if sb is not None:
         sources[labels[1]] = {"store": str(b), "model": _model(sb)}
-    return CkaMap(matrix, [f"{labels[0]} {_label(k)}" for k in keys_a], [f"{col_label} {_label(k)}" for k in col_keys], n, sources, kernel)
+    return CkaMap(matrix, [f"{labels[0]} {_label(k)}" for k in keys_a], [f"{col_label} {_label(k)}" for k in col_keys], n, sources, kernel, method)
 
 
 def plot_cka(m: CkaMap, title: str) -> plt.Figure:

@@ -95,3 +95,23 @@ def test_fgvc_rows_fix_their_dataset_and_official_splits(tmp_path, row, data, tr
 def test_make_paper_refuses_an_unknown_row(tmp_path):
     done = subprocess.run(["make", "--no-print-directory", "paper", "ROW=gan", f"OUT={tmp_path}", "VENV_STAMP="], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode != 0 and "unknown ROW=gan: choose one of linear-p1 linear-p2 mlp attention fusion" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sets", [("aircraft", "cub", "dogs"), ("cars", "flowers", "nabirds")])
+def test_fgvc_rows_run_end_to_end_on_tiny_trees_in_each_official_layout(tmp_path, sets):
+    """The FGVC rows through make, on trees of a few images per split written by the test (so
+    the batch is lowered to fit them; on the real sets the row's own batch of 128 applies)."""
+    import sys
+
+    from tests.extract.fake_datasets import BUILDERS
+
+    if not Path(ROOT / ".venv/bin/python").exists():
+        pytest.skip("needs the project's .venv (make test creates it)")
+    for name in sets:
+        BUILDERS[name](tmp_path / "data")
+        done = subprocess.run(["make", "--no-print-directory", "paper", f"ROW=fgvc-{name}", f"DATA_ROOT={tmp_path / 'data'}", f"OUT={tmp_path / 'cache'}",
+                               "VENV_STAMP=", f"PAPER_ARGS=--epochs 1 --batch-size 2 --no-progress --results {tmp_path / 'results'}"],
+                              cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:], sys.executable)
+        assert (tmp_path / "results" / f"paper-fgvc-{name}.json").is_file()

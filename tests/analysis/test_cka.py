@@ -151,3 +151,108 @@ def test_rbf_and_minibatch_maps_equal_their_definitions(tmp_path):
     assert hsic_unbiased(linear_gram(xa[0][:16]), linear_gram(xa[0][:16])) > 0
     with pytest.raises(ValueError, match="more than --max-rows 10"):
         cka_map(tmp_path / "a.zarr", kernel="rbf", max_rows=10, progress=False)
+
+
+# ---------------------------------------------------------------- linear CKA's paths by size
+def _wide_stores(tmp_path, n=48, views=1):
+    """Four keys of 8x4x4 = 128 features each (wider than n), some rows invalid, in two stores."""
+    rng = np.random.default_rng(7)
+    keys = [FeatureKey(t, b, None) for t in (10, 50) for b in (3, 5)]
+    base = rng.normal(size=(n, views, 8, 4, 4) if views > 1 else (n, 8, 4, 4))
+    a = {k: (base * (i + 1) + (i + 0.5) * rng.normal(size=base.shape) + 3.0).astype(np.float16) for i, k in enumerate(keys)}
+    b = {k: (np.roll(base, i, axis=-1) + rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
+    valid = np.ones(n, bool)
+    valid[[3, 17, 40]] = False
+    y = np.arange(n) % 4
+    make_store(tmp_path / "wa.zarr", a, y, shard_rows=16, views=views, valid=valid)
+    make_store(tmp_path / "wb.zarr", b, y, shard_rows=16, views=views, valid=valid, model="other")
+    return a, b, valid
+
+
+@pytest.mark.parametrize("views", [1, 3])
+def test_the_three_linear_paths_agree_with_the_moments_and_the_definition(tmp_path, views):
+    a, b, valid = _wide_stores(tmp_path, views=views)
+    maps = {p: cka_map(tmp_path / "wa.zarr", tmp_path / "wb.zarr", linear_path=p, block_rows=10, progress=False)
+            for p in ("moments", "gram", "pairwise")}  # fmt: skip
+    assert {p: m.method for p, m in maps.items()} == {"moments": "moments", "gram": "gram", "pairwise": "pairwise"}
+    np.testing.assert_allclose(maps["gram"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(maps["pairwise"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
+    ka, kb = sorted(a, key=FeatureKey.sort_key), sorted(b, key=FeatureKey.sort_key)
+    first = (lambda x: x[:, 0]) if views > 1 else (lambda x: x)
+    ref = linear_cka_gram(first(a[ka[1]])[valid].reshape(valid.sum(), -1), first(b[kb[2]])[valid].reshape(valid.sum(), -1))
+    assert maps["gram"].matrix[1, 2] == pytest.approx(ref, abs=1e-9)
+    assert 0.05 < maps["gram"].matrix.min() and maps["gram"].matrix.max() < 0.999  # not a degenerate map
+    self_maps = [cka_map(tmp_path / "wa.zarr", linear_path=p, progress=False).matrix for p in ("moments", "gram", "pairwise")]
+    np.testing.assert_allclose(self_maps[1], self_maps[0], atol=1e-6)
+    np.testing.assert_allclose(self_maps[2], self_maps[0], atol=1e-6)
+    np.testing.assert_allclose(np.diag(self_maps[1]), 1.0, atol=1e-9)
+
+
+def _peak(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    value = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return value, peak
+
+
+def test_auto_takes_the_first_path_that_fits_and_memory_stays_under_the_cap(tmp_path):
+    from analysis.linear_paths import Keys, gram_bytes, moments_bytes
+
+    _wide_stores(tmp_path)  # 8 keys of 128 features over 45 valid images: wide keys, few images
+    pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
+    ref = cka_map(*pair, linear_path="moments", progress=False).matrix
+    assert cka_map(*pair, progress=False).method == "moments"  # D = 1024: 8 MiB of moments fit in 2 GiB
+    cap = moments_bytes([128] * 8, 48) - 1  # all moments no longer fit; eight 45 x 45 Grams do
+    m, peak = _peak(lambda: cka_map(*pair, max_bytes=cap, progress=False))
+    assert m.method == "gram" and peak < cap + (1 << 20)
+    np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
+    # two Grams fit, eight do not, and neither do a pair's moments (D = 256): Grams one pair at a time
+    probe = cka_map(*pair, progress=False)  # only for the sizes below
+    assert probe.n == 45
+    valid = np.ones(45, bool)
+    sizes = Keys([np.zeros((45, 128), np.float16)] * 8, [False] * 8, [128] * 8, valid)
+    cap = gram_bytes(sizes, 2)
+    assert gram_bytes(sizes, 8) > cap and moments_bytes([128, 128], 48) > cap
+    m, peak = _peak(lambda: cka_map(*pair, max_bytes=cap, progress=False))
+    assert m.method == "pairwise" and peak < cap + (1 << 20)
+    np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
+
+
+def test_many_narrow_keys_over_many_images_go_pair_by_pair_through_moments(tmp_path):
+    from analysis.linear_paths import moments_bytes
+
+    rng = np.random.default_rng(9)
+    n, keys = 600, [FeatureKey(10, b, 2) for b in (1, 2, 3, 4)]
+    base = rng.normal(size=(n, 4, 2, 2))
+    feats = {k: (base + i * rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
+    make_store(tmp_path / "n.zarr", feats, np.arange(n) % 4, shard_rows=128)
+    ref = cka_map(tmp_path / "n.zarr", linear_path="gram", progress=False).matrix
+    cap = moments_bytes([16, 16], 600)  # a pair's moments; not all four keys' (D = 64), nor two 600 x 600 Grams
+    m, peak = _peak(lambda: cka_map(tmp_path / "n.zarr", max_bytes=cap, progress=False))
+    assert m.method == "pairwise" and peak < cap + (1 << 20)
+    np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
+
+
+def test_a_request_that_fits_no_path_is_one_line(tmp_path, capsys):
+    _wide_stores(tmp_path)
+    with pytest.raises(ValueError, match="needs at least .* even one pair at a time"):
+        cka_map(tmp_path / "wa.zarr", max_bytes=1000, progress=False)
+    with pytest.raises(SystemExit) as done:
+        main(["cka", "--store", str(tmp_path / "wa.zarr"), "--max-memory-gb", "0.01", "--linear-path", "moments",
+              "--out", str(tmp_path / "m.png"), "--no-progress"])  # fmt: skip
+    assert done.value.code == 0  # 4 keys x 128 features fit in 10 MiB by moments
+    with pytest.raises(SystemExit) as done:
+        main(["cka", "--store", str(tmp_path / "wa.zarr"), "--max-memory-gb", "0.000001", "--out", str(tmp_path / "m.png"), "--no-progress"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-memory-gb" in err[0] and "Traceback" not in err[0]
+
+
+def test_the_cli_default_memory_cap_is_the_library_one():
+    from analysis.cli import CKA_MAX_MEMORY_GB
+    from analysis.linear_paths import DEFAULT_MAX_BYTES
+
+    assert CKA_MAX_MEMORY_GB * 2**30 == DEFAULT_MAX_BYTES
