@@ -2,7 +2,7 @@
 32x32 samples (Inception-v3 was trained on ImageNet photographs and says little about 28x28
 clothing icons).
 
-The network sees images exactly as extraction preprocesses them (`extract.data.preprocess`
+The network sees images exactly as extraction preprocesses them (`extract.data.sources.preprocess`
 at 32x32, one channel, [-1, 1]). Its features are the 128 values of the layer under the
 linear classifier. Training selects the epoch on a seeded validation carve
 of the train split; the test split is evaluated once, at the end, for the card.
@@ -56,7 +56,7 @@ class SmallCNN(nn.Module):
 
 def load_classifier(path: str | Path) -> tuple[SmallCNN, str]:
     """The classifier from a state_dict file (weights-only load), in eval mode, and its sha256."""
-    from extract.models import CheckpointError, file_sha256, fit_of, read_state_dict
+    from extract.models.weights import CheckpointError, file_sha256, fit_of, read_state_dict
 
     state = read_state_dict(path)
     model = SmallCNN()
@@ -84,8 +84,8 @@ class ClassifierConfig:
 
 def load_split(data: str, root: Path | None, split: str) -> tuple[torch.Tensor, np.ndarray]:
     """A whole split preprocessed as extraction does: float32 (N, 1, 32, 32) in [-1, 1], labels (N,)."""
-    from extract.data import preprocess
-    from extract.datasets import open_dataset
+    from extract.data.registry import open_dataset
+    from extract.data.sources import preprocess
 
     source = open_dataset(data, root, split)
     images = torch.stack([preprocess(source.load(i), IMAGE_SIZE, CHANNELS) for i in range(len(source))])

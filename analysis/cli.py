@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from extract.clikit import key_options, user_errors
+from extract.store.cli_options import key_options, user_errors
 
 CKA_MAX_MEMORY_GB = 2.0  # analysis.linear_paths.DEFAULT_MAX_BYTES, kept here so --help loads no numpy code
 
@@ -144,7 +144,7 @@ def fd(real, fake, key_label, k, pr_rows, out):
     import dataclasses
 
     from analysis.distance import store_distance
-    from extract.schema import FeatureKey
+    from extract.store.schema import FeatureKey
 
     result = store_distance(real, fake, FeatureKey.parse(key_label) if key_label else None, k=k, pr_rows=pr_rows)
     click.echo(result.line())
@@ -228,7 +228,8 @@ def gen_table(results, probe_table, feature_net, out):
 @user_errors
 def train_classifier(progress, **options):
     """Train the small CNN whose features `fid --features classifier:FILE` uses (Fashion-MNIST)."""
-    from analysis.classifier import ClassifierConfig, train_classifier as train
+    from analysis.classifier import ClassifierConfig
+    from analysis.classifier import train_classifier as train
 
     record = train(ClassifierConfig(**options), progress=progress)
     click.echo(f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, test top-1 {record['test_top1']}, "

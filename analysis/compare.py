@@ -14,8 +14,8 @@ from tqdm import tqdm  # noqa: E402
 
 from analysis.cka import hsic_unbiased, kernel_cka, linear_gram, rbf_gram  # noqa: E402
 from analysis.linear_paths import DEFAULT_MAX_BYTES, Keys, linear_cka  # noqa: E402
-from extract.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
-from extract.windows import shuffled_windows  # noqa: E402
+from extract.store.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
+from extract.store.window_order import shuffled_windows  # noqa: E402
 
 
 @dataclass
@@ -81,7 +81,7 @@ MINIBATCH_WINDOW_BYTES = 1 << 30  # feature rows held at once by minibatch CKA's
 
 
 def _shuffled_batches(arrays, views, dims, valid, batch, block_rows, seed, progress):
-    """Valid rows in the floor's seeded window order (`extract.windows`), as minibatches of
+    """Valid rows in the floor's seeded window order (`extract.store.window_order`), as minibatches of
     `batch` rows: lists of (batch, d_i) float64 arrays. A class-sorted store thus gives batches
     that mix classes, as the probe's do; memory is bounded by one window."""
     window_rows = max(batch, MINIBATCH_WINDOW_BYTES // (2 * sum(dims)))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.frechet import GaussianStats, frechet_from_stats, precision_recall
-from extract.schema import FeatureKey, FeatureStore, StoreError, open_complete
+from extract.store.schema import FeatureKey, FeatureStore, StoreError, open_complete
 
 
 @dataclass

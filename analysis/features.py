@@ -88,7 +88,7 @@ def inception_shapes() -> dict[str, tuple[int, ...]]:
 def _inception(spec: FeatureSpec, arg: str) -> Extractor:
     import torch_fidelity
 
-    from extract.models import CheckpointError, file_sha256, fit_of, read_state_dict
+    from extract.models.weights import CheckpointError, file_sha256, fit_of, read_state_dict
 
     record = {"features": "inception", "implementation": f"torch-fidelity {torch_fidelity.__version__}", "layer": "2048 (pool3)"}
     if spec.random_init == (spec.inception_weights is not None):
@@ -129,7 +129,7 @@ def _classifier(spec: FeatureSpec, arg: str) -> Extractor:
 
     @torch.no_grad()
     def fn(images: np.ndarray) -> np.ndarray:
-        x = _nchw(images, device, rgb=False).float() / 127.5 - 1.0  # extract.data.preprocess's scaling
+        x = _nchw(images, device, rgb=False).float() / 127.5 - 1.0  # extract.data.sources.preprocess's scaling
         return model.features(x).double().cpu().numpy()
 
     record = {"features": "classifier", "implementation": "analysis.classifier.SmallCNN", "layer": "embed (128, under the classifier)",
@@ -140,9 +140,9 @@ def _classifier(spec: FeatureSpec, arg: str) -> Extractor:
 def _torchvision(spec: FeatureSpec, arg: str) -> Extractor:
     from PIL import Image
 
-    from extract.backbones import BACKBONES, IMAGE_SIZE, MEAN, STD, BackboneConfig, capture, load_backbone
-    from extract.config import StoreOptions
-    from extract.data import center_crop
+    from extract.data.sources import center_crop
+    from extract.models.backbones import BACKBONES, IMAGE_SIZE, MEAN, STD, BackboneConfig, capture, load_backbone
+    from extract.store.config import StoreOptions
 
     name = f"torchvision:{arg}"
     if name not in BACKBONES:

@@ -135,8 +135,8 @@ class DataSpec:
 def dataset_images(spec: DataSpec, size: int, channels: int) -> ImageSet:
     """A dataset split at size x size with `channels` channels: extract's center crop (box halving,
     bicubic short side, center crop) of the image in grayscale or RGB, kept as uint8."""
-    from extract.data import PREPROCESSING, center_crop, subset_indices, to_mode
-    from extract.datasets import open_dataset
+    from extract.data.registry import open_dataset
+    from extract.data.sources import PREPROCESSING, center_crop, subset_indices, to_mode
 
     source = open_dataset(spec.data, spec.data_root, spec.split, spec.data_opts)
     rows = subset_indices(len(source), spec.limit, spec.seed)

@@ -48,7 +48,8 @@ def build_report(results_dir: str | Path, cka_dir: str | Path | None, out_dir: s
         lines.append(f"| {r['head']} head | {r['model']} | {r['weights']} | {feats} | {r['train_rows']} | {r['test_top1']} | {r['test_top5']} | {r['val_top1']} |")
     lines += ["", "Each row is the grid member chosen on validation; test accuracy was never used to choose.", ""]
     if generation is not None:
-        from analysis.gentable import markdown, read_table as read_generation
+        from analysis.gentable import markdown
+        from analysis.gentable import read_table as read_generation
 
         gen = read_generation(generation)
         space = f"{gen[0]['features']}" + (f", a classifier of {gen[0]['feature_net_test_top1']}% test accuracy" if gen and gen[0].get("feature_net_test_top1") else "")

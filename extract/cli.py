@@ -8,16 +8,15 @@ from pathlib import Path
 
 import click
 
-from extract.augment import AUGMENTATIONS
-from extract.bench_gpu_config import GpuBenchConfig
-from extract.config import DataSelection, StoreOptions, flat, from_flat
-from extract.clikit import int_list, key_options, pool_list, user_errors
-from extract.datasets import DATASETS
-from extract.presets import LATENT_PRESETS, MODEL_NAMES, PRESETS
-from extract.run import AUTOCAST_DTYPES, ExtractConfig
-from extract.schema import STORE_DTYPES
+from extract.bench.gpu_config import GpuBenchConfig
+from extract.data.augment import AUGMENTATIONS
+from extract.data.registry import DATASETS
+from extract.models.adm_presets import LATENT_PRESETS, MODEL_NAMES, PRESETS
+from extract.store.cli_options import int_list, key_options, pool_list, user_errors
+from extract.store.config import FORWARD_DTYPES, DataSelection, ExtractConfig, StoreOptions, flat, from_flat
+from extract.store.schema import STORE_DTYPES
 
-BACKBONE_NAMES = ("torchvision:resnet50", "torchvision:vit_b_16")  # extract.backbones.BACKBONES, without importing torchvision
+BACKBONE_NAMES = ("torchvision:resnet50", "torchvision:vit_b_16")  # extract.models.backbones.BACKBONES, without importing torchvision
 
 
 _SEL, _STORE = DataSelection(), StoreOptions(out=Path("."))  # the defaults the options show
@@ -62,7 +61,7 @@ def cli():
 @click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws (and, with --aug, crops) per image")
 @click.option("--seed", type=int, default=0, help="noise (and random-init) seed")
 @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset of this many images")
-@click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32", help="autocast dtype of the forward")
+@click.option("--dtype", type=click.Choice(list(FORWARD_DTYPES)), default="fp32", help="autocast dtype of the forward")
 @click.option("--store-dtype", type=click.Choice(list(STORE_DTYPES)), default="float16", help="dtype of cached features")
 @click.option("--class-label", type=int, help="label given to class-conditional models (all images) [default: 0; DiT: 1000, the null class]")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=_STORE.shard_rows, help="rows per shard (the unit of work and resume)")
@@ -80,7 +79,7 @@ def run(**options):
     from extract.run import extract
 
     if options["model"] in BACKBONE_NAMES:  # `--model torchvision:resnet50 --weights FILE`: no noise, no t
-        from extract.backbones import BackboneConfig, extract_backbone
+        from extract.models.backbones import BackboneConfig, extract_backbone
 
         names = set(flat(from_flat(BackboneConfig, out=options["out"])))
         ctx = click.get_current_context()
@@ -99,12 +98,12 @@ def run(**options):
 @user_errors
 def blocks(model):
     """Print b -> module, layers, channels and resolution (no weights are allocated)."""
-    from extract.presets import get_any_preset
+    from extract.models.adm_presets import get_any_preset
 
     if model in LATENT_PRESETS:  # SD/DiT: diffusers' modules (latent maps at the preset's resolution)
-        from extract.latent_blocks import latent_block_table as table
+        from extract.models.latent_blocks import latent_block_table as table
     else:
-        from extract.blocks import block_table as table
+        from extract.models.adm_blocks import block_table as table
     rows = table(get_any_preset(model))
     width = max(18, *(len(r.module) for r in rows))
     click.echo(f"{'b':>3}  {'module':<{width}} {'layers':<34} {'C':>5} {'H x W':>9} {'values':>9}")
@@ -137,7 +136,7 @@ def datasets():
 def check_data_cmd(data, data_root, splits, data_opts, decode, workers, progress):
     """Validate a dataset tree: annotation files, counts against the official splits, missing
     and unreadable images. Exit 0 when all is well, else list the problems and exit 1."""
-    from extract.checkdata import check_data, format_check
+    from extract.data.checkdata import check_data, format_check
 
     check = check_data(data, data_root, splits, data_opts, decode=decode, workers=workers, progress=progress)
     click.echo(format_check(check))
@@ -152,7 +151,7 @@ def presets():
 
 
 @cli.command()
-@click.option("--dtype", type=click.Choice(list(AUTOCAST_DTYPES)), default="fp32")
+@click.option("--dtype", type=click.Choice(list(FORWARD_DTYPES)), default="fp32")
 @click.option("--device", help="[default: cuda if available]")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")
 @click.option("--model", "models", multiple=True, type=click.Choice(["adm256-uncond", "tiny", "tiny-sd", "tiny-dit"]), help="only these rows, repeated [default: all]")
@@ -162,7 +161,7 @@ def bench(dtype, device, out, models):
     and for tiny-sd/tiny-dit latents read from the cache against VAE encoding."""
     import json
 
-    from extract.bench import DEFAULT_CASES, LATENT_CASES, bench_extract, format_table
+    from extract.bench.early_exit import DEFAULT_CASES, LATENT_CASES, bench_extract, format_table
 
     pick = lambda cases: tuple(c for c in cases if not models or c[0] in models)  # noqa: E731
     result = bench_extract(pick(DEFAULT_CASES), dtype=dtype, device=device, latent_cases=pick(LATENT_CASES))
@@ -180,7 +179,7 @@ def bench(dtype, device, out, models):
 @user_errors
 def bench_io_cmd(rows, dim, out):
     """Store read throughput against a raw contiguous numpy read of the same bytes."""
-    from extract.bench_io import bench_io, format_table
+    from extract.bench.io import bench_io, format_table
 
     result = bench_io(rows=rows, dim=dim)
     click.echo(format_table(result))
@@ -196,7 +195,7 @@ _GPU = GpuBenchConfig()  # the defaults live in the config
 @click.option("--model", type=click.Choice(list(MODEL_NAMES)), default=_GPU.model, help="model preset (random weights; SD/DiT: the denoiser on random latents)")
 @click.option("-b", "--block", type=click.IntRange(min=1), default=_GPU.block, help="stop the forward after this block")
 @click.option("--batch", "batches", multiple=True, default=(",".join(map(str, _GPU.batches)),), callback=int_list, help="batch sizes, repeated or comma-separated")
-@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(list(AUTOCAST_DTYPES)), default=_GPU.dtypes, help="autocast dtypes, repeated")
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(list(FORWARD_DTYPES)), default=_GPU.dtypes, help="autocast dtypes, repeated")
 @click.option("--channels-last/--no-channels-last", default=None, help="only with / only without channels_last [default: both]")
 @click.option("--compile/--no-compile", "compiled", default=None, help="only with / only without torch.compile [default: both]")
 @click.option("--compile-backend", default=_GPU.compile_backend, help="torch.compile backend ('eager' only traces: a CPU check)")
@@ -212,7 +211,7 @@ _GPU = GpuBenchConfig()  # the defaults live in the config
 def bench_gpu_cmd(channels_last, compiled, out, **options):
     """Early-exit images/s on a GPU (adm256 b=24) by batch, dtype, channels_last and compile;
     the fraction of peak FLOP/s; whether JPEG loading keeps up."""
-    from extract.bench_gpu import format_report, run_gpu_bench
+    from extract.bench.gpu import format_report, run_gpu_bench
 
     both = {None: (False, True), False: (False,), True: (True,)}
     result = run_gpu_bench(GpuBenchConfig(channels_last=both[channels_last], compile=both[compiled], **options))
@@ -239,7 +238,8 @@ def bench_gpu_cmd(channels_last, compiled, out, **options):
 @user_errors
 def train(**options):
     """Train a U-Net without labels (guided-diffusion's losses, EMA, uniform t), resumably."""
-    from extract.train import TrainConfig, train as train_model
+    from extract.generate.train import TrainConfig
+    from extract.generate.train import train as train_model
 
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
     click.echo(json.dumps(train_model(TrainConfig(**options))))
@@ -252,13 +252,13 @@ def train(**options):
 @user_errors
 def export(run_dir, dest, dtype):
     """Write a run's EMA weights as a plain state_dict file (what --ckpt loads)."""
-    from extract.models import file_sha256
-    from extract.train import export_ema
+    from extract.generate.train import export_ema
+    from extract.models.weights import file_sha256
 
     meta = export_ema(run_dir, dest, dtype)
     click.echo(f"{dest}: step {meta['step']}, {meta['images_seen']} images, sha256 {file_sha256(dest)[:16]}")
     # the loss log and a plot of it travel with the weights (the run folder is not committed)
-    from extract.train import LOG_FILE, plot_loss, read_log
+    from extract.generate.train import LOG_FILE, plot_loss, read_log
 
     rows = read_log(run_dir)
     log = dest.with_name(dest.stem + "." + LOG_FILE)
@@ -273,7 +273,7 @@ def export(run_dir, dest, dtype):
 @click.option("--random-init/--no-random-init", default=False, help="the random-weight control instead of weights")
 @click.option("--num-samples", "--n", "n", type=click.IntRange(min=1), default=64, help="number of images (under torchrun spell it --num-samples: torchrun takes --n for its own --nnodes)")
 @click.option("--steps", type=click.IntRange(min=1), default=250, help="respaced sampling steps (e.g. 250, 100, 50, 25)")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", help="ancestral (DDPM) or DDIM updates (extract.sampling.SAMPLERS)")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", help="ancestral (DDPM) or DDIM updates (extract.generate.sampling.SAMPLERS)")
 @click.option("--eta", type=click.FloatRange(min=0), default=0.0, help="DDIM noise scale (0: deterministic)")
 @click.option("--class-label", help="class-conditional presets: one class for every image, or 'all' (image i gets class i % 1000) [default: all]")
 @click.option("--seed", type=int, default=0, help="image i's noise comes from (seed, i) alone")
@@ -289,7 +289,9 @@ def export(run_dir, dest, dtype):
 def sample(grid, class_label, **options):
     """Draw N images, seeded per image and resumable by shards (torchrun splits the shards), as
     PNGs plus guided-diffusion's .npz and a provenance JSON; or one grid image."""
-    from extract.sampling import SampleConfig, grid as draw_grid, parse_class_label, sample as draw
+    from extract.generate.sampling import SampleConfig, parse_class_label
+    from extract.generate.sampling import grid as draw_grid
+    from extract.generate.sampling import sample as draw
 
     cfg = SampleConfig(class_label=parse_class_label(class_label), **options)
     click.echo((draw_grid if (grid if grid is not None else cfg.out.suffix.lower() == ".png") else draw)(cfg))
@@ -308,7 +310,7 @@ def sample(grid, class_label, **options):
 @user_errors
 def pixels(channels, **options):
     """Store raw preprocessed pixels in the feature schema (the no-model baseline)."""
-    from extract.pixels import PixelConfig, extract_pixels
+    from extract.models.pixels import PixelConfig, extract_pixels
 
     click.echo(extract_pixels(from_flat(PixelConfig, channels=int(channels), **options)))
 
@@ -331,7 +333,7 @@ def pixels(channels, **options):
 @user_errors
 def backbone(**options):
     """Features of a standard backbone (ResNet-50 stages, ViT-B/16 blocks) in the same store schema."""
-    from extract.backbones import BackboneConfig, extract_backbone
+    from extract.models.backbones import BackboneConfig, extract_backbone
 
     click.echo(extract_backbone(from_flat(BackboneConfig, **options)))
 
@@ -345,7 +347,8 @@ def backbone(**options):
 def verify(stores, repair, ckpt, data_root):
     """Check stores are whole: every shard written, every chunk's checksum, no NaN in valid rows,
     consistent labels/ids. Exit 0, or list the problems and exit 1."""
-    from extract.verify import repair_store, verify_store
+    from extract.repair import repair_store
+    from extract.store.verify import verify_store
 
     failed = False
     for store in stores:
@@ -358,6 +361,26 @@ def verify(stores, repair, ckpt, data_root):
         else:
             click.echo(f"{store}: ok")
     sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--row", help="the row of an experiment with rows (make paper ROW=...)")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="a setting (repeat); the make variable of the same name in upper case")
+@click.option("--from-env", is_flag=True, help="also take each setting from an environment variable of its name in upper case (what make passes)")
+@click.option("--dry-run/--run", default=False, help="print the commands without running them")
+@user_errors
+def experiment(name, row, sets, from_env, dry_run):
+    """Run (or print) an experiment written as data: extract/experiments/NAME.toml. No NAME: list them."""
+    import os
+
+    from extract.experiments.runner import Runner, describe, from_environment, parse_sets
+
+    if not name:
+        click.echo(describe())
+        return
+    given = {**(from_environment(name, dict(os.environ)) if from_env else {}), **parse_sets(list(sets))}
+    Runner(dry=dry_run).run(name, given, row)
 
 
 def main(argv: list[str] | None = None) -> None:

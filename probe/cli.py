@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from extract.clikit import float_list, int_list, key_options, user_errors
+from extract.store.cli_options import float_list, int_list, key_options, user_errors
 from probe.config import BASELINE_NAMES, HEAD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
 from probe.recipes import RECIPES, probe_config
 
@@ -99,7 +99,7 @@ def eval_cmd(head, store, out, device):
 @user_errors
 def bench(out, shapes):
     """A grid of 16 linear heads against one head, and store read vs training samples/s."""
-    from probe.bench import BENCH_SHAPES, bench_probe, format_table
+    from probe.bench.grid import BENCH_SHAPES, bench_probe, format_table
     from probe.tables import write_json
 
     results = {name: bench_probe(**BENCH_SHAPES[name]) for name in shapes}
@@ -129,7 +129,7 @@ def table(results, last):
 @user_errors
 def bench_batches_cmd(out):
     """Distinct classes per training batch: class-sorted store vs `--order shuffled` vs i.i.d."""
-    from probe.bench_batches import bench_batches, format_table
+    from probe.bench.batches import bench_batches, format_table
     from probe.tables import write_json
 
     result = bench_batches()
@@ -175,9 +175,9 @@ def bench_batches_cmd(out):
 @user_errors
 def finetune(pool, **options):
     """Fine-tune the U-Net up to block b with a head, end to end (the U-Net in the loop; torchrun for DDP)."""
-    from extract.schema import parse_pool
-    from probe.finetune import FinetuneConfig
-    from probe.finetune_run import finetune as run
+    from extract.store.schema import parse_pool
+    from probe.finetune.model import FinetuneConfig
+    from probe.finetune.run import finetune as run
 
     result = run(FinetuneConfig(pool=parse_pool(pool), **options))
     if result:
@@ -196,7 +196,7 @@ def finetune(pool, **options):
 @user_errors
 def bench_workflow_cmd(images, test_images, epochs, batch, views, online, out):
     """The same linear head, paper recipe, trained on-line (fresh crop, flip and noise every step) and from caches of 1 and K views: test accuracy and wall time."""
-    from probe.bench_workflow import bench_workflow, format_table
+    from probe.bench.workflow import bench_workflow, format_table
     from probe.tables import write_json
 
     result = bench_workflow(images=images, test_images=test_images, epochs=epochs, batch=batch, views=tuple(views), online=online)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.schema import describe_differences, open_complete
+from extract.store.schema import describe_differences, open_complete
 from probe.grid import head_inputs
 from probe.metrics import report
 from probe.reader import FeatureReader, ProbeDataError, check_finite, eval_batches, store_summary

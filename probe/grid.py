@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from extract.schema import FeatureKey, feature_set_label
+from extract.store.schema import FeatureKey, feature_set_label
 from probe.bank import LinearBank
-from probe.heads import LinearHead, build_head, takes_parts
 from probe.config import TrainSettings  # noqa: F401 - the settings live with the other configs
+from probe.heads import LinearHead, build_head, takes_parts
 from probe.reader import Standardizer
 
 

@@ -18,8 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from extract.schema import FeatureKey, FeatureStore, incompatibility
-from extract.windows import shuffled_windows
+from extract.store.schema import FeatureKey, FeatureStore, incompatibility
+from extract.store.window_order import shuffled_windows
 
 
 class ProbeDataError(ValueError):

@@ -6,7 +6,9 @@ diffssl (`finetune.py`, `scripts/linear.sh`, `attention.sh`, `fusion.sh`): SGD w
 momentum or weight decay, StepLR(7 epochs, x0.1), 28 epochs, batch 32 on each of 4 GPUs (128
 in all), raw features, all of the training split, the test split (ImageNet val) evaluated after
 the last epoch with nothing chosen on it; lr 1e-2 for linear heads, 5e-2 for attention and
-fusion. An option given on the command line always wins over the recipe.
+fusion. A recipe may also give a head its own defaults (`head_defaults`: a learning-rate and
+weight-decay grid, epochs, head options); they apply when every head of the run agrees on
+them. An option given on the command line always wins over the recipe.
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ class Recipe:
     options: dict  # probe train option -> value
     lr: float  # the learning rate of heads not listed in head_lr
     head_lr: dict = field(default_factory=dict)
+    head_defaults: dict = field(default_factory=dict)  # head -> {lrs, wds, epochs, head_options}
+
+
+# diffprobe's per-head defaults, sized for a CPU: a small lr x wd grid for the light heads,
+# one member and fewer epochs for the heavier ones
+DIFFPROBE_HEADS = {
+    "linear": {"lrs": (1e-3, 3e-3, 1e-2), "wds": (0.0, 0.05)},
+    "mlp": {"lrs": (1e-3, 3e-3, 1e-2), "wds": (0.0, 0.05), "epochs": 5},
+    "cnn": {"lrs": (1e-3,), "wds": (0.05,), "epochs": 3},
+    "attention": {"lrs": (1e-3,), "wds": (0.05,), "epochs": 3, "head_options": ("width=256",)},
+}
+HEAD_DEFAULT_KEYS = ("lrs", "wds", "epochs", "head_options")
 
 
 RECIPES: dict[str, Recipe] = {
@@ -31,7 +45,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("diffprobe", "AdamW, cosine, 20 epochs, batch 256, standardized features, lr and wd chosen on a 10% validation carve",
                {"epochs": 20, "batch_size": 256, "optimizer": "adamw", "momentum": 0.9, "schedule": "cosine", "step_epochs": 7,
                 "standardize": True, "val_fraction": 0.1, "wds": (0.0,)},
-               lr=1e-3),  # fmt: skip
+               lr=1e-3, head_defaults=DIFFPROBE_HEADS),  # fmt: skip
         Recipe("paper", "diffssl's: SGD (no momentum, no wd), StepLR(7, 0.1), 28 epochs, batch 128, raw features, 100% of train, no selection",
                {"epochs": 28, "batch_size": 128, "optimizer": "sgd", "momentum": 0.0, "schedule": "step", "step_epochs": 7,
                 "standardize": False, "val_fraction": 0.0, "wds": (0.0,)},
@@ -52,6 +66,11 @@ def apply_recipe(name: str, options: dict) -> dict:
     the recipe; `head_lrs` gets each head's learning rate when no --lr was given."""
     recipe = get_recipe(name)
     out = dict(options)
+    heads = tuple(out.get("heads", ()))
+    for key in HEAD_DEFAULT_KEYS:  # a head's own default, when every head of the run agrees on it
+        found = {recipe.head_defaults.get(h, {}).get(key) for h in heads}
+        if heads and len(found) == 1 and None not in found and not out.get(key):
+            out[key] = found.pop()
     for key, value in recipe.options.items():
         if out.get(key) is None or (key in ("wds",) and not out.get(key)):
             out[key] = value

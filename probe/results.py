@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.schema import FeatureKey
+from extract.store.schema import FeatureKey
 from probe.grid import FeatureSet, head_for
 from probe.reader import Standardizer
 

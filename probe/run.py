@@ -15,16 +15,26 @@ import numpy as np
 import torch
 
 from extract import __version__
-from extract.dist import close_world, init_world, pick_device
-from extract.schema import FeatureKey, FeatureStore, open_complete, parse_feature_set, pool_label
+from extract.store.dist import close_world, init_world, pick_device
+from extract.store.schema import FeatureKey, FeatureStore, open_complete, parse_feature_set, pool_label
 from probe import baselines
 from probe.config import ProbeConfig
 from probe.grid import OPTIMIZERS, SCHEDULES, Grid, MemberSpec, build_member, feature_set, head_inputs, predict_grid, train_grid
 from probe.heads import BASELINES, HEADS, LinearHead, parse_head_options
 from probe.metrics import accuracy, report
 from probe.reader import (
-    FeatureReader, ProbeDataError, carve_validation, check_compatible, check_finite,
-    eval_batches, fit_standardizers, store_classes, store_summary, stream_batches, steps_per_epoch, epoch_windows,
+    FeatureReader,
+    ProbeDataError,
+    carve_validation,
+    check_compatible,
+    check_finite,
+    epoch_windows,
+    eval_batches,
+    fit_standardizers,
+    steps_per_epoch,
+    store_classes,
+    store_summary,
+    stream_batches,
 )  # fmt: skip
 from probe.results import linear_state, save_head
 from probe.tables import RESULTS_FORMAT, append_row, write_json

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.config import from_flat
-from extract.run import ExtractConfig, extract
+from extract.run import extract
+from extract.store.config import ExtractConfig, from_flat
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:

@@ -1,6 +1,8 @@
 """The user's three commands chain: `make extract T=.. B=.. POOL=..` records its stores, and a
-bare `make probe` / `make cka` works on them. Checked with `make -n` (what would run)."""
+bare `make probe` / `make cka` works on them. Checked with DRY=1 (the experiment runner prints
+the commands it would run)."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -9,44 +11,54 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv/bin/python").exists(), reason="needs make and the project's .venv")
+
+
+def make(*args, out: Path, dry: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args, f"OUT={out}", "VENV_STAMP=", *(["DRY=1"] if dry else [])],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
 
 
 def dry(*args, out: Path) -> str:
-    done = subprocess.run(["make", "-n", "--no-print-directory", *args, f"OUT={out}"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    done = make(*args, out=out)
+    assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
 def record(out: Path, **values) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    base = dict(MODEL="demo-fmnist", CKPT="", RANDOM="", DATA="fashion-mnist", DATA_ROOT="", SPLITS="train test", T="150", B="24", POOL="2", LIMIT="")
+    base = dict(model="demo-fmnist", ckpt="", random="", data="fashion-mnist", data_root="", splits="train test", t="150", b="24", pool="2", limit="")
     base.update(values)
-    (out / "last-extract.mk").write_text("".join(f"LAST_{k} := {v}\n" for k, v in base.items()))
+    (out / "last-extract.json").write_text(json.dumps(base))
 
 
 def probe_stores(text: str) -> tuple[str, str]:
     line = next(line for line in text.splitlines() if "-m probe train" in line)
-    return re.search(r'--train "([^"]+)"', line).group(1), re.search(r'--test "([^"]+)"', line).group(1)
+    return re.search(r"--train (\S+)", line).group(1), re.search(r"--test (\S+)", line).group(1)
 
 
 def test_defaults_are_the_papers_coordinates(tmp_path):
     text = dry("extract", out=tmp_path)
-    assert "-t 150 -b 24 --pool 2" in text
-    assert text.count("-m extract run") == 1 and "for split in train test" in text
+    runs = [line for line in text.splitlines() if "-m extract run" in line]
+    assert len(runs) == 2 and all("-t 150 -b 24 --pool 2" in r for r in runs)
+    assert "--split train" in runs[0] and "--split test" in runs[1]
+    assert not (tmp_path / "last-extract.json").exists()  # a dry run writes nothing
 
 
-def test_extract_writes_the_record_that_probe_reads(tmp_path):
-    text = dry("extract", "T=50", "B=19,24", "POOL=1", out=tmp_path)
-    assert "LAST_T := 50" in text and "LAST_B := 19,24" in text and "LAST_POOL := 1" in text
-    record(tmp_path, T="50", B="19,24", POOL="1", LIMIT="500")
+def test_extract_records_what_probe_then_reads(tmp_path):
+    from extract.experiments.runner import Runner
+
+    Runner(dry=False).write_record(__import__("extract.experiments.runner", fromlist=["resolve"]).resolve(
+        "extract", {"t": "50", "b": "19,24", "pool": "1", "limit": "500", "out": str(tmp_path)})[1])  # fmt: skip
+    saved = json.loads((tmp_path / "last-extract.json").read_text())
+    assert saved["t"] == "50" and saved["b"] == "19,24" and saved["pool"] == "1" and saved["limit"] == "500"
     train, test = probe_stores(dry("probe", "HEAD=linear", out=tmp_path))
     assert train == f"{tmp_path}/demo-fmnist_fashion-mnist_train_t50_b19-24_p1_n500.zarr"
     assert test == f"{tmp_path}/demo-fmnist_fashion-mnist_test_t50_b19-24_p1_n500.zarr"
 
 
 def test_explicit_variables_win_over_the_record(tmp_path):
-    record(tmp_path, T="50", B="19", POOL="1")
+    record(tmp_path, t="50", b="19", pool="1")
     train, _ = probe_stores(dry("probe", "T=300", out=tmp_path))
     assert train == f"{tmp_path}/demo-fmnist_fashion-mnist_train_t300_b19_p1.zarr"
 
@@ -54,18 +66,25 @@ def test_explicit_variables_win_over_the_record(tmp_path):
 def test_without_a_record_probe_uses_the_defaults_and_names_the_extract_to_run(tmp_path):
     train, _ = probe_stores(dry("probe", out=tmp_path))
     assert train.endswith("demo-fmnist_fashion-mnist_train_t150_b24_p2.zarr")
-    done = subprocess.run(["make", "--no-print-directory", "probe", f"OUT={tmp_path}", "PY=true", "VENV_STAMP="], cwd=ROOT, capture_output=True, text=True)
+    done = make("probe", out=tmp_path, dry=False)
     assert done.returncode != 0 and "run 'make extract T=150 B=24 POOL=2' first" in done.stdout
 
 
+def test_probe_takes_each_heads_defaults_from_the_recipe(tmp_path):
+    line = next(x for x in dry("probe", "HEAD=attention", out=tmp_path).splitlines() if "-m probe train" in x)
+    assert "--head attention --recipe diffprobe" in line and "--lr" not in line
+    line = next(x for x in dry("probe", "LR=0.1", out=tmp_path).splitlines() if "-m probe train" in x)
+    assert "--lr 0.1" in line
+
+
 def test_cka_uses_the_recorded_model_and_coordinates(tmp_path):
-    record(tmp_path, T="90,150", B="24", POOL="4", LIMIT="300")
+    record(tmp_path, t="90,150", b="24", pool="4", limit="300")
     text = dry("cka", out=tmp_path)
     runs = [line for line in text.splitlines() if "-m extract run" in line]
     assert len(runs) == 3
     assert "-t 90 -b all --pool 1" in runs[0] and "--limit 300" in runs[0] and "--split test" in runs[0]
-    assert "-b 24 --pool 4" in runs[1] and "-t 10,25,50" in runs[1]
-    assert "--random-init -t 90 -b all --pool 1" in runs[2]
+    assert "-b 24 --pool 4" in runs[1] and "-t 10,25,50" in runs[1] and runs[1].count(",90") == 1
+    assert "--random-init" in runs[2] and "-t 90 -b all --pool 1" in runs[2]
     assert text.count("-m analysis cka") == 3
 
 
@@ -75,26 +94,43 @@ def test_cka_uses_the_recorded_model_and_coordinates(tmp_path):
     ("fusion", "-t 90,150,300 -b 19,24,30 --pool full", "--head paper-fusion --features t90/b19/full+t90/b24/full+t90/b30/full+t150/b19/full"),
 ])
 def test_make_paper_prints_the_extraction_and_the_probe_of_a_row(tmp_path, row, extract_args, probe_args):
-    done = subprocess.run(["make", "--no-print-directory", "paper", f"ROW={row}", "DRY=1", f"OUT={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert extract_args in done.stdout and probe_args in done.stdout
-    assert not (tmp_path / "last-extract.mk").exists()  # a dry run writes nothing
+    text = dry("paper", f"ROW={row}", out=tmp_path)
+    assert extract_args in text and probe_args in text
+    assert not (tmp_path / "last-extract.json").exists()  # a dry run writes nothing
 
 
 @pytest.mark.parametrize("row, data, train, test", [("fgvc-aircraft", "aircraft", "trainval", "test"), ("fgvc-flowers", "flowers", "trainval", "test"),
                                                      ("fgvc-cub", "cub", "train", "test"), ("fgvc-nabirds", "nabirds", "train", "test")])
 def test_fgvc_rows_fix_their_dataset_and_official_splits(tmp_path, row, data, train, test):
-    done = subprocess.run(["make", "--no-print-directory", "paper", f"ROW={row}", "DRY=1", "DATA_ROOT=/data/fgvc", f"OUT={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert f"--data {data} --data-root /data/fgvc" in done.stdout and "for split in " + f"{train} {test}" in done.stdout
-    assert f"--train {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull.zarr --test {tmp_path}/demo-fmnist_{data}_{test}_t150_b24_pfull.zarr" in done.stdout
-    assert "--recipe paper --head paper-attention" in done.stdout and f"--name paper-{row}" in done.stdout
+    text = dry("paper", f"ROW={row}", "DATA_ROOT=/data/fgvc", out=tmp_path)
+    assert f"--data {data} --data-root /data/fgvc --split {train}" in text and f"--split {test}" in text
+    assert f"--train {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull.zarr --test {tmp_path}/demo-fmnist_{data}_{test}_t150_b24_pfull.zarr" in text
+    assert "--recipe paper --head paper-attention" in text and f"--name paper-{row}" in text
 
 
 def test_make_paper_refuses_an_unknown_row(tmp_path):
-    done = subprocess.run(["make", "--no-print-directory", "paper", "ROW=gan", f"OUT={tmp_path}", "VENV_STAMP="], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode != 0 and "unknown ROW=gan: choose one of linear-p1 linear-p2 mlp attention fusion" in done.stdout
+    done = make("paper", "ROW=gan", out=tmp_path)
+    assert done.returncode != 0 and "unknown ROW=gan: choose one of linear-p1 linear-p2 mlp attention fusion" in done.stdout + done.stderr
+
+
+def test_help_lists_the_targets_at_any_time():
+    done = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True)
+    names = re.findall(r"^  make (\S+)", done.stdout, re.M)
+    assert done.returncode == 0 and {"extract", "probe", "cka", "demo", "paper", "test", "bench"} <= set(names)
+    assert "Makefile" not in names
+
+
+def test_the_makefile_is_a_short_menu():
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    assert len(lines) <= 150
+    assert not [line for line in lines if "foreach" in line or "eval" in line]
+
+
+def test_an_unknown_variable_for_an_experiment_is_refused():
+    from extract.experiments.runner import resolve
+
+    with pytest.raises(ValueError, match="experiment extract has no setting sweep_n"):
+        resolve("extract", {"sweep_n": "10"})
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.schema import FeatureKey, FeatureStore
+from extract.store.schema import FeatureKey, FeatureStore
 from tests.conftest import run_tiny
 
 SAMPLES = Path(__file__).resolve().parent / "fixtures" / "stores"
@@ -50,7 +50,7 @@ def test_a_version_1_store_resumes_with_nothing_to_redo_and_equals_a_fresh_run(t
 
 
 def test_a_version_1_store_verifies_and_probes(tmp_path):
-    from extract.verify import verify_store
+    from extract.store.verify import verify_store
     from probe.grid import TrainSettings
     from probe.run import ProbeConfig, probe
 

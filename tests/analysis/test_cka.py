@@ -10,7 +10,7 @@ import pytest
 from analysis.cka import CrossMoments, linear_cka_from_moments, linear_cka_gram
 from analysis.cli import main
 from analysis.compare import cka_map
-from extract.schema import FeatureKey, StoreError
+from extract.store.schema import FeatureKey, StoreError
 from tests.probe.stores import make_store
 
 RNG = np.random.default_rng(0)

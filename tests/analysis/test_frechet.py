@@ -66,7 +66,7 @@ def test_fd_between_two_stores_equals_the_in_memory_computation(tmp_path, capsys
 
     from analysis.cli import main
     from analysis.frechet import GaussianStats
-    from extract.schema import FeatureKey
+    from extract.store.schema import FeatureKey
     from tests.probe.stores import make_store
 
     key = FeatureKey(0, 4, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from analysis.report import build_report
-from extract.schema import FeatureKey
+from extract.store.schema import FeatureKey
 from probe.grid import TrainSettings
 from probe.run import ProbeConfig, probe
 from tests.probe.stores import blobs, make_store

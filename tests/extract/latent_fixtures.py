@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from extract.latent_models import FAMILIES, build_denoiser, build_text_encoder, build_vae, libraries
-from extract.latent_presets import LatentPreset
+from extract.models.latent import FAMILIES, build_denoiser, build_text_encoder, build_vae, libraries
+from extract.models.latent_presets import LatentPreset
 
 TOKENS = ["!", "<|startoftext|>", "<|endoftext|>", "a", "b</w>", "ab</w>", "c</w>"]
 

@@ -7,12 +7,11 @@ import pytest
 import torch
 import torchvision
 
-from extract.config import from_flat
-
 from analysis.compare import cka_map
-from extract.backbones import MEAN, STD, BackboneConfig, as_map, extract_backbone
-from extract.data import fashion_mnist, preprocess
-from extract.schema import FeatureKey, FeatureStore
+from extract.data.sources import fashion_mnist, preprocess
+from extract.models.backbones import MEAN, STD, BackboneConfig, as_map, extract_backbone
+from extract.store.config import from_flat
+from extract.store.schema import FeatureKey, FeatureStore
 from tests.conftest import run_tiny
 
 

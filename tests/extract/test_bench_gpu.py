@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from extract import bench_gpu as bg
+from extract.bench import gpu as bg
 from extract.cli import cli
-from extract.presets import get_preset
+from extract.models.adm_presets import get_preset
 
 TINY = dict(model="tiny", block=7, device="cpu", warmup=1, repeats=1, loader_images=0)
 

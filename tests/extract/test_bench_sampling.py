@@ -2,7 +2,7 @@
 
 
 def test_samples_do_not_depend_on_batching():
-    from extract.bench_sampling import compare_batchings
+    from extract.bench.sampling import compare_batchings
 
     r = compare_batchings(images=2, steps=2)
     for sampler in ("ddpm", "ddim"):

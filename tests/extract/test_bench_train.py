@@ -3,7 +3,7 @@ the card says (the shipped one's at ADM-256's place, 1/8 scale)."""
 
 
 def test_candidates_have_37_blocks_and_b24_where_the_card_says(monkeypatch):
-    from extract import bench_train
+    from extract.bench import train as bench_train
 
     monkeypatch.setattr(bench_train, "time_training", lambda preset, batch, steps, warmup: float(preset.image_size))
     rows = {r["candidate"]: r for r in bench_train.bench_train(batch=2, steps=1)}
@@ -15,7 +15,7 @@ def test_candidates_have_37_blocks_and_b24_where_the_card_says(monkeypatch):
 
 
 def test_training_rate_is_measured():
-    from extract.bench_train import time_training
-    from extract.presets import get_preset
+    from extract.bench.train import time_training
+    from extract.models.adm_presets import get_preset
 
     assert time_training(get_preset("tiny"), batch=2, steps=1, warmup=0) > 0

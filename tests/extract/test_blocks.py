@@ -1,9 +1,9 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from extract.blocks import block_table, capture, unet_blocks
-from extract.models import build_unet, count_parameters, random_unet
-from extract.presets import PRESETS
+from extract.models.adm import build_unet, count_parameters, random_unet
+from extract.models.adm_blocks import block_table, capture, unet_blocks
+from extract.models.adm_presets import PRESETS
 
 # FACTS.md: output (C, H, W) of every block of ADM 256x256 unconditional
 ADM256 = {
@@ -39,8 +39,9 @@ def test_every_preset_numbers_its_blocks_consistently():
 
 def _manual_walk(model, x, t):
     """A plain re-statement of UNetModel.forward, recording every block's output."""
-    from extract.gd import gaussian_diffusion  # noqa: F401 - import side effects only
     from guided_diffusion.nn import timestep_embedding
+
+    from extract.models.gd import gaussian_diffusion  # noqa: F401 - import side effects only
 
     emb = model.time_embed(timestep_embedding(t, model.model_channels))
     h, hs, out = x, [], []
@@ -98,7 +99,7 @@ def test_early_exit_at_b24_costs_28_5_percent_of_the_full_forward():
 def test_the_demo_model_is_adm256_at_one_eighth_scale_block_by_block():
     """The paper's coordinates mean the same on the demo: b=19 the middle block, b=24 =
     output_blocks[4] in the second decoder level; every block's C, H, W is adm256's / 8."""
-    from extract.blocks import block_table
+    from extract.models.adm_blocks import block_table
 
     demo, adm = block_table(PRESETS["demo-fmnist"]), block_table(PRESETS["adm256-uncond"])
     assert len(demo) == len(adm) == 37

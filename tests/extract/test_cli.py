@@ -6,11 +6,11 @@ import torch
 from click.testing import CliRunner
 
 from extract.cli import cli
-from extract.data import fashion_mnist, preprocess
-from extract.noise import draw_noise, q_sample
-from extract.models import build_unet
-from extract.presets import PRESETS
-from extract.schema import FeatureKey, FeatureStore
+from extract.data.sources import fashion_mnist, preprocess
+from extract.models.adm import build_unet
+from extract.models.adm_presets import PRESETS
+from extract.models.noise import draw_noise, q_sample
+from extract.store.schema import FeatureKey, FeatureStore
 
 
 def invoke(*args):
@@ -113,7 +113,7 @@ def test_pixel_store_holds_the_preprocessed_images_and_probes(tmp_path, fmnist_e
 
 
 def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
-    from extract.bench_io import bench_io, format_table
+    from extract.bench.io import bench_io, format_table
 
     result = bench_io(rows=300, dim=16, shard_rows=64, repeats=1)
     assert result["rows"] == 300 and result["zarr_seconds"] > 0 and "store / raw time" in format_table(result)

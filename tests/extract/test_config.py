@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from extract.config import DataSelection, StoreOptions, flat, from_flat
+from extract.store.config import DataSelection, StoreOptions, flat, from_flat
 
 
 def configs():
-    from extract.backbones import BackboneConfig
-    from extract.pixels import PixelConfig
-    from extract.run import ExtractConfig
+    from extract.models.backbones import BackboneConfig
+    from extract.models.pixels import PixelConfig
+    from extract.store.config import ExtractConfig
 
     return ExtractConfig, PixelConfig, BackboneConfig
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.data import DataError, FASHION_MNIST_SYSTEM_DIR, center_crop, fashion_mnist, hdf5, imagefolder, preprocess
+from extract.data.sources import FASHION_MNIST_SYSTEM_DIR, DataError, center_crop, fashion_mnist, hdf5, imagefolder, preprocess
 
 SYSTEM_FMNIST = FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz"
 
@@ -96,7 +96,7 @@ def test_fashion_mnist_idx(fmnist_dir):
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
-    monkeypatch.setattr("extract.data.FASHION_MNIST_SYSTEM_DIR", Path(tmp_path / "none"))
+    monkeypatch.setattr("extract.data.sources.FASHION_MNIST_SYSTEM_DIR", Path(tmp_path / "none"))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         fashion_mnist(None, "train")
 

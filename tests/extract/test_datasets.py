@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from extract.cli import cli
-from extract.data import DataError
-from extract.datasets import DATASETS, open_dataset
+from extract.data.registry import DATASETS, open_dataset
+from extract.data.sources import DataError
 from tests.extract import fake_datasets as fake
 from tests.extract.fake_datasets import BUILDERS, colour
 
@@ -171,7 +171,7 @@ def test_check_data_passes_a_whole_tree(tmp_path, monkeypatch):
     """With the official counts set to the fake tree's, nothing is reported and the exit is 0."""
     import dataclasses
 
-    from extract import datasets
+    from extract.data import registry as datasets
 
     fake.dtd(tmp_path)
     spec = dataclasses.replace(DATASETS["dtd"], official={"train": 6, "val": 3, "test": 3}, classes=3)
@@ -201,7 +201,7 @@ def test_imagenet_quirks_load_as_rgb(tmp_path):
     """ImageNet holds CMYK and grayscale JPEGs and a PNG named .JPEG; each becomes RGB in [-1, 1]."""
     import torch
 
-    from extract.data import FeatureInput
+    from extract.data.sources import FeatureInput
 
     fake.imagenet(tmp_path)
     folder = tmp_path / "train" / fake.WNIDS[0]

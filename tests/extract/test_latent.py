@@ -13,20 +13,27 @@ import torch
 from click.testing import CliRunner
 
 from extract.cli import cli
-from tests.extract.test_cli import assert_one_line_error, invoke
-from extract.config import from_flat
-from extract.data import FeatureInput
-from extract.latent_blocks import capture_latent, latent_block_table, latent_blocks, meta_inputs
-from extract.latent_models import (
-    FAMILIES, CheckpointError, build_denoiser, build_text_encoder, encode_latents, encode_prompt, libraries, load_latent_model,
+from extract.data.sources import FeatureInput
+from extract.models.latent import (
+    FAMILIES,
+    CheckpointError,
+    build_denoiser,
+    build_text_encoder,
+    encode_latents,
+    encode_prompt,
+    libraries,
+    load_latent_model,
 )  # fmt: skip
-from extract.latent_presets import LATENT_PRESETS
-from extract.latent_run import LATENT_KEY
-from extract.noise import alphas_cumprod, draw_noise, latent_q_sample
-from extract.pooling import pool
-from extract.run import ExtractConfig, extract
-from extract.schema import FeatureKey, FeatureStore
+from extract.models.latent_blocks import capture_latent, latent_block_table, latent_blocks, meta_inputs
+from extract.models.latent_presets import LATENT_PRESETS
+from extract.models.latent_run import LATENT_KEY
+from extract.models.noise import alphas_cumprod, draw_noise, latent_q_sample
+from extract.models.pooling import pool
+from extract.run import extract
+from extract.store.config import ExtractConfig, from_flat
+from extract.store.schema import FeatureKey, FeatureStore
 from tests.extract.latent_fixtures import write_model_folder
+from tests.extract.test_cli import assert_one_line_error, invoke
 
 TINY = ("tiny-sd", "tiny-dit")
 BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.\d+(\.(resnets|attentions)\.\d+)?$|^mid_block(\.(resnets|attentions)\.\d+)?$|^transformer_blocks\.\d+$")
@@ -152,7 +159,7 @@ def test_cached_latents_equal_fresh_encodes_and_later_runs_reuse_them(tmp_path, 
 
 
 def _source():
-    from extract.data import fashion_mnist
+    from extract.data.sources import fashion_mnist
 
     return fashion_mnist(None, "train")
 
@@ -268,6 +275,6 @@ def test_blocks_command_prints_the_sd21_table():
 def test_importing_extract_does_not_import_diffusers():
     import subprocess
 
-    code = "import sys, extract.cli, extract.run, extract.presets; print('diffusers' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, extract.cli, extract.run, extract.models.adm_presets; print('diffusers' in sys.modules, 'transformers' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.split() == ["False", "False"], done.stderr

@@ -3,9 +3,10 @@ import pickle
 import pytest
 import torch
 
-from extract import gd
-from extract.models import CheckpointError, build_unet, count_parameters, load_checkpoint, random_unet, read_state_dict
-from extract.presets import PRESETS, get_preset
+from extract.models import gd
+from extract.models.adm import build_unet, count_parameters, load_checkpoint, random_unet
+from extract.models.adm_presets import PRESETS, get_preset
+from extract.models.weights import CheckpointError, read_state_dict
 
 
 def test_unknown_preset_lists_the_valid_ones():
@@ -84,7 +85,8 @@ def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
 
 
 def test_the_shipped_demo_weights_load_safely_and_are_small():
-    from extract.models import file_sha256, shipped_weights
+    from extract.models.adm import shipped_weights
+    from extract.models.weights import file_sha256
 
     preset = PRESETS["demo-fmnist"]
     path = shipped_weights(preset)
@@ -96,7 +98,7 @@ def test_the_shipped_demo_weights_load_safely_and_are_small():
 
 
 def test_presets_without_shipped_weights_say_so():
-    from extract.models import shipped_weights
+    from extract.models.adm import shipped_weights
 
     with pytest.raises(FileNotFoundError, match="model 'tiny' has no shipped weights; pass --ckpt FILE or --random-init"):
         shipped_weights(PRESETS["tiny"])

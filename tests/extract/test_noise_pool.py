@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from extract.noise import diffusion_for, draw_noise, noise_seed, q_sample
-from extract.pooling import pool
-from extract.schema import parse_pool
-from extract.presets import PRESETS
+from extract.models.adm_presets import PRESETS
+from extract.models.noise import diffusion_for, draw_noise, noise_seed, q_sample
+from extract.models.pooling import pool
+from extract.store.schema import parse_pool
 
 
 def test_noise_depends_on_every_part_of_its_key():

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from extract.blocks import capture
-from extract.data import preprocess
-from extract.models import random_unet
-from extract.noise import draw_noise, q_sample
-from extract.presets import PRESETS
-from extract.config import from_flat
-from extract.run import ExtractConfig, extract, resolve_blocks
-from extract.schema import FeatureKey, FeatureStore, StoreError, is_store
+from extract.checks import resolve_blocks
+from extract.data.sources import preprocess
+from extract.models.adm import random_unet
+from extract.models.adm_blocks import capture
+from extract.models.adm_presets import PRESETS
+from extract.models.noise import draw_noise, q_sample
+from extract.run import extract
+from extract.store.config import ExtractConfig, from_flat
+from extract.store.schema import FeatureKey, FeatureStore, StoreError, is_store
 from tests.conftest import run_tiny, tiny_config
 
 
@@ -48,7 +49,7 @@ def test_store_holds_what_was_asked(tmp_path, fmnist_env):
 
 def test_cached_row_equals_a_direct_computation(tmp_path, fmnist_env):
     """A row of the store is the pooled activation of q_sample(x0, t, eps(seed, index, t))."""
-    from extract.data import fashion_mnist
+    from extract.data.sources import fashion_mnist
 
     run_tiny(tmp_path / "s.zarr", store_dtype="float32", seed=5)
     store = FeatureStore.open(tmp_path / "s.zarr")
@@ -253,7 +254,7 @@ def test_a_second_writer_on_a_store_is_refused_while_the_first_holds_it(tmp_path
     import json
     import socket
 
-    from extract.schema import StoreLock
+    from extract.store.schema import StoreLock
 
     out = tmp_path / "s.zarr"
     first = StoreLock(out).acquire()
@@ -277,7 +278,7 @@ def test_a_full_disk_mid_shard_fails_clearly_and_verify_reports_the_store_incomp
     from click.testing import CliRunner
 
     from extract.cli import cli
-    from extract.verify import verify_store
+    from extract.store.verify import verify_store
 
     real_set = zarr.storage.LocalStore.set
     calls = {"n": 0}
@@ -301,7 +302,7 @@ def test_a_full_disk_mid_shard_fails_clearly_and_verify_reports_the_store_incomp
 
 
 def test_the_default_block_is_output_blocks_4_the_papers_b24():
-    from extract.presets import PRESETS
+    from extract.models.adm_presets import PRESETS
 
     assert PRESETS["adm256-uncond"].default_block == 24 and PRESETS["demo-fmnist"].default_block == 24
     assert PRESETS["adm256-uncond"].middle_block == 19 and PRESETS["demo-fmnist"].middle_block == 19

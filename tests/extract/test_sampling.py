@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import extract.sampling as sampling
+import extract.generate.sampling as sampling
 from extract.cli import main
-from extract.models import random_unet
-from extract.presets import PRESETS
-from extract.sampling import SampleConfig, draw, respaced_diffusion, sample
+from extract.generate.sampling import SampleConfig, draw, respaced_diffusion, sample
+from extract.models.adm import random_unet
+from extract.models.adm_presets import PRESETS
 
 TINY = PRESETS["tiny"]
 
@@ -113,7 +113,7 @@ def test_other_arguments_into_an_existing_run_are_refused(tmp_path):
 def test_torchrun_ranks_split_the_shards_and_give_the_single_run_result(tmp_path):
     """Rank 0 and rank 1 of two run in turn: rank 1's work happens inside rank 0's all_sum,
     where a real process group would wait for it."""
-    from extract.dist import World
+    from extract.store.dist import World
 
     cfg = config(tmp_path / "r", n=7)
 

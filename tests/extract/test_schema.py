@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from extract.schema import FeatureKey, FeatureStore, StoreError, chunk_rows_for
+from extract.store.schema import FeatureKey, FeatureStore, StoreError, chunk_rows_for
 from tests.conftest import run_tiny
 
 

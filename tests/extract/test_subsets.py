@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.augment import crop_flip, crop_flip_box, view_rng
-from extract.data import DataError, FeatureInput
-from extract.datasets import open_dataset
-from extract.schema import FeatureStore
-from extract.subsets import Subset, apply_subset, per_class_rows
+from extract.data.augment import crop_flip, crop_flip_box, view_rng
+from extract.data.registry import open_dataset
+from extract.data.sources import DataError, FeatureInput
+from extract.data.subsets import Subset, apply_subset, per_class_rows
+from extract.store.schema import FeatureStore
 from tests.conftest import run_tiny
 from tests.extract import fake_datasets as fake
 from tests.extract.test_run import store_bytes
@@ -83,7 +83,7 @@ def test_per_class_sampler_is_seeded_balanced_and_nested():
 
 
 def test_limit_alone_takes_the_rows_it_always_took(fmnist_env):
-    from extract.data import subset_indices
+    from extract.data.sources import subset_indices
 
     src = open_dataset("fashion-mnist", None, "train")
     _, rows = apply_subset(src, Subset(limit=20, seed=3))
@@ -161,7 +161,7 @@ def test_store_records_classes_names_counts_and_selection(tmp_path, monkeypatch)
 def test_resuming_with_an_edited_image_list_is_refused(tmp_path, textured_folder):
     """The key holds a digest of the ids a list selected, not the list's path: an edited list
     cannot silently resume (or reuse) a store made from the old one."""
-    from extract.schema import StoreError
+    from extract.store.schema import StoreError
 
     listing = tmp_path / "list.txt"
     listing.write_text("a/0.png\nb/1.png\n")
@@ -180,7 +180,7 @@ def test_a_shuffled_store_holds_the_same_features_in_a_seeded_row_order(tmp_path
     features (noise is keyed by the dataset index), and the order is keyed."""
     import numpy as np
 
-    from extract.schema import FeatureKey, FeatureStore
+    from extract.store.schema import FeatureKey, FeatureStore
     from tests.conftest import run_tiny
 
     run_tiny(tmp_path / "sorted.zarr", ts=(10,), blocks=(7,), pools=(2,), limit=32)

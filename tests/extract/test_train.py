@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-import extract.train as train_mod
-from extract.models import load_checkpoint
-from extract.presets import get_preset
-from extract.train import TrainConfig, export_ema, read_log, sample_grid, train
+import extract.generate.train as train_mod
+from extract.generate.train import TrainConfig, export_ema, read_log, sample_grid, train
+from extract.models.adm import load_checkpoint
+from extract.models.adm_presets import get_preset
 from tests.conftest import run_tiny
 
 

@@ -6,8 +6,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from extract.cli import cli
-from extract.schema import FeatureKey, FeatureStore
-from extract.verify import verify_store
+from extract.store.schema import FeatureKey, FeatureStore
+from extract.store.verify import verify_store
 from tests.probe.stores import make_store
 
 KEY = FeatureKey(10, 7, 2)

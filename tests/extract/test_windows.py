@@ -4,7 +4,7 @@ enough that batches on a class-sorted store mix classes."""
 import numpy as np
 import pytest
 
-from extract.windows import shuffled_windows
+from extract.store.window_order import shuffled_windows
 
 
 def test_every_usable_row_once_in_whole_block_windows():

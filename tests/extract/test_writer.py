@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.config import from_flat
-from extract.schema import FeatureStore, StoreError, StoreLock
-from extract.verify import repair_store, verify_store
+from extract.repair import repair_store
+from extract.store.config import from_flat
+from extract.store.schema import FeatureStore, StoreError, StoreLock
+from extract.store.verify import verify_store
 from tests.conftest import run_tiny
 
 
@@ -22,13 +23,13 @@ def unet(out: Path, **kw):
 
 
 def pixels(out: Path, **kw):
-    from extract.pixels import PixelConfig, extract_pixels
+    from extract.models.pixels import PixelConfig, extract_pixels
 
     return extract_pixels(from_flat(PixelConfig, out=out, limit=12, shard_rows=4, progress=False, **kw))
 
 
 def backbone(out: Path, **kw):
-    from extract.backbones import BackboneConfig, extract_backbone
+    from extract.models.backbones import BackboneConfig, extract_backbone
 
     return extract_backbone(from_flat(BackboneConfig, out=out, model="torchvision:resnet50", random_init=True, blocks=(1,), pools=(1,),
                                            limit=6, shard_rows=2, batch_size=2, device="cpu", progress=False, **kw))  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extract.schema import FeatureKey
+from extract.store.schema import FeatureKey
 from tests.probe.stores import blobs, make_store
 
 KEY = FeatureKey(10, 7, 2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.schema import FeatureKey, FeatureStore
+from extract.store.schema import FeatureKey, FeatureStore
 
 CLASSES = [f"class{i}" for i in range(4)]
 

@@ -3,7 +3,7 @@ on a class-sorted store they do not (which is what makes the check discriminate)
 
 import numpy as np
 
-from probe.bench_batches import distinct_per_batch, iid_distinct, label_store
+from probe.bench.batches import distinct_per_batch, iid_distinct, label_store
 
 
 def test_a_shuffled_store_gives_near_iid_batches_and_a_class_sorted_one_does_not(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from extract.schema import FeatureKey
+from extract.store.schema import FeatureKey
 from probe.cli import main
 
 KEY = FeatureKey(10, 7, 2)
@@ -55,7 +55,7 @@ def test_two_process_torchrun_trains_heads_with_ddp(stores):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "probe", "train",
            "--train", str(stores / "train.zarr"), "--test", str(stores / "test.zarr"), "--head", "linear", "--head", "mlp",
-           "--head-opt", "hidden=32", "--lr", "1e-2", "--epochs", "4", "--batch-size", "32", "--buffer-mb", "1",
+           "--head-opt", "hidden=32", "--lr", "1e-2", "--wd", "0", "--epochs", "4", "--batch-size", "32", "--buffer-mb", "1",
            "--results", str(stores / "ddp"), "--name", "ddp", "--no-progress"]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -66,7 +66,7 @@ def test_two_process_torchrun_trains_heads_with_ddp(stores):
 
 
 def test_workflow_bench_times_both_ways(fmnist_env):
-    from probe.bench_workflow import bench_workflow, format_table
+    from probe.bench.workflow import bench_workflow, format_table
 
     result = bench_workflow(images=64, test_images=20, epochs=1, batch=32, views=(1, 2))
     online, one, two = result["ways"]
@@ -81,11 +81,11 @@ def test_online_batches_draw_fresh_views_and_noise_every_epoch(fmnist_env):
     same draw for the same (seed, epoch)."""
     import numpy as np
 
-    from extract.datasets import open_dataset
-    from extract.models import load_checkpoint, shipped_weights
-    from extract.presets import get_preset
-    from extract.schema import FeatureKey
-    from probe.bench_workflow import online_batches
+    from extract.data.registry import open_dataset
+    from extract.models.adm import load_checkpoint, shipped_weights
+    from extract.models.adm_presets import get_preset
+    from extract.store.schema import FeatureKey
+    from probe.bench.workflow import online_batches
 
     preset = get_preset("demo-fmnist")
     model, source = load_checkpoint(preset, shipped_weights(preset)), open_dataset("fashion-mnist", None, "train")

@@ -15,23 +15,23 @@ import numpy as np
 import pytest
 import torch
 
-from extract.blocks import unet_blocks
-from extract.presets import get_preset
+from extract.models.adm_blocks import unet_blocks
+from extract.models.adm_presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = dict(model="tiny", random_init=True, limit=48, test_limit=16, t=50, block=4, pool=2, epochs=2, batch_size=8, progress=False)
 
 
 def config(tmp_path, **kw):
-    from probe.finetune import FinetuneConfig
+    from probe.finetune.model import FinetuneConfig
 
     return FinetuneConfig(out=tmp_path / "run", results=tmp_path / "results", **{**BASE, **kw})
 
 
 def one_step(freeze_blocks=0, trainable="all", grad_checkpoint=False, block=4):
     """A tiny U-Net + linear head after one SGD step: (parameters before, after, model, names that train)."""
-    from probe.finetune import PrefixClassifier, trainable_parameters, use_grad_checkpointing
-    from extract.models import random_unet
+    from extract.models.adm import random_unet
+    from probe.finetune.model import PrefixClassifier, trainable_parameters, use_grad_checkpointing
 
     torch.manual_seed(0)
     unet = random_unet(get_preset("tiny"), 0)
@@ -70,7 +70,7 @@ def test_a_step_changes_the_prefix_only_and_nothing_after_b_runs():
     calls = []
     later = unet_blocks(unet)[5][1]
     handle = later.register_forward_hook(lambda *a: calls.append(1))
-    from probe.finetune import PrefixClassifier
+    from probe.finetune.model import PrefixClassifier
 
     PrefixClassifier(unet, torch.nn.Identity(), 50, 4, 2)(torch.zeros(1, 3, 32, 32))
     handle.remove()
@@ -94,15 +94,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def test_run_writes_probe_results_and_an_exported_unet_that_extracts_its_features(fmnist_env, tmp_path):
-    from extract.config import from_flat
-    from extract.run import ExtractConfig, extract
-    from extract.schema import FeatureKey, open_complete
-    from extract.models import load_checkpoint
-    from probe.finetune import PrefixClassifier, images, noised, EVAL_VIEW
-    from probe.finetune_run import finetune
+    from extract.data.registry import open_dataset
+    from extract.data.sources import subset_indices
+    from extract.models.adm import load_checkpoint
+    from extract.run import extract
+    from extract.store.config import ExtractConfig, from_flat
+    from extract.store.schema import FeatureKey, open_complete
+    from probe.finetune.model import EVAL_VIEW, PrefixClassifier, images, noised
+    from probe.finetune.run import finetune
     from probe.tables import read_results
-    from extract.datasets import open_dataset
-    from extract.data import subset_indices
 
     result = finetune(config(tmp_path))
     saved = read_results(tmp_path / "results" / f"{result['name']}.json")
@@ -126,12 +126,12 @@ def test_run_writes_probe_results_and_an_exported_unet_that_extracts_its_feature
 
 def _script(tmp_path, **kw) -> str:
     args = {**BASE, **kw}
-    return ("import sys\nfrom pathlib import Path\nfrom probe.finetune import FinetuneConfig\nfrom probe.finetune_run import finetune\n"
+    return ("import sys\nfrom pathlib import Path\nfrom probe.finetune.model import FinetuneConfig\nfrom probe.finetune.run import finetune\n"
             f"finetune(FinetuneConfig(out=Path({str(tmp_path / 'run')!r}), results=Path({str(tmp_path / 'results')!r}), **{args!r}))\n")  # fmt: skip
 
 
 def test_resume_after_kill_equals_an_uninterrupted_run(fmnist_env, tmp_path):
-    from probe.finetune_run import finetune
+    from probe.finetune.run import finetune
 
     whole = finetune(config(tmp_path / "a", epochs=3, checkpoint_every=1))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FASHION_MNIST_DIR": str(fmnist_env)}
@@ -154,7 +154,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(fmnist_env, tmp_path):
 
 
 def test_two_processes_equal_one_on_the_same_global_batch(fmnist_env, tmp_path):
-    from probe.finetune_run import finetune
+    from probe.finetune.run import finetune
 
     one = finetune(config(tmp_path / "one"))
     script = tmp_path / "two.py"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from extract.schema import FeatureKey
-from probe.heads import HEADS, build_head, parse_head_options, takes_parts
+from extract.store.schema import FeatureKey
 from probe.grid import TrainSettings
+from probe.heads import HEADS, build_head, parse_head_options, takes_parts
 from probe.run import ProbeConfig, probe
 from tests.probe.stores import blobs, make_store
 

@@ -93,7 +93,7 @@ def test_paper_mlp_is_linear_relu_without_batchnorm():
 
 
 def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path):
-    from extract.schema import FeatureKey
+    from extract.store.schema import FeatureKey
     from probe.config import ProbeConfig, TrainSettings
     from probe.evaluate import evaluate_head
     from probe.run import probe
@@ -116,7 +116,7 @@ def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path):
 def test_paper_fusion_equals_the_reference_over_two_t_and_two_blocks():
     """t in {90, 150}, b in {19, 24} with maps of different sizes: one token sequence per t,
     pre-layers per block shared across t, the CLS outputs of the t's concatenated."""
-    from extract.schema import FeatureKey
+    from extract.store.schema import FeatureKey
     from probe.grid import feature_set, head_for
 
     torch.manual_seed(0)
@@ -140,7 +140,7 @@ def test_paper_fusion_equals_the_reference_over_two_t_and_two_blocks():
 
 
 def test_paper_fusion_trains_from_one_store_and_its_head_file_reloads(tmp_path):
-    from extract.schema import FeatureKey
+    from extract.store.schema import FeatureKey
     from probe.config import ProbeConfig, TrainSettings
     from probe.evaluate import evaluate_head
     from probe.run import probe

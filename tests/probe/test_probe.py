@@ -9,13 +9,12 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from extract.schema import FeatureKey, FeatureStore, StoreError
+from extract.store.schema import FeatureKey, FeatureStore, StoreError, open_complete
 from probe.grid import Grid, MemberSpec, TrainSettings, build_member, feature_set, train_grid
-from extract.schema import open_complete
 from probe.reader import FeatureReader, ProbeDataError, carve_validation, fit_standardizers, stream_batches
 from probe.results import load_head
-from probe.tables import read_table
 from probe.run import ProbeConfig, probe
+from probe.tables import read_table
 from tests.probe.stores import blobs, make_store
 
 K1, K2 = FeatureKey(10, 7, 2), FeatureKey(50, 7, 2)

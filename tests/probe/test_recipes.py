@@ -35,3 +35,18 @@ def test_an_unknown_recipe_is_refused():
     with pytest.raises(ValueError, match="unknown recipe 'fast'; choose one of: diffprobe, paper"):
         apply_recipe("fast", {})
     assert set(RECIPES) == {"diffprobe", "paper"}
+
+
+def test_a_heads_own_defaults_apply_when_every_head_of_the_run_agrees():
+    from probe.recipes import apply_recipe
+
+    unset = dict(lrs=(), wds=(), epochs=None, head_options=())
+    attention = apply_recipe("diffprobe", dict(unset, heads=("attention",)))
+    assert attention["lrs"] == (1e-3,) and attention["wds"] == (0.05,) and attention["epochs"] == 3 and attention["head_options"] == ("width=256",)
+    linear = apply_recipe("diffprobe", dict(unset, heads=("linear",)))
+    assert linear["lrs"] == (1e-3, 3e-3, 1e-2) and linear["wds"] == (0.0, 0.05) and linear["epochs"] == 20
+    both = apply_recipe("diffprobe", dict(unset, heads=("linear", "attention")))  # they disagree: the recipe's own defaults
+    assert both["lrs"] == () and both["wds"] == (0.0,) and both["epochs"] == 20 and both["head_options"] == ()
+    given = apply_recipe("diffprobe", dict(unset, heads=("attention",), lrs=(0.5,), epochs=7))  # the command line wins
+    assert given["lrs"] == (0.5,) and given["epochs"] == 7 and given["wds"] == (0.05,)
+    assert apply_recipe("paper", dict(unset, heads=("linear",)))["wds"] == (0.0,)  # the paper recipe has none

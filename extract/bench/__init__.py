@@ -1,0 +1,1 @@
+"""Extraction benchmarks, each imported only by its own command."""

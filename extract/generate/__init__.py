@@ -1,0 +1,1 @@
+"""Generation: sampling from a U-Net, and training the demo model."""

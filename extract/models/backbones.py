@@ -1,0 +1,160 @@
+"""Standard backbones in the feature schema, for CKA against diffusion features.
+
+`torchvision:resnet50` (b=1..4: the outputs of layer1..layer4) and `torchvision:vit_b_16`
+(b=1..12: the outputs of encoder blocks 1..12, patch tokens as a 14x14 map, the class token
+dropped) run on the same images as the U-Net, preprocessed the same way (center crop to
+224) and then normalised with ImageNet's mean and std. Weights come from a local state_dict
+file (`--weights`, loaded weights-only) or are random (`--random-init`); nothing is
+downloaded. Keys are (t=0, b, pool): there is no noise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from extract.data.selection import dataset_record, select_data
+from extract.data.sources import PREPROCESSING, DataError, FeatureInput
+from extract.models.pooling import pool, pooled_shape
+from extract.models.weights import CheckpointError, file_sha256, read_state_dict
+from extract.store.config import DataSelection, StoreOptions, json_roundtrip
+from extract.store.dist import pick_device
+from extract.store.provenance import provenance
+from extract.store.schema import FeatureKey, FeatureStore, pool_label
+from extract.store.writer import StorePlan, write_store
+
+IMAGE_SIZE = 224
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def _resnet50() -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None)
+    return model, [model.layer1, model.layer2, model.layer3, model.layer4]
+
+
+def _vit_b_16() -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    import torchvision
+
+    model = torchvision.models.vit_b_16(weights=None)
+    return model, list(model.encoder.layers)
+
+
+BACKBONES: dict[str, Callable[[], tuple[torch.nn.Module, list[torch.nn.Module]]]] = {
+    "torchvision:resnet50": _resnet50,
+    "torchvision:vit_b_16": _vit_b_16,
+}
+
+
+def as_map(output: torch.Tensor) -> torch.Tensor:
+    """A block output as (N, C, H, W): conv maps pass through; ViT tokens (N, 1 + HW, C)
+    lose the class token and are laid out on their square grid."""
+    if output.dim() == 4:
+        return output
+    tokens = output[:, 1:]
+    side = int(round(tokens.shape[1] ** 0.5))
+    return tokens.transpose(1, 2).reshape(output.shape[0], output.shape[2], side, side)
+
+
+def capture(model: torch.nn.Module, blocks: list[torch.nn.Module], x: torch.Tensor, wanted: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """Outputs of the wanted blocks (1-based) as (N, C, H, W) maps, by forward hooks."""
+    out: dict[int, torch.Tensor] = {}
+    handles = [blocks[b - 1].register_forward_hook(lambda m, i, o, b=b: out.__setitem__(b, as_map(o))) for b in wanted]
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    store: StoreOptions
+    selection: DataSelection = DataSelection(split="test")
+    model: str = "torchvision:resnet50"
+    weights: Path | None = None
+    random_init: bool = False
+    blocks: tuple[int, ...] = ()  # empty: all
+    pools: tuple[int | None, ...] = (2,)
+    seed: int = 0
+    batch_size: int = 32
+    device: str | None = None  # default: CUDA when present
+
+
+def load_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, list[torch.nn.Module], dict]:
+    try:
+        factory = BACKBONES[cfg.model]
+    except KeyError:
+        raise ValueError(f"unknown backbone {cfg.model!r}; choose one of: {', '.join(BACKBONES)}") from None
+    if (cfg.weights is None) == (not cfg.random_init):
+        raise ValueError("give exactly one of --weights FILE and --random-init for a backbone")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model, blocks = factory()
+    if cfg.weights is None:
+        return model.eval(), blocks, {"random_init": True, "init_seed": cfg.seed}
+    state = read_state_dict(cfg.weights)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{cfg.weights} does not fit {cfg.model}: {len(missing)} missing keys, {len(unexpected)} unexpected keys")
+    return model.eval(), blocks, {"random_init": False, "checkpoint": Path(cfg.weights).name, "sha256": file_sha256(cfg.weights)}
+
+
+# the key fields that define what a backbone store's features mean
+BACKBONE_COMPATIBLE = ("model", "weights", "preprocessing", "device_type")
+
+
+def extract_backbone(cfg: BackboneConfig) -> str:
+    """Write (or resume) the chosen blocks' pooled outputs for a split as a store."""
+    started = time.perf_counter()
+    model, blocks, weights = load_backbone(cfg)
+    chosen = tuple(sorted(set(cfg.blocks))) or tuple(range(1, len(blocks) + 1))
+    for b in chosen:
+        if not 1 <= b <= len(blocks):
+            raise ValueError(f"block {b} is outside 1..{len(blocks)} for {cfg.model}")
+    source, rows, dataset = select_data(cfg.selection, cfg.seed)
+    device = pick_device(cfg.device)
+    model.to(device)
+    images = FeatureInput(source, IMAGE_SIZE, 3)
+    probe_maps = capture(model, blocks, torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=device), chosen)
+    shapes = {FeatureKey(0, b, p): pooled_shape(*probe_maps[b].shape[1:], p) for b in chosen for p in cfg.pools}
+    key = {"model": {"name": cfg.model, "image_size": IMAGE_SIZE, "normalisation": "imagenet mean/std"}, "weights": weights,
+           "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": device.type,
+           "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
+    made = provenance("backbone", cfg.model, cfg, dataset_record(source, rows, dataset), weights=weights, torch_version=torch.__version__)
+    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=BACKBONE_COMPATIBLE, provenance=made,
+                     row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
+                     shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
+
+    def fill(store: FeatureStore, shards: list[int]) -> int:
+        total = sum(len(store.shard_rows(s)) for s in shards)
+        with tqdm(total=total, unit="img", desc=cfg.model, disable=not cfg.store.progress) as bar:
+            for s in shards:
+                span = store.shard_rows(s)
+                shard = {k: np.empty((len(span), *shape), np.float16) for k, shape in shapes.items()}
+                for a in range(span.start, span.stop, cfg.batch_size):
+                    idx = rows[a : min(a + cfg.batch_size, span.stop)]
+                    items = [images[int(i)] for i in idx]
+                    bad = next((e for _, _, e in items if e), "")
+                    if bad:
+                        raise DataError(bad)
+                    x = (torch.stack([t for _, t, _ in items]).to(device) + 1) / 2
+                    maps = capture(model, blocks, (x - MEAN.to(device)) / STD.to(device), chosen)
+                    for k in shapes:
+                        shard[k][a - span.start : a - span.start + len(idx)] = pool(maps[k.b].float(), k.pool).cpu().numpy()
+                    bar.update(len(idx))
+                store.write_shard(s, shard, np.ones(len(span), bool))
+        return total
+
+    written = write_store(plan, fill, started=started)
+    return f"{written.store}: {len(rows)} images, {cfg.model} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} ({written.images} computed now)"

@@ -1,0 +1,190 @@
+"""Extraction for latent diffusion presets (SD U-Nets, DiT): VAE latents once, then features.
+
+The VAE encode is the costly first step and does not depend on t, b, pool, the noise seed
+or the denoiser, so a run writes two stores, both through the one store writer (lock,
+resume, key check, done markers):
+
+1. the latent cache: each image's latent (each view's, with --aug) in float32, keyed by all a
+   latent depends on (VAE weights, resolution, preprocessing, images, crops, micro-batch).
+   By default it lives at latents/<preset>-<hash of that key>.zarr beside --out, so later
+   runs at other t or b into other stores find it and encode nothing.
+2. the feature store, as for ADM: each shard reads its rows' latents, noises them with
+   eps(seed, index, t, view), runs the denoiser on fixed-size micro-batches, stops after the
+   deepest requested block, and pools. A cached latent is bit-identical to a fresh encode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract.checks import check_run_options, resolve_blocks, row_shapes
+from extract.data.selection import dataset_record, select_data
+from extract.data.sources import PREPROCESSING
+from extract.models.adm_forward import UNET_COMPATIBLE
+from extract.models.latent import LatentModel, check_sources, encode_latents, libraries, load_latent_model
+from extract.models.latent_blocks import capture_latent, latent_block_table
+from extract.models.latent_presets import LATENT_PRESETS, LatentPreset
+from extract.models.noise import latent_q_sample
+from extract.shards import Summary, run_shards, use_device
+from extract.store.config import ExtractConfig, class_label, json_roundtrip, store_key
+from extract.store.dist import close_world, init_world, pick_device
+from extract.store.provenance import provenance
+from extract.store.schema import FeatureKey, FeatureStore
+from extract.store.writer import StorePlan, write_store
+
+LATENT_KEY = FeatureKey(0, 0, None)  # the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
+ENCODING = "VAE posterior mean, (mean - shift_factor) * scaling_factor, fp32"
+LATENT_COMPATIBLE = ("model", "weights", "preprocessing", "encoding", "device_type")
+FEATURE_COMPATIBLE = (*UNET_COMPATIBLE, "conditioning", "schedule")
+
+
+def validate_latent(cfg: ExtractConfig) -> tuple[LatentPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
+    """Every argument error (and a denoiser file or folder that does not fit), before any work."""
+    preset = LATENT_PRESETS[cfg.model]
+    libraries()  # a missing extra is the first thing to say
+    check_run_options(cfg, preset)
+    if preset.class_cond:
+        label = class_label(cfg, preset)
+        if not 0 <= label <= preset.null_class:
+            raise ValueError(f"--class-label must be in [0, {preset.null_class}] ({preset.null_class}: no class), got {label}")
+        if cfg.prompt:
+            raise ValueError(f"{preset.name} is class-conditional: use --class-label, not --prompt")
+    elif cfg.class_label is not None:
+        raise ValueError(f"{preset.name} is conditioned on a prompt (--prompt), not on --class-label")
+    check_sources(preset, cfg.model_dir, cfg.ckpt, cfg.random_init)
+    blocks = resolve_blocks(cfg, preset)
+    shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools, cfg.skip_small_maps, table=latent_block_table(preset))
+    if not shapes:
+        raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
+    return preset, blocks, shapes
+
+
+@dataclass
+class LatentForward:
+    """How the shard loop noises latents and reads the denoiser's blocks (cf. run.AdmForward)."""
+
+    model: LatentModel
+
+    def noised(self, z0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+        return latent_q_sample(self.model.abar, z0, t, eps)
+
+    def capture(self, x_t: torch.Tensor, steps: torch.Tensor, blocks) -> dict[int, torch.Tensor]:
+        cond = self.model.batch_cond(x_t.shape[0])
+        return capture_latent(self.model.denoiser, self.model.preset, x_t, steps, cond, blocks)
+
+
+def encode_batch(model: LatentModel, preset, x0: torch.Tensor, indices, cfg, blocks, shapes, device) -> dict[FeatureKey, np.ndarray]:
+    """Images x0 (N, [V,] 3, S, S) in [-1, 1] -> {LATENT_KEY: (N, [V,] C, h, w) float32}, in
+    zero-padded micro-batches of cfg.micro_batch (a fixed shape: bits independent of batching)."""
+    g, n = cfg.micro_batch, x0.shape[0]
+    views = x0.shape[1] if x0.dim() == 5 else 1
+    out = np.empty((n, views, *shapes[LATENT_KEY]), dtype=np.float32)
+    for start in range(0, n, g):
+        stop = min(start + g, n)
+        x = x0[start:stop]
+        if x.shape[0] < g:
+            x = torch.cat([x, x.new_zeros((g - x.shape[0], *x.shape[1:]))])
+        for v in range(views):
+            z = encode_latents(model.vae, x[:, v] if x.dim() == 5 else x)
+            out[start:stop, v] = z[: stop - start].cpu().numpy()
+    return {LATENT_KEY: out if cfg.views > 1 else out[:, 0]}
+
+
+class LatentInput(torch.utils.data.Dataset):
+    """Cached latents by dataset index: (index, latent ([V,] C, h, w) float32, error or "")."""
+
+    def __init__(self, store: FeatureStore):
+        self.array = store.array(LATENT_KEY)
+        self.row = {int(i): r for r, i in enumerate(store.index())}
+        self.valid, self.ids = store.valid(), store.ids()
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, torch.Tensor, str]]:
+        # a loader batch never straddles two shards, so its rows are one contiguous read
+        rows = [self.row[int(i)] for i in indices]
+        lo = min(rows)
+        block = self.array[lo : max(rows) + 1]
+        return [(int(i), torch.from_numpy(np.ascontiguousarray(block[r - lo])),
+                 "" if self.valid[r] else f"{self.ids[r]}: unreadable when its latents were cached") for i, r in zip(indices, rows)]  # fmt: skip
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])[0]
+
+
+def latent_key(cfg: ExtractConfig, preset: LatentPreset, model: LatentModel, dataset: dict, device: torch.device) -> dict:
+    """Everything a cached latent depends on, and nothing else (not t, b, pool, noise or denoiser)."""
+    crops = cfg.aug != "none"
+    return {"model": {"name": preset.name, "image_size": preset.image_size, "vae": preset.vae}, "weights": model.vae_weights,
+            "encoding": ENCODING, "preprocessing": PREPROCESSING, "dataset": dataset, "aug": cfg.aug,
+            "views": cfg.views if crops else 1, "seed": cfg.seed if crops else None, "micro_batch": cfg.micro_batch,
+            "device_type": device.type}  # fmt: skip
+
+
+def default_latents_path(out: Path, preset: LatentPreset, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(out).parent / "latents" / f"{preset.name}-{digest}.zarr"
+
+
+def extract_latent(cfg: ExtractConfig) -> Summary:
+    """Run (or resume) one extraction of a latent preset into cfg.store.out, caching latents."""
+    started = time.perf_counter()
+    preset, blocks, shapes = validate_latent(cfg)
+    device = pick_device(cfg.device)
+    world = init_world(device)
+    try:
+        device = use_device(pick_device(cfg.device, world))
+        source, rows, dataset = select_data(cfg.selection, cfg.seed)
+        model = load_latent_model(preset, model_dir=cfg.model_dir, ckpt=cfg.ckpt, random_init=cfg.random_init, seed=cfg.seed,
+                                  prompt=cfg.prompt, class_label=class_label(cfg, preset)).to(device)  # fmt: skip
+        steps = model.schedule["steps"]
+        if max(cfg.ts) >= steps:
+            raise ValueError(f"timestep {max(cfg.ts)} is outside [0, {steps}) of the model folder's scheduler")
+        common = dict(ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows,
+                      overwrite=cfg.store.overwrite)  # fmt: skip
+        record = dataset_record(source, rows, dataset)
+
+        # 1. the latent cache
+        lkey = json_roundtrip(latent_key(cfg, preset, model, dataset, device))
+        lpath = Path(cfg.latents) if cfg.latents is not None else default_latents_path(cfg.store.out, preset, lkey)
+        lcfg = dataclasses.replace(cfg, views=lkey["views"], store_dtype="float32")
+        lshape = {LATENT_KEY: (preset.latent_channels, preset.latent_size, preset.latent_size)}
+        lprov = provenance("latents", preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.vae_weights, torch_version=torch.__version__)
+        lplan = StorePlan(out=lpath, key=lkey, compatible=LATENT_COMPATIBLE, provenance=lprov, row_shapes=lshape,
+                          views=lkey["views"], dtype="float32", **common)  # fmt: skip
+
+        def encode_fill(store: FeatureStore, shards: list[int]) -> int:
+            return run_shards(model, preset, source, store, shards, rows, lcfg, (), lshape, device, world, compute=encode_batch)
+
+        encoded = write_store(lplan, encode_fill, world)
+        model.vae.to("cpu")  # the denoiser has the device to itself from here on
+
+        # 2. the features, from the cached latents
+        key = store_key(cfg, preset, blocks, model.weights, dataset, device.type, PREPROCESSING)
+        key.update(conditioning={"prompt": cfg.prompt} if preset.family == "sd" else {"class_label": class_label(cfg, preset)},
+                   schedule=model.schedule, encoding=ENCODING)  # fmt: skip
+        made = provenance("latent", preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.weights, torch_version=torch.__version__,
+                          latents=str(lpath))  # fmt: skip
+        plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=FEATURE_COMPATIBLE, provenance=made,
+                         row_shapes=shapes, views=cfg.views, dtype=cfg.store_dtype, **common)  # fmt: skip
+        latents = LatentInput(FeatureStore.open(lpath))
+
+        def fill(store: FeatureStore, shards: list[int]) -> int:
+            return run_shards(LatentForward(model), preset, source, store, shards, rows, cfg, blocks, shapes, device, world,
+                              inputs=latents, workers=0)  # fmt: skip
+
+        written = write_store(plan, fill, world, started)
+        note = f"latents {lpath}: {encoded.images} encoded now, {len(rows) - encoded.images} reused from the cache"
+        return Summary(written.store, written.images, time.perf_counter() - started, written.bytes, written.shards_done,
+                       written.shards_total, written.skipped, note=note)  # fmt: skip
+    finally:
+        close_world(world)

@@ -1,0 +1,69 @@
+"""Raw pixels as a feature store: the no-model baseline, in the same schema.
+
+The image goes through the same preprocessing as the U-Net's input (crop, resize,
+[-1, 1]) and is stored whole as the one key t=0, b=0, pool=none, so the probe's
+linear head and logistic regression run on pixels exactly as they do on features.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from extract.data.selection import dataset_record, select_data
+from extract.data.sources import PREPROCESSING, DataError, FeatureInput
+from extract.store.config import DataSelection, StoreOptions, json_roundtrip
+from extract.store.provenance import provenance
+from extract.store.schema import FeatureKey, FeatureStore
+from extract.store.writer import StorePlan, write_store
+
+PIXEL_KEY = FeatureKey(0, 0, None)
+
+
+@dataclass(frozen=True)
+class PixelConfig:
+    store: StoreOptions
+    selection: DataSelection = DataSelection()
+    image_size: int = 28
+    channels: int = 1
+    seed: int = 0
+
+
+# pixels have no model, weights or forward: what makes two pixel stores comparable
+PIXEL_COMPATIBLE = ("model", "weights", "preprocessing")
+
+
+def extract_pixels(cfg: PixelConfig) -> str:
+    """Write (or resume) the preprocessed images of a split as a store; returns a summary line."""
+    started = time.perf_counter()
+    source, rows, dataset = select_data(cfg.selection, cfg.seed)  # the rows `extract run` takes with the same data arguments
+    key = {"model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels}, "weights": {"none": True},
+           "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": "cpu",
+           "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset}  # fmt: skip
+    made = provenance("pixels", "pixels", cfg, dataset_record(source, rows, dataset))
+    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=PIXEL_COMPATIBLE, provenance=made,
+                     row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)}, ids=[source.ids[i] for i in rows],
+                     labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
+    images = FeatureInput(source, cfg.image_size, cfg.channels)
+
+    def fill(store: FeatureStore, shards: list[int]) -> int:
+        total = sum(len(store.shard_rows(s)) for s in shards)
+        with tqdm(total=total, unit="img", desc="pixels", disable=not cfg.store.progress) as bar:
+            for s in shards:
+                span = store.shard_rows(s)
+                batch = []
+                for i in rows[span.start : span.stop]:
+                    _, x, error = images[int(i)]
+                    if error:
+                        raise DataError(error)
+                    batch.append(x.numpy())
+                    bar.update(1)
+                store.write_shard(s, {PIXEL_KEY: np.stack(batch).astype(np.float16)}, np.ones(len(span), bool))
+        return total
+
+    written = write_store(plan, fill, started=started)
+    return f"{written.store}: {len(rows)} images as {cfg.channels}x{cfg.image_size}x{cfg.image_size} pixels ({written.images} computed now)"

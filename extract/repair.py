@@ -1,0 +1,60 @@
+"""Repair: re-extract a store's bad shards with the arguments it was made with.
+
+`extract.store.verify` finds the problems (it reads, and imports no stage); repairing runs
+the store kind's own extraction again, so it lives with the extraction stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from extract.store.config import flat, from_flat
+from extract.store.schema import FeatureStore, StoreError
+from extract.store.verify import inspect_store, verify_store
+
+# store kind (provenance["kind"]) -> (module, config class, writer function); stores made
+# before kinds were recorded are U-Net stores when their config has timesteps
+STORE_KINDS = {
+    "unet": ("extract.run", "ExtractConfig", "extract"),  # every diffusion family, through the family registry
+    "latent": ("extract.run", "ExtractConfig", "extract"),
+    "pixels": ("extract.models.pixels", "PixelConfig", "extract_pixels"),
+    "backbone": ("extract.models.backbones", "BackboneConfig", "extract_backbone"),
+}
+
+
+def _rebuild_config(cls, recorded: dict, **overrides):
+    """The config a store was made with, from its JSON provenance (flat names; lists back to tuples)."""
+    names = set(flat(from_flat(cls, out=Path("."))))
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
+    values.update({k: v for k, v in overrides.items() if k in names})
+    return from_flat(cls, **values)
+
+
+def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | None = None) -> list[str]:
+    """Re-extract the bad shards of a store with the arguments it was made with (from its
+    provenance; any store kind the one writer makes), then verify again. Returns the
+    problems left (empty: repaired)."""
+    report = inspect_store(path)
+    if not report.problems:
+        return []
+    if not report.repairable:
+        raise StoreError(f"{path}: cannot repair, a problem is not confined to shards: {report.problems[0]}")
+    store = FeatureStore.open(path, mode="r+")
+    provenance = store.attrs.get("provenance", {})
+    config = dict(provenance.get("config", {}))
+    kind = provenance.get("kind") or ("unet" if "ts" in config else None)
+    if not config or provenance.get("stage") != "extract" or kind not in STORE_KINDS:
+        raise StoreError(f"{path}: cannot repair: it holds no extraction configuration to re-extract with")
+    for s in sorted(report.bad_shards):
+        store.group["progress/done"][s] = 0
+    store.mark_incomplete()
+    module, cls_name, fn_name = STORE_KINDS[kind]
+    module = importlib.import_module(module)
+    overrides = {"out": Path(path), "overwrite": False, "progress": False}
+    if ckpt is not None:
+        overrides["ckpt" if kind in ("unet", "latent") else "weights"] = ckpt
+    if data_root is not None:
+        overrides["data_root"] = data_root
+    getattr(module, fn_name)(_rebuild_config(getattr(module, cls_name), config, **overrides))
+    return verify_store(path)

@@ -1,0 +1,429 @@
+"""The cache schema: the only code that knows how a diffprobe store is laid out.
+
+This module and `extract.store.cli_options` are the floor every stage stands on: they import numpy and
+zarr, never torch or guided_diffusion, so probe and analysis can read stores (and analysis
+can run) without loading a model. Here live the store layout, the feature key (its one
+parser and one label), what makes stores compatible, and the errors all stages share.
+
+A store is one Zarr v3 group:
+
+    <store>/                          attrs: format, schema_version, key, provenance, arrays,
+                                             complete, skipped, last_run
+      features/t{t}/b{b}/p{p}         (N, C, p, p) or, with views V > 1, (N, V, C, p, p)
+      features/t{t}/b{b}/full         (N, C, H, W)  (pool 'full')
+      labels   int64 (N,)             class index per row
+      ids      str   (N,)             image id (path relative to the dataset root, ...)
+      index    int64 (N,)             row -> position in the source dataset (noise is keyed by it)
+      valid    uint8 (N,)             0 for an image skipped as unreadable (its features are NaN)
+      progress/done  uint8 (n_shards,)  1 once every array's rows of shard s are written
+
+Rows are grouped in shards of `shard_rows`; a shard is the unit of work, of writing and of
+resume. Feature arrays use Zarr sharding (one shard file per row-shard, inner chunks of a
+few MiB) with a CRC32C codec on every chunk, so a corrupt chunk raises on read. Unwritten
+feature rows read as NaN. The store is complete only when every done flag is 1 and then
+`complete` is set in the root attrs, last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+FORMAT = "diffprobe-features"
+SCHEMA_VERSION = 1
+CHUNK_BYTES = 4 << 20  # target size of one inner chunk
+STORE_DTYPES = ("float16", "float32")
+
+_FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "index", "valid", "progress/done"
+
+
+FULL = "full"  # the one spelling of "no pooling": keep the block's whole H x W map
+
+
+class StoreError(ValueError):
+    """A store that is not a diffprobe store, is incomplete, or lacks what was asked for."""
+
+
+class DataError(ValueError):
+    """A dataset that cannot be read as asked: missing files, bad annotations, unreadable images."""
+
+
+def parse_pool(text: str | int | None) -> int | None:
+    """'2' -> 2; 'full' -> None (the whole map). 'none', the spelling of older versions, is read as 'full'."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in (FULL, "none")):
+        return None
+    try:
+        p = int(text)
+    except ValueError:
+        raise ValueError(f"pool must be a positive integer or '{FULL}', got {text!r}") from None
+    if p < 1:
+        raise ValueError(f"pool must be a positive integer or '{FULL}', got {text!r}")
+    return p
+
+
+def pool_label(p: int | None) -> str:
+    return FULL if p is None else str(p)
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """One cached array: timestep t, block b, pool p (None = the full map).
+
+    Its label, `t150/b24/p2` or `t150/b24/full`, is the array's path under features/ in the
+    store, and the one spelling every command accepts and prints (feature sets join labels
+    with '+')."""
+
+    t: int
+    b: int
+    pool: int | None
+
+    @property
+    def label(self) -> str:
+        return f"t{self.t}/b{self.b}/{FULL if self.pool is None else f'p{self.pool}'}"
+
+    @property
+    def path(self) -> str:
+        return f"{_FEATURES}/{self.label}"
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureKey:
+        """'t150/b24/p2' or 't150/b24/full' -> FeatureKey (the inverse of `label`)."""
+        parts = text.strip().lower().split("/")
+        try:
+            t, b, p = parts
+            if not (t[0] == "t" and b[0] == "b" and (p in (FULL, "pnone") or p[0] == "p")):
+                raise ValueError
+            return cls(int(t[1:]), int(b[1:]), None if p in (FULL, "pnone") else int(p[1:]))
+        except (ValueError, IndexError):
+            raise ValueError(f"feature {text!r}: expected tT/bB/pP or tT/bB/{FULL}, e.g. t150/b24/p2") from None
+
+    def to_dict(self) -> dict:
+        return {"t": self.t, "b": self.b, "pool": self.pool}
+
+    def sort_key(self) -> tuple[int, int, int]:
+        return self.t, self.b, -1 if self.pool is None else self.pool
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureKey:
+        return cls(int(d["t"]), int(d["b"]), None if d["pool"] is None else int(d["pool"]))
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def feature_set_label(keys) -> str:
+    """Keys whose features are concatenated: 't10/b7/p2+t50/b7/p2'."""
+    return "+".join(k.label for k in keys)
+
+
+def parse_feature_set(text: str) -> tuple[FeatureKey, ...]:
+    return tuple(FeatureKey.parse(part) for part in text.split("+"))
+
+
+# ---------------------------------------------------------------- compatibility
+# key fields that must agree between stores probed or compared together (they change what a
+# feature means); a store records its own list as attrs["compatible"], older ones use this one
+COMPATIBLE_FIELDS = ("model", "weights", "preprocessing", "dtype", "class_label", "micro_batch", "device_type")
+
+
+def describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'field: store has X, asked Y' for every leaf where two key dicts differ."""
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += describe_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            diffs.append(f"{prefix}{k}: store has {a!r}, asked {b!r}")
+    return diffs
+
+
+def chunk_rows_for(row_bytes: int, shard_rows: int) -> int:
+    """The largest divisor of shard_rows whose chunk stays within CHUNK_BYTES (at least 1)."""
+    best = 1
+    for rows in range(1, shard_rows + 1):
+        if shard_rows % rows == 0 and rows * row_bytes <= CHUNK_BYTES:
+            best = rows
+    return best
+
+
+def is_store(path: str | Path, created: bool = True) -> bool:
+    """A diffprobe store; with created=False, also one whose creation was interrupted."""
+    try:
+        attrs = zarr.open_group(str(path), mode="r").attrs
+    except Exception:  # noqa: BLE001 - anything unreadable is not a store
+        return False
+    return attrs.get("format") == FORMAT and (attrs.get("created", False) or not created)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StoreLock:
+    """One writer per store: `<store>.lock` beside it holds the owner's host and pid.
+
+    Created with O_EXCL, so of two extractions started on one store the second refuses
+    instead of writing into shards the first is writing. A lock left by a killed run on
+    this host (its pid no longer alive) is taken over, so resuming after kill -9 works."""
+
+    def __init__(self, store: str | Path):
+        self.file = Path(str(store).rstrip("/") + ".lock")
+        self.held = False
+
+    def _owner(self) -> dict:
+        try:
+            return json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> StoreLock:
+        # a store in a folder that does not exist yet: make the folder, then take the lock
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(2):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                stale = owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", 0)))
+                if stale and attempt == 0:
+                    self.file.unlink(missing_ok=True)
+                    continue
+                who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "an unknown process"
+                raise StoreError(f"{self.file.with_suffix('')} is being written by another extraction ({who}); "
+                                 f"if none is running, delete {self.file}") from None  # fmt: skip
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
+            self.held = True
+            return self
+        raise StoreError(f"cannot take the writer lock {self.file}")
+
+    def release(self) -> None:
+        if self.held:
+            self.file.unlink(missing_ok=True)
+            self.held = False
+
+
+def open_complete(path: str | Path) -> FeatureStore:
+    """A store that exists and whose extraction finished (what probe and analysis read)."""
+    store = FeatureStore.open(path)
+    if not store.complete:
+        raise StoreError(f"{path} is not complete (an extraction is unfinished); finish it with `python -m extract run` first")
+    return store
+
+
+def incompatibility(a: FeatureStore, b: FeatureStore) -> list[str]:
+    """Why features of two stores cannot be used together (empty: they can), from the fields
+    each store's kind declared."""
+    fields = tuple(dict.fromkeys(a.compatible_fields() + b.compatible_fields()))
+    ka, kb = a.attrs.get("key", {}), b.attrs.get("key", {})
+    return describe_differences({k: ka.get(k) for k in fields}, {k: kb.get(k) for k in fields})
+
+
+class FeatureStore:
+    """Read and write access to one store. Create with `create`, open with `open`."""
+
+    def __init__(self, group: zarr.Group, path: Path):
+        self.group, self.path = group, path
+        attrs = dict(group.attrs)
+        if attrs.get("format") != FORMAT:
+            raise StoreError(f"{path} is not a diffprobe feature store")
+        if not attrs.get("created"):
+            raise StoreError(f"{path} is an unfinished store (its creation was interrupted)")
+        if attrs.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {attrs.get('schema_version')}; this diffprobe reads {SCHEMA_VERSION}"
+            )
+        self.layout = attrs["layout"]
+
+    # ------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        row_shapes: dict[FeatureKey, tuple[int, ...]],
+        ids: list[str],
+        labels: np.ndarray,
+        index: np.ndarray,
+        shard_rows: int,
+        views: int,
+        dtype: str,
+        attrs: dict,
+    ) -> FeatureStore:
+        """A new, empty, incomplete store. row_shapes: key -> (C, h, w) of one row and view."""
+        if dtype not in STORE_DTYPES:
+            raise ValueError(f"store dtype must be one of {STORE_DTYPES}, got {dtype!r}")
+        path = Path(path)
+        n = len(ids)
+        n_shards = max(1, -(-n // shard_rows))
+        # the identity goes in first (an interrupted creation is recognisable and replaceable);
+        # `created` is set once every array exists, `complete` once every shard is written
+        group = zarr.open_group(str(path), mode="w", attributes={"format": FORMAT, "schema_version": SCHEMA_VERSION, "created": False, "complete": False})
+        itemsize = np.dtype(dtype).itemsize
+        arrays = []
+        for key, shape in sorted(row_shapes.items(), key=lambda kv: kv[0].sort_key()):
+            row = ((views,) if views > 1 else ()) + tuple(shape)
+            rows = chunk_rows_for(int(np.prod(row)) * itemsize, shard_rows)
+            group.create_array(
+                key.path,
+                shape=(n, *row),
+                dtype=dtype,
+                chunks=(rows, *row),
+                shards=(shard_rows, *row),
+                compressors=[ZstdCodec(level=0), Crc32cCodec()],
+                fill_value=float("nan"),
+            )
+            arrays.append({**key.to_dict(), "shape": [n, *row], "chunk_rows": rows})
+        group.create_array(_LABELS, data=np.asarray(labels, dtype=np.int64), compressors=[Crc32cCodec()])
+        group.create_array(_INDEX, data=np.asarray(index, dtype=np.int64), compressors=[Crc32cCodec()])
+        id_array = group.create_array(_IDS, shape=(n,), dtype=str, chunks=(max(n, 1),))
+        id_array[:] = np.asarray(ids, dtype=object)
+        # valid and done are written per shard by that shard's owner: one chunk per shard
+        group.create_array(_VALID, shape=(n,), dtype="uint8", chunks=(shard_rows,), fill_value=0)
+        group.create_array(_DONE, shape=(n_shards,), dtype="uint8", chunks=(1,), fill_value=0)
+        group.attrs.update(
+            {
+                **attrs,
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "layout": {"rows": n, "shard_rows": shard_rows, "n_shards": n_shards, "views": views, "dtype": dtype},
+                "arrays": arrays,
+                "created": True,
+            }
+        )
+        return cls(group, path)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"store not found: {path}")
+        try:
+            group = zarr.open_group(str(path), mode=mode)
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(f"{path} is not a readable Zarr store ({e})") from None
+        return cls(group, path)
+
+    @staticmethod
+    def remove(path: str | Path) -> None:
+        """Delete a store; refuses anything that is not a diffprobe store."""
+        path = Path(path)
+        if not path.exists():
+            return
+        if not is_store(path, created=False):
+            raise StoreError(f"refusing to delete {path}: it is not a diffprobe store")
+        shutil.rmtree(path)
+
+    # ------------------------------------------------------------ reading
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.layout["rows"])
+
+    @property
+    def n_shards(self) -> int:
+        return int(self.layout["n_shards"])
+
+    @property
+    def views(self) -> int:
+        return int(self.layout["views"])
+
+    def shard_rows(self, s: int) -> range:
+        size = int(self.layout["shard_rows"])
+        return range(s * size, min((s + 1) * size, self.n_rows))
+
+    def keys(self) -> list[FeatureKey]:
+        return [FeatureKey.from_dict(a) for a in self.attrs["arrays"]]
+
+    def array(self, key: FeatureKey) -> zarr.Array:
+        if key not in self.keys():
+            held = ", ".join(str(k) for k in self.keys())
+            raise StoreError(f"{self.path} has no features for {key}; it holds: {held}")
+        return self.group[key.path]
+
+    def labels(self) -> np.ndarray:
+        return self.group[_LABELS][:]
+
+    def classes(self) -> list[str]:
+        """Class identifiers in label order (synsets, folder names), as the extract stage recorded them."""
+        return list(self.attrs.get("provenance", {}).get("dataset", {}).get("classes", []))
+
+    def class_names(self) -> list[str]:
+        """Readable class names in label order (the identifiers where the dataset has no names)."""
+        dataset = self.attrs.get("provenance", {}).get("dataset", {})
+        return list(dataset.get("class_names") or dataset.get("classes", []))
+
+    def ids(self) -> np.ndarray:
+        return self.group[_IDS][:]
+
+    def index(self) -> np.ndarray:
+        return self.group[_INDEX][:]
+
+    def valid(self) -> np.ndarray:
+        return self.group[_VALID][:].astype(bool)
+
+    def done_shards(self) -> np.ndarray:
+        """Which shards are fully written. A marker that cannot be read counts as not done."""
+        done = self.group[_DONE]
+        try:
+            return done[:].astype(bool)
+        except Exception:  # noqa: BLE001 - a torn marker file from a killed run
+            out = np.zeros(self.n_shards, dtype=bool)
+            for s in range(self.n_shards):
+                try:
+                    out[s] = bool(done[s])
+                except Exception:  # noqa: BLE001
+                    pass
+            return out
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.attrs.get("complete")) and bool(self.done_shards().all())
+
+    def compatible_fields(self) -> tuple[str, ...]:
+        """The key fields this store's kind declared as defining what its features mean."""
+        return tuple(self.attrs.get("compatible", COMPATIBLE_FIELDS))
+
+    def compatibility_key(self) -> dict:
+        key = self.attrs.get("key", {})
+        return {k: key.get(k) for k in self.compatible_fields()}
+
+    # ------------------------------------------------------------ writing
+    def write_shard(self, s: int, features: dict[FeatureKey, np.ndarray], valid: np.ndarray) -> None:
+        """Write every array's rows of shard s, then mark it done (the marker comes last)."""
+        rows = self.shard_rows(s)
+        for key, values in features.items():
+            self.group[key.path][rows.start : rows.stop] = values
+        self.group[_VALID][rows.start : rows.stop] = valid.astype(np.uint8)
+        self.group[_DONE][s] = 1
+
+    def finish(self, extra_attrs: dict) -> None:
+        """Set the completion flag (last), once every shard is done."""
+        missing = np.flatnonzero(~self.done_shards())
+        if missing.size:
+            raise StoreError(f"{self.path}: cannot finish, shards not written: {missing[:10].tolist()}")
+        self.group.attrs.update({**extra_attrs, "complete": True})
+
+    def mark_incomplete(self) -> None:
+        self.group.attrs["complete"] = False
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

@@ -1,0 +1,155 @@
+"""The one store writer: create or resume a store, hold its lock, fill its shards, finish it.
+
+Every kind of store (U-Net features, torchvision backbones, raw pixels, and any later model
+family) is written through `write_store`, so each gets the same guarantees: a second writer is
+refused, a killed run resumes where it stopped (only shards without a done marker are
+computed), different arguments into an existing store are refused naming every difference,
+and `complete` is set last. A kind says what it writes in a `StorePlan` (its key, the key
+fields that define what its features mean, its rows and arrays) and how to compute shards in a
+`fill` function; it never touches the store's layout itself.
+
+This module needs no torch: the process group comes in as any object with rank, size,
+is_main, broadcast, barrier and all_sum (`extract.store.dist.World` under torchrun).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from extract.store.schema import COMPATIBLE_FIELDS, FeatureKey, FeatureStore, StoreError, StoreLock, describe_differences, is_store
+
+
+class ProcessGroup(Protocol):
+    rank: int
+    size: int
+
+    @property
+    def is_main(self) -> bool: ...
+
+    def broadcast(self, obj): ...
+
+    def barrier(self) -> None: ...
+
+    def all_sum(self, value: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class Alone:
+    """A single process: the default process group."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return True
+
+    def broadcast(self, obj):
+        return obj
+
+    def barrier(self) -> None:
+        return None
+
+    def all_sum(self, value: float) -> float:
+        return value
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """What a store holds and where. `key` covers everything that changes a value: two runs
+    with equal keys write equal bytes, and an existing store resumes only under an equal key.
+    `compatible` names the key fields that must agree between stores used together."""
+
+    out: Path
+    key: dict
+    compatible: tuple[str, ...]
+    provenance: dict
+    row_shapes: dict[FeatureKey, tuple[int, ...]]
+    ids: list[str]
+    labels: np.ndarray
+    index: np.ndarray
+    shard_rows: int
+    views: int = 1
+    dtype: str = "float16"
+    overwrite: bool = False
+
+
+@dataclass
+class Written:
+    store: Path
+    images: int  # images computed by this run (all ranks)
+    shards_done: int
+    shards_total: int
+    bytes: int
+    skipped: list[str] = field(default_factory=list)
+
+
+# fill(store, shards) computes and writes the given shards (store.write_shard for each, in any
+# order) and returns how many images it computed
+Fill = Callable[[FeatureStore, list[int]], int]
+
+
+def prepare(plan: StorePlan) -> str | None:
+    """Create, resume or refuse the store (rank 0 only). Returns an error message or None."""
+    out = Path(plan.out)
+    if out.exists() and not is_store(out):
+        if is_store(out, created=False) or (out.is_dir() and not any(out.iterdir())):
+            FeatureStore.remove(out)  # empty, or a creation that was interrupted
+        else:
+            return f"{out} exists and is not a diffprobe store; choose another --out"
+    if out.exists():
+        store = FeatureStore.open(out, mode="r+")
+        diffs = describe_differences(store.attrs.get("key", {}), plan.key)
+        if diffs and not plan.overwrite:
+            return f"{out} was made with other arguments ({'; '.join(diffs)}); use --overwrite to replace it"
+        if not diffs:
+            return None
+        FeatureStore.remove(out)
+    attrs = {"key": plan.key, "provenance": plan.provenance}
+    if tuple(plan.compatible) != COMPATIBLE_FIELDS:
+        attrs["compatible"] = list(plan.compatible)  # stores of the default kind keep the attrs they always had
+    FeatureStore.create(out, row_shapes=plan.row_shapes, ids=plan.ids, labels=plan.labels, index=plan.index,
+                        shard_rows=plan.shard_rows, views=plan.views, dtype=plan.dtype, attrs=attrs)  # fmt: skip
+    return None
+
+
+def write_store(plan: StorePlan, fill: Fill, world: ProcessGroup | None = None, started: float | None = None) -> Written:
+    """Write (or resume) a whole store; collective when `world` spans several processes.
+    Each rank fills the unwritten shards s with s % size == rank. `started` (a perf_counter
+    time, default now) dates the run's seconds recorded in the store's `last_run`."""
+    world = world or Alone()
+    started = time.perf_counter() if started is None else started
+    lock: StoreLock | None = None
+    try:
+        error = None
+        if world.is_main:
+            try:
+                lock = StoreLock(plan.out).acquire()
+            except StoreError as e:
+                error = str(e)
+            else:
+                error = prepare(plan)
+        error = world.broadcast(error)
+        if error:
+            raise StoreError(error)
+        store = FeatureStore.open(plan.out, mode="r+")
+        done = store.done_shards()
+        mine = [s for s in range(store.n_shards) if s % world.size == world.rank and not done[s]]
+        if mine and world.is_main:
+            store.mark_incomplete()
+        images = int(world.all_sum(fill(store, mine) if mine else 0))
+        world.barrier()
+        if world.is_main:
+            bad = [str(i) for i, ok in zip(store.ids(), store.valid()) if not ok]
+            seconds = round(time.perf_counter() - started, 3)
+            store.finish({"skipped": bad, "last_run": {"images": images, "seconds": seconds, "world_size": world.size}})
+        world.barrier()
+        return Written(Path(plan.out), images, int(store.done_shards().sum()), store.n_shards, store.size_bytes(), list(store.attrs.get("skipped", [])))
+    finally:
+        if lock is not None:
+            lock.release()

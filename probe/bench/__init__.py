@@ -1,0 +1,1 @@
+"""Probe benchmarks, each imported only by its own command."""

@@ -1,0 +1,242 @@
+"""The fine-tuning loop: resumable state, EMA, epoch selection on validation, one test
+evaluation, results in the probe's format and the exported weights. Loads a U-Net (see
+probe/finetune/model.py); never imported by the cached-feature path."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from extract import __version__
+from extract.data.registry import open_dataset
+from extract.data.sources import subset_indices
+from extract.models.adm import load_unet
+from extract.models.adm_presets import get_preset
+from extract.models.weights import weights_label
+from extract.store.dist import close_world, init_world
+from extract.store.schema import FeatureKey, pool_label
+from probe.finetune.model import (
+    _NOT_IN_RUN,
+    EVAL_VIEW,
+    STATE_FILE,
+    TRAIN_VIEW_BASE,
+    FinetuneConfig,
+    PrefixClassifier,
+    epoch_order,
+    images,
+    noised,
+    trainable_parameters,
+    use_grad_checkpointing,
+    validate,
+)
+from probe.grid import FeatureSet, head_for
+from probe.heads import parse_head_options
+from probe.metrics import accuracy
+from probe.reader import carve_validation
+from probe.tables import RESULTS_FORMAT, append_row, write_json
+
+
+def run_fields(cfg: FinetuneConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_RUN}
+
+
+def _save(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous state whole
+
+
+def lr_factor(schedule: str, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
+    if schedule == "step":
+        return 0.1 ** (epoch // 7)
+    progress = (epoch * steps_per_epoch + step) / max(1, epochs * steps_per_epoch)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(groups, momentum=0.0, weight_decay=0.0)
+    return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+@torch.no_grad()
+def evaluate(net: PrefixClassifier, source, rows: np.ndarray, preset, cfg: FinetuneConfig, device, batch: int = 256, k: int = 5) -> np.ndarray:
+    """Top-k predicted classes of the rows, best first, (n, k): center crop, the evaluation noise
+    draw (extraction's view 0)."""
+    net.eval()
+    preds = []
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        x = noised(preset, images(source, part, preset, seed=cfg.seed, epoch=None), part, cfg.t, cfg.seed, EVAL_VIEW)
+        logits = net(x.to(device)).float()
+        preds.append(logits.topk(min(k, logits.shape[1]), dim=1).indices.cpu().numpy())
+    net.train()
+    return np.concatenate(preds) if preds else np.zeros((0, k), np.int64)
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Train, select the epoch on validation, test once; returns the results dict (rank 0)."""
+    validate(cfg)
+    preset = get_preset(cfg.model)
+    block = cfg.block or preset.default_block
+    opts = cfg.resolved()
+    device = torch.device(cfg.device)
+    world = init_world(device)
+    try:
+        return _finetune(cfg, preset, block, opts, device, world)
+    finally:
+        close_world(world)
+
+
+def _finetune(cfg, preset, block, opts, device, world) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_src = open_dataset(cfg.data, cfg.data_root, cfg.train_split)
+    test_src = open_dataset(cfg.data, cfg.data_root, cfg.test_split)
+    rows = subset_indices(len(train_src), cfg.limit, cfg.seed)
+    labels = train_src.labels[rows].astype(np.int64)
+    val_mask = carve_validation(labels, np.ones(len(rows), bool), cfg.val_fraction, cfg.seed)
+    train_rows, val_rows = rows[~val_mask], rows[val_mask]
+    test_rows = subset_indices(len(test_src), cfg.test_limit, cfg.seed)
+    classes = len(train_src.classes)
+    batch, epochs = opts["batch_size"], opts["epochs"]
+    if batch % world.size:
+        raise ValueError(f"--batch-size {batch} does not split evenly over {world.size} processes")
+    steps_per_epoch = len(train_rows) // batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_rows)} training images make no full batch of {batch}; lower --batch-size")
+
+    unet, weights = load_unet(preset, cfg.ckpt or None, random_init=cfg.random_init, seed=cfg.seed)
+    named = trainable_parameters(unet, block, cfg.freeze_blocks, cfg.trainable)
+    if cfg.grad_checkpoint:
+        use_grad_checkpointing(unet, block)
+    key = FeatureKey(cfg.t, block, cfg.pool)
+    with torch.no_grad():
+        probe_x = torch.zeros(1, preset.in_channels, preset.image_size, preset.image_size)
+        shape = tuple(PrefixClassifier(unet, nn.Identity(), cfg.t, block, cfg.pool).features(probe_x).shape[1:])
+    fs = FeatureSet((key,), shape, (shape,))
+    torch.manual_seed(cfg.seed)
+    head = head_for(cfg.head, fs, classes, parse_head_options(list(cfg.head_options)))
+    net = PrefixClassifier(unet, head, cfg.t, block, cfg.pool).to(device).train()
+    params = [p for _, p in named] + list(head.parameters())
+    groups = [{"params": [p for _, p in named], "lr": opts["lr"], "base": opts["lr"]}, {"params": list(head.parameters()), "lr": opts["head_lr"], "base": opts["head_lr"]}]
+    opt = make_optimizer(opts["optimizer"], [g for g in groups if g["params"]])
+    ema = [p.detach().clone() for p in params] if cfg.ema_rate else None
+    model = torch.nn.parallel.DistributedDataParallel(net) if world.size > 1 else net
+
+    step, best, seconds = 0, {"val_top1": -1.0, "epoch": -1, "state": None}, 0.0
+    state_path = out / STATE_FILE
+    if state_path.is_file():
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a torn or foreign file is one line
+            raise ValueError(f"{state_path}: not a loadable fine-tuning state ({type(e).__name__}); remove it or use a new --out") from None
+        changed = sorted(k for k, v in run_fields(cfg).items() if state["config"].get(k) != v)
+        if changed:
+            raise ValueError(f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out")
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        if ema is not None:
+            ema = [e.to(device) for e in state["ema"]]
+        step, seconds, best = int(state["step"]), float(state["seconds"]), state["best"]
+
+    def snapshot() -> dict:
+        """The weights evaluation uses: the EMA's when kept, else the live ones (CPU copies)."""
+        s = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        if ema is not None:
+            names = {id(p): n for n, p in net.named_parameters()}
+            for p, e in zip(params, ema):
+                s[names[id(p)]] = e.detach().cpu().clone()
+        return s
+
+    def save() -> None:
+        if world.is_main:
+            _save(state_path, {"config": run_fields(cfg), "net": net.state_dict(), "opt": opt.state_dict(), "ema": ema,
+                               "step": step, "seconds": seconds, "best": best})  # fmt: skip
+        world.barrier()
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bf16" else contextlib.nullcontext()
+    total = epochs * steps_per_epoch
+    bar = tqdm(total=total * batch, initial=step * batch, unit="img", desc=f"finetune b={block}", disable=not (cfg.progress and world.is_main), dynamic_ncols=True)
+    started = time.perf_counter() - seconds
+    while step < total:
+        epoch, s = divmod(step, steps_per_epoch)
+        order = train_rows[epoch_order(len(train_rows), cfg.seed, epoch)]
+        part = order[s * batch : (s + 1) * batch][world.rank :: world.size]  # this rank's share of the global batch
+        x0 = images(train_src, part, preset, seed=cfg.seed, epoch=epoch if cfg.aug else None)
+        x_t = noised(preset, x0, part, cfg.t, cfg.seed, TRAIN_VIEW_BASE + epoch)
+        y = torch.from_numpy(train_src.labels[part].astype(np.int64)).to(device)
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * lr_factor(opts["schedule"], epoch, s, steps_per_epoch, epochs)
+        with autocast:
+            loss = nn.functional.cross_entropy(model(x_t.to(device)).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for p, e in zip(params, ema):
+                    e.mul_(cfg.ema_rate).add_(p.detach(), alpha=1 - cfg.ema_rate)
+        step += 1
+        seconds = time.perf_counter() - started
+        bar.update(batch)
+        bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+        if step % steps_per_epoch == 0:  # epoch end: score validation, keep the best epoch's weights
+            live = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            net.load_state_dict(snapshot())
+            val = accuracy(evaluate(net, train_src, val_rows, preset, cfg, device), train_src.labels[val_rows])["top1"]
+            net.load_state_dict(live)
+            if val > best["val_top1"]:
+                best = {"val_top1": val, "epoch": epoch + 1, "state": snapshot()}
+            save()
+        elif step % cfg.checkpoint_every == 0:
+            save()
+    bar.close()
+    if not world.is_main:
+        return {}
+    net.load_state_dict(best["state"])
+    test = accuracy(evaluate(net, test_src, test_rows, preset, cfg, device), test_src.labels[test_rows])
+    export = out / "finetuned.pt"
+    torch.save({k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}, export)
+    return write_results(cfg, preset, block, opts, weights, key, named, head, best, test, len(train_rows), len(val_rows), len(test_rows), seconds, export)
+
+
+def write_results(cfg, preset, block, opts, weights, key, named, head, best, test, n_train, n_val, n_test, seconds, export) -> dict:
+    """The probe's results format, one member: `probe table`, curves and the report read it."""
+    name = cfg.name or f"finetune-{cfg.head}_{preset.name}_t{cfg.t}_b{block}_p{pool_label(cfg.pool)}"
+    member = {"head": cfg.head, "feature_set": key.label, "features": [key.to_dict()], "lr": opts["lr"], "wd": 0.0,
+              "finetuned": True, "trainable": cfg.trainable, "freeze_blocks": cfg.freeze_blocks,
+              "trainable_parameters": sum(p.numel() for _, p in named) + sum(p.numel() for p in head.parameters()),
+              "val": {"top1": best["val_top1"]}, "test": {"top1": test["top1"]}, "epoch": best["epoch"]}  # fmt: skip
+    model_key = {"name": preset.name, **preset.to_dict()}
+    result = {
+        "format": RESULTS_FORMAT, "version": __version__, "name": name, "kind": "finetune",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {**run_fields(cfg), **opts, "block": block},
+        "stores": {"train": {"path": None, "rows": n_train, "key": {"model": model_key, "weights": weights, "t": cfg.t, "seed": cfg.seed,
+                                                                      "dataset": {"name": cfg.data, "split": cfg.train_split}}}},
+        "validation": f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.seed}; picks the epoch",
+        "members": [member], "selected": 0, "head": member,
+        "val": {"top1": best["val_top1"], "rows": n_val}, "test": {**test, "rows": n_test},
+        "timing": {"train": {"seconds": round(seconds, 1)}, "total_seconds": round(seconds, 1)},
+        "exported": str(export),
+    }  # fmt: skip
+    out_dir = Path(cfg.results)
+    write_json(out_dir / f"{name}.json", result)
+    append_row(out_dir / "probe_results.csv", {
+        "name": name, "head": f"{cfg.head} (fine-tuned)", "features": key.label, "t": cfg.t, "b": block, "pool": pool_label(cfg.pool),
+        "model": preset.name, "weights": weights_label(weights),
+        "dataset": cfg.data, "train_rows": n_train, "val_rows": n_val, "test_rows": n_test, "lr": opts["lr"], "wd": 0.0, "epochs": opts["epochs"],
+        "val_top1": f"{best['val_top1']:.2f}", "test_top1": f"{test['top1']:.2f}", "test_top5": f"{test['top5']:.2f}",
+        "seconds": round(seconds, 1), "version": __version__, "results": f"{name}.json"})  # fmt: skip
+    return result

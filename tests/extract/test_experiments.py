@@ -1,0 +1,89 @@
+"""The experiment runner: settings in their order, the placeholders, nested experiments, and
+every shipped experiment resolving and printing without error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from extract.experiments.runner import Runner, Settings, experiment_names, resolve, store_path
+
+
+class Recorder(Runner):
+    def __init__(self):
+        super().__init__(dry=True, python="python")
+        self.lines = []
+        self.echo = lambda *a, **k: self.lines.append(" ".join(map(str, a)))
+
+
+def printed(name, given=None, row=None) -> list[str]:
+    r = Recorder()
+    r.run(name, given or {}, row)
+    return r.lines
+
+
+def test_store_paths_are_named_by_one_function():
+    assert store_path("cache", "demo-fmnist", False, "fashion-mnist", "train", "10,150", "24", "2,full", "500") == \
+        "cache/demo-fmnist_fashion-mnist_train_t10-150_b24_p2-full_n500.zarr"  # fmt: skip
+    assert store_path("c", "m", True, "d", "test", "1", "all", "1").endswith("c/m-random_d_test_t1_ball_p1.zarr")
+
+
+def test_placeholders():
+    s = Settings({"t": "10,50", "b": "all", "pool": "full", "limit": "", "lr": "0.1", "ckpt": "", "random": "1", "splits": "train val",
+                  "out": "o", "store_out": "{out}/x", "model": "m", "data": "d", "split": "", "a": "{b}", "loop": "{loop}"})  # fmt: skip
+    assert s.format("{first:t} {block:b} {tag:t} {union:t:t}") == "10 24 10-50 10,50"
+    assert s.format("{opt:lr:--lr}|{opt:limit:--limit}|{opt:lr: LR=}|{if:random:_r}|{weights}|{testsplit}") == "--lr 0.1|| LR=0.1|_r|--random-init|val"
+    assert s.format("{store:#1}") == "o/x/m-random_d_val_t10-50_ball_pfull.zarr"
+    assert s.format("{store:split=train,t=7,random=,limit=9}") == "o/x/m_d_train_t7_ball_pfull_n9.zarr"
+    assert s.format("{features:full}") == "t10/ball/full+t50/ball/full" and s.format("{a}") == "all"
+    for bad, message in (("{nope}", "unknown setting 'nope'"), ("{store:#2}", "give a training and a test split"),
+                         ("{loop}", "refer to each other in a loop"), ("{store:colour=red}", "unknown part colour")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            s.format(bad)
+
+
+def test_settings_resolve_in_order(tmp_path):
+    (tmp_path / "last-extract.json").write_text(json.dumps({"t": "50", "b": "19", "pool": "1", "model": "tiny"}))
+    _, s = resolve("probe", {"out": str(tmp_path), "b": "7"})
+    assert (s.get("t"), s.get("b"), s.get("model"), s.get("head")) == ("50", "7", "tiny", "linear")  # record < given; defaults
+    _, s = resolve("demo", {})
+    assert (s.get("t"), s.get("b"), s.get("pool")) == ("10", "9", "full")  # the experiment's own settings
+    _, s = resolve("paper", {"t": "300", "row": "attention"})
+    assert s.get("t") == "150" and s.get("head") == "paper-attention"  # the row wins
+    with pytest.raises(ValueError, match="unknown ROW=gan"):
+        resolve("paper", {}, "gan")
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        resolve("nope", {})
+
+
+def test_nested_experiments_inherit_settings_and_steps_set_their_own():
+    lines = printed("demo", {"limit": "50"})
+    runs = [x for x in lines if " -m " in x]
+    extracts = [x for x in runs if "extract run" in x and "/cka/" not in x]
+    assert len(extracts) == 4 and sum("--random-init" in x for x in extracts) == 2
+    assert all("-t 10 -b 9 --pool full --limit 50" in x for x in extracts)
+    probes = [x for x in runs if "probe train" in x]
+    assert [p.split("--name ")[1].split()[0] for p in probes] == ["demo-trained", "demo-random", "demo-pixels"]
+    assert sum("analysis cka" in x for x in runs) == 3 and runs[-1].endswith("probe table --results results/demo --last 3")
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_every_experiment_prints_its_commands(name):
+    rows = resolve(name, {})[0].get("rows", {})
+    for row in rows or [None]:
+        lines = printed(name, {}, row)
+        assert any(" -m " in x for x in lines), (name, row)
+        assert not [x for x in lines if "{" in x or "}" in x], (name, row, lines)  # every placeholder filled
+
+
+def test_unless_exists_skips_and_record_writes(tmp_path):
+    r = Runner(dry=False)
+    r.echo = lambda *a, **k: None
+    _, s = resolve("extract", {"out": str(tmp_path), "t": "5"})
+    r.write_record(s)
+    assert json.loads((tmp_path / "last-extract.json").read_text())["t"] == "5"
+    (tmp_path / "pixels_fashion-mnist_train.zarr").mkdir()
+    rec = Recorder()
+    rec.step({"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}, s, {})
+    assert rec.lines == ["python -m extract pixels --split test"]

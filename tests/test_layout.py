@@ -1,0 +1,153 @@
+"""The layout's rules, read from the source: no import cycle, a floor that imports no stage and
+no torch, probe and analysis standing on the floor only, benchmarks and fine-tuning in rooms
+of their own, and no family-specific branch in the extraction run."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("extract", "probe", "analysis")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def imports(path: Path, module_level_only: bool = False) -> set[str]:
+    """Every module a file imports (`from a.b import c` gives a.b and a.b.c)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else ast.walk(tree)
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def ours(names: set[str], known: dict[str, Path]) -> set[str]:
+    return {n for n in names if n in known}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    known = modules()
+    graph = {m: ours(imports(p), known) - {m} for m, p in known.items()}
+    assert cycles(graph) == []
+
+
+def test_the_floor_imports_no_stage_and_no_torch_at_module_level():
+    known = modules()
+    floor = {m: p for m, p in known.items() if m.startswith("extract.store")}
+    assert {"extract.store.schema", "extract.store.writer", "extract.store.config", "extract.store.verify"} <= set(floor)
+    allowed_third_party = {"numpy", "zarr", "click", "numcodecs"}
+    for name, path in floor.items():
+        for imported in imports(path):
+            top = imported.split(".")[0]
+            if top == "extract":
+                assert imported == "extract" or imported.startswith("extract.store") or imported == "extract.__version__", (name, imported)
+            elif top == "torch":
+                assert name == "extract.store.dist" and imported not in imports(path, module_level_only=True), (name, imported)
+            else:
+                assert top in sys.stdlib_module_names or top in allowed_third_party, (name, imported)
+
+
+# the modules of probe and analysis that read more of extract than its floor, and why
+BEYOND_THE_FLOOR = {
+    "probe.finetune": "trains the U-Net: the one probe room that loads a model, entered only by `probe finetune`",
+    "probe.bench": "benchmarks the whole workflow against on-line training, imported only by its own command",
+    "analysis.fid": "extracts Inception or classifier features of image folders itself",
+    "analysis.features": "the feature networks of analysis fid",
+    "analysis.classifier": "trains and loads the demo's Fashion-MNIST classifier",
+}
+
+
+def test_probe_and_analysis_stand_on_the_floor_only():
+    known = modules()
+    for name, path in known.items():
+        if not name.startswith(("probe", "analysis")) or any(name == m or name.startswith(m + ".") for m in BEYOND_THE_FLOOR):
+            continue
+        beyond = {i for i in ours(imports(path), known) if i.startswith("extract") and not i.startswith("extract.store") and i != "extract"}
+        assert not beyond, (name, sorted(beyond))
+
+
+@pytest.mark.parametrize("room", ["extract.bench", "probe.bench", "probe.finetune", "extract.generate"])
+def test_rooms_of_their_own_are_entered_only_by_their_commands(room):
+    """No module outside the room imports it at module level; only the CLIs reach in, inside a command."""
+    known = modules()
+    for name, path in known.items():
+        if name == room or name.startswith(room + ".") or ".bench" in name:
+            continue  # a benchmark may measure any room
+        reached = {i for i in imports(path, module_level_only=True) if i == room or i.startswith(room + ".")}
+        if name == "extract.cli":
+            reached = {i for i in reached if not i.startswith(("extract.bench.gpu_config", "extract.bench"))} if room == "extract.bench" else reached
+            reached -= {i for i in reached if i.startswith("extract.bench.gpu_config")}  # the GPU bench's option defaults, a plain dataclass
+        assert not reached, (name, sorted(reached))
+
+
+def test_the_extraction_run_has_no_family_branch():
+    """Shared code finds a preset's family in the registry; it never asks whether a model is latent."""
+    shared = ["extract/run.py", "extract/shards.py", "extract/checks.py", "extract/store/config.py"]
+    for rel in shared:
+        text = (ROOT / rel).read_text()
+        assert "is_latent" not in text and "LATENT_PRESETS" not in text, rel
+    from extract.models.families import FAMILIES, PRESET_FAMILY, family_functions
+
+    assert set(PRESET_FAMILY.values()) == set(FAMILIES)
+    assert family_functions("demo-fmnist")[1].__name__ == "extract_adm"
+    assert family_functions("tiny-sd")[1].__name__ == "extract_latent"
+    with pytest.raises(ValueError, match="unknown model preset 'nope'; choose one of: .*demo-fmnist"):
+        family_functions("nope")
+
+
+def test_no_module_is_long():
+    """Small, well-named modules: a few hundred lines at most."""
+    long = {name: n for name, p in modules().items() if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, long
