@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from extract.data import fgvc, imagenet
+from extract.data import fgvc, imagenet, samples
 from extract.data import sources as data
 from extract.data.sources import DataError, ImageSource
 
@@ -58,6 +58,8 @@ DATASETS: dict[str, DatasetSpec] = {
                     "any folder of class folders; classes sorted by name"),
         DatasetSpec("hdf5", _generic(data.hdf5), (), data.HDF5_LAYOUT,
                     "images and labels in one HDF5 file"),
+        DatasetSpec("samples", _generic(samples.samples), (samples.SPLIT,), samples.LAYOUT,
+                    "generated images: an `extract sample` folder or a guided-diffusion .npz (label: the class drawn, else 0)"),
         DatasetSpec("imagenet", imagenet.imagenet, ("train", "val"), imagenet.LAYOUT, "ILSVRC2012 (ImageNet-1k), 1000 synsets in sorted order",
                     official={"train": 1281167, "val": 50000}, classes=1000),
         DatasetSpec("aircraft", fgvc.aircraft, ("train", "val", "trainval", "test"), fgvc.LAYOUTS["aircraft"],

@@ -4,7 +4,6 @@ model has, which stores, samples and fine-tuning runs all write."""
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -12,17 +11,11 @@ from pathlib import Path
 
 import torch
 
+from extract.store.files import file_sha256  # noqa: F401 - part of this module's interface
+
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used with the requested preset."""
-
-
-def file_sha256(path: str | Path, block: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
