@@ -73,11 +73,18 @@ def cli():
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if available]")
 @click.option("--overwrite/--no-overwrite", default=False, help="replace a store made with other arguments")
 @click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.option("--plan", is_flag=True, help="print what the run would cost (rows, size on disk, U-Net FLOPs, hours) and write nothing")
+@click.option("--images-per-s", type=click.FloatRange(min=0, min_open=True), help="with --plan: measured forwards (one image, one t) per second, for hours")
 @user_errors
-def run(**options):
+def run(plan, images_per_s, **options):
     """Extract features of the chosen blocks, timesteps and pool sizes into one store."""
     from extract.run import extract
 
+    if plan:
+        from extract.cost import plan as plan_run
+
+        click.echo(plan_run(from_flat(ExtractConfig, **options), images_per_s).line())
+        return
     if options["model"] in BACKBONE_NAMES:  # `--model torchvision:resnet50 --weights FILE`: no noise, no t
         from extract.models.backbones import BackboneConfig, extract_backbone
 

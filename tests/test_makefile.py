@@ -39,9 +39,11 @@ def probe_stores(text: str) -> tuple[str, str]:
 
 def test_defaults_are_the_papers_coordinates(tmp_path):
     text = dry("extract", out=tmp_path)
-    runs = [line for line in text.splitlines() if "-m extract run" in line]
+    runs = [line for line in text.splitlines() if "-m extract run" in line and "--plan" not in line]
     assert len(runs) == 2 and all("-t 150 -b 24 --pool 2" in r for r in runs)
     assert "--split train" in runs[0] and "--split test" in runs[1]
+    plans = [line for line in text.splitlines() if line.startswith("plan ")]  # a dry run prints each store's cost
+    assert len(plans) == 2 and "10,000 rows (" in plans[1] and "U-Net" in plans[1]
     assert not (tmp_path / "last-extract.json").exists()  # a dry run writes nothing
 
 
@@ -80,7 +82,7 @@ def test_probe_takes_each_heads_defaults_from_the_recipe(tmp_path):
 def test_cka_uses_the_recorded_model_and_coordinates(tmp_path):
     record(tmp_path, t="90,150", b="24", pool="4", limit="300")
     text = dry("cka", out=tmp_path)
-    runs = [line for line in text.splitlines() if "-m extract run" in line]
+    runs = [line for line in text.splitlines() if "-m extract run" in line and "--plan" not in line]
     assert len(runs) == 3
     assert "-t 90 -b all --pool 1" in runs[0] and "--limit 300" in runs[0] and "--split test" in runs[0]
     assert "-b 24 --pool 4" in runs[1] and "-t 10,25,50" in runs[1] and runs[1].count(",90") == 1

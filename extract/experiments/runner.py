@@ -13,7 +13,8 @@ its commas as dashes, `{opt:limit:--limit}` is `--limit <limit>` or nothing, `{w
 function that names stores: `store_path`), `{pixels:train}` a raw-pixel store, and
 `{features:full}` the `+`-joined feature set of every (t, b) at one pool.
 
-A step is a table: `run` (a command line after `python -m`, formatted as above), `each`
+A step is a table: `run` (a command line after `python -m`, formatted as above; with
+`plan = true` a dry run also runs it with `--plan`, which prints its cost and writes nothing), `each`
 (repeat it for every split, as `{split}`), `unless_exists` (skip when that path exists),
 `needs` and `needs_hint` (stop with the hint when a path is missing), `experiment` (run
 another experiment with the settings so far), `record = true` (write the record), or
@@ -34,7 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit")
-STEP_FIELDS = {"run", "each", "unless_exists", "needs", "needs_hint", "experiment", "record", "copy", "say"}
+STEP_FIELDS = {"run", "each", "unless_exists", "needs", "needs_hint", "experiment", "record", "copy", "say", "plan"}
 
 
 def experiment_names() -> list[str]:
@@ -194,13 +195,14 @@ class Runner:
     python: str = sys.executable
     echo = print
 
-    def command(self, line: str) -> None:
+    def command(self, line: str, always: bool = False) -> None:
+        """Print the command; run it unless this is a dry run (`always`: a read-only command that runs even then)."""
         argv = shlex.split(line)
         python = Path(self.python)
         shown_python = str(python.relative_to(Path.cwd())) if python.is_relative_to(Path.cwd()) else str(python)
         shown = " ".join(shlex.quote(a) for a in [shown_python, "-m", *argv])
         self.echo(shown, flush=True)
-        if not self.dry:
+        if always or not self.dry:
             done = subprocess.run([self.python, "-m", *argv])
             if done.returncode:
                 raise SystemExit(done.returncode)
@@ -234,6 +236,8 @@ class Runner:
                 self.echo(here.format(step["say"]))
             if "run" in step:
                 self.command(here.format(step["run"]))
+                if self.dry and step.get("plan"):  # what the command would cost: it reads, and writes nothing
+                    self.command(here.format(step["run"] + " --plan {opt:images_per_s:--images-per-s}"), always=True)
             if step.get("record"):
                 self.write_record(here)
             if "copy" in step:

@@ -11,10 +11,15 @@ from extract.experiments.runner import Runner, Settings, experiment_names, resol
 
 
 class Recorder(Runner):
+    """A dry runner that runs nothing, not even the read-only plans: it records what it would print."""
+
     def __init__(self):
         super().__init__(dry=True, python="python")
-        self.lines = []
+        self.lines, self.planned = [], []
         self.echo = lambda *a, **k: self.lines.append(" ".join(map(str, a)))
+
+    def command(self, line: str, always: bool = False) -> None:
+        (self.planned if always else self.lines).append(f"python -m {line}")
 
 
 def printed(name, given=None, row=None) -> list[str]:
@@ -87,3 +92,9 @@ def test_unless_exists_skips_and_record_writes(tmp_path):
     rec = Recorder()
     rec.step({"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}, s, {})
     assert rec.lines == ["python -m extract pixels --split test"]
+
+
+def test_a_dry_run_plans_each_extraction():
+    r = Recorder()
+    r.run("extract", {"images_per_s": "500"})
+    assert len(r.planned) == 2 and all(p.endswith("--plan --images-per-s 500") and "extract run" in p for p in r.planned)
