@@ -98,7 +98,7 @@ def _members(runs) -> dict[str, list[dict]]:
               help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); minibatch: unbiased HSIC over minibatches")
 @click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=CKA_MAX_MEMORY_GB, show_default=True,
               help="linear: most memory its arrays may take. It takes the first exact path that fits: feature moments "
-                   "(8 D^2 bytes for D features over all keys), one centred Gram matrix per key (8 n^2 bytes each for n images, "
+                   "(16 D^2 bytes for D features over all keys), one centred Gram matrix per key (8 n^2 bytes each for n images, "
                    "plus one key's rows as stored), or one pair of keys at a time; a request that fits none is refused")  # fmt: skip
 @click.option("--linear-path", type=click.Choice(["auto", "moments", "gram", "pairwise"]), default="auto", show_default=True,
               help="linear: force one path (they agree to rounding); auto picks by size")

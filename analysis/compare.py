@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from analysis.cka import hsic_unbiased, kernel_cka, linear_gram, rbf_gram  # noqa: E402
-from analysis.linear_paths import DEFAULT_MAX_BYTES, Keys, linear_cka  # noqa: E402
+from analysis.linear_paths import DEFAULT_MAX_BYTES, Keys, linear_cka, valid_blocks  # noqa: E402
 from extract.store.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
 from extract.store.window_order import shuffled_windows  # noqa: E402
 
@@ -49,30 +49,14 @@ def select_keys(keys: list[FeatureKey], ts=(), bs=(), pools=()) -> list[FeatureK
 KERNELS = ("linear", "rbf", "minibatch")
 
 
-def _row_blocks(arrays, views, valid: np.ndarray, block_rows: int, progress: bool):
-    """Valid rows of every array, block by block: lists of (rows, d_i) float64 arrays."""
-    n = len(valid)
-    for start in tqdm(range(0, n, block_rows), desc="cka", unit="block", disable=not progress):
-        stop = min(start + block_rows, n)
-        use = valid[start:stop]
-        if not use.any():
-            continue
-        blocks = []
-        for arr, v in zip(arrays, views):
-            x = arr[start:stop]
-            x = x[:, 0] if v else x
-            blocks.append(x.reshape(len(x), -1)[use].astype(np.float64))
-        yield blocks
-
-
 def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
     n = int(valid.sum())
     if n > max_rows:
         raise ValueError(f"rbf CKA keeps n x n kernels: {n} images is more than --max-rows {max_rows}; extract with --limit or use --kernel linear")
     parts = [[] for _ in arrays]
-    for blocks in _row_blocks(arrays, views, valid, 4096, progress):
+    for blocks in valid_blocks(arrays, views, valid, list(range(len(arrays))), 4096, progress):
         for i, b in enumerate(blocks):
-            parts[i].append(b)
+            parts[i].append(b.astype(np.float64))
     grams = [rbf_gram(np.concatenate(p), bandwidth) for p in parts]
     return np.array([[kernel_cka(grams[i], grams[j]) for j in cols] for i in rows]), n
 

@@ -8,7 +8,7 @@ All three paths compute the same number, ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T
 - gram: one centred (n x n) image Gram matrix per key, built tile by tile from the key's rows
   as stored; memory grows with n^2 and the number of keys, not with the width d, so it suits
   wide keys (full feature maps) and moderate n.
-- pairwise: one pair of keys at a time, by moments (8 (d_i + d_j)^2 bytes) or by two Gram
+- pairwise: one pair of keys at a time, by moments (16 (d_i + d_j)^2 bytes) or by two Gram
   matrices (16 n^2 bytes), whichever fits; each key's Gram is rebuilt for each pair it is in.
 
 `plan_linear` picks the first that fits in `max_bytes`; a request that fits none is refused.
@@ -46,9 +46,10 @@ class Keys:
 
 
 def moments_bytes(dims: list[int], block_rows: int) -> int:
-    """The (D x D) and (D,) float64 moments plus one float64 block of rows."""
+    """The (D x D) float64 moments and the (D x D) product added to them, plus one float64 block
+    of rows read and its concatenation."""
     total = sum(dims)
-    return 8 * total * total + 8 * total * block_rows
+    return 16 * total * total + 16 * total * block_rows
 
 
 def _tile_rows(n: int, d: int) -> int:
@@ -100,14 +101,20 @@ def _rows(arr, view: bool, start: int, stop: int) -> np.ndarray:
     return x.reshape(stop - start, -1)
 
 
-def _blocks(keys: Keys, which: list[int], block_rows: int, progress: bool, desc: str = "cka"):
-    """The valid rows of the keys in `which`, block by block: lists of (rows, d_i) float64 arrays."""
-    total = len(keys.valid)
+def valid_blocks(arrays, views, valid: np.ndarray, which: list[int], block_rows: int, progress: bool = False, desc: str = "cka"):
+    """The valid rows of arrays[i] for i in `which`, block by block, as stored: lists of (rows, d_i)."""
+    total = len(valid)
     for start in tqdm(range(0, total, block_rows), desc=desc, unit="block", disable=not progress):
         stop = min(start + block_rows, total)
-        use = keys.valid[start:stop]
+        use = valid[start:stop]
         if use.any():
-            yield [_rows(keys.arrays[i], keys.views[i], start, stop)[use].astype(np.float64) for i in which]
+            yield [_rows(arrays[i], views[i], start, stop)[use] for i in which]
+
+
+def _blocks(keys: Keys, which: list[int], block_rows: int, progress: bool):
+    """The same blocks as float64."""
+    for blocks in valid_blocks(keys.arrays, keys.views, keys.valid, which, block_rows, progress):
+        yield [b.astype(np.float64) for b in blocks]
 
 
 def _by_moments(keys: Keys, rows: list[int], cols: list[int], block_rows: int, progress: bool) -> np.ndarray:
@@ -140,15 +147,13 @@ def centred_gram(keys: Keys, i: int, block_rows: int) -> np.ndarray:
 
 
 def _stored_rows(keys: Keys, i: int, block_rows: int) -> np.ndarray:
-    """Key i's valid rows in the store's own dtype: (n, d_i)."""
-    total = len(keys.valid)
-    parts = []
-    for start in range(0, total, block_rows):
-        stop = min(start + block_rows, total)
-        use = keys.valid[start:stop]
-        if use.any():
-            parts.append(_rows(keys.arrays[i], keys.views[i], start, stop)[use])
-    return np.concatenate(parts)
+    """Key i's valid rows in the store's own dtype: (n, d_i), filled in place (one copy)."""
+    x = np.empty((keys.n, keys.dims[i]), dtype=keys.arrays[i].dtype)
+    filled = 0
+    for (block,) in valid_blocks(keys.arrays, keys.views, keys.valid, [i], block_rows):
+        x[filled : filled + len(block)] = block
+        filled += len(block)
+    return x
 
 
 def _ratio(cross: float, self_a: float, self_b: float) -> float:

@@ -72,9 +72,12 @@ def _from_folder(folder: Path, split: str) -> ImageSource:
     if not made.get("complete"):
         raise DataError(f"{folder}: the sampling run is not finished; run `extract sample` again with the same arguments")
     npz = folder / made["provenance"]["samples"]
-    with np.load(npz) as f:
-        labels = np.asarray(f["arr_1"]) if "arr_1" in f.files else None
-        n = len(f["arr_0"])
+    n = int(made["provenance"]["n"])  # recorded: no need to decompress every image to count them
+    try:
+        with np.load(npz) as f:
+            labels = np.asarray(f["arr_1"]) if "arr_1" in f.files else None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{npz}: the run's sample file cannot be read ({e}); run `extract sample` again") from None
     paths = [folder / "png" / f"{i:06d}.png" for i in range(n)]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:

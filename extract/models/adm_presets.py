@@ -205,6 +205,3 @@ def get_any_preset(name: str) -> ModelPreset | LatentPreset:
         raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     return found
 
-
-def is_latent(name: str) -> bool:
-    return name in LATENT_PRESETS
