@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -154,9 +155,9 @@ def fd(real, fake, key_label, k, pr_rows, out):
 
 
 @cli.command("fid")
-@click.option("--fake", type=click.Path(path_type=Path), help="samples: a folder of PNGs (an `extract sample` folder) or a .npz (arr_0, uint8 NHWC)")
+@click.option("--fake", type=click.Path(path_type=Path), help="samples: an `extract sample` folder, a folder of PNGs, or a .npz (arr_0, uint8 NHWC)")
 @click.option("--real", type=click.Path(path_type=Path), help="reference: statistics .npz (mu, sigma) or images .npz (arr_0); or use --data")
-@click.option("--data", help="real images from this dataset (`python -m extract datasets`), preprocessed as extraction does")
+@click.option("--data", help="real images from this dataset (`python -m extract datasets`), read as extraction reads them")
 @click.option("--data-root", type=click.Path(path_type=Path), help="dataset location")
 @click.option("--split", default="test", help="dataset split")
 @click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value")
@@ -164,7 +165,7 @@ def fd(real, fake, key_label, k, pr_rows, out):
 @click.option("--split-half/--no-split-half", default=False, help="the floor: the split's two seeded halves against each other (no --fake)")
 @click.option("--image-size", type=click.IntRange(min=1), help="real images' size [default: the samples']")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="real images' channels [default: the samples']")
-@click.option("--features", default="inception", show_default=True, help="inception | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16")
+@click.option("--features", default="inception", show_default=True, help="inception | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16 | pixels")
 @click.option("--inception-weights", type=click.Path(path_type=Path), help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)")
 @click.option("--weights", type=click.Path(path_type=Path), help="a torchvision state_dict, for --features torchvision:*")
 @click.option("--random-init/--no-random-init", default=False, help="random feature weights: a pipeline check, not an FID")
@@ -173,22 +174,22 @@ def fd(real, fake, key_label, k, pr_rows, out):
 @click.option("--batch-size", type=click.IntRange(min=1), default=100)
 @click.option("--seed", type=int, default=0, help="seeds --limit, --split-half and the precision/recall rows")
 @click.option("--device", default="cpu")
-@click.option("--cache", type=click.Path(path_type=Path), default=Path("cache/fid"), help="folder of cached dataset statistics (keyed by everything that made them)")
+@click.option("--cache", type=click.Path(path_type=Path), default=Path("cache/fid"), help="folder of the feature stores of each side (reused while their arguments hold)")
 @click.option("--save-stats", type=click.Path(path_type=Path), help="also write the real side's statistics (mu, sigma) here")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def fid_cmd(fake, real, data, data_root, split, data_opts, limit, split_half, image_size, channels, features, inception_weights, weights,
-            random_init, seed, device, out, **options):  # fmt: skip
+def fid_cmd(data, data_root, split, data_opts, limit, channels, out, **options):
     """FID (Inception-v3 via torch-fidelity) or the Fréchet distance in another feature space, with
-    precision and recall, between samples and real images or reference statistics."""
-    from analysis.features import FeatureSpec
-    from analysis.fid import DataSpec, FidConfig, fid
+    precision and recall, between samples and real images or reference statistics: `extract
+    features` writes each side's store (in a child process), then the distance reads them."""
+    from analysis.fid import DataSpec, FidConfig, StepFailed, fid
 
-    spec = FeatureSpec(features, inception_weights, weights, random_init, device, seed)
-    selection = DataSpec(data, split, data_root, tuple(data_opts), limit, seed) if data else None
-    result = fid(FidConfig(fake=fake, real=real, data=selection, split_half=split_half, image_size=image_size,
-                           channels=int(channels) if channels else None, features=spec, seed=seed, **options))  # fmt: skip
+    selection = DataSpec(data, split, data_root, tuple(data_opts), limit) if data else None
+    try:
+        result = fid(FidConfig(data=selection, channels=int(channels) if channels else None, **options))
+    except StepFailed as failed:
+        sys.exit(failed.returncode)  # the step printed its own one-line error
     click.echo(result.line())
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -214,26 +215,6 @@ def gen_table(results, probe_table, feature_net, out):
     rows = generation_rows(pairs, probe_table, feature_net)
     click.echo("\n".join(markdown(rows)))
     click.echo(f"written: {', '.join(map(str, write_table(rows, out)))}")
-
-
-@cli.command("train-classifier")
-@click.option("--data", default="fashion-mnist", help="dataset (10 classes, grayscale)")
-@click.option("--data-root", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("extract/weights/fmnist-classifier.pt"), help="state_dict file (a .json of the run is written beside it)")
-@click.option("--epochs", type=click.IntRange(min=1), default=5)
-@click.option("--val-size", type=click.IntRange(min=1), default=6000, help="images carved from train to choose the epoch")
-@click.option("--seed", type=int, default=0)
-@click.option("--threads", type=click.IntRange(min=1), default=1)
-@click.option("--progress/--no-progress", default=True)
-@user_errors
-def train_classifier(progress, **options):
-    """Train the small CNN whose features `fid --features classifier:FILE` uses (Fashion-MNIST)."""
-    from analysis.classifier import ClassifierConfig
-    from analysis.classifier import train_classifier as train
-
-    record = train(ClassifierConfig(**options), progress=progress)
-    click.echo(f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, test top-1 {record['test_top1']}, "
-               f"{record['seconds']} s, sha256 {record['sha256']}")  # fmt: skip
 
 
 @cli.command()

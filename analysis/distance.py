@@ -31,7 +31,7 @@ class StoreDistance:
                 f"({self.rows[0]} vs {self.rows[1]} rows; precision/recall on {self.pr_rows[0]} vs {self.pr_rows[1]})")  # fmt: skip
 
 
-def _stream(store: FeatureStore, key: FeatureKey, pr_rows: int, seed: int) -> tuple[GaussianStats, np.ndarray]:
+def store_stats(store: FeatureStore, key: FeatureKey, pr_rows: int, seed: int) -> tuple[GaussianStats, np.ndarray]:
     """Statistics of every valid row of one key, and a seeded sample of at most pr_rows of
     them for precision/recall; one pass, shard by shard (first view only)."""
     array, valid = store.array(key), store.valid()
@@ -58,6 +58,6 @@ def store_distance(a: str | Path, b: str | Path, key: FeatureKey | None = None, 
         if len(common) != 1:
             raise StoreError(f"{a} and {b} share {len(common)} keys ({', '.join(x.label for x in common) or 'none'}); give one with --key")
         key = common[0]
-    (st_a, x_a), (st_b, x_b) = _stream(sa, key, pr_rows, seed), _stream(sb, key, pr_rows, seed)
+    (st_a, x_a), (st_b, x_b) = store_stats(sa, key, pr_rows, seed), store_stats(sb, key, pr_rows, seed)
     precision, recall = precision_recall(x_a, x_b, k=k)
     return StoreDistance(key.label, frechet_from_stats(st_a, st_b), precision, recall, (st_a.n, st_b.n), (len(x_a), len(x_b)), (str(a), str(b)))

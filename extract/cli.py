@@ -346,6 +346,52 @@ def backbone(**options):
 
 
 @cli.command()
+@click.option("--features", default="inception", help="inception | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16")
+@click.option("--inception-weights", type=click.Path(path_type=Path), help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)")
+@click.option("--weights", type=click.Path(path_type=Path), help="a torchvision state_dict, for --features torchvision:*")
+@click.option("--random-init/--no-random-init", default=False, help="random network weights: a pipeline check, not an FID")
+@data_options
+@click.option("--split", default="test")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)")
+@click.option("--half", type=click.Choice(["first", "second"]), help="one half of a seeded permutation of the rows (the floor of a Fréchet distance)")
+@click.option("--image-size", type=click.IntRange(min=1), help="[default: the network's input size, else the images' own]")
+@click.option("--channels", type=click.Choice(["1", "3"]), help="[default: the network's, else the first image's]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, help="images per forward (part of the store key)")
+@click.option("--seed", type=int, default=0, help="seeds --limit and --half")
+@click.option("--device", default="cpu")
+@click.option("--overwrite/--no-overwrite", default=False)
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def features(channels, **options):
+    """Image-level features of a feature network (Inception-v3 for FID, the demo classifier, a
+    torchvision backbone averaged over positions) as a store, for `analysis fd` and `analysis fid`."""
+    from extract.models.feature_store import FeatureStoreConfig, extract_features
+
+    click.echo(extract_features(from_flat(FeatureStoreConfig, channels=int(channels) if channels else None, **options)))
+
+
+@cli.command("train-classifier")
+@click.option("--data", default="fashion-mnist", help="dataset (10 classes, grayscale)")
+@click.option("--data-root", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("extract/weights/fmnist-classifier.pt"), help="state_dict file (a .json of the run is written beside it)")
+@click.option("--epochs", type=click.IntRange(min=1), default=5)
+@click.option("--val-size", type=click.IntRange(min=1), default=6000, help="images carved from train to choose the epoch")
+@click.option("--seed", type=int, default=0)
+@click.option("--threads", type=click.IntRange(min=1), default=1)
+@click.option("--progress/--no-progress", default=True)
+@user_errors
+def train_classifier(progress, **options):
+    """Train the small CNN whose features `features --features classifier:FILE` computes (Fashion-MNIST)."""
+    from extract.generate.classifier import ClassifierConfig
+    from extract.generate.classifier import train_classifier as train
+
+    record = train(ClassifierConfig(**options), progress=progress)
+    click.echo(f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, test top-1 {record['test_top1']}, "
+               f"{record['seconds']} s, sha256 {record['sha256']}")  # fmt: skip
+
+
+@cli.command()
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--repair/--no-repair", default=False, help="re-extract only the bad shards (needs the model and data)")
 @click.option("--ckpt", type=click.Path(path_type=Path), help="with --repair: the checkpoint, if it moved")

@@ -20,6 +20,7 @@ STORE_KINDS = {
     "latent": ("extract.run", "ExtractConfig", "extract"),
     "pixels": ("extract.models.pixels", "PixelConfig", "extract_pixels"),
     "backbone": ("extract.models.backbones", "BackboneConfig", "extract_backbone"),
+    "features": ("extract.models.feature_store", "FeatureStoreConfig", "extract_features"),
 }
 
 

@@ -28,7 +28,7 @@ def test_the_floor_and_the_light_modules_load_neither_torch_nor_guided_diffusion
 
 
 @pytest.mark.parametrize("module", ["probe.reader", "probe.grid", "probe.cli", "probe.run", "probe.evaluate", "analysis.compare",
-                                    "analysis.fid", "analysis.features", "analysis.classifier"])
+                                    "analysis.fid", "analysis.distance"])
 def test_probe_and_analysis_never_load_the_unet_code(module):
     modules = loaded_after(f"import {module}")
     assert "guided_diffusion" not in modules and "extract.run" not in modules and "extract.models.adm" not in modules, module

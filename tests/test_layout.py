@@ -103,9 +103,6 @@ def test_the_floor_imports_no_stage_and_no_torch_at_module_level():
 BEYOND_THE_FLOOR = {
     "probe.finetune": "trains the U-Net: the one probe room that loads a model, entered only by `probe finetune`",
     "probe.bench": "benchmarks the whole workflow against on-line training, imported only by its own command",
-    "analysis.fid": "extracts Inception or classifier features of image folders itself",
-    "analysis.features": "the feature networks of analysis fid",
-    "analysis.classifier": "trains and loads the demo's Fashion-MNIST classifier",
 }
 
 

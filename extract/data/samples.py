@@ -11,6 +11,7 @@ Labels are the class labels a class-conditional run drew (`arr_1`), else 0 for e
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from PIL import Image
 from extract.data.sources import DataError, ImageSource, open_image
 from extract.store.files import file_sha256
 
-LAYOUT = "ROOT = a finished `extract sample` folder (samples.json, png/NNNNNN.png, samples_*.npz) or a .npz file (arr_0 uint8 NHWC, arr_1 labels)"
+LAYOUT = ("ROOT = a finished `extract sample` folder (samples.json, png/NNNNNN.png, samples_*.npz), a folder of PNGs of one size and kind, "
+          "or a .npz file (arr_0 uint8 NHWC, arr_1 labels)")
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 SPLIT = "all"
 
 
@@ -88,6 +91,30 @@ def _from_folder(folder: Path, split: str) -> ImageSource:
                        classes=classes, loader=lambda i: open_image(paths[i]), paths=paths)  # fmt: skip
 
 
+def _from_pngs(folder: Path, split: str) -> ImageSource:
+    """A plain folder of PNGs, in name order; all of one size and one kind (grayscale or RGB).
+    The ids carry a hash of the files' bytes, so other pixels under the same names are another set."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise DataError(f"{folder}: no PNG images and no samples.json; layout: {LAYOUT}")
+    kinds: dict[tuple, list[Path]] = {}
+    digest = hashlib.sha256()
+    for f in files:  # headers only: size and mode come without decoding the pixels
+        try:
+            with Image.open(f) as img:
+                w, h, mode = *img.size, img.mode
+        except OSError as e:
+            raise DataError(f"{f}: not a readable image ({e})") from None
+        kinds.setdefault((w, h, "grayscale" if mode in GRAY_MODES else "RGB"), []).append(f)
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    if len(kinds) > 1:
+        parts = [f"{w}x{h} {kind} ({len(fs)}, e.g. {fs[0].name})" for (w, h, kind), fs in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
+        raise DataError(f"{folder}: mixed images, {'; '.join(parts)}; a sample set must be of one size and one kind")
+    tag = digest.hexdigest()[:12]
+    return ImageSource(name="samples", split=split, location=str(folder), ids=[f"{tag}/{f.name}" for f in files], labels=np.zeros(len(files), np.int64),
+                       classes=["sample"], loader=lambda i: open_image(files[i]), paths=files)  # fmt: skip
+
+
 def samples(root: Path | None, split: str) -> ImageSource:
     """The images of a samples folder or .npz, in sample order, as one split named 'all'."""
     if root is None:
@@ -96,5 +123,5 @@ def samples(root: Path | None, split: str) -> ImageSource:
     if root.is_file():
         return _from_npz(root, split)
     if root.is_dir():
-        return _from_folder(root, split)
+        return _from_folder(root, split) if (root / "samples.json").exists() else _from_pngs(root, split)
     raise DataError(f"samples not found: {root}; layout: {LAYOUT}")

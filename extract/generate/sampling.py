@@ -9,14 +9,16 @@ step, so image i is the same whatever the batch size, the shard, the rank or whe
 (up to the kernels' rounding, which can differ between batch sizes; see the README's numbers).
 
 A run writes into one folder:
-  png/000123.png          one file per image
-  shards/00000.npz        the shard's images (arr_0, uint8 NHWC; arr_1 labels when conditional)
-  shards/00000.done       written last: the shard's row count and the sha256 of its .npz
+  images.zarr             the images as a store (extract.store): one row per image, key
+                          t0/b0/full of shape (H, W, C) holding the uint8 values (exact in
+                          float16), labels the classes drawn; written by the one resumable
+                          writer (lock, one shard of --shard-size images at a time, a done
+                          marker per shard, `complete` last)
+  png/000123.png          one file per image, written with its shard, before the shard's marker
   samples_NxHxWxC.npz     all images in guided-diffusion's sample format (arr_0, arr_1)
-  samples.json            the key (everything that changes a pixel) and provenance
-A shard counts as done only when its marker names the sha256 of the file beside it, so a killed
-run resumes by recomputing exactly the shards without one. Under torchrun each rank samples the
-shards s with s % world_size == rank, as extraction does.
+  samples.json            the key (everything that changes a pixel) and provenance, written last
+A killed run resumes by drawing exactly the shards without a done marker. Under torchrun each
+rank samples the shards s with s % world_size == rank, as extraction does.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from extract.models.adm import load_unet
 from extract.models.adm_presets import ModelPreset, get_preset
 from extract.models.precision import AUTOCAST_DTYPES
 from extract.models.weights import file_sha256, weights_label
+from extract.store.schema import FeatureKey
 
 KEY_FILE = "samples.json"
-PNG_DIR, SHARD_DIR = "png", "shards"
+PNG_DIR, STORE_NAME = "png", "images.zarr"
+IMAGE_KEY = FeatureKey(0, 0, None)  # the images' one array in the store: uint8 values, (H, W, C)
 NUM_CLASSES = 1000  # guided-diffusion's class-conditional models are ImageNet-1k's
 
 
@@ -194,15 +198,6 @@ def shard_rows(n: int, shard_size: int, s: int) -> range:
     return range(s * shard_size, min(n, (s + 1) * shard_size))
 
 
-def shard_done(out: Path, s: int) -> bool:
-    """True when shard s's marker exists and names the sha256 of the .npz beside it."""
-    marker, data = out / SHARD_DIR / f"{s:05d}.done", out / SHARD_DIR / f"{s:05d}.npz"
-    try:
-        return json.loads(marker.read_text())["sha256"] == file_sha256(data)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
         np.savez(f, **arrays)
@@ -214,49 +209,51 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)  # a kill mid-write never leaves a truncated file under the real name
 
 
-def write_shard(out: Path, s: int, images: np.ndarray, labels: list[int] | None, first: int) -> None:
-    """PNGs, then the shard's .npz, then its done marker (last: it is what makes the shard count)."""
+def save_pngs(out: Path, images: np.ndarray, first: int) -> None:
+    """One PNG per image of a shard, named by the image's index."""
     from PIL import Image
 
     for k, img in enumerate(images):
         _atomic_write(out / PNG_DIR / f"{first + k:06d}.png", lambda p, img=img: Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(p, format="PNG"))
-    arrays = {"arr_0": images, **({"arr_1": np.asarray(labels, dtype=np.int64)} if labels is not None else {})}
-    data = out / SHARD_DIR / f"{s:05d}.npz"
-    _atomic_write(data, lambda p: _save_npz(p, arrays))
-    _atomic_write(out / SHARD_DIR / f"{s:05d}.done", lambda p: p.write_text(json.dumps({"rows": len(images), "sha256": file_sha256(data)})))
 
 
 def prepare(out: Path, key: dict, overwrite: bool) -> None:
     """Start a run folder or resume one made with the same key; a different key is refused
     (or, with overwrite, the folder's samples are removed)."""
-    path = out / KEY_FILE
-    if path.is_file():
+    from extract.store.schema import FeatureStore, StoreError, is_store
+
+    store = out / STORE_NAME
+    old = None
+    if (out / KEY_FILE).is_file():
         try:
-            old = json.loads(path.read_text()).get("key")
+            old = json.loads((out / KEY_FILE).read_text()).get("key")
         except ValueError:
             old = None
-        if old != key:
-            if not overwrite:
-                changed = sorted(k for k in set(key) | set(old or {}) if (old or {}).get(k) != key.get(k))
-                raise ValueError(f"{out} holds samples made with other arguments ({', '.join(changed)}); use --overwrite or another --out")
-            for sub in (PNG_DIR, SHARD_DIR):
-                shutil.rmtree(out / sub, ignore_errors=True)
-            for old_npz in out.glob("samples_*.npz"):
-                old_npz.unlink()
+    elif is_store(store, created=False):
+        try:
+            old = FeatureStore.open(store).attrs.get("key")
+        except (StoreError, OSError, ValueError):
+            old = None
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not a samples folder; choose another --out")
+    if old is not None and old != key:
+        if not overwrite:
+            changed = sorted(k for k in set(key) | set(old) if old.get(k) != key.get(k))
+            raise ValueError(f"{out} holds samples made with other arguments ({', '.join(changed)}); use --overwrite or another --out")
+        shutil.rmtree(out / PNG_DIR, ignore_errors=True)
+        FeatureStore.remove(store)
+    for stale in (out / KEY_FILE, *out.glob("samples_*.npz")):  # the run is not finished until they are written again
+        stale.unlink(missing_ok=True)
     (out / PNG_DIR).mkdir(parents=True, exist_ok=True)
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda p: p.write_text(json.dumps({"key": key, "complete": False}, indent=1) + "\n"))
 
 
-def assemble(out: Path, n: int, shard_size: int) -> Path:
-    """All shards' images in one guided-diffusion sample file (arr_0, and arr_1 when conditional)."""
-    parts = [np.load(out / SHARD_DIR / f"{s:05d}.npz") for s in range(math.ceil(n / shard_size))]
-    images = np.concatenate([p["arr_0"] for p in parts])
-    arrays = {"arr_0": images}
-    if "arr_1" in parts[0]:
-        arrays["arr_1"] = np.concatenate([p["arr_1"] for p in parts])
+def assemble(out: Path, n: int, conditional: bool) -> Path:
+    """All images in one guided-diffusion sample file (arr_0, and arr_1 when conditional), read from the store."""
+    from extract.store.schema import open_complete
+
+    store = open_complete(out / STORE_NAME)
+    images = np.asarray(store.array(IMAGE_KEY)[:]).astype(np.uint8)
+    arrays = {"arr_0": images, **({"arr_1": store.labels().astype(np.int64)} if conditional else {})}
     path = out / f"samples_{'x'.join(map(str, images.shape))}.npz"
     _atomic_write(path, lambda p: _save_npz(p, arrays))
     return path
@@ -282,7 +279,8 @@ def sample(cfg: SampleConfig, world=None) -> str:
 def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device) -> str:
     from tqdm import tqdm
 
-    from extract.store.schema import StoreLock
+    from extract.store.schema import FeatureStore, StoreLock
+    from extract.store.writer import StorePlan, write_store
 
     started = time.perf_counter()
     model, weights = load_model(cfg, preset)
@@ -301,39 +299,46 @@ def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device)
         error = world.broadcast(error)
         if error:
             raise ValueError(error)
-        n_shards = math.ceil(cfg.n / cfg.shard_size)
-        ours = [s for s in range(n_shards) if s % world.size == world.rank]
-        mine = [s for s in ours if not shard_done(out, s)]
-        total = sum(len(shard_rows(cfg.n, cfg.shard_size, s)) for s in ours)
-        todo = sum(len(shard_rows(cfg.n, cfg.shard_size, s)) for s in mine)
         diffusion = respaced_diffusion(preset, cfg.steps, cfg.sampler)
-        desc = f"sample {preset.name}" + (f" rank {world.rank}" if world.size > 1 else "")
-        with tqdm(total=total, initial=total - todo, unit="img", desc=desc, disable=not cfg.progress, position=world.rank, dynamic_ncols=True) as bar:
-            for s in mine:
-                rows = shard_rows(cfg.n, cfg.shard_size, s)
-                batches = []
-                for a in range(rows.start, rows.stop, cfg.batch_size):
-                    idx = list(range(a, min(a + cfg.batch_size, rows.stop)))
-                    batches.append(draw(preset, model, idx, labels_for(cfg, preset, idx), steps=cfg.steps, sampler=cfg.sampler, eta=cfg.eta,
-                                        seed=cfg.seed, device=device, dtype=cfg.dtype, clip=cfg.clip, diffusion=diffusion))  # fmt: skip
-                    bar.update(len(idx))
-                write_shard(out, s, np.concatenate(batches), labels_for(cfg, preset, rows), rows.start)
+        labels = labels_for(cfg, preset, range(cfg.n))
+        made = {"stage": "generate", "kind": "samples", "preset": preset.name, "weights": weights, "version": __version__,
+                "torch_version": torch.__version__}  # fmt: skip
+        plan = StorePlan(out=out / STORE_NAME, key=key, compatible=("model", "weights"), provenance=made,
+                         row_shapes={IMAGE_KEY: (preset.image_size, preset.image_size, preset.in_channels)}, ids=[f"{i:06d}" for i in range(cfg.n)],
+                         labels=np.asarray(labels if labels is not None else [0] * cfg.n, np.int64), index=np.arange(cfg.n), shard_rows=cfg.shard_size)  # fmt: skip
+
+        ours = {"drawn": 0}  # this rank's images
+
+        def fill(store: FeatureStore, shards: list[int]) -> int:
+            todo = ours["drawn"] = sum(len(store.shard_rows(s)) for s in shards)
+            desc = f"sample {preset.name}" + (f" rank {world.rank}" if world.size > 1 else "")
+            with tqdm(total=todo, unit="img", desc=desc, disable=not cfg.progress, position=world.rank, dynamic_ncols=True) as bar:
+                for s in shards:
+                    rows = store.shard_rows(s)
+                    batches = []
+                    for a in range(rows.start, rows.stop, cfg.batch_size):
+                        idx = list(range(a, min(a + cfg.batch_size, rows.stop)))
+                        batches.append(draw(preset, model, idx, labels_for(cfg, preset, idx), steps=cfg.steps, sampler=cfg.sampler, eta=cfg.eta,
+                                            seed=cfg.seed, device=device, dtype=cfg.dtype, clip=cfg.clip, diffusion=diffusion))  # fmt: skip
+                        bar.update(len(idx))
+                    images = np.concatenate(batches)
+                    save_pngs(out, images, rows.start)  # before the shard's done marker: a done shard has its PNGs
+                    store.write_shard(s, {IMAGE_KEY: images.astype(np.float16)}, np.ones(len(rows), bool))
+            return todo
+
+        written = write_store(plan, fill, world, started=started)
         seconds = round(time.perf_counter() - started, 2)
-        drawn = int(world.all_sum(todo))
-        world.barrier()
         if not world.is_main:
-            return f"rank {world.rank}: {todo} images drawn"
-        missing = [s for s in range(n_shards) if not shard_done(out, s)]
-        if missing:
-            raise ValueError(f"{out}: shards {missing[:5]} are not done; run again to finish them")
-        npz = assemble(out, cfg.n, cfg.shard_size)
+            return f"rank {world.rank}: {ours['drawn']} images drawn"
+        npz = assemble(out, cfg.n, labels is not None)
         provenance = {"model": preset.name, "checkpoint": weights.get("checkpoint"), "checkpoint_sha256": weights.get("sha256"),
                       "weights": weights["label"], "steps": cfg.steps, "sampler": cfg.sampler, "eta": cfg.eta, "seed": cfg.seed,
-                      "n": cfg.n, "samples": npz.name, "sha256": file_sha256(npz), "version": __version__,
+                      "n": cfg.n, "samples": npz.name, "sha256": file_sha256(npz), "store": STORE_NAME, "version": __version__,
                       "torch_version": torch.__version__, "device": str(device), "world_size": world.size,
-                      "last_run": {"images": drawn, "seconds": seconds, "batch_size": cfg.batch_size},
+                      "last_run": {"images": written.images, "seconds": seconds, "batch_size": cfg.batch_size},
                       "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}  # fmt: skip
         _atomic_write(out / KEY_FILE, lambda p: p.write_text(json.dumps({"key": key, "complete": True, "provenance": provenance}, indent=1) + "\n"))
+        drawn = written.images
         rate = f", {drawn / seconds:.3f} images/s" if drawn else ""
         return f"{npz}: {cfg.n} images ({drawn} drawn now in {seconds} s{rate}), {preset.name} {weights['label']}, {cfg.sampler} {cfg.steps} steps, seed {cfg.seed}"
     finally:

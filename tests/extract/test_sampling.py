@@ -16,6 +16,7 @@ from extract.cli import main
 from extract.generate.sampling import SampleConfig, draw, respaced_diffusion, sample
 from extract.models.adm import random_unet
 from extract.models.adm_presets import PRESETS
+from extract.store.schema import FeatureStore
 
 TINY = PRESETS["tiny"]
 
@@ -78,7 +79,7 @@ def test_a_run_writes_pngs_the_sample_file_and_provenance(tmp_path):
 
 def test_a_killed_run_resumes_to_the_same_images_whatever_the_batch_size(tmp_path, monkeypatch):
     sample(config(tmp_path / "whole"))
-    real = sampling.write_shard
+    real = sampling.save_pngs
     calls = {"n": 0}
 
     def dies_on_the_second_shard(*args, **kwargs):
@@ -87,19 +88,19 @@ def test_a_killed_run_resumes_to_the_same_images_whatever_the_batch_size(tmp_pat
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sampling, "write_shard", dies_on_the_second_shard)
+    monkeypatch.setattr(sampling, "save_pngs", dies_on_the_second_shard)
     with pytest.raises(KeyboardInterrupt):
         sample(config(tmp_path / "broken"))
-    monkeypatch.setattr(sampling, "write_shard", real)
-    assert sampling.shard_done(tmp_path / "broken", 0) and not sampling.shard_done(tmp_path / "broken", 1)
+    monkeypatch.setattr(sampling, "save_pngs", real)
+    store = FeatureStore.open(tmp_path / "broken" / sampling.STORE_NAME)
+    assert store.done_shards().tolist() == [True, False, False] and not store.complete
+    assert not (tmp_path / "broken" / "samples.json").exists()  # not a finished sample set: the samples dataset refuses it
     assert not (tmp_path / "broken.lock").exists()
     line = sample(config(tmp_path / "broken", batch_size=3))
     assert "3 drawn now" in line  # shards 1 and 2 only
     a, b = (np.load(tmp_path / d / "samples_5x32x32x3.npz")["arr_0"] for d in ("whole", "broken"))
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
-    # a shard whose file no longer matches its marker is drawn again
-    (tmp_path / "broken" / "shards" / "00001.npz").write_bytes(b"torn")
-    assert "2 drawn now" in sample(config(tmp_path / "broken"))
+    assert "0 drawn now" in sample(config(tmp_path / "broken"))  # finished: nothing to draw
 
 
 def test_other_arguments_into_an_existing_run_are_refused(tmp_path):

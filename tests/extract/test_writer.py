@@ -1,6 +1,6 @@
 """Every store kind goes through the one writer and so gets its guarantees: the lock, resume
 after a run dies mid-way (a stale lock and half the shards left behind), `verify --repair`,
-and refusal of other arguments. Checked for U-Net, pixel and backbone stores alike."""
+and refusal of other arguments. Checked for U-Net, pixel, backbone and feature-network stores alike."""
 
 from __future__ import annotations
 
@@ -35,7 +35,14 @@ def backbone(out: Path, **kw):
                                            limit=6, shard_rows=2, batch_size=2, device="cpu", progress=False, **kw))  # fmt: skip
 
 
-KINDS = {"unet": unet, "pixels": pixels, "backbone": backbone}
+def features(out: Path, **kw):
+    from extract.models.feature_store import FeatureStoreConfig, extract_features
+
+    return extract_features(from_flat(FeatureStoreConfig, out=out, features="pixels", image_size=8, limit=12, shard_rows=4, batch_size=3,
+                                      progress=False, **kw))  # fmt: skip
+
+
+KINDS = {"unet": unet, "pixels": pixels, "backbone": backbone, "features": features}
 
 
 def arrays(path: Path) -> dict:
@@ -102,7 +109,7 @@ def test_verify_repair_restores_a_corrupted_shard(kind, tmp_path, fmnist_env):
     assert_same(tmp_path / "ref.zarr", out)
 
 
-@pytest.mark.parametrize("kind", ["pixels", "backbone"])
+@pytest.mark.parametrize("kind", ["pixels", "backbone", "features"])
 def test_the_same_command_again_resumes_and_other_arguments_are_refused(kind, tmp_path, fmnist_env):
     out = tmp_path / "s.zarr"
     first = KINDS[kind](out)

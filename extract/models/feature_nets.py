@@ -1,15 +1,15 @@
-"""Feature extractors for Fréchet distances of image sets: a registry of families.
+"""Feature networks for Fréchet distances of image sets: a registry of families.
 
 - `inception`: Inception-v3's 2048-d pool features as the public FID code computes them,
   through torch-fidelity's port of the TensorFlow graph (its bilinear resize to 299 matches
   TensorFlow's); the weights come from a local file (`--inception-weights`), never downloaded.
 - `torchvision:resnet50`, `torchvision:vit_b_16`: the last block of extract's backbones, averaged
   over positions, on images preprocessed as `extract backbone` does (224, ImageNet mean/std).
-- `classifier:FILE`: the small Fashion-MNIST CNN's 128-d features (analysis.classifier).
+- `classifier:FILE`: the small Fashion-MNIST CNN's 128-d features (extract.models.classifier).
 
 Every extractor takes uint8 images (N, H, W, C) and returns float64 features (N, d), and says
 what it is (implementation, version, weights file and sha256) in `record`, which becomes part
-of every statistics cache key and result. Imports torch: used only by `analysis fid`.
+of the key of the store `extract features` writes (extract.models.feature_store).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ TORCH_FIDELITY_SHA256_PREFIX = "6726825d"
 class Extractor:
     name: str
     record: dict  # what made the features: part of every cache key
-    dim: int
+    dim: int  # -1: the image's size (pixels)
     fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     channels: int | None = None  # the input channels it needs (None: 1 or 3, gray replicated)
     size: int | None = None  # the input size it needs (None: any)
@@ -119,7 +119,7 @@ def _inception(spec: FeatureSpec, arg: str) -> Extractor:
 
 
 def _classifier(spec: FeatureSpec, arg: str) -> Extractor:
-    from analysis.classifier import CHANNELS, FEATURE_DIM, IMAGE_SIZE, load_classifier
+    from extract.models.classifier import CHANNELS, FEATURE_DIM, IMAGE_SIZE, load_classifier
 
     if not arg:
         raise ValueError("--features classifier:FILE needs the classifier's weights file, e.g. classifier:extract/weights/fmnist-classifier.pt")
@@ -132,7 +132,7 @@ def _classifier(spec: FeatureSpec, arg: str) -> Extractor:
         x = _nchw(images, device, rgb=False).float() / 127.5 - 1.0  # extract.data.sources.preprocess's scaling
         return model.features(x).double().cpu().numpy()
 
-    record = {"features": "classifier", "implementation": "analysis.classifier.SmallCNN", "layer": "embed (128, under the classifier)",
+    record = {"features": "classifier", "implementation": "extract.models.classifier.SmallCNN", "layer": "embed (128, under the classifier)",
               "weights": Path(arg).name, "sha256": sha}  # fmt: skip
     return Extractor("classifier", record, FEATURE_DIM, fn, channels=CHANNELS, size=IMAGE_SIZE)
 
@@ -165,7 +165,13 @@ def _torchvision(spec: FeatureSpec, arg: str) -> Extractor:
     return Extractor(name, record, dims[name], fn)
 
 
+def _pixels(spec: FeatureSpec, arg: str) -> Extractor:
+    """The uint8 pixel values themselves: a feature space where distances have closed forms."""
+    return Extractor("pixels", {"features": "pixels", "implementation": "uint8 values, flattened"}, -1, lambda x: x.reshape(len(x), -1))
+
+
 FAMILIES: dict[str, Callable[[FeatureSpec, str], Extractor]] = {
+    "pixels": _pixels,
     "inception": _inception,
     "classifier": _classifier,
     "torchvision": _torchvision,
@@ -178,5 +184,5 @@ def build_extractor(spec: FeatureSpec) -> Extractor:
     try:
         factory = FAMILIES[family]
     except KeyError:
-        raise ValueError(f"--features {spec.features!r}: choose inception, classifier:FILE, torchvision:resnet50 or torchvision:vit_b_16") from None
+        raise ValueError(f"--features {spec.features!r}: choose inception, classifier:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels") from None
     return factory(spec, arg)
