@@ -11,7 +11,7 @@ import click
 from extract.bench.gpu_config import GpuBenchConfig
 from extract.data.augment import AUGMENTATIONS
 from extract.data.registry import DATASETS
-from extract.models.adm_presets import LATENT_PRESETS, MODEL_NAMES, PRESETS
+from extract.models.adm_presets import MODEL_NAMES, PRESETS
 from extract.store.cli_options import int_list, key_options, pool_list, user_errors
 from extract.store.config import FORWARD_DTYPES, DataSelection, ExtractConfig, StoreOptions, flat, from_flat
 from extract.store.schema import STORE_DTYPES
@@ -105,13 +105,9 @@ def run(plan, images_per_s, **options):
 @user_errors
 def blocks(model):
     """Print b -> module, layers, channels and resolution (no weights are allocated)."""
-    from extract.models.adm_presets import get_any_preset
+    from extract.models.families import block_table
 
-    if model in LATENT_PRESETS:  # SD/DiT: diffusers' modules (latent maps at the preset's resolution)
-        from extract.models.latent_blocks import latent_block_table as table
-    else:
-        from extract.models.adm_blocks import block_table as table
-    rows = table(get_any_preset(model))
+    rows = block_table(model)  # SD/DiT: diffusers' modules, latent maps at the preset's resolution
     width = max(18, *(len(r.module) for r in rows))
     click.echo(f"{'b':>3}  {'module':<{width}} {'layers':<34} {'C':>5} {'H x W':>9} {'values':>9}")
     for r in rows:
@@ -153,7 +149,10 @@ def check_data_cmd(data, data_root, splits, data_opts, decode, workers, progress
 @cli.command()
 def presets():
     """List the model presets."""
-    for name, p in {**PRESETS, **LATENT_PRESETS}.items():
+    from extract.models.adm_presets import get_any_preset
+
+    for name in MODEL_NAMES:
+        p = get_any_preset(name)
         click.echo(f"{name:<15} {p.image_size:>4}px  {p.num_blocks:>2} blocks  {p.description}")
 
 

@@ -6,22 +6,12 @@ the store kind's own extraction again, so it lives with the extraction stage.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from extract.models.families import family_of_kind
 from extract.store.config import flat, from_flat
 from extract.store.schema import FeatureStore, StoreError
 from extract.store.verify import inspect_store, verify_store
-
-# store kind (provenance["kind"]) -> (module, config class, writer function); stores made
-# before kinds were recorded are U-Net stores when their config has timesteps
-STORE_KINDS = {
-    "unet": ("extract.run", "ExtractConfig", "extract"),  # every diffusion family, through the family registry
-    "latent": ("extract.run", "ExtractConfig", "extract"),
-    "pixels": ("extract.models.pixels", "PixelConfig", "extract_pixels"),
-    "backbone": ("extract.models.backbones", "BackboneConfig", "extract_backbone"),
-    "features": ("extract.models.feature_store", "FeatureStoreConfig", "extract_features"),
-}
 
 
 def _rebuild_config(cls, recorded: dict, **overrides):
@@ -44,18 +34,17 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     store = FeatureStore.open(path, mode="r+")
     provenance = store.attrs.get("provenance", {})
     config = dict(provenance.get("config", {}))
-    kind = provenance.get("kind") or ("unet" if "ts" in config else None)
-    if not config or provenance.get("stage") != "extract" or kind not in STORE_KINDS:
+    kind = provenance.get("kind") or ("unet" if "ts" in config else None)  # stores made before kinds were recorded are U-Net stores
+    family = family_of_kind(kind)
+    if not config or provenance.get("stage") != "extract" or family is None:
         raise StoreError(f"{path}: cannot repair: it holds no extraction configuration to re-extract with")
     for s in sorted(report.bad_shards):
         store.group["progress/done"][s] = 0
     store.mark_incomplete()
-    module, cls_name, fn_name = STORE_KINDS[kind]
-    module = importlib.import_module(module)
     overrides = {"out": Path(path), "overwrite": False, "progress": False}
     if ckpt is not None:
         overrides["ckpt" if kind in ("unet", "latent") else "weights"] = ckpt
     if data_root is not None:
         overrides["data_root"] = data_root
-    getattr(module, fn_name)(_rebuild_config(getattr(module, cls_name), config, **overrides))
+    family.part("run")(_rebuild_config(family.part("config"), config, **overrides))
     return verify_store(path)

@@ -130,18 +130,26 @@ def test_rooms_of_their_own_are_entered_only_by_their_commands(room):
 
 
 def test_the_extraction_run_has_no_family_branch():
-    """Shared code finds a preset's family in the registry; it never asks whether a model is latent."""
-    shared = ["extract/run.py", "extract/shards.py", "extract/checks.py", "extract/store/config.py"]
+    """Shared code finds a family in the registry; it never asks whether a model is latent."""
+    shared = ["extract/run.py", "extract/shards.py", "extract/checks.py", "extract/store/config.py", "extract/cli.py", "extract/repair.py"]
     for rel in shared:
         text = (ROOT / rel).read_text()
-        assert "is_latent" not in text and "LATENT_PRESETS" not in text, rel
-    from extract.models.families import FAMILIES, PRESET_FAMILY, family_functions
+        assert "is_latent" not in text and "LATENT_PRESETS" not in text and "STORE_KINDS" not in text, rel
+    from extract.models.families import FAMILIES, PRESET_FAMILY, block_table, family_functions, family_of_kind
 
-    assert set(PRESET_FAMILY.values()) == set(FAMILIES)
+    assert set(PRESET_FAMILY.values()) == {"adm", "latent"} and set(FAMILIES) == {"adm", "latent", "backbone", "pixels", "features"}
     assert family_functions("demo-fmnist")[1].__name__ == "extract_adm"
     assert family_functions("tiny-sd")[1].__name__ == "extract_latent"
     with pytest.raises(ValueError, match="unknown model preset 'nope'; choose one of: .*demo-fmnist"):
         family_functions("nope")
+    kinds = [k for f in FAMILIES.values() for k in f.kinds]
+    assert len(kinds) == len(set(kinds))  # a store kind names one family
+    for name, family in FAMILIES.items():  # every row's parts resolve to what they say
+        assert callable(family.part("run")) and hasattr(family.part("config"), "__dataclass_fields__"), name
+        assert all(family_of_kind(k) is family for k in family.kinds), name
+        if family.validate:
+            assert callable(family.part("validate")) and callable(family.part("block_table")), name
+    assert len(block_table("demo-fmnist")) > 0 and block_table("tiny-sd")[0].b == 1
 
 
 def test_no_module_is_long():

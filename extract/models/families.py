@@ -1,27 +1,55 @@
-"""The model-family registry: which module validates and runs each preset's extraction.
+"""The model-family registry: every kind of network (or none) that writes a feature store.
 
-A family is one module with `validate_<family>(cfg)` (every argument error, before any work)
-and `extract_<family>(cfg) -> Summary`; a preset belongs to the family of the registry that
-defines it. Family modules load only when their presets are used, so the ADM path never
-imports diffusers.
+A family is one module and one row here. The row names, as "module:attribute" (imported only
+when used, so the ADM path never imports diffusers and a pixel store never imports a U-Net):
+- `config`: the frozen config its run takes (built from flat option names);
+- `run`: config -> summary; writes (or resumes) the store through the one writer;
+- `validate`: config -> every argument error before any work (diffusion families);
+- `block_table`: preset -> its b -> module table (diffusion families);
+- `kinds`: the provenance kinds of the stores it writes, which `verify --repair` reads back.
+Diffusion presets belong to the family of the preset registry that defines them.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 from extract.models.adm_presets import MODEL_NAMES, PRESETS
 from extract.models.latent_presets import LATENT_PRESETS
 
-FAMILIES = {
-    "adm": ("extract.models.adm_run", "validate_adm", "extract_adm"),
-    "latent": ("extract.models.latent_run", "validate_latent", "extract_latent"),
+
+@dataclass(frozen=True)
+class Family:
+    config: str
+    run: str
+    kinds: tuple[str, ...]
+    validate: str | None = None
+    block_table: str | None = None
+
+    def part(self, name: str):
+        """The named part, imported now."""
+        where = getattr(self, name)
+        if where is None:
+            raise ValueError(f"this family has no {name.replace('_', ' ')}")
+        module, _, attribute = where.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+DIFFUSION_CONFIG = "extract.store.config:ExtractConfig"
+FAMILIES: dict[str, Family] = {
+    "adm": Family(DIFFUSION_CONFIG, "extract.models.adm_run:extract_adm", ("unet",), "extract.models.adm_run:validate_adm", "extract.models.adm_blocks:block_table"),
+    "latent": Family(DIFFUSION_CONFIG, "extract.models.latent_run:extract_latent", ("latent",), "extract.models.latent_run:validate_latent",
+                     "extract.models.latent_blocks:latent_block_table"),  # fmt: skip
+    "backbone": Family("extract.models.backbones:BackboneConfig", "extract.models.backbones:extract_backbone", ("backbone",)),
+    "pixels": Family("extract.models.pixels:PixelConfig", "extract.models.pixels:extract_pixels", ("pixels",)),
+    "features": Family("extract.models.feature_store:FeatureStoreConfig", "extract.models.feature_store:extract_features", ("features",)),
 }
 PRESET_FAMILY = {**{name: "adm" for name in PRESETS}, **{name: "latent" for name in LATENT_PRESETS}}
 
 
 def family_of(model: str) -> str:
-    """The family of a preset name; an unknown name lists the known ones."""
+    """The family of a diffusion preset's name; an unknown name lists the known ones."""
     try:
         return PRESET_FAMILY[model]
     except KeyError:
@@ -29,7 +57,18 @@ def family_of(model: str) -> str:
 
 
 def family_functions(model: str):
-    """(validate, extract) of the preset's family."""
-    module, validate, extract = FAMILIES[family_of(model)]
-    loaded = importlib.import_module(module)
-    return getattr(loaded, validate), getattr(loaded, extract)
+    """(validate, run) of a diffusion preset's family."""
+    family = FAMILIES[family_of(model)]
+    return family.part("validate"), family.part("run")
+
+
+def block_table(model: str):
+    """The preset's block table (rows: b, module, layers, channels, height, width, numel)."""
+    from extract.models.adm_presets import get_any_preset
+
+    return FAMILIES[family_of(model)].part("block_table")(get_any_preset(model))
+
+
+def family_of_kind(kind: str) -> Family | None:
+    """The family that writes stores of this provenance kind, or None."""
+    return next((f for f in FAMILIES.values() if kind in f.kinds), None)
