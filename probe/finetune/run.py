@@ -9,6 +9,7 @@ import dataclasses
 import math
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -98,24 +99,26 @@ def finetune(cfg: FinetuneConfig) -> dict:
         close_world(world)
 
 
-def _finetune(cfg, preset, block, opts, device, world) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class _Splits:
+    train_src: object
+    test_src: object
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    test_rows: np.ndarray
+
+
+def _splits(cfg) -> _Splits:
+    """Train rows (a seeded --limit), the validation carve of them that picks the epoch, and the test rows."""
     train_src = open_dataset(cfg.data, cfg.data_root, cfg.train_split)
     test_src = open_dataset(cfg.data, cfg.data_root, cfg.test_split)
     rows = subset_indices(len(train_src), cfg.limit, cfg.seed)
-    labels = train_src.labels[rows].astype(np.int64)
-    val_mask = carve_validation(labels, np.ones(len(rows), bool), cfg.val_fraction, cfg.seed)
-    train_rows, val_rows = rows[~val_mask], rows[val_mask]
-    test_rows = subset_indices(len(test_src), cfg.test_limit, cfg.seed)
-    classes = len(train_src.classes)
-    batch, epochs = opts["batch_size"], opts["epochs"]
-    if batch % world.size:
-        raise ValueError(f"--batch-size {batch} does not split evenly over {world.size} processes")
-    steps_per_epoch = len(train_rows) // batch
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_rows)} training images make no full batch of {batch}; lower --batch-size")
+    val_mask = carve_validation(train_src.labels[rows].astype(np.int64), np.ones(len(rows), bool), cfg.val_fraction, cfg.seed)
+    return _Splits(train_src, test_src, rows[~val_mask], rows[val_mask], subset_indices(len(test_src), cfg.test_limit, cfg.seed))
 
+
+def _network(cfg, preset, block, opts, classes: int, device):
+    """The U-Net up to block b with the head on top; its trainable parameters; the optimizer."""
     unet, weights = load_unet(preset, cfg.ckpt or None, random_init=cfg.random_init, seed=cfg.seed)
     named = trainable_parameters(unet, block, cfg.freeze_blocks, cfg.trainable)
     if cfg.grad_checkpoint:
@@ -124,31 +127,50 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
     with torch.no_grad():
         probe_x = torch.zeros(1, preset.in_channels, preset.image_size, preset.image_size)
         shape = tuple(PrefixClassifier(unet, nn.Identity(), cfg.t, block, cfg.pool).features(probe_x).shape[1:])
-    fs = FeatureSet((key,), shape, (shape,))
     torch.manual_seed(cfg.seed)
-    head = head_for(cfg.head, fs, classes, parse_head_options(list(cfg.head_options)))
+    head = head_for(cfg.head, FeatureSet((key,), shape, (shape,)), classes, parse_head_options(list(cfg.head_options)))
     net = PrefixClassifier(unet, head, cfg.t, block, cfg.pool).to(device).train()
-    params = [p for _, p in named] + list(head.parameters())
     groups = [{"params": [p for _, p in named], "lr": opts["lr"], "base": opts["lr"]}, {"params": list(head.parameters()), "lr": opts["head_lr"], "base": opts["head_lr"]}]
     opt = make_optimizer(opts["optimizer"], [g for g in groups if g["params"]])
+    return net, head, named, opt, weights, key
+
+
+def _resume(state_path: Path, cfg, net, opt, ema, device):
+    """(step, seconds, best, ema) from a saved state made with the same arguments, or a fresh start."""
+    if not state_path.is_file():
+        return 0, 0.0, {"val_top1": -1.0, "epoch": -1, "state": None}, ema
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file is one line
+        raise ValueError(f"{state_path}: not a loadable fine-tuning state ({type(e).__name__}); remove it or use a new --out") from None
+    changed = sorted(k for k, v in run_fields(cfg).items() if state["config"].get(k) != v)
+    if changed:
+        raise ValueError(f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out")
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    if ema is not None:
+        ema = [e.to(device) for e in state["ema"]]
+    return int(state["step"]), float(state["seconds"]), state["best"], ema
+
+
+def _finetune(cfg, preset, block, opts, device, world) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _splits(cfg)
+    train_src, test_src, train_rows, val_rows, test_rows = data.train_src, data.test_src, data.train_rows, data.val_rows, data.test_rows
+    batch, epochs = opts["batch_size"], opts["epochs"]
+    if batch % world.size:
+        raise ValueError(f"--batch-size {batch} does not split evenly over {world.size} processes")
+    steps_per_epoch = len(train_rows) // batch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_rows)} training images make no full batch of {batch}; lower --batch-size")
+
+    net, head, named, opt, weights, key = _network(cfg, preset, block, opts, len(train_src.classes), device)
+    params = [p for _, p in named] + list(head.parameters())
     ema = [p.detach().clone() for p in params] if cfg.ema_rate else None
     model = torch.nn.parallel.DistributedDataParallel(net) if world.size > 1 else net
-
-    step, best, seconds = 0, {"val_top1": -1.0, "epoch": -1, "state": None}, 0.0
     state_path = out / STATE_FILE
-    if state_path.is_file():
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a torn or foreign file is one line
-            raise ValueError(f"{state_path}: not a loadable fine-tuning state ({type(e).__name__}); remove it or use a new --out") from None
-        changed = sorted(k for k, v in run_fields(cfg).items() if state["config"].get(k) != v)
-        if changed:
-            raise ValueError(f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out")
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        if ema is not None:
-            ema = [e.to(device) for e in state["ema"]]
-        step, seconds, best = int(state["step"]), float(state["seconds"]), state["best"]
+    step, seconds, best, ema = _resume(state_path, cfg, net, opt, ema, device)
 
     def snapshot() -> dict:
         """The weights evaluation uses: the EMA's when kept, else the live ones (CPU copies)."""
