@@ -59,6 +59,17 @@ def _tokens_to_map(output) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
+def _text_condition(preset: LatentPreset, folder: Path | None, seed: int, prompt: str, class_label: int | None) -> tuple[torch.Tensor, dict]:
+    """The prompt's text-encoder states (1, L, D), and the text encoder's weights record."""
+    cond, record = _prompt_states(preset, libraries(), folder, seed, prompt)
+    return cond, {"text_encoder": record}
+
+
+def _class_condition(preset: LatentPreset, folder: Path | None, seed: int, prompt: str, class_label: int | None) -> tuple[torch.Tensor, dict]:
+    """The class label (1,); the null class when none is given."""
+    return torch.tensor([preset.null_class if class_label is None else class_label], dtype=torch.long), {}
+
+
 @dataclass(frozen=True)
 class Family:
     denoiser_class: str  # diffusers class name
@@ -67,18 +78,25 @@ class Family:
     structural: tuple[str, ...]  # config fields that set the block table; a folder's must equal the preset's
     call: Callable  # (denoiser, x_t (G, C, h, w), t (G,), cond (G, ...)) -> runs the forward
     convert: Callable  # a block's hook output -> (N, C, H, W)
+    condition: Callable  # (preset, folder, seed, prompt, class_label) -> (cond (1, ...), weights records of what made it)
+    meta_condition: Callable  # (preset, batch, device) -> cond (batch, ...) of the right shape
+    key_condition: Callable  # (prompt, class_label) -> the store key's "conditioning"
 
 
 FAMILIES: dict[str, Family] = {
     "sd": Family(
         "UNet2DConditionModel", "unet", ("unet", "vae", "text_encoder", "tokenizer"),
         ("in_channels", "down_block_types", "up_block_types", "block_out_channels", "layers_per_block", "cross_attention_dim"),
-        lambda m, x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False), _first,
+        lambda m, x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False), _first, _text_condition,
+        lambda p, n, device: torch.empty(n, p.text_encoder["max_position_embeddings"], p.denoiser["cross_attention_dim"], device=device),
+        lambda prompt, label: {"prompt": prompt},
     ),
     "dit": Family(
         "DiTTransformer2DModel", "transformer", ("transformer", "vae"),
         ("in_channels", "num_layers", "num_attention_heads", "attention_head_dim", "patch_size", "sample_size"),
-        lambda m, x, t, c: m(x, timestep=t, class_labels=c, return_dict=False), _tokens_to_map,
+        lambda m, x, t, c: m(x, timestep=t, class_labels=c, return_dict=False), _tokens_to_map, _class_condition,
+        lambda p, n, device: torch.full((n,), p.null_class, dtype=torch.long, device=device),
+        lambda prompt, label: {"class_label": label},
     ),
 }  # fmt: skip
 
@@ -333,10 +351,8 @@ def load_latent_model(preset: LatentPreset, *, model_dir: Path | None = None, ck
     else:
         vae = _seeded(seed + 1, lambda: build_vae(preset))
         weights["vae"] = {"random_init": True, "init_seed": seed + 1}
-    if preset.family == "sd":
-        cond, weights["text_encoder"] = _prompt_states(preset, lib, folder, seed, prompt)
-    else:
-        cond = torch.tensor([preset.null_class if class_label is None else class_label], dtype=torch.long)
+    cond, records = fam.condition(preset, folder, seed, prompt, class_label)
+    weights.update(records)
     schedule = read_schedule(preset, folder)
     abar = alphas_cumprod(schedule["beta_schedule"], schedule["beta_start"], schedule["beta_end"], schedule["steps"], schedule["trained_betas"])
     return LatentModel(preset, denoiser, vae, cond, abar, schedule, weights, weights["vae"])

@@ -36,11 +36,7 @@ def meta_inputs(preset: LatentPreset, batch: int = 1, device: str | torch.device
     s = preset.latent_size
     x = torch.empty(batch, preset.denoiser["in_channels"], s, s, device=device)
     t = torch.zeros(batch, dtype=torch.long, device=device)
-    if preset.family == "sd":
-        cond = torch.empty(batch, preset.text_encoder["max_position_embeddings"], preset.denoiser["cross_attention_dim"], device=device)
-    else:
-        cond = torch.full((batch,), preset.null_class, dtype=torch.long, device=device)
-    return x, t, cond
+    return x, t, FAMILIES[preset.family].meta_condition(preset, batch, device)
 
 
 def latent_block_table(preset: LatentPreset) -> list[BlockInfo]:

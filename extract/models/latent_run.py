@@ -29,6 +29,7 @@ from extract.checks import check_run_options, resolve_blocks, row_shapes
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING
 from extract.models.adm_forward import UNET_COMPATIBLE
+from extract.models.latent import FAMILIES as LATENT_FAMILIES
 from extract.models.latent import LatentModel, check_sources, encode_latents, libraries, load_latent_model
 from extract.models.latent_blocks import capture_latent, latent_block_table
 from extract.models.latent_presets import LATENT_PRESETS, LatentPreset
@@ -170,7 +171,7 @@ def extract_latent(cfg: ExtractConfig) -> Summary:
 
         # 2. the features, from the cached latents
         key = store_key(cfg, preset, blocks, model.weights, dataset, device.type, PREPROCESSING)
-        key.update(conditioning={"prompt": cfg.prompt} if preset.family == "sd" else {"class_label": class_label(cfg, preset)},
+        key.update(conditioning=LATENT_FAMILIES[preset.family].key_condition(cfg.prompt, class_label(cfg, preset)),
                    schedule=model.schedule, encoding=ENCODING)  # fmt: skip
         made = provenance("latent", preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.weights, torch_version=torch.__version__,
                           latents=str(lpath))  # fmt: skip
