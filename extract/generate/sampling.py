@@ -279,6 +279,7 @@ def sample(cfg: SampleConfig, world=None) -> str:
 def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device) -> str:
     from tqdm import tqdm
 
+    from extract.store.provenance import provenance
     from extract.store.schema import FeatureStore, StoreLock
     from extract.store.writer import StorePlan, write_store
 
@@ -301,8 +302,8 @@ def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device)
             raise ValueError(error)
         diffusion = respaced_diffusion(preset, cfg.steps, cfg.sampler)
         labels = labels_for(cfg, preset, range(cfg.n))
-        made = {"stage": "generate", "kind": "samples", "preset": preset.name, "weights": weights, "version": __version__,
-                "torch_version": torch.__version__}  # fmt: skip
+        drawn = {"name": "samples", "n": cfg.n, "sampler": cfg.sampler, "steps": cfg.steps, "seed": cfg.seed}
+        made = provenance("samples", preset.name, cfg, drawn, weights=weights, torch_version=torch.__version__, stage="generate")
         plan = StorePlan(out=out / STORE_NAME, key=key, compatible=("model", "weights"), provenance=made,
                          row_shapes={IMAGE_KEY: (preset.image_size, preset.image_size, preset.in_channels)}, ids=[f"{i:06d}" for i in range(cfg.n)],
                          labels=np.asarray(labels if labels is not None else [0] * cfg.n, np.int64), index=np.arange(cfg.n), shard_rows=cfg.shard_size)  # fmt: skip

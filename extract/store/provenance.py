@@ -11,13 +11,15 @@ def run_config(cfg) -> dict:
     return {k: v for k, v in flat(cfg).items() if k != "progress"}
 
 
-def provenance(kind: str, preset: str, cfg, dataset: dict, *, weights: dict | None = None, torch_version: str | None = None, **extra) -> dict:
-    """kind: the store kind (unet, latent, latents, backbone, pixels); preset: the model's name;
-    cfg: the run's config; dataset: the dataset record. Returned as it reads back from attrs."""
+def provenance(kind: str, preset: str, cfg, dataset: dict, *, weights: dict | None = None, torch_version: str | None = None,
+               stage: str = "extract", **extra) -> dict:  # fmt: skip
+    """kind: the store kind (unet, latent, latents, backbone, pixels, features, samples); preset:
+    the model's name; cfg: the run's config; dataset: the dataset record (for samples: what was
+    drawn); stage: extract, or generate for drawn images. Returned as it reads back from attrs."""
     record = {"diffprobe_version": __version__}
     if torch_version is not None:
         record["torch_version"] = torch_version
-    record.update(stage="extract", kind=kind, preset=preset)
+    record.update(stage=stage, kind=kind, preset=preset)
     if weights is not None:
         record["weights"] = weights
     record.update(extra)
