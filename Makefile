@@ -34,7 +34,7 @@ test: $(VENV_STAMP) fashion-mnist ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
 
 # ---------------------------------------------------------------- the three commands and the demo
-extract: $(VENV_STAMP) $(needs_data) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= OUT= ARGS=]
+extract: $(VENV_STAMP) $(needs_data) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= VIEWS= AUG= ORDER= DTYPE= OUT= ARGS=]
 	@$(call experiment,extract)
 
 probe: $(VENV_STAMP) ## heads on the last extraction's stores: make probe HEAD=linear|mlp|cnn|attention|logreg|knn [LR= WD= PROBE_ARGS=]
@@ -50,7 +50,7 @@ report: $(VENV_STAMP) ## one Markdown report (report/report.md) from the probe r
 	@$(call experiment,report)
 
 # ---------------------------------------------------------------- the paper and the model card
-paper: $(VENV_STAMP) ## one row of the paper's table with its protocol: make paper ROW=linear-p1|linear-p2|mlp|attention|fusion|fgvc-<set> [DRY=1 MODEL= CKPT= DATA= DATA_ROOT= SPLITS=]
+paper: $(VENV_STAMP) ## one row of the paper's table as diffssl trains it, from K cached views: make paper ROW=linear-p1|linear-p2|mlp|attention|fusion|fgvc-<set> [DRY=1 VIEWS=8 VIEWS_MODE=draw|mean MODEL= CKPT= DATA= DATA_ROOT= SPLITS=]
 	@$(call experiment,paper)
 
 sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/

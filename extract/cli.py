@@ -55,7 +55,7 @@ def cli():
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
 @data_options
 @click.option("--split", default=_SEL.split, help="dataset split")
-@click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="crop-flip: view v of each image is a seeded crop (0.8-1.0 of the short side) + flip; training splits")
+@click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="view v of each image is seeded: gd-crop-flip as diffssl's training loader (short side to [S, S/0.8], random S crop, flip); crop-flip (0.8-1.0 of the short side, flip); training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
 @key_options(t_default=("150",), pool_default=("2",), what="features to cache [default block: output_blocks[4], the paper's b=24]")
 @click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws (and, with --aug, crops) per image")

@@ -39,6 +39,8 @@ def cli():
 @click.option("--step-epochs", type=click.IntRange(min=1), help="step schedule: epochs between decays [default: the recipe's]")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0)
 @click.option("--standardize/--no-standardize", default=None, help="per-feature standardization fitted on train [default: the recipe's]")
+@click.option("--views", "view_mode", type=click.Choice(["draw", "mean"]), default="draw",
+              help="a training store of K views per image: draw one per image and epoch (fresh augmentation), or average them (as DIFT averages its noise draws)")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="validation carved from train [default: the recipe's]")
 @click.option("--seed", type=int, default=0)
 @click.option("--buffer-mb", type=click.IntRange(min=1), default=1024, help="memory for feature rows (bounds the shuffle window)")

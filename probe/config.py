@@ -47,6 +47,7 @@ class ProbeConfig:
     recipe: str = ""  # the recipe whose defaults filled the options (probe.recipes), recorded in results
     training: TrainSettings = TrainSettings()  # epochs, batch size, optimizer, schedule, seed
     standardize: bool = True
+    view_mode: str = "draw"  # a training store of K views: draw one per image and epoch, or average them ("mean")
     val_fraction: float = 0.1
     buffer_mb: int = 1024  # bounds the feature rows held in memory (two shuffle windows)
     preload: bool | None = None  # None: preload when the training features fit in buffer_mb

@@ -53,6 +53,9 @@ def store_classes(store: FeatureStore) -> list[str]:
     return store.classes()
 
 
+VIEW_MODES = ("draw", "mean")
+
+
 @dataclass
 class FeatureReader:
     """Blocks of rows of some (t, b, pool) arrays of one store, as float16 numpy arrays."""
@@ -60,6 +63,7 @@ class FeatureReader:
     store: FeatureStore
     keys: tuple[FeatureKey, ...]
     preload: bool = False
+    view_mode: str = "draw"  # a store of K views: "draw" one per row and epoch; "mean" their average, read as one view
     _memory: dict[FeatureKey, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -69,17 +73,25 @@ class FeatureReader:
         # a block covers whole inner chunks of every array (their row counts all divide shard_rows)
         self.block_rows = min(reduce(math.lcm, chunk_rows, 1), int(self.store.layout["shard_rows"]))
         self.n_blocks = -(-self.store.n_rows // self.block_rows)
+        if self.view_mode not in VIEW_MODES:
+            raise ValueError(f"view mode must be one of {', '.join(VIEW_MODES)}, got {self.view_mode!r}")
         if self.preload:
-            self._memory = {k: self.store.array(k)[:] for k in self.keys}
+            self._memory = {k: self._as_read(self.store.array(k)[:]) for k in self.keys}
 
     @property
     def views(self) -> int:
-        return self.store.views
+        """Views per row as read: the store's, or 1 when they are averaged."""
+        return 1 if self.view_mode == "mean" else self.store.views
+
+    def _as_read(self, values: np.ndarray) -> np.ndarray:
+        if self.view_mode == "mean" and self.store.views > 1:
+            return values.astype(np.float32).mean(1).astype(values.dtype)  # (rows, V, ...) -> (rows, ...), summed in float32
+        return values
 
     def row_shape(self, key: FeatureKey) -> tuple[int, ...]:
         """(C, h, w) of one row and view."""
         shape = tuple(self.store.array(key).shape[1:])
-        return shape[1:] if self.views > 1 else shape
+        return shape[1:] if self.store.views > 1 else shape
 
     def row_bytes(self) -> int:
         """Bytes of one row of every key as stored (fp16 or fp32 stores alike)."""
@@ -94,7 +106,7 @@ class FeatureReader:
         span = self.block_span(block)
         if self._memory is not None:
             return {k: a[span.start : span.stop] for k, a in self._memory.items()}
-        return {k: self.store.array(k)[span.start : span.stop] for k in self.keys}
+        return {k: self._as_read(self.store.array(k)[span.start : span.stop]) for k in self.keys}
 
 
 def pick_view(values: np.ndarray, views: np.ndarray | None) -> np.ndarray:

@@ -168,13 +168,13 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     if not seen:
         raise ProbeDataError(f"{train_store.path}: no usable training rows")
 
-    train_bytes = int(train_mask.sum()) * FeatureReader(train_store, all_keys).row_bytes()
+    train_bytes = int(train_mask.sum()) * FeatureReader(train_store, all_keys, view_mode=cfg.view_mode).row_bytes()
     preload = cfg.preload if cfg.preload is not None else train_bytes <= cfg.buffer_mb * MiB
-    reader = FeatureReader(train_store, all_keys, preload=preload)
+    reader = FeatureReader(train_store, all_keys, preload=preload, view_mode=cfg.view_mode)
     sets = [feature_set(ks, {k: reader.row_shape(k) for k in all_keys}) for ks in sets_keys]
     evals = {}
     if val_store is not None:
-        evals["val"] = (FeatureReader(val_store, all_keys), val_store.valid(), val_store.labels())
+        evals["val"] = (FeatureReader(val_store, all_keys, view_mode=cfg.view_mode), val_store.valid(), val_store.labels())
     elif val_mask.any():
         evals["val"] = (reader, val_mask, labels)
     if test_store is not None:

@@ -114,3 +114,13 @@ def test_every_probe_and_analysis_command_reads_stores_without_loading_a_diffusi
     assert not {"guided_diffusion", "diffusers"} & loaded
     model_code = {m for m in loaded if m.startswith("extract.models") and m not in ("extract.models", "extract.models.weights")}
     assert not model_code, sorted(model_code)
+
+
+def test_a_pixel_store_loads_no_diffusion_model(tmp_path, fmnist_env):
+    """Raw pixels need a dataset reader and the writer: no U-Net code, no diffusers."""
+    code = (f"from extract.cli import main\ntry:\n    main(['pixels', '--data', 'fashion-mnist', '--split', 'test', '--limit', '8', "
+            f"'--out', {str(tmp_path / 'p.zarr')!r}, '--no-progress'])\nexcept SystemExit as e:\n    assert not e.code, e.code")  # fmt: skip
+    modules = loaded_after(code)
+    assert (tmp_path / "p.zarr").is_dir()
+    assert not {"guided_diffusion", "diffusers"} & modules
+    assert not {m for m in modules if m.startswith("extract.models.") and m not in ("extract.models.pixels", "extract.models.adm_presets", "extract.models.latent_presets")}

@@ -101,12 +101,21 @@ def test_make_paper_prints_the_extraction_and_the_probe_of_a_row(tmp_path, row, 
     assert not (tmp_path / "last-extract.json").exists()  # a dry run writes nothing
 
 
+def test_a_rows_views_and_their_use_are_settings(tmp_path):
+    one = dry("paper", "ROW=linear-p2", "VIEWS=1", "AUG=none", out=tmp_path)
+    assert "--views 1 --aug none --out" in one and "_v1" not in one and "_v8" not in one
+    mean = dry("paper", "ROW=linear-p2", "VIEWS_MODE=mean", out=tmp_path)
+    assert "--views 8 --aug gd-crop-flip" in mean and "--views mean" in mean
+
+
 @pytest.mark.parametrize("row, data, train, test", [("fgvc-aircraft", "aircraft", "trainval", "test"), ("fgvc-flowers", "flowers", "trainval", "test"),
                                                      ("fgvc-cub", "cub", "train", "test"), ("fgvc-nabirds", "nabirds", "train", "test")])
 def test_fgvc_rows_fix_their_dataset_and_official_splits(tmp_path, row, data, train, test):
     text = dry("paper", f"ROW={row}", "DATA_ROOT=/data/fgvc", out=tmp_path)
     assert f"--data {data} --data-root /data/fgvc --split {train}" in text and f"--split {test}" in text
-    assert f"--train {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull.zarr --test {tmp_path}/demo-fmnist_{data}_{test}_t150_b24_pfull.zarr" in text
+    # diffssl's training as a cache: 8 augmented views of the training split in fp16, rows shuffled; one centre view of test
+    assert f"--order shuffled --dtype fp16 --views 8 --aug gd-crop-flip --out {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull_v8-gd-crop-flip_fp16_shuffled.zarr" in text
+    assert f"--train {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull_v8-gd-crop-flip_fp16_shuffled.zarr --test {tmp_path}/demo-fmnist_{data}_{test}_t150_b24_pfull_fp16_shuffled.zarr" in text
     assert "--recipe paper --head paper-attention" in text and f"--name paper-{row}" in text
 
 

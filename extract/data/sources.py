@@ -126,7 +126,7 @@ class FeatureInput(torch.utils.data.Dataset):
     returned as text (never raised in a worker), so the caller decides: stop or skip.
 
     The tensor is (C, S, S), or with an augmentation (views, C, S, S): view v of image i is
-    `augment(img, seed, i, v)` then the center crop, so it depends on (seed, i, v) alone."""
+    `augment(img, seed, i, v, S)` then the center crop, so it depends on (seed, i, v) alone."""
 
     def __init__(self, source: ImageSource, size: int, channels: int, augment=None, views: int = 1, seed: int = 0):
         self.source, self.size, self.channels = source, size, channels
@@ -139,7 +139,8 @@ class FeatureInput(torch.utils.data.Dataset):
         img = self.source.load(i)
         if self.augment is None:
             return preprocess(img, self.size, self.channels)
-        return torch.stack([preprocess(self.augment(img, self.seed, i, v), self.size, self.channels) for v in range(self.views)])
+        img = to_mode(img, self.channels)  # crops and flips commute with the per-pixel conversion
+        return torch.stack([preprocess(self.augment(img, self.seed, i, v, self.size), self.size, self.channels) for v in range(self.views)])
 
     def __getitem__(self, i: int):
         try:

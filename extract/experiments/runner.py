@@ -9,7 +9,8 @@ Settings resolve in this order, the later winning:
 5. the chosen row's table (`[rows.NAME]`), then the step's own fields.
 A value may refer to others: `{t}` is a setting, `{first:t}` its first comma item, `{tag:t}`
 its commas as dashes, `{opt:limit:--limit}` is `--limit <limit>` or nothing, `{weights}` is
-`--ckpt <ckpt>`, `--random-init` or nothing, `{store:train}` the store path of a split (the one
+`--ckpt <ckpt>`, `--random-init` or nothing, `{trainsplit:NAME}` the setting NAME in a step for
+the training split (the first of `splits`) and nothing for the others, `{store:train}` the store path of a split (the one
 function that names stores: `store_path`), `{pixels:train}` a raw-pixel store, and
 `{features:full}` the `+`-joined feature set of every (t, b) at one pool.
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit")
+RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit", "aug", "views", "order", "dtype")
 STEP_FIELDS = {"run", "each", "unless_exists", "needs", "needs_hint", "experiment", "record", "copy", "say", "plan"}
 
 
@@ -60,10 +61,17 @@ def tag(value: str) -> str:
     return value.replace(" ", "").replace(",", "-")
 
 
-def store_path(out: str, model: str, random: bool, data: str, split: str, t: str, b: str, pool: str, limit: str = "") -> str:
-    """The one name of a feature store: <out>/<model>[-random]_<data>_<split>_t<T>_b<B>_p<POOL>[_n<LIMIT>].zarr."""
-    name = f"{model}{'-random' if random else ''}_{data}_{split}_t{tag(t)}_b{tag(b)}_p{tag(pool)}{f'_n{limit}' if limit else ''}.zarr"
-    return f"{out}/{name}"
+def store_path(out: str, model: str, random: bool, data: str, split: str, t: str, b: str, pool: str, limit: str = "", *,
+               views: str = "1", aug: str = "none", dtype: str = "fp32", order: str = "sorted") -> str:  # fmt: skip
+    """The one name of a feature store: <out>/<model>[-random]_<data>_<split>_t<T>_b<B>_p<POOL>[_n<LIMIT>]
+    [_v<K>-<AUG>][_<DTYPE>][_shuffled].zarr, the bracketed parts only when they differ from one
+    centre view, fp32 and dataset order."""
+    name = f"{model}{'-random' if random else ''}_{data}_{split}_t{tag(t)}_b{tag(b)}_p{tag(pool)}{f'_n{limit}' if limit else ''}"
+    if views not in ("", "1") or aug not in ("", "none"):
+        name += f"_v{views or 1}-{aug or 'none'}"
+    name += "" if dtype in ("", "fp32") else f"_{dtype}"
+    name += "" if order in ("", "sorted") else f"_{order}"
+    return f"{out}/{name}.zarr"
 
 
 def pixel_path(out: str, data: str, split: str, limit: str = "") -> str:
@@ -121,6 +129,8 @@ class Settings:
             return "" if not value else (f"{rest}{value}" if rest.endswith("=") else f"{rest} {shlex.quote(value)}")
         if fn == "if":
             return rest if value else ""
+        if fn == "trainsplit":  # the setting's value in a step for the training split (the first of `splits`), else nothing
+            return value if self.get("split", depth) == self.get("splits", depth).split()[0] else ""
         if fn == "nondefault":
             return "" if value == self.format(defaults().get(first, ""), depth) else f"{rest}{value}"
         raise ValueError(f"unknown placeholder {{{spec}}}")
@@ -153,8 +163,12 @@ class Settings:
                  for k in ("split", "t", "b", "pool", "limit", "random", "out")}  # fmt: skip
         if fn == "pixels":
             return pixel_path(value["out"], self.get("data", depth), value["split"], value["limit"])
+        training = value["split"] == self.get("splits", depth).split()[0]  # views and augmentation are the training split's
+        extra = {k: self.get(k, depth) if k in self.values else "" for k in ("views", "aug", "dtype", "order")}
+        if not training:
+            extra.update(views="", aug="")
         return store_path(value["out"], self.get("model", depth), bool(value["random"]), self.get("data", depth), value["split"],
-                          value["t"], value["b"], value["pool"], value["limit"])  # fmt: skip
+                          value["t"], value["b"], value["pool"], value["limit"], **extra)  # fmt: skip
 
 
 # ---------------------------------------------------------------- resolving

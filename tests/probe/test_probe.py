@@ -114,6 +114,26 @@ def test_each_epoch_draws_one_cached_view_per_image(tmp_path):
     assert set(drawn[0].tolist()) == {0.0, 1.0, 2.0} and not np.array_equal(drawn[0], drawn[1])
 
 
+def test_averaging_the_views_trains_as_a_store_of_their_means(tmp_path):
+    """--views mean reads a K-view store as one view per image, their mean: the same head as
+    training on a store that holds those means."""
+    x, y, centres = blobs(120, 3, 6, seed=2, views=4)
+    xt, yt, _ = blobs(60, 3, 6, seed=3, centres=centres)
+    make_store(tmp_path / "k.zarr", {K1: x}, y, views=4, shard_rows=32)
+    make_store(tmp_path / "m.zarr", {K1: x.astype(np.float32).mean(1).astype(np.float16)}, y, shard_rows=32)
+    make_store(tmp_path / "t.zarr", {K1: xt}, yt, shard_rows=32, split="test")
+    common = dict(heads=("linear",), test=tmp_path / "t.zarr", lrs=(1e-2,), wds=(0.0,))
+    mean = run(tmp_path / "a", tmp_path / "k.zarr", view_mode="mean", **common)
+    plain = run(tmp_path / "b", tmp_path / "m.zarr", **common)
+    assert mean["test"] == plain["test"] and mean["config"]["view_mode"] == "mean"
+    drawn = run(tmp_path / "c", tmp_path / "k.zarr", **common)
+    assert drawn["config"]["view_mode"] == "draw"
+    reader = FeatureReader(open_complete(tmp_path / "k.zarr"), (K1,), view_mode="mean")
+    assert reader.views == 1 and reader.read(0)[K1].shape == (32, 6, 1, 1)
+    with pytest.raises(ValueError, match="view mode must be one of draw, mean"):
+        FeatureReader(open_complete(tmp_path / "k.zarr"), (K1,), view_mode="median")
+
+
 def test_a_signal_planted_only_in_test_is_never_selected(tmp_path):
     """K2 separates train and test perfectly but is noise on the validation rows; K1 is a
     weaker signal everywhere. Selection must follow validation (K1), not test (K2)."""
