@@ -7,7 +7,7 @@ from extract.data.augment import check_augmentation
 from extract.data.selection import check_selection
 from extract.models import adm_blocks as blocks_mod
 from extract.models.pooling import pooled_shape
-from extract.store.config import FORWARD_DTYPES, ExtractConfig
+from extract.store.config import FORWARD_DTYPES, AtMost, ExtractConfig
 from extract.store.schema import STORE_DTYPES, FeatureKey
 
 ALL_BLOCKS = "all"
@@ -26,13 +26,16 @@ def resolve_blocks(cfg: ExtractConfig, preset) -> tuple[int, ...]:
 
 def row_shapes(preset, blocks: tuple[int, ...], ts, pools, skip_small: bool = False, table=None) -> dict[FeatureKey, tuple[int, ...]]:
     """(C, h, w) of one cached row for every (t, b, pool), from the meta-device block table
-    (guided-diffusion's, or the given one). A pool larger than a block's map is an error, or
-    with skip_small that pair is left out."""
+    (guided-diffusion's, or the given one). `pools`: the pools of every block, or a dict of each
+    block's own. A pool larger than a block's map is an error, or with skip_small that pair is
+    left out."""
     table = {info.b: info for info in (table or blocks_mod.block_table(preset))}
     shapes = {}
     for b in blocks:
         info = table[b]
-        for p in pools:
+        for p in pools[b] if isinstance(pools, dict) else pools:
+            if isinstance(p, AtMost):  # pooled where the map is larger than N, else whole
+                p = p.n if max(info.height, info.width) > p.n else None
             try:
                 shape = pooled_shape(info.channels, info.height, info.width, p)
             except ValueError as e:

@@ -58,6 +58,7 @@ def cli():
 @click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="view v of each image is seeded: gd-crop-flip as diffssl's training loader (short side to [S, S/0.8], random S crop, flip); crop-flip (0.8-1.0 of the short side, flip); training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
 @key_options(t_default=("150",), pool_default=("2",), what="features to cache [default block: output_blocks[4], the paper's b=24]")
+@click.option("--block-pool", "block_pools", multiple=True, metavar="B:P", help="block B's own pools instead of --pool, e.g. 30:16 (b=30 pooled to 16x16) or 19:full,2 (repeat)")
 @click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws (and, with --aug, crops) per image")
 @click.option("--seed", type=int, default=0, help="noise (and random-init) seed")
 @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset of this many images")

@@ -25,7 +25,7 @@ def cli():
 @click.option("--val", "val_store", type=click.Path(path_type=Path), help="official validation store [default: carved from --train]")
 @click.option("--head", "heads", multiple=True, default=("linear",), type=click.Choice([*HEAD_NAMES, *BASELINE_NAMES]), help="heads (repeat for a grid)")
 @click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE head option, e.g. width=256, hidden=512,512, batchnorm=true")
-@click.option("--features", multiple=True, help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate (repeat for a grid) [default: each key alone]")
+@click.option("--features", multiple=True, help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate, 'all' for every key of the store together (repeat for a grid) [default: each key alone]")
 @key_options(what="store's keys to train on, each alone [default: all]")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="diffprobe", help="defaults for the options marked 'the recipe's' (see README: recipes)")
 @click.option("--lr", "lrs", multiple=True, callback=float_list, help="learning rates (grid) [default: the recipe's, per head]")

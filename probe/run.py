@@ -43,12 +43,13 @@ MiB = 1 << 20
 
 
 def parse_feature_sets(cfg: ProbeConfig, store: FeatureStore) -> list[tuple[FeatureKey, ...]]:
-    """The feature sets to train on: --features as given, or each of the store's keys alone,
-    narrowed by -t, -b and --pool."""
+    """The feature sets to train on: --features as given ("all": every key of the store as one
+    set, as a fusion head takes them), or each of the store's keys alone, narrowed by -t, -b and --pool."""
     if cfg.features:
         if cfg.ts or cfg.blocks or cfg.pools:
             raise ValueError("give either --features or -t/-b/--pool, not both")
-        return [tuple(dict.fromkeys(parse_feature_set(spec))) for spec in cfg.features]
+        every = tuple(sorted(store.keys(), key=FeatureKey.sort_key))
+        return [every if spec.strip().lower() == "all" else tuple(dict.fromkeys(parse_feature_set(spec))) for spec in cfg.features]
     keys = [k for k in sorted(store.keys(), key=FeatureKey.sort_key)
             if (not cfg.ts or k.t in cfg.ts) and (not cfg.blocks or k.b in cfg.blocks) and (not cfg.pools or k.pool in cfg.pools)]  # fmt: skip
     if not keys:

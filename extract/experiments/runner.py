@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit", "aug", "views", "order", "dtype")
+RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit", "block_pools", "aug", "views", "order", "dtype")
 STEP_FIELDS = {"run", "each", "unless_exists", "needs", "needs_hint", "experiment", "record", "copy", "say", "plan"}
 
 
@@ -62,11 +62,13 @@ def tag(value: str) -> str:
 
 
 def store_path(out: str, model: str, random: bool, data: str, split: str, t: str, b: str, pool: str, limit: str = "", *,
-               views: str = "1", aug: str = "none", dtype: str = "fp32", order: str = "sorted") -> str:  # fmt: skip
+               views: str = "1", aug: str = "none", dtype: str = "fp32", order: str = "sorted", block_pools: str = "") -> str:  # fmt: skip
     """The one name of a feature store: <out>/<model>[-random]_<data>_<split>_t<T>_b<B>_p<POOL>[_n<LIMIT>]
-    [_v<K>-<AUG>][_<DTYPE>][_shuffled].zarr, the bracketed parts only when they differ from one
-    centre view, fp32 and dataset order."""
+    [_bp<BLOCK-POOLS>][_v<K>-<AUG>][_<DTYPE>][_shuffled].zarr, the bracketed parts only when they
+    differ from no block's own pools, one centre view, fp32 and dataset order."""
     name = f"{model}{'-random' if random else ''}_{data}_{split}_t{tag(t)}_b{tag(b)}_p{tag(pool)}{f'_n{limit}' if limit else ''}"
+    if block_pools:
+        name += "_bp" + tag(block_pools.replace(":", "-"))
     if views not in ("", "1") or aug not in ("", "none"):
         name += f"_v{views or 1}-{aug or 'none'}"
     name += "" if dtype in ("", "fp32") else f"_{dtype}"
@@ -164,7 +166,7 @@ class Settings:
         if fn == "pixels":
             return pixel_path(value["out"], self.get("data", depth), value["split"], value["limit"])
         training = value["split"] == self.get("splits", depth).split()[0]  # views and augmentation are the training split's
-        extra = {k: self.get(k, depth) if k in self.values else "" for k in ("views", "aug", "dtype", "order")}
+        extra = {k: self.get(k, depth) if k in self.values else "" for k in ("views", "aug", "dtype", "order", "block_pools")}
         if not training:
             extra.update(views="", aug="")
         return store_path(value["out"], self.get("model", depth), bool(value["random"]), self.get("data", depth), value["split"],

@@ -64,6 +64,7 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
     autocast = AUTOCAST_DTYPES[cfg.dtype]
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
     out: dict[FeatureKey, list] = {}
+    wanted = {(t, b): [k for k in keys if (k.t, k.b) == (t, b)] for t in cfg.ts for b in blocks}  # each block's pools, resolved
     for t in cfg.ts:
         steps = torch.full((g,), t, dtype=torch.long, device=device)
         for v in range(cfg.views):
@@ -76,9 +77,8 @@ def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blo
                 feats = model.capture(x_t, steps, blocks)
             for b in blocks:
                 h = feats[b].float()
-                for p in cfg.pools:
-                    if FeatureKey(t, b, p) in keys:
-                        out.setdefault(FeatureKey(t, b, p), []).append(pool(h, p).cpu().numpy().astype(cfg.store_dtype))
+                for key in wanted[(t, b)]:
+                    out.setdefault(key, []).append(pool(h, key.pool).cpu().numpy().astype(cfg.store_dtype))
     return {k: np.stack(v, axis=1) for k, v in out.items()}
 
 

@@ -14,7 +14,7 @@ from extract.models.adm import load_unet, shipped_weights
 from extract.models.adm_forward import UNET_COMPATIBLE, AdmForward
 from extract.models.adm_presets import ModelPreset, get_preset
 from extract.shards import Summary, run_shards, use_device
-from extract.store.config import ExtractConfig, class_label, json_roundtrip, store_key
+from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
 from extract.store.dist import close_world, init_world, pick_device
 from extract.store.provenance import provenance
 from extract.store.schema import FeatureKey, FeatureStore
@@ -39,7 +39,7 @@ def validate_adm(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
     blocks = resolve_blocks(cfg, preset)
-    shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools, cfg.skip_small_maps)  # pool larger than a map fails here
+    shapes = row_shapes(preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps)  # pool larger than a map fails here
     if not shapes:
         raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
     return preset, blocks, shapes

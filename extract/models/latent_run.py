@@ -35,7 +35,7 @@ from extract.models.latent_blocks import capture_latent, latent_block_table
 from extract.models.latent_presets import LATENT_PRESETS, LatentPreset
 from extract.models.noise import latent_q_sample
 from extract.shards import Summary, run_shards, use_device
-from extract.store.config import ExtractConfig, class_label, json_roundtrip, store_key
+from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
 from extract.store.dist import close_world, init_world, pick_device
 from extract.store.provenance import provenance
 from extract.store.schema import FeatureKey, FeatureStore
@@ -62,7 +62,7 @@ def validate_latent(cfg: ExtractConfig) -> tuple[LatentPreset, tuple[int, ...], 
         raise ValueError(f"{preset.name} is conditioned on a prompt (--prompt), not on --class-label")
     check_sources(preset, cfg.model_dir, cfg.ckpt, cfg.random_init)
     blocks = resolve_blocks(cfg, preset)
-    shapes = row_shapes(preset, blocks, cfg.ts, cfg.pools, cfg.skip_small_maps, table=latent_block_table(preset))
+    shapes = row_shapes(preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps, table=latent_block_table(preset))
     if not shapes:
         raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
     return preset, blocks, shapes

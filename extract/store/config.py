@@ -93,6 +93,7 @@ class ExtractConfig:
     ts: tuple[int, ...] = (150,)
     blocks: tuple[int | str, ...] = ()  # empty: the preset's default block (b=24 on ADM-256); "all": every block
     pools: tuple[int | None, ...] = (2,)
+    block_pools: tuple[str, ...] = ()  # "B:P[,P]": block B's own pools instead of `pools` (e.g. "30:16": b=30 pooled to 16x16)
     views: int = 1
     seed: int = 0  # draws the subset, the noise, the views and the random-init weights
     dtype: str = "fp32"  # autocast dtype of the forward
@@ -113,7 +114,47 @@ class ExtractConfig:
 # (a shuffled row order enters through the dataset part of the key, as for every store kind)
 _NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset", "order"}
 # in the key only when set, so stores made before these options existed keep their key
-_KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": ""}
+_KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": "", "block_pools": ()}
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """A block's pool "maxN": pooled to N x N where its map is larger, else kept whole (what
+    diffssl's fusion head does to every block, AdaptiveAvgPool2d(min(size, 16)))."""
+
+    n: int
+
+
+def parse_block_pools(items: tuple[str, ...]) -> dict[int, tuple]:
+    """("30:16", "19:full,2", "30:max16") -> {30: (16,), 19: (None, 2)} or {30: (AtMost(16),)};
+    a malformed item is one clear error."""
+    from extract.store.schema import parse_pool
+
+    out: dict[int, tuple] = {}
+    for item in items:
+        block, sep, pools = str(item).partition(":")
+        try:
+            b = int(block)
+            if not sep or not pools.strip():
+                raise ValueError
+            words = [p.strip().lower() for p in pools.split(",") if p.strip()]
+            out[b] = tuple(dict.fromkeys(AtMost(int(w[3:])) if w.startswith("max") else parse_pool(w) for w in words))
+            if any(isinstance(p, AtMost) and p.n < 1 for p in out[b]):
+                raise ValueError("maxN needs N >= 1")
+        except ValueError as e:
+            detail = f": {e}" if str(e) else ""
+            raise ValueError(f"--block-pool {item!r}: expected B:P[,P] with P a size, full or maxN, e.g. 30:16, 19:full or 30:max16{detail}") from None
+    return out
+
+
+def pools_by_block(cfg: ExtractConfig, blocks) -> dict[int, tuple[int | None, ...]]:
+    """Each block's pools: its own (--block-pool), else the run's --pool. A --block-pool for a
+    block the run does not extract is an error."""
+    own = parse_block_pools(cfg.block_pools)
+    stray = sorted(set(own) - set(blocks))
+    if stray:
+        raise ValueError(f"--block-pool names block(s) {stray} that are not extracted (blocks {list(blocks)})")
+    return {b: own.get(b, tuple(cfg.pools)) for b in blocks}
 
 
 def class_label(cfg: ExtractConfig, preset) -> int | None:

@@ -323,3 +323,19 @@ def test_all_blocks_with_skip_small_maps_leaves_out_only_pools_larger_than_a_map
     alone = FeatureStore.open(tmp_path / "one.zarr").array(FeatureKey(10, 9, 16))[:]
     np.testing.assert_array_equal(store.array(FeatureKey(10, 9, 16))[:], alone)
     assert store.attrs["key"]["skip_small_maps"] is True and "skip_small_maps" not in FeatureStore.open(tmp_path / "one.zarr").attrs["key"]
+
+
+def test_a_blocks_own_pool_equals_pooling_its_full_map(tmp_path, fmnist_env):
+    """--block-pool gives one block its own pools in the same forward: the pooled rows equal the
+    full map of the same run pooled afterwards (store rounding aside)."""
+    import torch
+
+    from extract.models.pooling import pool
+    from extract.store.schema import FeatureKey, FeatureStore
+    from tests.conftest import run_tiny
+
+    run_tiny(tmp_path / "own.zarr", ts=(10,), blocks=(3, 7), pools=(None,), block_pools=("3:4,full",), limit=8, store_dtype="float32")
+    store = FeatureStore.open(tmp_path / "own.zarr")
+    assert sorted(k.label for k in store.keys()) == ["t10/b3/full", "t10/b3/p4", "t10/b7/full"]
+    full, own = (np.asarray(store.array(FeatureKey(10, 3, p))[:]) for p in (None, 4))
+    np.testing.assert_allclose(own, pool(torch.from_numpy(full), 4).numpy(), rtol=1e-5, atol=1e-6)

@@ -162,3 +162,37 @@ def test_paper_fusion_trains_from_one_store_and_its_head_file_reloads(tmp_path):
     assert result["members"][0]["feature_set"] == label and result["test"]["top1"] >= 90
     again = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test.zarr")
     assert again["top1"] == result["test"]["top1"]
+
+
+def test_pooling_at_extraction_equals_the_fusion_heads_own_pooling_on_the_full_map():
+    """b=30 stored at 16x16 (`--block-pool 30:max16`) gives the fusion head what it computes
+    itself from the whole 64x64 map: the head pools every block to min(size, 16)."""
+    from probe.paper_heads import PaperFusionHead
+
+    from extract.models.pooling import pool
+
+    torch.manual_seed(0)
+    b24, b30 = torch.randn(3, 8, 16, 16), torch.randn(3, 4, 64, 64)
+    full = PaperFusionHead((8 * 256 + 4 * 4096, 1, 1), 5, parts=((150, 24, 8, 16, 16), (150, 30, 4, 64, 64)), width=32, heads=4).eval()
+    stored = PaperFusionHead((8 * 256 + 4 * 256, 1, 1), 5, parts=((150, 24, 8, 16, 16), (150, 30, 4, 16, 16)), width=32, heads=4).eval()
+    stored.load_state_dict(full.state_dict())  # the same parameters: the pre-layer of b=30 works at 16x16 in both
+    with torch.no_grad():
+        a = full(torch.cat([b24.flatten(1), b30.flatten(1)], 1)[..., None, None])
+        b = stored(torch.cat([b24.flatten(1), pool(b30, 16).flatten(1)], 1)[..., None, None])
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pool(b30, 16), torch.nn.AdaptiveAvgPool2d(16)(b30))
+
+
+def test_a_block_pool_of_at_most_n_keeps_small_maps_whole():
+    from extract.checks import row_shapes
+    from extract.models.adm_presets import get_preset
+    from extract.store.config import parse_block_pools
+    from extract.store.schema import FeatureKey
+
+    preset = get_preset("adm256-uncond")
+    shapes = row_shapes(preset, (19, 24, 30), (150,), {19: (None,), 24: (None,), **parse_block_pools(("30:max16",))})
+    assert shapes == {FeatureKey(150, 19, None): (1024, 8, 8), FeatureKey(150, 24, None): (1024, 16, 16), FeatureKey(150, 30, 16): (512, 16, 16)}
+    demo = row_shapes(get_preset("demo-fmnist"), (30,), (150,), parse_block_pools(("30:max16",)))
+    assert list(demo) == [FeatureKey(150, 30, None)]  # 8x8 at the demo's scale: kept whole, as the head would
+    with pytest.raises(ValueError, match="expected B:P"):
+        parse_block_pools(("30",))
