@@ -155,8 +155,10 @@ def bench_batches_cmd(out):
 @click.option("--pool", default="2", show_default=True, help="adaptive average pool size, or 'full'")
 @click.option("--head", type=click.Choice(HEAD_NAMES), default="linear", show_default=True)
 @click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE for the head, e.g. width=256")
-@click.option("--recipe", type=click.Choice(["paper", "diffprobe"]), default="paper", show_default=True,
-              help="paper: diffssl's finetune mode (one SGD, lr 1e-3, StepLR(7), 28 epochs, batch 128); diffprobe: AdamW, U-Net 1e-4, head 1e-3, cosine")
+@click.option("--recipe", type=click.Choice(["paper", "diffssl", "diffprobe"]), default="paper", show_default=True,
+              help="paper: diffssl's optimizer (one SGD, lr 1e-3, StepLR(7)), 28 epochs, batch 128, fp32 weights, a validation carve; "
+                   "diffssl: its code as it runs (fp16 convolutions updated in place, its random crop, 50 epochs, batch 64, all of train, "
+                   "the last epoch); diffprobe: AdamW, U-Net 1e-4, head 1e-3, cosine")
 @click.option("--epochs", type=click.IntRange(min=1))
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--lr", type=float, help="the U-Net's learning rate (and the head's, unless --head-lr)")
@@ -164,8 +166,8 @@ def bench_batches_cmd(out):
 @click.option("--freeze-blocks", type=click.IntRange(min=0), default=0, show_default=True, help="keep blocks 1..k as loaded")
 @click.option("--trainable", type=click.Choice(["all", "norms-biases"]), default="all", show_default=True, help="norms-biases: only GroupNorm weights and biases train in the U-Net")
 @click.option("--ema-rate", type=float, default=0.0, show_default=True, help="evaluate and export the EMA of the weights (0: off)")
-@click.option("--aug/--no-aug", default=True, show_default=True, help="a fresh crop (0.8-1.0) and flip per image and epoch")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="class-stratified carve of train that picks the epoch")
+@click.option("--aug/--no-aug", default=True, show_default=True, help="a fresh crop and flip per image and epoch (the recipe's kind)")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="class-stratified carve of train that picks the epoch (the diffssl recipe: none)")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=False, show_default=True, help="recompute blocks in backward (memory for the 256x256 model)")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16: autocast (CUDA)")
 @click.option("--device", default="cpu", show_default=True)
@@ -183,7 +185,9 @@ def finetune(pool, **options):
 
     result = run(FinetuneConfig(pool=parse_pool(pool), **options))
     if result:
-        click.echo(f"{result['name']}: epoch {result['head']['epoch']} chosen on validation ({result['val']['top1']:.2f}); "
+        val = result["val"]["top1"]
+        how = f"chosen on validation ({val:.2f})" if val is not None else "the last (no validation)"
+        click.echo(f"{result['name']}: epoch {result['head']['epoch']} {how}; "
                    f"test top-1 {result['test']['top1']:.2f} on {result['test']['rows']} images; U-Net written to {result['exported']}")  # fmt: skip
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from extract.data.augment import crop_flip
-from extract.data.sources import preprocess
+from extract.data.augment import AUGMENTATIONS
+from extract.data.sources import preprocess, to_mode
 from extract.models.adm_blocks import capture, unet_blocks
 from extract.models.noise import draw_noise, q_sample
 from extract.models.pooling import pool
@@ -42,10 +42,18 @@ class FtRecipe:
     epochs: int
     batch_size: int
     schedule: str  # "step": x0.1 every 7 epochs; "cosine": to 0 over the run
+    aug: str = "crop-flip"  # the training images' augmentation (extract.data.augment)
+    fp16_weights: bool = False  # the U-Net's convolutions held and updated in fp16, no fp32 master copy
+    val_fraction: float | None = None  # None: the config's; 0: all of train, no validation, the last epoch is reported
 
 
 FT_RECIPES: dict[str, FtRecipe] = {
-    "paper": FtRecipe("sgd", 1e-3, 1e-3, 28, 128, "step"),  # diffssl --mode finetune: one SGD, lr 1e-3, StepLR(7, 0.1)
+    # one SGD at lr 1e-3 with StepLR(7, 0.1), as diffssl's --mode finetune, with our fp32 weights, crop-flip and a validation carve
+    "paper": FtRecipe("sgd", 1e-3, 1e-3, 28, 128, "step"),
+    # diffssl's finetune mode as its code runs it: convert_to_fp16's fp16 convolutions updated in place by plain SGD (no master
+    # copy, no loss scaling), guided-diffusion's random crop and flip, its defaults of 50 epochs and 16 images per GPU (64 on
+    # the 4 GPUs of its head scripts), all of train, and the last epoch reported (nothing to choose it with)
+    "diffssl": FtRecipe("sgd", 1e-3, 1e-3, 50, 64, "step", aug="gd-crop-flip", fp16_weights=True, val_fraction=0.0),
     "diffprobe": FtRecipe("adamw", 1e-4, 1e-3, 10, 128, "cosine"),
 }
 TRAINABLE = ("all", "norms-biases")
@@ -76,7 +84,7 @@ class FinetuneConfig:
     freeze_blocks: int = 0  # blocks 1..k stay as loaded
     trainable: str = "all"  # or "norms-biases": only GroupNorm weights and biases of the prefix, and every bias
     ema_rate: float = 0.0  # 0: no EMA; else evaluation and export use the EMA of the weights
-    aug: bool = True  # crop-flip training images (the paper's); evaluation uses the center crop
+    aug: bool = True  # augmented training images (the recipe's: crop-flip, or gd-crop-flip for diffssl); evaluation uses the center crop
     val_fraction: float = 0.1
     grad_checkpoint: bool = False  # recompute each block in backward: less memory for the 256x256 model
     checkpoint_every: int = 50  # steps between resumable saves
@@ -91,7 +99,9 @@ class FinetuneConfig:
         """The recipe's values for every option left unset."""
         r = FT_RECIPES[self.recipe]
         return {"optimizer": r.optimizer, "schedule": r.schedule, "epochs": self.epochs or r.epochs, "batch_size": self.batch_size or r.batch_size,
-                "lr": r.lr if self.lr is None else self.lr, "head_lr": (r.head_lr if self.lr is None else self.lr) if self.head_lr is None else self.head_lr}  # fmt: skip
+                "lr": r.lr if self.lr is None else self.lr, "head_lr": (r.head_lr if self.lr is None else self.lr) if self.head_lr is None else self.head_lr,
+                "aug": r.aug if self.aug else "none", "fp16_weights": r.fp16_weights,
+                "val_fraction": self.val_fraction if r.val_fraction is None else r.val_fraction}  # fmt: skip
 
 
 # fields that change no value of the run: resuming with other values is allowed
@@ -163,21 +173,22 @@ class PrefixClassifier(nn.Module):
 
     def features(self, x_t: torch.Tensor) -> torch.Tensor:
         steps = torch.full((len(x_t),), self.t, device=x_t.device)
-        return pool(capture(self.unet, x_t, steps, [self.block], stop_early=True)[self.block], self.pool_size)
+        return pool(capture(self.unet, x_t, steps, [self.block], stop_early=True)[self.block].float(), self.pool_size)  # fp16 U-Nets give fp16
 
     def forward(self, x_t: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x_t))
 
 
 # ---------------------------------------------------------------- data
-def images(source, rows: np.ndarray, preset, *, seed: int, epoch: int | None) -> torch.Tensor:
-    """(len(rows), C, S, S) in [-1, 1]: epoch None is the evaluation center crop, else this
-    epoch's seeded crop and flip of each image."""
+def images(source, rows: np.ndarray, preset, *, seed: int, epoch: int | None, aug: str = "crop-flip") -> torch.Tensor:
+    """(len(rows), C, S, S) in [-1, 1]: epoch None (or aug "none") is the evaluation center crop,
+    else this epoch's seeded augmentation of each image (`aug`, a name of extract.data.augment)."""
+    augment = AUGMENTATIONS[aug] if epoch is not None else None
     out = []
     for i in rows.tolist():
         img = source.load(int(i))
-        if epoch is not None:
-            img = crop_flip(img, seed, int(i), epoch)
+        if augment is not None:
+            img = augment(to_mode(img, preset.in_channels), seed, int(i), epoch, preset.image_size)
         out.append(preprocess(img, preset.image_size, preset.in_channels))
     return torch.stack(out)
 

@@ -108,18 +108,21 @@ class _Splits:
     test_rows: np.ndarray
 
 
-def _splits(cfg) -> _Splits:
+def _splits(cfg, val_fraction: float) -> _Splits:
     """Train rows (a seeded --limit), the validation carve of them that picks the epoch, and the test rows."""
     train_src = open_dataset(cfg.data, cfg.data_root, cfg.train_split)
     test_src = open_dataset(cfg.data, cfg.data_root, cfg.test_split)
     rows = subset_indices(len(train_src), cfg.limit, cfg.seed)
-    val_mask = carve_validation(train_src.labels[rows].astype(np.int64), np.ones(len(rows), bool), cfg.val_fraction, cfg.seed)
+    val_mask = carve_validation(train_src.labels[rows].astype(np.int64), np.ones(len(rows), bool), val_fraction, cfg.seed)
     return _Splits(train_src, test_src, rows[~val_mask], rows[val_mask], subset_indices(len(test_src), cfg.test_limit, cfg.seed))
 
 
 def _network(cfg, preset, block, opts, classes: int, device):
     """The U-Net up to block b with the head on top; its trainable parameters; the optimizer."""
     unet, weights = load_unet(preset, cfg.ckpt or None, random_init=cfg.random_init, seed=cfg.seed)
+    if opts["fp16_weights"]:  # guided-diffusion's own fp16 path: convolutions in fp16, the forward cast to it
+        unet.convert_to_fp16()
+        unet.dtype = torch.float16
     named = trainable_parameters(unet, block, cfg.freeze_blocks, cfg.trainable)
     if cfg.grad_checkpoint:
         use_grad_checkpointing(unet, block)
@@ -156,7 +159,7 @@ def _resume(state_path: Path, cfg, net, opt, ema, device):
 def _finetune(cfg, preset, block, opts, device, world) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = _splits(cfg)
+    data = _splits(cfg, opts["val_fraction"])
     train_src, test_src, train_rows, val_rows, test_rows = data.train_src, data.test_src, data.train_rows, data.val_rows, data.test_rows
     batch, epochs = opts["batch_size"], opts["epochs"]
     if batch % world.size:
@@ -195,7 +198,7 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
         epoch, s = divmod(step, steps_per_epoch)
         order = train_rows[epoch_order(len(train_rows), cfg.seed, epoch)]
         part = order[s * batch : (s + 1) * batch][world.rank :: world.size]  # this rank's share of the global batch
-        x0 = images(train_src, part, preset, seed=cfg.seed, epoch=epoch if cfg.aug else None)
+        x0 = images(train_src, part, preset, seed=cfg.seed, epoch=epoch, aug=opts["aug"])
         x_t = noised(preset, x0, part, cfg.t, cfg.seed, TRAIN_VIEW_BASE + epoch)
         y = torch.from_numpy(train_src.labels[part].astype(np.int64)).to(device)
         for g in opt.param_groups:
@@ -213,7 +216,10 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
         seconds = time.perf_counter() - started
         bar.update(batch)
         bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
-        if step % steps_per_epoch == 0:  # epoch end: score validation, keep the best epoch's weights
+        if step % steps_per_epoch == 0 and not len(val_rows):  # no validation: the last epoch is the one reported
+            best = {"val_top1": None, "epoch": epoch + 1, "state": None}
+            save()
+        elif step % steps_per_epoch == 0:  # epoch end: score validation, keep the best epoch's weights
             live = {k: v.detach().clone() for k, v in net.state_dict().items()}
             net.load_state_dict(snapshot())
             val = accuracy(evaluate(net, train_src, val_rows, preset, cfg, device), train_src.labels[val_rows])["top1"]
@@ -226,6 +232,8 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
     bar.close()
     if not world.is_main:
         return {}
+    if best["state"] is None:
+        best["state"] = snapshot()
     net.load_state_dict(best["state"])
     test = accuracy(evaluate(net, test_src, test_rows, preset, cfg, device), test_src.labels[test_rows])
     export = out / "finetuned.pt"
@@ -247,7 +255,8 @@ def write_results(cfg, preset, block, opts, weights, key, named, head, best, tes
         "config": {**run_fields(cfg), **opts, "block": block},
         "stores": {"train": {"path": None, "rows": n_train, "key": {"model": model_key, "weights": weights, "t": cfg.t, "seed": cfg.seed,
                                                                       "dataset": {"name": cfg.data, "split": cfg.train_split}}}},
-        "validation": f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.seed}; picks the epoch",
+        "validation": (f"{opts['val_fraction']:.0%} of train, class-stratified, seed {cfg.seed}; picks the epoch" if n_val
+                       else "none: all of train is trained on and the last epoch is reported"),
         "members": [member], "selected": 0, "head": member,
         "val": {"top1": best["val_top1"], "rows": n_val}, "test": {**test, "rows": n_test},
         "timing": {"train": {"seconds": round(seconds, 1)}, "total_seconds": round(seconds, 1)},
@@ -259,6 +268,6 @@ def write_results(cfg, preset, block, opts, weights, key, named, head, best, tes
         "name": name, "head": f"{cfg.head} (fine-tuned)", "features": key.label, "t": cfg.t, "b": block, "pool": pool_label(cfg.pool),
         "model": preset.name, "weights": weights_label(weights),
         "dataset": cfg.data, "train_rows": n_train, "val_rows": n_val, "test_rows": n_test, "lr": opts["lr"], "wd": 0.0, "epochs": opts["epochs"],
-        "val_top1": f"{best['val_top1']:.2f}", "test_top1": f"{test['top1']:.2f}", "test_top5": f"{test['top5']:.2f}",
+        "val_top1": "" if best["val_top1"] is None else f"{best['val_top1']:.2f}", "test_top1": f"{test['top1']:.2f}", "test_top5": f"{test['top5']:.2f}",
         "seconds": round(seconds, 1), "version": __version__, "results": f"{name}.json"})  # fmt: skip
     return result

@@ -198,3 +198,49 @@ def test_bad_input_is_one_line(fmnist_env, tmp_path, args, message):
     done = subprocess.run([sys.executable, "-m", "probe", *base, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "FASHION_MNIST_DIR": str(fmnist_env)})  # fmt: skip
     assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_the_diffssl_recipe_updates_fp16_convolutions_in_place_on_all_of_train(fmnist_env, tmp_path, monkeypatch):
+    """diffssl's finetune mode as its code runs: convert_to_fp16's convolutions stay fp16 and move
+    under plain SGD, nothing is carved for validation, the last epoch is reported, and a run
+    stopped mid-way resumes to the same weights."""
+    import probe.finetune.run as ftrun
+    from extract.models.adm import random_unet
+    from extract.models.adm_presets import get_preset
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        whole = ftrun.finetune(config(tmp_path / "a", recipe="diffssl", epochs=1, checkpoint_every=1))
+        real, calls = ftrun.images, []
+
+        def stops_at_the_fourth_batch(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 4:
+                raise KeyboardInterrupt("stopped")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(ftrun, "images", stops_at_the_fourth_batch)
+        with pytest.raises(KeyboardInterrupt):
+            ftrun.finetune(config(tmp_path / "b", recipe="diffssl", epochs=1, checkpoint_every=1))
+        monkeypatch.setattr(ftrun, "images", real)
+        assert torch.load(tmp_path / "b" / "run" / "finetune_state.pt", weights_only=True)["step"] == 3
+        resumed = ftrun.finetune(config(tmp_path / "b", recipe="diffssl", epochs=1, checkpoint_every=1))
+    finally:
+        torch.set_num_threads(threads)
+    assert whole["val"]["top1"] is None and whole["val"]["rows"] == 0 and whole["stores"]["train"]["rows"] == 48
+    assert whole["head"]["epoch"] == 1 and whole["config"]["fp16_weights"] is True and whole["config"]["aug"] == "gd-crop-flip"
+    exported = torch.load(whole["exported"], weights_only=True)
+    convs = [k for k in exported if k.startswith(("input_blocks", "middle_block")) and k.endswith(".weight") and exported[k].dim() == 4]
+    assert convs and all(exported[k].dtype == torch.float16 for k in convs)  # the weights SGD updated are the fp16 ones
+    start = random_unet(get_preset("tiny"), seed=0).state_dict()
+    assert any(not torch.equal(exported[k], start[k].half()) for k in convs)
+    again = torch.load(resumed["exported"], weights_only=True)
+    assert all(torch.equal(exported[k], again[k]) for k in exported) and whole["test"]["top1"] == resumed["test"]["top1"]
+
+
+@pytest.mark.parametrize("recipe", ["paper", "diffprobe"])
+def test_other_recipes_keep_fp32_weights(recipe):
+    from probe.finetune.model import FT_RECIPES
+
+    assert FT_RECIPES[recipe].fp16_weights is False and FT_RECIPES["diffssl"].fp16_weights is True
