@@ -93,7 +93,7 @@ def test_cka_uses_the_recorded_model_and_coordinates(tmp_path):
 @pytest.mark.parametrize("row,extract_args,probe_args", [
     ("linear-p2", "-t 150 -b 24 --pool 2", "--recipe paper --head linear"),
     ("attention", "-t 150 -b 24 --pool full", "--recipe paper --head paper-attention"),
-    ("fusion", "-t 90,150,300 -b 19,24,30 --pool full", "--head paper-fusion --features t90/b19/full+t90/b24/full+t90/b30/full+t150/b19/full"),
+    ("fusion", "-t 90,150,300 -b 19,24,30 --pool full --block-pool 30:max16", "--head paper-fusion --features all"),
 ])
 def test_make_paper_prints_the_extraction_and_the_probe_of_a_row(tmp_path, row, extract_args, probe_args):
     text = dry("paper", f"ROW={row}", out=tmp_path)
