@@ -190,9 +190,11 @@ def _reference_file(cfg: FidConfig, path: Path, fake: Side) -> Side:
     if not path.is_file():
         raise FileNotFoundError(f"reference file not found: {path}")
     try:
-        names = np.load(path, allow_pickle=False).files
+        names = getattr(np.load(path, allow_pickle=False), "files", None)
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"{path}: not a readable .npz ({e})") from None
+    if names is None:
+        raise ValueError(f"{path}: a single array, not an .npz; expected mu and sigma (statistics) or arr_0 (images)")
     size, channels = fake.record["image_size"], fake.record["channels"]
     if "mu" not in names:
         real = store_side(_samples_store(cfg, path, ["--image-size", str(size)]), cfg)

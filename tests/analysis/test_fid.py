@@ -159,6 +159,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
     rgb = write_pngs(tmp_path / "rgb", list(images(10, 8, 3)))
     gray_stats = tmp_path / "gray-stats.npz"
     cache = tmp_path / "c"
+    npy, text = tmp_path / "mu.npy", tmp_path / "notes.npz"
+    np.save(npy, np.zeros(4))
+    text.write_text("not an archive")
     code, _, err = run(capfd, "--fake", ref, "--real", ref, "--features", "pixels", "--save-stats", gray_stats, "--cache", cache)
     assert code == 0, err
     cases = [
@@ -170,6 +173,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
         (["--fake", tmp_path / "nowhere", "--real", ref], "samples not found"),
         (["--fake", ref], "give the real side as --real FILE.npz or as --data NAME"),
         (["--fake", ref, "--real", ref, "--features", "nonsense"], "--features 'nonsense': choose inception"),
+        (["--fake", ref, "--real", npy], "a single array, not an .npz"),
+        (["--fake", ref, "--real", text], "not a readable .npz"),
     ]
     for args, message in cases:
         code, _, err = run(capfd, "--features", "pixels", *args, "--cache", cache)
