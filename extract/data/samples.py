@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from extract.data.sources import DataError, ImageSource, open_image
+from extract.data.sources import GRAY_MODES, DataError, ImageSource, open_image
 from extract.store.files import file_sha256
 
 LAYOUT = ("ROOT = a finished `extract sample` folder (samples.json, png/NNNNNN.png, samples_*.npz), a folder of PNGs of one size and kind, "
           "or a .npz file (arr_0 uint8 NHWC, arr_1 labels)")
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 SPLIT = "all"
 
 

@@ -28,6 +28,7 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})  # PIL modes read as one channel
 PREPROCESSING = "guided-diffusion center crop: halve (box) while short side >= 2s, bicubic short side to s, center crop; x/127.5-1"
 
 

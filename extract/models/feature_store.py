@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from extract.data.selection import dataset_record, select_data
-from extract.data.sources import PREPROCESSING, DataError, ImageSource, center_crop, to_mode
+from extract.data.sources import GRAY_MODES, PREPROCESSING, DataError, ImageSource, center_crop, to_mode
 from extract.models.feature_nets import Extractor, FeatureSpec, build_extractor
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.provenance import provenance
@@ -31,7 +31,6 @@ from extract.store.writer import StorePlan, write_store
 FEATURE_KEY = FeatureKey(0, 0, None)
 HALVES = ("first", "second")
 CHANNEL_WORDS = {1: "grayscale", 3: "RGB"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 IMAGE_PREPROCESSING = PREPROCESSING.rsplit(";", 1)[0] + " (kept as uint8)"
 # what makes two feature stores comparable: the same network and weights on images prepared alike
 FEATURE_COMPATIBLE = ("model", "weights", "preprocessing", "micro_batch")
