@@ -168,6 +168,7 @@ def bench_batches_cmd(out):
 @click.option("--ema-rate", type=float, default=0.0, show_default=True, help="evaluate and export the EMA of the weights (0: off)")
 @click.option("--aug/--no-aug", default=True, show_default=True, help="a fresh crop and flip per image and epoch (the recipe's kind)")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True, help="class-stratified carve of train that picks the epoch (the diffssl recipe: none)")
+@click.option("--eval-every", type=click.IntRange(min=0), help="score the test split every N epochs along the way, reported only (0: at the end only) [default: the recipe's: 7 for diffssl, as its eval_interval; else 0]")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=False, show_default=True, help="recompute blocks in backward (memory for the 256x256 model)")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16: autocast (CUDA)")
 @click.option("--device", default="cpu", show_default=True)
@@ -192,20 +193,24 @@ def finetune(pool, **options):
 
 
 @cli.command("bench-workflow")
-@click.option("--images", type=click.IntRange(min=64), default=3000, show_default=True, help="Fashion-MNIST training images (a seeded subset)")
-@click.option("--test-images", type=click.IntRange(min=10), default=2000, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=28, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--views", multiple=True, default=("1,4,8",), callback=int_list, show_default=True, help="the cached ways: K views per image (1: center crop; more: --aug crop-flip)")
-@click.option("--online/--no-online", default=True, show_default=True, help="also train on-line (the U-Net in the loop; the slow way)")
+@click.option("--images", type=click.IntRange(min=16), default=2000, show_default=True, help="Fashion-MNIST training images per seed (a seeded subset)")
+@click.option("--val-images", type=click.IntRange(min=1), default=1000, show_default=True, help="held out from the same draw, for the convergence curve")
+@click.option("--test-images", type=click.IntRange(min=10), default=10000, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=48, show_default=True, help="the same for every arm, so the same optimizer steps")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--views", multiple=True, default=("1,4,8",), callback=int_list, show_default=True, help="the cached arms: K views per image (1: center crop)")
+@click.option("--seeds", multiple=True, default=("0,1,2",), callback=int_list, show_default=True)
+@click.option("--online/--no-online", default=True, show_default=True, help="also the two on-line arms (the U-Net in the loop; the slow part)")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/workflow.json"), show_default=True)
 @user_errors
-def bench_workflow_cmd(images, test_images, epochs, batch, views, online, out):
-    """The same linear head, paper recipe, trained on-line (fresh crop, flip and noise every step) and from caches of 1 and K views: test accuracy and wall time."""
-    from probe.bench.workflow import bench_workflow, format_table
+def bench_workflow_cmd(images, val_images, test_images, epochs, batch, views, seeds, online, out):
+    """Linear and attention heads trained at matched steps on-line (fresh crop, flip and noise; fresh noise only) and from caches of 1, 4 and 8 views, over seeds."""
+    from probe.bench.workflow import WorkflowSettings, bench_workflow, format_table
     from probe.tables import write_json
 
-    result = bench_workflow(images=images, test_images=test_images, epochs=epochs, batch=batch, views=tuple(views), online=online)
+    settings = WorkflowSettings(images=images, val_images=val_images, test_images=test_images, epochs=epochs, batch=batch, views=tuple(views),
+                                seeds=tuple(seeds), online=WorkflowSettings.online if online else ())  # fmt: skip
+    result = bench_workflow(settings, progress=lambda text: click.echo(f"bench-workflow: {text}", err=True))
     write_json(out, result)
     click.echo(format_table(result))
 

@@ -207,9 +207,11 @@ def train_grid(
     *,
     ddp: nn.Module | None = None,
     progress: bool = True,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> dict:
     """Train every member for grid.settings.epochs over epochs(e) (one batch stream per
-    epoch). Returns timing: seconds, samples, samples/s."""
+    epoch), calling after_epoch(e) (in eval mode; its time not counted) after each epoch.
+    Returns timing: seconds, samples, samples/s."""
     settings = grid.settings
     model = ddp if ddp is not None else grid
     grid.train()
@@ -227,6 +229,12 @@ def train_grid(
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item() / len(grid.specs):.3f}")
         bar.close()
+        if after_epoch is not None:
+            paused = time.perf_counter()
+            grid.eval()
+            after_epoch(epoch)
+            grid.train()
+            started += time.perf_counter() - paused
     seconds = time.perf_counter() - started
     grid.eval()
     return {"seconds": seconds, "samples": samples, "samples_per_s": samples / seconds if seconds > 0 else float("nan")}

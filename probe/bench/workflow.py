@@ -1,146 +1,245 @@
-"""Cached views against on-line training, in accuracy and wall time, on the demo model
+"""Cached views against on-line training at matched optimizer steps, on the demo model
 (`python -m probe bench-workflow`).
 
-The same linear head is trained with the paper's recipe (`--recipe paper`: SGD without momentum,
-lr 1e-2 divided by 10 every 7 epochs, 28 epochs, raw features, all training rows) four ways:
+Five arms train the same heads with diffssl's optimizer (SGD without momentum or weight decay,
+lr divided by 10 at each quarter of training; lr 1e-2 linear, 5e-2 attention, batch 64) for the
+same number of steps over the same training images:
 
-- on-line, as the paper's released code does: at every step a fresh crop and flip of each
-  image, fresh noise, and the whole U-Net (every block; only its output layer skipped);
-- from the cache with one view (center crop, one noise draw per image);
-- from the cache with K views (`--aug crop-flip --views K`): each epoch draws one of the K
-  cached crops and noise draws of every image.
+- on-line, crop+flip+noise: every epoch a fresh guided-diffusion crop and flip of every image
+  and fresh noise, the U-Net in the loop, as diffssl trains;
+- on-line, noise: the center crop, fresh noise every epoch (separates noise from crop);
+- cached, K = 1, 4, 8 views: K crops, flips and noise draws written once by `extract run
+  --aug gd-crop-flip --views K` (K = 1: center crop, one noise draw); each epoch reads one
+  view per image.
 
-Every way uses the same images, head initialisation, optimizer and batch stream code (the probe's
-own `train_grid`, fed either from the U-Net or from the store), and is scored on one test store
-(center crop, one noise draw). Wall time counts extraction for the cached ways and the U-Net in
-the loop for the on-line way; the test store's extraction, the same for all, is reported apart.
+On-line epoch e draws exactly what the cache stores as view e (the same augmentation and noise
+functions, seeded by (seed, image, view)), so the arms differ only in how many distinct views
+training sees. Two heads learn from one stream per arm: linear on the whole map, and diffssl's
+attention head at a width that fits a CPU. A validation curve (training images held out,
+center crop) shows convergence; the test split is scored once, at the end. Each seed redraws
+the images, views, noise, head initialisation and batch order. The U-Net stops at the block
+read (the features are the same as the whole forward's); the whole forward's rate is measured
+in the same run and given apart.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from extract.data.augment import crop_flip_box
+from extract.data.augment import AUGMENTATIONS
 from extract.data.registry import open_dataset
-from extract.data.sources import preprocess, subset_indices
+from extract.data.sources import preprocess, to_mode
 from extract.models.adm import load_checkpoint, shipped_weights
 from extract.models.adm_blocks import capture
 from extract.models.adm_presets import get_preset
-from extract.models.noise import q_sample
-from extract.models.pooling import pool
+from extract.models.noise import draw_noise, q_sample
 from extract.run import extract
 from extract.store.config import ExtractConfig, from_flat
-from extract.store.schema import FeatureKey, open_complete, pool_label
-from probe.config import ProbeConfig
+from extract.store.schema import FeatureKey, open_complete
+from probe.config import TrainSettings
 from probe.grid import Grid, MemberSpec, build_member, feature_set, predict_grid, train_grid
-from probe.metrics import accuracy
-from probe.reader import FeatureReader, eval_batches, fit_standardizers
-from probe.recipes import probe_config
-from probe.run import probe
+from probe.heads import parse_head_options
+from probe.reader import FeatureReader, Standardizer, eval_batches, stream_batches
 
 MODEL = "demo-fmnist"
+T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t quantiles by degrees of freedom
 
 
-def _extract(out: Path, *, split: str, images: int, t: int, block: int, pool_size: int | None, views: int, seed: int) -> float:
+@dataclass(frozen=True)
+class WorkflowSettings:
+    images: int = 2000  # training images per seed (a seeded subset of Fashion-MNIST train)
+    val_images: int = 1000  # held out from the same draw: the convergence curve
+    test_images: int = 10000  # Fashion-MNIST test, center crop, one noise draw: reported once
+    t: int = 10  # the demo's own best point (extract/weights/MODEL_CARD.md): b=9, 64x8x8
+    block: int = 9
+    epochs: int = 48  # the same for every arm, so the same steps: epochs x (images // batch)
+    batch: int = 64
+    views: tuple[int, ...] = (1, 4, 8)
+    online: tuple[str, ...] = ("crop+flip+noise", "noise")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    aug: str = "gd-crop-flip"
+    attention: tuple[str, ...] = ("width=128", "prepool=4")  # diffssl's head; 1024 wide it trains at ~100 images/s here
+    curve_every: int = 4  # epochs between validation points
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * (self.images // self.batch)
+
+
+HEADS = {"linear": 1e-2, "paper-attention": 5e-2}  # diffssl's learning rates
+ONLINE_AUG = {"crop+flip+noise": True, "noise": False}  # does the arm crop and flip?
+
+
+def _extract(out: Path, s: WorkflowSettings, *, split: str, images: int, views: int, seed: int) -> float:
     started = time.perf_counter()
-    extract(from_flat(ExtractConfig, out=out, model=MODEL, data="fashion-mnist", split=split, ts=(t,), blocks=(block,), pools=(pool_size,),
-                      limit=images, views=views, aug="crop-flip" if views > 1 else "none", seed=seed, progress=False))  # fmt: skip
+    extract(from_flat(ExtractConfig, out=out, model=MODEL, data="fashion-mnist", split=split, ts=(s.t,), blocks=(s.block,), pools=(None,),
+                      limit=images, views=views, aug=s.aug if views > 1 else "none", seed=seed, progress=False))  # fmt: skip
     return time.perf_counter() - started
 
 
-def _paper_config(train: Path, test: Path, results: Path, name: str, epochs: int, batch: int, seed: int) -> ProbeConfig:
-    return probe_config("paper", train=train, test=test, heads=("linear",), epochs=epochs, batch_size=batch, seed=seed,
-                        results=results, name=name, progress=False)  # fmt: skip
+def held_out(n_rows: int, val_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train mask, validation mask) over a store's rows: a seeded draw of val_images rows."""
+    val = np.zeros(n_rows, bool)
+    val[np.random.default_rng([seed, 0x7A1]).permutation(n_rows)[:val_images]] = True
+    return ~val, val
 
 
-def online_batches(model, preset, source, rows: np.ndarray, labels: np.ndarray, key: FeatureKey, *, batch: int, seed: int, epoch: int):
-    """One epoch of on-line batches, as the paper's code makes them: a shuffled order, and for
-    every image at every step a fresh crop (0.8-1.0 of the short side) and flip, fresh noise,
-    and the whole U-Net. Yields ({key: (batch, C, h, w) float16}, labels), like the store."""
-    rng = np.random.default_rng([seed, epoch, 23])
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    order = rng.permutation(len(rows))
+def build_grid(s: WorkflowSettings, key: FeatureKey, shape: tuple[int, ...], classes: int, seed: int) -> Grid:
+    """Both heads on the one key, diffssl's optimizer and step schedule, s.epochs long."""
+    fs = feature_set((key,), {key: shape})
+    options = {"linear": (), "paper-attention": tuple(sorted(parse_head_options(s.attention).items()))}
+    specs = [MemberSpec(h, options[h], fs, lr, 0.0) for h, lr in HEADS.items()]
+    settings = TrainSettings(epochs=s.epochs, batch_size=s.batch, optimizer="sgd", momentum=0.0, schedule="step",
+                             step_epochs=max(1, s.epochs // 4), seed=seed)  # fmt: skip
+    return Grid(specs, [fs], [build_member(spec, classes, seed) for spec in specs], settings)
+
+
+def _top1(grid: Grid, reader: FeatureReader, mask: np.ndarray, labels: np.ndarray, norms) -> list[float]:
+    top, truth = predict_grid(grid, eval_batches(reader, mask, labels), norms, torch.device("cpu"), k=1)
+    return [round(100.0 * float((top[:, m, 0] == truth).mean()), 2) for m in range(top.shape[1])]
+
+
+def online_batches(model, preset, source, rows: np.ndarray, labels: np.ndarray, key: FeatureKey, *, augment, batch: int, seed: int, epoch: int):
+    """One on-line epoch: a shuffled order; each image as the cache would store its view
+    `epoch` (augment(img, seed, index, epoch) or the center crop, noise of view `epoch`).
+    Yields ({key: (batch, C, h, w) float16}, labels), as the store's batches."""
+    order = np.random.default_rng([seed, epoch, 23]).permutation(len(rows))
+    size, channels = preset.image_size, preset.in_channels
     for step in range(len(rows) // batch):
-        idx = order[step * batch : (step + 1) * batch]
-        images = []
-        for i in idx:
-            img = source.load(int(rows[i]))
-            box, flip = crop_flip_box(img.size[0], img.size[1], rng)
-            img = img.crop(box)
-            images.append(preprocess(img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else img, preset.image_size, preset.in_channels))
-        x0 = torch.stack(images)
-        with torch.no_grad():  # the U-Net is frozen, as in the paper's code
-            x_t = q_sample(preset, x0, key.t, torch.randn(x0.shape, generator=gen))
-            feats = pool(capture(model, x_t, torch.full((len(idx),), key.t), [key.b], stop_early=False)[key.b], key.pool)
-        yield {key: feats.numpy().astype(np.float16)}, labels[idx]
+        pick = order[step * batch : (step + 1) * batch]
+        index = [int(i) for i in rows[pick]]
+        if augment is None:
+            x0 = torch.stack([preprocess(source.load(i), size, channels) for i in index])
+        else:
+            x0 = torch.stack([preprocess(augment(to_mode(source.load(i), channels), seed, i, epoch, size), size, channels) for i in index])
+        eps = draw_noise(tuple(x0.shape[1:]), seed, index, key.t, epoch)
+        with torch.inference_mode():
+            feats = capture(model, q_sample(preset, x0, key.t, eps), torch.full((len(index),), key.t), [key.b])[key.b]
+        yield {key: feats.float().numpy().astype(np.float16)}, labels[pick]
 
 
-def train_online(test_store: Path, *, images: int, epochs: int, key: FeatureKey, batch: int, seed: int) -> tuple[float, float]:
-    """The on-line way: (test top-1 %, wall seconds of training)."""
-    preset = get_preset(MODEL)
-    source = open_dataset("fashion-mnist", None, "train")
-    rows = subset_indices(len(source), images, seed)
-    labels = source.labels[rows].astype(np.int64)
-    model = load_checkpoint(preset, shipped_weights(preset))
-    store = open_complete(test_store)
-    reader = FeatureReader(store, (key,), preload=True)
-    norms = fit_standardizers(reader, store.valid(), enabled=False)  # raw features, as the paper's recipe
-    fs = feature_set((key,), {key: reader.row_shape(key)})
-    cfg = _paper_config(test_store, test_store, test_store.parent, "online", epochs, batch, seed)  # for its training settings and lr
-    lr = dict(cfg.head_lrs)["linear"]
-    spec = MemberSpec("linear", (), fs, lr, 0.0)
-    grid = Grid([spec], [fs], [build_member(spec, len(source.classes), seed)], cfg.training)
-    started = time.perf_counter()
-    train_grid(grid, lambda e: online_batches(model, preset, source, rows, labels, key, batch=batch, seed=seed, epoch=e),
-               len(rows) // batch, norms, torch.device("cpu"), progress=False)  # fmt: skip
-    seconds = time.perf_counter() - started
-    top, truth = predict_grid(grid, eval_batches(reader, store.valid(), store.labels()), norms, torch.device("cpu"))
-    return accuracy(top[:, 0], truth)["top1"], seconds
-
-
-def bench_workflow(images: int = 3000, test_images: int = 2000, epochs: int = 28, t: int = 150, block: int = 24, pool_size: int | None = 2,
-                   batch: int = 128, views: tuple[int, ...] = (1, 4, 8), online: bool = True, seed: int = 0) -> dict:  # fmt: skip
-    """All four ways at the paper's coordinates by default: t=150, b=24, adaptive average pool to 2x2."""
-    key = FeatureKey(t, block, pool_size)
-    ways = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        test_seconds = _extract(tmp / "test.zarr", split="test", images=test_images, t=t, block=block, pool_size=pool_size, views=1, seed=seed)
-        if online:
-            top1, seconds = train_online(tmp / "test.zarr", images=images, epochs=epochs, key=key, batch=batch, seed=seed)
-            ways.append({"way": "on-line (fresh crop, flip and noise every step; whole U-Net)", "views": None,
-                         "extract_seconds": 0.0, "train_seconds": round(seconds, 2), "test_top1": round(top1, 2)})  # fmt: skip
-        for k in views:
-            store = tmp / f"train_v{k}.zarr"
-            extracted = _extract(store, split="train", images=images, t=t, block=block, pool_size=pool_size, views=k, seed=seed)
+def forward_rates(s: WorkflowSettings, model, preset) -> dict:
+    """Images/s of the U-Net forward to block b and of the whole forward, at the benchmark's batch."""
+    x = torch.randn(s.batch, preset.in_channels, preset.image_size, preset.image_size)
+    steps, out = torch.full((s.batch,), s.t), {}
+    for name, early in (("to_block", True), ("whole", False)):
+        with torch.inference_mode():
+            capture(model, x, steps, [s.block], stop_early=early)
             started = time.perf_counter()
-            result = probe(_paper_config(store, tmp / "test.zarr", tmp / "results", f"v{k}", epochs, batch, seed))
-            trained = time.perf_counter() - started
-            ways.append({"way": f"cached, {k} view{'s' if k > 1 else ''}" + (" (--aug crop-flip)" if k > 1 else " (center crop)"), "views": k,
-                         "extract_seconds": round(extracted, 2), "train_seconds": round(trained, 2), "test_top1": round(result["test"]["top1"], 2)})  # fmt: skip
-    for w in ways:
-        w["total_seconds"] = round(w["extract_seconds"] + w["train_seconds"], 2)
-    out = {"model": MODEL, "images": images, "test_images": test_images, "epochs": epochs, "t": t, "block": block, "pool": pool_size,
-           "batch": batch, "recipe": "paper", "seed": seed, "threads": torch.get_num_threads(), "test_extract_seconds": round(test_seconds, 2),
-           "ways": ways}  # fmt: skip
-    if online and len(ways) > 1:
-        out["online_over_cached_1_view"] = round(ways[0]["total_seconds"] / ways[1]["total_seconds"], 2)
+            for _ in range(4):
+                capture(model, x, steps, [s.block], stop_early=early)
+        out[name] = round(4 * s.batch / (time.perf_counter() - started), 1)
     return out
 
 
+class _Curve:
+    """Validation top-1 of every head every few epochs (and after the last)."""
+
+    def __init__(self, s: WorkflowSettings, grid: Grid, reader: FeatureReader, mask: np.ndarray, labels: np.ndarray, norms):
+        self.s, self.grid, self.reader, self.mask, self.labels, self.norms, self.points = s, grid, reader, mask, labels, norms, []
+
+    def __call__(self, epoch: int) -> None:
+        if (epoch + 1) % self.s.curve_every == 0 or epoch + 1 == self.s.epochs:
+            step = (epoch + 1) * (self.s.images // self.s.batch)
+            self.points.append([step, *_top1(self.grid, self.reader, self.mask, self.labels, self.norms)])
+
+
+def _run_seed(s: WorkflowSettings, seed: int, tmp: Path, test: FeatureReader, model, preset, source) -> list[dict]:
+    key = FeatureKey(s.t, s.block, None)
+    base = tmp / f"s{seed}_v1.zarr"
+    seconds = {1: _extract(base, s, split="train", images=s.images + s.val_images, views=1, seed=seed)}
+    val_reader = FeatureReader(open_complete(base), (key,), preload=True)
+    store = val_reader.store
+    train_mask, val_mask = held_out(store.n_rows, s.val_images, seed)
+    labels, classes = store.labels().astype(np.int64), len(store.classes()) or int(store.labels().max()) + 1
+    shape = val_reader.row_shape(key)
+    norms = {key: Standardizer.identity(int(np.prod(shape)))}  # raw features, as diffssl
+    arms = []
+
+    def train(name: str, views: int | None, batches, extract_seconds: float) -> None:
+        grid = build_grid(s, key, shape, classes, seed)
+        curve = _Curve(s, grid, val_reader, val_mask, labels, norms)
+        timing = train_grid(grid, batches, s.images // s.batch, norms, torch.device("cpu"), progress=False, after_epoch=curve)
+        test_top1 = _top1(grid, test, test.store.valid(), test.store.labels().astype(np.int64), norms)
+        arms.append({"arm": name, "views": views, "seed": seed, "steps": timing["samples"] // s.batch, "extract_seconds": round(extract_seconds, 2),
+                     "train_seconds": round(timing["seconds"], 2), "curve": curve.points, "test_top1": dict(zip(HEADS, test_top1))})  # fmt: skip
+
+    rows, index = np.flatnonzero(train_mask), store.index()
+    for arm in s.online:
+        augment = AUGMENTATIONS[s.aug] if ONLINE_AUG[arm] else None
+        train(f"on-line, {arm}", None,
+              lambda e, a=augment: online_batches(model, preset, source, index[rows], labels[rows], key, augment=a, batch=s.batch, seed=seed, epoch=e), 0.0)  # fmt: skip
+    for k in s.views:
+        path = base if k == 1 else tmp / f"s{seed}_v{k}.zarr"
+        if k != 1:
+            seconds[k] = _extract(path, s, split="train", images=s.images + s.val_images, views=k, seed=seed)
+        reader = val_reader if k == 1 else FeatureReader(open_complete(path), (key,), preload=True)
+        if not np.array_equal(reader.store.index(), index):
+            raise RuntimeError(f"the {k}-view store holds other images than the 1-view store")
+        train(f"cached, {k} view{'s' if k > 1 else ''}", k,
+              lambda e, r=reader: stream_batches(r, train_mask, labels, batch=s.batch, window_rows=store.n_rows, seed=seed, epoch=e, prefetch=False),
+              seconds[k])  # fmt: skip
+    return arms
+
+
+def interval(values: list[float]) -> dict:
+    """Mean, sample standard deviation and the two-sided 95% t interval's half-width."""
+    n, mean = len(values), float(np.mean(values))
+    sd = float(np.std(values, ddof=1)) if n > 1 else float("nan")
+    half = T_95.get(n - 1, 1.96) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": round(mean, 2), "sd": round(sd, 2), "ci95": round(half, 2), "values": values}
+
+
+def summarize(arms: list[dict]) -> list[dict]:
+    out = []
+    for name in dict.fromkeys(a["arm"] for a in arms):
+        runs = [a for a in arms if a["arm"] == name]
+        total = [a["extract_seconds"] + a["train_seconds"] for a in runs]
+        out.append({"arm": name, "views": runs[0]["views"], "seeds": [a["seed"] for a in runs], "steps": sorted({a["steps"] for a in runs}),
+                    "test_top1": {h: interval([a["test_top1"][h] for a in runs]) for h in HEADS},
+                    "last_val_top1": {h: interval([a["curve"][-1][1 + i] for a in runs]) for i, h in enumerate(HEADS)},
+                    "seconds_per_seed": round(float(np.mean(total)), 1)})  # fmt: skip
+    return out
+
+
+def bench_workflow(s: WorkflowSettings = WorkflowSettings(), progress=None) -> dict:
+    """Every arm for every seed; `progress(text)` is told when each seed starts."""
+    preset = get_preset(MODEL)
+    model, source = load_checkpoint(preset, shipped_weights(preset)), open_dataset("fashion-mnist", None, "train")
+    arms = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        test_seconds = _extract(tmp / "test.zarr", s, split="test", images=s.test_images, views=1, seed=0)
+        test = FeatureReader(open_complete(tmp / "test.zarr"), (FeatureKey(s.t, s.block, None),), preload=True)
+        rates = forward_rates(s, model, preset)
+        for seed in s.seeds:
+            if progress:
+                progress(f"seed {seed}")
+            arms.extend(_run_seed(s, seed, tmp, test, model, preset, source))
+    online = [a for a in arms if a["views"] is None]
+    return {"model": MODEL, "settings": {**asdict(s), "steps": s.steps}, "heads": {h: {"lr": lr} for h, lr in HEADS.items()},
+            "threads": torch.get_num_threads(), "test_rows": test.store.n_rows, "test_extract_seconds": round(test_seconds, 2),
+            "forward_images_per_s": rates, "online_images": s.steps * s.batch,
+            "whole_unet_online_seconds_estimate": round(s.steps * s.batch / rates["whole"], 1) if online else None,
+            "summary": summarize(arms), "runs": arms}  # fmt: skip
+
+
 def format_table(r: dict) -> str:
-    head = (f"{r['model']}, {r['images']} training / {r['test_images']} test images, t={r['t']} b={r['block']} pool={pool_label(r['pool'])}, "
-            f"linear head, recipe {r['recipe']} ({r['epochs']} epochs, batch {r['batch']}), {r['threads']} threads")  # fmt: skip
-    lines = [head, f"  {'way':<62} {'extract s':>9} {'train s':>9} {'total s':>9} {'test top-1':>10}"]
-    for w in r["ways"]:
-        lines.append(f"  {w['way']:<62} {w['extract_seconds']:>9.1f} {w['train_seconds']:>9.1f} {w['total_seconds']:>9.1f} {w['test_top1']:>10.2f}")
-    lines.append(f"  (test store, the same for every way: {r['test_extract_seconds']:.1f} s to extract)")
-    if "online_over_cached_1_view" in r:
-        lines.append(f"  on-line / cached with 1 view, wall time: {r['online_over_cached_1_view']:.1f}x")
+    s = r["settings"]
+    lines = [f"{r['model']} t={s['t']} b={s['block']} (whole map), {s['images']} training images, {s['steps']} steps of batch {s['batch']} "
+             f"for every arm, {len(s['seeds'])} seeds, {r['test_rows']} test images, {r['threads']} threads",
+             f"  {'arm':<28} {'linear test':>18} {'attention test':>18} {'s per seed':>11}"]  # fmt: skip
+    for a in r["summary"]:
+        cells = [f"{a['test_top1'][h]['mean']:.2f} +- {a['test_top1'][h]['ci95']:.2f}" for h in HEADS]
+        lines.append(f"  {a['arm']:<28} {cells[0]:>18} {cells[1]:>18} {a['seconds_per_seed']:>11.1f}")
+    lines.append("  (mean +- half-width of the 95% t interval over seeds; time: extraction + training of both heads)")
+    rates = r["forward_images_per_s"]
+    lines.append(f"  U-Net forward: {rates['to_block']} images/s to b={s['block']}, {rates['whole']} images/s whole")
     return "\n".join(lines)

@@ -45,6 +45,7 @@ class FtRecipe:
     aug: str = "crop-flip"  # the training images' augmentation (extract.data.augment)
     fp16_weights: bool = False  # the U-Net's convolutions held and updated in fp16, no fp32 master copy
     val_fraction: float | None = None  # None: the config's; 0: all of train, no validation, the last epoch is reported
+    eval_every: int = 0  # epochs between scorings of the test split along the way (reported, never chosen on); 0: only at the end
 
 
 FT_RECIPES: dict[str, FtRecipe] = {
@@ -52,8 +53,9 @@ FT_RECIPES: dict[str, FtRecipe] = {
     "paper": FtRecipe("sgd", 1e-3, 1e-3, 28, 128, "step"),
     # diffssl's finetune mode as its code runs it: convert_to_fp16's fp16 convolutions updated in place by plain SGD (no master
     # copy, no loss scaling), guided-diffusion's random crop and flip, its defaults of 50 epochs and 16 images per GPU (64 on
-    # the 4 GPUs of its head scripts), all of train, and the last epoch reported (nothing to choose it with)
-    "diffssl": FtRecipe("sgd", 1e-3, 1e-3, 50, 64, "step", aug="gd-crop-flip", fp16_weights=True, val_fraction=0.0),
+    # the 4 GPUs of its head scripts), all of train,
+    # the last epoch reported (nothing to choose it with); the test split scored every 7 epochs along the way, its eval_interval
+    "diffssl": FtRecipe("sgd", 1e-3, 1e-3, 50, 64, "step", aug="gd-crop-flip", fp16_weights=True, val_fraction=0.0, eval_every=7),
     "diffprobe": FtRecipe("adamw", 1e-4, 1e-3, 10, 128, "cosine"),
 }
 TRAINABLE = ("all", "norms-biases")
@@ -86,6 +88,7 @@ class FinetuneConfig:
     ema_rate: float = 0.0  # 0: no EMA; else evaluation and export use the EMA of the weights
     aug: bool = True  # augmented training images (the recipe's: crop-flip, or gd-crop-flip for diffssl); evaluation uses the center crop
     val_fraction: float = 0.1
+    eval_every: int | None = None  # None: the recipe's; N: score the test split every N epochs (reported only); 0: never along the way
     grad_checkpoint: bool = False  # recompute each block in backward: less memory for the 256x256 model
     checkpoint_every: int = 50  # steps between resumable saves
     seed: int = 0
@@ -101,11 +104,12 @@ class FinetuneConfig:
         return {"optimizer": r.optimizer, "schedule": r.schedule, "epochs": self.epochs or r.epochs, "batch_size": self.batch_size or r.batch_size,
                 "lr": r.lr if self.lr is None else self.lr, "head_lr": (r.head_lr if self.lr is None else self.lr) if self.head_lr is None else self.head_lr,
                 "aug": r.aug if self.aug else "none", "fp16_weights": r.fp16_weights,
-                "val_fraction": self.val_fraction if r.val_fraction is None else r.val_fraction}  # fmt: skip
+                "val_fraction": self.val_fraction if r.val_fraction is None else r.val_fraction,
+                "eval_every": r.eval_every if self.eval_every is None else self.eval_every}  # fmt: skip
 
 
 # fields that change no value of the run: resuming with other values is allowed
-_NOT_IN_RUN = {"out", "checkpoint_every", "device", "progress", "results", "name"}
+_NOT_IN_RUN = {"out", "checkpoint_every", "device", "progress", "results", "name", "eval_every"}
 
 
 def validate(cfg: FinetuneConfig) -> None:
@@ -119,6 +123,8 @@ def validate(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--ema-rate must be in [0, 1), got {cfg.ema_rate}")
     if not 0 < cfg.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in (0, 1): validation picks the epoch, got {cfg.val_fraction}")
+    if cfg.eval_every is not None and cfg.eval_every < 0:
+        raise ValueError(f"--eval-every must be 0 or more epochs, got {cfg.eval_every}")
 
 
 # ---------------------------------------------------------------- the model

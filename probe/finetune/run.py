@@ -141,7 +141,7 @@ def _network(cfg, preset, block, opts, classes: int, device):
 def _resume(state_path: Path, cfg, net, opt, ema, device):
     """(step, seconds, best, ema) from a saved state made with the same arguments, or a fresh start."""
     if not state_path.is_file():
-        return 0, 0.0, {"val_top1": -1.0, "epoch": -1, "state": None}, ema
+        return 0, 0.0, {"val_top1": -1.0, "epoch": -1, "state": None, "history": []}, ema
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file is one line
@@ -153,7 +153,7 @@ def _resume(state_path: Path, cfg, net, opt, ema, device):
     opt.load_state_dict(state["opt"])
     if ema is not None:
         ema = [e.to(device) for e in state["ema"]]
-    return int(state["step"]), float(state["seconds"]), state["best"], ema
+    return int(state["step"]), float(state["seconds"]), {"history": [], **state["best"]}, ema
 
 
 def _finetune(cfg, preset, block, opts, device, world) -> dict:
@@ -183,6 +183,14 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
             for p, e in zip(params, ema):
                 s[names[id(p)]] = e.detach().cpu().clone()
         return s
+
+    def scored(source, rows) -> float:
+        """Top-1 of the weights evaluation uses (the EMA's when kept), training resumed after."""
+        live = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(snapshot())
+        top1 = accuracy(evaluate(net, source, rows, preset, cfg, device), source.labels[rows])["top1"]
+        net.load_state_dict(live)
+        return top1
 
     def save() -> None:
         if world.is_main:
@@ -216,16 +224,15 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
         seconds = time.perf_counter() - started
         bar.update(batch)
         bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+        if step % steps_per_epoch == 0 and opts["eval_every"] and (epoch + 1) % opts["eval_every"] == 0:  # reported along the way, never chosen on
+            best["history"] = [*best["history"], [epoch + 1, scored(test_src, test_rows)]]
         if step % steps_per_epoch == 0 and not len(val_rows):  # no validation: the last epoch is the one reported
-            best = {"val_top1": None, "epoch": epoch + 1, "state": None}
+            best = {"val_top1": None, "epoch": epoch + 1, "state": None, "history": best["history"]}
             save()
         elif step % steps_per_epoch == 0:  # epoch end: score validation, keep the best epoch's weights
-            live = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            net.load_state_dict(snapshot())
-            val = accuracy(evaluate(net, train_src, val_rows, preset, cfg, device), train_src.labels[val_rows])["top1"]
-            net.load_state_dict(live)
+            val = scored(train_src, val_rows)
             if val > best["val_top1"]:
-                best = {"val_top1": val, "epoch": epoch + 1, "state": snapshot()}
+                best = {"val_top1": val, "epoch": epoch + 1, "state": snapshot(), "history": best["history"]}
             save()
         elif step % cfg.checkpoint_every == 0:
             save()
@@ -259,6 +266,7 @@ def write_results(cfg, preset, block, opts, weights, key, named, head, best, tes
                        else "none: all of train is trained on and the last epoch is reported"),
         "members": [member], "selected": 0, "head": member,
         "val": {"top1": best["val_top1"], "rows": n_val}, "test": {**test, "rows": n_test},
+        "test_along_the_way": {"every_epochs": opts["eval_every"], "top1": best.get("history", []), "use": "reported only; nothing is chosen on it"},
         "timing": {"train": {"seconds": round(seconds, 1)}, "total_seconds": round(seconds, 1)},
         "exported": str(export),
     }  # fmt: skip

@@ -63,39 +63,3 @@ def test_two_process_torchrun_trains_heads_with_ddp(stores):
     assert result["test"]["top1"] >= 90 and len(result["members"]) == 2
     samples = result["timing"]["train"]["samples"]  # rank 0's share: half of 4 epochs of 288 rows, in batches of 16
     assert samples % 16 == 0 and 0.75 * 4 * 144 <= samples <= 4 * 144
-
-
-def test_workflow_bench_times_both_ways(fmnist_env):
-    from probe.bench.workflow import bench_workflow, format_table
-
-    result = bench_workflow(images=64, test_images=20, epochs=1, batch=32, views=(1, 2))
-    online, one, two = result["ways"]
-    assert online["views"] is None and online["extract_seconds"] == 0 and online["train_seconds"] > 0
-    assert one["views"] == 1 and two["views"] == 2 and two["extract_seconds"] > 0
-    assert all(0 <= w["test_top1"] <= 100 for w in result["ways"]) and result["recipe"] == "paper"
-    assert "on-line / cached with 1 view" in format_table(result)
-
-
-def test_online_batches_draw_fresh_views_and_noise_every_epoch(fmnist_env):
-    """The on-line way's batches: the store's shapes and dtype, a new draw each epoch, and the
-    same draw for the same (seed, epoch)."""
-    import numpy as np
-
-    from extract.data.registry import open_dataset
-    from extract.models.adm import load_checkpoint, shipped_weights
-    from extract.models.adm_presets import get_preset
-    from extract.store.schema import FeatureKey
-    from probe.bench.workflow import online_batches
-
-    preset = get_preset("demo-fmnist")
-    model, source = load_checkpoint(preset, shipped_weights(preset)), open_dataset("fashion-mnist", None, "train")
-    rows, key = np.arange(8), FeatureKey(150, 24, 2)
-    labels = source.labels[rows].astype(np.int64)
-
-    def first(epoch):
-        return next(online_batches(model, preset, source, rows, labels, key, batch=4, seed=0, epoch=epoch))
-
-    (a, ya), (b, _), (c, yc) = first(0), first(1), first(0)
-    assert a[key].shape == (4, 128, 2, 2) and a[key].dtype == np.float16
-    assert np.array_equal(a[key], c[key]) and np.array_equal(ya, yc)
-    assert not np.array_equal(a[key], b[key])

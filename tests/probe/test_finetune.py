@@ -244,3 +244,19 @@ def test_other_recipes_keep_fp32_weights(recipe):
     from probe.finetune.model import FT_RECIPES
 
     assert FT_RECIPES[recipe].fp16_weights is False and FT_RECIPES["diffssl"].fp16_weights is True
+
+
+def test_the_test_split_is_scored_along_the_way_and_only_reported(fmnist_env, tmp_path):
+    """diffssl's eval_interval: the recipe scores the test split every 7 epochs; the scores are
+    reported beside the result (the last one is the reported test top-1) and pick nothing."""
+    import probe.finetune.run as ftrun
+    from probe.finetune.model import FT_RECIPES
+
+    assert FT_RECIPES["diffssl"].eval_every == 7 and FT_RECIPES["paper"].eval_every == 0
+    assert config(tmp_path, recipe="diffssl").resolved()["eval_every"] == 7
+    result = ftrun.finetune(config(tmp_path / "a", recipe="diffssl", epochs=2, eval_every=1))
+    along = result["test_along_the_way"]
+    assert along["every_epochs"] == 1 and [e for e, _ in along["top1"]] == [1, 2]
+    assert along["top1"][-1][1] == result["test"]["top1"] and result["head"]["epoch"] == 2
+    paper = ftrun.finetune(config(tmp_path / "b", recipe="paper", epochs=1))
+    assert paper["test_along_the_way"]["top1"] == []
