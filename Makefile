@@ -46,7 +46,7 @@ cka: $(VENV_STAMP) $(needs_data) ## CKA maps from the cache: blocks x blocks, ti
 demo: $(VENV_STAMP) fashion-mnist ## the whole pipeline on the shipped demo model: extract -> linear probe (trained, random control, raw pixels) -> CKA -> table
 	@$(call experiment,demo)
 
-report: $(VENV_STAMP) ## one Markdown report (report/report.md) from the probe results, CKA maps and generation table
+report: $(VENV_STAMP) ## one report from whatever results exist: report/report.md and a self-contained report/report.html (names what is missing)
 	@$(call experiment,report)
 
 # ---------------------------------------------------------------- the paper and the model card

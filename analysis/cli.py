@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from extract.store.cli_options import key_options, user_errors
+from extract.store.config_files import add_config_option
 
 CKA_MAX_MEMORY_GB = 2.0  # analysis.linear_paths.DEFAULT_MAX_BYTES, kept here so --help loads no numpy code
 
@@ -162,7 +163,7 @@ def fd(real, fake, key_label, k, pr_rows, out):
 @click.option("--split", default="test", help="dataset split")
 @click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value")
 @click.option("--limit", type=click.IntRange(min=2), help="a seeded random subset of the split")
-@click.option("--split-half/--no-split-half", default=False, help="the floor: the split's two seeded halves against each other (no --fake)")
+@click.option("--split-half/--no-split-half", default=False, help="the split-half baseline: the split's two seeded halves against each other (no --fake)")
 @click.option("--image-size", type=click.IntRange(min=1), help="real images' size [default: the samples']")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="real images' channels [default: the samples']")
 @click.option("--features", default="inception", show_default=True, help="inception | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16 | pixels")
@@ -233,17 +234,23 @@ def bench(out, sizes):
 
 
 @cli.command()
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), help="probe results folder")
-@click.option("--cka", "cka_dir", type=click.Path(path_type=Path), help="folder of CKA maps (PNG + JSON)")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("report"))
-@click.option("--title", default="diffprobe report")
-@click.option("--generation", type=click.Path(path_type=Path), help="a generation table (`gen-table --out`) to include")
+@click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=(Path("results"),), show_default=True,
+              help="folders searched (recursively) for probe results tables")
+@click.option("--cka", "cka_dirs", multiple=True, type=click.Path(path_type=Path), default=(Path("results/cka"),), show_default=True,
+              help="folders of CKA maps (PNG + JSON)")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--title", default="diffprobe report", show_default=True)
+@click.option("--generation", type=click.Path(path_type=Path), default=Path("results/gen/generation.json"), show_default=True,
+              help="a generation table (`gen-table --out`), included when it exists")
 @user_errors
-def report(results, cka_dir, out, title, generation):
-    """One Markdown report: accuracy table, generation table, ablation curves, CKA maps."""
+def report(results, cka_dirs, out, title, generation):
+    """One report from whatever results exist: Markdown, and one self-contained HTML page (accuracy with intervals and provenance, curves, CKA, generation)."""
     from analysis.report import build_report
 
-    click.echo(f"written: {build_report(results, cka_dir, out, title, generation=generation)}")
+    md, page, missing = build_report(list(results), list(cka_dirs), out, title, generation=generation)
+    for line in missing:
+        click.echo(f"not in the report: {line}")
+    click.echo(f"written: {md}, {page}")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -251,6 +258,9 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ValueError(f"expected a comma list of integers, got {text!r}") from None
+
+
+add_config_option(cli)  # every command takes --config FILE
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,10 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from analysis.cka import hsic_unbiased, kernel_cka, linear_gram, rbf_gram  # noqa: E402
 from analysis.linear_paths import DEFAULT_MAX_BYTES, Keys, linear_cka, valid_blocks  # noqa: E402
+from extract.store.progress import bar as progress_bar  # noqa: E402
 from extract.store.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
 from extract.store.window_order import shuffled_windows  # noqa: E402
 
@@ -71,7 +71,7 @@ def _shuffled_batches(arrays, views, dims, valid, batch, block_rows, seed, progr
     window_rows = max(batch, MINIBATCH_WINDOW_BYTES // (2 * sum(dims)))
     plan = shuffled_windows(len(valid), block_rows, valid, window_rows, np.random.default_rng([seed, 13]))
     carry = None
-    for blocks, rows in tqdm(plan, desc="cka", unit="window", disable=not progress):
+    for blocks, rows in progress_bar(progress, iterable=plan, desc="cka", unit="window"):
         starts = sorted(blocks)
         where = {}
         parts = [[] for _ in arrays]

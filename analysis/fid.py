@@ -59,7 +59,7 @@ class FidConfig:
     fake: Path | None = None  # samples: an `extract sample` folder, a folder of PNGs, or a .npz (arr_0)
     real: Path | None = None  # statistics .npz (mu, sigma) or images .npz (arr_0)
     data: DataSpec | None = None  # or real images from a dataset
-    split_half: bool = False  # the floor: the dataset's two halves against each other
+    split_half: bool = False  # the split-half baseline: the dataset's two halves against each other
     image_size: int | None = None  # real images' size [default: the samples']
     channels: int | None = None  # real images' channels [default: the samples']
     features: str = "inception"  # inception | classifier:FILE | torchvision:NAME | pixels

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from analysis.cka import CrossMoments, linear_cka_matrix
+from extract.store.progress import bar as progress_bar
 
 PATHS = ("auto", "moments", "gram", "pairwise")
 DEFAULT_MAX_BYTES = 2 << 30
@@ -104,7 +104,7 @@ def _rows(arr, view: bool, start: int, stop: int) -> np.ndarray:
 def valid_blocks(arrays, views, valid: np.ndarray, which: list[int], block_rows: int, progress: bool = False, desc: str = "cka"):
     """The valid rows of arrays[i] for i in `which`, block by block, as stored: lists of (rows, d_i)."""
     total = len(valid)
-    for start in tqdm(range(0, total, block_rows), desc=desc, unit="block", disable=not progress):
+    for start in progress_bar(progress, iterable=range(0, total, block_rows), desc=desc, unit="block"):
         stop = min(start + block_rows, total)
         use = valid[start:stop]
         if use.any():
@@ -162,7 +162,7 @@ def _ratio(cross: float, self_a: float, self_b: float) -> float:
 
 def _by_grams(keys: Keys, rows: list[int], cols: list[int], block_rows: int, progress: bool) -> np.ndarray:
     used = sorted(set(rows) | set(cols))
-    grams = {i: centred_gram(keys, i, block_rows) for i in tqdm(used, desc="cka grams", unit="key", disable=not progress)}
+    grams = {i: centred_gram(keys, i, block_rows) for i in progress_bar(progress, iterable=used, desc="cka grams", unit="key")}
     norms = {i: float(np.vdot(g, g)) for i, g in grams.items()}
     return np.array([[_ratio(np.vdot(grams[i], grams[j]), norms[i], norms[j]) for j in cols] for i in rows])
 
@@ -175,7 +175,7 @@ def _by_pairs(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, bloc
     out = np.empty((len(rows), len(cols)))
     pairs = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
     current, current_gram = None, None
-    for r, c in tqdm(pairs, desc="cka pairs", unit="pair", disable=not progress):
+    for r, c in progress_bar(progress, iterable=pairs, desc="cka pairs", unit="pair"):
         i, j = rows[r], cols[c]
         pair_fits = moments_bytes([keys.dims[i], keys.dims[j]], buffer_rows) <= max_bytes
         cheaper = keys.dims[i] + keys.dims[j] < keys.n  # n (d_i + d_j)^2 against n^2 (d_i + d_j) flops

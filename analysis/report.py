@@ -1,81 +1,238 @@
-"""One Markdown report from the user's own results: the paper's table shape, ablation curves
-and CKA maps, each figure captioned with the stores and models it came from."""
+"""One report from whatever results exist: a Markdown file and one self-contained HTML page.
+
+It gathers every probe results table under the results folders (what `make probe`, `make demo`,
+`make paper` and the sweeps write), the ablation curves of grids that vary t, b or pool, the CKA
+maps (captioned with their own kernel), the generation table, and says what is missing and
+which command makes it. Every accuracy row carries its provenance (model, weights and their
+hash, t, b, pool, seed, dataset, the command) and a 95% interval for its test top-1 (Wilson's,
+over the test rows: the uncertainty of the test set alone). The HTML page embeds every figure,
+so it opens anywhere with no network.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import json
-import shutil
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.curves import AXES, plot_curves
 from probe.tables import read_table
 
 TABLE = "probe_results.csv"
+KERNEL_NAMES = {"linear": "Linear CKA", "rbf": "RBF-kernel CKA", "minibatch": "Minibatch CKA (unbiased HSIC)"}
 
 
-def _curve_runs(results_dir: Path) -> list[tuple[str, dict]]:
-    """Probe results whose grid varies t, b or pool (so a curve has more than one point)."""
-    runs = []
-    for path in sorted(results_dir.glob("*.json")):
+def wilson(top1: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of an accuracy (percent) measured on n rows, in percent."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = top1 / 100.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100.0 * (centre - half), 100.0 * (centre + half)
+
+
+@dataclass
+class Row:
+    table: Path
+    cells: dict
+    seed: str = "?"
+    command: str = "?"
+
+    @property
+    def interval(self) -> str:
         try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if result.get("format") != "diffprobe-probe-results":
-            continue
-        values = {axis: {f[axis] for m in result["members"] for f in m["features"]} for axis in AXES}
-        if any(len(v) > 1 for v in values.values()):
-            runs.append((path.stem, result))
+            lo, hi = wilson(float(self.cells["test_top1"]), int(self.cells["test_rows"]))
+        except (KeyError, ValueError):
+            return ""
+        return f"{lo:.2f}-{hi:.2f}"
+
+
+@dataclass
+class Figure:
+    name: str
+    png: bytes
+    caption: str
+
+
+@dataclass
+class Found:
+    rows: list[Row] = field(default_factory=list)
+    curves: list[Figure] = field(default_factory=list)
+    cka: list[Figure] = field(default_factory=list)
+    generation: list[dict] | None = None
+    generation_caption: str = ""
+    missing: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def _results_json(table: Path, row: dict) -> dict:
+    path = table.parent / row.get("results", "")
+    try:
+        return json.loads(path.read_text()) if row.get("results") and path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _command(result: dict, path: Path) -> str:
+    """The command that reruns a probe run: its recorded invocation, given its results file as --config."""
+    if result.get("invocation"):
+        return f"{result['invocation']['command']} --config {path}"
+    return "python -m probe train (no recorded invocation)" if result else "?"
+
+
+def _gather_rows(found: Found, results_dirs: list[Path]) -> list[tuple[str, dict]]:
+    runs = []
+    for folder in results_dirs:
+        for table in sorted(folder.rglob(TABLE)) if folder.is_dir() else []:
+            found.sources.append(str(table))
+            for cells in read_table(table):
+                result = _results_json(table, cells)
+                seed = result.get("config", {}).get("training", {}).get("seed", result.get("config", {}).get("seed", "?"))
+                found.rows.append(Row(table, cells, str(seed), _command(result, table.parent / cells.get("results", ""))))
+                if result.get("format") == "diffprobe-probe-results" and _varies(result):
+                    runs.append((cells.get("name", table.parent.name), result))
+    if not found.rows:
+        found.missing.append(f"probe results: no {TABLE} under {', '.join(map(str, results_dirs))} (`make probe HEAD=linear` or `make demo` writes one)")
     return runs
 
 
-def build_report(results_dir: str | Path, cka_dir: str | Path | None, out_dir: str | Path, title: str = "diffprobe report",
-                 generation: str | Path | None = None) -> Path:  # fmt: skip
-    """Write out_dir/report.md with its figures beside it; returns the report's path."""
-    results_dir, out_dir = Path(results_dir), Path(out_dir)
-    table = results_dir / TABLE
-    if not table.is_file():
-        raise FileNotFoundError(f"no results table at {table}: run `make probe` (or `python -m probe train`) first")
-    rows = read_table(table)
-    if not rows:
-        raise ValueError(f"{table} has no rows to report")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {title}", "", f"From `{table}` ({len(rows)} probe runs)" + (f" and the CKA maps in `{cka_dir}`." if cka_dir else "."), ""]
-    lines += ["## Accuracy", "", "| method | model | weights | features (t, b, pool) | train rows | test top-1 | test top-5 | val top-1 |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
-        feats = f"t={r['t']}, b={r['b']}, pool={r['pool']}"
-        lines.append(f"| {r['head']} head | {r['model']} | {r['weights']} | {feats} | {r['train_rows']} | {r['test_top1']} | {r['test_top5']} | {r['val_top1']} |")
-    lines += ["", "Each row is the grid member chosen on validation; test accuracy was never used to choose.", ""]
-    if generation is not None:
-        from analysis.gentable import markdown
+def _varies(result: dict) -> bool:
+    return any(len({f[axis] for m in result["members"] for f in m["features"]}) > 1 for axis in AXES)
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _gather_cka(found: Found, cka_dirs: list[Path]) -> None:
+    for folder in cka_dirs:
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            png = path.with_suffix(".png")
+            try:
+                meta = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not png.is_file() or "cka" not in meta:
+                continue
+            kernel = KERNEL_NAMES.get(meta.get("kernel", "linear"), f"{meta.get('kernel')} CKA")
+            how = f", by {meta['path']}" if meta.get("path") else ""
+            sources = "; ".join(f"{k}: {v.get('model', '?')}, `{Path(v.get('store', '?')).name}`" for k, v in meta.get("sources", {}).items())
+            found.cka.append(Figure(png.stem, png.read_bytes(), f"{kernel} over {meta.get('images', '?')} images{how}. {sources}."))
+    if not found.cka:
+        found.missing.append(f"CKA maps: none in {', '.join(map(str, cka_dirs))} (`make cka` draws them)")
+
+
+def gather(results_dirs: list[Path], cka_dirs: list[Path], generation: Path | None) -> Found:
+    found = Found()
+    for name, result in _gather_rows(found, results_dirs):
+        store = Path(result["stores"]["train"]["path"]).name if result["stores"]["train"].get("path") else "?"
+        fig = plot_curves({name: result["members"]}, f"{name}: test top-1 of the validation-best member per value", store)
+        found.curves.append(Figure(f"curves_{name}", _png(fig), f"{name}: the validation-best member at each t, b and pool; store `{store}`."))
+    _gather_cka(found, cka_dirs)
+    if generation is not None and Path(generation).is_file():
         from analysis.gentable import read_table as read_generation
 
-        gen = read_generation(generation)
+        found.generation = read_generation(generation)
+        gen = found.generation
         space = f"{gen[0]['features']}" + (f", a classifier of {gen[0]['feature_net_test_top1']}% test accuracy" if gen and gen[0].get("feature_net_test_top1") else "")
-        lines += ["## Generation", "", *markdown(gen), "", f"*Fréchet distance, precision and recall (k=3) in the feature space of {space}; from `{generation}`.*", ""]
+        found.generation_caption = f"Fréchet distance, precision and recall (k=3) in the feature space of {space}; from `{generation}`."
+    else:
+        found.missing.append(f"generation: no table at {generation or 'results/gen/generation.json'} (`make demo-gen` samples and scores the demo)")
+    return found
 
-    runs = _curve_runs(results_dir)
-    if runs:
-        lines += ["## Ablations", ""]
-        for name, result in runs:
-            store = Path(result["stores"]["train"]["path"]).name
-            model = result["stores"]["train"].get("provenance", {}).get("preset", "?")
-            fig = plot_curves({name: result["members"]}, f"{name}: test top-1 of the validation-best member per value", store)
-            fig.savefig(out_dir / f"curves_{name}.png", dpi=110)
-            lines += [f"![{name}](curves_{name}.png)", "", f"*{name}: model {model}, store `{store}`.*", ""]
-    if cka_dir is not None:
-        maps = sorted(Path(cka_dir).glob("*.json"))
-        if maps:
-            lines += ["## CKA", ""]
-        for path in maps:
-            png = path.with_suffix(".png")
-            if not png.is_file():
-                continue
-            meta = json.loads(path.read_text())
-            shutil.copyfile(png, out_dir / png.name)
-            sources = "; ".join(f"{k}: {v['model']}, `{Path(v['store']).name}`" for k, v in meta["sources"].items())
-            lines += [f"![{png.stem}]({png.name})", "", f"*Linear CKA over {meta['images']} images. {sources}.*", ""]
-    report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+
+ROW_COLUMNS = ["head", "model", "weights", "dataset", "t", "b", "pool", "train_rows", "test_rows", "val_top1", "test_top1"]
+
+
+def _markdown(found: Found, title: str) -> str:
+    lines = [f"# {title}", "", "From " + (", ".join(f"`{s}`" for s in found.sources) or "no results table") + ".", ""]
+    if found.rows:
+        lines += ["## Accuracy", "", "| " + " | ".join([*ROW_COLUMNS, "test 95% interval", "seed"]) + " |", "|" + "---|" * (len(ROW_COLUMNS) + 2)]
+        for r in found.rows:
+            lines.append("| " + " | ".join(str(r.cells.get(c, "")) for c in ROW_COLUMNS) + f" | {r.interval} | {r.seed} |")
+        lines += ["", "Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is "
+                      "Wilson's 95% score interval over the test rows.", ""]  # fmt: skip
+    if found.generation is not None:
+        from analysis.gentable import markdown
+
+        lines += ["## Generation", "", *markdown(found.generation), "", f"*{found.generation_caption}*", ""]
+    for heading, figures in (("Ablations", found.curves), ("CKA", found.cka)):
+        if figures:
+            lines += [f"## {heading}", ""]
+        for f in figures:
+            lines += [f"![{f.name}]({f.name}.png)", "", f"*{f.caption}*", ""]
+    if found.missing:
+        lines += ["## Not in this report", "", *[f"- {m}" for m in found.missing], ""]
+    return "\n".join(lines) + "\n"
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}
+th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}
+details{font-size:12px;color:#444}code{font-size:12px}.missing{background:#fff6e0;padding:.5em 1em}"""
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(found: Found, title: str) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    parts.append("<p>From " + (", ".join(f"<code>{e(s)}</code>" for s in found.sources) or "no results table") + ".</p>")
+    if found.rows:
+        parts.append("<h2>Accuracy</h2>")
+        parts.append(_html_table([*ROW_COLUMNS, "test 95% interval", "seed"], [[r.cells.get(c, "") for c in ROW_COLUMNS] + [r.interval, r.seed] for r in found.rows]))
+        parts.append("<p>Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is Wilson's 95% "
+                     "score interval over the test rows.</p><details><summary>Provenance of each row</summary>")  # fmt: skip
+        parts.append(_html_table(["name", "model", "weights (file@sha256)", "features", "seed", "dataset", "version", "command", "results file"],
+                                 [[r.cells.get("name", ""), r.cells.get("model", ""), r.cells.get("weights", ""), r.cells.get("features", ""), r.seed,
+                                   r.cells.get("dataset", ""), r.cells.get("version", ""), r.command, str(r.table.parent / r.cells.get("results", ""))]
+                                  for r in found.rows]))  # fmt: skip
+        parts.append("</details>")
+    if found.generation is not None:
+        from analysis.gentable import COLUMNS
+
+        parts.append("<h2>Generation</h2>")
+        parts.append(_html_table(list(COLUMNS), [[("-" if r.get(c) is None else r.get(c)) for c in COLUMNS] for r in found.generation]))
+        parts.append(f"<p><em>{e(found.generation_caption)}</em></p>")
+    for heading, figures in (("Ablations", found.curves), ("CKA", found.cka)):
+        if figures:
+            parts.append(f"<h2>{heading}</h2>")
+        for f in figures:
+            data = base64.b64encode(f.png).decode("ascii")
+            parts.append(f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'><figcaption>{e(f.caption)}</figcaption></figure>")
+    if found.missing:
+        parts.append("<h2>Not in this report</h2><div class='missing'><ul>" + "".join(f"<li>{e(m)}</li>" for m in found.missing) + "</ul></div>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(results_dirs, cka_dirs, out_dir: str | Path, title: str = "diffprobe report", generation: str | Path | None = None) -> tuple[Path, Path, list[str]]:
+    """Write out_dir/report.md (figures beside it) and out_dir/report.html (figures embedded).
+    Returns (markdown, html, what is missing). Nothing found at all is an error."""
+    results_dirs = [Path(p) for p in ([results_dirs] if isinstance(results_dirs, (str, Path)) else results_dirs)]
+    cka_dirs = [Path(p) for p in ([cka_dirs] if isinstance(cka_dirs, (str, Path)) else (cka_dirs or []))]
+    found = gather(results_dirs, cka_dirs or [Path("results/cka")], Path(generation) if generation else None)
+    if not found.rows and not found.cka and found.generation is None:
+        raise FileNotFoundError("nothing to report: " + "; ".join(found.missing))
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f in [*found.curves, *found.cka]:
+        (out_dir / f"{f.name}.png").write_bytes(f.png)
+    md, page = out_dir / "report.md", out_dir / "report.html"
+    md.write_text(_markdown(found, title))
+    page.write_text(_html(found, title))
+    return md, page, found.missing
+

@@ -14,6 +14,7 @@ from extract.data.registry import DATASETS
 from extract.models.adm_presets import MODEL_NAMES, PRESETS
 from extract.store.cli_options import int_list, key_options, pool_list, user_errors
 from extract.store.config import FORWARD_DTYPES, DataSelection, ExtractConfig, StoreOptions, flat, from_flat
+from extract.store.config_files import add_config_option
 from extract.store.schema import STORE_DTYPES
 
 BACKBONE_NAMES = ("torchvision:resnet50", "torchvision:vit_b_16")  # extract.models.backbones.BACKBONES, without importing torchvision
@@ -434,6 +435,9 @@ def experiment(name, row, sets, from_env, dry_run):
         return
     given = {**(from_environment(name, dict(os.environ)) if from_env else {}), **parse_sets(list(sets))}
     Runner(dry=dry_run).run(name, given, row)
+
+
+add_config_option(cli)  # every command takes --config FILE
 
 
 def main(argv: list[str] | None = None) -> None:

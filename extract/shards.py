@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from extract.data.augment import AUGMENTATIONS
 from extract.data.sources import DataError, FeatureInput
 from extract.models.adm_forward import compute_features
+from extract.store import progress
 from extract.store.dist import World
 from extract.store.schema import FeatureStore
 
@@ -85,7 +85,8 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    bar = tqdm(total=total, unit="img", desc=f"extract rank {world.rank}" if world.size > 1 else "extract", disable=not cfg.store.progress, dynamic_ncols=True)
+    desc = f"extract rank {world.rank}" if world.size > 1 else "extract"
+    bar, lines = progress.bar(cfg.store.progress, total=total, unit="img", desc=desc), progress.Lines(cfg.store.progress, desc, total, "img")
     batches = iter(loader)
     with bar:
         for s in shards:
@@ -110,4 +111,5 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
                 filled += len(indices)
                 bar.update(len(indices))
             store.write_shard(s, buffers, valid)
+            lines.add(len(span), f"shard {s}")
     return total

@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from extract.store.cli_options import float_list, int_list, key_options, user_errors
+from extract.store.config_files import add_config_option
 from probe.config import BASELINE_NAMES, HEAD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
 from probe.recipes import RECIPES, probe_config
+from probe.tables import summary_lines
 
 # torch and the training code load only inside the commands that train, so `--help` and
 # `table` start at once
@@ -61,21 +63,6 @@ def train(train_store, test_store, val_store, **kwargs):
     result = probe(probe_config(kwargs.pop("recipe"), train=train_store, test=test_store, val=val_store, **kwargs))
     if result:
         click.echo(summary_lines(result))
-
-
-def summary_lines(result: dict) -> str:
-    lines = [f"{'member':<48} {'val top-1':>9} {'test top-1':>10}"]
-    for i, m in enumerate(result["members"]):
-        tag = ", ".join(f"{k}={m[k]}" for k in ("lr", "wd", "C", "k") if k in m)
-        label = f"{'*' if i == result['selected'] else ' '} {m['head']} {m['feature_set']} {tag}"
-        val, test = m.get("val", {}).get("top1"), m.get("test", {}).get("top1")
-        lines.append(f"{label:<48} {'' if val is None else f'{val:9.2f}'} {'' if test is None else f'{test:10.2f}'}")
-    has_val = any("val" in m for m in result["members"])
-    how = "selected (*) by validation" if has_val else "no validation split: nothing chosen, the test split reported once"
-    out = f"{how}; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
-    if "test" in result:
-        out = f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} on {result['test']['rows']} rows; " + out
-    return "\n".join(lines + [out])
 
 
 @cli.command("eval")
@@ -213,6 +200,9 @@ def bench_workflow_cmd(images, val_images, test_images, epochs, batch, views, se
     result = bench_workflow(settings, progress=lambda text: click.echo(f"bench-workflow: {text}", err=True))
     write_json(out, result)
     click.echo(format_table(result))
+
+
+add_config_option(cli)  # every command takes --config FILE
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from extract.store.progress import bar as progress_bar
+from extract.store.progress import line as progress_line
 from extract.store.schema import FeatureKey, feature_set_label
 from probe.bank import LinearBank
 from probe.config import TrainSettings  # noqa: F401 - the settings live with the other configs
@@ -211,13 +212,15 @@ def train_grid(
 ) -> dict:
     """Train every member for grid.settings.epochs over epochs(e) (one batch stream per
     epoch), calling after_epoch(e) (in eval mode; its time not counted) after each epoch.
-    Returns timing: seconds, samples, samples/s."""
+    Returns timing (seconds, samples, samples/s) and the history: per epoch, the mean training
+    loss per member and the lr factor the epoch began with."""
     settings = grid.settings
     model = ddp if ddp is not None else grid
     grid.train()
-    samples, started = 0, time.perf_counter()
+    samples, started, history = 0, time.perf_counter(), []
     for epoch in range(settings.epochs):
-        bar = tqdm(total=steps * settings.batch_size, unit="sample", unit_scale=True, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not progress, dynamic_ncols=True, leave=False)
+        summed, count = torch.zeros((), device=device), 0
+        bar = progress_bar(progress, total=steps * settings.batch_size, unit="sample", unit_scale=True, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False)
         for step, (values, labels) in enumerate(epochs(epoch)):
             inputs = head_inputs(values, norms, grid.sets, device)
             loss = model(inputs, torch.from_numpy(labels).to(device))
@@ -225,10 +228,15 @@ def train_grid(
             loss.backward()
             grid.step_all(lr_factor(settings, epoch, step, steps))
             samples += len(labels)
+            summed, count = summed + loss.detach(), count + 1
             bar.update(len(labels))
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item() / len(grid.specs):.3f}")
         bar.close()
+        mean_loss = float(summed) / max(count, 1) / len(grid.specs)
+        history.append({"epoch": epoch + 1, "train_loss": round(mean_loss, 6), "lr_factor": lr_factor(settings, epoch, 0, steps)})
+        rate = samples / max(time.perf_counter() - started, 1e-9)
+        progress_line(progress, f"epoch {epoch + 1}/{settings.epochs}: train loss {mean_loss:.4f} (mean of {len(grid.specs)} members), {rate:,.0f} samples/s")
         if after_epoch is not None:
             paused = time.perf_counter()
             grid.eval()
@@ -237,7 +245,7 @@ def train_grid(
             started += time.perf_counter() - paused
     seconds = time.perf_counter() - started
     grid.eval()
-    return {"seconds": seconds, "samples": samples, "samples_per_s": samples / seconds if seconds > 0 else float("nan")}
+    return {"seconds": seconds, "samples": samples, "samples_per_s": samples / seconds if seconds > 0 else float("nan"), "history": history}
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from extract import __version__
+from extract.store import progress
+from extract.store.cli_options import invocation
 from extract.store.dist import close_world, init_world, pick_device
 from extract.store.schema import FeatureKey, FeatureStore, open_complete, parse_feature_set, pool_label
 from probe import baselines
@@ -37,7 +40,7 @@ from probe.reader import (
     stream_batches,
 )  # fmt: skip
 from probe.results import linear_state, save_head
-from probe.tables import RESULTS_FORMAT, append_row, write_json
+from probe.tables import RESULTS_FORMAT, append_row, summary_lines, write_json
 
 MiB = 1 << 20
 
@@ -124,6 +127,7 @@ class Scores:
     truth: dict[str, np.ndarray] = field(default_factory=dict)
     modules: list = field(default_factory=list)
     timing: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)  # per epoch of the gradient-trained grid: mean train loss, lr factor (members hold their validation curve)
 
 
 def probe(cfg: ProbeConfig) -> dict:
@@ -136,15 +140,22 @@ def probe(cfg: ProbeConfig) -> dict:
     try:
         device = pick_device(cfg.device, world)
         data = prepare(cfg)
-        scores = Scores(tops={s: [] for s in data.evals})
-        if grid_specs(cfg, data.sets):
-            train_heads(cfg, data, scores, device, world)
-        if not world.is_main:
-            return {}
-        baseline_heads = [h for h in cfg.heads if h in BASELINES]
-        if baseline_heads:
-            run_baselines(cfg, data, scores, baseline_heads)
-        return write_outputs(cfg, data, scores, started)
+        name = cfg.name or _default_name(cfg, data.train_store)
+        with progress.run_log(Path(cfg.results), name, enabled=world.is_main) as log_file:
+            progress.LOG.info("arguments: %s", json.dumps(invocation() or {"config": _jsonable_config(cfg)}))
+            progress.LOG.info("stores: %s", json.dumps({s: str(p) for s, p in (("train", cfg.train), ("val", cfg.val), ("test", cfg.test)) if p}))
+            progress.LOG.info("train store key: %s", json.dumps(data.train_store.compatibility_key(), default=str))
+            scores = Scores(tops={s: [] for s in data.evals})
+            if grid_specs(cfg, data.sets):
+                train_heads(cfg, data, scores, device, world)
+            if not world.is_main:
+                return {}
+            baseline_heads = [h for h in cfg.heads if h in BASELINES]
+            if baseline_heads:
+                run_baselines(cfg, data, scores, baseline_heads)
+            result = write_outputs(cfg, data, scores, started, log_file)
+            progress.LOG.info("result:\n%s", summary_lines(result))
+            return result
     finally:
         close_world(world)
 
@@ -212,14 +223,23 @@ def train_heads(cfg: ProbeConfig, data: ProbeData, scores: Scores, device, world
     def epochs(e):
         return stream_batches(reader, data.train_mask, data.labels, batch=per_rank, window_rows=window_rows, seed=seed, epoch=e, rank=world.rank, world=world.size)
 
-    scores.timing["train"] = train_grid(grid, epochs, steps, data.norms, device, ddp=ddp, progress=cfg.progress and world.is_main)
-    scores.timing["train"].update(window_rows=int(window_rows), preload=reader.preload, steps_per_epoch=steps)
+    val_by_epoch = []
+
+    def score_validation(epoch: int) -> None:  # the per-epoch history's validation top-1, every member (rank 0)
+        if world.is_main and "val" in data.evals:
+            r, mask, y = data.evals["val"]
+            top, truth = predict_grid(grid, eval_batches(r, mask, y), data.norms, device, k=1)
+            val_by_epoch.append([round(100.0 * float((top[:, i, 0] == truth).mean()), 4) for i in range(len(specs))])
+
+    timing = train_grid(grid, epochs, steps, data.norms, device, ddp=ddp, progress=cfg.progress and world.is_main, after_epoch=score_validation)
+    scores.history += timing.pop("history")
+    scores.timing["train"] = {**timing, "window_rows": int(window_rows), "preload": reader.preload, "steps_per_epoch": steps}
     if not world.is_main:
         return
     for split, (r, mask, y) in data.evals.items():
         top, scores.truth[split] = predict_grid(grid, eval_batches(r, mask, y), data.norms, device)
         scores.tops[split] += [top[:, i] for i in range(len(specs))]
-    scores.members += [s.describe() for s in specs]
+    scores.members += [{**s.describe(), "val_top1_by_epoch": [v[i] for v in val_by_epoch]} for i, s in enumerate(specs)]
     scores.modules += [grid.member(i) for i in range(len(specs))]
 
 
@@ -232,7 +252,11 @@ def select(members: list[dict], has_val: bool) -> int:
     raise ProbeDataError(f"{len(members)} grid members but no validation rows to choose among them; set --val-fraction or --val")
 
 
-def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: float) -> dict:
+def _jsonable_config(cfg: ProbeConfig) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: float, log_file: Path | None = None) -> dict:
     members, evals, n_classes = scores.members, data.evals, len(data.classes)
     for i, m in enumerate(members):
         for split in evals:
@@ -249,10 +273,13 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
     result = {
         "format": RESULTS_FORMAT, "version": __version__, "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "config": _jsonable_config(cfg),
         "stores": stores,
         "validation": "store" if data.val_store else (f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.training.seed}" if "val" in evals else "none"),
         "classes": data.classes, "members": members, "selected": selected, "head": chosen, "timing": scores.timing,
+        "history": scores.history,
+        "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
+        "log_file": None if log_file is None else str(log_file),
     }  # fmt: skip
     for split in evals:
         result[split] = report(scores.tops[split][selected], scores.truth[split], n_classes)

@@ -65,3 +65,19 @@ def format_table(rows: list[dict]) -> str:
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" if i < 5 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header)] + [fmt.format(*line) for line in lines])
+
+
+def summary_lines(result: dict) -> str:
+    """The members' validation and test top-1, the selected one starred, and where the results went."""
+    lines = [f"{'member':<48} {'val top-1':>9} {'test top-1':>10}"]
+    for i, m in enumerate(result["members"]):
+        tag = ", ".join(f"{k}={m[k]}" for k in ("lr", "wd", "C", "k") if k in m)
+        label = f"{'*' if i == result['selected'] else ' '} {m['head']} {m['feature_set']} {tag}"
+        val, test = m.get("val", {}).get("top1"), m.get("test", {}).get("top1")
+        lines.append(f"{label:<48} {'' if val is None else f'{val:9.2f}'} {'' if test is None else f'{test:10.2f}'}")
+    has_val = any("val" in m for m in result["members"])
+    how = "selected (*) by validation" if has_val else "no validation split: nothing chosen, the test split reported once"
+    out = f"{how}; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
+    if "test" in result:
+        out = f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} on {result['test']['rows']} rows; " + out
+    return "\n".join(lines + [out])

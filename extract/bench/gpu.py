@@ -40,7 +40,7 @@ from extract.models.precision import AUTOCAST_DTYPES
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756.0),
     ("H100 NVL", 835.0),
-    ("H100", 989.0),  # SXM; FACTS.md: about 800 measured on a large matmul
+    ("H100", 989.0),  # SXM (dense bf16, the datasheet peak)
     ("H200", 989.0),  # also GH200
     ("A100", 312.0),
     ("L40S", 362.0),

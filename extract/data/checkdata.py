@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from extract.data.registry import DatasetSpec, get_dataset, open_dataset, parse_options
 from extract.data.sources import DataError, ImageSource
+from extract.store.progress import bar as progress_bar
 
 EXAMPLES = 3  # problems list this many paths, then a count
 
@@ -100,7 +100,7 @@ def check_split(spec: DatasetSpec, root: Path | None, split: str, options: dict,
             result.problems.append(f"{len(result.missing)} image files missing under {source.location}: {_examples(result.missing)}")
     with ThreadPoolExecutor(max(1, workers)) as pool:
         reasons = pool.map(lambda i: _readable(source, i, decode), present, chunksize=64)
-        bar = tqdm(reasons, total=len(present), unit="img", desc=f"check {spec.name} {split}", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(progress, iterable=reasons, total=len(present), unit="img", desc=f"check {spec.name} {split}")
         result.unreadable = [r for r in bar if r is not None]
     if result.unreadable:
         result.problems.append(f"{len(result.unreadable)} unreadable images: {_examples(result.unreadable)}")

@@ -55,7 +55,7 @@ def accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor, batch: int = 100
 def train_classifier(cfg: ClassifierConfig, progress: bool = True) -> dict:
     """Train, keep the validation-best epoch, evaluate it on test once, write the state_dict
     (fp32) and a JSON of the run beside it. Returns that JSON's content."""
-    from tqdm import tqdm
+    from extract.store import progress as store_progress
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -76,7 +76,7 @@ def train_classifier(cfg: ClassifierConfig, progress: bool = True) -> dict:
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = torch.randperm(len(x_tr), generator=gen)
-        for s in tqdm(range(0, len(x_tr), cfg.batch_size), desc=f"epoch {epoch}", disable=not progress, leave=False):
+        for s in store_progress.bar(progress, iterable=range(0, len(x_tr), cfg.batch_size), desc=f"epoch {epoch}", leave=False):
             idx = order[s : s + cfg.batch_size]
             x = x_tr[idx]
             # random horizontal flips: garments are (nearly) mirror-symmetric

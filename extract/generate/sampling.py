@@ -277,8 +277,7 @@ def sample(cfg: SampleConfig, world=None) -> str:
 
 
 def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device) -> str:
-    from tqdm import tqdm
-
+    from extract.store import progress
     from extract.store.provenance import provenance
     from extract.store.schema import FeatureStore, StoreLock
     from extract.store.writer import StorePlan, write_store
@@ -313,7 +312,8 @@ def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device)
         def fill(store: FeatureStore, shards: list[int]) -> int:
             todo = ours["drawn"] = sum(len(store.shard_rows(s)) for s in shards)
             desc = f"sample {preset.name}" + (f" rank {world.rank}" if world.size > 1 else "")
-            with tqdm(total=todo, unit="img", desc=desc, disable=not cfg.progress, position=world.rank, dynamic_ncols=True) as bar:
+            lines = progress.Lines(cfg.progress, desc, todo, "img")
+            with progress.bar(cfg.progress, total=todo, unit="img", desc=desc, position=world.rank) as bar:
                 for s in shards:
                     rows = store.shard_rows(s)
                     batches = []
@@ -325,6 +325,7 @@ def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device)
                     images = np.concatenate(batches)
                     save_pngs(out, images, rows.start)  # before the shard's done marker: a done shard has its PNGs
                     store.write_shard(s, {IMAGE_KEY: images.astype(np.float16)}, np.ones(len(rows), bool))
+                    lines.add(len(rows), f"shard {s}")
             return todo
 
         written = write_store(plan, fill, world, started=started)

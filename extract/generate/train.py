@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from extract import __version__
 from extract.data.registry import open_dataset
@@ -27,6 +26,7 @@ from extract.data.sources import preprocess
 from extract.models.adm import build_unet, count_parameters
 from extract.models.adm_presets import ModelPreset, get_preset
 from extract.models.noise import diffusion_for
+from extract.store import progress
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -142,7 +142,7 @@ def train(cfg: TrainConfig) -> dict:
         (out / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     start = time.monotonic() - seconds
-    bar = tqdm(total=cfg.max_steps, initial=step, unit="step", desc=f"train {preset.name}", dynamic_ncols=True)
+    bar = progress.bar(total=cfg.max_steps, initial=step, unit="step", desc=f"train {preset.name}")
     with open(out / LOG_FILE, "a") as log:
         while step < cfg.max_steps:
             idx, flips, t, gen = step_batch(cfg, step, len(images), diffusion.num_timesteps)
@@ -164,6 +164,7 @@ def train(cfg: TrainConfig) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{step * cfg.batch_size / max(seconds, 1e-9):.0f}")
             if step % cfg.log_every == 0:
+                progress.line(True, f"train {preset.name}: step {step}/{cfg.max_steps}, loss {loss.item():.4f}, {step * cfg.batch_size / max(seconds, 1e-9):.0f} img/s")
                 log.write(json.dumps({"step": step, "images": step * cfg.batch_size, "loss": loss.item(),
                                       "grad_norm": float(grad_norm), "lr": lr_at(cfg, step - 1),
                                       "seconds": round(seconds, 1)}) + "\n")  # fmt: skip

@@ -17,12 +17,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING, DataError, FeatureInput
 from extract.models.pooling import pool, pooled_shape
 from extract.models.weights import CheckpointError, file_sha256, read_state_dict
+from extract.store import progress
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.dist import pick_device
 from extract.store.provenance import provenance
@@ -138,7 +138,7 @@ def extract_backbone(cfg: BackboneConfig) -> str:
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
         total = sum(len(store.shard_rows(s)) for s in shards)
-        with tqdm(total=total, unit="img", desc=cfg.model, disable=not cfg.store.progress) as bar:
+        with progress.bar(cfg.store.progress, total=total, unit="img", desc=cfg.model) as bar:
             for s in shards:
                 span = store.shard_rows(s)
                 shard = {k: np.empty((len(span), *shape), np.float16) for k, shape in shapes.items()}

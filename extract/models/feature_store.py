@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import GRAY_MODES, PREPROCESSING, DataError, ImageSource, center_crop, to_mode
 from extract.models.feature_nets import Extractor, FeatureSpec, build_extractor
+from extract.store import progress
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.provenance import provenance
 from extract.store.schema import FeatureKey, FeatureStore
@@ -131,7 +131,7 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
         total = sum(len(store.shard_rows(s)) for s in shards)
-        with tqdm(total=total, unit="img", desc=f"{net.name} features", disable=not cfg.store.progress) as bar:
+        with progress.bar(cfg.store.progress, total=total, unit="img", desc=f"{net.name} features") as bar:
             for s in shards:
                 span = store.shard_rows(s)
                 out = np.empty((len(span), dim), np.float32)

@@ -1,7 +1,7 @@
 """The one place that imports guided-diffusion.
 
 Only the modules that import cleanly are used: `dist_util`, `image_datasets` and
-`train_util` import mpi4py, which fails to load without an MPI library (FACTS.md).
+`train_util` import mpi4py, which fails to load without an MPI library.
 `guided_diffusion.nn` warns about deprecated `torch.cuda.amp` decorators on import;
 the warnings are harmless and filtered here once.
 """

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING, DataError, FeatureInput
+from extract.store import progress
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.provenance import provenance
 from extract.store.schema import FeatureKey, FeatureStore
@@ -52,7 +52,7 @@ def extract_pixels(cfg: PixelConfig) -> str:
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
         total = sum(len(store.shard_rows(s)) for s in shards)
-        with tqdm(total=total, unit="img", desc="pixels", disable=not cfg.store.progress) as bar:
+        with progress.bar(cfg.store.progress, total=total, unit="img", desc="pixels") as bar:
             for s in shards:
                 span = store.shard_rows(s)
                 batch = []

@@ -7,8 +7,10 @@ and `python -m analysis`.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import sys
+from pathlib import Path
 
 import click
 
@@ -17,16 +19,39 @@ from extract.store.schema import FULL, parse_pool
 ALL_BLOCKS = "all"
 
 
+_INVOCATION: contextvars.ContextVar[dict | None] = contextvars.ContextVar("diffprobe_invocation", default=None)
+
+
+def invocation() -> dict | None:
+    """The running command and its resolved options, as `--config` takes them back (results
+    files record it); None outside a command."""
+    return _INVOCATION.get()
+
+
+def _jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def user_errors(fn):
-    """Library errors that a user can fix become one line on stderr and exit status 2."""
+    """Library errors that a user can fix become one line on stderr and exit status 2. While
+    the command runs, `invocation()` gives its name and resolved options."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        ctx = click.get_current_context(silent=True)
+        record = {"command": ctx.command_path, "options": {k: _jsonable(v) for k, v in ctx.params.items()}} if ctx else None
+        token = _INVOCATION.set(record)
         try:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        finally:
+            _INVOCATION.reset(token)
 
     return wrapper
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import time
@@ -16,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from extract import __version__
 from extract.data.registry import open_dataset
@@ -24,6 +24,8 @@ from extract.data.sources import subset_indices
 from extract.models.adm import load_unet
 from extract.models.adm_presets import get_preset
 from extract.models.weights import weights_label
+from extract.store import progress
+from extract.store.cli_options import invocation
 from extract.store.dist import close_world, init_world
 from extract.store.schema import FeatureKey, pool_label
 from probe.finetune.model import (
@@ -94,7 +96,14 @@ def finetune(cfg: FinetuneConfig) -> dict:
     device = torch.device(cfg.device)
     world = init_world(device)
     try:
-        return _finetune(cfg, preset, block, opts, device, world)
+        with progress.run_log(Path(cfg.results), run_name(cfg, preset, block), enabled=world.is_main) as log_file:
+            progress.LOG.info("arguments: %s", json.dumps(invocation() or {"config": run_fields(cfg)}))
+            progress.LOG.info("resolved recipe %s: %s", cfg.recipe, json.dumps(opts))
+            result = _finetune(cfg, preset, block, opts, device, world, log_file)
+            if result:
+                progress.LOG.info("result: test top-1 %.2f on %d images (epoch %s); weights in %s", result["test"]["top1"], result["test"]["rows"],
+                                  result["head"]["epoch"], result["exported"])  # fmt: skip
+            return result
     finally:
         close_world(world)
 
@@ -139,9 +148,10 @@ def _network(cfg, preset, block, opts, classes: int, device):
 
 
 def _resume(state_path: Path, cfg, net, opt, ema, device):
-    """(step, seconds, best, ema) from a saved state made with the same arguments, or a fresh start."""
+    """(step, seconds, best, ema, log) from a saved state made with the same arguments, or a fresh start.
+    The log holds the per-epoch history and the test scores taken along the way."""
     if not state_path.is_file():
-        return 0, 0.0, {"val_top1": -1.0, "epoch": -1, "state": None, "history": []}, ema
+        return 0, 0.0, {"val_top1": -1.0, "epoch": -1, "state": None}, ema, {"epochs": [], "test": []}
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file is one line
@@ -153,10 +163,14 @@ def _resume(state_path: Path, cfg, net, opt, ema, device):
     opt.load_state_dict(state["opt"])
     if ema is not None:
         ema = [e.to(device) for e in state["ema"]]
-    return int(state["step"]), float(state["seconds"]), {"history": [], **state["best"]}, ema
+    return int(state["step"]), float(state["seconds"]), state["best"], ema, state.get("log", {"epochs": [], "test": []})
 
 
-def _finetune(cfg, preset, block, opts, device, world) -> dict:
+def run_name(cfg: FinetuneConfig, preset, block: int) -> str:
+    return cfg.name or f"finetune-{cfg.head}_{preset.name}_t{cfg.t}_b{block}_p{pool_label(cfg.pool)}"
+
+
+def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data = _splits(cfg, opts["val_fraction"])
@@ -173,7 +187,8 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
     ema = [p.detach().clone() for p in params] if cfg.ema_rate else None
     model = torch.nn.parallel.DistributedDataParallel(net) if world.size > 1 else net
     state_path = out / STATE_FILE
-    step, seconds, best, ema = _resume(state_path, cfg, net, opt, ema, device)
+    step, seconds, best, ema, log = _resume(state_path, cfg, net, opt, ema, device)
+    summed, counted = 0.0, 0  # this epoch's training loss so far (an epoch cut by a resume counts from the resume)
 
     def snapshot() -> dict:
         """The weights evaluation uses: the EMA's when kept, else the live ones (CPU copies)."""
@@ -192,15 +207,24 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
         net.load_state_dict(live)
         return top1
 
+    def end_epoch(epoch: int, val: float | None) -> None:
+        """The epoch's history entry (mean train loss, the lr it ended at, validation top-1) and its progress line."""
+        nonlocal summed, counted
+        entry = {"epoch": epoch + 1, "train_loss": round(summed / max(counted, 1), 6), "lr": opt.param_groups[0]["lr"], "val_top1": val}
+        log["epochs"].append(entry)
+        summed, counted = 0.0, 0
+        progress.line(cfg.progress and world.is_main, f"finetune epoch {epoch + 1}/{epochs}: train loss {entry['train_loss']:.4f}"
+                      + ("" if val is None else f", validation top-1 {val:.2f}") + f", {step * batch / max(seconds, 1e-9):.1f} img/s")  # fmt: skip
+
     def save() -> None:
         if world.is_main:
             _save(state_path, {"config": run_fields(cfg), "net": net.state_dict(), "opt": opt.state_dict(), "ema": ema,
-                               "step": step, "seconds": seconds, "best": best})  # fmt: skip
+                               "step": step, "seconds": seconds, "best": best, "log": log})  # fmt: skip
         world.barrier()
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bf16" else contextlib.nullcontext()
     total = epochs * steps_per_epoch
-    bar = tqdm(total=total * batch, initial=step * batch, unit="img", desc=f"finetune b={block}", disable=not (cfg.progress and world.is_main), dynamic_ncols=True)
+    bar = progress.bar(cfg.progress and world.is_main, total=total * batch, initial=step * batch, unit="img", desc=f"finetune b={block}")
     started = time.perf_counter() - seconds
     while step < total:
         epoch, s = divmod(step, steps_per_epoch)
@@ -223,16 +247,19 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
         step += 1
         seconds = time.perf_counter() - started
         bar.update(batch)
-        bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
+        summed, counted = summed + loss.item(), counted + 1
+        bar.set_postfix(loss=f"{summed / counted:.3f}", epoch=epoch + 1)
         if step % steps_per_epoch == 0 and opts["eval_every"] and (epoch + 1) % opts["eval_every"] == 0:  # reported along the way, never chosen on
-            best["history"] = [*best["history"], [epoch + 1, scored(test_src, test_rows)]]
+            log["test"].append([epoch + 1, scored(test_src, test_rows)])
         if step % steps_per_epoch == 0 and not len(val_rows):  # no validation: the last epoch is the one reported
-            best = {"val_top1": None, "epoch": epoch + 1, "state": None, "history": best["history"]}
+            best = {"val_top1": None, "epoch": epoch + 1, "state": None}
+            end_epoch(epoch, None)
             save()
         elif step % steps_per_epoch == 0:  # epoch end: score validation, keep the best epoch's weights
             val = scored(train_src, val_rows)
             if val > best["val_top1"]:
-                best = {"val_top1": val, "epoch": epoch + 1, "state": snapshot(), "history": best["history"]}
+                best = {"val_top1": val, "epoch": epoch + 1, "state": snapshot()}
+            end_epoch(epoch, val)
             save()
         elif step % cfg.checkpoint_every == 0:
             save()
@@ -245,12 +272,13 @@ def _finetune(cfg, preset, block, opts, device, world) -> dict:
     test = accuracy(evaluate(net, test_src, test_rows, preset, cfg, device), test_src.labels[test_rows])
     export = out / "finetuned.pt"
     torch.save({k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}, export)
-    return write_results(cfg, preset, block, opts, weights, key, named, head, best, test, len(train_rows), len(val_rows), len(test_rows), seconds, export)
+    return write_results(cfg, preset, block, opts, weights, key, named, head, best, log, test, len(train_rows), len(val_rows), len(test_rows), seconds, export,
+                         log_file)  # fmt: skip
 
 
-def write_results(cfg, preset, block, opts, weights, key, named, head, best, test, n_train, n_val, n_test, seconds, export) -> dict:
+def write_results(cfg, preset, block, opts, weights, key, named, head, best, log, test, n_train, n_val, n_test, seconds, export, log_file=None) -> dict:
     """The probe's results format, one member: `probe table`, curves and the report read it."""
-    name = cfg.name or f"finetune-{cfg.head}_{preset.name}_t{cfg.t}_b{block}_p{pool_label(cfg.pool)}"
+    name = run_name(cfg, preset, block)
     member = {"head": cfg.head, "feature_set": key.label, "features": [key.to_dict()], "lr": opts["lr"], "wd": 0.0,
               "finetuned": True, "trainable": cfg.trainable, "freeze_blocks": cfg.freeze_blocks,
               "trainable_parameters": sum(p.numel() for _, p in named) + sum(p.numel() for p in head.parameters()),
@@ -266,9 +294,12 @@ def write_results(cfg, preset, block, opts, weights, key, named, head, best, tes
                        else "none: all of train is trained on and the last epoch is reported"),
         "members": [member], "selected": 0, "head": member,
         "val": {"top1": best["val_top1"], "rows": n_val}, "test": {**test, "rows": n_test},
-        "test_along_the_way": {"every_epochs": opts["eval_every"], "top1": best.get("history", []), "use": "reported only; nothing is chosen on it"},
+        "history": log["epochs"],
+        "test_along_the_way": {"every_epochs": opts["eval_every"], "top1": log["test"], "use": "reported only; nothing is chosen on it"},
         "timing": {"train": {"seconds": round(seconds, 1)}, "total_seconds": round(seconds, 1)},
         "exported": str(export),
+        "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
+        "log_file": None if log_file is None else str(log_file),
     }  # fmt: skip
     out_dir = Path(cfg.results)
     write_json(out_dir / f"{name}.json", result)

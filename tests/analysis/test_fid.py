@@ -217,7 +217,9 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
     (tmp_path / "res").mkdir()
     (tmp_path / "res" / "probe_results.csv").write_text((tmp_path / "probe_results.csv").read_text().replace("name,model", "name,head,t,b,pool,train_rows,test_top5,model")
                                                         .replace("\nA,", "\nA,linear,10,9,full,1,99,").replace("\nB,", "\nB,linear,10,8,full,1,99,").replace("\nC,", "\nC,linear,10,8,full,1,99,"))  # fmt: skip
-    text = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json").read_text()
+    md, page, _ = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json")
+    text = md.read_text()
+    assert "12.346" in page.read_text() and "<h2>Generation</h2>" in page.read_text()
     assert "## Generation" in text and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | 89.5 |" in text
 
 

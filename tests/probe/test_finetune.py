@@ -248,7 +248,8 @@ def test_other_recipes_keep_fp32_weights(recipe):
 
 def test_the_test_split_is_scored_along_the_way_and_only_reported(fmnist_env, tmp_path):
     """diffssl's eval_interval: the recipe scores the test split every 7 epochs; the scores are
-    reported beside the result (the last one is the reported test top-1) and pick nothing."""
+    reported beside the result (the last one is the reported test top-1) and pick nothing. Every
+    run keeps its per-epoch history (train loss, lr, validation top-1 where there is one)."""
     import probe.finetune.run as ftrun
     from probe.finetune.model import FT_RECIPES
 
@@ -258,5 +259,9 @@ def test_the_test_split_is_scored_along_the_way_and_only_reported(fmnist_env, tm
     along = result["test_along_the_way"]
     assert along["every_epochs"] == 1 and [e for e, _ in along["top1"]] == [1, 2]
     assert along["top1"][-1][1] == result["test"]["top1"] and result["head"]["epoch"] == 2
+    assert [h["epoch"] for h in result["history"]] == [1, 2] and all(h["val_top1"] is None and h["train_loss"] > 0 for h in result["history"])
+    log = Path(result["log_file"]).read_text()
+    assert "finetune epoch 1/2: train loss" in log and "finetune epoch 2/2" in log and "result: test top-1" in log
     paper = ftrun.finetune(config(tmp_path / "b", recipe="paper", epochs=1))
     assert paper["test_along_the_way"]["top1"] == []
+    assert paper["history"][0]["val_top1"] == paper["val"]["top1"] and paper["history"][0]["lr"] == pytest.approx(1e-3)

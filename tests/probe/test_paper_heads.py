@@ -167,9 +167,8 @@ def test_paper_fusion_trains_from_one_store_and_its_head_file_reloads(tmp_path):
 def test_pooling_at_extraction_equals_the_fusion_heads_own_pooling_on_the_full_map():
     """b=30 stored at 16x16 (`--block-pool 30:max16`) gives the fusion head what it computes
     itself from the whole 64x64 map: the head pools every block to min(size, 16)."""
-    from probe.paper_heads import PaperFusionHead
-
     from extract.models.pooling import pool
+    from probe.paper_heads import PaperFusionHead
 
     torch.manual_seed(0)
     b24, b30 = torch.randn(3, 8, 16, 16), torch.randn(3, 4, 64, 64)
