@@ -172,6 +172,9 @@ def fd(real, fake, key_label, k, pr_rows, out):
 @click.option("--random-init/--no-random-init", default=False, help="random feature weights: a pipeline check, not an FID")
 @click.option("--k", type=click.IntRange(min=1), default=3, help="neighbours for precision and recall")
 @click.option("--pr-rows", type=click.IntRange(min=4), default=5000, help="feature rows of each side sampled for precision and recall")
+@click.option("--kid-subsets", type=click.IntRange(min=1), default=100, show_default=True, help="kernel distance (KID): random subsets ...")
+@click.option("--kid-subset-size", type=click.IntRange(min=2), default=1000, show_default=True, help="... of this many rows of each side (fewer if a side has fewer)")
+@click.option("--inception-score/--no-inception-score", default=True, show_default=True, help="with Inception features: the samples' Inception Score (a second Inception pass, over their logits)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100)
 @click.option("--seed", type=int, default=0, help="seeds --limit, --split-half and the precision/recall rows")
 @click.option("--device", default="cpu")
@@ -182,7 +185,8 @@ def fd(real, fake, key_label, k, pr_rows, out):
 @user_errors
 def fid_cmd(data, data_root, split, data_opts, limit, channels, out, **options):
     """FID (Inception-v3 via torch-fidelity) or the Fréchet distance in another feature space, with
-    precision and recall, between samples and real images or reference statistics: `extract
+    precision and recall, KID (the kernel distance) and, with Inception, the samples' Inception
+    Score, between samples and real images or reference statistics: `extract
     features` writes each side's store (in a child process), then the distance reads them."""
     from analysis.fid import DataSpec, FidConfig, StepFailed, fid
 

@@ -50,6 +50,19 @@ def store_stats(store: FeatureStore, key: FeatureKey, pr_rows: int, seed: int) -
     return stats, np.concatenate(sample)
 
 
+def store_rows(store: FeatureStore, key: FeatureKey) -> np.ndarray:
+    """Every valid row of one key (first view), flattened, float32: (n, d). For metrics that need
+    the rows themselves (the kernel distance, the Inception Score), not only their moments."""
+    array, valid = store.array(key), store.valid()
+    out = []
+    for s in range(store.n_shards):
+        span = store.shard_rows(s)
+        x = array[span.start : span.stop]
+        x = np.asarray(x[:, 0] if store.views > 1 else x, dtype=np.float32).reshape(len(x), -1)
+        out.append(x[valid[span.start : span.stop]])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
 def store_distance(a: str | Path, b: str | Path, key: FeatureKey | None = None, *, k: int = 3, pr_rows: int = 5000, seed: int = 0) -> StoreDistance:
     """Fréchet distance and precision/recall of store b's features against store a's (the reference)."""
     sa, sb = open_complete(a), open_complete(b)

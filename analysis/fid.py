@@ -15,6 +15,7 @@ reference statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.distance import store_stats
+from analysis.distance import store_rows, store_stats
 from analysis.frechet import frechet_distance, precision_recall
+from analysis.gen_metrics import IS_SPLITS, inception_score, kernel_distance
 from extract.store.schema import FeatureKey, open_complete
 
 STATS_FORMAT = "diffprobe-fid-stats-1"
@@ -69,6 +71,9 @@ class FidConfig:
     device: str = "cpu"
     k: int = 3
     pr_rows: int = 5000
+    kid_subsets: int = 100  # the kernel distance: this many random subsets (torch-fidelity's default) ...
+    kid_subset_size: int = 1000  # ... of this many rows of each side (fewer when a side has fewer rows)
+    inception_score: bool = True  # with Inception features: the samples' Inception Score from the logits (a second Inception pass)
     batch_size: int = 100
     seed: int = 0
     cache: Path = Path("cache/fid")
@@ -92,10 +97,18 @@ class FidResult:
     stores: tuple[str | None, str]
     seconds: float
     version: str = ""
+    kid: tuple[float, float] | None = None  # (mean, std) over subsets; named KID in Inception's features
+    kid_metric: str | None = None
+    kid_subset_size: int | None = None
+    inception_score: tuple[float, float] | None = None  # (mean, std) over 10 splits of the samples
+    notes: tuple[str, ...] = ()  # why a metric is absent
 
     def line(self) -> str:
         pr = f", precision {self.precision:.3f}, recall {self.recall:.3f} (k={self.k})" if self.precision is not None else ", precision/recall: no real features"
-        return f"{self.metric} {self.fd:.4f}{pr}; {self.n_fake} samples vs {self.n_real or '?'} real"
+        kid = f", {self.kid_metric} {self.kid[0]:.5f} +- {self.kid[1]:.5f} (subsets of {self.kid_subset_size})" if self.kid else ""
+        isc = f", Inception Score {self.inception_score[0]:.3f} +- {self.inception_score[1]:.3f}" if self.inception_score else ""
+        notes = "".join(f"\n  {n}" for n in self.notes)
+        return f"{self.metric} {self.fd:.4f}{pr}{kid}{isc}; {self.n_fake} samples vs {self.n_real or '?'} real{notes}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -253,8 +266,36 @@ def _sides(cfg: FidConfig) -> tuple[Side, Side]:
     return store_side(feature_store(cfg, name, args), cfg), fake
 
 
+def _kid_name(features: dict) -> str:
+    return _metric_name(features).replace("FID", "KID").replace("FD (", "KD (")
+
+
+def _kernel(cfg: FidConfig, real: Side, fake: Side) -> tuple[tuple[float, float] | None, int | None, str | None]:
+    """The kernel distance between every row of the two stores, or why it cannot be computed."""
+    if real.store is None:
+        return None, None, "kernel distance: the real side is a statistics file (mu, sigma), not feature rows"
+    a, b = store_rows(open_complete(real.store), FEATURE_KEY), store_rows(open_complete(fake.store), FEATURE_KEY)
+    size = min(cfg.kid_subset_size, len(a), len(b))
+    if size < 2:
+        return None, None, "kernel distance: fewer than 2 rows on a side"
+    return kernel_distance(b, a, cfg.kid_subsets, size), size, None  # samples first, as torch-fidelity's input1: the same subsets it draws
+
+
+def _inception_score(cfg: FidConfig, fake: Side) -> tuple[tuple[float, float] | None, str | None]:
+    """The samples' Inception Score (Inception features only; from a store of their logits)."""
+    if not cfg.inception_score or fake.features.get("features") != "inception":
+        return None, ("Inception Score: needs --features inception (with --inception-weights)" if cfg.inception_score else None)
+    if cfg.fake is None:
+        return None, "Inception Score: computed for samples (--fake), not for --split-half"
+    if (fake.n or 0) < IS_SPLITS:
+        return None, f"Inception Score: {fake.n} samples, fewer than its {IS_SPLITS} splits"
+    logits = store_rows(open_complete(_samples_store(dataclasses.replace(cfg, features="inception-logits"), Path(cfg.fake))), FEATURE_KEY)
+    return inception_score(logits), None
+
+
 def fid(cfg: FidConfig) -> FidResult:
-    """Fréchet distance and precision/recall of the samples against the real side."""
+    """Fréchet distance, precision/recall and the kernel distance of the samples against the real
+    side, and the samples' Inception Score with Inception features."""
     from extract import __version__
 
     started = time.perf_counter()
@@ -266,5 +307,8 @@ def fid(cfg: FidConfig) -> FidResult:
     if real.sample is not None:
         precision, recall = precision_recall(real.sample, fake.sample, k=cfg.k)
         pr_rows = (len(real.sample), len(fake.sample))
+    kid, kid_size, kid_note = _kernel(cfg, real, fake)
+    isc, isc_note = _inception_score(cfg, fake)
     return FidResult(fd, precision, recall, real.n, fake.n, _metric_name(fake.features), fake.features, real.record, fake.record,
-                     cfg.k, pr_rows, (real.store, fake.store), round(time.perf_counter() - started, 2), __version__)  # fmt: skip
+                     cfg.k, pr_rows, (real.store, fake.store), round(time.perf_counter() - started, 2), __version__,
+                     kid, _kid_name(fake.features) if kid else None, kid_size, isc, tuple(n for n in (kid_note, isc_note) if n))  # fmt: skip

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 COLUMNS = ["label", "model", "weights", "sampler", "steps", "samples", "real", "features", "metric", "fd", "precision", "recall",
-           "probe_test_top1", "probe_features", "feature_net_test_top1"]  # fmt: skip
+           "kid", "kid_std", "inception_score", "inception_score_std", "probe_test_top1", "probe_features", "feature_net_test_top1", "notes"]  # fmt: skip
 
 
 def _provenance(fake: dict) -> dict:
@@ -44,6 +44,10 @@ def _best_probe(rows: list[dict], model: str, weights: str) -> dict | None:
     return max(same, key=lambda r: float(r["val_top1"])) if same else None
 
 
+def _part(pair, i: int, digits: int):
+    return None if not pair else round(pair[i], digits)
+
+
 def generation_rows(results: list[tuple[str, str | Path]], probe_table: str | Path | None = None, feature_net: str | Path | None = None) -> list[dict]:
     """One row per (label, fid JSON). `feature_net` is the classifier's training record (its
     .json), whose test accuracy says how good the feature space is."""
@@ -70,8 +74,10 @@ def generation_rows(results: list[tuple[str, str | Path]], probe_table: str | Pa
                      "metric": r["metric"], "fd": round(r["fd"], 3),
                      "precision": None if r["precision"] is None else round(r["precision"], 3),
                      "recall": None if r["recall"] is None else round(r["recall"], 3),
+                     "kid": _part(r.get("kid"), 0, 5), "kid_std": _part(r.get("kid"), 1, 5),
+                     "inception_score": _part(r.get("inception_score"), 0, 3), "inception_score_std": _part(r.get("inception_score"), 1, 3),
                      "probe_test_top1": probe["test_top1"] if probe else None, "probe_features": probe["features"] if probe else None,
-                     "feature_net_test_top1": net_acc})  # fmt: skip
+                     "feature_net_test_top1": net_acc, "notes": "; ".join(r.get("notes", []))})  # fmt: skip
     return rows
 
 
@@ -97,10 +103,14 @@ def read_table(path: str | Path) -> list[dict]:
 def markdown(rows: list[dict]) -> list[str]:
     """The table as Markdown lines (for the report)."""
     def cell(v):
-        return "-" if v is None else str(v)
+        return "-" if v is None or v == "" else str(v)
 
-    lines = ["| samples | weights | sampler, steps | n | vs real | FD | precision | recall | probe test top-1 |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| samples | weights | sampler, steps | n | vs real | FD | precision | recall | KID | IS | probe test top-1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
+        kid = "-" if r.get("kid") is None else f"{r['kid']} +- {r['kid_std']}"
+        isc = "-" if r.get("inception_score") is None else f"{r['inception_score']} +- {r['inception_score_std']}"
         lines.append(f"| {r['label']} | {r['weights']} | {r['sampler']}, {r['steps']} | {r['samples']} | {r['real']} | {r['fd']} | "
-                     f"{cell(r['precision'])} | {cell(r['recall'])} | {cell(r['probe_test_top1'])} |")  # fmt: skip
-    return lines
+                     f"{cell(r['precision'])} | {cell(r['recall'])} | {kid} | {isc} | {cell(r['probe_test_top1'])} |")  # fmt: skip
+    notes = sorted({n for r in rows for n in str(r.get("notes") or "").split("; ") if n})
+    return lines + ([""] + [f"- {n}" for n in notes] if notes else [])

@@ -3,6 +3,8 @@
 - `inception`: Inception-v3's 2048-d pool features as the public FID code computes them,
   through torch-fidelity's port of the TensorFlow graph (its bilinear resize to 299 matches
   TensorFlow's); the weights come from a local file (`--inception-weights`), never downloaded.
+  `inception-logits`: the same network's 1008 logits (torch-fidelity's `logits_unbiased`), for
+  the Inception Score.
 - `torchvision:resnet50`, `torchvision:vit_b_16`: the last block of extract's backbones, averaged
   over positions, on images preprocessed as `extract backbone` does (224, ImageNet mean/std).
 - `classifier:FILE`: the small Fashion-MNIST CNN's 128-d features (extract.models.classifier).
@@ -61,7 +63,7 @@ def _nchw(images: np.ndarray, device: torch.device, rgb: bool) -> torch.Tensor:
     return x.contiguous().to(device)
 
 
-def inception_network(state: dict[str, torch.Tensor] | None):
+def inception_network(state: dict[str, torch.Tensor] | None, layer: str = "2048"):
     """torch-fidelity's Inception-v3 with the given weights, or with PyTorch's default init
     (an architecture-only build, for tests) when state is None.
 
@@ -77,7 +79,7 @@ def inception_network(state: dict[str, torch.Tensor] | None):
     buffer = io.BytesIO()
     torch.save(state or {}, buffer)
     buffer.seek(0)
-    return Inception("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+    return Inception("inception-v3-compat", [layer], feature_extractor_weights_path=buffer)
 
 
 def inception_shapes() -> dict[str, tuple[int, ...]]:
@@ -85,26 +87,31 @@ def inception_shapes() -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in inception_network(None).state_dict().items()}
 
 
-def _inception(spec: FeatureSpec, arg: str) -> Extractor:
+# torch-fidelity's layer names: pool3 for FID and KID, the 1008 logits (without the bias) for the Inception Score
+INCEPTION_LAYERS = {"inception": ("2048", "2048 (pool3)", 2048), "inception-logits": ("logits_unbiased", "logits_unbiased (1008)", 1008)}
+
+
+def _inception(spec: FeatureSpec, arg: str, family: str = "inception") -> Extractor:
     import torch_fidelity
 
     from extract.models.weights import CheckpointError, file_sha256, fit_of, read_state_dict
 
-    record = {"features": "inception", "implementation": f"torch-fidelity {torch_fidelity.__version__}", "layer": "2048 (pool3)"}
+    layer, described, dim = INCEPTION_LAYERS[family]
+    record = {"features": family, "implementation": f"torch-fidelity {torch_fidelity.__version__}", "layer": described}
     if spec.random_init == (spec.inception_weights is not None):
-        raise ValueError(f"--features inception needs --inception-weights FILE (torch-fidelity's {TORCH_FIDELITY_WEIGHTS}; "
+        raise ValueError(f"--features {family} needs --inception-weights FILE (torch-fidelity's {TORCH_FIDELITY_WEIGHTS}; "
                          "it cannot be downloaded here), or --random-init for a pipeline check")  # fmt: skip
     if spec.random_init:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
-            net = inception_network(None)
+            net = inception_network(None, layer)
         record.update(weights="random-init", init_seed=spec.seed)
     else:
         state = read_state_dict(spec.inception_weights)
         fit = fit_of({k: tuple(v.shape) for k, v in state.items()}, inception_shapes())
         if not fit.ok:
             raise CheckpointError(f"{spec.inception_weights} is not torch-fidelity's Inception-v3 ({TORCH_FIDELITY_WEIGHTS}): {fit.describe(limit=2)}")
-        net = inception_network({k: v.float() for k, v in state.items()})
+        net = inception_network({k: v.float() for k, v in state.items()}, layer)
         sha = file_sha256(spec.inception_weights)
         record.update(weights=Path(spec.inception_weights).name, sha256=sha, standard=sha.startswith(TORCH_FIDELITY_SHA256_PREFIX))
     device = torch.device(spec.device)
@@ -115,7 +122,7 @@ def _inception(spec: FeatureSpec, arg: str) -> Extractor:
         (feats,) = net(_nchw(images, device, rgb=True))
         return feats.double().cpu().numpy()
 
-    return Extractor("inception", record, 2048, fn)
+    return Extractor(family, record, dim, fn)
 
 
 def _classifier(spec: FeatureSpec, arg: str) -> Extractor:
@@ -173,6 +180,7 @@ def _pixels(spec: FeatureSpec, arg: str) -> Extractor:
 FAMILIES: dict[str, Callable[[FeatureSpec, str], Extractor]] = {
     "pixels": _pixels,
     "inception": _inception,
+    "inception-logits": lambda spec, arg: _inception(spec, arg, "inception-logits"),
     "classifier": _classifier,
     "torchvision": _torchvision,
 }
@@ -184,5 +192,5 @@ def build_extractor(spec: FeatureSpec) -> Extractor:
     try:
         factory = FAMILIES[family]
     except KeyError:
-        raise ValueError(f"--features {spec.features!r}: choose inception, classifier:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels") from None
+        raise ValueError(f"--features {spec.features!r}: choose inception, inception-logits, classifier:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels") from None
     return factory(spec, arg)

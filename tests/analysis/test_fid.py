@@ -77,6 +77,11 @@ def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_pat
     expected = frechet_distance(fr.mean(0), np.cov(fr, rowvar=False), ff.mean(0), np.cov(ff, rowvar=False))
     assert result.fd == pytest.approx(expected, rel=1e-6) and result.fd > 0
     assert (result.precision, result.recall) == pytest.approx(precision_recall(fr, ff), abs=1e-12)
+    from analysis.gen_metrics import kernel_distance  # the kernel distance of the same rows, the samples first; no Inception Score here
+
+    assert result.kid == pytest.approx(kernel_distance(ff.astype(np.float32), fr.astype(np.float32), 100, 90), rel=1e-5)
+    assert result.kid_metric == "KD (classifier)" and result.metric == "FD (classifier)" and result.kid_subset_size == 90
+    assert result.inception_score is None and any("needs --features inception" in n for n in result.notes)
 
 
 def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
@@ -220,7 +225,7 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
     md, page, _ = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json")
     text = md.read_text()
     assert "12.346" in page.read_text() and "<h2>Generation</h2>" in page.read_text()
-    assert "## Generation" in text and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | 89.5 |" in text
+    assert "## Generation" in text and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | - | - | 89.5 |" in text
 
 
 def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):
