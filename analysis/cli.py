@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from extract.store.cli_options import key_options, user_errors
+from extract.store.cli_options import invocation, key_options, user_errors
 from extract.store.config_files import add_config_option
 
 CKA_MAX_MEMORY_GB = 2.0  # analysis.linear_paths.DEFAULT_MAX_BYTES, kept here so --help loads no numpy code
@@ -128,7 +128,7 @@ def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, li
     out.with_suffix(".json").write_text(json.dumps({"rows": result.rows, "cols": result.cols, "cka": result.matrix.round(6).tolist(),
                                                     "images": result.n, "kernel": result.kernel, "sources": result.sources,
                                                     **({"batch": batch, "seed": seed} if kernel == "minibatch" else {}),
-                                                    **({"path": result.method} if result.method else {})}, indent=1) + "\n")  # fmt: skip
+                                                    **({"path": result.method} if result.method else {}), "invocation": invocation()}, indent=1) + "\n")  # fmt: skip
     how = f", by {result.method}" if result.method else ""
     click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} {result.kernel} CKA over {result.n} images{how})")
 
@@ -152,7 +152,7 @@ def fd(real, fake, key_label, k, pr_rows, out):
     click.echo(result.line())
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
+        out.write_text(json.dumps({**dataclasses.asdict(result), "invocation": invocation()}, indent=1) + "\n")
 
 
 @cli.command("fid")
@@ -198,7 +198,7 @@ def fid_cmd(data, data_root, split, data_opts, limit, channels, out, **options):
     click.echo(result.line())
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+        out.write_text(json.dumps({**result.to_dict(), "invocation": invocation()}, indent=1, default=str) + "\n")
 
 
 @cli.command("gen-table")

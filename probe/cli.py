@@ -53,6 +53,7 @@ def cli():
 @click.option("--name", help="results name [default: heads and store name]")
 @click.option("--device", help="cpu, cuda, cuda:1 [default: CUDA when present]")
 @click.option("--progress/--no-progress", default=True)
+@click.option("--tensorboard", type=click.Path(path_type=Path), help="also write the per-epoch history (train loss, lr, each member's validation top-1) as TensorBoard event files under DIR/NAME")
 @user_errors
 def train(train_store, test_store, val_store, **kwargs):
     """Train heads (a grid: heads x features x lrs x wds) in one pass, select on validation, test."""
@@ -164,6 +165,7 @@ def bench_batches_cmd(out):
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--name")
 @click.option("--progress/--no-progress", default=True)
+@click.option("--tensorboard", type=click.Path(path_type=Path), help="also write the per-epoch history (train loss, lr, validation top-1) as TensorBoard event files under DIR/NAME")
 @user_errors
 def finetune(pool, **options):
     """Fine-tune the U-Net up to block b with a head, end to end (the U-Net in the loop; torchrun for DDP)."""

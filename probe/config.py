@@ -58,3 +58,4 @@ class ProbeConfig:
     name: str | None = None
     device: str | None = None
     progress: bool = True
+    tensorboard: Path | None = None  # also write the per-epoch history as TensorBoard event files here

@@ -41,6 +41,7 @@ from probe.reader import (
 )  # fmt: skip
 from probe.results import linear_state, save_head
 from probe.tables import RESULTS_FORMAT, append_row, summary_lines, write_json
+from probe.tensorboard import write_history
 
 MiB = 1 << 20
 
@@ -155,6 +156,10 @@ def probe(cfg: ProbeConfig) -> dict:
                 run_baselines(cfg, data, scores, baseline_heads)
             result = write_outputs(cfg, data, scores, started, log_file)
             progress.LOG.info("result:\n%s", summary_lines(result))
+            if cfg.tensorboard is not None:
+                rows = [{**h, "val_top1": [m.get("val_top1_by_epoch", [])[i] for m in result["members"] if len(m.get("val_top1_by_epoch", [])) > i]}
+                        for i, h in enumerate(result["history"])]  # fmt: skip
+                progress.LOG.info("tensorboard: %s", write_history(Path(cfg.tensorboard) / result["name"], rows))
             return result
     finally:
         close_world(world)

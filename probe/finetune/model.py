@@ -97,6 +97,7 @@ class FinetuneConfig:
     name: str | None = None
     results: Path = Path("results")
     progress: bool = True
+    tensorboard: Path | None = None  # also write the per-epoch history as TensorBoard event files here
 
     def resolved(self) -> dict:
         """The recipe's values for every option left unset."""
@@ -109,7 +110,7 @@ class FinetuneConfig:
 
 
 # fields that change no value of the run: resuming with other values is allowed
-_NOT_IN_RUN = {"out", "checkpoint_every", "device", "progress", "results", "name", "eval_every"}
+_NOT_IN_RUN = {"out", "checkpoint_every", "device", "progress", "results", "name", "eval_every", "tensorboard"}
 
 
 def validate(cfg: FinetuneConfig) -> None:

@@ -47,6 +47,7 @@ from probe.heads import parse_head_options
 from probe.metrics import accuracy
 from probe.reader import carve_validation
 from probe.tables import RESULTS_FORMAT, append_row, write_json
+from probe.tensorboard import write_history
 
 
 def run_fields(cfg: FinetuneConfig) -> dict:
@@ -100,6 +101,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
             progress.LOG.info("arguments: %s", json.dumps(invocation() or {"config": run_fields(cfg)}))
             progress.LOG.info("resolved recipe %s: %s", cfg.recipe, json.dumps(opts))
             result = _finetune(cfg, preset, block, opts, device, world, log_file)
+            if result and cfg.tensorboard is not None:
+                progress.LOG.info("tensorboard: %s", write_history(Path(cfg.tensorboard) / result["name"], result["history"]))
             if result:
                 progress.LOG.info("result: test top-1 %.2f on %d images (epoch %s); weights in %s", result["test"]["top1"], result["test"]["rows"],
                                   result["head"]["epoch"], result["exported"])  # fmt: skip
