@@ -99,7 +99,7 @@ clean: ## remove the feature caches (not .venv, not the committed evidence/)
 	rm -rf $(or $(OUT),cache)
 
 # ---------------------------------------------------------------- benchmarks (results in $(BENCH_OUT))
-bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about 50 min, most of it bench-workflow's on-line training): tables in $(BENCH_OUT)/bench.txt, JSON beside
+bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about an hour, most of it bench-workflow's on-line arms): tables in $(BENCH_OUT)/bench.txt, JSON beside
 	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { echo "make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(uname -m)"; \
 	  $(MAKE) --no-print-directory bench-extract bench-probe bench-cka bench-io bench-workflow; } | tee $(BENCH_OUT)/bench.txt
@@ -107,7 +107,7 @@ bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about 50 m
 bench-extract: $(VENV_STAMP) ## early exit vs the full forward (adm256 b=24, tiny, tiny-sd, tiny-dit) and cached latents vs VAE encoding, one run
 	$(PY) -m extract bench --out $(BENCH_OUT)/extract.json
 
-bench-workflow: $(VENV_STAMP) fashion-mnist ## linear and attention heads at matched steps: on-line (fresh crop, flip and noise; fresh noise) vs cached 1/4/8 views, 3 seeds (about 40 min)
+bench-workflow: $(VENV_STAMP) fashion-mnist ## linear and attention heads at matched steps: on-line (fresh crop, flip and noise; fresh noise) vs cached 1/4/8 views, 3 seeds (about 50 min)
 	$(PY) -m probe bench-workflow --out $(BENCH_OUT)/workflow.json
 
 bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes
