@@ -32,7 +32,8 @@ GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})  # 
 PREPROCESSING = "guided-diffusion center crop: halve (box) while short side >= 2s, bicubic short side to s, center crop; x/127.5-1"
 
 
-IMAGEFOLDER_LAYOUT = "ROOT/<split>/<class>/<image> or ROOT/<class>/<image>"
+IMAGEFOLDER_LAYOUT = "ROOT/<split>/<class>/<image> (or ROOT/<class>/<image>, read as --split all)"
+ALL_SPLIT = "all"
 HDF5_LAYOUT = "ROOT = a .h5 file (or a folder of <split>.h5): images (N,H,W[,C]) uint8, labels (N,)"
 FASHION_MNIST_LAYOUT = "IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in ROOT, $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist"
 
@@ -160,15 +161,21 @@ def open_image(path: Path) -> Image.Image:
 
 
 def imagefolder(root: Path | None, split: str) -> ImageSource:
-    """root/<split>/<class>/<image> (or root/<class>/<image>); classes sorted by name."""
+    """root/<split>/<class>/<image>, or root/<class>/<image> as split "all"; classes sorted by name.
+    A split with no folder of its own is an error, never the root: a train and a test store read
+    from one folder would hold the same images."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     if root is None:
         raise DataError(f"--data imagefolder needs --data-root; expected layout: {IMAGEFOLDER_LAYOUT}")
     root = Path(root)
-    folder = root / split if split and (root / split).is_dir() else root
-    if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}; expected layout: {IMAGEFOLDER_LAYOUT}")
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}; expected layout: {IMAGEFOLDER_LAYOUT}")
+    whole = split in ("", ALL_SPLIT)  # ROOT/<class>/<image>: one set of images, asked for as --split all
+    folder = root if whole else root / split
+    if not folder.is_dir():  # never the root in a split's place: train and test would hold the same images
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())[:6]
+        raise DataError(f"no {split}/ folder in {root} (it holds: {', '.join(found) or 'no folders'}); expected layout: {IMAGEFOLDER_LAYOUT}")
     try:
         classes, class_to_idx = find_classes(str(folder))
         samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)

@@ -56,6 +56,16 @@ def test_imagefolder_missing_root_is_an_error(tmp_path):
         imagefolder(tmp_path / "nope", "train")
 
 
+def test_a_split_without_its_folder_is_an_error_never_the_root(image_folder):
+    """Reading the root for a missing split would put the same images in train and test."""
+    with pytest.raises(DataError, match=r"no test/ folder in .* \(it holds: train\); expected layout: ROOT/<split>/<class>/<image>"):
+        imagefolder(image_folder, "test")
+    flat = image_folder / "train"  # ROOT/<class>/<image>: the whole folder is split "all", and only that
+    assert imagefolder(flat, "all").classes == ["cat", "dog"] and len(imagefolder(flat, "all").ids) == 6
+    with pytest.raises(DataError, match="no train/ folder"):
+        imagefolder(flat, "train")
+
+
 def test_hdf5_source(tmp_path):
     path = tmp_path / "d.h5"
     with h5py.File(path, "w") as f:
