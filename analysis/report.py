@@ -16,6 +16,7 @@ import html
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def gather(results_dirs: list[Path], cka_dirs: list[Path], generation: Path | No
     return found
 
 
-ROW_COLUMNS = ["head", "model", "weights", "dataset", "t", "b", "pool", "train_rows", "test_rows", "val_top1", "test_top1"]
+ROW_COLUMNS = ["name", "head", "model", "weights", "dataset", "t", "b", "pool", "train_rows", "test_rows", "val_top1", "test_top1"]
 
 
 def _markdown(found: Found, title: str) -> str:
@@ -179,6 +180,11 @@ th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-s
 details{font-size:12px;color:#444}code{font-size:12px}.missing{background:#fff6e0;padding:.5em 1em}"""
 
 
+def _code(text: str) -> str:
+    """Escaped text with Markdown's `code` spans as <code>."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+
+
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -204,13 +210,13 @@ def _html(found: Found, title: str) -> str:
 
         parts.append("<h2>Generation</h2>")
         parts.append(_html_table(list(COLUMNS), [[("-" if r.get(c) is None else r.get(c)) for c in COLUMNS] for r in found.generation]))
-        parts.append(f"<p><em>{e(found.generation_caption)}</em></p>")
+        parts.append(f"<p><em>{_code(found.generation_caption)}</em></p>")
     for heading, figures in (("Ablations", found.curves), ("CKA", found.cka)):
         if figures:
             parts.append(f"<h2>{heading}</h2>")
         for f in figures:
             data = base64.b64encode(f.png).decode("ascii")
-            parts.append(f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'><figcaption>{e(f.caption)}</figcaption></figure>")
+            parts.append(f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'><figcaption>{_code(f.caption)}</figcaption></figure>")
     if found.missing:
         parts.append("<h2>Not in this report</h2><div class='missing'><ul>" + "".join(f"<li>{e(m)}</li>" for m in found.missing) + "</ul></div>")
     parts.append("</body></html>")

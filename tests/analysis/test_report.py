@@ -62,7 +62,7 @@ def test_the_html_page_embeds_every_figure_and_holds_the_table(tmp_path):
     _cka_map(tmp_path / "results" / "cka", "mb", "minibatch")
     md, page, missing = build_report([tmp_path / "results"], [tmp_path / "results" / "cka"], tmp_path / "rep", "t", generation=tmp_path / "none.json")
     text = md.read_text()
-    assert "| linear | tiny | random-init |" in text and "![curves_run1](curves_run1.png)" in text
+    assert "| run1 | linear | tiny | random-init |" in text and "![curves_run1](curves_run1.png)" in text
     assert (tmp_path / "rep" / "curves_run1.png").is_file() and (tmp_path / "rep" / "blocks.png").is_file()
     parsed = _Page()
     parsed.feed(page.read_text())
@@ -73,6 +73,7 @@ def test_the_html_page_embeds_every_figure_and_holds_the_table(tmp_path):
     assert not re.search(r"src=['\"](?!data:)", page.read_text())  # nothing fetched from elsewhere
     captions = " ".join(parsed.captions)
     assert "Linear CKA over 50 images" in captions and "Minibatch CKA (unbiased HSIC) over 50 images" in captions
+    assert "<code>te.zarr</code>" in page.read_text() and "`te.zarr`" not in page.read_text()  # Markdown code spans become <code>
     lo, hi = wilson(result["test"]["top1"], result["test"]["rows"])
     assert f"{lo:.2f}-{hi:.2f}" in page.read_text() and "run1.json" in page.read_text()  # the interval, and the run's provenance
     assert missing == [m for m in missing if m.startswith("generation")] and len(missing) == 1
