@@ -1,0 +1,3 @@
+from diffprobe.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""`diffprobe STAGE ...` runs `python -m STAGE ...`: the stage's own command group, imported only
+when it is named, so `diffprobe probe table` loads no more than `python -m probe table` does."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES = {
+    "extract": "run a network once per image and write feature stores (and sample, train the demo)",
+    "probe": "train classification heads on the stores, evaluate them, fine-tune the encoder",
+    "analysis": "CKA, accuracy curves, the report, Frechet distances, KID and IS",
+}
+
+
+def usage() -> str:
+    lines = ["Usage: diffprobe STAGE [COMMAND] [OPTIONS]", "", "Stages:"]
+    lines += [f"  {name:<9} {text}" for name, text in STAGES.items()]
+    return "\n".join(lines + ["", "`diffprobe STAGE --help` lists a stage's commands."])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        sys.exit(0)
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}", file=sys.stderr)
+        sys.exit(2)
+    group = importlib.import_module(f"{stage}.cli").cli
+    group.main(args=rest, prog_name=f"diffprobe {stage}")
