@@ -243,6 +243,9 @@ def bench_gpu_cmd(channels_last, compiled, out, **options):
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="cpu")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: torch's choice]")
+@click.option("--init", type=click.Path(path_type=Path, dir_okay=False), help="start from these weights (e.g. the shipped demo EMA) with a fresh optimizer")
+@click.option("--keep-every", type=click.IntRange(min=1), help="also keep the EMA every N steps (snapshots/ema-step<N>.pt), for curves over training")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=200, show_default=True)
 @user_errors
 def train(**options):
     """Train a U-Net without labels (guided-diffusion's losses, EMA, uniform t), resumably."""

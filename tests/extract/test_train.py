@@ -87,3 +87,25 @@ def test_fp16_export_halves_the_file_and_loads_as_fp32(tmp_path, fmnist_env):
     ema = torch.load(tmp_path / "r" / "ema.pt", weights_only=True)
     for k, v in model.state_dict().items():
         assert v.dtype == torch.float32 and torch.equal(v, ema[k].half().float()), k
+
+
+def test_a_run_started_from_weights_keeps_snapshots_and_records_its_init(tmp_path, fmnist_env):
+    train(config(tmp_path / "first", max_images=8))
+    export_ema(tmp_path / "first", tmp_path / "start.pt")
+    start = torch.load(tmp_path / "start.pt", weights_only=True)
+    train(config(tmp_path / "next", max_images=16, init=str(tmp_path / "start.pt"), keep_every=2, lr=1e-12, warmup_steps=0))
+    snaps = sorted(p.name for p in (tmp_path / "next" / "snapshots").iterdir())
+    assert snaps == ["ema-step2.pt", "ema-step4.pt"]
+    meta = json.loads((tmp_path / "next" / "train_meta.json").read_text())
+    assert meta["init"]["path"] == str(tmp_path / "start.pt") and len(meta["init"]["sha256"]) == 64
+    # at a vanishing lr the EMA stays at the init weights: the run really started from them
+    snap = torch.load(tmp_path / "next" / "snapshots" / "ema-step4.pt", weights_only=True)
+    assert all(torch.allclose(snap[k], start[k].float(), atol=1e-6) for k in start)
+    with pytest.raises(ValueError, match="cannot resume with a different init"):
+        train(config(tmp_path / "next", max_images=16, keep_every=2))
+
+
+def test_init_weights_of_another_model_are_one_clear_error(tmp_path, fmnist_env):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not demo-fmnist's weights"):
+        train(config(tmp_path / "r", init=str(tmp_path / "foreign.pt")))
