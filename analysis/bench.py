@@ -59,3 +59,102 @@ def format_table(rows: list[dict]) -> str:
         agree = f"{r['gram_minus_streamed']:+.1e}" if "gram_minus_streamed" in r else "-"
         lines.append(f"{r['n']:>7} {r['streamed_seconds']:>11.2f} {r['streamed_peak_mb']:>12.1f} {gram_s:>8} {gram_mb:>9}  {agree}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- full feature maps, through the store paths
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def _measure_rss(fn):
+    """(value, seconds, peak resident memory above the start): sampled every 5 ms, so numpy's
+    and torch's allocations both count."""
+    import threading
+
+    base, peak, stop = _rss(), [0], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss() - base)
+            stop.wait(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    try:
+        value = fn()
+    finally:
+        seconds = time.perf_counter() - started
+        stop.set()
+        watcher.join()
+    return value, seconds, max(peak[0], _rss() - base)
+
+
+def _synthetic_pair(path, n: int, shape: tuple[int, ...], seed: int = 0):
+    """A store of two keys with `shape` rows each: a map and a noisy rolled copy of it (fp16)."""
+    from extract.store.schema import FeatureKey, FeatureStore
+
+    keys = (FeatureKey(150, 24, None), FeatureKey(150, 25, None))
+    rng = np.random.default_rng(seed)
+    store = FeatureStore.create(path, row_shapes=dict.fromkeys(keys, shape), ids=[str(i) for i in range(n)], labels=np.zeros(n, np.int64),
+                                index=np.arange(n), shard_rows=256, views=1, dtype="float16", attrs={})  # fmt: skip
+    for s in range(store.n_shards):
+        span = store.shard_rows(s)
+        x = rng.standard_normal((len(span), *shape), dtype=np.float32)
+        y = np.roll(x, 1, axis=-1) + 0.5 * rng.standard_normal(x.shape, dtype=np.float32)
+        store.write_shard(s, {keys[0]: x.astype(np.float16), keys[1]: y.astype(np.float16)}, np.ones(len(span), bool))
+    store.finish({})
+    return keys
+
+
+def bench_full_maps(store=None, keys=("t10/b9/full", "t10/b30/full"), imagenet_rows: int = 1000, max_gb: float = 2.0, device: str = "cpu",
+                    paths=("moments", "gram", "tiles")) -> list[dict]:  # fmt: skip
+    """Linear CKA between two full feature maps by each exact path that fits in max_gb: a real
+    store's two keys (the demo's b=9 and b=30 maps) and a synthetic ImageNet-b=24-sized pair
+    (1024 x 16 x 16 = 262,144 values an image). Time and peak resident memory; agreement."""
+    import tempfile
+    from pathlib import Path
+
+    from analysis.compare import cka_map
+    from analysis.linear_paths import plan_linear  # noqa: F401 - the paths measured are the ones cka_map plans
+    from extract.store.schema import FeatureKey
+
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if store is not None:
+            cases.append((f"{Path(store).name}: {keys[0]} vs {keys[1]}", Path(store), tuple(FeatureKey.parse(k) for k in keys)))
+        pair = _synthetic_pair(Path(tmp) / "imagenet-b24.zarr", imagenet_rows, (1024, 16, 16))
+        cases.append((f"synthetic ImageNet b=24 full map (262,144 values) x {imagenet_rows} images", Path(tmp) / "imagenet-b24.zarr", pair))
+        rows = []
+        for label, path, (ka, kb) in cases:
+            reference = None
+            for linear_path in paths:
+                row = {"case": label, "path": linear_path, "device": device if linear_path == "tiles" else "cpu", "max_gb": max_gb}
+                try:
+                    m, seconds, peak = _measure_rss(lambda: cka_map(path, ts=(ka.t,), bs=(ka.b, kb.b), pools=(None,), linear_path=linear_path,
+                                                                  device=row["device"], max_bytes=int(max_gb * 2**30), progress=False))  # fmt: skip
+                except ValueError as e:
+                    rows.append({**row, "skipped": str(e).split(";")[0]})
+                    continue
+                value = float(m.matrix[0, 1])
+                reference = value if reference is None else reference
+                rows.append({**row, "n": m.n, "dims": [int(np.prod(_shape(path, k))) for k in (ka, kb)], "cka": round(value, 8),
+                             "seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20, 1), "minus_first": value - reference})  # fmt: skip
+    return rows
+
+
+def _shape(path, key) -> tuple[int, ...]:
+    from extract.store.schema import FeatureStore
+
+    return tuple(FeatureStore.open(path).array(key).shape[1:])
+
+
+def format_full_maps(rows: list[dict]) -> str:
+    lines = [f"{'case':<70} {'path':<8} {'s':>8} {'peak MB':>9}  CKA (minus the first path)"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['case']:<70} {r['path']:<8} skipped: {r['skipped']}")
+        else:
+            lines.append(f"{r['case']:<70} {r['path']:<8} {r['seconds']:>8.2f} {r['peak_rss_mb']:>9.0f}  {r['cka']:.6f} ({r['minus_first']:+.1e})")
+    return "\n".join(lines)

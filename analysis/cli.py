@@ -101,15 +101,18 @@ def _members(runs) -> dict[str, list[dict]]:
 @click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=CKA_MAX_MEMORY_GB, show_default=True,
               help="linear: most memory its arrays may take. It takes the first exact path that fits: feature moments "
                    "(16 D^2 bytes for D features over all keys), one centred Gram matrix per key (8 n^2 bytes each for n images, "
-                   "plus one key's rows as stored), or one pair of keys at a time; a request that fits none is refused")  # fmt: skip
-@click.option("--linear-path", type=click.Choice(["auto", "moments", "gram", "pairwise"]), default="auto", show_default=True,
+                   "plus one key's rows as stored), one pair of keys at a time, or tiles of the Gram matrices (two tiles of rows of "
+                   "every key in float64 and one n_tile^2 block per key, the tile as tall as the cap allows: any width, any n); "
+                   "a request that fits none is refused")  # fmt: skip
+@click.option("--linear-path", type=click.Choice(["auto", "moments", "gram", "pairwise", "tiles"]), default="auto", show_default=True,
               help="linear: force one path (they agree to rounding); auto picks by size")
+@click.option("--device", default="cpu", show_default=True, help="linear: cuda, cuda:1, ... runs the tiles path there (float64 torch)")
 @click.option("--max-rows", type=click.IntRange(min=4), default=5000, help="rbf: most images (n x n kernels)")
 @click.option("--batch", type=click.IntRange(min=4), default=256, help="minibatch: rows per minibatch")
 @click.option("--seed", type=int, default=0, show_default=True, help="minibatch: the seeded row order (batches mix classes on class-sorted stores)")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, linear_path, max_rows, batch, seed, progress):
+def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, linear_path, device, max_rows, batch, seed, progress):
     """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
     from analysis.compare import cka_map, plot_cka
 
@@ -120,7 +123,7 @@ def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, li
         blocks = ()
     filters = dict(ts=ts, bs=blocks, pools=pools)
     result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, seed=seed,
-                     max_bytes=int(max_memory_gb * 2**30), linear_path=linear_path, progress=progress, **filters)  # fmt: skip
+                     max_bytes=int(max_memory_gb * 2**30), linear_path=linear_path, device=device, progress=progress, **filters)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_cka(result, title)
     fig.savefig(out, dpi=130)
@@ -225,15 +228,26 @@ def gen_table(results, probe_table, feature_net, out):
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/cka.json"))
 @click.option("--sizes", default="2000,10000,50000", help="numbers of images")
+@click.option("--store", type=click.Path(path_type=Path, exists=True, file_okay=False), help="full maps: a real store holding --keys")
+@click.option("--keys", default="t10/b9/full,t10/b30/full", show_default=True, help="full maps: the store's two keys")
+@click.option("--imagenet-rows", type=click.IntRange(min=16), default=1000, show_default=True, help="full maps: images of the synthetic b=24 case")
+@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="full maps: the paths' cap")
+@click.option("--device", default="cpu", show_default=True, help="full maps: the tiles path's device")
+@click.option("--full-maps/--no-full-maps", default=True, show_default=True)
 @user_errors
-def bench(out, sizes):
-    """Streamed linear CKA vs the Gram-matrix version: time and peak memory against n."""
-    from analysis.bench import bench_cka, format_table
+def bench(out, sizes, store, keys, imagenet_rows, max_memory_gb, device, full_maps):
+    """Streamed linear CKA vs the Gram-matrix version against n; then full feature maps through
+    each exact path (moments, gram, tiles): time, peak memory, agreement."""
+    from analysis.bench import bench_cka, bench_full_maps, format_full_maps, format_table
 
     rows = bench_cka(_ints(sizes))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1) + "\n")
     click.echo(format_table(rows))
+    result = {"moments_vs_gram": rows}
+    if full_maps:
+        result["full_maps"] = bench_full_maps(store, tuple(keys.split(",")), imagenet_rows, max_memory_gb, device)
+        click.echo(format_full_maps(result["full_maps"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
     click.echo(f"written: {out}")
 
 

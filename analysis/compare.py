@@ -26,7 +26,7 @@ class CkaMap:
     n: int  # images compared
     sources: dict  # label -> store path and model
     kernel: str = "linear"
-    method: str = ""  # linear: the exact path taken (moments, gram or pairwise)
+    method: str = ""  # linear: the exact path taken (moments, gram, pairwise or tiles)
 
 
 def _label(key: FeatureKey) -> str:
@@ -113,7 +113,7 @@ def _minibatch(arrays, views, dims, valid, rows, cols, batch, block_rows, seed, 
 
 def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] = ("A", "B"), *, ts=(), bs=(), pools=(),
             kernel: str = "linear", block_rows: int = 4096, batch: int = 256, max_rows: int = 5000, bandwidth: float = 0.5,
-            seed: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, linear_path: str = "auto", progress: bool = True) -> CkaMap:  # fmt: skip
+            seed: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, linear_path: str = "auto", device: str = "cpu", progress: bool = True) -> CkaMap:  # fmt: skip
     """CKA of every selected key of store a against every selected key of store b (or of a
     itself). kernel: 'linear' (exact; by feature moments, per-key Gram matrices or one pair at a
     time, whichever fits in max_bytes: `analysis.linear_paths`), 'rbf' (bandwidth x median distance, at most
@@ -144,7 +144,7 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
         if n < 2:
             raise StoreError("fewer than 2 valid images to compare")
         matrix, method = linear_cka(Keys(arrays, views, dims, valid), rows, cols, max_bytes=max_bytes, block_rows=block_rows,
-                                    path=linear_path, progress=progress)  # fmt: skip
+                                    path=linear_path, device=device, progress=progress)  # fmt: skip
     elif kernel == "rbf":
         matrix, n = _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress)
     else:

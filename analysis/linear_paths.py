@@ -10,8 +10,12 @@ All three paths compute the same number, ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T
   wide keys (full feature maps) and moderate n.
 - pairwise: one pair of keys at a time, by moments (16 (d_i + d_j)^2 bytes) or by two Gram
   matrices (16 n^2 bytes), whichever fits; each key's Gram is rebuilt for each pair it is in.
+- tiles: the Gram matrices' inner products accumulated tile pair by tile pair
+  (`analysis.tiled_cka`), with tiles as tall as `max_bytes` allows: bounded memory whatever
+  n and d, at n^2 (d_1 + d_2 + ...) multiply-adds; float64 torch, on a GPU with `device`.
 
-`plan_linear` picks the first that fits in `max_bytes`; a request that fits none is refused.
+`plan_linear` picks the first that fits in `max_bytes` (on a device other than the CPU, tiles);
+a request that fits none is refused.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.cka import CrossMoments, linear_cka_matrix
+from analysis.tiled_cka import MIN_TILE, tile_bytes, tiled_linear_cka
 from extract.store.progress import bar as progress_bar
 
-PATHS = ("auto", "moments", "gram", "pairwise")
+PATHS = ("auto", "moments", "gram", "pairwise", "tiles")
 DEFAULT_MAX_BYTES = 2 << 30
 GIB = 2**30
 
@@ -69,30 +74,37 @@ def gram_bytes(keys: Keys, held: int) -> int:
     return held * 8 * n * n + work
 
 
-def plan_linear(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, block_rows: int, path: str = "auto") -> str:
-    """The path to take: the one asked for, or under 'auto' the first of moments, gram and
-    pairwise whose memory fits in max_bytes. Raises ValueError naming the sizes where none fits."""
+def plan_linear(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, block_rows: int, path: str = "auto", device: str = "cpu") -> str:
+    """The path to take: the one asked for, or under 'auto' the first of moments, gram, pairwise
+    and tiles whose memory fits in max_bytes (tiles on a device other than the CPU). Raises
+    ValueError naming the sizes where none fits."""
     if path not in PATHS:
         raise ValueError(f"linear CKA path must be one of {', '.join(PATHS)}, got {path!r}")
     used = sorted(set(rows) | set(cols))
     dims = [keys.dims[i] for i in used]
+    sizes = [keys.itemsize(i) for i in used]
     n = keys.n
     block_rows = min(block_rows, len(keys.valid))
     need = {
         "moments": moments_bytes(dims, block_rows),
         "gram": gram_bytes(keys, len(used)),
         "pairwise": min(gram_bytes(keys, 2), max(moments_bytes([keys.dims[i], keys.dims[j]], block_rows) for i in rows for j in cols)),
+        "tiles": tile_bytes(dims, sizes, min(n, MIN_TILE)),
     }
+    if path == "auto" and device != "cpu":
+        path = "tiles"
     if path != "auto":
         if need[path] > max_bytes:
             raise ValueError(f"linear CKA by {path} needs {need[path] / GIB:.1f} GiB, more than the {max_bytes / GIB:.1f} GiB allowed (--max-memory-gb)")
+        if device != "cpu" and path != "tiles":
+            raise ValueError(f"--device {device} runs the tiles path only; the {path} path runs on the CPU")
         return path
-    for name in ("moments", "gram", "pairwise"):
+    for name in ("moments", "gram", "pairwise", "tiles"):
         if need[name] <= max_bytes:
             return name
     raise ValueError(f"linear CKA of {len(used)} keys (up to {max(dims)} features each) over {n} images needs at least "
-                     f"{need['pairwise'] / GIB:.1f} GiB even one pair at a time, more than the {max_bytes / GIB:.1f} GiB allowed "
-                     "(--max-memory-gb); compare fewer images (--limit at extraction), smaller pools, or use --kernel minibatch")  # fmt: skip
+                     f"{need['tiles'] / GIB:.1f} GiB even by {MIN_TILE}-row tiles, more than the {max_bytes / GIB:.1f} GiB allowed "
+                     "(--max-memory-gb); compare fewer keys at once or smaller pools")  # fmt: skip
 
 
 def _rows(arr, view: bool, start: int, stop: int) -> np.ndarray:
@@ -196,10 +208,13 @@ def _by_pairs(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, bloc
 
 
 def linear_cka(keys: Keys, rows: list[int], cols: list[int], *, max_bytes: int = DEFAULT_MAX_BYTES, block_rows: int = 4096,
-               path: str = "auto", progress: bool = True) -> tuple[np.ndarray, str]:  # fmt: skip
+               path: str = "auto", device: str = "cpu", progress: bool = True) -> tuple[np.ndarray, str]:  # fmt: skip
     """CKA of every key in `rows` against every key in `cols`: (len(rows), len(cols)) and the
-    path taken. Memory stays under max_bytes (numpy's arrays; the store reader adds its own)."""
-    chosen = plan_linear(keys, rows, cols, max_bytes, block_rows, path)
+    path taken. Memory stays under max_bytes (numpy's or the device's arrays; the store reader
+    adds its own block of rows)."""
+    chosen = plan_linear(keys, rows, cols, max_bytes, block_rows, path, device)
+    if chosen == "tiles":
+        return tiled_linear_cka(keys, rows, cols, max_bytes=max_bytes, device=device, block_rows=block_rows, progress=progress), chosen
     if chosen == "moments":
         return _by_moments(keys, rows, cols, block_rows, progress), chosen
     if chosen == "gram":

@@ -1,7 +1,17 @@
-"""Cache I/O: reading a store's feature array against a raw contiguous numpy read of the same bytes.
+"""Cache I/O: codecs and readers against a raw numpy read of the same bytes, in one run.
 
-Both files are written first, so both reads come from a warm page cache: the ratio is the
-cost of Zarr's decoding (sharding index, zstd, CRC32C), not of the disk."""
+The same rows are written once per codec in the store's own layout (row-shards of
+`shard_rows`, inner chunks of CHUNK_BYTES) and read back shard by shard, as probe and
+analysis read, by each reader that can read that layout:
+
+- zarr-python (its default concurrency; and with async.concurrency raised);
+- tensorstore's zarr3 driver, when it is installed;
+- diffprobe's shard reader (`extract.store.shard_read`), for the CRC32C-only layout.
+
+Everything is written first, so every read comes from a warm page cache: the ratios are
+the cost of decoding (sharding index, codec, CRC32C), not of the disk. The rows are
+activation-like (SiLU of per-channel scaled and shifted normals, fp16), and optionally the
+rows of one key of a real store."""
 
 from __future__ import annotations
 
@@ -10,57 +20,129 @@ import time
 from pathlib import Path
 
 import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from extract.store.schema import FeatureKey, FeatureStore
+from extract.store.schema import CHUNK_BYTES, FeatureKey, FeatureStore, chunk_rows_for, feature_codecs
+from extract.store.shard_read import FeatureArray
 
-KEY = FeatureKey(150, 24, 2)
+CODECS = {
+    "crc32c (diffprobe's)": feature_codecs,
+    "none": lambda: [],
+    "zstd-1 + crc32c": lambda: [ZstdCodec(level=1), Crc32cCodec()],
+    "zstd-3 + crc32c (earlier stores)": lambda: [ZstdCodec(level=0), Crc32cCodec()],  # level 0 is zstd's default, 3
+    "blosc-lz4 bitshuffle + crc32c": lambda: [BloscCodec(cname="lz4", shuffle="bitshuffle", typesize=2), Crc32cCodec()],
+}
 
 
-def bench_io(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048, repeats: int = 3) -> dict:
-    rng = np.random.default_rng(0)
+def activation_like(rows: int, dim: int, seed: int = 0) -> np.ndarray:
+    """(rows, dim // 4, 2, 2) fp16: SiLU of normals with a scale and shift per channel, as a pooled block's output."""
+    rng = np.random.default_rng(seed)
+    c = dim // 4
+    scale, shift = rng.uniform(0.2, 2.0, (1, c, 1, 1)), rng.normal(0, 1, (1, c, 1, 1))
+    h = rng.standard_normal((rows, c, 2, 2), dtype=np.float32) * scale + shift
+    return (h / (1 + np.exp(-h))).astype(np.float16)
+
+
+def _write(path: Path, x: np.ndarray, shard_rows: int, codecs: list) -> zarr.Array:
+    row = x.shape[1:]
+    rows = chunk_rows_for(int(np.prod(row)) * x.itemsize, shard_rows)
+    array = zarr.open_group(str(path), mode="w").create_array(
+        "x", shape=x.shape, dtype=x.dtype, chunks=(rows, *row), shards=(shard_rows, *row), compressors=codecs, fill_value=float("nan"))
+    for s in range(0, len(x), shard_rows):
+        array[s : s + shard_rows] = x[s : s + shard_rows]
+    return array
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _best(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _readers(path: Path, n: int, shard_rows: int) -> dict:
+    """name -> a function reading every row shard by shard, for the readers that can read this layout."""
+    spans = [(s, min(s + shard_rows, n)) for s in range(0, n, shard_rows)]
+    za = zarr.open_array(str(path / "x"), mode="r")
+    readers = {"zarr-python": lambda: [za[a:b] for a, b in spans]}
+
+    def zarr_concurrent():
+        with zarr.config.set({"async.concurrency": 64, "threading.max_workers": 4}):
+            arr = zarr.open_array(str(path / "x"), mode="r")
+            return [arr[a:b] for a, b in spans]
+
+    readers["zarr-python, concurrency 64"] = zarr_concurrent
+    try:
+        import tensorstore as ts
+
+        spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "x")}}
+        handle = ts.open(spec, read=True).result()
+        readers["tensorstore"] = lambda: [handle[a:b].read().result() for a, b in spans]
+    except ImportError:
+        pass
+    fast = FeatureArray(za)
+    if fast.fast:
+        readers["diffprobe shard reader"] = lambda: [fast[a:b] for a, b in spans]
+    return readers
+
+
+def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: str = "activation-like") -> dict:
+    """Every codec x reader on the rows x, against np.load of the same bytes."""
+    n, nbytes = len(x), x.nbytes
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = FeatureStore.create(
-            Path(tmp) / "io.zarr", row_shapes={KEY: (dim // 4, 2, 2)}, ids=[str(i) for i in range(rows)],
-            labels=np.zeros(rows, np.int64), index=np.arange(rows), shard_rows=shard_rows, views=1, dtype="float16", attrs={},
-        )  # fmt: skip
         raw = Path(tmp) / "raw.npy"
-        data = np.lib.format.open_memmap(raw, mode="w+", dtype=np.float16, shape=(rows, dim // 4, 2, 2))
-        for s in range(store.n_shards):
-            span = store.shard_rows(s)
-            x = rng.standard_normal((len(span), dim // 4, 2, 2), dtype=np.float32).astype(np.float16)
-            store.write_shard(s, {KEY: x}, np.ones(len(span), bool))
-            data[span.start : span.stop] = x
-        data.flush()
-        del data
-        nbytes = rows * dim * 2
+        np.save(raw, x)
+        raw_s = _best(lambda: np.load(raw), repeats)
+        offset = np.load(raw, mmap_mode="r").offset
 
-        def zarr_read():
-            array = store.array(KEY)
-            return sum(int(array[s.start : s.stop].shape[0]) for s in map(store.shard_rows, range(store.n_shards)))
+        def raw_by_shard():
+            with open(raw, "rb") as f:
+                row_bytes = nbytes // n
+                return [np.fromfile(f, dtype=x.dtype, count=(min(s + shard_rows, n) - s) * row_bytes // x.itemsize, offset=offset + s * row_bytes)
+                        for s in range(0, n, shard_rows)]  # fmt: skip
 
-        def numpy_read():
-            return int(np.load(raw).shape[0])
-
-        timings = {}
-        for name, fn in (("zarr store", zarr_read), ("raw numpy", numpy_read)):
-            best = float("inf")
-            for _ in range(repeats):
-                started = time.perf_counter()
-                assert fn() == rows
-                best = min(best, time.perf_counter() - started)
-            timings[name] = best
-        return {
-            "rows": rows, "dim": dim, "mb": round(nbytes / 1e6, 1), "store_mb": round(store.size_bytes() / 1e6, 1),
-            "zarr_seconds": round(timings["zarr store"], 3), "numpy_seconds": round(timings["raw numpy"], 3),
-            "zarr_mb_per_s": round(nbytes / 1e6 / timings["zarr store"], 1), "numpy_mb_per_s": round(nbytes / 1e6 / max(timings["raw numpy"], 1e-9), 1),
-            "zarr_over_numpy": round(timings["zarr store"] / max(timings["raw numpy"], 1e-9), 2),
-        }  # fmt: skip
+        raw_shard_s = _best(raw_by_shard, repeats)
+        for name, codecs in CODECS.items():
+            path = Path(tmp) / name.split()[0]
+            _write(path, x, shard_rows, codecs())
+            size = _size(path / "x")
+            for reader, fn in _readers(path, n, shard_rows).items():
+                values = fn()
+                assert np.array_equal(np.concatenate(values), x, equal_nan=True), (name, reader)
+                seconds = _best(fn, repeats)
+                rows.append({"codec": name, "reader": reader, "mb_per_s": round(nbytes / 1e6 / seconds, 1), "seconds": round(seconds, 4),
+                             "size_ratio": round(size / nbytes, 3), "of_raw": round(raw_s / seconds, 3)})  # fmt: skip
+    return {"data": label, "rows": n, "row_shape": list(x.shape[1:]), "dtype": str(x.dtype), "mb": round(nbytes / 1e6, 1),
+            "shard_rows": shard_rows, "chunk_bytes": CHUNK_BYTES, "repeats": repeats,
+            "raw_mb_per_s": round(nbytes / 1e6 / raw_s, 1), "raw_by_shard_mb_per_s": round(nbytes / 1e6 / raw_shard_s, 1), "results": rows}  # fmt: skip
 
 
-def format_table(r: dict) -> str:
-    return "\n".join([
-        f"cache I/O: {r['rows']} rows x {r['dim']} fp16 features ({r['mb']} MB; {r['store_mb']} MB on disk), warm page cache, best of 3",
-        f"  zarr store (sharded, zstd, crc32c)  {r['zarr_mb_per_s']:>8.0f} MB/s  ({r['zarr_seconds']:.2f} s)",
-        f"  raw numpy read of the same bytes    {r['numpy_mb_per_s']:>8.0f} MB/s  ({r['numpy_seconds']:.2f} s)",
-        f"  store / raw time                    {r['zarr_over_numpy']:>8.2f}x",
-    ])  # fmt: skip
+def bench_io(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048, repeats: int = 3, store: Path | None = None, key: str | None = None) -> dict:
+    """Activation-like rows and, with `store`, one key of a real store (its first `rows` rows)."""
+    parts = [bench_data(activation_like(rows, dim), shard_rows, repeats)]
+    if store is not None:
+        s = FeatureStore.open(store)
+        k = FeatureKey.parse(key) if key else max(s.keys(), key=lambda k: int(np.prod(s.array(k).shape[1:])))
+        x = s.array(k)[: min(rows, s.n_rows)]
+        parts.append(bench_data(np.ascontiguousarray(x), min(shard_rows, int(s.layout["shard_rows"])), repeats, f"{Path(store).name} {k}"))
+    return {"parts": parts}
+
+
+def format_table(result: dict) -> str:
+    lines = []
+    for r in result["parts"]:
+        lines += [f"cache I/O, {r['data']}: {r['rows']} rows x {r['row_shape']} {r['dtype']} ({r['mb']} MB), {r['shard_rows']}-row shards, "
+                  f"warm page cache, best of {r['repeats']}",
+                  f"  raw np.load of the same bytes: {r['raw_mb_per_s']:.0f} MB/s (by shard with np.fromfile: {r['raw_by_shard_mb_per_s']:.0f} MB/s)",
+                  f"  {'codec':<34} {'reader':<28} {'MB/s':>7} {'of raw':>7} {'size':>6}"]  # fmt: skip
+        for row in r["results"]:
+            lines.append(f"  {row['codec']:<34} {row['reader']:<28} {row['mb_per_s']:>7.0f} {row['of_raw']:>6.0%} {row['size_ratio']:>5.2f}x")
+    return "\n".join(lines)

@@ -19,7 +19,8 @@ A store is one Zarr v3 group:
 
 Rows are grouped in shards of `shard_rows`; a shard is the unit of work, of writing and of
 resume. Feature arrays use Zarr sharding (one shard file per row-shard, inner chunks of a
-few MiB) with a CRC32C codec on every chunk, so a corrupt chunk raises on read. Unwritten
+few MiB) with a CRC32C codec on every chunk and no compression, so a corrupt chunk raises
+on read and rows are read straight from the shard files (`extract.store.shard_read`). Unwritten
 feature rows read as NaN. The store is complete only when every done flag is 1 and then
 `complete` is set in the root attrs, last.
 """
@@ -35,11 +36,22 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.codecs import Crc32cCodec
+
+from extract.store.shard_read import FeatureArray
 
 FORMAT = "diffprobe-features"
 SCHEMA_VERSION = 1
 CHUNK_BYTES = 4 << 20  # target size of one inner chunk
+
+
+def feature_codecs() -> list:
+    """Codecs inside each shard of a feature array: a CRC32C per chunk, no compression.
+
+    Dense activations compress by about a third with zstd, but decoding then runs at a
+    fraction of the disk's speed (BENCHMARKS.md, `make bench-io`); the CRC keeps a corrupt
+    chunk from reading as features. Stores written with zstd (before this) still read."""
+    return [Crc32cCodec()]
 STORE_DTYPES = ("float16", "float32")
 
 _FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "index", "valid", "progress/done"
@@ -285,7 +297,7 @@ class FeatureStore:
                 dtype=dtype,
                 chunks=(rows, *row),
                 shards=(shard_rows, *row),
-                compressors=[ZstdCodec(level=0), Crc32cCodec()],
+                compressors=feature_codecs(),
                 fill_value=float("nan"),
             )
             arrays.append({**key.to_dict(), "shape": [n, *row], "chunk_rows": rows})
@@ -353,11 +365,12 @@ class FeatureStore:
     def keys(self) -> list[FeatureKey]:
         return [FeatureKey.from_dict(a) for a in self.attrs["arrays"]]
 
-    def array(self, key: FeatureKey) -> zarr.Array:
+    def array(self, key: FeatureKey) -> FeatureArray:
+        """The key's features for reading: `shape`, `dtype` and row slices (read from the shard files)."""
         if key not in self.keys():
             held = ", ".join(str(k) for k in self.keys())
             raise StoreError(f"{self.path} has no features for {key}; it holds: {held}")
-        return self.group[key.path]
+        return FeatureArray(self.group[key.path])
 
     def labels(self) -> np.ndarray:
         return self.group[_LABELS][:]

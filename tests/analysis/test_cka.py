@@ -170,21 +170,22 @@ def _wide_stores(tmp_path, n=48, views=1):
 
 
 @pytest.mark.parametrize("views", [1, 3])
-def test_the_three_linear_paths_agree_with_the_moments_and_the_definition(tmp_path, views):
+def test_the_four_linear_paths_agree_with_the_moments_and_the_definition(tmp_path, views):
     a, b, valid = _wide_stores(tmp_path, views=views)
     maps = {p: cka_map(tmp_path / "wa.zarr", tmp_path / "wb.zarr", linear_path=p, block_rows=10, progress=False)
-            for p in ("moments", "gram", "pairwise")}  # fmt: skip
-    assert {p: m.method for p, m in maps.items()} == {"moments": "moments", "gram": "gram", "pairwise": "pairwise"}
+            for p in ("moments", "gram", "pairwise", "tiles")}  # fmt: skip
+    assert {p: m.method for p, m in maps.items()} == {"moments": "moments", "gram": "gram", "pairwise": "pairwise", "tiles": "tiles"}
     np.testing.assert_allclose(maps["gram"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
     np.testing.assert_allclose(maps["pairwise"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(maps["tiles"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
     ka, kb = sorted(a, key=FeatureKey.sort_key), sorted(b, key=FeatureKey.sort_key)
     first = (lambda x: x[:, 0]) if views > 1 else (lambda x: x)
     ref = linear_cka_gram(first(a[ka[1]])[valid].reshape(valid.sum(), -1), first(b[kb[2]])[valid].reshape(valid.sum(), -1))
     assert maps["gram"].matrix[1, 2] == pytest.approx(ref, abs=1e-9)
     assert 0.05 < maps["gram"].matrix.min() and maps["gram"].matrix.max() < 0.999  # not a degenerate map
-    self_maps = [cka_map(tmp_path / "wa.zarr", linear_path=p, progress=False).matrix for p in ("moments", "gram", "pairwise")]
-    np.testing.assert_allclose(self_maps[1], self_maps[0], atol=1e-6)
-    np.testing.assert_allclose(self_maps[2], self_maps[0], atol=1e-6)
+    self_maps = [cka_map(tmp_path / "wa.zarr", linear_path=p, progress=False).matrix for p in ("moments", "gram", "pairwise", "tiles")]
+    for other in self_maps[1:]:
+        np.testing.assert_allclose(other, self_maps[0], atol=1e-6)
     np.testing.assert_allclose(np.diag(self_maps[1]), 1.0, atol=1e-9)
 
 
@@ -238,7 +239,7 @@ def test_many_narrow_keys_over_many_images_go_pair_by_pair_through_moments(tmp_p
 
 def test_a_request_that_fits_no_path_is_one_line(tmp_path, capsys):
     _wide_stores(tmp_path)
-    with pytest.raises(ValueError, match="needs at least .* even one pair at a time"):
+    with pytest.raises(ValueError, match="needs at least .* even by 16-row tiles"):
         cka_map(tmp_path / "wa.zarr", max_bytes=1000, progress=False)
     with pytest.raises(SystemExit) as done:
         main(["cka", "--store", str(tmp_path / "wa.zarr"), "--max-memory-gb", "0.01", "--linear-path", "moments",
@@ -256,3 +257,72 @@ def test_the_cli_default_memory_cap_is_the_library_one():
     from analysis.linear_paths import DEFAULT_MAX_BYTES
 
     assert CKA_MAX_MEMORY_GB * 2**30 == DEFAULT_MAX_BYTES
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_tiles_smaller_than_the_image_count_give_the_same_map_within_the_cap(tmp_path, resident):
+    """Tiles of 16 of the 45 valid rows (3 tiles, 6 tile pairs), rows held or re-read per tile."""
+    from analysis.linear_paths import Keys
+    from analysis.tiled_cka import plan_tiles, resident_bytes, tile_bytes
+
+    _wide_stores(tmp_path)  # 4 keys x 128 features (fp16) a store, 45 valid images
+    dims, sizes = [128] * 8, [2] * 8
+    cap = tile_bytes(dims, sizes, 16) + (resident_bytes(45, dims, sizes) if resident else 0)
+    tile, held = plan_tiles(45, dims, sizes, cap)
+    assert held is False and 16 <= tile < 45  # held rows need tiles of 1024 (or all n) beside them
+    cap = tile_bytes(dims, sizes, 45) + resident_bytes(45, dims, sizes) if resident else tile_bytes(dims, sizes, 20)
+    tile, held = plan_tiles(45, dims, sizes, cap)
+    assert (tile, held) == ((45, True) if resident else (20, False)) and tile_bytes(dims, sizes, tile) <= cap
+    pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
+    ref = cka_map(*pair, linear_path="moments", progress=False).matrix
+    m = cka_map(*pair, linear_path="tiles", max_bytes=cap, block_rows=7, progress=False)
+    np.testing.assert_allclose(m.matrix, ref, rtol=0, atol=1e-6)
+    assert Keys  # the planner's sizes are the ones the path uses
+
+
+def test_auto_falls_back_to_tiles_when_no_other_path_fits(tmp_path):
+    from analysis.linear_paths import moments_bytes
+
+    rng = np.random.default_rng(4)
+    n, keys = 3000, [FeatureKey(10, 9, None), FeatureKey(10, 30, None)]
+    base = rng.normal(size=(n, 16, 8, 8))
+    feats = {k: (base * (i + 1) + rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
+    make_store(tmp_path / "f.zarr", feats, np.arange(n) % 10, shard_rows=512)
+    cap = 20 << 20  # a pair's moments (64 MiB) and two 3000 x 3000 Grams (137 MiB) do not fit; tiles of ~450 rows do
+    assert moments_bytes([1024, 1024], 512) > cap and 2 * 8 * n * n > cap
+    m = cka_map(tmp_path / "f.zarr", max_bytes=cap, progress=False)
+    assert m.method == "tiles"
+    np.testing.assert_allclose(m.matrix, cka_map(tmp_path / "f.zarr", linear_path="moments", progress=False).matrix, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="runs the tiles path only"):
+        cka_map(tmp_path / "f.zarr", linear_path="gram", device="meta", progress=False)
+
+
+@pytest.mark.gpu
+def test_tiles_on_a_gpu_equal_the_cpu(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _wide_stores(tmp_path)
+    pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
+    gpu = cka_map(*pair, device="cuda", progress=False)
+    assert gpu.method == "tiles"
+    np.testing.assert_allclose(gpu.matrix, cka_map(*pair, linear_path="moments", progress=False).matrix, atol=1e-6)
+
+
+def test_the_full_map_bench_skips_what_does_not_fit_and_its_paths_agree(tmp_path):
+    from analysis.bench import bench_full_maps, format_full_maps
+
+    rng = np.random.default_rng(2)
+    keys = [FeatureKey(10, 9, None), FeatureKey(10, 30, None)]
+    base = rng.normal(size=(40, 4, 4, 4))
+    make_store(tmp_path / "demo.zarr", {k: (base + i * rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)},
+               np.arange(40) % 4, shard_rows=16)  # fmt: skip
+    rows = bench_full_maps(tmp_path / "demo.zarr", imagenet_rows=20, max_gb=0.5)
+    real = [r for r in rows if r["case"].startswith("demo.zarr")]
+    assert [r["path"] for r in real] == ["moments", "gram", "tiles"] and all(abs(r["minus_first"]) < 1e-6 for r in real)
+    big = {r["path"]: r for r in rows if r["case"].startswith("synthetic")}
+    assert "skipped" in big["moments"] and "GiB" in big["moments"]["skipped"]  # 262,144^2 moments never fit
+    assert big["gram"]["dims"] == [262144, 262144] and big["gram"]["n"] == 20
+    assert abs(big["tiles"]["cka"] - big["gram"]["cka"]) < 1e-6 and 0.1 < big["gram"]["cka"] <= 1  # 20 images of 262,144 values: near 1
+    assert big["tiles"]["peak_rss_mb"] >= 0 and "skipped" in format_full_maps(rows)
