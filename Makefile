@@ -113,8 +113,8 @@ bench-workflow: $(VENV_STAMP) fashion-mnist ## linear and attention heads at mat
 bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes
 	$(PY) -m extract bench-io --out $(BENCH_OUT)/io.json
 
-bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s by batch, bf16/fp16, channels_last, compile; % of peak; JPEG loading
-	$(PY) -m extract bench-gpu --out $(BENCH_OUT)/gpu.json
+bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s by batch, bf16/fp16, channels_last, compile; % of peak; JPEG loading [QUICK=1: under 4 min: batch 64, no compile, + store read rate, GPU bit identity]
+	$(PY) -m extract bench-gpu$(if $(QUICK), --quick) --out $(BENCH_OUT)/gpu$(if $(QUICK),-quick).json
 
 bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n = 2k, 10k, 50k: time and peak memory
 	$(PY) -m analysis bench --out $(BENCH_OUT)/cka.json
@@ -128,5 +128,5 @@ bench-train: $(VENV_STAMP) ## training images/s of the candidate demo architectu
 bench-sampling: $(VENV_STAMP) ## demo samples drawn in one batch, in halves and one by one: identical images? (about 30 s)
 	$(PY) -m extract.bench.sampling --out $(BENCH_OUT)/sampling.json
 
-bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate
-	$(PY) -m probe bench --out $(BENCH_OUT)/probe.json
+bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate; the bank's GFLOP/s vs torch.matmul [THREADS=N: torch threads]
+	$(PY) -m probe bench$(if $(THREADS), --threads $(THREADS)) --out $(BENCH_OUT)/probe.json

@@ -11,6 +11,7 @@ import click
 from extract.bench.gpu_config import GpuBenchConfig
 from extract.data.augment import AUGMENTATIONS
 from extract.data.registry import DATASETS
+from extract.generate.commands import add_generate_commands
 from extract.models.adm_presets import MODEL_NAMES, PRESETS
 from extract.store.cli_options import int_list, key_options, pool_list, user_errors
 from extract.store.config import FORWARD_DTYPES, DataSelection, ExtractConfig, StoreOptions, flat, from_flat
@@ -183,13 +184,15 @@ def bench(dtype, device, out, models):
 @cli.command("bench-io")
 @click.option("--rows", type=click.IntRange(min=100), default=20000)
 @click.option("--dim", type=click.IntRange(min=4), default=4096)
+@click.option("--store", type=click.Path(path_type=Path, exists=True, file_okay=False), help="also bench the rows of a real store")
+@click.option("--key", help="the store's key to read (e.g. t10/b9/full) [default: its widest]")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")
 @user_errors
-def bench_io_cmd(rows, dim, out):
-    """Store read throughput against a raw contiguous numpy read of the same bytes."""
+def bench_io_cmd(rows, dim, store, key, out):
+    """Store read rate by codec and reader against a raw numpy read of the same bytes, and size on disk."""
     from extract.bench.io import bench_io, format_table
 
-    result = bench_io(rows=rows, dim=dim)
+    result = bench_io(rows=rows, dim=dim, store=store, key=key)
     click.echo(format_table(result))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -200,112 +203,61 @@ _GPU = GpuBenchConfig()  # the defaults live in the config
 
 
 @cli.command("bench-gpu")
+@click.option("--quick", is_flag=True, help="quick mode, under 4 minutes on one GPU (about 1-1.5 min on an H200): batch 64, bf16 and fp16, "
+              "channels_last on and off, no compile, no loader; then the store's read rate and a bit-identity check of two extractions "
+              "on the device. Options given still win")  # fmt: skip
 @click.option("--model", type=click.Choice(list(MODEL_NAMES)), default=_GPU.model, help="model preset (random weights; SD/DiT: the denoiser on random latents)")
 @click.option("-b", "--block", type=click.IntRange(min=1), default=_GPU.block, help="stop the forward after this block")
-@click.option("--batch", "batches", multiple=True, default=(",".join(map(str, _GPU.batches)),), callback=int_list, help="batch sizes, repeated or comma-separated")
+@click.option("--batch", "batches", multiple=True, default=(",".join(map(str, _GPU.batches)),), callback=int_list,
+              help="batch sizes, repeated or comma-separated [--quick: 64]")  # fmt: skip
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(list(FORWARD_DTYPES)), default=_GPU.dtypes, help="autocast dtypes, repeated")
 @click.option("--channels-last/--no-channels-last", default=None, help="only with / only without channels_last [default: both]")
-@click.option("--compile/--no-compile", "compiled", default=None, help="only with / only without torch.compile [default: both]")
+@click.option("--compile/--no-compile", "compiled", default=None, help="only with / only without torch.compile [default: both; --quick: without]")
 @click.option("--compile-backend", default=_GPU.compile_backend, help="torch.compile backend ('eager' only traces: a CPU check)")
 @click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=_GPU.cudnn_benchmark, help="let cuDNN pick algorithms by timing (off: fixed ones, as `extract run`)")
 @click.option("--warmup", type=click.IntRange(min=1), default=_GPU.warmup, help="untimed steps per case (the first compiles)")
 @click.option("--repeats", type=click.IntRange(min=1), default=_GPU.repeats, help="timed steps per case (median reported)")
 @click.option("--workers", "loader_workers", multiple=True, default=(",".join(map(str, _GPU.loader_workers)),), callback=int_list, help="DataLoader worker counts to time")
-@click.option("--loader-images", type=click.IntRange(min=0), default=_GPU.loader_images, help="synthetic JPEGs to decode (0: skip the loader part)")
+@click.option("--loader-images", type=click.IntRange(min=0), default=_GPU.loader_images, help="synthetic JPEGs to decode (0: skip the loader part) [--quick: 0]")
+@click.option("--io-rows", type=click.IntRange(min=1), default=_GPU.io_rows, help="--quick: rows of the synthetic fp16 store read back")
+@click.option("--io-dim", type=click.IntRange(min=4), default=_GPU.io_dim, help="--quick: features per store row, a multiple of 4, stored as (dim/4, 2, 2)")
+@click.option("--io-shard-rows", type=click.IntRange(min=1), default=_GPU.io_shard_rows, help="--quick: rows per shard of that store")
+@click.option("--identity-model", type=click.Choice(list(PRESETS)), default=_GPU.identity_model, help="--quick: the small preset extracted twice (random weights)")
+@click.option("--identity-images", type=click.IntRange(min=0), default=_GPU.identity_images, help="--quick: generated images it extracts (0: skip the check)")
+@click.option("--identity-dtype", "identity_dtypes", multiple=True, type=click.Choice(list(FORWARD_DTYPES)), default=_GPU.identity_dtypes,
+              help="--quick: autocast dtypes of the identity check, repeated")  # fmt: skip
+@click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=0, min_open=True), default=_GPU.time_budget_s,
+              help="--quick: seconds after which parts and cases not begun are skipped")  # fmt: skip
 @click.option("--device", default=_GPU.device, help="cuda, cuda:1, or cpu (a correctness check only)")
 @click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), help="the GPU's peak dense bf16 TFLOP/s [default: looked up by GPU name]")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")
 @user_errors
-def bench_gpu_cmd(channels_last, compiled, out, **options):
+def bench_gpu_cmd(quick, channels_last, compiled, out, **options):
     """Early-exit images/s on a GPU (adm256 b=24) by batch, dtype, channels_last and compile;
-    the fraction of peak FLOP/s; whether JPEG loading keeps up."""
-    from extract.bench.gpu import format_report, run_gpu_bench
+    the fraction of peak FLOP/s; whether JPEG loading keeps up. With --quick: one batch, no
+    compile and no loader, plus the feature store's read rate and a GPU bit-identity check."""
+    from click.core import ParameterSource
+
+    from extract.bench.gpu import format_report
 
     both = {None: (False, True), False: (False,), True: (True,)}
-    result = run_gpu_bench(GpuBenchConfig(channels_last=both[channels_last], compile=both[compiled], **options))
+    if quick:
+        from extract.bench.gpu_config import quick_config
+        from extract.bench.gpu_quick import run_quick_bench
+
+        ctx = click.get_current_context()
+        given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
+        flags = {"channels_last": both[channels_last]} | ({} if compiled is None else {"compile": both[compiled]})
+        result = run_quick_bench(quick_config(**given, **flags))
+    else:
+        from extract.bench.gpu import run_gpu_bench
+
+        result = run_gpu_bench(GpuBenchConfig(channels_last=both[channels_last], compile=both[compiled], **options))
     click.echo(format_report(result))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         click.echo(f"written to {out}")
-
-
-@cli.command()
-@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="architecture to train")
-@click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
-@click.option("--data-root", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="run folder (resumed when it holds a checkpoint)")
-@click.option("--max-images", type=click.IntRange(min=1), default=320_000, help="images to train on (sets the LR schedule)")
-@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="stop (with a checkpoint) after this much wall time")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
-@click.option("--ema-rate", type=click.FloatRange(0, 1), default=0.999)
-@click.option("--seed", type=int, default=0)
-@click.option("--device", default="cpu")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: torch's choice]")
-@click.option("--init", type=click.Path(path_type=Path, dir_okay=False), help="start from these weights (e.g. the shipped demo EMA) with a fresh optimizer")
-@click.option("--keep-every", type=click.IntRange(min=1), help="also keep the EMA every N steps (snapshots/ema-step<N>.pt), for curves over training")
-@click.option("--warmup-steps", type=click.IntRange(min=0), default=200, show_default=True)
-@user_errors
-def train(**options):
-    """Train a U-Net without labels (guided-diffusion's losses, EMA, uniform t), resumably."""
-    from extract.generate.train import TrainConfig
-    from extract.generate.train import train as train_model
-
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-    click.echo(json.dumps(train_model(TrainConfig(**options))))
-
-
-@cli.command()
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="training run folder")
-@click.option("--to", "dest", type=click.Path(path_type=Path), default=Path("extract/weights/demo-fmnist.pt"))
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", help="storage dtype of the weights (loading casts to fp32)")
-@user_errors
-def export(run_dir, dest, dtype):
-    """Write a run's EMA weights as a plain state_dict file (what --ckpt loads)."""
-    from extract.generate.train import export_ema
-    from extract.models.weights import file_sha256
-
-    meta = export_ema(run_dir, dest, dtype)
-    click.echo(f"{dest}: step {meta['step']}, {meta['images_seen']} images, sha256 {file_sha256(dest)[:16]}")
-    # the loss log and a plot of it travel with the weights (the run folder is not committed)
-    from extract.generate.train import LOG_FILE, plot_loss, read_log
-
-    rows = read_log(run_dir)
-    log = dest.with_name(dest.stem + "." + LOG_FILE)
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (dest.with_name(dest.stem + ".train_meta.json")).write_text(json.dumps(meta, indent=2) + "\n")
-    click.echo(plot_loss(rows, dest.with_name(dest.stem + ".loss.png"), f"{meta['preset']['name']}: training loss"))
-
-
-@cli.command()
-@click.option("--model", type=click.Choice(list(PRESETS)), default="demo-fmnist", help="guided-diffusion preset")
-@click.option("--ckpt", type=click.Path(path_type=Path), help="state_dict file [default: the preset's shipped weights]")
-@click.option("--random-init/--no-random-init", default=False, help="the random-weight control instead of weights")
-@click.option("--num-samples", "--n", "n", type=click.IntRange(min=1), default=64, help="number of images (under torchrun spell it --num-samples: torchrun takes --n for its own --nnodes)")
-@click.option("--steps", type=click.IntRange(min=1), default=250, help="respaced sampling steps (e.g. 250, 100, 50, 25)")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddpm", help="ancestral (DDPM) or DDIM updates (extract.generate.sampling.SAMPLERS)")
-@click.option("--eta", type=click.FloatRange(min=0), default=0.0, help="DDIM noise scale (0: deterministic)")
-@click.option("--class-label", help="class-conditional presets: one class for every image, or 'all' (image i gets class i % 1000) [default: all]")
-@click.option("--seed", type=int, default=0, help="image i's noise comes from (seed, i) alone")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, help="images per forward (speed only)")
-@click.option("--shard-size", type=click.IntRange(min=1), default=1000, help="images per shard: the unit of resume and of the split between torchrun ranks")
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", help="autocast dtype of the U-Net")
-@click.option("--device", help="[default: cuda if available]")
-@click.option("--grid/--no-grid", default=None, help="one grid PNG of images 0..n-1 (the model card's figure) [default: when --out ends in .png]")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("samples.png"), help="samples folder (PNGs, samples_NxHxWxC.npz, samples.json), or a .png grid")
-@click.option("--overwrite/--no-overwrite", default=False, help="replace samples made with other arguments")
-@click.option("--progress/--no-progress", default=True)
-@user_errors
-def sample(grid, class_label, **options):
-    """Draw N images, seeded per image and resumable by shards (torchrun splits the shards), as
-    PNGs plus guided-diffusion's .npz and a provenance JSON; or one grid image."""
-    from extract.generate.sampling import SampleConfig, parse_class_label
-    from extract.generate.sampling import grid as draw_grid
-    from extract.generate.sampling import sample as draw
-
-    cfg = SampleConfig(class_label=parse_class_label(class_label), **options)
-    click.echo((draw_grid if (grid if grid is not None else cfg.out.suffix.lower() == ".png") else draw)(cfg))
 
 
 @cli.command()
@@ -375,26 +327,6 @@ def features(channels, **options):
     click.echo(extract_features(from_flat(FeatureStoreConfig, channels=int(channels) if channels else None, **options)))
 
 
-@cli.command("train-classifier")
-@click.option("--data", default="fashion-mnist", help="dataset (10 classes, grayscale)")
-@click.option("--data-root", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("extract/weights/fmnist-classifier.pt"), help="state_dict file (a .json of the run is written beside it)")
-@click.option("--epochs", type=click.IntRange(min=1), default=5)
-@click.option("--val-size", type=click.IntRange(min=1), default=6000, help="images carved from train to choose the epoch")
-@click.option("--seed", type=int, default=0)
-@click.option("--threads", type=click.IntRange(min=1), default=1)
-@click.option("--progress/--no-progress", default=True)
-@user_errors
-def train_classifier(progress, **options):
-    """Train the small CNN whose features `features --features classifier:FILE` computes (Fashion-MNIST)."""
-    from extract.generate.classifier import ClassifierConfig
-    from extract.generate.classifier import train_classifier as train
-
-    record = train(ClassifierConfig(**options), progress=progress)
-    click.echo(f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, test top-1 {record['test_top1']}, "
-               f"{record['seconds']} s, sha256 {record['sha256']}")  # fmt: skip
-
-
 @cli.command()
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--repair/--no-repair", default=False, help="re-extract only the bad shards (needs the model and data)")
@@ -440,6 +372,7 @@ def experiment(name, row, sets, from_env, dry_run):
     Runner(dry=dry_run).run(name, given, row)
 
 
+add_generate_commands(cli)
 add_config_option(cli)  # every command takes --config FILE
 
 

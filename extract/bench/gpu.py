@@ -9,6 +9,9 @@ DiT-XL/2: 32x32 of 256 px), conditioned on random text states or the null class.
 Runs anywhere: on the CPU with the tiny preset it is a correctness check of the script,
 not a performance number. Every (channels_last, compile, dtype, batch) case that fails
 (out of memory, a compiler error) becomes a row with an error, never a crash.
+
+Quick mode (`bench-gpu --quick`, extract.bench.gpu_quick) runs a cut-down grid, the store's
+read rate and a bit-identity check of the extraction on the device, in under 4 minutes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from extract.bench.gpu_config import GpuBenchConfig  # noqa: F401 - the settings, importable without torch
+from extract.bench.gpu_report import format_report  # noqa: F401 - the printed report, beside the grid
 from extract.data.sources import FeatureInput, imagefolder
 from extract.models.adm import build_unet
 from extract.models.adm_blocks import capture, unet_blocks
@@ -253,11 +257,13 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def bench_gpu(cfg: GpuBenchConfig) -> list[ExtractRow]:
+def bench_gpu(cfg: GpuBenchConfig, deadline: float | None = None, flops: float | None = None) -> list[ExtractRow]:
     """One row per (channels_last, compile, dtype, batch). One model per (channels_last,
-    compile), kept over dtypes and batches so compiled blocks recompile only on new shapes."""
+    compile), kept over dtypes and batches so compiled blocks recompile only on new shapes.
+    Cases not begun by `deadline` (time.monotonic()) are rows with a "skipped" error;
+    `flops` per image, where the caller has counted them already."""
     preset, device = validate(cfg)
-    flops = flops_per_image(preset, cfg.block)
+    flops = flops_per_image(preset, cfg.block) if flops is None else flops
     peak, _ = peak_tflops(cfg, device)
     rows = []
     saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
@@ -268,24 +274,33 @@ def bench_gpu(cfg: GpuBenchConfig) -> list[ExtractRow]:
         with torch._dynamo.config.patch(recompile_limit=1024, accumulated_recompile_limit=4096, fail_on_recompile_limit_hit=True):
             for channels_last in cfg.channels_last:
                 for compiled in cfg.compile:
-                    rows += _bench_model(preset, cfg, device, channels_last, compiled, flops, peak)
+                    rows += _bench_model(preset, cfg, device, channels_last, compiled, flops, peak, deadline)
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
     return rows
 
 
-def _bench_model(preset, cfg, device, channels_last: bool, compiled: bool, flops: float, peak: float | None) -> list[ExtractRow]:
+def _over(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
+
+
+SKIPPED = "skipped: the time budget was spent"
+
+
+def _bench_model(preset, cfg, device, channels_last: bool, compiled: bool, flops: float, peak: float | None,
+                 deadline: float | None = None) -> list[ExtractRow]:  # fmt: skip
     base = dict(model=preset.name, block=cfg.block, channels_last=channels_last, compile=compiled, device=str(device))
     rows = []
-    model, error = None, ""
-    try:
-        model = prepare_model(preset, device, channels_last, compiled, cfg)
-    except Exception as e:  # noqa: BLE001 - recorded as rows, the grid goes on
-        error = _first_line(e)
+    model, error = None, SKIPPED if _over(deadline) else ""
+    if not error:
+        try:
+            model = prepare_model(preset, device, channels_last, compiled, cfg)
+        except Exception as e:  # noqa: BLE001 - recorded as rows, the grid goes on
+            error = _first_line(e)
     for dtype in cfg.dtypes:
         for batch in cfg.batches:
-            if model is None:
-                rows.append(ExtractRow(batch=batch, dtype=dtype, error=error, **base))
+            if model is None or _over(deadline):
+                rows.append(ExtractRow(batch=batch, dtype=dtype, error=error or SKIPPED, **base))
                 continue
             try:
                 warmup_s, step_s, memory = time_case(model, preset, cfg, device, batch, dtype, channels_last)
@@ -347,6 +362,14 @@ def bench_loader(cfg: GpuBenchConfig, root: Path | None = None) -> list[LoaderRo
 
 
 # ---------------------------------------------------------------- the whole report
+def machine_info(device: torch.device) -> dict:
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+        "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
+    }  # fmt: skip
+
+
 def run_gpu_bench(cfg: GpuBenchConfig) -> dict:
     """Extraction grid, loader rates and the verdict, with the machine and config (JSON-ready)."""
     preset, device = validate(cfg)
@@ -358,11 +381,7 @@ def run_gpu_bench(cfg: GpuBenchConfig) -> dict:
     best_loader = max((r.images_per_s for r in loader), default=None)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
-        },
+        "machine": machine_info(device),
         "config": asdict(cfg),
         "gflop_per_image": flops / 1e9,
         "peak_tflops": peak, "peak_source": peak_source,
@@ -373,34 +392,3 @@ def run_gpu_bench(cfg: GpuBenchConfig) -> dict:
         "best_loader_images_per_s": best_loader,
         "loader_keeps_up": best_loader >= best if best and best_loader else None,
     }  # fmt: skip
-
-
-def _num(value, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def format_report(result: dict) -> str:
-    m = result["machine"]
-    lines = [
-        f"{m['device']}, torch {m['torch']}, {result['gflop_per_image']:.4g} GFLOP per image, "
-        f"peak {_num(result['peak_tflops'], '.0f')} TFLOP/s bf16 ({result['peak_source']})",
-        f"{'model':<14} {'b':>3} {'batch':>5} {'dtype':>5} {'ch_last':>7} {'compile':>7} {'img/s':>8} {'TFLOP/s':>8} {'of peak':>7} {'GB':>6} {'warm s':>7}",
-    ]
-    for r in result["extraction"]:
-        head = f"{r['model']:<14} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5} {str(r['channels_last']):>7} {str(r['compile']):>7}"
-        if r["error"]:
-            lines.append(f"{head}  failed: {r['error']}")
-            continue
-        frac = "-" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}%"
-        lines.append(
-            f"{head} {r['images_per_s']:>8.1f} {r['tflops']:>8.3g} {frac:>7} {_num(r['peak_memory_gb'], '.1f'):>6} {r['warmup_s']:>7.1f}"
-        )
-    for r in result["loader"]:
-        lines.append(f"loader: {r['workers']:>2} workers  {r['images_per_s']:>8.1f} img/s  ({r['images']} JPEGs, {r['errors']} errors)")
-    if result["loader_keeps_up"] is not None:
-        verdict = "keeps up" if result["loader_keeps_up"] else "does NOT keep up"
-        lines.append(
-            f"data loading {verdict}: best loader {result['best_loader_images_per_s']:.1f} img/s "
-            f"vs best extraction {result['best_extraction_images_per_s']:.1f} img/s"
-        )
-    return "\n".join(lines)

@@ -115,8 +115,8 @@ def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: s
             _write(path, x, shard_rows, codecs())
             size = _size(path / "x")
             for reader, fn in _readers(path, n, shard_rows).items():
-                values = fn()
-                assert np.array_equal(np.concatenate(values), x, equal_nan=True), (name, reader)
+                if not np.array_equal(np.concatenate(fn()), x, equal_nan=True):
+                    raise RuntimeError(f"bench-io: {reader} read other values than were written with {name}")
                 seconds = _best(fn, repeats)
                 rows.append({"codec": name, "reader": reader, "mb_per_s": round(nbytes / 1e6 / seconds, 1), "seconds": round(seconds, 4),
                              "size_ratio": round(size / nbytes, 3), "of_raw": round(raw_s / seconds, 3)})  # fmt: skip

@@ -1,15 +1,20 @@
 """The GPU benchmark script, checked on the CPU with the tiny preset (correctness, not speed)."""
 
 import json
+import time
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from extract.bench import gpu as bg
+from extract.bench import gpu_quick as gq
+from extract.bench.gpu_config import quick_config
 from extract.cli import cli
 from extract.models.adm_presets import get_preset
+from extract.store.schema import FeatureKey, FeatureStore
 
 TINY = dict(model="tiny", block=7, device="cpu", warmup=1, repeats=1, loader_images=0)
 
@@ -114,3 +119,95 @@ def test_cli_without_cuda_says_so_in_one_line():
     assert result.exit_code != 0
     text = result.output.strip()
     assert "Traceback" not in text and "CUDA is not available" in text and len(text.splitlines()) == 1, text
+
+
+# ---------------------------------------------------------------- quick mode (bench-gpu --quick)
+QUICK_CPU = ["bench-gpu", "--quick", "--model", "tiny", "--block", "7", "--batch", "2", "--device", "cpu", "--warmup", "1", "--repeats", "1",
+             "--io-rows", "300", "--io-dim", "64", "--io-shard-rows", "128", "--identity-model", "tiny", "--identity-images", "2",
+             "--identity-dtype", "bf16"]  # fmt: skip
+
+
+def test_quick_config_is_one_batch_no_compile_no_loader_and_given_options_win():
+    q = quick_config()
+    assert (q.model, q.block, q.batches, q.dtypes, q.channels_last, q.compile, q.loader_images) == (
+        "adm256-uncond", 24, (64,), ("bf16", "fp16"), (False, True), (False,), 0)  # fmt: skip
+    assert quick_config(batches=(2,), compile=(True,), model="tiny").batches == (2,)
+    assert quick_config(compile=(True,)).compile == (True,)
+
+
+def test_quick_mode_on_cpu_runs_all_three_parts(tmp_path):
+    out = tmp_path / "quick.json"
+    result = CliRunner().invoke(cli, [*QUICK_CPU, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["mode"] == "quick" and report["config"]["batches"] == [2] and report["config"]["compile"] == [False]
+    assert report["config"]["loader_images"] == 0 and report["loader"] == [] and report["loader_keeps_up"] is None
+    # a. one row per dtype x channels_last, no compile
+    rows = report["extraction"]
+    assert not report["extraction_error"]
+    assert sorted((r["dtype"], r["channels_last"]) for r in rows) == [("bf16", False), ("bf16", True), ("fp16", False), ("fp16", True)]
+    for r in rows:
+        assert not r["error"] and r["images_per_s"] > 0 and r["batch"] == 2 and r["compile"] is False and r["model"] == "tiny"
+    assert report["gflop_per_image"] > 0 and report["best_extraction_images_per_s"] == max(r["images_per_s"] for r in rows)
+    # b. the store's read rate against np.load of the same bytes
+    io = report["store_read"]
+    assert not io["error"] and io["matches"] is True
+    assert (io["rows"], io["row_shape"], io["dtype"], io["shards"]) == (300, [16, 2, 2], "float16", 3)
+    assert io["store_mb_per_s"] > 0 and io["numpy_mb_per_s"] > 0 and io["store_rows_per_s"] > 0 and io["store_over_numpy"] > 0
+    # c. two extractions at batch sizes 1 and 2 (micro-batch 1), bit for bit the same on the CPU
+    ident = report["bit_identity"]
+    assert not ident["error"] and ident["identical"] is True and ident["batch_sizes"] == [1, 2] and ident["micro_batch"] == 1
+    assert [r["dtype"] for r in ident["runs"]] == ["bf16"]
+    for r in ident["runs"]:
+        assert not r["error"] and r["identical"] is True and r["max_abs_diff"] == 0.0 and r["keys"]
+    assert set(report["part_seconds"]) == {"extraction", "store_read", "bit_identity"} and report["seconds"] > 0
+    text = result.output
+    assert "quick mode" in text and "store read:" in text and "np.load" in text and "bit identity: tiny" in text and "NOT identical" not in text
+    assert "failed" not in text and "skipped" not in text
+
+
+def test_a_failing_quick_part_is_one_line_and_the_others_go_on(monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+
+    monkeypatch.setattr(gq, "bench_gpu", boom)
+    monkeypatch.setattr(gq, "check_bit_identity", boom)
+    cfg = quick_config(model="tiny", block=7, device="cpu", io_rows=100, io_dim=16, io_shard_rows=64, io_repeats=1, identity_model="tiny")
+    result = gq.run_quick_bench(cfg)
+    line = "RuntimeError: CUDA error: an illegal memory access was encountered"
+    assert result["extraction_error"] == line and result["extraction"] == [] and result["best_extraction_images_per_s"] is None
+    assert result["bit_identity"]["error"] == line and result["bit_identity"]["identical"] is None
+    assert not result["store_read"]["error"] and result["store_read"]["store_mb_per_s"] > 0  # the part between still ran
+    text = bg.format_report(json.loads(json.dumps(result)))
+    assert f"extraction failed: {line}" in text and f"bit identity (tiny): failed: {line}" in text and "store read:" in text
+
+
+def test_quick_parts_after_the_time_budget_are_skipped(monkeypatch):
+    cfg = quick_config(model="tiny", block=7, device="cpu", identity_model="tiny", time_budget_s=1e-9)
+    result = gq.run_quick_bench(cfg)
+    assert result["extraction_error"].startswith("skipped") and result["store_read"]["error"].startswith("skipped")
+    assert result["bit_identity"]["error"].startswith("skipped") and result["part_seconds"] == {}
+    assert "skipped: the time budget of 0 s was spent" in bg.format_report(result)
+
+
+def test_grid_cases_after_the_deadline_are_skipped_rows(monkeypatch):
+    monkeypatch.setattr(bg, "prepare_model", lambda *a, **k: pytest.fail("no model is built after the deadline"))
+    rows = bg.bench_gpu(bg.GpuBenchConfig(**TINY, batches=(2,), dtypes=("bf16", "fp16"), compile=(False,)), deadline=time.monotonic() - 1)
+    assert len(rows) == 4 and all(r.error == bg.SKIPPED and r.images_per_s is None for r in rows)
+
+
+def test_compare_stores_finds_one_changed_value(tmp_path):
+    key = FeatureKey(150, 7, 2)
+
+    def store(name, x):
+        s = FeatureStore.create(tmp_path / name, row_shapes={key: x.shape[1:]}, ids=[str(i) for i in range(len(x))], labels=np.zeros(len(x), np.int64),
+                                index=np.arange(len(x)), shard_rows=len(x), views=1, dtype="float16", attrs={})  # fmt: skip
+        s.write_shard(0, {key: x}, np.ones(len(x), bool))
+        return s
+
+    x = np.random.default_rng(0).standard_normal((4, 8, 2, 2)).astype(np.float16)
+    y = x.copy()
+    y[2, 3, 1, 0] += np.float16(0.5)
+    assert gq.compare_stores(store("a.zarr", x), store("b.zarr", x.copy())) == (True, 0.0, ["t150/b7/p2"])
+    identical, diff, _ = gq.compare_stores(store("c.zarr", x), store("d.zarr", y))
+    assert identical is False and diff == pytest.approx(abs(float(y[2, 3, 1, 0]) - float(x[2, 3, 1, 0])))

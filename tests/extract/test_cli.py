@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -114,9 +115,18 @@ def test_pixel_store_holds_the_preprocessed_images_and_probes(tmp_path, fmnist_e
 
 def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
     from extract.bench.io import bench_io, format_table
+    from tests.probe.stores import make_store
 
-    result = bench_io(rows=300, dim=16, shard_rows=64, repeats=1)
-    assert result["rows"] == 300 and result["zarr_seconds"] > 0 and "store / raw time" in format_table(result)
+    key = FeatureKey(10, 9, None)
+    make_store(tmp_path / "real.zarr", {key: np.random.default_rng(0).normal(size=(100, 4, 4, 4)).astype(np.float16)}, np.arange(100) % 3, shard_rows=32)
+    result = bench_io(rows=300, dim=16, shard_rows=64, repeats=1, store=tmp_path / "real.zarr")
+    synthetic, real = result["parts"]  # every reader's values were checked against the rows written (inside bench_data)
+    assert synthetic["rows"] == 300 and real["rows"] == 100 and real["data"] == f"real.zarr {key}"
+    readers = {(r["codec"], r["reader"]) for r in synthetic["results"]}
+    assert ("crc32c (diffprobe's)", "diffprobe shard reader") in readers and ("zstd-1 + crc32c", "zarr-python") in readers
+    assert not any(r == "diffprobe shard reader" for c, r in readers if c != "crc32c (diffprobe's)")  # it reads one layout only
+    assert all(r["mb_per_s"] > 0 and r["size_ratio"] > 0 for r in synthetic["results"] + real["results"])
+    assert "of raw" in format_table(result)
 
 
 @pytest.mark.parametrize(
