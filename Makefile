@@ -110,14 +110,14 @@ bench-extract: $(VENV_STAMP) ## early exit vs the full forward (adm256 b=24, tin
 bench-workflow: $(VENV_STAMP) fashion-mnist ## linear and attention heads at matched steps: on-line (fresh crop, flip and noise; fresh noise) vs cached 1/4/8 views, 3 seeds (about 50 min)
 	$(PY) -m probe bench-workflow --out $(BENCH_OUT)/workflow.json
 
-bench-io: $(VENV_STAMP) ## store read throughput against a raw numpy read of the same bytes
-	$(PY) -m extract bench-io --out $(BENCH_OUT)/io.json
+bench-io: $(VENV_STAMP) ## store read rate and size by codec and reader (zarr-python, tensorstore if installed, diffprobe's) against a raw numpy read [STORE= a real store too]
+	$(PY) -m extract bench-io$(if $(STORE), --store $(STORE)) --out $(BENCH_OUT)/io.json
 
 bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s by batch, bf16/fp16, channels_last, compile; % of peak; JPEG loading [QUICK=1: under 4 min: batch 64, no compile, + store read rate, GPU bit identity]
 	$(PY) -m extract bench-gpu$(if $(QUICK), --quick) --out $(BENCH_OUT)/gpu$(if $(QUICK),-quick).json
 
-bench-cka: $(VENV_STAMP) ## streamed linear CKA vs the Gram-matrix version at n = 2k, 10k, 50k: time and peak memory
-	$(PY) -m analysis bench --out $(BENCH_OUT)/cka.json
+bench-cka: $(VENV_STAMP) ## linear CKA: moments vs Gram at n = 2k, 10k, 50k; full maps (ImageNet b=24-sized; STORE= a demo store with t10/b9/full and t10/b30/full) by moments, gram, tiles: time, peak memory
+	$(PY) -m analysis bench$(if $(STORE), --store $(STORE)) --out $(BENCH_OUT)/cka.json
 
 bench-batches: $(VENV_STAMP) ## distinct classes per training batch: class-sorted store vs --order shuffled vs i.i.d. (about 1 min)
 	$(PY) -m probe bench-batches --out $(BENCH_OUT)/batches.json

@@ -75,6 +75,8 @@ def cli():
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader workers")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [default: cuda if available]")
 @click.option("--overwrite/--no-overwrite", default=False, help="replace a store made with other arguments")
+@click.option("--allow-mismatch/--no-allow-mismatch", default=False, help="resume a store made with another --micro-batch or device: "
+              "the shards still to write differ from the others by float rounding (recorded in the store's attrs as resumed_with)")
 @click.option("--progress/--no-progress", default=True, help="show a progress bar")
 @click.option("--plan", is_flag=True, help="print what the run would cost (rows, size on disk, U-Net FLOPs, hours) and write nothing")
 @click.option("--images-per-s", type=click.FloatRange(min=0, min_open=True), help="with --plan: measured forwards (one image, one t) per second, for hours")

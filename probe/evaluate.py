@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.store.schema import describe_differences, open_complete
+from extract.store import progress
+from extract.store.schema import ROUNDING_FIELDS, describe_differences, open_complete
 from probe.grid import head_inputs
 from probe.metrics import report
 from probe.reader import FeatureReader, ProbeDataError, check_finite, eval_batches, store_summary
@@ -20,7 +21,13 @@ def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu")
     module, meta, fs, norms = load_head(head)
     store = open_complete(store_path)
     key = store.attrs.get("key", {})
-    diffs = describe_differences(meta["compatible"], {k: key.get(k) for k in meta["compatible"]})
+    meaning = {k: v for k, v in meta["compatible"].items() if k not in ROUNDING_FIELDS}
+    diffs = describe_differences(meaning, {k: key.get(k) for k in meaning})
+    rounding = describe_differences({k: v for k, v in meta["compatible"].items() if k in ROUNDING_FIELDS},
+                                    {k: key.get(k) for k in meta["compatible"] if k in ROUNDING_FIELDS})  # fmt: skip
+    if rounding:
+        progress.warn(f"{store_path} was extracted with another micro-batch or device than {head} was trained on "
+                      f"({'; '.join(rounding)}): features agree up to float rounding")  # fmt: skip
     if diffs:
         raise ProbeDataError(f"{store_path} holds features of another model or preprocessing than {head} was trained on: {'; '.join(diffs[:3])}")
     reader = FeatureReader(store, fs.keys)

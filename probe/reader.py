@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from extract.store.schema import FeatureKey, FeatureStore, incompatibility
+from extract.store import progress
+from extract.store.schema import FeatureKey, FeatureStore, incompatibility, rounding_differences
 from extract.store.window_order import shuffled_windows
 
 
@@ -26,18 +27,29 @@ class ProbeDataError(ValueError):
     """Features that cannot be trained or evaluated on as asked."""
 
 
-def check_compatible(reference: FeatureStore, other: FeatureStore) -> None:
+def _named(diffs: list[str], a: FeatureStore, b: FeatureStore) -> str:
+    return "; ".join(d.replace("store has", f"{a.path.name} has").replace("asked", f"{b.path.name} has") for d in diffs[:3])
+
+
+def check_compatible(reference: FeatureStore, other: FeatureStore) -> list[str]:
     """Refuse stores whose features come from another model, weights or preprocessing, or whose
-    labels number other classes."""
+    labels number other classes. Stores that differ only in micro-batch or device type are used
+    together: one warning line, returned (to be recorded with the results)."""
     diffs = incompatibility(reference, other)
     if diffs:
-        shown = "; ".join(d.replace("store has", f"{reference.path.name} has").replace("asked", f"{other.path.name} has") for d in diffs[:3])
-        raise ProbeDataError(f"{reference.path} and {other.path} hold features of different models or preprocessing: {shown}")
+        raise ProbeDataError(f"{reference.path} and {other.path} hold features of different models or preprocessing: {_named(diffs, reference, other)}")
+    warnings = []
+    rounding = rounding_differences(reference, other)
+    if rounding:
+        warnings.append(f"{reference.path.name} and {other.path.name} were extracted with another micro-batch or device "
+                        f"({_named(rounding, reference, other)}): their features agree up to float rounding, not bit for bit")  # fmt: skip
+        progress.warn(warnings[-1])
     ours, theirs = reference.classes(), other.classes()
     if ours and theirs and ours != theirs:  # e.g. a class subset on one split only: labels would mean other classes
         first = next((k for k, (x, y) in enumerate(zip(ours, theirs)) if x != y), min(len(ours), len(theirs)))
         raise ProbeDataError(f"{reference.path} and {other.path} number their classes differently ({len(ours)} vs {len(theirs)} classes, "
                              f"first difference at label {first}); extract both with the same --data, --data-opt and --classes")  # fmt: skip
+    return warnings
 
 
 def store_summary(store: FeatureStore, rows: int) -> dict:

@@ -117,6 +117,7 @@ class ProbeData:
     sets: list
     evals: dict  # split -> (reader, row mask, labels)
     norms: dict
+    warnings: list[str] = field(default_factory=list)  # e.g. stores paired across micro-batch or device
 
 
 @dataclass
@@ -171,9 +172,10 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     train_store = open_complete(cfg.train)
     val_store = open_complete(cfg.val) if cfg.val else None
     test_store = open_complete(cfg.test) if cfg.test else None
+    warnings = []
     for other in (val_store, test_store):
         if other is not None:
-            check_compatible(train_store, other)
+            warnings += check_compatible(train_store, other)
     sets_keys = parse_feature_sets(cfg, train_store)
     all_keys = tuple(sorted({k for ks in sets_keys for k in ks}, key=FeatureKey.sort_key))
 
@@ -207,7 +209,7 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     for split, (r, mask, _) in evals.items():
         if r is not reader:
             check_finite(r, mask, split)
-    return ProbeData(train_store, val_store, test_store, labels, train_mask, classes, reader, sets, evals, norms)
+    return ProbeData(train_store, val_store, test_store, labels, train_mask, classes, reader, sets, evals, norms, warnings)
 
 
 def train_heads(cfg: ProbeConfig, data: ProbeData, scores: Scores, device, world) -> None:
@@ -285,6 +287,7 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
         "history": scores.history,
         "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
         "log_file": None if log_file is None else str(log_file),
+        "warnings": data.warnings,
     }  # fmt: skip
     for split in evals:
         result[split] = report(scores.tops[split][selected], scores.truth[split], n_classes)

@@ -61,7 +61,7 @@ def extract_adm(cfg: ExtractConfig) -> Summary:
                           torch_version=torch.__version__)  # fmt: skip
         plan = StorePlan(out=Path(cfg.store.out), key=key, compatible=UNET_COMPATIBLE, provenance=made, row_shapes=shapes,
                          ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows,
-                         views=cfg.views, dtype=cfg.store_dtype, overwrite=cfg.store.overwrite)  # fmt: skip
+                         views=cfg.views, dtype=cfg.store_dtype, overwrite=cfg.store.overwrite, allow_mismatch=cfg.store.allow_mismatch)  # fmt: skip
 
         def fill(store: FeatureStore, shards: list[int]) -> int:
             return run_shards(AdmForward(model, preset, class_label(cfg, preset)), preset, source, store, shards, rows, cfg, blocks, shapes, device, world)

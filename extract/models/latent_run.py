@@ -176,7 +176,7 @@ def extract_latent(cfg: ExtractConfig) -> Summary:
         made = provenance("latent", preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.weights, torch_version=torch.__version__,
                           latents=str(lpath))  # fmt: skip
         plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=FEATURE_COMPATIBLE, provenance=made,
-                         row_shapes=shapes, views=cfg.views, dtype=cfg.store_dtype, **common)  # fmt: skip
+                         row_shapes=shapes, views=cfg.views, dtype=cfg.store_dtype, allow_mismatch=cfg.store.allow_mismatch, **common)  # fmt: skip
         latents = LatentInput(FeatureStore.open(lpath))
 
         def fill(store: FeatureStore, shards: list[int]) -> int:

@@ -38,6 +38,7 @@ class StoreOptions:
     out: Path
     shard_rows: int = 2048  # rows per shard: the unit of work, writing and resume
     overwrite: bool = False  # replace a store made with other arguments
+    allow_mismatch: bool = False  # resume a store made with another micro-batch or device type (recorded in its attrs)
     progress: bool = True
 
 
@@ -112,7 +113,7 @@ class ExtractConfig:
 
 # the files' contents enter the key through the dataset's selection digest, not their paths
 # (a shuffled row order enters through the dataset part of the key, as for every store kind)
-_NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "progress", "data_opts", "classes_file", "subset", "order"}
+_NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "allow_mismatch", "progress", "data_opts", "classes_file", "subset", "order"}
 # in the key only when set, so stores made before these options existed keep their key
 _KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": "", "block_pools": ()}
 

@@ -34,6 +34,12 @@ def line(enabled: bool, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def warn(text: str) -> None:
+    """One warning line on stderr (always) and in the run's log file."""
+    LOG.warning(text)
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
 class Lines:
     """Counts done work and prints `line`s of it with rate and ETA, for loops whose bar is off."""
 

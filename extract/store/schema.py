@@ -144,6 +144,9 @@ def parse_feature_set(text: str) -> tuple[FeatureKey, ...]:
 # key fields that must agree between stores probed or compared together (they change what a
 # feature means); a store records its own list as attrs["compatible"], older ones use this one
 COMPATIBLE_FIELDS = ("model", "weights", "preprocessing", "dtype", "class_label", "micro_batch", "device_type")
+# of those, the fields that move values by float rounding only (kernels round by batch shape and by
+# device), not by meaning: stores differing only in them are used together, with a warning
+ROUNDING_FIELDS = ("micro_batch", "device_type")
 
 
 def describe_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -238,12 +241,23 @@ def open_complete(path: str | Path) -> FeatureStore:
     return store
 
 
-def incompatibility(a: FeatureStore, b: FeatureStore) -> list[str]:
-    """Why features of two stores cannot be used together (empty: they can), from the fields
-    each store's kind declared."""
-    fields = tuple(dict.fromkeys(a.compatible_fields() + b.compatible_fields()))
+def _differences(a: FeatureStore, b: FeatureStore, rounding: bool) -> list[str]:
+    fields = [f for f in dict.fromkeys(a.compatible_fields() + b.compatible_fields()) if (f in ROUNDING_FIELDS) == rounding]
     ka, kb = a.attrs.get("key", {}), b.attrs.get("key", {})
     return describe_differences({k: ka.get(k) for k in fields}, {k: kb.get(k) for k in fields})
+
+
+def incompatibility(a: FeatureStore, b: FeatureStore) -> list[str]:
+    """Why features of two stores cannot be used together (empty: they can): differences in the
+    fields each store's kind declared as meaning (model, weights, preprocessing, dtype, class
+    label), not in those that move values by rounding only (`rounding_differences`)."""
+    return _differences(a, b, rounding=False)
+
+
+def rounding_differences(a: FeatureStore, b: FeatureStore) -> list[str]:
+    """Differences between two stores in micro-batch or device type: their features agree up to
+    float rounding (about 1e-3 relative in fp16), so they may be used together, with a warning."""
+    return _differences(a, b, rounding=True)
 
 
 class FeatureStore:

@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from extract.store.schema import COMPATIBLE_FIELDS, FeatureKey, FeatureStore, StoreError, StoreLock, describe_differences, is_store
+from extract.store.schema import COMPATIBLE_FIELDS, ROUNDING_FIELDS, FeatureKey, FeatureStore, StoreError, StoreLock, describe_differences, is_store
 
 
 class ProcessGroup(Protocol):
@@ -77,6 +77,7 @@ class StorePlan:
     views: int = 1
     dtype: str = "float16"
     overwrite: bool = False
+    allow_mismatch: bool = False  # resume a store made with another micro-batch or device type
 
 
 @dataclass
@@ -104,7 +105,15 @@ def prepare(plan: StorePlan) -> str | None:
             return f"{out} exists and is not a diffprobe store; choose another --out"
     if out.exists():
         store = FeatureStore.open(out, mode="r+")
-        diffs = describe_differences(store.attrs.get("key", {}), plan.key)
+        old = store.attrs.get("key", {})
+        diffs = describe_differences(old, plan.key)
+        changed = {k for k in set(old) | set(plan.key) if old.get(k) != plan.key.get(k)}
+        if diffs and changed <= set(ROUNDING_FIELDS) and not plan.overwrite:
+            if not plan.allow_mismatch:
+                return (f"{out} was made with another micro-batch or device ({'; '.join(diffs)}); resume with --allow-mismatch "
+                        "(the shards still to write will differ from the others by float rounding), or --overwrite")  # fmt: skip
+            _record_mismatch(store, plan.key, changed)
+            return None
         if diffs and not plan.overwrite:
             return f"{out} was made with other arguments ({'; '.join(diffs)}); use --overwrite to replace it"
         if not diffs:
@@ -116,6 +125,14 @@ def prepare(plan: StorePlan) -> str | None:
     FeatureStore.create(out, row_shapes=plan.row_shapes, ids=plan.ids, labels=plan.labels, index=plan.index,
                         shard_rows=plan.shard_rows, views=plan.views, dtype=plan.dtype, attrs=attrs)  # fmt: skip
     return None
+
+
+def _record_mismatch(store: FeatureStore, key: dict, changed: set[str]) -> None:
+    """A resume under another micro-batch or device: the store keeps its key (what its first
+    shards were made with); `resumed_with` lists each later setting and the shards it was to write."""
+    todo = np.flatnonzero(~store.done_shards()).tolist()
+    record = {**{k: key.get(k) for k in sorted(changed)}, "shards": todo}
+    store.group.attrs["resumed_with"] = list(store.attrs.get("resumed_with", [])) + [record]
 
 
 def write_store(plan: StorePlan, fill: Fill, world: ProcessGroup | None = None, started: float | None = None) -> Written:

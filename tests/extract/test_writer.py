@@ -118,3 +118,25 @@ def test_the_same_command_again_resumes_and_other_arguments_are_refused(kind, tm
     with pytest.raises(StoreError, match="made with other arguments .*seed"):
         KINDS[kind](out, seed=1)
     assert FeatureStore.open(out).attrs["compatible"]  # the kind declared what its features depend on
+
+
+def test_a_resume_with_another_micro_batch_needs_allow_mismatch_and_is_recorded(tmp_path, fmnist_env):
+    out = tmp_path / "s.zarr"
+    unet(out)
+    whole = FeatureStore.open(out)
+    key = whole.keys()[0]
+    reference = whole.array(key)[:].astype(np.float32)
+    store = FeatureStore.open(out, mode="r+")
+    store.group["progress/done"][1] = 0
+    store.group["progress/done"][2] = 0
+    store.mark_incomplete()
+    with pytest.raises(StoreError, match="another micro-batch or device .*micro_batch: store has 4, asked 2.*--allow-mismatch"):
+        unet(out, micro_batch=2)
+    summary = unet(out, micro_batch=2, allow_mismatch=True)
+    assert summary.images == 8 and summary.shards_done == summary.shards_total == 3
+    done = FeatureStore.open(out)
+    assert done.complete and done.attrs["key"]["micro_batch"] == 4  # the store keeps its first key
+    assert done.attrs["resumed_with"] == [{"micro_batch": 2, "shards": [1, 2]}]
+    np.testing.assert_allclose(done.array(key)[:].astype(np.float32), reference, rtol=2e-2, atol=2e-3)  # rounding, not meaning
+    with pytest.raises(StoreError, match="made with other arguments .*seed"):  # meaning still refuses, flag or not
+        unet(out, seed=1, allow_mismatch=True)

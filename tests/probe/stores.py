@@ -24,12 +24,14 @@ def make_store(
     classes: list[str] | None = None,
     valid: np.ndarray | None = None,
     dtype: str = "float16",
+    micro_batch: int = 4,
+    device_type: str = "cpu",
 ) -> FeatureStore:
     """A complete store holding the given rows: key -> (n, [V,] C, h, w)."""
     n = len(labels)
     classes = classes or [f"class{i}" for i in range(int(labels.max()) + 1)]
     key = {"model": {"name": model}, "weights": {"random_init": True, "init_seed": 0}, "preprocessing": preprocessing,
-           "dtype": "fp32", "class_label": None, "micro_batch": 4, "device_type": "cpu", "seed": 0,
+           "dtype": "fp32", "class_label": None, "micro_batch": micro_batch, "device_type": device_type, "seed": 0,
            "dataset": {"name": "synthetic", "split": split, "rows": n}}  # fmt: skip
     provenance = {"preset": model, "dataset": {"name": "synthetic", "split": split, "classes": classes}}
     shapes = {k: tuple(v.shape[2:] if views > 1 else v.shape[1:]) for k, v in features.items()}

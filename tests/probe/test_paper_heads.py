@@ -92,7 +92,7 @@ def test_paper_mlp_is_linear_relu_without_batchnorm():
     torch.testing.assert_close(head(x), expected)
 
 
-def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path):
+def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path, capsys):
     from extract.store.schema import FeatureKey
     from probe.config import ProbeConfig, TrainSettings
     from probe.evaluate import evaluate_head
@@ -111,6 +111,12 @@ def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path):
     assert all(m["test"]["top1"] >= 90 for m in result["members"]), [m["test"]["top1"] for m in result["members"]]
     again = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test.zarr")
     assert again["top1"] == result["test"]["top1"]
+    # the same features extracted at another micro-batch on a GPU: evaluated, with one warning line
+    make_store(tmp_path / "test-gpu.zarr", {key: xt}, yt, split="test", micro_batch=64, device_type="cuda")
+    capsys.readouterr()
+    other = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test-gpu.zarr")
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert other["top1"] == result["test"]["top1"] and len(warned) == 1 and "micro_batch" in warned[0] and "device_type" in warned[0]
 
 
 def test_paper_fusion_equals_the_reference_over_two_t_and_two_blocks():

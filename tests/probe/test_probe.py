@@ -206,6 +206,20 @@ def test_stores_of_different_models_or_preprocessing_are_refused(tmp_path):
         run(tmp_path, tmp_path / "a.zarr", test=tmp_path / "c.zarr")
 
 
+def test_stores_differing_only_in_micro_batch_or_device_are_probed_together_with_one_warning(tmp_path, capsys):
+    x, y, _ = blobs(64, 4, 4, seed=0, shape=(4, 1, 1))
+    make_store(tmp_path / "a.zarr", {K1: x}, y, micro_batch=128, device_type="cuda")
+    make_store(tmp_path / "b.zarr", {K1: x}, y, split="test", micro_batch=16)
+    capsys.readouterr()
+    result = run(tmp_path, tmp_path / "a.zarr", test=tmp_path / "b.zarr")
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and "device_type: a.zarr has 'cuda', b.zarr has 'cpu'" in warned[0] and "micro_batch" in warned[0]
+    assert result["warnings"] == [warned[0].removeprefix("warning: ")] and result["test"]["top1"] > 0.5
+    make_store(tmp_path / "c.zarr", {K1: x}, y, split="test", micro_batch=16, model="adm256-uncond")
+    with pytest.raises(ProbeDataError, match="different models or preprocessing: model.name"):  # meaning still refuses
+        run(tmp_path, tmp_path / "a.zarr", test=tmp_path / "c.zarr")
+
+
 def test_stores_numbering_classes_differently_are_refused(tmp_path):
     x, y, _ = blobs(64, 4, 4, seed=0, shape=(4, 1, 1))
     make_store(tmp_path / "a.zarr", {K1: x}, y, classes=["n1", "n2", "n3", "n4"])
