@@ -4,7 +4,7 @@
 # name. DRY=1 prints an experiment's commands without running them.
 SHELL := /bin/bash
 PY := .venv/bin/python
-VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml | sha256sum | cut -c1-12)
+VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 BENCH_OUT ?= evidence/bench
 experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run)
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
@@ -16,10 +16,10 @@ needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashi
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(VENV_STAMP): setup.cfg pyproject.toml
+$(VENV_STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -c constraints.txt
 	rm -f .venv/.installed-* && touch $@
 
 install: $(VENV_STAMP) ## create .venv and install diffprobe with its pinned dependencies

@@ -63,6 +63,16 @@ def _nchw(images: np.ndarray, device: torch.device, rgb: bool) -> torch.Tensor:
     return x.contiguous().to(device)
 
 
+def _torch_fidelity():
+    """torch-fidelity (the `fid` extra); a missing one is one clear error."""
+    try:
+        import torch_fidelity
+        import torch_fidelity.feature_extractor_inceptionv3  # noqa: F401 - the module used
+    except ImportError:
+        raise ValueError("Inception features (FID, KID, IS) need torch-fidelity: pip install 'diffprobe[fid]'") from None
+    return torch_fidelity
+
+
 def inception_network(state: dict[str, torch.Tensor] | None, layer: str = "2048"):
     """torch-fidelity's Inception-v3 with the given weights, or with PyTorch's default init
     (an architecture-only build, for tests) when state is None.
@@ -70,7 +80,7 @@ def inception_network(state: dict[str, torch.Tensor] | None, layer: str = "2048"
     torch-fidelity reads its weights file with `torch.load(weights_only=False)`, which would run
     code hidden in an untrusted file. So the file is read here weights-only and what
     torch-fidelity loads is an in-memory copy of those plain tensors."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    FeatureExtractorInceptionV3 = _torch_fidelity().feature_extractor_inceptionv3.FeatureExtractorInceptionV3
 
     class Inception(FeatureExtractorInceptionV3):
         def load_state_dict(self, sd, strict=True, assign=False):
@@ -92,7 +102,7 @@ INCEPTION_LAYERS = {"inception": ("2048", "2048 (pool3)", 2048), "inception-logi
 
 
 def _inception(spec: FeatureSpec, arg: str, family: str = "inception") -> Extractor:
-    import torch_fidelity
+    torch_fidelity = _torch_fidelity()
 
     from extract.models.weights import CheckpointError, file_sha256, fit_of, read_state_dict
 
