@@ -28,3 +28,22 @@ def test_the_install_puts_the_command_beside_python():
     assert script.is_file(), f"{script} missing: `pip install -e .` installs it (setup.cfg console_scripts)"
     done = subprocess.run([str(script), "extract", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Usage: diffprobe extract" in done.stdout
+
+
+def test_the_readmes_python_api_runs_as_written(tmp_path, fmnist_env, monkeypatch):
+    """The README's Python block, executed with only its image counts shrunk (the fake
+    Fashion-MNIST of the tests has 96 train and 32 test images)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"## Python API.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert "N_TRAIN, N_TEST = 2000, 1000" in code
+    code = code.replace("N_TRAIN, N_TEST = 2000, 1000", "N_TRAIN, N_TEST = 64, 32")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    result, blocks = scope["result"], scope["blocks"]
+    assert result["stores"]["train"]["rows"] < 64 and result["stores"]["test"]["rows"] == 32  # validation carved from the 64
+    assert result["head"]["feature_set"] in ("t10/b7/p2", "t10/b9/p2") and 0 <= result["test"]["top1"] <= 100
+    assert blocks.matrix.shape == (2, 2) and abs(blocks.matrix[0, 0] - 1) < 1e-6
+    assert (tmp_path / "cache" / "api-train.zarr").is_dir() and (tmp_path / "results" / "api" / "probe_results.csv").is_file()
