@@ -27,10 +27,7 @@ feature rows read as NaN. The store is complete only when every done flag is 1 a
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +35,8 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from extract.store.errors import DataError, StoreError  # noqa: F401 - the errors every stage shares, importable from here
+from extract.store.lock import StoreLock  # noqa: F401 - one writer per store; importable from here as before
 from extract.store.shard_read import FeatureArray
 
 FORMAT = "diffprobe-features"
@@ -60,12 +59,6 @@ _FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "
 FULL = "full"  # the one spelling of "no pooling": keep the block's whole H x W map
 
 
-class StoreError(ValueError):
-    """A store that is not a diffprobe store, is incomplete, or lacks what was asked for."""
-
-
-class DataError(ValueError):
-    """A dataset that cannot be read as asked: missing files, bad annotations, unreadable images."""
 
 
 def parse_pool(text: str | int | None) -> int | None:
@@ -177,60 +170,6 @@ def is_store(path: str | Path, created: bool = True) -> bool:
     except Exception:  # noqa: BLE001 - anything unreadable is not a store
         return False
     return attrs.get("format") == FORMAT and (attrs.get("created", False) or not created)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class StoreLock:
-    """One writer per store: `<store>.lock` beside it holds the owner's host and pid.
-
-    Created with O_EXCL, so of two extractions started on one store the second refuses
-    instead of writing into shards the first is writing. A lock left by a killed run on
-    this host (its pid no longer alive) is taken over, so resuming after kill -9 works."""
-
-    def __init__(self, store: str | Path):
-        self.file = Path(str(store).rstrip("/") + ".lock")
-        self.held = False
-
-    def _owner(self) -> dict:
-        try:
-            return json.loads(self.file.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def acquire(self) -> StoreLock:
-        # a store in a folder that does not exist yet: make the folder, then take the lock
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(2):
-            try:
-                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner()
-                stale = owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", 0)))
-                if stale and attempt == 0:
-                    self.file.unlink(missing_ok=True)
-                    continue
-                who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "an unknown process"
-                raise StoreError(f"{self.file.with_suffix('')} is being written by another extraction ({who}); "
-                                 f"if none is running, delete {self.file}") from None  # fmt: skip
-            with os.fdopen(fd, "w") as f:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
-            self.held = True
-            return self
-        raise StoreError(f"cannot take the writer lock {self.file}")
-
-    def release(self) -> None:
-        if self.held:
-            self.file.unlink(missing_ok=True)
-            self.held = False
 
 
 def open_complete(path: str | Path) -> FeatureStore:
