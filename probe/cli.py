@@ -86,13 +86,20 @@ def eval_cmd(head, store, out, device):
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/probe.json"))
 @click.option("--shape", "shapes", multiple=True, type=click.Choice(["demo", "imagenet"]), default=("demo", "imagenet"), help="feature shapes to time")
+@click.option("--threads", type=click.IntRange(min=1), help="torch.set_num_threads [default: torch's]")
+@click.option("--flops-only", is_flag=True, help="only the compute: the bank's GFLOP/s beside torch.matmul (no store)")
 @user_errors
-def bench(out, shapes):
-    """A grid of 16 linear heads against one head, and store read vs training samples/s."""
+def bench(out, shapes, threads, flops_only):
+    """A grid of 16 linear heads against one head, store read vs training samples/s, and the
+    bank's training GFLOP/s beside torch.matmul on the same GEMMs."""
+    import torch
+
     from probe.bench.grid import BENCH_SHAPES, bench_probe, format_table
     from probe.tables import write_json
 
-    results = {name: bench_probe(**BENCH_SHAPES[name]) for name in shapes}
+    if threads:
+        torch.set_num_threads(threads)
+    results = {name: bench_probe(**BENCH_SHAPES[name], store=not flops_only) for name in shapes}
     write_json(out, results)
     for name, result in results.items():
         click.echo(f"[{name}] " + format_table(result))
