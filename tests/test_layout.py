@@ -87,7 +87,7 @@ def test_the_floor_imports_no_stage_and_no_torch_at_module_level():
     known = modules()
     floor = {m: p for m, p in known.items() if m.startswith("extract.store")}
     assert {"extract.store.schema", "extract.store.writer", "extract.store.config", "extract.store.verify"} <= set(floor)
-    allowed_third_party = {"numpy", "zarr", "click", "numcodecs", "tqdm", "yaml", "google_crc32c"}  # tqdm: the one progress bar; yaml: YAML config files; google_crc32c: chunk checksums read directly
+    allowed_third_party = {"numpy", "zarr", "click", "numcodecs", "tqdm", "yaml", "google_crc32c", "crc32c"}  # tqdm: the one progress bar; yaml: YAML config files; google_crc32c: chunk checksums read directly
     for name, path in floor.items():
         for imported in imports(path):
             top = imported.split(".")[0]

@@ -102,3 +102,12 @@ def test_new_stores_are_written_without_compression_and_with_a_crc_per_chunk(tmp
     _store(tmp_path)
     codecs = zarr.open_array(str(tmp_path / "s.zarr" / KEY.path), mode="r").metadata.codecs[0].codecs
     assert [type(c).__name__ for c in codecs] == ["BytesCodec", "Crc32cCodec"]
+
+
+def test_the_fast_checksum_equals_zarrs_own_crc32c():
+    from google_crc32c import value
+
+    from extract.store import shard_read
+
+    data = np.random.default_rng(3).integers(0, 256, 1 << 20, dtype=np.uint8)
+    assert shard_read._crc32c(data) == value(data) and shard_read._crc32c(data[:-1]) == value(data[:-1])
