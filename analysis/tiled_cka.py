@@ -24,9 +24,9 @@ MIN_TILE = 16
 
 
 def tile_bytes(dims: list[int], itemsizes: list[int], tile: int) -> int:
-    """Working memory at a tile height: rows as read and as float64 for tiles a and b of every
-    key, one Gram block per key and one product."""
-    rows = sum(2 * tile * d * (8 + s) for d, s in zip(dims, itemsizes))
+    """Working memory at a tile height: for tiles a and b of every key, the rows as read from the
+    store, their valid rows picked out, and as float64; one Gram block per key and one product."""
+    rows = sum(2 * tile * d * (8 + 2 * s) for d, s in zip(dims, itemsizes))
     return rows + (len(dims) + 1) * 8 * tile * tile
 
 
@@ -63,8 +63,8 @@ def _read(keys, i: int, rows: np.ndarray) -> np.ndarray:
     """Key i's rows at the given sorted store positions, as stored: (len(rows), d_i)."""
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     x = keys.arrays[i][lo:hi]
-    x = x[:, 0] if keys.views[i] else x
-    return x.reshape(hi - lo, -1)[rows - lo]
+    x = (x[:, 0] if keys.views[i] else x).reshape(hi - lo, -1)
+    return x if hi - lo == len(rows) else x[rows - lo]  # every row valid: no copy
 
 
 def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, device: str = "cpu", block_rows: int = 4096,
@@ -99,7 +99,7 @@ def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, 
     def centred(i: int, a: int):
         rows_a = slice(a, min(a + tile, n))
         x = held[i][rows_a] if resident else _read(keys, i, where[rows_a])
-        return torch.from_numpy(np.ascontiguousarray(x)).to(dev, torch.float64) - means[i]
+        return torch.from_numpy(np.ascontiguousarray(x)).to(dev, torch.float64).sub_(means[i])  # centred in place
 
     pairs = sorted({(min(i, j), max(i, j)) for i in rows for j in cols} | {(i, i) for i in used})  # HSIC is symmetric
     hsic = dict.fromkeys(pairs, None)
