@@ -116,8 +116,9 @@ def bench_full_maps(store=None, keys=("t10/b9/full", "t10/b30/full"), imagenet_r
     import tempfile
     from pathlib import Path
 
+    import torch  # noqa: F401 - loaded before any measurement, so the tiles path's peak is its arrays, not torch's import
+
     from analysis.compare import cka_map
-    from analysis.linear_paths import plan_linear  # noqa: F401 - the paths measured are the ones cka_map plans
     from extract.store.schema import FeatureKey
 
     cases = []

@@ -214,7 +214,7 @@ def linear_cka(keys: Keys, rows: list[int], cols: list[int], *, max_bytes: int =
     adds its own block of rows)."""
     chosen = plan_linear(keys, rows, cols, max_bytes, block_rows, path, device)
     if chosen == "tiles":
-        return tiled_linear_cka(keys, rows, cols, max_bytes=max_bytes, device=device, block_rows=block_rows, progress=progress), chosen
+        return tiled_linear_cka(keys, rows, cols, max_bytes=max_bytes, device=device, progress=progress), chosen
     if chosen == "moments":
         return _by_moments(keys, rows, cols, block_rows, progress), chosen
     if chosen == "gram":

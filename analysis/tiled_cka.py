@@ -67,8 +67,7 @@ def _read(keys, i: int, rows: np.ndarray) -> np.ndarray:
     return x if hi - lo == len(rows) else x[rows - lo]  # every row valid: no copy
 
 
-def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, device: str = "cpu", block_rows: int = 4096,
-                     progress: bool = True) -> np.ndarray:  # fmt: skip
+def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, device: str = "cpu", progress: bool = True) -> np.ndarray:
     """CKA of every key in `rows` against every key in `cols` (exact; float64 on `device`)."""
     import torch  # only this path needs it: the other CKA paths run on numpy alone
 
@@ -82,19 +81,19 @@ def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, 
                          f"{len(used)} keys ({max(dims)} features), more than the {max_bytes / 2**30:.1f} GiB allowed (--max-memory-gb)")  # fmt: skip
     tile, resident = plan
     dev = torch.device(device)
-    # the column means, in one pass (float64)
+    # the column means, in one pass (float64), a tile of rows at a time: within the plan's memory
     means = {i: np.zeros(keys.dims[i]) for i in used}
-    for start in range(0, n, block_rows):
-        part = where[start : start + block_rows]
+    for start in range(0, n, tile):
+        part = where[start : start + tile]
         for i in used:
-            means[i] += _read(keys, i, part).astype(np.float64).sum(axis=0)
+            means[i] += _read(keys, i, part).sum(axis=0, dtype=np.float64)
     means = {i: torch.from_numpy(m / n).to(dev) for i, m in means.items()}
     held = {}
     if resident:
         for i in used:
             held[i] = np.empty((n, keys.dims[i]), dtype=keys.arrays[i].dtype)
-            for start in range(0, n, block_rows):
-                held[i][start : start + block_rows] = _read(keys, i, where[start : start + block_rows])
+            for start in range(0, n, tile):
+                held[i][start : start + tile] = _read(keys, i, where[start : start + tile])
 
     def centred(i: int, a: int):
         rows_a = slice(a, min(a + tile, n))
@@ -105,9 +104,11 @@ def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, 
     hsic = dict.fromkeys(pairs, None)
     starts = list(range(0, n, tile))
     tile_pairs = [(a, b) for ai, a in enumerate(starts) for b in starts[ai:]]
-    current, xa = None, {}
+    current, xa, xb, grams = None, {}, {}, {}
     for a, b in progress_bar(progress, iterable=tile_pairs, desc="cka tiles", unit="tile pair"):
+        xb, grams = {}, {}  # the last pair's tiles go before the next are read: two tiles a key at most
         if current != a:
+            xa = {}
             current, xa = a, {i: centred(i, a) for i in used}
         xb = xa if b == a else {i: centred(i, b) for i in used}
         grams = {i: xa[i] @ xb[i].T for i in used}
