@@ -33,6 +33,7 @@ import torch
 
 from extract.bench.gpu import SKIPPED, _first_line, bench_gpu, bench_loader, flops_per_image, machine_info, peak_tflops, validate, write_jpegs
 from extract.bench.gpu_config import GpuBenchConfig
+from extract.bench.io import best_time
 from extract.models.adm_presets import get_preset
 from extract.models.precision import AUTOCAST_DTYPES
 from extract.store.schema import FeatureKey, FeatureStore
@@ -58,15 +59,6 @@ def validate_quick(cfg: GpuBenchConfig):
 
 
 # ---------------------------------------------------------------- b. the store's read rate
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def bench_store_read(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048, repeats: int = 3, seed: int = 0, root: Path | None = None) -> dict:
     """Write `rows` fp16 rows of (dim // 4, 2, 2) into a FeatureStore and, the same bytes, into
     a .npy; read the store shard by shard (`store.array(key)[a:b]`) and the .npy with np.load;
@@ -100,8 +92,8 @@ def bench_store_read(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048,
             return [a[lo:hi] for lo, hi in spans]
 
         matches = bool(np.array_equal(np.concatenate(store_read()), np.load(raw)))  # also warms the page cache
-        store_s = _best(store_read, repeats)
-        numpy_s = _best(lambda: np.load(raw), repeats)
+        store_s = best_time(store_read, repeats)
+        numpy_s = best_time(lambda: np.load(raw), repeats)
         return {
             "rows": rows, "row_shape": list(row), "dtype": "float16", "mb": round(nbytes / 1e6, 1),
             "store_mb": round(store.size_bytes() / 1e6, 1), "shard_rows": shard_rows, "shards": store.n_shards,

@@ -58,7 +58,8 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _best(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> float:
+    """The shortest of `repeats` timed calls of fn, in seconds."""
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
@@ -100,7 +101,7 @@ def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: s
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.npy"
         np.save(raw, x)
-        raw_s = _best(lambda: np.load(raw), repeats)
+        raw_s = best_time(lambda: np.load(raw), repeats)
         offset = np.load(raw, mmap_mode="r").offset
 
         def raw_by_shard():
@@ -109,7 +110,7 @@ def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: s
                 return [np.fromfile(f, dtype=x.dtype, count=(min(s + shard_rows, n) - s) * row_bytes // x.itemsize, offset=offset + s * row_bytes)
                         for s in range(0, n, shard_rows)]  # fmt: skip
 
-        raw_shard_s = _best(raw_by_shard, repeats)
+        raw_shard_s = best_time(raw_by_shard, repeats)
         for name, codecs in CODECS.items():
             path = Path(tmp) / name.split()[0]
             _write(path, x, shard_rows, codecs())
@@ -117,7 +118,7 @@ def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: s
             for reader, fn in _readers(path, n, shard_rows).items():
                 if not np.array_equal(np.concatenate(fn()), x, equal_nan=True):
                     raise RuntimeError(f"bench-io: {reader} read other values than were written with {name}")
-                seconds = _best(fn, repeats)
+                seconds = best_time(fn, repeats)
                 rows.append({"codec": name, "reader": reader, "mb_per_s": round(nbytes / 1e6 / seconds, 1), "seconds": round(seconds, 4),
                              "size_ratio": round(size / nbytes, 3), "of_raw": round(raw_s / seconds, 3)})  # fmt: skip
     return {"data": label, "rows": n, "row_shape": list(x.shape[1:]), "dtype": str(x.dtype), "mb": round(nbytes / 1e6, 1),
