@@ -142,16 +142,17 @@ def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, li
 @click.option("--key", "key_label", help="the feature key, e.g. t0/b4/p1 [default: the one key both stores hold]")
 @click.option("--k", type=click.IntRange(min=1), default=3, help="neighbours for precision and recall")
 @click.option("--pr-rows", type=click.IntRange(min=4), default=5000, help="rows of each store sampled for precision and recall")
+@click.option("--allow-overlap", is_flag=True, help="go on, with a warning, when the two stores hold the same images (by pixel digest) [default: refuse]")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
 @user_errors
-def fd(real, fake, key_label, k, pr_rows, out):
+def fd(real, fake, key_label, k, pr_rows, allow_overlap, out):
     """Fréchet distance, precision and recall between two stores' features at one key."""
     import dataclasses
 
     from analysis.distance import store_distance
     from extract.store.schema import FeatureKey
 
-    result = store_distance(real, fake, FeatureKey.parse(key_label) if key_label else None, k=k, pr_rows=pr_rows)
+    result = store_distance(real, fake, FeatureKey.parse(key_label) if key_label else None, k=k, pr_rows=pr_rows, allow_overlap=allow_overlap)
     click.echo(result.line())
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

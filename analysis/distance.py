@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.frechet import GaussianStats, frechet_from_stats, precision_recall
+from extract.store import progress
+from extract.store.overlap import check_overlap
 from extract.store.schema import FeatureKey, FeatureStore, StoreError, open_complete
 
 
@@ -25,10 +27,13 @@ class StoreDistance:
     rows: tuple[int, int]
     pr_rows: tuple[int, int]
     stores: tuple[str, str]
+    overlap: dict | None = None  # the check for images held by both stores
 
     def line(self) -> str:
+        shared = (self.overlap or {}).get("shared", 0)
         return (f"{self.key}: Fréchet distance {self.fd:.4f}, precision {self.precision:.3f}, recall {self.recall:.3f} "
-                f"({self.rows[0]} vs {self.rows[1]} rows; precision/recall on {self.pr_rows[0]} vs {self.pr_rows[1]})")  # fmt: skip
+                f"({self.rows[0]} vs {self.rows[1]} rows; precision/recall on {self.pr_rows[0]} vs {self.pr_rows[1]})"
+                + (f"; {shared} images in both stores" if shared else ""))  # fmt: skip
 
 
 def store_stats(store: FeatureStore, key: FeatureKey, pr_rows: int, seed: int) -> tuple[GaussianStats, np.ndarray]:
@@ -63,9 +68,15 @@ def store_rows(store: FeatureStore, key: FeatureKey) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def store_distance(a: str | Path, b: str | Path, key: FeatureKey | None = None, *, k: int = 3, pr_rows: int = 5000, seed: int = 0) -> StoreDistance:
-    """Fréchet distance and precision/recall of store b's features against store a's (the reference)."""
+def store_distance(a: str | Path, b: str | Path, key: FeatureKey | None = None, *, k: int = 3, pr_rows: int = 5000, seed: int = 0,
+                   allow_overlap: bool = False) -> StoreDistance:  # fmt: skip
+    """Fréchet distance and precision/recall of store b's features against store a's (the reference).
+    Stores that hold the same images (by pixel digest) are refused unless `allow_overlap`: the
+    distance between two sets sharing images is biased low."""
     sa, sb = open_complete(a), open_complete(b)
+    overlap = check_overlap(sa, sb, allow_overlap)
+    if overlap.shared:
+        progress.warn(overlap.line)
     if key is None:
         common = sorted(set(sa.keys()) & set(sb.keys()), key=FeatureKey.sort_key)
         if len(common) != 1:
@@ -73,4 +84,5 @@ def store_distance(a: str | Path, b: str | Path, key: FeatureKey | None = None, 
         key = common[0]
     (st_a, x_a), (st_b, x_b) = store_stats(sa, key, pr_rows, seed), store_stats(sb, key, pr_rows, seed)
     precision, recall = precision_recall(x_a, x_b, k=k)
-    return StoreDistance(key.label, frechet_from_stats(st_a, st_b), precision, recall, (st_a.n, st_b.n), (len(x_a), len(x_b)), (str(a), str(b)))
+    return StoreDistance(key.label, frechet_from_stats(st_a, st_b), precision, recall, (st_a.n, st_b.n), (len(x_a), len(x_b)), (str(a), str(b)),
+                         overlap.record())  # fmt: skip

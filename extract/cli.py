@@ -12,7 +12,9 @@ from extract.bench.gpu_config import GpuBenchConfig
 from extract.data.augment import AUGMENTATIONS
 from extract.data.registry import DATASETS
 from extract.generate.commands import add_generate_commands
+from extract.models.adm_flags import model_flags_option, take_model_flags
 from extract.models.adm_presets import MODEL_NAMES, PRESETS
+from extract.models.diffusers_spec import DIFFUSERS_MODELS
 from extract.store.cli_options import int_list, key_options, pool_list, user_errors
 from extract.store.config import FORWARD_DTYPES, DataSelection, ExtractConfig, StoreOptions, flat, from_flat
 from extract.store.config_files import add_config_option
@@ -49,17 +51,21 @@ def cli():
 
 
 @cli.command()
-@click.option("--model", type=click.Choice([*MODEL_NAMES, *BACKBONE_NAMES]), default="demo-fmnist", help="model preset (ADM, or SD/DiT latent diffusion), or a torchvision backbone (see `backbone --help`)")
+@click.option("--model", type=click.Choice([*MODEL_NAMES, *DIFFUSERS_MODELS, *BACKBONE_NAMES]), default="demo-fmnist",
+              help="model preset (ADM, SD/DiT/SDXL latent diffusion), 'diffusers' (any local diffusers folder, --model-dir), or a torchvision backbone (see `backbone --help`)")
+@model_flags_option
 @click.option("--ckpt", "--weights", "ckpt", type=click.Path(path_type=Path), help="state_dict file (e.g. 256x256_diffusion_uncond.pt; for SD/DiT the denoiser's .safetensors, e.g. a CleanDIFT U-Net) [default: the preset's shipped weights, if any]")
 @click.option("--model-dir", type=click.Path(path_type=Path), help="SD/DiT: a local diffusers model folder (unet/ or transformer/, vae/, text_encoder/, tokenizer/, scheduler/)")
 @click.option("--prompt", default="", help="SD: the prompt every image is paired with (encoded once per run)")
+@click.option("--cond", type=click.Path(path_type=Path), help="--model diffusers: a safetensors file of the text conditioning (prompt_embeds, pooled_prompt_embeds), "
+              "for models whose text encoders are absent or huge (SD3)")  # fmt: skip
 @click.option("--latents", type=click.Path(path_type=Path), help="SD/DiT: the VAE latent cache store, shared by runs on the same images [default: latents/<model>-<hash>.zarr beside --out]")
 @click.option("--random-init/--no-random-init", default=False, help="random-weight control instead of --ckpt")
 @data_options
 @click.option("--split", default=_SEL.split, help="dataset split")
 @click.option("--aug", type=click.Choice(list(AUGMENTATIONS)), default="none", help="view v of each image is seeded: gd-crop-flip as diffssl's training loader (short side to [S, S/0.8], random S crop, flip); crop-flip (0.8-1.0 of the short side, flip); training splits")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="store to create or resume (a .zarr folder)")
-@key_options(t_default=("150",), pool_default=("2",), what="features to cache [default block: output_blocks[4], the paper's b=24]")
+@key_options(t_default=("150",), pool_default=("2",), what="features to cache [default block: output_blocks[4], the paper's b=24]", module_names=True)
 @click.option("--block-pool", "block_pools", multiple=True, metavar="B:P", help="block B's own pools instead of --pool, e.g. 30:16 (b=30 pooled to 16x16) or 19:full,2 (repeat)")
 @click.option("--views", type=click.IntRange(min=1), default=1, help="independent noise draws (and, with --aug, crops) per image")
 @click.option("--seed", type=int, default=0, help="noise (and random-init) seed")
@@ -85,6 +91,7 @@ def run(plan, images_per_s, **options):
     """Extract features of the chosen blocks, timesteps and pool sizes into one store."""
     from extract.run import extract
 
+    options["model_flags"] = take_model_flags(options["model_flags"])
     if plan:
         from extract.cost import plan as plan_run
 
@@ -106,13 +113,21 @@ def run(plan, images_per_s, **options):
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(list(MODEL_NAMES)), default="adm256-uncond", help="model preset")
+@click.option("--model", type=click.Choice([*MODEL_NAMES, *DIFFUSERS_MODELS]), default="adm256-uncond", help="model preset, or 'diffusers' with --model-dir")
+@model_flags_option
+@click.option("--model-dir", type=click.Path(path_type=Path), help="--model diffusers: the local diffusers folder whose denoiser to number")
 @user_errors
-def blocks(model):
+def blocks(model, model_flags, model_dir):
     """Print b -> module, layers, channels and resolution (no weights are allocated)."""
     from extract.models.families import block_table
 
-    rows = block_table(model)  # SD/DiT: diffusers' modules, latent maps at the preset's resolution
+    if take_model_flags(model_flags):  # the U-Net these flags build, named flags:<hash>
+        from extract.models.adm_flags import flags_block_table
+
+        preset, rows = flags_block_table(model_flags)
+        click.echo(f"{preset.name}: {preset.flags}")
+    else:
+        rows = block_table(model, model_dir)  # SD/DiT: diffusers' modules, latent maps at the preset's resolution
     width = max(18, *(len(r.module) for r in rows))
     click.echo(f"{'b':>3}  {'module':<{width}} {'layers':<34} {'C':>5} {'H x W':>9} {'values':>9}")
     for r in rows:
@@ -129,6 +144,8 @@ def datasets():
         click.echo(f"  splits: {sizes}" + (f"; classes: {classes}" if classes else ""))
         for key, values in spec.options.items():
             click.echo(f"  --data-opt {key}={'|'.join(values)} (default {values[0]})")
+        for key, default in spec.free_options.items():
+            click.echo(f"  --data-opt {key}=<any> (default {default})")
         click.echo(f"  layout: {spec.layout}")
 
 

@@ -85,9 +85,9 @@ def forward_gflop(preset, deepest: int) -> float | None:
 
     from extract.models.adm import build_unet
     from extract.models.adm_blocks import capture
-    from extract.models.adm_presets import PRESETS
+    from extract.models.adm_presets import ModelPreset
 
-    if preset.name not in PRESETS:
+    if not isinstance(preset, ModelPreset):  # a named ADM preset or one built from --model-flags
         return None
     model = build_unet(preset, "meta")
     s = preset.image_size

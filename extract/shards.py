@@ -14,7 +14,7 @@ from extract.data.sources import DataError, FeatureInput
 from extract.models.adm_forward import compute_features
 from extract.store import progress
 from extract.store.dist import World
-from extract.store.schema import FeatureStore
+from extract.store.schema import CONTENT_BYTES, FeatureStore
 
 
 @dataclass
@@ -69,7 +69,7 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
                inputs: torch.utils.data.Dataset | None = None, compute=compute_features, workers: int | None = None) -> int:  # fmt: skip
     """Compute and write the given shards; returns the number of images computed.
 
-    `inputs` yields (dataset index, input, error) [default: the images, preprocessed];
+    `inputs` yields (dataset index, input, error, pixel digest) [default: the images, preprocessed];
     `compute(model, preset, inputs (N, ...), indices, cfg, blocks, shapes, device)` turns a
     batch into key -> (N, [V,] ...) rows [default: noise, forward, pool]."""
     shard_indices = [rows[store.shard_rows(s).start : store.shard_rows(s).stop] for s in shards]
@@ -94,9 +94,10 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
             view_axis = (cfg.views,) if cfg.views > 1 else ()
             buffers = {k: np.empty((len(span), *view_axis, *shape), dtype=cfg.store_dtype) for k, shape in shapes.items()}
             valid = np.ones(len(span), dtype=bool)
+            content = np.zeros((len(span), CONTENT_BYTES), dtype=np.uint8)
             filled = 0
             while filled < len(span):
-                indices, x0, errors = next(batches)
+                indices, x0, errors, digests = next(batches)
                 indices = indices.tolist()
                 bad = [j for j, e in enumerate(errors) if e]
                 if bad and not cfg.skip_bad:
@@ -108,8 +109,9 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
                     values[bad] = np.nan  # a skipped image is never a silent zero row
                     buffers[k][local] = values
                 valid[local][bad] = False
+                content[local] = digests.numpy()
                 filled += len(indices)
                 bar.update(len(indices))
-            store.write_shard(s, buffers, valid)
+            store.write_shard(s, buffers, valid, content)
             lines.add(len(span), f"shard {s}")
     return total

@@ -44,6 +44,7 @@ def cli():
 @click.option("--views", "view_mode", type=click.Choice(["draw", "mean"]), default="draw",
               help="a training store of K views per image: draw one per image and epoch (fresh augmentation), or average them (as DIFT averages its noise draws)")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="validation carved from train [default: the recipe's]")
+@click.option("--allow-overlap", is_flag=True, help="go on, with a warning, when train, val and test share images (found by their pixel digests) [default: refuse]")
 @click.option("--seed", type=int, default=0)
 @click.option("--buffer-mb", type=click.IntRange(min=1), default=1024, help="memory for feature rows (bounds the shuffle window)")
 @click.option("--preload/--stream", default=None, help="hold the training features in memory [default: when they fit --buffer-mb]")
@@ -71,13 +72,14 @@ def train(train_store, test_store, val_store, **kwargs):
 @click.option("--store", required=True, type=click.Path(path_type=Path), help="store to evaluate on")
 @click.option("--out", type=click.Path(path_type=Path), help="write the full results JSON here")
 @click.option("--device", default="cpu")
+@click.option("--allow-overlap", is_flag=True, help="go on, with a warning, when the store shares images with the head's training store")
 @user_errors
-def eval_cmd(head, store, out, device):
+def eval_cmd(head, store, out, device, allow_overlap):
     """Re-evaluate a saved head on a store's valid rows."""
     from probe.evaluate import evaluate_head
     from probe.tables import write_json
 
-    result = evaluate_head(head, store, device)
+    result = evaluate_head(head, store, device, allow_overlap=allow_overlap)
     if out:
         write_json(out, result)
     click.echo(f"{store}: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f} on {result['rows']} rows")

@@ -49,6 +49,7 @@ class ProbeConfig:
     standardize: bool = True
     view_mode: str = "draw"  # a training store of K views: draw one per image and epoch, or average them ("mean")
     val_fraction: float = 0.1
+    allow_overlap: bool = False  # go on (with a warning) when two splits share images
     buffer_mb: int = 1024  # bounds the feature rows held in memory (two shuffle windows)
     preload: bool | None = None  # None: preload when the training features fit in buffer_mb
     logreg_c: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from extract.store import progress
-from extract.store.schema import ROUNDING_FIELDS, describe_differences, open_complete
+from extract.store.overlap import check_overlap
+from extract.store.schema import ROUNDING_FIELDS, describe_differences, is_store, open_complete
 from probe.grid import head_inputs
 from probe.metrics import report
 from probe.reader import FeatureReader, ProbeDataError, check_finite, eval_batches, store_summary
@@ -16,8 +17,10 @@ from probe.results import load_head
 
 
 @torch.no_grad()
-def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu") -> dict:
-    """Top-1/top-5, per-class accuracy and confusion matrix of a saved head on a store's valid rows."""
+def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu", allow_overlap: bool = False) -> dict:
+    """Top-1/top-5, per-class accuracy and confusion matrix of a saved head on a store's valid rows.
+    A store sharing images with the head's training store (when that store is still there) is
+    refused unless `allow_overlap`."""
     module, meta, fs, norms = load_head(head)
     store = open_complete(store_path)
     key = store.attrs.get("key", {})
@@ -30,6 +33,7 @@ def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu")
                       f"({'; '.join(rounding)}): features agree up to float rounding")  # fmt: skip
     if diffs:
         raise ProbeDataError(f"{store_path} holds features of another model or preprocessing than {head} was trained on: {'; '.join(diffs[:3])}")
+    overlap = _overlap_with_training(meta, store, allow_overlap)
     reader = FeatureReader(store, fs.keys)
     mask, labels = store.valid(), store.labels()
     n_classes = int(meta["num_classes"])
@@ -43,4 +47,15 @@ def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu")
         tops.append(logits.float().topk(min(5, n_classes), dim=1).indices.cpu().numpy())
         ys.append(y)
     result = report(np.concatenate(tops), np.concatenate(ys), n_classes)
-    return {"head": str(head), "store": store_summary(store, int(mask.sum())), "trained_as": meta.get("trained_as"), **result}
+    return {"head": str(head), "store": store_summary(store, int(mask.sum())), "trained_as": meta.get("trained_as"), "overlap": overlap, **result}
+
+
+def _overlap_with_training(meta: dict, store, allow: bool) -> dict | None:
+    """Check the store against the head's training store, if it still exists; warn when allowed."""
+    train_path = meta.get("train_store")
+    if not train_path or not is_store(train_path) or Path(train_path).resolve() == Path(store.path).resolve():
+        return None
+    found = check_overlap(open_complete(train_path), store, allow, f"the head's training store ({Path(train_path).name}) and {store.path.name}")
+    if found.shared:
+        progress.warn(found.line)
+    return found.record()

@@ -19,6 +19,7 @@ from extract import __version__
 from extract.store import progress
 from extract.store.cli_options import invocation
 from extract.store.dist import close_world, init_world, pick_device
+from extract.store.overlap import check_overlap
 from extract.store.schema import FeatureKey, FeatureStore, open_complete, parse_feature_set, pool_label
 from probe import baselines
 from probe.config import ProbeConfig
@@ -118,6 +119,7 @@ class ProbeData:
     evals: dict  # split -> (reader, row mask, labels)
     norms: dict
     warnings: list[str] = field(default_factory=list)  # e.g. stores paired across micro-batch or device
+    overlaps: list[dict] = field(default_factory=list)  # each pair of splits checked for shared images
 
 
 @dataclass
@@ -172,10 +174,18 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     train_store = open_complete(cfg.train)
     val_store = open_complete(cfg.val) if cfg.val else None
     test_store = open_complete(cfg.test) if cfg.test else None
-    warnings = []
+    warnings, overlaps = [], []
     for other in (val_store, test_store):
         if other is not None:
             warnings += check_compatible(train_store, other)
+    named = [(split, store) for split, store in (("train", train_store), ("val", val_store), ("test", test_store)) if store is not None]
+    for i, (split_a, a) in enumerate(named):  # no image may be in two splits unless allowed
+        for split_b, b in named[i + 1 :]:
+            found = check_overlap(a, b, cfg.allow_overlap, f"{split_a} ({a.path.name}) and {split_b} ({b.path.name})")
+            overlaps.append(found.record())
+            if found.shared:
+                warnings.append(found.line)
+                progress.warn(found.line)
     sets_keys = parse_feature_sets(cfg, train_store)
     all_keys = tuple(sorted({k for ks in sets_keys for k in ks}, key=FeatureKey.sort_key))
 
@@ -209,7 +219,7 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     for split, (r, mask, _) in evals.items():
         if r is not reader:
             check_finite(r, mask, split)
-    return ProbeData(train_store, val_store, test_store, labels, train_mask, classes, reader, sets, evals, norms, warnings)
+    return ProbeData(train_store, val_store, test_store, labels, train_mask, classes, reader, sets, evals, norms, warnings, overlaps)
 
 
 def train_heads(cfg: ProbeConfig, data: ProbeData, scores: Scores, device, world) -> None:
@@ -288,6 +298,7 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
         "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
         "log_file": None if log_file is None else str(log_file),
         "warnings": data.warnings,
+        "overlap": data.overlaps,
     }  # fmt: skip
     for split in evals:
         result[split] = report(scores.tops[split][selected], scores.truth[split], n_classes)
@@ -299,7 +310,7 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
                 "features": chosen["features"], "in_shape": list(chosen_set.in_shape),
                 "row_shapes": [list(s) for s in chosen_set.row_shapes], "num_classes": n_classes,
                 "classes": data.classes, "compatible": stores["train"]["key"], "trained_as": chosen,
-                "results": f"{name}.json", "version": __version__}  # fmt: skip
+                "results": f"{name}.json", "train_store": stores["train"]["path"], "version": __version__}  # fmt: skip
         save_head(head_path, module, meta, data.norms)
         result["head_file"] = str(head_path)
     result["timing"]["total_seconds"] = round(time.perf_counter() - started, 3)

@@ -123,4 +123,5 @@ def test_a_pixel_store_loads_no_diffusion_model(tmp_path, fmnist_env):
     modules = loaded_after(code)
     assert (tmp_path / "p.zarr").is_dir()
     assert not {"guided_diffusion", "diffusers"} & modules
-    assert not {m for m in modules if m.startswith("extract.models.") and m not in ("extract.models.pixels", "extract.models.adm_presets", "extract.models.latent_presets")}
+    assert not {m for m in modules if m.startswith("extract.models.") and m not in ("extract.models.pixels", "extract.models.adm_presets", "extract.models.latent_presets",
+                                                                                               "extract.models.diffusers_spec", "extract.models.adm_flags")}  # torch-free preset tables

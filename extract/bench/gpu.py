@@ -344,7 +344,7 @@ def time_loader(root: Path, preset: ModelPreset, workers: int, batch: int, pin_m
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers, pin_memory=pin_memory)
     images = errors = 0
     start = time.perf_counter()
-    for _, x, reasons in loader:
+    for _, x, reasons, _ in loader:
         images += x.shape[0]
         errors += sum(bool(r) for r in reasons)
     seconds = time.perf_counter() - start

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from extract.data import fgvc, imagenet, samples
+from extract.data import cifar, fgvc, hf_datasets, imagenet, samples, tar_shards
 from extract.data import sources as data
 from extract.data.sources import DataError, ImageSource
 
@@ -21,8 +21,9 @@ Reader = Callable[[Path | None, str, dict], ImageSource]
 @dataclass(frozen=True)
 class DatasetSpec:
     """A registered dataset. `options` maps an option to its allowed values, the first being the
-    default; `official` gives each split's image count in the release and `classes` the class
-    count (per value of the option named by `classes_by`, if it varies)."""
+    default; `free_options` maps an option that takes any value (a column, a field) to its default;
+    `official` gives each split's image count in the release and `classes` the class count (per
+    value of the option named by `classes_by`, if it varies)."""
 
     name: str
     read: Reader
@@ -33,6 +34,7 @@ class DatasetSpec:
     official: dict[str, int] = field(default_factory=dict)
     classes: int | dict[str, int] | None = None
     classes_by: str | None = None
+    free_options: dict[str, str] = field(default_factory=dict)
 
     def check_split(self, split: str) -> None:
         if self.splits and split not in self.splits:
@@ -81,6 +83,17 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("dtd", fgvc.dtd, ("train", "val", "test"), fgvc.LAYOUTS["dtd"], "Describable Textures, partition 1-10",
                     options={"partition": tuple(str(k) for k in range(1, 11))},
                     official={"train": 1880, "val": 1880, "test": 1880}, classes=47),
+        DatasetSpec("cifar10", cifar.cifar10, ("train", "test"), cifar.LAYOUTS["cifar10"], "CIFAR-10, the official python batches (read without unrestricted unpickling)",
+                    official={"train": 50000, "test": 10000}, classes=10),
+        DatasetSpec("cifar100", cifar.cifar100, ("train", "test"), cifar.LAYOUTS["cifar100"], "CIFAR-100, the official python batches; labels=coarse: the 20 superclasses",
+                    options={"labels": cifar.CIFAR100_LEVELS}, official={"train": 50000, "test": 10000},
+                    classes={"fine": 100, "coarse": 20}, classes_by="labels"),
+        DatasetSpec("webdataset", tar_shards.webdataset, (), tar_shards.LAYOUT,
+                    "WebDataset tar shards (img2dataset's output), read by position; needs diffprobe[webdataset]",
+                    free_options={tar_shards.LABEL_OPTION: tar_shards.DEFAULT_LABEL}),
+        DatasetSpec("hf", hf_datasets.hf, (), hf_datasets.LAYOUT,
+                    "a Hugging Face dataset saved with save_to_disk, or its parquet files; needs diffprobe[hf]",
+                    free_options=dict(hf_datasets.FREE_OPTIONS)),
     ]
 }  # fmt: skip
 
@@ -102,12 +115,15 @@ def parse_options(spec: DatasetSpec, pairs: tuple[str, ...] | list[str] | dict) 
                 raise DataError(f"--data-opt {pair!r}: expected key=value")
             given[key.strip()] = value.strip()
     for key, value in given.items():
+        if key in spec.free_options:
+            continue  # any value: the reader says what it cannot use
         if key not in spec.options:
-            valid = ", ".join(spec.options) or "none"
+            valid = ", ".join([*spec.options, *spec.free_options]) or "none"
             raise DataError(f"--data-opt {key}: {spec.name} has no option {key!r} (its options: {valid})")
         if value not in spec.options[key]:
             raise DataError(f"--data-opt {key}={value}: {spec.name} takes {key} in {', '.join(spec.options[key])}")
-    return {k: given.get(k, allowed[0]) for k, allowed in spec.options.items()}
+    chosen = {k: given.get(k, allowed[0]) for k, allowed in spec.options.items()}
+    return chosen | {k: given.get(k, default) for k, default in spec.free_options.items()}
 
 
 def open_dataset(name: str, root: Path | None, split: str, options: tuple[str, ...] | dict = ()) -> ImageSource:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from extract.store.schema import DataError  # noqa: F401 - shared by every stage, defined in the schema
+from extract.store.schema import CONTENT_BYTES, DataError  # noqa: F401 - DataError: shared by every stage, defined in the schema
 
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -123,9 +123,19 @@ def preprocess(img: Image.Image, size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
+def content_digest(img: Image.Image) -> np.ndarray:
+    """BLAKE2b-128 of an image's decoded pixels, mode and size, as (16,) uint8: the same image
+    stored under two names (or two splits) has one digest, whatever its file is called."""
+    h = hashlib.blake2b(digest_size=CONTENT_BYTES)
+    h.update(f"{img.mode} {img.size[0]}x{img.size[1]}\n".encode())
+    h.update(img.tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8).copy()
+
+
 class FeatureInput(torch.utils.data.Dataset):
-    """Item i -> (dataset index, image tensor, error text). A failure to read an image is
-    returned as text (never raised in a worker), so the caller decides: stop or skip.
+    """Item i -> (dataset index, image tensor, error text, pixel digest (16,) uint8). A failure to
+    read an image is returned as text (never raised in a worker), so the caller decides: stop or
+    skip; its digest is zeros.
 
     The tensor is (C, S, S), or with an augmentation (views, C, S, S): view v of image i is
     `augment(img, seed, i, v, S)` then the center crop, so it depends on (seed, i, v) alone."""
@@ -137,20 +147,24 @@ class FeatureInput(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def _tensor(self, i: int) -> torch.Tensor:
+    def _tensor(self, i: int) -> tuple[torch.Tensor, np.ndarray]:
         img = self.source.load(i)
+        digest = content_digest(img)
         if self.augment is None:
-            return preprocess(img, self.size, self.channels)
+            return preprocess(img, self.size, self.channels), digest
         img = to_mode(img, self.channels)  # crops and flips commute with the per-pixel conversion
-        return torch.stack([preprocess(self.augment(img, self.seed, i, v, self.size), self.size, self.channels) for v in range(self.views)])
+        views = [preprocess(self.augment(img, self.seed, i, v, self.size), self.size, self.channels) for v in range(self.views)]
+        return torch.stack(views), digest
 
     def __getitem__(self, i: int):
         try:
-            return i, self._tensor(i), ""
+            x, digest = self._tensor(i)
+            return i, x, "", torch.from_numpy(digest)
         except Exception as e:  # noqa: BLE001 - any decoder failure is a bad image
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             shape = (self.channels, self.size, self.size) if self.augment is None else (self.views, self.channels, self.size, self.size)
-            return i, torch.zeros(shape), f"cannot read image {self.source.ids[i]!r} ({self.source.location}): {reason}"
+            error = f"cannot read image {self.source.ids[i]!r} ({self.source.location}): {reason}"
+            return i, torch.zeros(shape), error, torch.zeros(CONTENT_BYTES, dtype=torch.uint8)
 
 
 # ---------------------------------------------------------------- sources

@@ -35,6 +35,8 @@ class AdmForward:
 
     def capture(self, x_t: torch.Tensor, steps: torch.Tensor, blocks) -> dict[int, torch.Tensor]:
         y = None if self.label is None else torch.full((x_t.shape[0],), self.label, dtype=torch.long, device=x_t.device)
+        if self.preset.rescale_timesteps:  # the U-Net was trained on t * 1000 / steps (improved-diffusion's rescale_timesteps)
+            steps = steps.float() * (1000.0 / self.preset.diffusion_steps)
         return blocks_mod.capture(self.model, x_t, steps, blocks, y=y)
 
 

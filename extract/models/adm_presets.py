@@ -33,6 +33,10 @@ class ModelPreset:
     noise_schedule: str = "linear"
     checkpoint: str = ""  # the published file this preset matches, for messages only
     shipped: bool = False  # weights ship in extract/weights/<name>.pt and are the default
+    # a U-Net built from --model-flags (extract.models.adm_flags): its flag line, written canonically,
+    # and whether the U-Net is fed t * 1000 / diffusion_steps (improved-diffusion's rescale_timesteps)
+    flags: str = ""
+    rescale_timesteps: bool = False
 
     def unet_kwargs(self) -> dict:
         """Keyword arguments of guided_diffusion.unet.UNetModel for this preset."""
@@ -75,7 +79,13 @@ class ModelPreset:
         return min(self.middle_block + 5, self.num_blocks)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The preset as stores record it (in their key). Fields added later appear only when set,
+        so every preset keeps the dict, and every store the key, it had before."""
+        out = dataclasses.asdict(self)
+        for name in ("flags", "rescale_timesteps"):
+            if not out[name]:
+                del out[name]
+        return out
 
 
 _ADM = dict(

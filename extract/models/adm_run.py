@@ -11,6 +11,7 @@ from extract.checks import check_run_options, resolve_blocks, row_shapes
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING
 from extract.models.adm import load_unet, shipped_weights
+from extract.models.adm_flags import checked_preset
 from extract.models.adm_forward import UNET_COMPATIBLE, AdmForward
 from extract.models.adm_presets import ModelPreset, get_preset
 from extract.shards import Summary, run_shards, use_device
@@ -24,7 +25,7 @@ from extract.store.writer import StorePlan, write_store
 def validate_adm(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
     """Every argument error, before any model, data or store is touched.
     Returns the preset, the sorted blocks and each key's row shape."""
-    preset = get_preset(cfg.model)
+    preset = checked_preset(cfg.model_flags) if cfg.model_flags else get_preset(cfg.model)
     check_run_options(cfg, preset)
     if preset.class_cond and not 0 <= class_label(cfg, preset) < 1000:
         raise ValueError(f"--class-label must be in [0, 1000), got {cfg.class_label}")

@@ -26,7 +26,7 @@ from extract.store import progress
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.dist import pick_device
 from extract.store.provenance import provenance
-from extract.store.schema import FeatureKey, FeatureStore, pool_label
+from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore, pool_label
 from extract.store.writer import StorePlan, write_store
 
 IMAGE_SIZE = 224
@@ -142,18 +142,20 @@ def extract_backbone(cfg: BackboneConfig) -> str:
             for s in shards:
                 span = store.shard_rows(s)
                 shard = {k: np.empty((len(span), *shape), np.float16) for k, shape in shapes.items()}
+                content = np.zeros((len(span), CONTENT_BYTES), np.uint8)
                 for a in range(span.start, span.stop, cfg.batch_size):
                     idx = rows[a : min(a + cfg.batch_size, span.stop)]
                     items = [images[int(i)] for i in idx]
-                    bad = next((e for _, _, e in items if e), "")
+                    bad = next((e for _, _, e, _ in items if e), "")
                     if bad:
                         raise DataError(bad)
-                    x = (torch.stack([t for _, t, _ in items]).to(device) + 1) / 2
+                    content[a - span.start : a - span.start + len(idx)] = np.stack([d.numpy() for *_, d in items])
+                    x = (torch.stack([t for _, t, _, _ in items]).to(device) + 1) / 2
                     maps = capture(model, blocks, (x - MEAN.to(device)) / STD.to(device), chosen)
                     for k in shapes:
                         shard[k][a - span.start : a - span.start + len(idx)] = pool(maps[k.b].float(), k.pool).cpu().numpy()
                     bar.update(len(idx))
-                store.write_shard(s, shard, np.ones(len(span), bool))
+                store.write_shard(s, shard, np.ones(len(span), bool), content)
         return total
 
     written = write_store(plan, fill, started=started)

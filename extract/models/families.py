@@ -6,7 +6,8 @@ when used, so the ADM path never imports diffusers and a pixel store never impor
 - `run`: config -> summary; writes (or resumes) the store through the one writer;
 - `validate`: config -> every argument error before any work (diffusion families);
 - `block_table`: preset -> its b -> module table (diffusion families);
-- `kinds`: the provenance kinds of the stores it writes, which `verify --repair` reads back.
+- `kinds`: the provenance kinds of the stores it writes, which `verify --repair` reads back;
+- `preset`: (model, model_dir) -> its preset, for families whose models are read from a folder.
 Diffusion presets belong to the family of the preset registry that defines them.
 """
 
@@ -16,6 +17,7 @@ import importlib
 from dataclasses import dataclass
 
 from extract.models.adm_presets import MODEL_NAMES, PRESETS
+from extract.models.diffusers_spec import DIFFUSERS_MODELS
 from extract.models.latent_presets import LATENT_PRESETS
 
 
@@ -26,6 +28,7 @@ class Family:
     kinds: tuple[str, ...]
     validate: str | None = None
     block_table: str | None = None
+    preset: str | None = None
 
     def part(self, name: str):
         """The named part, imported now."""
@@ -41,11 +44,13 @@ FAMILIES: dict[str, Family] = {
     "adm": Family(DIFFUSION_CONFIG, "extract.models.adm_run:extract_adm", ("unet",), "extract.models.adm_run:validate_adm", "extract.models.adm_blocks:block_table"),
     "latent": Family(DIFFUSION_CONFIG, "extract.models.latent_run:extract_latent", ("latent",), "extract.models.latent_run:validate_latent",
                      "extract.models.latent_blocks:latent_block_table"),  # fmt: skip
+    "diffusers": Family(DIFFUSION_CONFIG, "extract.models.diffusers_run:extract_diffusers", ("diffusers",), "extract.models.diffusers_run:validate_diffusers",
+                        "extract.models.diffusers_run:block_table", "extract.models.diffusers_spec:resolve_spec"),  # fmt: skip
     "backbone": Family("extract.models.backbones:BackboneConfig", "extract.models.backbones:extract_backbone", ("backbone",)),
     "pixels": Family("extract.models.pixels:PixelConfig", "extract.models.pixels:extract_pixels", ("pixels",)),
     "features": Family("extract.models.feature_store:FeatureStoreConfig", "extract.models.feature_store:extract_features", ("features",)),
 }
-PRESET_FAMILY = {**{name: "adm" for name in PRESETS}, **{name: "latent" for name in LATENT_PRESETS}}
+PRESET_FAMILY = {**{name: "adm" for name in PRESETS}, **{name: "latent" for name in LATENT_PRESETS}, **{name: "diffusers" for name in DIFFUSERS_MODELS}}
 
 
 def family_of(model: str) -> str:
@@ -53,7 +58,7 @@ def family_of(model: str) -> str:
     try:
         return PRESET_FAMILY[model]
     except KeyError:
-        raise ValueError(f"unknown model preset {model!r}; choose one of: {', '.join(MODEL_NAMES)}") from None
+        raise ValueError(f"unknown model preset {model!r}; choose one of: {', '.join((*MODEL_NAMES, *DIFFUSERS_MODELS))}") from None
 
 
 def family_functions(model: str):
@@ -62,11 +67,14 @@ def family_functions(model: str):
     return family.part("validate"), family.part("run")
 
 
-def block_table(model: str):
-    """The preset's block table (rows: b, module, layers, channels, height, width, numel)."""
+def block_table(model: str, model_dir=None):
+    """The preset's block table (rows: b, module, layers, channels, height, width, numel);
+    `model_dir`: the folder of a model read from one (--model diffusers)."""
     from extract.models.adm_presets import get_any_preset
 
-    return FAMILIES[family_of(model)].part("block_table")(get_any_preset(model))
+    family = FAMILIES[family_of(model)]
+    preset = family.part("preset")(model, model_dir) if family.preset else get_any_preset(model)
+    return family.part("block_table")(preset)
 
 
 def family_of_kind(kind: str) -> Family | None:

@@ -315,6 +315,9 @@ class LatentModel:
     def call(self, x_t: torch.Tensor, t: torch.Tensor) -> None:
         FAMILIES[self.preset.family].call(self.denoiser, x_t, t, self.batch_cond(x_t.shape[0]))
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return encode_latents(self.vae, x)
+
 
 def read_schedule(preset: LatentPreset, model_dir: Path | None) -> dict:
     """The folder's scheduler config where there is one, else the preset's published defaults."""

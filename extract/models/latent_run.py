@@ -30,7 +30,7 @@ from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING
 from extract.models.adm_forward import UNET_COMPATIBLE
 from extract.models.latent import FAMILIES as LATENT_FAMILIES
-from extract.models.latent import LatentModel, check_sources, encode_latents, libraries, load_latent_model
+from extract.models.latent import LatentModel, check_sources, libraries, load_latent_model
 from extract.models.latent_blocks import capture_latent, latent_block_table
 from extract.models.latent_presets import LATENT_PRESETS, LatentPreset
 from extract.models.noise import latent_q_sample
@@ -38,7 +38,7 @@ from extract.shards import Summary, run_shards, use_device
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
 from extract.store.dist import close_world, init_world, pick_device
 from extract.store.provenance import provenance
-from extract.store.schema import FeatureKey, FeatureStore
+from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
 
 LATENT_KEY = FeatureKey(0, 0, None)  # the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
@@ -60,6 +60,8 @@ def validate_latent(cfg: ExtractConfig) -> tuple[LatentPreset, tuple[int, ...], 
             raise ValueError(f"{preset.name} is class-conditional: use --class-label, not --prompt")
     elif cfg.class_label is not None:
         raise ValueError(f"{preset.name} is conditioned on a prompt (--prompt), not on --class-label")
+    if cfg.cond is not None:
+        raise ValueError(f"--cond is for --model diffusers; {preset.name} encodes its own conditioning")
     check_sources(preset, cfg.model_dir, cfg.ckpt, cfg.random_init)
     blocks = resolve_blocks(cfg, preset)
     shapes = row_shapes(preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps, table=latent_block_table(preset))
@@ -94,29 +96,33 @@ def encode_batch(model: LatentModel, preset, x0: torch.Tensor, indices, cfg, blo
         if x.shape[0] < g:
             x = torch.cat([x, x.new_zeros((g - x.shape[0], *x.shape[1:]))])
         for v in range(views):
-            z = encode_latents(model.vae, x[:, v] if x.dim() == 5 else x)
+            z = model.encode(x[:, v] if x.dim() == 5 else x)
             out[start:stop, v] = z[: stop - start].cpu().numpy()
     return {LATENT_KEY: out if cfg.views > 1 else out[:, 0]}
 
 
 class LatentInput(torch.utils.data.Dataset):
-    """Cached latents by dataset index: (index, latent ([V,] C, h, w) float32, error or "")."""
+    """Cached latents by dataset index: (index, latent ([V,] C, h, w) float32, error or "", pixel
+    digest (16,) uint8 of the image it was encoded from)."""
 
     def __init__(self, store: FeatureStore):
         self.array = store.array(LATENT_KEY)
         self.row = {int(i): r for r, i in enumerate(store.index())}
         self.valid, self.ids = store.valid(), store.ids()
+        digests = store.content_hashes()
+        self.digests = digests if digests is not None else np.zeros((len(self.row), CONTENT_BYTES), np.uint8)
 
     def __len__(self) -> int:
         return len(self.row)
 
-    def __getitems__(self, indices: list[int]) -> list[tuple[int, torch.Tensor, str]]:
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, torch.Tensor, str, torch.Tensor]]:
         # a loader batch never straddles two shards, so its rows are one contiguous read
         rows = [self.row[int(i)] for i in indices]
         lo = min(rows)
         block = self.array[lo : max(rows) + 1]
         return [(int(i), torch.from_numpy(np.ascontiguousarray(block[r - lo])),
-                 "" if self.valid[r] else f"{self.ids[r]}: unreadable when its latents were cached") for i, r in zip(indices, rows)]  # fmt: skip
+                 "" if self.valid[r] else f"{self.ids[r]}: unreadable when its latents were cached",
+                 torch.from_numpy(self.digests[r].copy())) for i, r in zip(indices, rows)]  # fmt: skip
 
     def __getitem__(self, i: int):
         return self.__getitems__([i])[0]
@@ -140,13 +146,25 @@ def extract_latent(cfg: ExtractConfig) -> Summary:
     """Run (or resume) one extraction of a latent preset into cfg.store.out, caching latents."""
     started = time.perf_counter()
     preset, blocks, shapes = validate_latent(cfg)
+
+    def load() -> LatentModel:
+        return load_latent_model(preset, model_dir=cfg.model_dir, ckpt=cfg.ckpt, random_init=cfg.random_init, seed=cfg.seed,
+                                 prompt=cfg.prompt, class_label=class_label(cfg, preset))  # fmt: skip
+
+    key_extra = lambda model: {"conditioning": LATENT_FAMILIES[preset.family].key_condition(cfg.prompt, class_label(cfg, preset))}  # noqa: E731
+    return run_latent_stores(cfg, started, preset, blocks, shapes, load, LatentForward, key_extra)
+
+
+def run_latent_stores(cfg: ExtractConfig, started: float, preset, blocks, shapes, load, forward, key_extra, kind: str = "latent") -> Summary:
+    """The latent cache, then the feature store from it. `load()` -> the model (with .to, .encode,
+    .vae, .schedule, .weights, .vae_weights); `forward(model)` -> what the shard loop noises and
+    captures with; `key_extra(model)` -> what the feature store's key adds (its conditioning)."""
     device = pick_device(cfg.device)
     world = init_world(device)
     try:
         device = use_device(pick_device(cfg.device, world))
         source, rows, dataset = select_data(cfg.selection, cfg.seed)
-        model = load_latent_model(preset, model_dir=cfg.model_dir, ckpt=cfg.ckpt, random_init=cfg.random_init, seed=cfg.seed,
-                                  prompt=cfg.prompt, class_label=class_label(cfg, preset)).to(device)  # fmt: skip
+        model = load().to(device)
         steps = model.schedule["steps"]
         if max(cfg.ts) >= steps:
             raise ValueError(f"timestep {max(cfg.ts)} is outside [0, {steps}) of the model folder's scheduler")
@@ -171,16 +189,16 @@ def extract_latent(cfg: ExtractConfig) -> Summary:
 
         # 2. the features, from the cached latents
         key = store_key(cfg, preset, blocks, model.weights, dataset, device.type, PREPROCESSING)
-        key.update(conditioning=LATENT_FAMILIES[preset.family].key_condition(cfg.prompt, class_label(cfg, preset)),
-                   schedule=model.schedule, encoding=ENCODING)  # fmt: skip
-        made = provenance("latent", preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.weights, torch_version=torch.__version__,
+        key.update(schedule=model.schedule, encoding=ENCODING)
+        key.update(key_extra(model))  # the family's conditioning (and what else it records; it may restate the encoding)
+        made = provenance(kind, preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.weights, torch_version=torch.__version__,
                           latents=str(lpath))  # fmt: skip
         plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=FEATURE_COMPATIBLE, provenance=made,
                          row_shapes=shapes, views=cfg.views, dtype=cfg.store_dtype, allow_mismatch=cfg.store.allow_mismatch, **common)  # fmt: skip
         latents = LatentInput(FeatureStore.open(lpath))
 
         def fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(LatentForward(model), preset, source, store, shards, rows, cfg, blocks, shapes, device, world,
+            return run_shards(forward(model), preset, source, store, shards, rows, cfg, blocks, shapes, device, world,
                               inputs=latents, workers=0)  # fmt: skip
 
         written = write_store(plan, fill, world, started)

@@ -55,14 +55,15 @@ def extract_pixels(cfg: PixelConfig) -> str:
         with progress.bar(cfg.store.progress, total=total, unit="img", desc="pixels") as bar:
             for s in shards:
                 span = store.shard_rows(s)
-                batch = []
+                batch, digests = [], []
                 for i in rows[span.start : span.stop]:
-                    _, x, error = images[int(i)]
+                    _, x, error, digest = images[int(i)]
                     if error:
                         raise DataError(error)
                     batch.append(x.numpy())
+                    digests.append(digest.numpy())
                     bar.update(1)
-                store.write_shard(s, {PIXEL_KEY: np.stack(batch).astype(np.float16)}, np.ones(len(span), bool))
+                store.write_shard(s, {PIXEL_KEY: np.stack(batch).astype(np.float16)}, np.ones(len(span), bool), np.stack(digests))
         return total
 
     written = write_store(plan, fill, started=started)

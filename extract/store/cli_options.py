@@ -88,6 +88,15 @@ def block_list(ctx, param, values) -> tuple[int | str, ...]:
     return int_list(ctx, param, words)
 
 
+def block_or_module_list(ctx, param, values) -> tuple[int | str, ...]:
+    """Like block_list; a word that is not a number is a module path (e.g. down_blocks.2.resnets.1),
+    which the model's family resolves (extraction only: stores number their blocks)."""
+    words = _words(values)
+    if ALL_BLOCKS in (w.lower() for w in words):
+        return (ALL_BLOCKS,)
+    return tuple(dict.fromkeys(int(w) if w.lstrip("-").isdigit() else w for w in words))
+
+
 def pool_list(ctx, param, values) -> tuple[int | None, ...]:
     """`--pool 1,2,full` -> (1, 2, None)."""
     out = []
@@ -99,14 +108,16 @@ def pool_list(ctx, param, values) -> tuple[int | None, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def key_options(t_default=None, b_default=None, pool_default=None, what: str = "features"):
-    """-t/--t, -b/--block and --pool, spelled and parsed alike in every stage's CLI."""
+def key_options(t_default=None, b_default=None, pool_default=None, what: str = "features", module_names: bool = False):
+    """-t/--t, -b/--block and --pool, spelled and parsed alike in every stage's CLI; with
+    `module_names`, -b also takes a module path (extraction)."""
     hint = f"pool sizes p (p x p), or '{FULL}' for the whole map"
 
     def decorate(fn):
         for option in reversed([
             click.option("-t", "--t", "ts", multiple=True, default=t_default, callback=int_list, help=f"timesteps of the {what}, repeated or comma-separated"),
-            click.option("-b", "--block", "--b", "blocks", multiple=True, default=b_default, callback=block_list, help=f"blocks of the {what} (1..2L+1), or '{ALL_BLOCKS}'"),
+            click.option("-b", "--block", "--b", "blocks", multiple=True, default=b_default, callback=block_or_module_list if module_names else block_list,
+                         help=f"blocks of the {what} (1..2L+1), or '{ALL_BLOCKS}'" + (", or module paths (diffusers models, e.g. down_blocks.2.resnets.1)" if module_names else "")),
             click.option("--pool", "pools", multiple=True, default=pool_default, callback=pool_list, help=hint),
         ]):  # fmt: skip
             fn = option(fn)

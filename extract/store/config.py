@@ -88,6 +88,7 @@ class ExtractConfig:
     store: StoreOptions
     selection: DataSelection = DataSelection()
     model: str = "demo-fmnist"
+    model_flags: str = ""  # a guided-diffusion flag line (extract.models.adm_flags): the U-Net is built from it, and `model` stays at its default
     ckpt: Path | None = None
     random_init: bool = False
     aug: str = "none"  # "crop-flip": view v of image i is a seeded crop + flip (training splits)
@@ -102,6 +103,7 @@ class ExtractConfig:
     class_label: int | None = None  # the label fed to class-conditional models, every image: default 0 (ADM), the null class 1000 (DiT)
     prompt: str = ""  # SD presets: the prompt every image is paired with (encoded once per run)
     model_dir: Path | None = None  # latent presets: a local diffusers model folder (VAE, text encoder, scheduler, denoiser)
+    cond: Path | None = None  # --model diffusers: a safetensors file of named conditioning tensors (prompt_embeds, ...); in the key by its hash
     latents: Path | None = None  # latent presets: the latent cache store [default: latents/<preset>-<hash>.zarr beside --out]
     micro_batch: int = 16  # the forward's batch shape: fixed per store, since kernels round by shape
     skip_bad: bool = False
@@ -114,6 +116,7 @@ class ExtractConfig:
 # the files' contents enter the key through the dataset's selection digest, not their paths
 # (a shuffled row order enters through the dataset part of the key, as for every store kind)
 _NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "allow_mismatch", "progress", "data_opts", "classes_file", "subset", "order"}
+_NOT_IN_KEY |= {"model_flags", "cond"}  # in the key as the preset it builds (`model`: its dict holds the canonical flag line)
 # in the key only when set, so stores made before these options existed keep their key
 _KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": "", "block_pools": ()}
 

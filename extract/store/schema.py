@@ -15,6 +15,8 @@ A store is one Zarr v3 group:
       ids      str   (N,)             image id (path relative to the dataset root, ...)
       index    int64 (N,)             row -> position in the source dataset (noise is keyed by it)
       valid    uint8 (N,)             0 for an image skipped as unreadable (its features are NaN)
+      content  uint8 (N, 16)          BLAKE2b-128 of each image's decoded pixels (all zero: not
+                                      recorded; absent in stores made before it existed)
       progress/done  uint8 (n_shards,)  1 once every array's rows of shard s are written
 
 Rows are grouped in shards of `shard_rows`; a shard is the unit of work, of writing and of
@@ -54,6 +56,7 @@ def feature_codecs() -> list:
 STORE_DTYPES = ("float16", "float32")
 
 _FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "index", "valid", "progress/done"
+_CONTENT, CONTENT_BYTES = "content", 16
 
 
 FULL = "full"  # the one spelling of "no pooling": keep the block's whole H x W map
@@ -260,6 +263,7 @@ class FeatureStore:
         id_array[:] = np.asarray(ids, dtype=object)
         # valid and done are written per shard by that shard's owner: one chunk per shard
         group.create_array(_VALID, shape=(n,), dtype="uint8", chunks=(shard_rows,), fill_value=0)
+        group.create_array(_CONTENT, shape=(n, CONTENT_BYTES), dtype="uint8", chunks=(shard_rows, CONTENT_BYTES), fill_value=0)
         group.create_array(_DONE, shape=(n_shards,), dtype="uint8", chunks=(1,), fill_value=0)
         group.attrs.update(
             {
@@ -346,6 +350,11 @@ class FeatureStore:
     def valid(self) -> np.ndarray:
         return self.group[_VALID][:].astype(bool)
 
+    def content_hashes(self) -> np.ndarray | None:
+        """(N, 16) uint8 digests of the images' pixels; a zero row was not recorded. None for a
+        store made before content hashes were recorded."""
+        return self.group[_CONTENT][:] if _CONTENT in self.group else None
+
     def done_shards(self) -> np.ndarray:
         """Which shards are fully written. A marker that cannot be read counts as not done."""
         done = self.group[_DONE]
@@ -373,12 +382,15 @@ class FeatureStore:
         return {k: key.get(k) for k in self.compatible_fields()}
 
     # ------------------------------------------------------------ writing
-    def write_shard(self, s: int, features: dict[FeatureKey, np.ndarray], valid: np.ndarray) -> None:
-        """Write every array's rows of shard s, then mark it done (the marker comes last)."""
+    def write_shard(self, s: int, features: dict[FeatureKey, np.ndarray], valid: np.ndarray, content: np.ndarray | None = None) -> None:
+        """Write every array's rows of shard s, then mark it done (the marker comes last).
+        `content`: the rows' (n, 16) pixel digests, where the writer has the images."""
         rows = self.shard_rows(s)
         for key, values in features.items():
             self.group[key.path][rows.start : rows.stop] = values
         self.group[_VALID][rows.start : rows.stop] = valid.astype(np.uint8)
+        if content is not None and _CONTENT in self.group:
+            self.group[_CONTENT][rows.start : rows.stop] = content
         self.group[_DONE][s] = 1
 
     def finish(self, extra_attrs: dict) -> None:

@@ -210,7 +210,7 @@ def test_imagenet_quirks_load_as_rgb(tmp_path):
     Image.new("RGB", (40, 40), (255, 0, 0)).save(folder / f"{fake.WNIDS[0]}_2.JPEG", format="PNG")
     src = open_dataset("imagenet", tmp_path, "train")
     images = FeatureInput(src, 16, 3)
-    (_, white, e0), (_, black, e1), (_, red_png, e2) = images[0], images[1], images[2]
+    (_, white, e0, _), (_, black, e1, _), (_, red_png, e2, _) = images[0], images[1], images[2]
     assert e0 == e1 == e2 == "" and white.shape == black.shape == red_png.shape == (3, 16, 16)
     assert torch.allclose(white, torch.ones_like(white), atol=0.02) and torch.allclose(black, -torch.ones_like(black), atol=0.02)
     assert red_png[0].min() > 0.98 and red_png[1:].max() < -0.98

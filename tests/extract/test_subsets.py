@@ -112,9 +112,9 @@ def test_views_depend_on_seed_index_and_view_only(tmp_path):
 def test_feature_input_gives_one_tensor_per_view(tmp_path):
     fake.dtd(tmp_path)
     src = open_dataset("dtd", tmp_path, "train")
-    i, x, err = FeatureInput(src, 16, 3, crop_flip, views=3, seed=0)[2]
+    i, x, err, _ = FeatureInput(src, 16, 3, crop_flip, views=3, seed=0)[2]
     assert err == "" and x.shape == (3, 3, 16, 16)
-    _, again, _ = FeatureInput(src, 16, 3, crop_flip, views=3, seed=0)[2]
+    _, again, _, _ = FeatureInput(src, 16, 3, crop_flip, views=3, seed=0)[2]
     assert torch.equal(x, again)
 
 
