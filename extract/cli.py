@@ -31,7 +31,7 @@ def data_options(fn):
     for option in reversed([
         click.option("--data", type=click.Choice(list(DATASETS)), default=_SEL.data, help="dataset (`python -m extract datasets` lists them with their layouts)"),
         click.option("--data-root", type=click.Path(path_type=Path), help="dataset location (folder or file)"),
-        click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value, e.g. level=family (aircraft), crop=bbox (cub), partition=3 (dtd)"),
+        click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value, e.g. level=family (aircraft), labels=coarse (cifar100), label=json:class (webdataset), image=img label=fine_label (hf); `datasets` lists each one's"),
         click.option("--classes", "classes_file", type=click.Path(path_type=Path), help="file of classes to keep (synsets or names, one a line); labels renumbered"),
         click.option("--subset", type=click.Path(path_type=Path), help="file of images to keep (ids or file names, one a line), e.g. ImageNet's 1%/10% lists"),
         click.option("--per-class", type=click.IntRange(min=1), help="keep N images of each class, drawn with --seed"),
@@ -173,9 +173,15 @@ def presets():
     """List the model presets."""
     from extract.models.adm_presets import get_any_preset
 
+    from extract.models.diffusers_spec import FOLDER_MODEL, PRESET_SPECS
+
     for name in MODEL_NAMES:
         p = get_any_preset(name)
         click.echo(f"{name:<15} {p.image_size:>4}px  {p.num_blocks:>2} blocks  {p.description}")
+    for name, spec in PRESET_SPECS.items():  # their block tables need a forward: `extract blocks --model NAME`
+        click.echo(f"{name:<15} {spec.image_size:>4}px   ? blocks  {spec.description}")
+    click.echo(f"{FOLDER_MODEL:<15}   any           any local diffusers folder (--model-dir): U-Net or transformer, -b by module path")
+    click.echo(f"{'--model-flags':<15}   any           any guided-diffusion U-Net, from the flag line its README gives")
 
 
 @cli.command()

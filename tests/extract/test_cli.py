@@ -145,3 +145,10 @@ def test_a_store_in_folders_that_do_not_exist_yet_is_made(tmp_path, fmnist_env, 
     assert result.exit_code == 0, result.output
     assert FeatureStore.open(out).complete
     assert not out.with_name("s.zarr.lock").exists()
+
+
+def test_presets_lists_every_way_to_name_a_model():
+    result = invoke("presets")
+    assert result.exit_code == 0, result.output
+    first = {line.split()[0] for line in result.output.splitlines()}
+    assert {"adm256-uncond", "demo-fmnist", "sd15", "dit-xl-2-256", "sdxl", "diffusers", "--model-flags"} <= first
