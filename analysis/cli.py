@@ -253,6 +253,24 @@ def bench(out, sizes, store, keys, imagenet_rows, max_memory_gb, device, full_ma
 
 
 @cli.command()
+@click.option("--a", "a_files", multiple=True, required=True, help="results JSON of side A (comma list, repeat or glob; several runs are seeds)")
+@click.option("--b", "b_files", multiple=True, required=True, help="results JSON of side B, the same way")
+@click.option("--resamples", type=click.IntRange(min=1), default=10000, show_default=True, help="bootstrap resamples of the test rows")
+@click.option("--seed", type=int, default=0, show_default=True, help="seeds the resampling")
+@click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
+@user_errors
+def diff(a_files, b_files, resamples, seed, out):
+    """A's test top-1 minus B's, in points, with a 95% paired-bootstrap interval over the shared test rows (each run's NAME.predictions.npz)."""
+    from analysis.intervals import compare
+
+    result = compare(a_files, b_files, resamples, seed)
+    click.echo(result.line())
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**result.to_dict(), "invocation": invocation()}, indent=1) + "\n")
+
+
+@cli.command()
 @click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=(Path("results"),), show_default=True,
               help="folders searched (recursively) for probe results tables")
 @click.option("--cka", "cka_dirs", multiple=True, type=click.Path(path_type=Path), default=(Path("results/cka"),), show_default=True,
@@ -261,12 +279,14 @@ def bench(out, sizes, store, keys, imagenet_rows, max_memory_gb, device, full_ma
 @click.option("--title", default="diffprobe report", show_default=True)
 @click.option("--generation", type=click.Path(path_type=Path), default=Path("results/gen/generation.json"), show_default=True,
               help="a generation table (`gen-table --out`), included when it exists")
+@click.option("--resamples", type=click.IntRange(min=1), default=10000, show_default=True, help="bootstrap resamples for the Differences section")
 @user_errors
-def report(results, cka_dirs, out, title, generation):
-    """One report from whatever results exist: Markdown, and one self-contained HTML page (accuracy with intervals and provenance, curves, CKA, generation)."""
+def report(results, cka_dirs, out, title, generation, resamples):
+    """One report from whatever results exist: Markdown, and one self-contained HTML page (accuracy with intervals and provenance, differences
+    between runs with paired-bootstrap intervals, curves, CKA, generation)."""
     from analysis.report import build_report
 
-    md, page, missing = build_report(list(results), list(cka_dirs), out, title, generation=generation)
+    md, page, missing = build_report(list(results), list(cka_dirs), out, title, generation=generation, resamples=resamples)
     for line in missing:
         click.echo(f"not in the report: {line}")
     click.echo(f"written: {md}, {page}")

@@ -5,8 +5,9 @@ It gathers every probe results table under the results folders (what `make probe
 maps (captioned with their own kernel), the generation table, and says what is missing and
 which command makes it. Every accuracy row carries its provenance (model, weights and their
 hash, t, b, pool, seed, dataset, the command) and a 95% interval for its test top-1 (Wilson's,
-over the test rows: the uncertainty of the test set alone). The HTML page embeds every figure,
-so it opens anywhere with no network.
+over the test rows: the uncertainty of the test set alone). Differences between the runs of one
+results folder come with a 95% paired-bootstrap interval (analysis.intervals). The HTML page
+embeds every figure, so it opens anywhere with no network.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class Found:
     generation_caption: str = ""
     missing: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    differences: list = field(default_factory=list)  # analysis.intervals.FolderDiffs, one per results folder of two or more runs
+    resamples: int = 10000
 
 
 def _results_json(table: Path, row: dict) -> dict:
@@ -130,12 +133,34 @@ def _gather_cka(found: Found, cka_dirs: list[Path]) -> None:
         found.missing.append(f"CKA maps: none in {', '.join(map(str, cka_dirs))} (`make cka` draws them)")
 
 
-def gather(results_dirs: list[Path], cka_dirs: list[Path], generation: Path | None) -> Found:
-    found = Found()
+def _gather_differences(found: Found, seed: int = 0) -> None:
+    from analysis.intervals import folder_differences
+
+    for table in dict.fromkeys(r.table for r in found.rows):
+        files = [r.cells["results"] for r in found.rows if r.table == table and r.cells.get("results")]
+        if len(set(files)) > 1:
+            found.differences.append(folder_differences(table.parent, files, found.resamples, seed))
+
+
+DIFF_COLUMNS = ["A", "B", "A - B (points)", "95% interval", "test rows", "A: runs, mean +- sd", "B: runs, mean +- sd"]
+DIFF_NOTE = ("Within each results folder, the first configuration in its table (with per-row test predictions) against each other one: "
+             "the difference of test top-1 in points and its 95% paired-bootstrap interval ({resamples} resamples of the test rows, the "
+             "same rows for every run of both sides). Runs whose names differ only by a `-s<k>` or `-seed<k>` suffix are seeds of one "
+             "configuration: their mean is compared and their spread (sample sd) shown. Runs without a predictions file, or scored on "
+             "other test rows or another dataset, are skipped and named.")  # fmt: skip
+
+
+def _diff_cells(d) -> list[str]:
+    return [d.a, d.b, f"{d.points:+.2f}", d.interval(), str(d.rows), *(s.split(": ", 1)[1] for s in (d.side("A"), d.side("B")))]
+
+
+def gather(results_dirs: list[Path], cka_dirs: list[Path], generation: Path | None, resamples: int = 10000) -> Found:
+    found = Found(resamples=resamples)
     for name, result in _gather_rows(found, results_dirs):
         store = Path(result["stores"]["train"]["path"]).name if result["stores"]["train"].get("path") else "?"
         fig = plot_curves({name: result["members"]}, f"{name}: test top-1 of the validation-best member per value", store)
         found.curves.append(Figure(f"curves_{name}", _png(fig), f"{name}: the validation-best member at each t, b and pool; store `{store}`."))
+    _gather_differences(found)
     _gather_cka(found, cka_dirs)
     if generation is not None and Path(generation).is_file():
         from analysis.gentable import read_table as read_generation
@@ -160,6 +185,14 @@ def _markdown(found: Found, title: str) -> str:
             lines.append("| " + " | ".join(str(r.cells.get(c, "")) for c in ROW_COLUMNS) + f" | {r.interval} | {r.seed} |")
         lines += ["", "Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is "
                       "Wilson's 95% score interval over the test rows.", ""]  # fmt: skip
+    if found.differences:
+        lines += ["## Differences", "", DIFF_NOTE.format(resamples=found.resamples), ""]
+        for folder in found.differences:
+            lines += [f"### `{folder.folder}`", ""]
+            if folder.diffs:
+                lines += ["| " + " | ".join(DIFF_COLUMNS) + " |", "|" + "---|" * len(DIFF_COLUMNS)]
+                lines += ["| " + " | ".join(_diff_cells(d)) + " |" for d in folder.diffs] + [""]
+            lines += [*(f"- {s}" for s in folder.skipped), *([""] if folder.skipped else [])]
     if found.generation is not None:
         from analysis.gentable import markdown
 
@@ -205,6 +238,14 @@ def _html(found: Found, title: str) -> str:
                                    r.cells.get("dataset", ""), r.cells.get("version", ""), r.command, str(r.table.parent / r.cells.get("results", ""))]
                                   for r in found.rows]))  # fmt: skip
         parts.append("</details>")
+    if found.differences:
+        parts.append(f"<h2>Differences</h2><p>{_code(DIFF_NOTE.format(resamples=found.resamples))}</p>")
+        for folder in found.differences:
+            parts.append(f"<h3><code>{e(str(folder.folder))}</code></h3>")
+            if folder.diffs:
+                parts.append(_html_table(DIFF_COLUMNS, [_diff_cells(d) for d in folder.diffs]))
+            if folder.skipped:
+                parts.append("<ul>" + "".join(f"<li>{_code(s)}</li>" for s in folder.skipped) + "</ul>")
     if found.generation is not None:
         from analysis.gentable import COLUMNS
 
@@ -223,12 +264,13 @@ def _html(found: Found, title: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def build_report(results_dirs, cka_dirs, out_dir: str | Path, title: str = "diffprobe report", generation: str | Path | None = None) -> tuple[Path, Path, list[str]]:
+def build_report(results_dirs, cka_dirs, out_dir: str | Path, title: str = "diffprobe report", generation: str | Path | None = None,
+                 resamples: int = 10000) -> tuple[Path, Path, list[str]]:
     """Write out_dir/report.md (figures beside it) and out_dir/report.html (figures embedded).
     Returns (markdown, html, what is missing). Nothing found at all is an error."""
     results_dirs = [Path(p) for p in ([results_dirs] if isinstance(results_dirs, (str, Path)) else results_dirs)]
     cka_dirs = [Path(p) for p in ([cka_dirs] if isinstance(cka_dirs, (str, Path)) else (cka_dirs or []))]
-    found = gather(results_dirs, cka_dirs or [Path("results/cka")], Path(generation) if generation else None)
+    found = gather(results_dirs, cka_dirs or [Path("results/cka")], Path(generation) if generation else None, resamples)
     if not found.rows and not found.cka and found.generation is None:
         raise FileNotFoundError("nothing to report: " + "; ".join(found.missing))
     out_dir = Path(out_dir)

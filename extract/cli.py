@@ -172,7 +172,6 @@ def check_data_cmd(data, data_root, splits, data_opts, decode, workers, progress
 def presets():
     """List the model presets."""
     from extract.models.adm_presets import get_any_preset
-
     from extract.models.diffusers_spec import FOLDER_MODEL, PRESET_SPECS
 
     for name in MODEL_NAMES:

@@ -302,6 +302,9 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
     }  # fmt: skip
     for split in evals:
         result[split] = report(scores.tops[split][selected], scores.truth[split], n_classes)
+    if "test" in evals:  # the selected member's top-1 on each scored test row, keyed by dataset position (`analysis diff` pairs runs on it)
+        result["predictions"] = _write_predictions(out_dir / f"{name}.predictions.npz", data.test_store.index()[evals["test"][1]],
+                                                   scores.truth["test"], scores.tops["test"][selected][:, 0])  # fmt: skip
     module = scores.modules[selected]
     if module is not None:
         head_path = out_dir / f"{name}.head.pt"
@@ -317,6 +320,14 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
     write_json(out_dir / f"{name}.json", result)
     append_row(out_dir / "probe_results.csv", table_row(cfg, train_store, result))
     return result
+
+
+def _write_predictions(path: Path, index: np.ndarray, label: np.ndarray, pred: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".tmp"), "wb") as f:
+        np.savez(f, index=np.asarray(index, np.int64), label=np.asarray(label, np.int64), pred=np.asarray(pred, np.int64))
+    path.with_name(path.name + ".tmp").replace(path)
+    return path.name
 
 
 def table_row(cfg: ProbeConfig, train_store: FeatureStore, result: dict) -> dict:

@@ -55,7 +55,8 @@ def add_generate_commands(group: click.Group) -> None:
         meta = export_ema(run_dir, dest, dtype)
         click.echo(f"{dest}: step {meta['step']}, {meta['images_seen']} images, sha256 {file_sha256(dest)[:16]}")
         # the loss log and a plot of it travel with the weights (the run folder is not committed)
-        from extract.generate.train import LOG_FILE, plot_loss, read_log
+        from extract.generate.run_files import read_log
+        from extract.generate.train import LOG_FILE, plot_loss
 
         rows = read_log(run_dir)
         log = dest.with_name(dest.stem + "." + LOG_FILE)
@@ -112,3 +113,83 @@ def add_generate_commands(group: click.Group) -> None:
         record = train(ClassifierConfig(**options), progress=progress)
         click.echo(f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, test top-1 {record['test_top1']}, "
                    f"{record['seconds']} s, sha256 {record['sha256']}")  # fmt: skip
+
+    add_bigan_commands(group)
+
+
+def add_bigan_commands(group: click.Group) -> None:
+    """The BiGAN baseline: train-bigan, export-bigan, bigan-features, bigan-sample."""
+    from extract.store.cli_options import block_list, pool_list
+
+    @group.command("train-bigan")
+    @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
+    @click.option("--data-root", type=click.Path(path_type=Path))
+    @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bigan-fmnist"), help="run folder (resumed when it holds a checkpoint)")
+    @click.option("--max-images", type=click.IntRange(min=1), default=320_000, help="images to train on")
+    @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="stop (with a checkpoint) after this much wall time")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=64)
+    @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4)
+    @click.option("--z-dim", type=click.IntRange(min=1), default=64)
+    @click.option("--width", type=click.IntRange(min=1), default=64, help="channels of G's last / E's first stage")
+    @click.option("--seed", type=int, default=0)
+    @click.option("--device", default="cpu")
+    @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: torch's choice]")
+    @click.option("--keep-every", type=click.IntRange(min=1), help="also keep the weights every N steps (snapshots/bigan-step<N>.pt)")
+    @click.option("--save-every", type=click.IntRange(min=1), default=250, help="steps between checkpoints")
+    @click.option("--log-every", type=click.IntRange(min=1), default=25)
+    @user_errors
+    def train_bigan(**options):
+        """Train the BiGAN baseline (G, E, joint D; BCE, Adam 2e-4) resumably, as `train` trains the demo U-Net."""
+        from extract.generate.bigan_train import BiganTrainConfig, train
+
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+        click.echo(json.dumps(train(BiganTrainConfig(**options))))
+
+    @group.command("export-bigan")
+    @click.option("--run", "run_dir", type=click.Path(path_type=Path), default=Path("runs/bigan-fmnist"), help="training run folder")
+    @click.option("--to", "dest", type=click.Path(path_type=Path), required=True, help="weights file (its log and meta are written beside it)")
+    @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32")
+    @user_errors
+    def export_bigan(run_dir, dest, dtype):
+        """Write a BiGAN run's weights (G, E, D) as one plain state_dict file (what --weights loads)."""
+        from extract.generate.bigan_train import export_bigan as export
+        from extract.models.weights import file_sha256
+
+        meta = export(run_dir, dest, dtype)
+        click.echo(f"{dest}: step {meta['step']}, {meta['images_seen']} images, sha256 {file_sha256(dest)[:16]}")
+
+    @group.command("bigan-features")
+    @click.option("--weights", required=True, type=click.Path(path_type=Path), help="a BiGAN weights file (export-bigan)")
+    @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
+    @click.option("--data-root", type=click.Path(path_type=Path))
+    @click.option("--split", default="train")
+    @click.option("--out", required=True, type=click.Path(path_type=Path))
+    @click.option("-b", "--block", "blocks", multiple=True, callback=block_list, help="encoder blocks 1-3 (conv stages), 4 (z) [default: all]")
+    @click.option("--pool", "pools", multiple=True, default=("1", "full"), callback=pool_list, help="pool sizes p (p x p), or 'full' for the whole map")
+    @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)")
+    @click.option("--seed", type=int, default=0)
+    @click.option("--batch-size", type=click.IntRange(min=1), default=256)
+    @click.option("--device", default="cpu")
+    @click.option("--overwrite/--no-overwrite", default=False)
+    @click.option("--progress/--no-progress", default=True)
+    @user_errors
+    def bigan_features(blocks, **options):
+        """The BiGAN encoder's per-stage features in the store schema (t=0, b=1..4), for probe and analysis."""
+        from extract.models.bigan import BiganFeatureConfig, extract_bigan
+        from extract.store.config import from_flat
+
+        blocks = () if "all" in blocks else blocks
+        click.echo(extract_bigan(from_flat(BiganFeatureConfig, blocks=blocks, **options)))
+
+    @group.command("bigan-sample")
+    @click.option("--weights", required=True, type=click.Path(path_type=Path), help="a BiGAN weights file (export-bigan)")
+    @click.option("--n", type=click.IntRange(min=1), default=10_000)
+    @click.option("--seed", type=int, default=0, help="image i's z comes from (seed, i) alone")
+    @click.option("--out", required=True, type=click.Path(path_type=Path), help="samples folder (png/, samples_*.npz, samples.json), as `sample` writes")
+    @click.option("--overwrite/--no-overwrite", default=False)
+    @user_errors
+    def bigan_sample(weights, n, seed, out, overwrite):
+        """Draw N images from a BiGAN's generator, readable by `analysis fid --fake DIR`."""
+        from extract.generate.bigan_sample import sample_bigan
+
+        click.echo(sample_bigan(weights, n, seed, out, overwrite=overwrite))

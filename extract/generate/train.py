@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,9 @@ import numpy as np
 import torch
 
 from extract import __version__
-from extract.data.registry import open_dataset
-from extract.data.sources import preprocess
+from extract.generate.run_files import EXPORT_DTYPES, load_training_images, save_atomic
 from extract.models.adm import build_unet, count_parameters
-from extract.models.adm_presets import ModelPreset, get_preset
+from extract.models.adm_presets import get_preset
 from extract.models.noise import diffusion_for
 from extract.store import progress
 from extract.store.files import file_sha256
@@ -63,13 +61,6 @@ class TrainConfig:
         return math.ceil(self.max_images / self.batch_size)
 
 
-def load_images(cfg: TrainConfig, preset: ModelPreset) -> tuple[torch.Tensor, str]:
-    """All training images as one float32 (N, C, S, S) tensor in [-1, 1], and the source fingerprint."""
-    source = open_dataset(cfg.data, Path(cfg.data_root) if cfg.data_root else None, cfg.split)
-    rows = [preprocess(source.load(i), preset.image_size, preset.in_channels) for i in range(len(source))]
-    return torch.stack(rows), source.fingerprint()
-
-
 def step_batch(cfg: TrainConfig, step: int, n_images: int, num_timesteps: int):
     """The random choices of one step: image indices, flip mask, timesteps and eps seed."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -95,11 +86,6 @@ def update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, step: int, 
         ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
 
 
-def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a crash mid-save never leaves a truncated checkpoint
-
 
 def _load_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     """A plain state_dict (fp16 or fp32) as fp32 tensors; one clear line if it is not one."""
@@ -123,7 +109,7 @@ def train(cfg: TrainConfig) -> dict:
     preset = get_preset(cfg.model)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    images, fingerprint = load_images(cfg, preset)
+    images, fingerprint = load_training_images(cfg.data, cfg.data_root, cfg.split, preset.image_size, preset.in_channels)
     diffusion = diffusion_for(preset)
     device = torch.device(cfg.device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -160,8 +146,8 @@ def train(cfg: TrainConfig) -> dict:
         meta = {"config": dataclasses.asdict(cfg), "preset": preset.to_dict(), "step": step,
                 "images_seen": step * cfg.batch_size, "seconds": seconds, "data_fingerprint": fingerprint,
                 "init": init, "version": __version__}  # fmt: skip
-        _save(state_path, {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema, **meta})
-        _save(out / "ema.pt", {k: v.clone() for k, v in ema.items()})
+        save_atomic(state_path, {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema, **meta})
+        save_atomic(out / "ema.pt", {k: v.clone() for k, v in ema.items()})
         (out / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     start = time.monotonic() - seconds
@@ -197,7 +183,7 @@ def train(cfg: TrainConfig) -> dict:
                 checkpoint()
             if cfg.keep_every and step % cfg.keep_every == 0:
                 (out / "snapshots").mkdir(exist_ok=True)
-                _save(out / "snapshots" / f"ema-step{step}.pt", {k: v.clone() for k, v in ema.items()})
+                save_atomic(out / "snapshots" / f"ema-step{step}.pt", {k: v.clone() for k, v in ema.items()})
             if out_of_time:
                 break
     bar.close()
@@ -206,14 +192,6 @@ def train(cfg: TrainConfig) -> dict:
             "parameters": count_parameters(model), "out": str(out)}  # fmt: skip
 
 
-def read_log(out: str | Path) -> list[dict]:
-    path = Path(out) / LOG_FILE
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    # a resumed run re-logs steps after its last checkpoint: keep the latest of each
-    return sorted({r["step"]: r for r in rows}.values(), key=lambda r: r["step"])
-
-
-EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def export_ema(out: str | Path, dest: str | Path, dtype: str = "float32") -> dict:
@@ -223,7 +201,7 @@ def export_ema(out: str | Path, dest: str | Path, dtype: str = "float32") -> dic
     ema = torch.load(out / "ema.pt", map_location="cpu", weights_only=True)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _save(dest, {k: v.to(EXPORT_DTYPES[dtype]).contiguous() for k, v in ema.items()})
+    save_atomic(dest, {k: v.to(EXPORT_DTYPES[dtype]).contiguous() for k, v in ema.items()})
     return json.loads((out / "train_meta.json").read_text())
 
 

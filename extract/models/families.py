@@ -49,6 +49,7 @@ FAMILIES: dict[str, Family] = {
     "backbone": Family("extract.models.backbones:BackboneConfig", "extract.models.backbones:extract_backbone", ("backbone",)),
     "pixels": Family("extract.models.pixels:PixelConfig", "extract.models.pixels:extract_pixels", ("pixels",)),
     "features": Family("extract.models.feature_store:FeatureStoreConfig", "extract.models.feature_store:extract_features", ("features",)),
+    "bigan": Family("extract.models.bigan:BiganFeatureConfig", "extract.models.bigan:extract_bigan", ("bigan",)),
 }
 PRESET_FAMILY = {**{name: "adm" for name in PRESETS}, **{name: "latent" for name in LATENT_PRESETS}, **{name: "diffusers" for name in DIFFUSERS_MODELS}}
 

@@ -3,12 +3,14 @@
 Every builder takes a folder, writes a few images and the annotation files the release ships,
 and returns what a reader must find: {split: [(id, class identifier), ...]} and the classes in
 label order. Each image is one flat colour whose red channel encodes its class, so a test can
-tell which file was loaded.
+tell which file was loaded; its blue channel differs from image to image (up to 70 images), so
+no two files hold the same pixels and the splits share no image, as in the releases.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import tarfile
 from pathlib import Path
 
@@ -16,14 +18,22 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
+_IMAGES = itertools.count()
+
 
 def colour(label: int, k: int = 0) -> tuple[int, int, int]:
     return (30 + 40 * label, 20 + 10 * k, 90)
 
 
+def unique_colour(label: int, k: int = 0) -> tuple[int, int, int]:
+    """colour(label, k) with a blue channel of its own (steps of 3 survive JPEG)."""
+    r, g, _ = colour(label, k)
+    return (r, g, 40 + 3 * (next(_IMAGES) % 70))
+
+
 def write_image(path: Path, label: int, k: int = 0, size=(48, 40)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour(label, k)).save(path, quality=95)
+    Image.new("RGB", size, unique_colour(label, k)).save(path, quality=95)
 
 
 def write_lines(path: Path, lines) -> None:
@@ -98,7 +108,7 @@ def aircraft(root: Path) -> dict:
     ids["trainval"] = ids["train"] + ids["val"]
     for split in ("train", "val", "test"):
         for i, c in zip(ids[split], splits[split]):
-            img = Image.new("RGB", (64, 60), colour(c))
+            img = Image.new("RGB", (64, 60), unique_colour(c))
             img.paste((255, 255, 255), (0, 40, 64, 60))
             (data / "images").mkdir(parents=True, exist_ok=True)
             img.save(data / "images" / f"{i}.jpg", quality=95)
