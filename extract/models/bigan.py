@@ -13,19 +13,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from extract.data.selection import dataset_record, select_data
-from extract.data.sources import PREPROCESSING, DataError, FeatureInput
+from extract.data.sources import PREPROCESSING, FeatureInput
 from extract.models.bigan_nets import CHANNELS, IMAGE_SIZE, Encoder, load_bigan
-from extract.models.pooling import pool, pooled_shape
+from extract.models.network_store import capture as network_capture
+from extract.models.network_store import network_fill
+from extract.models.pooling import pooled_shape
 from extract.models.weights import weights_record
-from extract.store import progress
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.dist import pick_device
 from extract.store.provenance import provenance
-from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore, pool_label
+from extract.store.schema import FeatureKey, pool_label
 from extract.store.writer import StorePlan, write_store
 
 NUM_BLOCKS = 4
@@ -50,16 +50,7 @@ def as_map(output: torch.Tensor) -> torch.Tensor:
 
 def capture(encoder: Encoder, x: torch.Tensor, wanted: tuple[int, ...]) -> dict[int, torch.Tensor]:
     """Outputs of the wanted blocks (1-based) of E on x, by forward hooks."""
-    out: dict[int, torch.Tensor] = {}
-    blocks = encoder.blocks()
-    handles = [blocks[b - 1].register_forward_hook(lambda m, i, o, b=b: out.__setitem__(b, as_map(o))) for b in wanted]
-    try:
-        with torch.inference_mode():
-            encoder(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return out
+    return network_capture(encoder, encoder.blocks(), x, wanted, as_map)
 
 
 # the key fields that define what a BiGAN store's features mean
@@ -92,28 +83,6 @@ def extract_bigan(cfg: BiganFeatureConfig) -> str:
                      row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
                      shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
 
-    def fill(store: FeatureStore, shards: list[int]) -> int:
-        total = sum(len(store.shard_rows(s)) for s in shards)
-        lines = progress.Lines(cfg.store.progress, "bigan", total, "img")
-        with progress.bar(cfg.store.progress, total=total, unit="img", desc="bigan") as bar:
-            for s in shards:
-                span = store.shard_rows(s)
-                shard = {k: np.empty((len(span), *shape), np.float16) for k, shape in shapes.items()}
-                content = np.zeros((len(span), CONTENT_BYTES), np.uint8)
-                for a in range(span.start, span.stop, cfg.batch_size):
-                    idx = rows[a : min(a + cfg.batch_size, span.stop)]
-                    items = [images[int(i)] for i in idx]
-                    bad = next((e for _, _, e, _ in items if e), "")
-                    if bad:
-                        raise DataError(bad)
-                    content[a - span.start : a - span.start + len(idx)] = np.stack([d.numpy() for *_, d in items])
-                    maps = capture(encoder, torch.stack([t for _, t, _, _ in items]).to(device), chosen)
-                    for k in shapes:
-                        shard[k][a - span.start : a - span.start + len(idx)] = pool(maps[k.b].float(), k.pool).cpu().numpy()
-                    bar.update(len(idx))
-                store.write_shard(s, shard, np.ones(len(span), bool), content)
-                lines.add(len(span), f"shard {s}")
-        return total
-
+    fill = network_fill(images, rows, shapes, lambda x: capture(encoder, x, chosen), cfg.batch_size, device, cfg.store.progress, "bigan")
     written = write_store(plan, fill, started=started)
     return f"{written.store}: {len(rows)} images, bigan encoder blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} ({written.images} computed now)"
