@@ -111,7 +111,7 @@ def build(cfg: BiganTrainConfig) -> tuple[BiGAN, torch.optim.Optimizer, torch.op
 
 def train(cfg: BiganTrainConfig) -> dict:
     """Train (or resume) the BiGAN; returns a summary dict. Writes into cfg.out: train_state.pt
-    (nets, both optimizers, RNG state, step), train_log.jsonl (losses per log step),
+    (nets, both optimizers, step), train_log.jsonl (losses per log step),
     bigan.pt (the weights as one plain state_dict) and train_meta.json (provenance)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -148,8 +148,8 @@ def train(cfg: BiganTrainConfig) -> dict:
 
     def checkpoint() -> None:
         m = meta()
-        save_atomic(state_path, {"model": model.state_dict(), "opt_d": opt_d.state_dict(), "opt_ge": opt_ge.state_dict(),
-                           "rng": torch.get_rng_state(), **m})  # fmt: skip
+        # no RNG state: every step reseeds from (seed, step), so a resume needs only the step
+        save_atomic(state_path, {"model": model.state_dict(), "opt_d": opt_d.state_dict(), "opt_ge": opt_ge.state_dict(), **m})
         save_atomic(out / WEIGHTS_FILE, _weights(model))
         (out / META_FILE).write_text(json.dumps(m, indent=2) + "\n")
 
