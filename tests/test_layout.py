@@ -138,7 +138,7 @@ def test_the_extraction_run_has_no_family_branch():
         assert "is_latent" not in text and "LATENT_PRESETS" not in text and "STORE_KINDS" not in text, rel
     from extract.models.families import FAMILIES, PRESET_FAMILY, block_table, family_functions, family_of_kind
 
-    assert set(PRESET_FAMILY.values()) == {"adm", "latent", "diffusers"} and set(FAMILIES) == {"adm", "latent", "diffusers", "backbone", "pixels", "features", "bigan"}
+    assert set(PRESET_FAMILY.values()) == {"adm", "latent", "diffusers"} and set(FAMILIES) == {"adm", "latent", "diffusers", "backbone", "pixels", "features", "staged"}
     assert family_functions("demo-fmnist")[1].__name__ == "extract_adm"
     assert family_functions("tiny-sd")[1].__name__ == "extract_latent"
     with pytest.raises(ValueError, match="unknown model preset 'nope'; choose one of: .*demo-fmnist"):

@@ -118,8 +118,8 @@ def add_generate_commands(group: click.Group) -> None:
 
 
 def add_bigan_commands(group: click.Group) -> None:
-    """The BiGAN baseline: train-bigan, export-bigan, bigan-features, bigan-sample."""
-    from extract.store.cli_options import block_list, pool_list
+    """The BiGAN baseline: train-bigan, export-bigan, bigan-features, bigan-sample; and the classifier's
+    layers (classifier-layers), the same kind of store as bigan-features."""
 
     @group.command("train-bigan")
     @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
@@ -160,26 +160,11 @@ def add_bigan_commands(group: click.Group) -> None:
 
     @group.command("bigan-features")
     @click.option("--weights", required=True, type=click.Path(path_type=Path), help="a BiGAN weights file (export-bigan)")
-    @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
-    @click.option("--data-root", type=click.Path(path_type=Path))
-    @click.option("--split", default="train")
-    @click.option("--out", required=True, type=click.Path(path_type=Path))
-    @click.option("-b", "--block", "blocks", multiple=True, callback=block_list, help="encoder blocks 1-3 (conv stages), 4 (z) [default: all]")
-    @click.option("--pool", "pools", multiple=True, default=("1", "full"), callback=pool_list, help="pool sizes p (p x p), or 'full' for the whole map")
-    @click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)")
-    @click.option("--seed", type=int, default=0)
-    @click.option("--batch-size", type=click.IntRange(min=1), default=256)
-    @click.option("--device", default="cpu")
-    @click.option("--overwrite/--no-overwrite", default=False)
-    @click.option("--progress/--no-progress", default=True)
+    @staged_options("encoder blocks 1-3 (conv stages), 4 (z) [default: all]")
     @user_errors
     def bigan_features(blocks, **options):
         """The BiGAN encoder's per-stage features in the store schema (t=0, b=1..4), for probe and analysis."""
-        from extract.models.bigan import BiganFeatureConfig, extract_bigan
-        from extract.store.config import from_flat
-
-        blocks = () if "all" in blocks else blocks
-        click.echo(extract_bigan(from_flat(BiganFeatureConfig, blocks=blocks, **options)))
+        click.echo(extract_staged_network("bigan-encoder", blocks, options))
 
     @group.command("bigan-sample")
     @click.option("--weights", required=True, type=click.Path(path_type=Path), help="a BiGAN weights file (export-bigan)")
@@ -193,3 +178,47 @@ def add_bigan_commands(group: click.Group) -> None:
         from extract.generate.bigan_sample import sample_bigan
 
         click.echo(sample_bigan(weights, n, seed, out, overwrite=overwrite))
+
+    @group.command("classifier-layers")
+    @click.option("--weights", type=click.Path(path_type=Path), help="a SmallCNN state_dict (train-classifier) [default: extract/weights/fmnist-classifier.pt]")
+    @staged_options("classifier blocks 1-3 (body stages), 4 (embed, the 128 features), 5 (logits) [default: all]")
+    @user_errors
+    def classifier_layers(blocks, **options):
+        """Every layer of the Fashion-MNIST classifier in the store schema (t=0, b=1..5), for CKA against a U-Net's blocks."""
+        click.echo(extract_staged_network("fmnist-classifier", blocks, options))
+
+
+def staged_options(blocks_help: str):
+    """The options of a staged network's store (extract.models.staged) after --weights, alike for every network."""
+    from extract.store.cli_options import block_list, pool_list
+
+    options = [
+        click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist"),
+        click.option("--data-root", type=click.Path(path_type=Path)),
+        click.option("--split", default="train"),
+        click.option("--out", required=True, type=click.Path(path_type=Path)),
+        click.option("-b", "--block", "blocks", multiple=True, callback=block_list, help=blocks_help),
+        click.option("--pool", "pools", multiple=True, default=("1", "full"), callback=pool_list, help="pool sizes p (p x p), or 'full' for the whole map"),
+        click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)"),
+        click.option("--seed", type=int, default=0),
+        click.option("--batch-size", type=click.IntRange(min=1), default=256),
+        click.option("--device", default="cpu"),
+        click.option("--overwrite/--no-overwrite", default=False),
+        click.option("--progress/--no-progress", default=True),
+    ]
+
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+def extract_staged_network(network: str, blocks, options: dict) -> str:
+    """Run the staged family for one network from a command's flat options."""
+    from extract.models.staged import StagedConfig, extract_staged
+    from extract.store.config import from_flat
+
+    blocks = () if "all" in blocks else blocks
+    return extract_staged(from_flat(StagedConfig, network=network, blocks=blocks, **options))

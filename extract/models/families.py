@@ -49,7 +49,8 @@ FAMILIES: dict[str, Family] = {
     "backbone": Family("extract.models.backbones:BackboneConfig", "extract.models.backbones:extract_backbone", ("backbone",)),
     "pixels": Family("extract.models.pixels:PixelConfig", "extract.models.pixels:extract_pixels", ("pixels",)),
     "features": Family("extract.models.feature_store:FeatureStoreConfig", "extract.models.feature_store:extract_features", ("features",)),
-    "bigan": Family("extract.models.bigan:BiganFeatureConfig", "extract.models.bigan:extract_bigan", ("bigan",)),
+    # networks read layer by layer from a weights file (the BiGAN encoder, the Fashion-MNIST classifier): one row each in extract.models.staged
+    "staged": Family("extract.models.staged:StagedConfig", "extract.models.staged:extract_staged", ("bigan", "classifier-layers")),
 }
 PRESET_FAMILY = {**{name: "adm" for name in PRESETS}, **{name: "latent" for name in LATENT_PRESETS}, **{name: "diffusers" for name in DIFFUSERS_MODELS}}
 

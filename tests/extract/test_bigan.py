@@ -16,9 +16,9 @@ from extract.data.samples import samples as samples_source
 from extract.data.sources import fashion_mnist, preprocess
 from extract.generate.bigan_sample import sample_bigan
 from extract.generate.bigan_train import BiganTrainConfig, export_bigan, read_log, train
-from extract.models.bigan import BiganFeatureConfig, extract_bigan
 from extract.models.bigan_nets import BiGAN, BiganArch, load_bigan, parameter_counts
 from extract.models.families import family_of_kind
+from extract.models.staged import StagedConfig, extract_staged
 from extract.models.weights import CheckpointError
 from extract.store.config import from_flat
 from extract.store.schema import FeatureKey, FeatureStore
@@ -127,11 +127,11 @@ def test_export_loads_weights_only_and_equals_the_run(weights, tmp_path):
 
 def test_store_rows_equal_a_plain_forward_of_the_encoder(weights, tmp_path):
     out = tmp_path / "s.zarr"
-    line = extract_bigan(from_flat(BiganFeatureConfig, out=out, weights=weights, split="test", pools=(1, None), limit=10, batch_size=4, shard_rows=6, progress=False))
+    line = extract_staged(from_flat(StagedConfig, network="bigan-encoder", out=out, weights=weights, split="test", pools=(1, None), limit=10, batch_size=4, shard_rows=6, progress=False))
     assert "blocks [1, 2, 3, 4]" in line
     store = FeatureStore.open(out)
     assert store.complete and store.attrs["key"]["weights"]["sha256"] and store.attrs["provenance"]["kind"] == "bigan"
-    assert family_of_kind("bigan").part("run") is extract_bigan
+    assert family_of_kind("bigan").part("run") is extract_staged
     source = fashion_mnist(None, "test")
     idx = [int(i) for i in store.index()]
     x = torch.stack([preprocess(source.load(i), 32, 1) for i in idx])
@@ -144,7 +144,7 @@ def test_store_rows_equal_a_plain_forward_of_the_encoder(weights, tmp_path):
         torch.testing.assert_close(pooled, ref[b - 1].mean((2, 3), keepdim=True).half().float(), rtol=3e-3, atol=3e-3)
     digests = store.content_hashes()
     assert digests is not None and digests.shape == (10, 16) and digests.any(axis=1).all()
-    again = extract_bigan(from_flat(BiganFeatureConfig, out=out, weights=weights, split="test", pools=(1, None), limit=10, batch_size=4, shard_rows=6, progress=False))
+    again = extract_staged(from_flat(StagedConfig, network="bigan-encoder", out=out, weights=weights, split="test", pools=(1, None), limit=10, batch_size=4, shard_rows=6, progress=False))
     assert "0 computed now" in again
 
 
