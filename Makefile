@@ -10,7 +10,7 @@ experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run)
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
 .PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo card-demo finetune demo-finetune \
-  demo-finetune-cka sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
+  demo-finetune-cka demo-table sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
 help: ## list the targets
@@ -58,6 +58,9 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 bl
 
 card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels; about 45 min), members as CSV in evidence/
 	@$(call experiment,card-demo)
+
+demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear and attention heads; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 LIMIT=]
+	@$(call experiment,demo-table)
 
 finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with a head: make finetune HEAD=linear|attention [MODEL= CKPT= DATA= DATA_ROOT= T= B= POOL= FINETUNE_ARGS=]
 	@$(call experiment,finetune)

@@ -270,6 +270,29 @@ def diff(a_files, b_files, resamples, seed, out):
         out.write_text(json.dumps({**result.to_dict(), "invocation": invocation()}, indent=1) + "\n")
 
 
+@cli.command("table")
+@click.option("--row", "rows", multiple=True, required=True, help="LABEL=PATTERN: a row, its results files per head with {head} in the pattern (several files: seeds)")
+@click.option("--head", "heads", multiple=True, default=("linear",), show_default=True, help="heads: the table's columns (repeat or comma list)")
+@click.option("--ref", "reference", help="the row every other row is compared with, per head, with a paired-bootstrap interval")
+@click.option("--fd", "generation", multiple=True, help="LABEL=FILE: a row's Fréchet distance result (analysis fid or fd JSON)")
+@click.option("--resamples", type=click.IntRange(min=1), default=10000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seeds the resampling")
+@click.option("--out", type=click.Path(path_type=Path), help="also write the table as Markdown (and JSON beside it)")
+@user_errors
+def table_cmd(rows, heads, reference, generation, resamples, seed, out):
+    """Rows x heads of test top-1 over seeds (mean, spread, runs), FD where given, and each row minus the reference row with 95% intervals."""
+    from analysis.seed_table import build_table, markdown
+
+    heads = [h for item in heads for h in item.split(",") if h]
+    table = build_table(list(rows), heads, reference, generation, resamples, seed)
+    text = markdown(table)
+    click.echo(text, nl=False)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps({**table.to_dict(), "invocation": invocation()}, indent=1) + "\n")
+
+
 @cli.command()
 @click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=(Path("results"),), show_default=True,
               help="folders searched (recursively) for probe results tables")

@@ -37,6 +37,7 @@ def data_options(fn):
         click.option("--per-class", type=click.IntRange(min=1), help="keep N images of each class, drawn with --seed"),
         click.option("--order", type=click.Choice(["sorted", "shuffled"]), default=_SEL.order,
                      help="row order of the store: dataset order (class by class), or a seeded shuffle so consecutive rows mix classes"),
+        click.option("--data-seed", type=int, help="seeds --per-class, --limit and --order alone, so that several --seed (noise) runs read the same images [default: --seed]"),
     ]):  # fmt: skip
         fn = option(fn)
     return fn

@@ -39,13 +39,15 @@ def check_selection(sel: DataSelection) -> None:
 
 def select_data(sel: DataSelection, seed: int) -> tuple[ImageSource, np.ndarray, dict]:
     """(the source, the sorted rows to extract, the dataset part of the store key): the same
-    rows for every store kind given the same selection and seed."""
+    rows for every store kind given the same selection and seed (the selection's `data_seed`
+    when set, so that runs of several noise seeds can read the same images)."""
     check_selection(sel)
     spec = get_dataset(sel.data)
     options = parse_options(spec, sel.data_opts)
     source = open_dataset(sel.data, sel.data_root, sel.split, options)
     if len(source) == 0:
         raise DataError(f"{source.location}: the dataset has no images")
+    seed = seed if sel.data_seed is None else sel.data_seed
     subset = Subset(sel.classes_file, sel.subset, sel.per_class, sel.limit, seed)
     source, rows = apply_subset(source, subset)
     if len(rows) == 0:

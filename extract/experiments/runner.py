@@ -12,12 +12,15 @@ its commas as dashes, `{opt:limit:--limit}` is `--limit <limit>` or nothing, `{w
 `--ckpt <ckpt>`, `--random-init` or nothing, `{trainsplit:NAME}` the setting NAME in a step for
 the training split (the first of `splits`) and nothing for the others, `{store:train}` the store path of a split (the one
 function that names stores: `store_path`), `{pixels:train}` a raw-pixel store, and
-`{features:full}` the `+`-joined feature set of every (t, b) at one pool.
+`{features:full}` the `+`-joined feature set of every (t, b) at one pool; `{{` and `}}` are
+literal braces.
 
 A step is a table: `run` (a command line after `python -m`, formatted as above; with
 `plan = true` a dry run also runs it with `--plan`, which prints its cost and writes nothing), `each`
-(repeat it for every split, as `{split}`), `unless_exists` (skip when that path exists),
-`needs` and `needs_hint` (stop with the hint when a path is missing), `experiment` (run
+(repeat it for every split, as `{split}`; `each = "seed"` for every item of `seeds`, as
+`{seed}`; a list of names for every combination), `unless_exists` (skip when that path exists),
+`only_if` (skip it, saying `only_if_hint`, when that path is missing), `needs` and
+`needs_hint` (stop with the hint when a path is missing), `experiment` (run
 another experiment with the settings so far), `record = true` (write the record), or
 `copy = [from, to]` (a file or a folder's files). Any other field sets a setting for the step.
 """
@@ -35,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit", "block_pools", "aug", "views", "order", "dtype")
-STEP_FIELDS = {"run", "each", "unless_exists", "needs", "needs_hint", "experiment", "record", "copy", "say", "plan"}
+RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit", "block_pools", "aug", "views", "order", "dtype", "seed")
+STEP_FIELDS = {"run", "each", "unless_exists", "only_if", "only_if_hint", "needs", "needs_hint", "experiment", "record", "copy", "say", "plan"}
 
 
 def experiment_names() -> list[str]:
@@ -62,10 +65,10 @@ def tag(value: str) -> str:
 
 
 def store_path(out: str, model: str, random: bool, data: str, split: str, t: str, b: str, pool: str, limit: str = "", *,
-               views: str = "1", aug: str = "none", dtype: str = "fp32", order: str = "sorted", block_pools: str = "") -> str:  # fmt: skip
+               views: str = "1", aug: str = "none", dtype: str = "fp32", order: str = "sorted", block_pools: str = "", seed: str = "") -> str:  # fmt: skip
     """The one name of a feature store: <out>/<model>[-random]_<data>_<split>_t<T>_b<B>_p<POOL>[_n<LIMIT>]
-    [_bp<BLOCK-POOLS>][_v<K>-<AUG>][_<DTYPE>][_shuffled].zarr, the bracketed parts only when they
-    differ from no block's own pools, one centre view, fp32 and dataset order."""
+    [_bp<BLOCK-POOLS>][_v<K>-<AUG>][_<DTYPE>][_shuffled][_s<SEED>].zarr, the bracketed parts only
+    when they differ from no block's own pools, one centre view, fp32, dataset order and seed 0."""
     name = f"{model}{'-random' if random else ''}_{data}_{split}_t{tag(t)}_b{tag(b)}_p{tag(pool)}{f'_n{limit}' if limit else ''}"
     if block_pools:
         name += "_bp" + tag(block_pools.replace(":", "-"))
@@ -73,6 +76,7 @@ def store_path(out: str, model: str, random: bool, data: str, split: str, t: str
         name += f"_v{views or 1}-{aug or 'none'}"
     name += "" if dtype in ("", "fp32") else f"_{dtype}"
     name += "" if order in ("", "sorted") else f"_{order}"
+    name += "" if seed in ("", "0") else f"_s{seed}"
     return f"{out}/{name}.zarr"
 
 
@@ -97,7 +101,8 @@ class Settings:
     def format(self, text: str, depth: int = 0) -> str:
         if depth > 20:
             raise ValueError(f"settings refer to each other in a loop: {text!r}")
-        return PLACEHOLDER.sub(lambda m: self._expand(m.group(1), depth), text)
+        escaped = text.replace("{{", "\0").replace("}}", "\1")  # {{ and }} stand for literal braces
+        return PLACEHOLDER.sub(lambda m: self._expand(m.group(1), depth), escaped).replace("\0", "{").replace("\1", "}")
 
     def _expand(self, spec: str, depth: int) -> str:
         fn, _, arg = spec.partition(":")
@@ -113,7 +118,7 @@ class Settings:
             found = Path(self.format(first, depth)).exists()
             if fn == "exists":
                 return self.format(first if found else rest, depth)
-            return f"{rest} {self.format(first, depth)}" if found else ""
+            return (f"{rest}{self.format(first, depth)}" if rest.endswith("=") else f"{rest} {self.format(first, depth)}") if found else ""
         value = self.get(first, depth)
         if fn == "first":
             return value.replace(" ", ",").split(",")[0]
@@ -166,7 +171,7 @@ class Settings:
         if fn == "pixels":
             return pixel_path(value["out"], self.get("data", depth), value["split"], value["limit"])
         training = value["split"] == self.get("splits", depth).split()[0]  # views and augmentation are the training split's
-        extra = {k: self.get(k, depth) if k in self.values else "" for k in ("views", "aug", "dtype", "order", "block_pools")}
+        extra = {k: self.get(k, depth) if k in self.values else "" for k in ("views", "aug", "dtype", "order", "block_pools", "seed")}
         if not training:
             extra.update(views="", aug="")
         return store_path(value["out"], self.get("model", depth), bool(value["random"]), self.get("data", depth), value["split"],
@@ -174,6 +179,23 @@ class Settings:
 
 
 # ---------------------------------------------------------------- resolving
+def each_binding(each, settings: Settings) -> list[dict[str, str]]:
+    """The settings a step with `each` runs under, one dict per repetition: `each = "split"`
+    binds `split` to every item of `splits`, and any `each = "NAME"` binds NAME to every item of
+    the setting NAME + "s" (items split at spaces or commas); a list of names repeats the step
+    for every combination, the last name varying fastest."""
+    names = [each] if isinstance(each, str) else list(each)
+    combos: list[dict[str, str]] = [{}]
+    for name in names:
+        if name + "s" not in settings.values or name not in settings.values:
+            raise ValueError(f"each = {name!r}: no settings {name!r} and {name + 's'!r} to repeat over")
+        items = [i for i in re.split(r"[\s,]+", settings.get(name + "s")) if i]
+        if not items:
+            raise ValueError(f"each = {name!r}: the setting {name + 's'!r} is empty")
+        combos = [{**c, name: i} for c in combos for i in items]
+    return combos
+
+
 def record_path(values: dict[str, str]) -> Path:
     return Path(Settings(values).get("out")) / "last-extract.json"
 
@@ -236,16 +258,19 @@ class Runner:
         if unknown:
             raise ValueError(f"a step sets unknown settings: {', '.join(unknown)}")
         local = Settings({**settings.values, **fields})
-        splits = local.get("splits").split() if step.get("each") == "split" else [None]
-        for split in splits:
-            here = Settings({**local.values, **({"split": split} if split else {})})
+        for bound in each_binding(step.get("each", []), local):
+            here = Settings({**local.values, **bound})
             if "needs" in step and not Path(here.format(step["needs"])).exists() and not self.dry:
                 self.echo(here.format(step["needs_hint"]))
                 raise SystemExit(1)
             if "unless_exists" in step and Path(here.format(step["unless_exists"])).exists():
                 continue
+            if "only_if" in step and not Path(here.format(step["only_if"])).exists():
+                if "only_if_hint" in step:
+                    self.echo(here.format(step["only_if_hint"]))
+                continue
             if "experiment" in step:
-                inner = {**chosen, **fields}
+                inner = {**chosen, **fields, **bound}
                 known = set(defaults()) | set(load(step["experiment"]).get("settings", {}))
                 self.run(step["experiment"], {k: v for k, v in inner.items() if k in known})
             if "say" in step:

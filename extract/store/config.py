@@ -29,6 +29,7 @@ class DataSelection:
     per_class: int | None = None  # N seeded images of each class
     limit: int | None = None  # a seeded random subset of this many images
     order: str = "sorted"  # row order in the store: "sorted" (dataset order) or "shuffled" (seeded)
+    data_seed: int | None = None  # seeds the per-class sampler, the limit and the order; None: the run's seed
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class ExtractConfig:
 
 # the files' contents enter the key through the dataset's selection digest, not their paths
 # (a shuffled row order enters through the dataset part of the key, as for every store kind)
-_NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "allow_mismatch", "progress", "data_opts", "classes_file", "subset", "order"}
+_NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "allow_mismatch", "progress", "data_opts", "classes_file", "subset", "order", "data_seed"}  # which rows: the dataset part of the key names them
 _NOT_IN_KEY |= {"model_flags", "cond"}  # in the key as the preset it builds (`model`: its dict holds the canonical flag line)
 # in the key only when set, so stores made before these options existed keep their key
 _KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": "", "block_pools": ()}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from extract.experiments.runner import Runner, Settings, experiment_names, resolve, store_path
+from extract.experiments.runner import Runner, Settings, each_binding, experiment_names, resolve, store_path
 
 
 class Recorder(Runner):
@@ -79,7 +79,7 @@ def test_every_experiment_prints_its_commands(name):
     for row in rows or [None]:
         lines = printed(name, {}, row)
         assert any(" -m " in x for x in lines), (name, row)
-        assert not [x for x in lines if "{" in x or "}" in x], (name, row, lines)  # every placeholder filled
+        assert not [x for x in lines if "{" in x.replace("-{head}-", "") or "}" in x.replace("-{head}-", "")], (name, row, lines)  # every placeholder filled
 
 
 def test_unless_exists_skips_and_record_writes(tmp_path):
@@ -98,3 +98,45 @@ def test_a_dry_run_plans_each_extraction():
     r = Recorder()
     r.run("extract", {"images_per_s": "500"})
     assert len(r.planned) == 2 and all(p.endswith("--plan --images-per-s 500") and "extract run" in p for p in r.planned)
+
+
+def test_each_repeats_a_step_over_any_list_setting_and_their_combinations():
+    s = Settings({"splits": "train test", "split": "", "seeds": "0, 1,2", "seed": "", "heads": "linear", "head": ""})
+    assert each_binding("split", s) == [{"split": "train"}, {"split": "test"}]
+    assert each_binding([], s) == [{}]
+    assert each_binding(["seed", "split"], s) == [{"seed": a, "split": b} for a in "012" for b in ("train", "test")]  # the last varies fastest
+    with pytest.raises(ValueError, match="no settings 'colour' and 'colours'"):
+        each_binding("colour", s)
+    with pytest.raises(ValueError, match="'seeds' is empty"):
+        each_binding("seed", Settings({**s.values, "seeds": " "}))
+
+
+def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
+    assert store_path("c", "m", False, "d", "test", "1", "2", "1", seed="0") == "c/m_d_test_t1_b2_p1.zarr"  # seed 0 is the default store
+    assert store_path("c", "m", True, "d", "test", "1", "2", "1", "50", seed="2") == "c/m-random_d_test_t1_b2_p1_n50_s2.zarr"
+    s = Settings({"a": "x", "b": "{a}"})
+    assert s.format("{{a}}-{b}-{{head}}") == "{a}-x-{head}"
+    _, settings = resolve("extract", {"out": str(tmp_path)})
+    rec = Recorder()
+    step = {"only_if": str(tmp_path / "w.pt"), "only_if_hint": "no weights at {only}", "run": "extract run"}
+    with pytest.raises(ValueError, match="unknown setting 'only'"):
+        rec.step(step, settings, {})
+    step["only_if_hint"] = "no weights"
+    rec.step(step, settings, {})
+    (tmp_path / "w.pt").write_text("")
+    rec.step(step, settings, {})
+    assert rec.lines == ["no weights", "python -m extract run"]
+
+
+def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_trains_each_head_seed():
+    lines = printed("demo-table", {"limit": "50", "seeds": "0,1", "head_seeds": "0,1,2"})
+    runs = [x for x in lines if " -m " in x]
+    extracts = [x for x in runs if "extract run" in x]
+    assert len(extracts) == 3 * 2 * 2  # (best, paper point, random) x noise seeds x splits
+    assert all("--limit 50" in x and "--data-seed 0" in x for x in extracts)
+    assert sum("--seed 1 " in x and x.endswith("_s1.zarr") for x in extracts) == 6
+    probes = [x for x in runs if "probe train" in x]
+    names = [p.split("--name ")[1].split()[0] for p in probes]
+    assert len(names) == len(set(names)) == 3 * 2 * 2 * 3 + 2 * 3  # diffusion and random rows: heads x noise x head seeds; pixels: heads x head seeds
+    assert all(f"--seed {n[-1]} " in p for p, n in zip(probes, names))
+    assert "BiGAN" in runs[-1] and "--row 'pixels=results/demo-table/pixels-{head}-*.json'" in runs[-1].replace('"', "'")

@@ -339,3 +339,19 @@ def test_a_blocks_own_pool_equals_pooling_its_full_map(tmp_path, fmnist_env):
     assert sorted(k.label for k in store.keys()) == ["t10/b3/full", "t10/b3/p4", "t10/b7/full"]
     full, own = (np.asarray(store.array(FeatureKey(10, 3, p))[:]) for p in (None, 4))
     np.testing.assert_allclose(own, pool(torch.from_numpy(full), 4).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_data_seed_keeps_the_images_while_the_seed_changes_the_noise(tmp_path, fmnist_env):
+    """--data-seed draws the subset alone: seeds 0 and 1 (noise, and here the random weights) read
+    the same images; seed 0 with --data-seed 0 is the plain seed-0 store (same key, nothing recomputed)."""
+    run_tiny(tmp_path / "s0.zarr", limit=12)
+    run_tiny(tmp_path / "s1.zarr", limit=12, seed=1, data_seed=0)
+    run_tiny(tmp_path / "s1-own.zarr", limit=12, seed=1)
+    s0, s1, own = (FeatureStore.open(tmp_path / n) for n in ("s0.zarr", "s1.zarr", "s1-own.zarr"))
+    assert np.array_equal(s0.index(), s1.index()) and not np.array_equal(s0.index(), own.index())
+    key = FeatureKey(10, 7, None)
+    assert not np.array_equal(s0.array(key)[:], s1.array(key)[:])
+    assert s1.attrs["key"]["seed"] == 1 and "data_seed" not in s1.attrs["key"]
+    before = store_bytes(tmp_path / "s0.zarr")
+    assert run_tiny(tmp_path / "s0.zarr", limit=12, data_seed=0).images == 0
+    assert store_bytes(tmp_path / "s0.zarr") == before
