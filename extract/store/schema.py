@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
+from zarr.core.sync import sync
 
 from extract.store.errors import DataError, StoreError  # noqa: F401 - the errors every stage shares, importable from here
 from extract.store.lock import StoreLock  # noqa: F401 - one writer per store; importable from here as before
@@ -385,13 +386,28 @@ class FeatureStore:
     def write_shard(self, s: int, features: dict[FeatureKey, np.ndarray], valid: np.ndarray, content: np.ndarray | None = None) -> None:
         """Write every array's rows of shard s, then mark it done (the marker comes last).
         `content`: the rows' (n, 16) pixel digests, where the writer has the images."""
-        rows = self.shard_rows(s)
         for key, values in features.items():
-            self.group[key.path][rows.start : rows.stop] = values
-        self.group[_VALID][rows.start : rows.stop] = valid.astype(np.uint8)
+            self._write_rows(self.group[key.path], s, values)
+        self._write_rows(self.group[_VALID], s, valid.astype(np.uint8))
         if content is not None and _CONTENT in self.group:
-            self.group[_CONTENT][rows.start : rows.stop] = content
+            self._write_rows(self.group[_CONTENT], s, content)
         self.group[_DONE][s] = 1
+
+    def _write_rows(self, array: zarr.Array, s: int, values: np.ndarray) -> None:
+        """Write shard s's rows of one array after deleting what it held there.
+
+        zarr writes into a shard read-modify-write: it reads the old shard file and its index
+        back, and decodes every inner chunk the write does not cover whole. The last shard,
+        when partial, ends past the array's end, so its rows never cover it whole; a corrupt or
+        torn old file (what a repair or a resume rewrites) then raises on its checksum and the
+        shard could never be rewritten. Its owner (this writer; its done marker is 0 meanwhile,
+        so nothing counts the shard as written) deletes it first, and zarr has nothing to read."""
+        grid = array.shards or array.chunks  # one stored object per row-shard in every store `create` makes
+        if grid[0] == int(self.layout["shard_rows"]):
+            chunk = (s,) + (0,) * (array.ndim - 1)
+            sync((array.store_path / array.metadata.encode_chunk_key(chunk)).delete())
+        rows = self.shard_rows(s)
+        array[rows.start : rows.stop] = values
 
     def finish(self, extra_attrs: dict) -> None:
         """Set the completion flag (last), once every shard is done."""

@@ -84,3 +84,30 @@ def test_repair_re_extracts_only_the_bad_shards_to_the_same_bytes(tmp_path, fmni
     for k in ref.keys():
         assert np.array_equal(ref.array(k)[:], fixed.array(k)[:], equal_nan=True), k
     assert fixed.attrs["last_run"]["images"] == 16  # one shard of 16 rows was recomputed
+
+
+def _flip_a_byte(chunk):
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+def test_repair_of_a_corrupted_partial_last_shard(tmp_path, fmnist_env):
+    """12 images in shards of 8: the last shard holds 4 rows and ends past the array's end, so
+    writing its rows is not a whole-shard write; the corrupted old shard must not be read back."""
+    from tests.conftest import run_tiny
+
+    run_tiny(tmp_path / "ref.zarr", limit=12, shard_rows=8)
+    run_tiny(tmp_path / "s.zarr", limit=12, shard_rows=8)
+    for k in FeatureStore.open(tmp_path / "s.zarr").keys():  # every array's last shard
+        chunks = sorted(p for p in (tmp_path / "s.zarr" / k.path / "c").rglob("*") if p.is_file())
+        assert len(chunks) == 2
+        _flip_a_byte(chunks[1])
+    assert any("shard 1 (rows 8-11) unreadable" in p for p in verify_store(tmp_path / "s.zarr"))
+    result = CliRunner().invoke(cli, ["verify", "--repair", str(tmp_path / "s.zarr")])
+    assert result.exit_code == 0, result.output
+    assert verify_store(tmp_path / "s.zarr") == []
+    ref, fixed = FeatureStore.open(tmp_path / "ref.zarr"), FeatureStore.open(tmp_path / "s.zarr")
+    for k in ref.keys():
+        assert np.array_equal(ref.array(k)[:], fixed.array(k)[:], equal_nan=True), k
+    assert fixed.attrs["last_run"]["images"] == 4  # only the last shard was recomputed

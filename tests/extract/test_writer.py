@@ -140,3 +140,49 @@ def test_a_resume_with_another_micro_batch_needs_allow_mismatch_and_is_recorded(
     np.testing.assert_allclose(done.array(key)[:].astype(np.float32), reference, rtol=2e-2, atol=2e-3)  # rounding, not meaning
     with pytest.raises(StoreError, match="made with other arguments .*seed"):  # meaning still refuses, flag or not
         unet(out, seed=1, allow_mismatch=True)
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[3] ^= 0xFF  # inside the first inner chunk
+    path.write_bytes(bytes(data if how == "flip" else data[:10]))
+
+
+@pytest.mark.parametrize("rows,how", [(16, "truncate"), (12, "flip"), (12, "truncate")])
+def test_a_damaged_shard_file_is_rewritten_whole_or_partial(rows, how, tmp_path):
+    """zarr writes into a shard by reading the old file back (its index always, an inner chunk the
+    write does not cover whole): a torn file, or a flipped byte in a partial last shard (it ends
+    past the array's end, so a write never covers it whole) used to fail on the checksum."""
+    from extract.store.schema import FeatureKey
+
+    key = FeatureKey(1, 1, 1)
+    store = FeatureStore.create(tmp_path / "s.zarr", row_shapes={key: (4, 1, 1)}, ids=[str(i) for i in range(rows)], labels=np.zeros(rows),
+                                index=np.arange(rows), shard_rows=8, views=1, dtype="float16", attrs={})  # fmt: skip
+
+    def write(s, value):
+        n = len(store.shard_rows(s))
+        store.write_shard(s, {key: np.full((n, 4, 1, 1), value, np.float16)}, np.ones(n, bool))
+
+    write(0, 1)
+    write(1, 1)
+    _damage(sorted(p for p in (store.path / key.path / "c").rglob("*") if p.is_file())[1], how)
+    write(1, 2)
+    assert store.array(key)[:][:, 0, 0, 0].tolist() == [1] * 8 + [2] * (rows - 8)
+
+
+def test_a_torn_partial_last_shard_is_rewritten_on_resume(tmp_path, fmnist_env):
+    """A run that died writing its last, partial shard and left its files torn resumes to the same bytes."""
+    run_tiny(tmp_path / "whole.zarr", limit=10, shard_rows=4)
+    out = tmp_path / "s.zarr"
+    run_tiny(out, limit=10, shard_rows=4)
+    store = FeatureStore.open(out, mode="r+")
+    for key in store.keys():
+        last = sorted(p for p in (out / key.path / "c").rglob("*") if p.is_file())
+        assert len(last) == store.n_shards == 3
+        _damage(last[-1], "truncate")
+    store.group["progress/done"][2] = 0
+    store.mark_incomplete()
+    run_tiny(out, limit=10, shard_rows=4)
+    assert FeatureStore.open(out).complete and verify_store(out) == []
+    assert_same(tmp_path / "whole.zarr", out)
