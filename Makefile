@@ -6,10 +6,11 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 BENCH_OUT ?= evidence/bench
-experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run)
+# RANDOM is handed over as an option: bash, the recipes' shell, keeps $RANDOM for itself and never exports it
+experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
-.PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo card-demo finetune demo-finetune \
+.PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune \
   demo-finetune-cka demo-table sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
@@ -55,6 +56,9 @@ paper: $(VENV_STAMP) ## one row of the paper's table as diffssl trains it, from 
 
 sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/
 	@$(call experiment,sweep-demo)
+
+sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every block's full map at every t, and the best member by pool and block; RANDOM=1: the random control's own grid (about 13 GB of stores per model)
+	@$(call experiment,sweep-full)
 
 card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels; about 45 min), members as CSV in evidence/
 	@$(call experiment,card-demo)

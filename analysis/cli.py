@@ -53,7 +53,7 @@ def curves(runs, table, out, title):
 
 
 @cli.command()
-@click.option("--results", "runs", multiple=True, required=True, help="LABEL=results.json of a probe run (repeat; a repeated LABEL pools its runs)")
+@click.option("--results", "runs", multiple=True, required=True, help="LABEL=results.json of a probe run (repeat, or a glob; a repeated LABEL pools its runs)")
 @click.option("--by", "axis", type=click.Choice(["t", "b", "pool"]), default="pool", help="one row per value of this axis")
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="also write every member (validation and test top-1) as CSV")
 @user_errors
@@ -79,6 +79,7 @@ def best(runs, axis, csv_out):
 
 
 def _members(runs) -> dict[str, list[dict]]:
+    from analysis.intervals import expand
     from probe.tables import read_results
 
     members: dict[str, list[dict]] = {}
@@ -86,7 +87,8 @@ def _members(runs) -> dict[str, list[dict]]:
         label, sep, path = item.partition("=")
         if not sep:
             raise ValueError(f"--results {item!r}: expected LABEL=PATH")
-        members.setdefault(label, []).extend(read_results(path)["members"])
+        for one in expand([path]):  # a glob pools every run it matches
+            members.setdefault(label, []).extend(read_results(one)["members"])
     return members
 
 

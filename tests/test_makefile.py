@@ -59,6 +59,12 @@ def test_extract_records_what_probe_then_reads(tmp_path):
     assert test == f"{tmp_path}/demo-fmnist_fashion-mnist_test_t50_b19-24_p1_n500.zarr"
 
 
+def test_random_1_reaches_the_experiment_though_bash_keeps_its_own_random(tmp_path):
+    runs = [line for line in dry("extract", "RANDOM=1", "LIMIT=10", out=tmp_path).splitlines() if "-m extract run" in line]
+    assert runs and all("--random-init" in r and "demo-fmnist-random_" in r for r in runs)
+    assert not [line for line in dry("extract", "LIMIT=10", out=tmp_path).splitlines() if "--random-init" in line]
+
+
 def test_explicit_variables_win_over_the_record(tmp_path):
     record(tmp_path, t="50", b="19", pool="1")
     train, _ = probe_stores(dry("probe", "T=300", out=tmp_path))

@@ -115,10 +115,11 @@ class Settings:
             ts, bs = (self.get(k, depth).split(",") for k in ("t", "b"))
             return "+".join(f"t{t}/b{b}/{arg}" for t in ts for b in bs)
         if fn in ("exists", "exists_opt"):
-            found = Path(self.format(first, depth)).exists()
+            path = self.get(first, depth) if first in self.values else self.format(first, depth)  # a setting's value, or a path
+            found = Path(path).exists()
             if fn == "exists":
-                return self.format(first if found else rest, depth)
-            return (f"{rest}{self.format(first, depth)}" if rest.endswith("=") else f"{rest} {self.format(first, depth)}") if found else ""
+                return path if found else self.format(rest, depth)
+            return (f"{rest}{path}" if rest.endswith("=") else f"{rest} {path}") if found else ""
         value = self.get(first, depth)
         if fn == "first":
             return value.replace(" ", ",").split(",")[0]
