@@ -10,7 +10,7 @@ BENCH_OUT ?= evidence/bench
 experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
-.PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune \
+.PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
   demo-finetune-cka demo-table sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
@@ -71,6 +71,9 @@ finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with 
 
 demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads at the demo's best block, and from random init (about 40 min on 2 cores)
 	@$(call experiment,demo-finetune)
+
+demo-finetune-matched: $(VENV_STAMP) fashion-mnist ## fine-tuned vs frozen at matched budgets: no augmentation, one head-lr grid, 15 epochs, raw features, validation selection, a paired interval (about 1.5 h)
+	@$(call experiment,demo-finetune-matched)
 
 demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-tuned demo encoder (after make demo-finetune; a few minutes)
 	@$(call experiment,demo-finetune-cka)

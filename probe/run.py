@@ -41,7 +41,7 @@ from probe.reader import (
     stream_batches,
 )  # fmt: skip
 from probe.results import linear_state, save_head
-from probe.tables import RESULTS_FORMAT, append_row, summary_lines, write_json
+from probe.tables import RESULTS_FORMAT, append_row, summary_lines, write_json, write_predictions
 from probe.tensorboard import write_history
 
 MiB = 1 << 20
@@ -303,7 +303,7 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
     for split in evals:
         result[split] = report(scores.tops[split][selected], scores.truth[split], n_classes)
     if "test" in evals:  # the selected member's top-1 on each scored test row, keyed by dataset position (`analysis diff` pairs runs on it)
-        result["predictions"] = _write_predictions(out_dir / f"{name}.predictions.npz", data.test_store.index()[evals["test"][1]],
+        result["predictions"] = write_predictions(out_dir / f"{name}.predictions.npz", data.test_store.index()[evals["test"][1]],
                                                    scores.truth["test"], scores.tops["test"][selected][:, 0])  # fmt: skip
     module = scores.modules[selected]
     if module is not None:
@@ -321,13 +321,6 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
     append_row(out_dir / "probe_results.csv", table_row(cfg, train_store, result))
     return result
 
-
-def _write_predictions(path: Path, index: np.ndarray, label: np.ndarray, pred: np.ndarray) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".tmp"), "wb") as f:
-        np.savez(f, index=np.asarray(index, np.int64), label=np.asarray(label, np.int64), pred=np.asarray(pred, np.int64))
-    path.with_name(path.name + ".tmp").replace(path)
-    return path.name
 
 
 def table_row(cfg: ProbeConfig, train_store: FeatureStore, result: dict) -> dict:

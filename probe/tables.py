@@ -28,6 +28,20 @@ def write_json(path: Path, obj: dict) -> None:
     _atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
+def write_predictions(path: Path, index, label, pred) -> str:
+    """A run's test predictions (`NAME.predictions.npz`: each scored row's dataset position, label
+    and top-1 class), written atomically; `analysis diff` and `analysis table` pair runs on them.
+    Returns the file's name, as the results JSON records it."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, index=np.asarray(index, np.int64), label=np.asarray(label, np.int64), pred=np.asarray(pred, np.int64))
+    tmp.replace(path)
+    return path.name
+
+
 def append_row(table: Path, row: dict) -> None:
     """One row per probe run; the header is written with the first row."""
     table.parent.mkdir(parents=True, exist_ok=True)

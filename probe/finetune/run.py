@@ -46,7 +46,7 @@ from probe.grid import FeatureSet, head_for
 from probe.heads import parse_head_options
 from probe.metrics import accuracy
 from probe.reader import carve_validation
-from probe.tables import RESULTS_FORMAT, append_row, write_json
+from probe.tables import RESULTS_FORMAT, append_row, write_json, write_predictions
 from probe.tensorboard import write_history
 
 
@@ -272,7 +272,10 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     if best["state"] is None:
         best["state"] = snapshot()
     net.load_state_dict(best["state"])
-    test = accuracy(evaluate(net, test_src, test_rows, preset, cfg, device), test_src.labels[test_rows])
+    predicted = evaluate(net, test_src, test_rows, preset, cfg, device)
+    test = accuracy(predicted, test_src.labels[test_rows])
+    test["predicted"] = (test_rows, test_src.labels[test_rows], predicted[:, 0])
+    test["dataset"] = {"name": test_src.name, "split": test_src.split, "fingerprint": test_src.fingerprint(), "rows": len(test_rows)}
     export = out / "finetuned.pt"
     torch.save({k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}, export)
     return write_results(cfg, preset, block, opts, weights, key, named, head, best, log, test, len(train_rows), len(val_rows), len(test_rows), seconds, export,
@@ -280,8 +283,12 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
 
 
 def write_results(cfg, preset, block, opts, weights, key, named, head, best, log, test, n_train, n_val, n_test, seconds, export, log_file=None) -> dict:
-    """The probe's results format, one member: `probe table`, curves and the report read it."""
+    """The probe's results format, one member: `probe table`, curves and the report read it; the
+    test split's predictions beside it, as `probe train` writes them (`analysis diff` pairs a
+    fine-tuned run with frozen heads on them)."""
     name = run_name(cfg, preset, block)
+    out_dir = Path(cfg.results)
+    predicted, test_dataset = test.pop("predicted", None), test.pop("dataset", None)
     member = {"head": cfg.head, "feature_set": key.label, "features": [key.to_dict()], "lr": opts["lr"], "wd": 0.0,
               "finetuned": True, "trainable": cfg.trainable, "freeze_blocks": cfg.freeze_blocks,
               "trainable_parameters": sum(p.numel() for _, p in named) + sum(p.numel() for p in head.parameters()),
@@ -292,7 +299,8 @@ def write_results(cfg, preset, block, opts, weights, key, named, head, best, log
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {**run_fields(cfg), **opts, "block": block},
         "stores": {"train": {"path": None, "rows": n_train, "key": {"model": model_key, "weights": weights, "t": cfg.t, "seed": cfg.seed,
-                                                                      "dataset": {"name": cfg.data, "split": cfg.train_split}}}},
+                                                                      "dataset": {"name": cfg.data, "split": cfg.train_split}}},
+                   "test": {"path": None, "rows": n_test, "dataset": test_dataset}},
         "validation": (f"{opts['val_fraction']:.0%} of train, class-stratified, seed {cfg.seed}; picks the epoch" if n_val
                        else "none: all of train is trained on and the last epoch is reported"),
         "members": [member], "selected": 0, "head": member,
@@ -304,7 +312,8 @@ def write_results(cfg, preset, block, opts, weights, key, named, head, best, log
         "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
         "log_file": None if log_file is None else str(log_file),
     }  # fmt: skip
-    out_dir = Path(cfg.results)
+    if predicted is not None:
+        result["predictions"] = write_predictions(out_dir / f"{name}.predictions.npz", *predicted)
     write_json(out_dir / f"{name}.json", result)
     append_row(out_dir / "probe_results.csv", {
         "name": name, "head": f"{cfg.head} (fine-tuned)", "features": key.label, "t": cfg.t, "b": block, "pool": pool_label(cfg.pool),

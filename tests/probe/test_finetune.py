@@ -265,3 +265,29 @@ def test_the_test_split_is_scored_along_the_way_and_only_reported(fmnist_env, tm
     paper = ftrun.finetune(config(tmp_path / "b", recipe="paper", epochs=1))
     assert paper["test_along_the_way"]["top1"] == []
     assert paper["history"][0]["val_top1"] == paper["val"]["top1"] and paper["history"][0]["lr"] == pytest.approx(1e-3)
+
+
+def test_the_test_predictions_pair_a_fine_tuned_run_with_frozen_heads(fmnist_env, tmp_path):
+    """NAME.predictions.npz beside the results: the test rows' dataset positions, labels and top-1,
+    so `analysis diff` compares a fine-tuned run with a frozen probe on the same test rows."""
+    from analysis.intervals import compare, load_run
+    from extract.data.registry import open_dataset
+    from extract.data.sources import subset_indices
+    from extract.run import extract
+    from extract.store.config import ExtractConfig, from_flat
+    from probe.finetune.run import finetune
+    from probe.grid import TrainSettings
+    from probe.run import ProbeConfig, probe
+
+    result = finetune(config(tmp_path))
+    run = load_run(tmp_path / "results" / f"{result['name']}.json")
+    rows = subset_indices(len(open_dataset("fashion-mnist", None, "test")), 16, 0)
+    assert np.array_equal(run.index, np.sort(rows)) and len(run.pred) == 16
+    assert 100.0 * run.correct.mean() == pytest.approx(result["test"]["top1"])
+    for split, limit in (("train", 48), ("test", 16)):
+        extract(from_flat(ExtractConfig, out=tmp_path / f"{split}.zarr", model="tiny", random_init=True, split=split, ts=(50,), blocks=(4,), pools=(2,),
+                          limit=limit, seed=0, progress=False))  # fmt: skip
+    probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", results=tmp_path / "results", progress=False, name="frozen",
+                      training=TrainSettings(epochs=1, batch_size=8)))  # fmt: skip
+    d = compare([tmp_path / "results" / f"{result['name']}.json"], [tmp_path / "results" / "frozen.json"], resamples=100)
+    assert d.rows == 16 and d.a_runs == [pytest.approx(result["test"]["top1"])]

@@ -1,0 +1,48 @@
+"""One run chosen on validation among several: the runs of a grid that cannot be one `probe
+train` (fine-tuning at several learning rates, one run each). The run with the best validation
+top-1 (the first on ties; test is never looked at) is copied under a new name, with its test
+predictions, and records what it was chosen from. numpy only."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+from pathlib import Path
+
+from probe.tables import read_results, write_json
+
+
+def _files(items) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        hits = sorted(glob.glob(str(item))) if glob.has_magic(str(item)) else [str(item)]
+        if not hits:
+            raise FileNotFoundError(f"no results file matches {item}")
+        paths += [Path(h) for h in hits]
+    return list(dict.fromkeys(paths))
+
+
+def select_run(items, name: str, out_dir: Path) -> dict:
+    """The validation-best of the results files (paths or globs), written as out_dir/NAME.json
+    (and NAME.predictions.npz); returns that results dict."""
+    files = _files(items)
+    if len(files) < 2:
+        raise ValueError(f"give at least two runs to choose from, got {len(files)}")
+    runs = [(f, read_results(f)) for f in files]
+    for f, r in runs:
+        if (r.get("val") or {}).get("top1") is None:
+            raise ValueError(f"{f}: run {r.get('name', f.stem)} has no validation score to choose on (trained without a validation split)")
+    path, best = max(runs, key=lambda fr: fr[1]["val"]["top1"])  # max keeps the first of equal scores
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = {**best, "name": name,
+              "selected_from": [{"name": r.get("name"), "results": str(f), "val_top1": r["val"]["top1"]} for f, r in runs],
+              "selected_run": best.get("name")}  # fmt: skip
+    if best.get("predictions"):
+        src = path.parent / best["predictions"]
+        if not src.is_file():
+            raise FileNotFoundError(f"{path}: predictions file not found: {src}")
+        chosen["predictions"] = f"{name}.predictions.npz"
+        if src.resolve() != (out_dir / chosen["predictions"]).resolve():
+            shutil.copyfile(src, out_dir / chosen["predictions"])
+    write_json(out_dir / f"{name}.json", chosen)
+    return chosen

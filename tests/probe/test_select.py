@@ -1,0 +1,55 @@
+"""probe select: one run chosen among several on validation only, copied with its predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from probe.cli import cli
+from probe.select import select_run
+from probe.tables import RESULTS_FORMAT, write_predictions
+
+
+def fake_run(folder, name, val, test, predictions=True):
+    result = {"format": RESULTS_FORMAT, "name": name, "val": {"top1": val}, "test": {"top1": test}}
+    if predictions:
+        result["predictions"] = write_predictions(folder / f"{name}.predictions.npz", [0, 1, 2], [1, 1, 1], [1, 0, int(test > 50)])
+    (folder / f"{name}.json").write_text(json.dumps(result))
+    return folder / f"{name}.json"
+
+
+def test_the_best_validation_run_is_copied_and_test_is_never_chosen_on(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fake_run(runs, "lr1", 70.0, 99.0)
+    fake_run(runs, "lr2", 80.0, 10.0)
+    fake_run(runs, "lr3", 80.0, 20.0)  # a tie: the first of the equal ones
+    chosen = select_run([runs / "lr*.json"], "ft", tmp_path / "out")
+    assert chosen["selected_run"] == "lr2" and chosen["name"] == "ft" and chosen["test"]["top1"] == 10.0
+    assert [r["name"] for r in chosen["selected_from"]] == ["lr1", "lr2", "lr3"]
+    saved = json.loads((tmp_path / "out" / "ft.json").read_text())
+    assert saved == chosen and saved["predictions"] == "ft.predictions.npz"
+    with np.load(tmp_path / "out" / "ft.predictions.npz") as f, np.load(runs / "lr2.predictions.npz") as g:
+        assert all(np.array_equal(f[k], g[k]) for k in ("index", "label", "pred"))
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: [fake_run(d, "a", 1.0, 1.0)], "at least two runs"),
+    (lambda d: [fake_run(d, "a", 1.0, 1.0), fake_run(d, "b", None, 1.0)], "has no validation score"),
+    (lambda d: [fake_run(d, "a", 1.0, 1.0), d / "missing.json"], "results file not found"),
+    (lambda d: [d / "none*.json"], "no results file matches"),
+])  # fmt: skip
+def test_bad_input_is_one_line(tmp_path, setup, message):
+    files = setup(tmp_path)
+    done = CliRunner().invoke(cli, ["select", *[a for f in files for a in ("--results", str(f))], "--name", "x", "--out", str(tmp_path / "o")])
+    assert done.exit_code == 2 and message in done.output and "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1, done.output
+
+
+def test_the_command_says_what_it_chose(tmp_path):
+    a, b = fake_run(tmp_path, "a", 60.0, 61.0), fake_run(tmp_path, "b", 65.0, 62.5)
+    done = CliRunner().invoke(cli, ["select", "--results", str(a), "--results", str(b), "--name", "best", "--out", str(tmp_path / "o")])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == f"{tmp_path / 'o' / 'best'}.json: b (validation top-1 of a 60.00, b 65.00); test top-1 62.50"
