@@ -11,7 +11,7 @@ experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run) 
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
 .PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
-  demo-finetune-cka demo-table sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
+  demo-finetune-cka demo-table demo-curve sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
 help: ## list the targets
@@ -62,6 +62,9 @@ sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every
 
 card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels; about 45 min), members as CSV in evidence/
 	@$(call experiment,card-demo)
+
+demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each checkpoint of a continued run (CURVE_RUN=runs/demo-continue) -> table and figure
+	@$(call experiment,demo-curve)
 
 demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear and attention heads; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 LIMIT=]
 	@$(call experiment,demo-table)

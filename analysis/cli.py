@@ -273,7 +273,11 @@ def diff(a_files, b_files, resamples, seed, out):
 
 
 @cli.command("table")
-@click.option("--row", "rows", multiple=True, required=True, help="LABEL=PATTERN: a row, its results files per head with {head} in the pattern (several files: seeds)")
+@click.option("--row", "rows", multiple=True, help="LABEL=PATTERN: a row, its results files per head with {head} in the pattern (several files: seeds)")
+@click.option("--rows-from", help="PATTERN with {row} and {head}: a row for every text {row} stands for in an existing file (after the --row rows)")
+@click.option("--fd-from", help="PATTERN with {row}: each row's Fréchet distance result, where the file exists")
+@click.option("--plot", type=click.Path(path_type=Path), help="also draw each head's top-1 (and FD) over the rows, in their order (.png, .svg beside it)")
+@click.option("--title", default="", help="the plot's title")
 @click.option("--head", "heads", multiple=True, default=("linear",), show_default=True, help="heads: the table's columns (repeat or comma list)")
 @click.option("--ref", "reference", help="the row every other row is compared with, per head, with a paired-bootstrap interval")
 @click.option("--fd", "generation", multiple=True, help="LABEL=FILE: a row's Fréchet distance result (analysis fid or fd JSON)")
@@ -281,14 +285,23 @@ def diff(a_files, b_files, resamples, seed, out):
 @click.option("--seed", type=int, default=0, show_default=True, help="seeds the resampling")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the table as Markdown (and JSON beside it)")
 @user_errors
-def table_cmd(rows, heads, reference, generation, resamples, seed, out):
+def table_cmd(rows, rows_from, fd_from, plot, title, heads, reference, generation, resamples, seed, out):
     """Rows x heads of test top-1 over seeds (mean, spread, runs), FD where given, and each row minus the reference row with 95% intervals."""
-    from analysis.seed_table import build_table, markdown
+    from analysis.seed_table import build_table, generation_from, markdown, parse_rows
+    from analysis.seed_table import plot as plot_table
+    from analysis.seed_table import rows_from as find_rows
 
     heads = [h for item in heads for h in item.split(",") if h]
-    table = build_table(list(rows), heads, reference, generation, resamples, seed)
+    pairs = (parse_rows(rows) if rows else []) + (find_rows(rows_from, heads) if rows_from else [])
+    if not pairs:
+        raise ValueError("give --row LABEL=PATTERN or --rows-from PATTERN" + (" (it found no results file)" if rows_from else ""))
+    if fd_from:
+        generation = (*generation, *generation_from(fd_from, [label for label, _ in pairs]))
+    table = build_table(pairs, heads, reference, generation, resamples, seed)
     text = markdown(table)
     click.echo(text, nl=False)
+    if plot:
+        plot_table(table, plot, title)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)

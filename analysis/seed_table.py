@@ -6,7 +6,8 @@ reference row, per head, with a paired-bootstrap 95% interval over the test rows
 
 A row is a label and a results-file pattern with `{head}` in it, e.g.
 `diffusion=results/table/diffusion-{head}-*.json`; the files it matches for a head are that
-cell's seeds. A cell with no file is "not run": the table says so instead of failing, so a
+cell's seeds. Rows can also be found on disk (`rows_from`: a pattern with `{row}` too, e.g. one
+row per training checkpoint), and drawn as curves over the rows (`plot`). A cell with no file is "not run": the table says so instead of failing, so a
 table can be made while some rows are still training. numpy only.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +89,30 @@ def parse_rows(items) -> list[tuple[str, str]]:
     return rows
 
 
+def _natural(text: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def rows_from(pattern: str, heads) -> list[tuple[str, str]]:
+    """Rows found on disk: PATTERN holds `{row}` and `{head}`; every text that `{row}` stands for in
+    an existing file (for any head) is a row, labelled by it, in natural order (step2 < step10)."""
+    if "{row}" not in pattern or "{head}" not in pattern:
+        raise ValueError(f"--rows-from {pattern!r}: the pattern needs both {{row}} and {{head}}")
+    found = set()
+    for head in heads:
+        before, _, after = pattern.replace("{head}", head).partition("{row}")
+        for f in glob.glob(before + "*" + after):
+            found.add(f[len(before) : len(f) - len(after)] if after else f[len(before) :])
+    return [(label, pattern.replace("{row}", label)) for label in sorted(found, key=_natural)]
+
+
+def generation_from(pattern: str, labels) -> list[str]:
+    """LABEL=FILE items for the rows whose `{row}` in PATTERN names an existing file."""
+    if "{row}" not in pattern:
+        raise ValueError(f"--fd-from {pattern!r}: the pattern needs {{row}}")
+    return [f"{label}={pattern.replace('{row}', label)}" for label in labels if Path(pattern.replace("{row}", label)).is_file()]
+
+
 def read_generation(item: str) -> tuple[str, Generation]:
     """LABEL=FILE: an `analysis fid` / `analysis fd` result (fd, and precision and recall when it has them)."""
     label, sep, path = str(item).rpartition("=")
@@ -114,6 +140,9 @@ def build_table(rows, heads, reference: str | None = None, generation=(), resamp
     `{head}`. Every run must be scored on the same test rows (one test store)."""
     pairs = parse_rows(rows) if rows and isinstance(next(iter(rows)), str) else list(rows)
     labels = [label for label, _ in pairs]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ValueError(f"rows named twice: {', '.join(twice)}")
     if reference is not None and reference not in labels:
         raise ValueError(f"--ref {reference!r} is not a row; the rows are {', '.join(labels)}")
     gen = dict(read_generation(g) for g in generation)
@@ -140,6 +169,40 @@ def build_table(rows, heads, reference: str | None = None, generation=(), resamp
                 if label != reference and ref and (label, head) in loaded:
                     diffs[label, head] = compare_runs(loaded[label, head], ref, resamples, seed)
     return SeedTable(labels, list(heads), cells, diffs, gen, reference)
+
+
+def plot(table: SeedTable, out: Path, title: str = "") -> None:
+    """Each head's mean test top-1 (with the seeds' spread) over the rows in their order, and FD on
+    a second axis where the rows have it: a curve over checkpoints when the rows are checkpoints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(table.rows) + 2), 3.6))
+    x = np.arange(len(table.rows))
+    for head in table.heads:
+        at = [i for i, r in enumerate(table.rows) if (r, head) in table.cells]
+        if at:
+            cells = [table.cells[table.rows[i], head] for i in at]
+            ax.errorbar(at, [c.mean for c in cells], yerr=[c.std for c in cells], marker="o", capsize=3, label=f"{head} test top-1")
+    ax.set_xticks(x, table.rows, rotation=30, ha="right")
+    ax.set_ylabel("test top-1 (%)")
+    handles, labels = ax.get_legend_handles_labels()
+    at = [i for i, r in enumerate(table.rows) if r in table.generation]
+    if at:
+        fd_ax = ax.twinx()
+        fd_ax.plot(at, [table.generation[table.rows[i]].fd for i in at], "s--", color="grey", label="FD")
+        fd_ax.set_ylabel("FD (lower is better)")
+        h2, l2 = fd_ax.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=8, loc="best")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    fig.savefig(out.with_suffix(".svg"))
+    plt.close(fig)
 
 
 def markdown(table: SeedTable) -> str:

@@ -12,8 +12,8 @@ its commas as dashes, `{opt:limit:--limit}` is `--limit <limit>` or nothing, `{w
 `--ckpt <ckpt>`, `--random-init` or nothing, `{trainsplit:NAME}` the setting NAME in a step for
 the training split (the first of `splits`) and nothing for the others, `{store:train}` the store path of a split (the one
 function that names stores: `store_path`), `{pixels:train}` a raw-pixel store, and
-`{features:full}` the `+`-joined feature set of every (t, b) at one pool; `{{` and `}}` are
-literal braces.
+`{features:full}` the `+`-joined feature set of every (t, b) at one pool, `{stem:NAME}` the
+file name in NAME without folder and suffix; `{{` and `}}` are literal braces.
 
 A step is a table: `run` (a command line after `python -m`, formatted as above; with
 `plan = true` a dry run also runs it with `--plan`, which prints its cost and writes nothing), `each`
@@ -128,6 +128,8 @@ class Settings:
             return "24" if b == "all" else b
         if fn == "tag":
             return tag(value)
+        if fn == "stem":  # a file's name without its folder and suffix
+            return Path(value).stem
         if fn == "or":
             return value or rest
         if fn == "union":

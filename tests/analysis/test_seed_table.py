@@ -99,3 +99,31 @@ def test_the_command_prints_and_writes_the_table(table_runs, tmp_path):
 def test_the_module_loads_no_torch():
     code = "import sys, analysis.seed_table; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_rows_found_on_disk_in_natural_order_with_their_fd_and_a_plot(tmp_path):
+    """--rows-from: one row per checkpoint (step2 before step10), columns per point; --fd-from and --plot."""
+    x, y, c = blobs(96, 4, 16, seed=0, shape=(4, 2, 2))
+    make_store(tmp_path / "tr.zarr", {KEYS[0]: x}, y)
+    xt, yt, _ = blobs(40, 4, 16, seed=1, shape=(4, 2, 2), centres=c, spread=2.5)
+    make_store(tmp_path / "te.zarr", {KEYS[0]: xt}, yt, split="test")
+    res = tmp_path / "curve"
+    for step in ("step2", "step10"):
+        for point in ("best", "paper"):
+            probe(ProbeConfig(train=tmp_path / "tr.zarr", test=tmp_path / "te.zarr", results=res, heads=("linear",), progress=False,
+                              name=f"{step}-{point}", training=TrainSettings(epochs=1, batch_size=16)))  # fmt: skip
+    (res / "step10-fd.json").write_text(json.dumps({"fd": 3.5}))
+    plot = tmp_path / "curve.png"
+    done = CliRunner().invoke(cli, ["table", "--rows-from", f"{res}/{{row}}-{{head}}.json", "--head", "best,paper", "--fd-from", f"{res}/{{row}}-fd.json",
+                                    "--plot", str(plot), "--title", "over training"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    lines = [line for line in done.output.splitlines() if line.startswith("| step")]
+    assert [line.split(" | ")[0] for line in lines] == ["| step2", "| step10"]
+    assert lines[0].endswith("|  |") and "3.50 |" in lines[1]
+    assert plot.stat().st_size > 0 and plot.with_suffix(".svg").is_file()
+    bad = CliRunner().invoke(cli, ["table", "--rows-from", f"{res}/{{row}}.json"])
+    assert bad.exit_code == 2 and "needs both {row} and {head}" in bad.output
+    none = CliRunner().invoke(cli, ["table", "--rows-from", f"{tmp_path}/nothing-{{row}}-{{head}}.json"])
+    assert none.exit_code == 2 and "it found no results file" in none.output
+    twice = CliRunner().invoke(cli, ["table", "--row", f"step2={res}/step2-{{head}}.json", "--rows-from", f"{res}/{{row}}-{{head}}.json", "--head", "best"])
+    assert twice.exit_code == 2 and "rows named twice: step2" in twice.output
