@@ -79,7 +79,8 @@ class BackboneConfig:
     blocks: tuple[int, ...] = ()  # empty: all
     pools: tuple[int | None, ...] = (2,)
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = 32  # images loaded at once (speed only)
+    micro_batch: int = 16  # images per forward, the last group zero-padded (part of the store key: values do not depend on batch_size)
     device: str | None = None  # default: CUDA when present
 
 
@@ -121,7 +122,7 @@ def extract_backbone(cfg: BackboneConfig) -> str:
     probe_maps = capture(model, blocks, torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=device), chosen)
     shapes = {FeatureKey(0, b, p): pooled_shape(*probe_maps[b].shape[1:], p) for b in chosen for p in cfg.pools}
     key = {"model": {"name": cfg.model, "image_size": IMAGE_SIZE, "normalisation": "imagenet mean/std"}, "weights": weights,
-           "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": device.type,
+           "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": cfg.micro_batch, "device_type": device.type,
            "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
     made = provenance("backbone", cfg.model, cfg, dataset_record(source, rows, dataset), weights=weights, torch_version=torch.__version__)
     plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=BACKBONE_COMPATIBLE, provenance=made,
@@ -131,6 +132,6 @@ def extract_backbone(cfg: BackboneConfig) -> str:
     def maps_of(x: torch.Tensor) -> dict[int, torch.Tensor]:  # [-1, 1] -> ImageNet's normalisation
         return capture(model, blocks, ((x + 1) / 2 - MEAN.to(device)) / STD.to(device), chosen)
 
-    fill = network_fill(images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, cfg.model)
+    fill = network_fill(images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, cfg.model, cfg.micro_batch)
     written = write_store(plan, fill, started=started)
     return f"{written.store}: {len(rows)} images, {cfg.model} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} ({written.images} computed now)"

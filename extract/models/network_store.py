@@ -28,10 +28,28 @@ def capture(model: torch.nn.Module, blocks: list[torch.nn.Module], x: torch.Tens
     return out
 
 
+def fixed_batches(maps_of: Callable[[torch.Tensor], dict[int, torch.Tensor]], x: torch.Tensor, micro_batch: int) -> dict[int, torch.Tensor]:
+    """`maps_of` over x (N, C, S, S) in groups of exactly `micro_batch` images, the last one padded
+    with zeros and its padding dropped: a row's values then never depend on how many images were
+    loaded together (a kernel may be chosen by batch size), so stores are bit-identical whatever
+    --batch-size. The networks run in eval mode, where one image's output does not depend on the
+    others in its group."""
+    parts: dict[int, list[torch.Tensor]] = {}
+    for a in range(0, len(x), micro_batch):
+        group = x[a : a + micro_batch]
+        n = len(group)
+        if n < micro_batch:
+            group = torch.cat([group, group.new_zeros((micro_batch - n, *group.shape[1:]))])
+        for b, m in maps_of(group).items():
+            parts.setdefault(b, []).append(m[:n])
+    return {b: torch.cat(ms) for b, ms in parts.items()}
+
+
 def network_fill(images: FeatureInput, rows: np.ndarray, shapes: dict[FeatureKey, tuple[int, ...]], maps_of: Callable[[torch.Tensor], dict[int, torch.Tensor]],
-                 batch_size: int, device: torch.device, show: bool, desc: str) -> Callable[[FeatureStore, list[int]], int]:  # fmt: skip
-    """The writer's `fill` for such a family: images (N, C, S, S) in [-1, 1] -> `maps_of` -> each
-    key's block pooled, float16, with every row's pixel digest; an unreadable image stops the run."""
+                 batch_size: int, device: torch.device, show: bool, desc: str, micro_batch: int) -> Callable[[FeatureStore, list[int]], int]:  # fmt: skip
+    """The writer's `fill` for such a family: images (N, C, S, S) in [-1, 1] -> `maps_of`, run on
+    fixed groups of `micro_batch` images (`fixed_batches`) -> each key's block pooled, float16,
+    with every row's pixel digest; an unreadable image stops the run."""
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
         total = sum(len(store.shard_rows(s)) for s in shards)
@@ -48,7 +66,7 @@ def network_fill(images: FeatureInput, rows: np.ndarray, shapes: dict[FeatureKey
                         raise DataError(bad)
                     local = slice(a - span.start, a - span.start + len(items))
                     content[local] = np.stack([d.numpy() for *_, d in items])
-                    maps = maps_of(torch.stack([t for _, t, _, _ in items]).to(device))
+                    maps = fixed_batches(maps_of, torch.stack([t for _, t, _, _ in items]).to(device), micro_batch)
                     for k in shapes:
                         shard[k][local] = pool(maps[k.b].float(), k.pool).cpu().numpy()
                     bar.update(len(items))

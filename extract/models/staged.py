@@ -89,7 +89,8 @@ class StagedConfig:
     blocks: tuple[int, ...] = ()  # empty: all
     pools: tuple[int | None, ...] = (1, None)
     seed: int = 0
-    batch_size: int = 256
+    batch_size: int = 256  # images loaded at once (speed only)
+    micro_batch: int = 32  # images per forward, the last group zero-padded (part of the store key: values do not depend on batch_size)
     device: str | None = "cpu"
 
 
@@ -127,13 +128,13 @@ def extract_staged(cfg: StagedConfig) -> str:
 
     probe_maps = maps_of(torch.zeros(1, net.channels, net.image_size, net.image_size, device=device))
     shapes = {FeatureKey(0, b, p): pooled_shape(*probe_maps[b].shape[1:], p) for b in chosen for p in cfg.pools}
-    key = {"model": record, "weights": weights, "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None,
+    key = {"model": record, "weights": weights, "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": cfg.micro_batch,
            "device_type": device.type, "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
     made = provenance(net.kind, record["name"], cfg, dataset_record(source, rows, dataset), weights=weights, torch_version=torch.__version__)
     plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=STAGED_COMPATIBLE, provenance=made,
                      row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
                      shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
-    fill = network_fill(images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, net.kind)
+    fill = network_fill(images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, net.kind, cfg.micro_batch)
     written = write_store(plan, fill, started=started)
     return (f"{written.store}: {len(rows)} images, {net.title} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} "
             f"({written.images} computed now)")  # fmt: skip
