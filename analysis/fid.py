@@ -30,10 +30,9 @@ import numpy as np
 from analysis.distance import store_rows, store_stats
 from analysis.frechet import frechet_distance, precision_recall
 from analysis.gen_metrics import IS_SPLITS, inception_score, kernel_distance
-from extract.store.schema import FeatureKey, open_complete
+from extract.store.schema import CHANNEL_WORDS, FeatureKey, open_complete
 
 STATS_FORMAT = "diffprobe-fid-stats-1"
-CHANNEL_WORDS = {1: "grayscale", 3: "RGB"}
 FEATURE_KEY = FeatureKey(0, 0, None)  # the one key of a feature-network store (extract.models.feature_store)
 
 

@@ -25,12 +25,11 @@ from extract.models.feature_nets import Extractor, FeatureSpec, build_extractor
 from extract.store import progress
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.provenance import provenance
-from extract.store.schema import FeatureKey, FeatureStore
+from extract.store.schema import CHANNEL_WORDS, FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
 
 FEATURE_KEY = FeatureKey(0, 0, None)
 HALVES = ("first", "second")
-CHANNEL_WORDS = {1: "grayscale", 3: "RGB"}
 IMAGE_PREPROCESSING = PREPROCESSING.rsplit(";", 1)[0] + " (kept as uint8)"
 # what makes two feature stores comparable: the same network and weights on images prepared alike
 FEATURE_COMPATIBLE = ("model", "weights", "preprocessing", "micro_batch")

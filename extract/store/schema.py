@@ -58,6 +58,7 @@ STORE_DTYPES = ("float16", "float32")
 
 _FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "index", "valid", "progress/done"
 _CONTENT, CONTENT_BYTES = "content", 16
+CHANNEL_WORDS = {1: "grayscale", 3: "RGB"}  # how a store's preprocessing record and messages name an image's channels
 
 
 FULL = "full"  # the one spelling of "no pooling": keep the block's whole H x W map
