@@ -14,14 +14,13 @@ by `index`, each row's position in the dataset. numpy only.
 
 from __future__ import annotations
 
-import glob
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from probe.tables import read_results
+from probe.tables import expand, read_results  # noqa: F401 - expand: results files from lists and globs, importable from here
 
 # `-s<k>`, `-seed<k>` (or `_s<k>`, `_seed<k>`) at the end of a run's name marks a seed of one configuration
 SEED_SUFFIX = re.compile(r"^(?P<config>.+?)[-_](?:s|seed)(?P<seed>\d+)$")
@@ -142,20 +141,6 @@ def load_run(path: str | Path) -> Run:
         raise ValueError(f"{npz}: index, label and pred must have one entry per test row, each index once")
     order = np.argsort(index, kind="stable")
     return Run(name, path, index[order], label[order], pred[order], test.get("dataset"))
-
-
-def expand(items) -> list[Path]:
-    """Results files from comma lists, repeated options and globs (sorted), in the order given."""
-    paths: list[Path] = []
-    for item in items:
-        for part in (p.strip() for p in str(item).split(",")):
-            if not part:
-                continue
-            hits = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
-            if not hits:
-                raise FileNotFoundError(f"no results file matches {part}")
-            paths += [Path(h) for h in hits]
-    return paths
 
 
 def _describe(dataset: dict | None) -> str:

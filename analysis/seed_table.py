@@ -136,9 +136,9 @@ def _point(path: Path) -> str:
 
 
 def build_table(rows, heads, reference: str | None = None, generation=(), resamples: int = 10000, seed: int = 0) -> SeedTable:
-    """rows: LABEL=PATTERN items (or (label, pattern) pairs); heads: the head names put in place of
+    """rows: (label, pattern) pairs (`parse_rows`, `rows_from`); heads: the head names put in place of
     `{head}`. Every run must be scored on the same test rows (one test store)."""
-    pairs = parse_rows(rows) if rows and isinstance(next(iter(rows)), str) else list(rows)
+    pairs = list(rows)
     labels = [label for label, _ in pairs]
     twice = sorted({label for label in labels if labels.count(label) > 1})
     if twice:

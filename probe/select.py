@@ -5,27 +5,16 @@ predictions, and records what it was chosen from. numpy only."""
 
 from __future__ import annotations
 
-import glob
 import shutil
 from pathlib import Path
 
-from probe.tables import read_results, write_json
-
-
-def _files(items) -> list[Path]:
-    paths: list[Path] = []
-    for item in items:
-        hits = sorted(glob.glob(str(item))) if glob.has_magic(str(item)) else [str(item)]
-        if not hits:
-            raise FileNotFoundError(f"no results file matches {item}")
-        paths += [Path(h) for h in hits]
-    return list(dict.fromkeys(paths))
+from probe.tables import expand, read_results, write_json
 
 
 def select_run(items, name: str, out_dir: Path) -> dict:
     """The validation-best of the results files (paths or globs), written as out_dir/NAME.json
     (and NAME.predictions.npz); returns that results dict."""
-    files = _files(items)
+    files = list(dict.fromkeys(expand(items)))
     if len(files) < 2:
         raise ValueError(f"give at least two runs to choose from, got {len(files)}")
     runs = [(f, read_results(f)) for f in files]

@@ -5,6 +5,7 @@ need torch) are in probe.results."""
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 from pathlib import Path
@@ -56,6 +57,20 @@ def append_row(table: Path, row: dict) -> None:
 def read_table(table: Path) -> list[dict]:
     with open(table, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def expand(items) -> list[Path]:
+    """Results files from comma lists, repeated options and globs (sorted), in the order given."""
+    paths: list[Path] = []
+    for item in items:
+        for part in (p.strip() for p in str(item).split(",")):
+            if not part:
+                continue
+            hits = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
+            if not hits:
+                raise FileNotFoundError(f"no results file matches {part}")
+            paths += [Path(h) for h in hits]
+    return paths
 
 
 def read_results(path: str | Path) -> dict:

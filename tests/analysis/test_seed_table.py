@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from analysis.cli import cli
 from analysis.intervals import compare
-from analysis.seed_table import build_table, markdown
+from analysis.seed_table import build_table, markdown, parse_rows
 from extract.store.schema import FeatureKey
 from probe.grid import TrainSettings
 from probe.run import ProbeConfig, probe
@@ -52,7 +52,7 @@ def table_runs(tmp_path_factory):
 def test_cells_and_differences_equal_the_runs_and_analysis_diff(table_runs):
     root, results, out, fd = table_runs
     rows = [f"clean={results}/clean-{{head}}-*.json", f"noisy={results}/noisy-{{head}}-*.json", f"absent={results}/absent-{{head}}-*.json"]
-    t = build_table(rows, ["linear", "knn"], reference="clean", generation=[f"clean={fd}"], resamples=300)
+    t = build_table(parse_rows(rows), ["linear", "knn"], reference="clean", generation=[f"clean={fd}"], resamples=300)
     for rep in ("clean", "noisy"):
         accs = [out[f"{rep}-linear-s{s}"]["test"]["top1"] for s in range(3)]
         cell = t.cells[rep, "linear"]
