@@ -22,7 +22,7 @@ import torch
 
 from extract import __version__
 from extract.models.bigan_nets import load_bigan
-from extract.models.weights import file_sha256, weights_record
+from extract.models.weights import file_sha256, weights_label, weights_record
 
 KEY_FILE, PNG_DIR = "samples.json", "png"
 
@@ -85,8 +85,8 @@ def sample_bigan(weights: str | Path, n: int, seed: int, out: str | Path, batch_
 
     _atomic(npz, save_npz)
     seconds = round(time.perf_counter() - started, 2)
-    provenance = {"model": "bigan", "checkpoint": record["checkpoint"], "checkpoint_sha256": record["sha256"], "weights": record,
-                  "seed": seed, "n": n, "samples": npz.name, "sha256": file_sha256(npz), "version": __version__,
+    provenance = {"model": "bigan", "checkpoint": record["checkpoint"], "checkpoint_sha256": record["sha256"], "weights": weights_label(record),
+                  "sampler": "generator", "steps": 1, "seed": seed, "n": n, "samples": npz.name, "sha256": file_sha256(npz), "version": __version__,
                   "torch_version": str(torch.__version__), "seconds": seconds}  # fmt: skip
     _atomic(out / KEY_FILE, lambda p: p.write_text(json.dumps({"key": key, "complete": True, "provenance": provenance}, indent=1) + "\n"))
     return f"{npz}: {n} images in {seconds} s, bigan {record['checkpoint']}@{record['sha256'][:12]}, seed {seed}"

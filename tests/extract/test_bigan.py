@@ -171,6 +171,15 @@ def test_fid_runs_on_bigan_samples(weights, tmp_path):
     result = fid(FidConfig(fake=tmp_path / "samples", data=DataSpec("fashion-mnist", split="test"), features=f"classifier:{clf}",
                            k=2, kid_subset_size=8, kid_subsets=2, cache=tmp_path / "cache"))  # fmt: skip
     assert result.n_fake == 16 and np.isfinite(result.fd)
+    # the generation table reads the BiGAN's samples as it reads the diffusion model's: a weights label, not a record
+    import json
+
+    from analysis.gentable import generation_rows
+
+    (tmp_path / "fd.json").write_text(json.dumps(result.to_dict()))
+    row = generation_rows([("BiGAN", tmp_path / "fd.json")])[0]
+    assert row["model"] == "bigan" and row["weights"].startswith(f"{weights.name}@") and len(row["weights"].split("@")[1]) == 12
+    assert row["sampler"] == "generator" and row["steps"] == 1 and row["samples"] == 16
 
 
 def test_bad_weights_are_one_clear_line(tmp_path, fmnist_env):

@@ -130,8 +130,8 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
     assert rec.lines == ["no weights", "python -m extract run"]
 
 
-def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_trains_each_head_seed():
-    lines = printed("demo-table", {"limit": "50", "seeds": "0,1", "head_seeds": "0,1,2"})
+def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_trains_each_head_seed(tmp_path):
+    lines = printed("demo-table", {"limit": "50", "seeds": "0,1", "head_seeds": "0,1,2", "bigan_weights": str(tmp_path / "none.pt")})
     runs = [x for x in lines if " -m " in x]
     extracts = [x for x in runs if "extract run" in x]
     assert len(extracts) == 3 * 2 * 2  # (best, paper point, random) x noise seeds x splits
@@ -142,3 +142,24 @@ def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_trains
     assert len(names) == len(set(names)) == 3 * 2 * 2 * 3 + 2 * 3  # diffusion and random rows: heads x noise x head seeds; pixels: heads x head seeds
     assert all(f"--seed {n[-1]} " in p for p, n in zip(probes, names))
     assert "BiGAN" in runs[-1] and "--row 'pixels=results/demo-table/pixels-{head}-*.json'" in runs[-1].replace('"', "'")
+    assert not any("bigan" in x for x in runs[:-1])
+    (tmp_path / "bigan.pt").write_bytes(b"")  # with BiGAN weights: its stores (no noise seeds) and one head per head seed
+    runs = [x for x in printed("demo-table", {"limit": "50", "seeds": "0,1", "head_seeds": "0,1,2", "bigan_weights": str(tmp_path / "bigan.pt")}) if " -m " in x]
+    assert sum("extract bigan-features" in x for x in runs) == 2
+    assert sorted(x.split("--name ")[1].split()[0] for x in runs if "probe train" in x and "bigan" in x) == \
+        [f"bigan-{h}-s{s}" for h in ("attention", "linear") for s in range(3)]  # fmt: skip
+
+
+def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exist(tmp_path):
+    given = {"bigan_weights": str(tmp_path / "bigan.pt"), "gen_out": str(tmp_path / "gen")}
+    runs = [x for x in printed("demo-gen", given) if " -m " in x]
+    assert not any("bigan" in x.lower() for x in runs)
+    (tmp_path / "bigan.pt").write_bytes(b"")
+    (tmp_path / "gen").mkdir()
+    runs = [x for x in printed("demo-gen", given) if " -m " in x]
+    assert sum("extract bigan-sample" in x and "--n 5000" in x for x in runs) == 1
+    assert sum(f"--fake {tmp_path}/gen/samples-bigan --out {tmp_path}/gen/fd-bigan.json" in x for x in runs) == 1
+    assert "BiGAN" not in next(x for x in runs if "gen-table" in x)  # no FD file yet
+    (tmp_path / "gen" / "fd-bigan.json").write_text("{}")
+    table = next(x for x in printed("demo-gen", given) if "gen-table" in x)
+    assert f"--fd=BiGAN={tmp_path}/gen/fd-bigan.json" in table
