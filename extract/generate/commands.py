@@ -199,6 +199,7 @@ def staged_options(blocks_help: str):
         click.option("--out", required=True, type=click.Path(path_type=Path)),
         click.option("-b", "--block", "blocks", multiple=True, callback=block_list, help=blocks_help),
         click.option("--pool", "pools", multiple=True, default=("1", "full"), callback=pool_list, help="pool sizes p (p x p), or 'full' for the whole map"),
+        click.option("--skip-small-maps/--no-skip-small-maps", default=False, help="leave out (b, pool) pairs whose pool is larger than the block's map, instead of refusing"),
         click.option("--limit", type=click.IntRange(min=1), help="a seeded random subset (the same rows as extract run --limit)"),
         click.option("--seed", type=int, default=0),
         click.option("--batch-size", type=click.IntRange(min=1), default=256, help="images loaded at once (speed only)"),

@@ -88,6 +88,7 @@ class StagedConfig:
     weights: Path | None = None  # default: the row's default_weights
     blocks: tuple[int, ...] = ()  # empty: all
     pools: tuple[int | None, ...] = (1, None)
+    skip_small_maps: bool = False  # leave out (b, pool) pairs whose pool exceeds the block's map, instead of refusing
     seed: int = 0
     batch_size: int = 256  # images loaded at once (speed only)
     micro_batch: int = 32  # images per forward, the last group zero-padded (part of the store key: values do not depend on batch_size)
@@ -103,6 +104,22 @@ def network_of(name: str) -> StagedNetwork:
 
 # the key fields that define what a staged network's store's features mean
 STAGED_COMPATIBLE = ("model", "weights", "preprocessing", "device_type")
+
+
+def row_shapes(maps: dict[int, tuple[int, ...]], pools, skip_small: bool) -> dict[FeatureKey, tuple[int, ...]]:
+    """(C, h, w) of one stored row for every (b, pool), from each block's (C, H, W). A pool larger
+    than a block's map is one clear error, or with skip_small that pair is left out."""
+    shapes = {}
+    for b, chw in maps.items():
+        for p in pools:
+            try:
+                shapes[FeatureKey(0, b, p)] = pooled_shape(*chw, p)
+            except ValueError as e:
+                if not skip_small:
+                    raise ValueError(f"block {b}: {e} (--skip-small-maps leaves such pairs out)") from None
+    if not shapes:
+        raise ValueError("every chosen (block, pool) pair has a pool larger than its map")
+    return shapes
 
 
 def extract_staged(cfg: StagedConfig) -> str:
@@ -127,9 +144,11 @@ def extract_staged(cfg: StagedConfig) -> str:
         return capture(model, blocks, x, chosen, net.to_map)
 
     probe_maps = maps_of(torch.zeros(1, net.channels, net.image_size, net.image_size, device=device))
-    shapes = {FeatureKey(0, b, p): pooled_shape(*probe_maps[b].shape[1:], p) for b in chosen for p in cfg.pools}
+    shapes = row_shapes({b: probe_maps[b].shape[1:] for b in chosen}, cfg.pools, cfg.skip_small_maps)
     key = {"model": record, "weights": weights, "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": cfg.micro_batch,
            "device_type": device.type, "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
+    if cfg.skip_small_maps:  # only when set, so stores made before the option keep their key
+        key["skip_small_maps"] = True
     made = provenance(net.kind, record["name"], cfg, dataset_record(source, rows, dataset), weights=weights, torch_version=torch.__version__)
     plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=STAGED_COMPATIBLE, provenance=made,
                      row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,

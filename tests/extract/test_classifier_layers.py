@@ -109,6 +109,14 @@ def test_the_command_end_to_end_and_the_shipped_weights_by_default(weights, tmp_
     shipped = FeatureStore.open(tmp_path / "shipped.zarr")
     assert shipped.attrs["key"]["weights"]["checkpoint"] == "fmnist-classifier.pt" and shipped.array(FeatureKey(0, 5, None)).shape == (4, 10, 1, 1)
     assert "classifier-layers" in runner.invoke(cli, ["--help"]).output
+    # --skip-small-maps leaves out the pairs whose pool exceeds the map (the 1x1 embedding at pool 4), recorded in the key
+    r = runner.invoke(cli, ["classifier-layers", "--weights", str(weights), "--split", "test", "--limit", "6", "-b", "3,4", "--pool", "1,4,full",
+                            "--skip-small-maps", "--out", str(tmp_path / "skip.zarr"), "--no-progress"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    skipped = FeatureStore.open(tmp_path / "skip.zarr")
+    assert set(skipped.keys()) == {FeatureKey(0, 3, 1), FeatureKey(0, 3, 4), FeatureKey(0, 3, None), FeatureKey(0, 4, 1), FeatureKey(0, 4, None)}
+    assert skipped.attrs["key"]["skip_small_maps"] is True and "skip_small_maps" not in store.attrs["key"]
+    assert skipped.array(FeatureKey(0, 3, 4)).shape == (6, 128, 4, 4) and skipped.array(FeatureKey(0, 4, None)).shape == (6, 128, 1, 1)
 
 
 def test_bad_input_is_one_line_and_exit_2(weights, tmp_path, fmnist_env):
@@ -118,7 +126,9 @@ def test_bad_input_is_one_line_and_exit_2(weights, tmp_path, fmnist_env):
     torch.save(state, tmp_path / "bent.pt")
     for args, message in [(["--weights", str(tmp_path / "bent.pt")], "is not a SmallCNN classifier state_dict"),
                           (["--weights", str(tmp_path / "none.pt")], "not found"),
-                          (["--weights", str(weights), "-b", "6"], "block 6 is outside 1..5 for the Fashion-MNIST classifier")]:  # fmt: skip
+                          (["--weights", str(weights), "-b", "6"], "block 6 is outside 1..5 for the Fashion-MNIST classifier"),
+                          (["--weights", str(weights), "-b", "3,4", "--pool", "4"], "block 4: pool 4 is larger than the block's 1x1 map (--skip-small-maps"),
+                          (["--weights", str(weights), "-b", "4,5", "--pool", "2", "--skip-small-maps"], "every chosen (block, pool) pair has a pool larger")]:  # fmt: skip
         r = runner.invoke(cli, ["classifier-layers", *args, "--split", "test", "--limit", "2", "--out", str(tmp_path / "x.zarr"), "--no-progress"])
         assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output, r.output
     with pytest.raises(ValueError, match="unknown staged network 'nope'"):

@@ -148,6 +148,7 @@ def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_trains
     assert sum("extract bigan-features" in x for x in runs) == 2
     assert sorted(x.split("--name ")[1].split()[0] for x in runs if "probe train" in x and "bigan" in x) == \
         [f"bigan-{h}-s{s}" for h in ("attention", "linear") for s in range(3)]  # fmt: skip
+    assert all("--skip-small-maps" in x for x in runs if "bigan-features" in x)  # z is a 1x1 map: pools 2 and 4 are left out there
 
 
 def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exist(tmp_path):
