@@ -60,7 +60,7 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 bl
 sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every block's full map at every t, and the best member by pool and block; RANDOM=1: the random control's own grid (about 13 GB of stores per model)
 	@$(call experiment,sweep-full)
 
-card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels; about 45 min), members as CSV in evidence/
+card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels, the BiGAN when its weights exist; about 45 min), members as CSV in evidence/
 	@$(call experiment,card-demo)
 
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each checkpoint of a continued run (CURVE_RUN=runs/demo-continue) -> table and figure
@@ -84,7 +84,7 @@ demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-
 sample: $(VENV_STAMP) ## draw N images: make sample [MODEL= CKPT= RANDOM=1 SAMPLE_N= SAMPLE_STEPS= SAMPLER=ddpm|ddim SAMPLE_OUT= SAMPLE_ARGS=]
 	@$(call experiment,sample)
 
-demo-gen: $(VENV_STAMP) fashion-mnist ## demo samples (trained and random control) -> FD, precision, recall vs Fashion-MNIST test in a classifier's features -> table (GEN_N= GEN_STEPS=)
+demo-gen: $(VENV_STAMP) fashion-mnist ## demo samples (trained, random control, BiGAN if its weights exist) -> FD, precision, recall vs Fashion-MNIST test in a classifier's features -> table (GEN_N= GEN_STEPS=)
 	@$(call experiment,demo-gen)
 
 experiments: $(VENV_STAMP) ## list the experiments (extract/experiments/*.toml) with their rows
