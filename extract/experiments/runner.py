@@ -18,7 +18,7 @@ file name in NAME without folder and suffix; `{{` and `}}` are literal braces.
 A step is a table: `run` (a command line after `python -m`, formatted as above; with
 `plan = true` a dry run also runs it with `--plan`, which prints its cost and writes nothing), `each`
 (repeat it for every split, as `{split}`; `each = "seed"` for every item of `seeds`, as
-`{seed}`; a list of names for every combination), `unless_exists` (skip when that path exists),
+`{seed}`; a list of names for every combination), `unless_exists` (skip when that path exists; a feature store only when complete),
 `only_if` (skip it, saying `only_if_hint`, when that path is missing), `needs` and
 `needs_hint` (stop with the hint when a path is missing), `experiment` (run
 another experiment with the settings so far), `record = true` (write the record), or
@@ -266,7 +266,7 @@ class Runner:
             if "needs" in step and not Path(here.format(step["needs"])).exists() and not self.dry:
                 self.echo(here.format(step["needs_hint"]))
                 raise SystemExit(1)
-            if "unless_exists" in step and Path(here.format(step["unless_exists"])).exists():
+            if "unless_exists" in step and made(Path(here.format(step["unless_exists"]))):
                 continue
             if "only_if" in step and not Path(here.format(step["only_if"])).exists():
                 if "only_if_hint" in step:
@@ -306,6 +306,19 @@ class Runner:
         else:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
+
+
+def made(path: Path) -> bool:
+    """Whether a step's output is there: a feature store (.zarr) only once its extraction finished,
+    so a killed extraction is resumed by its step instead of skipped; anything else when it exists."""
+    if path.suffix != ".zarr" or not path.exists():
+        return path.exists()
+    from extract.store.schema import FeatureStore
+
+    try:
+        return FeatureStore.open(path).complete
+    except Exception:  # noqa: BLE001 - unreadable (torn) stores are not made; the step's command says what is wrong
+        return False
 
 
 def from_environment(name: str, environ: dict[str, str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ every shipped experiment resolving and printing without error."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -83,16 +84,29 @@ def test_every_experiment_prints_its_commands(name):
         assert not [x for x in lines if "{" in literal(x) or "}" in literal(x)], (name, row, lines)  # every placeholder filled
 
 
-def test_unless_exists_skips_and_record_writes(tmp_path):
+def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
+    from extract.models.pixels import PixelConfig, extract_pixels
+    from extract.store.config import from_flat
+
     r = Runner(dry=False)
     r.echo = lambda *a, **k: None
     _, s = resolve("extract", {"out": str(tmp_path), "t": "5"})
     r.write_record(s)
     assert json.loads((tmp_path / "last-extract.json").read_text())["t"] == "5"
-    (tmp_path / "pixels_fashion-mnist_train.zarr").mkdir()
+    step = {"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}
+    (tmp_path / "pixels_fashion-mnist_train.zarr").mkdir()  # there, but not a finished store: its step runs again (and resumes)
     rec = Recorder()
-    rec.step({"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}, s, {})
+    rec.step(step, s, {})
+    assert rec.lines == ["python -m extract pixels --split train", "python -m extract pixels --split test"]
+    shutil.rmtree(tmp_path / "pixels_fashion-mnist_train.zarr")
+    extract_pixels(from_flat(PixelConfig, out=tmp_path / "pixels_fashion-mnist_train.zarr", split="train", limit=4, progress=False))
+    rec = Recorder()
+    rec.step(step, s, {})
     assert rec.lines == ["python -m extract pixels --split test"]
+    (tmp_path / "notes.txt").write_text("")  # any other output counts once it exists
+    rec = Recorder()
+    rec.step({"unless_exists": str(tmp_path / "notes.txt"), "run": "analysis x"}, s, {})
+    assert rec.lines == []
 
 
 def test_a_dry_run_plans_each_extraction():
