@@ -46,7 +46,7 @@ class BiganTrainConfig:
     z_dim: int = 64
     width: int = 64
     flip: bool = True
-    max_images: int = 1_280_000  # 20,000 steps of 64, about the CPU time of the demo U-Net's 5,000 (a BiGAN step costs about 1/4 of one)
+    max_images: int = 1_280_000  # 20,000 steps of 64: about 0.7 of the demo U-Net's CPU time (a BiGAN step costs about 1/5 of one)
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
     save_every: int = 250  # steps between checkpoints
     log_every: int = 25

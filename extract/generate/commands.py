@@ -125,7 +125,7 @@ def add_bigan_commands(group: click.Group) -> None:
     @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
     @click.option("--data-root", type=click.Path(path_type=Path))
     @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/bigan-fmnist"), help="run folder (resumed when it holds a checkpoint)")
-    @click.option("--max-images", type=click.IntRange(min=1), default=1_280_000, help="images to train on (20,000 steps of 64: about the demo U-Net's CPU time)")
+    @click.option("--max-images", type=click.IntRange(min=1), default=1_280_000, help="images to train on (20,000 steps of 64: about 0.7 of the demo U-Net's CPU time)")
     @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="stop (with a checkpoint) after this much wall time")
     @click.option("--batch-size", type=click.IntRange(min=1), default=64)
     @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4)
