@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import glob
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from analysis.intervals import Diff, Run, check_aligned, compare_runs, load_run
-from probe.tables import read_results
+from probe.tables import natural_key, read_results
 
 
 @dataclass
@@ -89,10 +88,6 @@ def parse_rows(items) -> list[tuple[str, str]]:
     return rows
 
 
-def _natural(text: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
 def rows_from(pattern: str, heads) -> list[tuple[str, str]]:
     """Rows found on disk: PATTERN holds `{row}` and `{head}`; every text that `{row}` stands for in
     an existing file (for any head) is a row, labelled by it, in natural order (step2 < step10)."""
@@ -103,7 +98,7 @@ def rows_from(pattern: str, heads) -> list[tuple[str, str]]:
         before, _, after = pattern.replace("{head}", head).partition("{row}")
         for f in glob.glob(before + "*" + after):
             found.add(f[len(before) : len(f) - len(after)] if after else f[len(before) :])
-    return [(label, pattern.replace("{row}", label)) for label in sorted(found, key=_natural)]
+    return [(label, pattern.replace("{row}", label)) for label in sorted(found, key=natural_key)]
 
 
 def generation_from(pattern: str, labels) -> list[str]:

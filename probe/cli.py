@@ -127,12 +127,14 @@ def table(results, last):
 @click.option("--results", "items", multiple=True, required=True, help="results JSON of a run (repeat, or a glob): the runs to choose among")
 @click.option("--name", required=True, help="name of the chosen run's copy")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help="folder for NAME.json and its predictions")
+@click.option("--ties", type=click.Choice(["first", "last"]), default="first", show_default=True,
+              help="which of equal validation scores wins, in the order given (globs in natural order: step2 before step10)")
 @user_errors
-def select_cmd(items, name, out):
+def select_cmd(items, name, out, ties):
     """Choose one run among several on validation top-1 (e.g. fine-tuning at several lrs) and copy it as NAME."""
     from probe.select import select_run
 
-    chosen = select_run(items, name, out)
+    chosen = select_run(items, name, out, ties)
     scores = ", ".join(f"{r['name']} {r['val_top1']:.2f}" for r in chosen["selected_from"])
     click.echo(f"{out / name}.json: {chosen['selected_run']} (validation top-1 of {scores}); test top-1 {chosen['test']['top1']:.2f}")
 

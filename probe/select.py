@@ -1,6 +1,6 @@
 """One run chosen on validation among several: the runs of a grid that cannot be one `probe
 train` (fine-tuning at several learning rates, one run each). The run with the best validation
-top-1 (the first on ties; test is never looked at) is copied under a new name, with its test
+top-1 (on ties the first or the last in the order given, as asked; test is never looked at) is copied under a new name, with its test
 predictions, and records what it was chosen from. numpy only."""
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from pathlib import Path
 from probe.tables import expand, read_results, write_json
 
 
-def select_run(items, name: str, out_dir: Path) -> dict:
+def select_run(items, name: str, out_dir: Path, ties: str = "first") -> dict:
     """The validation-best of the results files (paths or globs), written as out_dir/NAME.json
-    (and NAME.predictions.npz); returns that results dict."""
+    (and NAME.predictions.npz); returns that results dict. `ties`: which of equal validation
+    scores wins, "first" or "last" in the order given (e.g. "last": the longest-trained snapshot)."""
+    if ties not in ("first", "last"):
+        raise ValueError(f"ties must be 'first' or 'last', got {ties!r}")
     files = list(dict.fromkeys(expand(items)))
     if len(files) < 2:
         raise ValueError(f"give at least two runs to choose from, got {len(files)}")
@@ -21,7 +24,8 @@ def select_run(items, name: str, out_dir: Path) -> dict:
     for f, r in runs:
         if (r.get("val") or {}).get("top1") is None:
             raise ValueError(f"{f}: run {r.get('name', f.stem)} has no validation score to choose on (trained without a validation split)")
-    path, best = max(runs, key=lambda fr: fr[1]["val"]["top1"])  # max keeps the first of equal scores
+    order = runs if ties == "first" else runs[::-1]
+    path, best = max(order, key=lambda fr: fr[1]["val"]["top1"])  # max keeps the first of equal scores
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = {**best, "name": name,
               "selected_from": [{"name": r.get("name"), "results": str(f), "val_top1": r["val"]["top1"]} for f, r in runs],

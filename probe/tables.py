@@ -8,6 +8,7 @@ import csv
 import glob
 import json
 import os
+import re
 from pathlib import Path
 
 RESULTS_FORMAT = "diffprobe-probe-results"
@@ -59,14 +60,20 @@ def read_table(table: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def natural_key(text: str) -> list:
+    """Sort key that reads digit runs as numbers (step2 before step10)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
+
+
 def expand(items) -> list[Path]:
-    """Results files from comma lists, repeated options and globs (sorted), in the order given."""
+    """Results files from comma lists, repeated options and globs (in natural order: step2 before
+    step10), in the order given."""
     paths: list[Path] = []
     for item in items:
         for part in (p.strip() for p in str(item).split(",")):
             if not part:
                 continue
-            hits = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
+            hits = sorted(glob.glob(part), key=natural_key) if glob.has_magic(part) else [part]
             if not hits:
                 raise FileNotFoundError(f"no results file matches {part}")
             paths += [Path(h) for h in hits]

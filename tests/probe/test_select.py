@@ -53,3 +53,15 @@ def test_the_command_says_what_it_chose(tmp_path):
     done = CliRunner().invoke(cli, ["select", "--results", str(a), "--results", str(b), "--name", "best", "--out", str(tmp_path / "o")])
     assert done.exit_code == 0, done.output
     assert done.output.strip() == f"{tmp_path / 'o' / 'best'}.json: b (validation top-1 of a 60.00, b 65.00); test top-1 62.50"
+
+
+def test_ties_go_to_the_first_or_the_last_in_natural_order(tmp_path):
+    for step, val in [(4000, 87.5), (12000, 88.8), (16000, 89.22), (20000, 89.22)]:
+        fake_run(tmp_path, f"step{step}", val, step / 1000)
+    glob = [tmp_path / "step*.json"]
+    assert select_run(glob, "first", tmp_path / "o")["selected_run"] == "step16000"
+    last = select_run(glob, "last", tmp_path / "o", ties="last")
+    assert last["selected_run"] == "step20000"  # by name, step4000 would sort last
+    assert [r["name"] for r in last["selected_from"]] == ["step4000", "step12000", "step16000", "step20000"]
+    done = CliRunner().invoke(cli, ["select", "--results", str(glob[0]), "--name", "x", "--out", str(tmp_path / "o"), "--ties", "last"])
+    assert done.exit_code == 0 and ": step20000 (" in done.output, done.output
