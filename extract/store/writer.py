@@ -14,6 +14,8 @@ is_main, broadcast, barrier and all_sum (`extract.store.dist.World` under torchr
 
 from __future__ import annotations
 
+import shutil
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,12 +97,20 @@ class Written:
 Fill = Callable[[FeatureStore, list[int]], int]
 
 
+def _torn_creation(out: Path) -> bool:
+    """A folder that a creation killed before any store metadata landed left behind: empty, or
+    holding only zarr's temporary `*.partial` files (written, then renamed into place)."""
+    return out.is_dir() and all(f.is_file() and f.name.endswith(".partial") for f in out.iterdir())
+
+
 def prepare(plan: StorePlan) -> str | None:
     """Create, resume or refuse the store (rank 0 only). Returns an error message or None."""
     out = Path(plan.out)
     if out.exists() and not is_store(out):
-        if is_store(out, created=False) or (out.is_dir() and not any(out.iterdir())):
-            FeatureStore.remove(out)  # empty, or a creation that was interrupted
+        if is_store(out, created=False):
+            FeatureStore.remove(out)  # a creation that was interrupted
+        elif _torn_creation(out):
+            shutil.rmtree(out)
         else:
             return f"{out} exists and is not a diffprobe store; choose another --out"
     if out.exists():

@@ -106,6 +106,23 @@ def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path, fmnist_env
     assert store_bytes(tmp_path / "cut.zarr") == store_bytes(tmp_path / "ref.zarr")
 
 
+def test_a_creation_killed_before_its_metadata_landed_is_started_afresh(tmp_path, fmnist_env):
+    """A kill right after the folder appears leaves it empty or holding only zarr's temporary
+    `*.partial` files: the same command starts the store afresh; any other folder is refused."""
+    run_tiny(tmp_path / "ref.zarr", limit=20)
+    torn = tmp_path / "torn.zarr"
+    torn.mkdir()
+    (torn / "zarr.4b075df9d36349f2a3766343997ec7ad.partial").write_bytes(b'{"zarr_format"')
+    run_tiny(torn, limit=20)
+    assert store_bytes(torn) == store_bytes(tmp_path / "ref.zarr")
+    other = tmp_path / "other.zarr"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="exists and is not a diffprobe store"):
+        run_tiny(other, limit=20)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
 def _cli(out, *extra):
     return [sys.executable, "-m", "extract", "run", "--model", "tiny", "--random-init", "--out", str(out),
             "-t", "10", "-b", "7", "--pool", "2", "--shard-rows", "8", "--micro-batch", "4", "--batch-size", "4", "--no-progress", *extra]  # fmt: skip
