@@ -15,7 +15,6 @@ is_main, broadcast, barrier and all_sum (`extract.store.dist.World` under torchr
 from __future__ import annotations
 
 import shutil
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
