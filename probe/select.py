@@ -1,7 +1,8 @@
 """One run chosen on validation among several: the runs of a grid that cannot be one `probe
 train` (fine-tuning at several learning rates, one run each). The run with the best validation
-top-1 (on ties the first or the last in the order given, as asked; test is never looked at) is copied under a new name, with its test
-predictions, and records what it was chosen from. numpy only."""
+top-1 (on ties the first or the last in the order given, as asked; test is never looked at)
+is copied under a new name, with its test predictions, and records what it was chosen from.
+numpy only."""
 
 from __future__ import annotations
 

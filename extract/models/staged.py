@@ -23,15 +23,16 @@ from typing import Callable
 
 import torch
 
+from extract.checks import row_shapes
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING, FeatureInput
+from extract.models.adm_blocks import BlockInfo
 from extract.models.network_store import capture, network_fill
-from extract.models.pooling import pooled_shape
 from extract.models.weights import weights_record
 from extract.store.config import DataSelection, StoreOptions, json_roundtrip
 from extract.store.dist import pick_device
 from extract.store.provenance import provenance
-from extract.store.schema import FeatureKey, pool_label
+from extract.store.schema import pool_label
 from extract.store.writer import StorePlan, write_store
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # extract/weights
@@ -106,22 +107,6 @@ def network_of(name: str) -> StagedNetwork:
 STAGED_COMPATIBLE = ("model", "weights", "preprocessing", "device_type")
 
 
-def row_shapes(maps: dict[int, tuple[int, ...]], pools, skip_small: bool) -> dict[FeatureKey, tuple[int, ...]]:
-    """(C, h, w) of one stored row for every (b, pool), from each block's (C, H, W). A pool larger
-    than a block's map is one clear error, or with skip_small that pair is left out."""
-    shapes = {}
-    for b, chw in maps.items():
-        for p in pools:
-            try:
-                shapes[FeatureKey(0, b, p)] = pooled_shape(*chw, p)
-            except ValueError as e:
-                if not skip_small:
-                    raise ValueError(f"block {b}: {e} (--skip-small-maps leaves such pairs out)") from None
-    if not shapes:
-        raise ValueError("every chosen (block, pool) pair has a pool larger than its map")
-    return shapes
-
-
 def extract_staged(cfg: StagedConfig) -> str:
     """Write (or resume) the chosen blocks' pooled outputs of the config's network for a split as a store."""
     started = time.perf_counter()
@@ -144,7 +129,10 @@ def extract_staged(cfg: StagedConfig) -> str:
         return capture(model, blocks, x, chosen, net.to_map)
 
     probe_maps = maps_of(torch.zeros(1, net.channels, net.image_size, net.image_size, device=device))
-    shapes = row_shapes({b: probe_maps[b].shape[1:] for b in chosen}, cfg.pools, cfg.skip_small_maps)
+    table = [BlockInfo(b, f"block {b}", type(blocks[b - 1]).__name__, *probe_maps[b].shape[1:]) for b in chosen]
+    shapes = row_shapes(None, chosen, (0,), cfg.pools, cfg.skip_small_maps, table=table)
+    if not shapes:
+        raise ValueError("every chosen (block, pool) pair has a pool larger than its map")
     key = {"model": record, "weights": weights, "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": cfg.micro_batch,
            "device_type": device.type, "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
     if cfg.skip_small_maps:  # only when set, so stores made before the option keep their key
