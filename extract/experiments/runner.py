@@ -18,7 +18,7 @@ file name in NAME without folder and suffix; `{{` and `}}` are literal braces.
 A step is a table: `run` (a command line after `python -m`, formatted as above; with
 `plan = true` a dry run also runs it with `--plan`, which prints its cost and writes nothing), `each`
 (repeat it for every split, as `{split}`; `each = "seed"` for every item of `seeds`, as
-`{seed}`; a list of names for every combination), `unless_exists` (skip when that path exists; a feature store only when complete),
+`{seed}`; a list of names for every combination; `"seed+head_seed"` pairs the k-th items), `unless_exists` (skip when that path exists; a feature store only when complete),
 `only_if` (skip it, saying `only_if_hint`, when that path is missing), `needs` and
 `needs_hint` (stop with the hint when a path is missing), `experiment` (run
 another experiment with the settings so far), `record = true` (write the record), or
@@ -186,17 +186,28 @@ def each_binding(each, settings: Settings) -> list[dict[str, str]]:
     """The settings a step with `each` runs under, one dict per repetition: `each = "split"`
     binds `split` to every item of `splits`, and any `each = "NAME"` binds NAME to every item of
     the setting NAME + "s" (items split at spaces or commas); a list of names repeats the step
-    for every combination, the last name varying fastest."""
+    for every combination, the last name varying fastest. Names joined by "+" go in step, the
+    k-th item of each together ("seed+head_seed": seed k with head seed k), and must be as long."""
     names = [each] if isinstance(each, str) else list(each)
     combos: list[dict[str, str]] = [{}]
-    for name in names:
-        if name + "s" not in settings.values or name not in settings.values:
-            raise ValueError(f"each = {name!r}: no settings {name!r} and {name + 's'!r} to repeat over")
-        items = [i for i in re.split(r"[\s,]+", settings.get(name + "s")) if i]
-        if not items:
-            raise ValueError(f"each = {name!r}: the setting {name + 's'!r} is empty")
-        combos = [{**c, name: i} for c in combos for i in items]
+    for joined in names:
+        columns = {name: each_items(name, settings) for name in joined.split("+")}
+        lengths = {len(items) for items in columns.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{name + 's'!r} has {len(items)}" for name, items in columns.items())
+            raise ValueError(f"each = {joined!r} pairs items in step, so they must be as many: {sizes}")
+        rows = [dict(zip(columns, row)) for row in zip(*columns.values())]
+        combos = [{**c, **r} for c in combos for r in rows]
     return combos
+
+
+def each_items(name: str, settings: Settings) -> list[str]:
+    if name + "s" not in settings.values or name not in settings.values:
+        raise ValueError(f"each = {name!r}: no settings {name!r} and {name + 's'!r} to repeat over")
+    items = [i for i in re.split(r"[\s,]+", settings.get(name + "s")) if i]
+    if not items:
+        raise ValueError(f"each = {name!r}: the setting {name + 's'!r} is empty")
+    return items
 
 
 def record_path(values: dict[str, str]) -> Path:

@@ -126,6 +126,17 @@ def test_each_repeats_a_step_over_any_list_setting_and_their_combinations():
         each_binding("seed", Settings({**s.values, "seeds": " "}))
 
 
+def test_each_pairs_names_joined_by_plus_item_by_item():
+    s = Settings({"seeds": "0,1,2", "seed": "", "head_seeds": "5 6 7", "head_seed": "", "heads": "linear,attention", "head": ""})
+    assert each_binding("seed+head_seed", s) == [{"seed": "0", "head_seed": "5"}, {"seed": "1", "head_seed": "6"}, {"seed": "2", "head_seed": "7"}]
+    paired = each_binding(["head", "seed+head_seed"], s)
+    assert len(paired) == 6 and paired[3] == {"head": "attention", "seed": "0", "head_seed": "5"}
+    with pytest.raises(ValueError, match="must be as many: 'seeds' has 3, 'head_seeds' has 2"):
+        each_binding("seed+head_seed", Settings({**s.values, "head_seeds": "5,6"}))
+    with pytest.raises(ValueError, match="no settings 'colour'"):
+        each_binding("seed+colour", s)
+
+
 def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
     assert store_path("c", "m", False, "d", "test", "1", "2", "1", seed="0") == "c/m_d_test_t1_b2_p1.zarr"  # seed 0 is the default store
     assert store_path("c", "m", True, "d", "test", "1", "2", "1", "50", seed="2") == "c/m-random_d_test_t1_b2_p1_n50_s2.zarr"
@@ -144,21 +155,23 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
     assert rec.lines == ["no weights", "python -m extract run"]
 
 
-def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_trains_each_head_seed(tmp_path):
-    lines = printed("demo-table", {"limit": "50", "seeds": "0,1", "head_seeds": "0,1,2", "bigan_weights": str(tmp_path / "none.pt")})
+def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_pairs_it_with_a_head_seed(tmp_path):
+    lines = printed("demo-table", {"limit": "50", "seeds": "0,1,2", "head_seeds": "0,4,5", "bigan_weights": str(tmp_path / "none.pt")})
     runs = [x for x in lines if " -m " in x]
     extracts = [x for x in runs if "extract run" in x]
-    assert len(extracts) == 3 * 2 * 2  # (best, paper point, random) x noise seeds x splits
+    assert len(extracts) == 3 * 3 * 2  # (best, paper point, random) x noise seeds x splits
     assert all("--limit 50" in x and "--data-seed 0" in x for x in extracts)
     assert sum("--seed 1 " in x and x.endswith("_s1.zarr") for x in extracts) == 6
     probes = [x for x in runs if "probe train" in x]
     names = [p.split("--name ")[1].split()[0] for p in probes]
-    assert len(names) == len(set(names)) == 3 * 2 * 2 * 3 + 2 * 3  # diffusion and random rows: heads x noise x head seeds; pixels: heads x head seeds
+    assert len(names) == len(set(names)) == 3 * 2 * 3 + 2 * 3  # diffusion (2 rows) and random: heads x paired seeds; pixels: heads x head seeds
     assert all(f"--seed {n[-1]} " in p for p, n in zip(probes, names))
+    noisy = [n for n in names if not n.startswith("pixels")]
+    assert {tuple(n.rsplit("-", 2)[1:]) for n in noisy} == {("n0", "s0"), ("n1", "s4"), ("n2", "s5")}  # noise seed k with head seed k
     assert "BiGAN" in runs[-1] and "--row 'pixels=results/demo-table/pixels-{head}-*.json'" in runs[-1].replace('"', "'")
     assert not any("bigan" in x for x in runs[:-1])
     (tmp_path / "bigan.pt").write_bytes(b"")  # with BiGAN weights: its stores (no noise seeds) and one head per head seed
-    runs = [x for x in printed("demo-table", {"limit": "50", "seeds": "0,1", "head_seeds": "0,1,2", "bigan_weights": str(tmp_path / "bigan.pt")}) if " -m " in x]
+    runs = [x for x in printed("demo-table", {"limit": "50", "seeds": "0,1,2", "head_seeds": "0,1,2", "bigan_weights": str(tmp_path / "bigan.pt")}) if " -m " in x]
     assert sum("extract bigan-features" in x for x in runs) == 2
     assert sorted(x.split("--name ")[1].split()[0] for x in runs if "probe train" in x and "bigan" in x) == \
         [f"bigan-{h}-s{s}" for h in ("attention", "linear") for s in range(3)]  # fmt: skip
