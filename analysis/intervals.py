@@ -15,7 +15,7 @@ by `index`, each row's position in the dataset. numpy only.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +113,7 @@ class Run:
     label: np.ndarray
     pred: np.ndarray
     dataset: dict | None  # the test store's dataset (name, split, rows, ...)
+    head: dict = field(default_factory=dict, repr=False)  # the results' head record (chosen features, lr, ...)
 
     @property
     def correct(self) -> np.ndarray:
@@ -140,7 +141,7 @@ def load_run(path: str | Path) -> Run:
     if not (len(index) == len(label) == len(pred)) or len(np.unique(index)) != len(index):
         raise ValueError(f"{npz}: index, label and pred must have one entry per test row, each index once")
     order = np.argsort(index, kind="stable")
-    return Run(name, path, index[order], label[order], pred[order], test.get("dataset"))
+    return Run(name, path, index[order], label[order], pred[order], test.get("dataset"), result.get("head") or {})
 
 
 def _describe(dataset: dict | None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.intervals import Diff, Run, check_aligned, compare_runs, load_run
-from probe.tables import natural_key, read_results
+from probe.tables import natural_key
 
 
 @dataclass
@@ -125,8 +125,8 @@ def read_generation(item: str) -> tuple[str, Generation]:
     return label.strip(), Generation(fd, get("precision"), get("recall"), str(p))
 
 
-def _point(path: Path) -> str:
-    head = read_results(path).get("head", {})
+def _point(head: dict) -> str:
+    """The features validation chose, from a results file's head record."""
     return str(head.get("feature_set") or "+".join(f"t{k.get('t')}/b{k.get('b')}/{k.get('pool')}" for k in head.get("features", [])) or "?")
 
 
@@ -152,7 +152,7 @@ def build_table(rows, heads, reference: str | None = None, generation=(), resamp
             if files:
                 runs = [load_run(f) for f in files]
                 loaded[label, head] = runs
-                cells[label, head] = Cell(files, [100.0 * float(r.correct.mean()) for r in runs], [_point(Path(f)) for f in files])
+                cells[label, head] = Cell(files, [100.0 * float(r.correct.mean()) for r in runs], [_point(r.head) for r in runs])
     if not cells:
         raise FileNotFoundError("no results file matches any --row pattern for any --head")
     check_aligned([r for runs in loaded.values() for r in runs])  # one test set for the whole table
