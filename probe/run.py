@@ -273,6 +273,17 @@ def _jsonable_config(cfg: ProbeConfig) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
+def validation_note(cfg: ProbeConfig, data: ProbeData, has_val: bool) -> str:
+    """Where validation came from, and which view of a K-view store it scores."""
+    if not has_val:
+        return "none"
+    where = "store" if data.val_store else f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.training.seed}"
+    views = data.evals["val"][0].store.views
+    if views > 1:  # evaluation reads one view per row (eval_batches) unless the views are averaged
+        where += f"; scored on the mean of its {views} views" if cfg.view_mode == "mean" else f"; scored on view 0 of its {views} (an augmented view)"
+    return where
+
+
 def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: float, log_file: Path | None = None) -> dict:
     members, evals, n_classes = scores.members, data.evals, len(data.classes)
     for i, m in enumerate(members):
@@ -292,7 +303,7 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": _jsonable_config(cfg),
         "stores": stores,
-        "validation": "store" if data.val_store else (f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.training.seed}" if "val" in evals else "none"),
+        "validation": validation_note(cfg, data, "val" in evals),
         "classes": data.classes, "members": members, "selected": selected, "head": chosen, "timing": scores.timing,
         "history": scores.history,
         "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it

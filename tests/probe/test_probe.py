@@ -128,6 +128,10 @@ def test_averaging_the_views_trains_as_a_store_of_their_means(tmp_path):
     assert mean["test"] == plain["test"] and mean["config"]["view_mode"] == "mean"
     drawn = run(tmp_path / "c", tmp_path / "k.zarr", **common)
     assert drawn["config"]["view_mode"] == "draw"
+    # the results say which view a K-view store's validation carve was scored on
+    assert drawn["validation"].endswith("scored on view 0 of its 4 (an augmented view)")
+    assert mean["validation"].endswith("scored on the mean of its 4 views")
+    assert "view" not in plain["validation"] and plain["validation"].startswith("10% of train")
     reader = FeatureReader(open_complete(tmp_path / "k.zarr"), (K1,), view_mode="mean")
     assert reader.views == 1 and reader.read(0)[K1].shape == (32, 6, 1, 1)
     with pytest.raises(ValueError, match="view mode must be one of draw, mean"):
