@@ -181,6 +181,8 @@ def fd(real, fake, key_label, k, pr_rows, allow_overlap, out):
 @click.option("--kid-subsets", type=click.IntRange(min=1), default=100, show_default=True, help="kernel distance (KID): random subsets ...")
 @click.option("--kid-subset-size", type=click.IntRange(min=2), default=1000, show_default=True, help="... of this many rows of each side (fewer if a side has fewer)")
 @click.option("--inception-score/--no-inception-score", default=True, show_default=True, help="with Inception features: the samples' Inception Score (a second Inception pass, over their logits)")
+@click.option("--class-balance/--no-class-balance", default=True, show_default=True,
+              help="with classifier:FILE features and --data: each side's share of every class by the classifier's argmax, and their total variation distance")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100)
 @click.option("--seed", type=int, default=0, help="seeds --limit, --split-half and the precision/recall rows")
 @click.option("--device", default="cpu")

@@ -29,7 +29,7 @@ import numpy as np
 
 from analysis.distance import store_rows, store_stats
 from analysis.frechet import frechet_distance, precision_recall
-from analysis.gen_metrics import IS_SPLITS, inception_score, kernel_distance
+from analysis.gen_metrics import IS_SPLITS, class_shares, inception_score, kernel_distance, total_variation
 from extract.store.schema import CHANNEL_WORDS, FeatureKey, open_complete
 
 STATS_FORMAT = "diffprobe-fid-stats-1"
@@ -73,6 +73,7 @@ class FidConfig:
     kid_subsets: int = 100  # the kernel distance: this many random subsets (torch-fidelity's default) ...
     kid_subset_size: int = 1000  # ... of this many rows of each side (fewer when a side has fewer rows)
     inception_score: bool = True  # with Inception features: the samples' Inception Score from the logits (a second Inception pass)
+    class_balance: bool = True  # with classifier features and real images: each side's class shares from the classifier's logits
     batch_size: int = 100
     seed: int = 0
     cache: Path = Path("cache/fid")
@@ -101,13 +102,20 @@ class FidResult:
     kid_subset_size: int | None = None
     inception_score: tuple[float, float] | None = None  # (mean, std) over 10 splits of the samples
     notes: tuple[str, ...] = ()  # why a metric is absent
+    class_shares: tuple[float, ...] | None = None  # the samples' share of each class, by the classifier's argmax
+    real_class_shares: tuple[float, ...] | None = None  # the real images', by the same classifier
+    class_tv: float | None = None  # total variation distance between the two, in [0, 1]
 
     def line(self) -> str:
         pr = f", precision {self.precision:.3f}, recall {self.recall:.3f} (k={self.k})" if self.precision is not None else ", precision/recall: no real features"
         kid = f", {self.kid_metric} {self.kid[0]:.5f} +- {self.kid[1]:.5f} (subsets of {self.kid_subset_size})" if self.kid else ""
         isc = f", Inception Score {self.inception_score[0]:.3f} +- {self.inception_score[1]:.3f}" if self.inception_score else ""
         notes = "".join(f"\n  {n}" for n in self.notes)
-        return f"{self.metric} {self.fd:.4f}{pr}{kid}{isc}; {self.n_fake} samples vs {self.n_real or '?'} real{notes}"
+        classes = ""
+        if self.class_shares is not None:
+            fewest = int(np.argmin(self.class_shares))
+            classes = f", class shares TV {self.class_tv:.3f} from the real images' (fewest: class {fewest}, {100 * self.class_shares[fewest]:.1f}%)"
+        return f"{self.metric} {self.fd:.4f}{pr}{kid}{isc}{classes}; {self.n_fake} samples vs {self.n_real or '?'} real{notes}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -255,14 +263,21 @@ def _sides(cfg: FidConfig) -> tuple[Side, Side]:
     if (cfg.real is None) == (cfg.data is None):
         raise ValueError("give the real side as --real FILE.npz or as --data NAME (with --data-root, --split)")
     fake = store_side(_samples_store(cfg, Path(cfg.fake)), cfg)
-    size, channels = fake.record["image_size"], fake.record["channels"]
+    channels = fake.record["channels"]
     if cfg.data is None:
         return _reference_file(cfg, Path(cfg.real), fake), fake
     if cfg.channels not in (None, channels):
         raise ValueError(f"real images asked as {CHANNEL_WORDS[cfg.channels]} (--channels {cfg.channels}), samples are {CHANNEL_WORDS[channels]}")
-    name = f"{cfg.data.data}-{cfg.data.split}-{cfg.features.split(':')[0]}"
-    args = [*_data_args(cfg.data), "--image-size", str(cfg.image_size or size), "--channels", str(channels)]
-    return store_side(feature_store(cfg, name, args), cfg), fake
+    return store_side(feature_store(cfg, _real_name(cfg), _real_args(cfg, fake)), cfg), fake
+
+
+def _real_name(cfg: FidConfig) -> str:
+    return f"{cfg.data.data}-{cfg.data.split}-{cfg.features.split(':')[0]}"
+
+
+def _real_args(cfg: FidConfig, fake: Side) -> list[str]:
+    """The dataset split read at the samples' size (or --image-size) and channels."""
+    return [*_data_args(cfg.data), "--image-size", str(cfg.image_size or fake.record["image_size"]), "--channels", str(fake.record["channels"])]
 
 
 def _kid_name(features: dict) -> str:
@@ -292,6 +307,21 @@ def _inception_score(cfg: FidConfig, fake: Side) -> tuple[tuple[float, float] | 
     return inception_score(logits), None
 
 
+def _class_balance(cfg: FidConfig, fake_side: Side) -> tuple[dict, str | None]:
+    """Each side's class shares by the classifier's argmax (from stores of its logits), and their
+    total variation distance: classifier features, samples and a dataset split only."""
+    family, _, weights = cfg.features.partition(":")
+    if not cfg.class_balance or family != "classifier":
+        return {}, None
+    if cfg.fake is None or cfg.data is None:
+        return {}, "class shares: computed for samples (--fake) against a dataset split (--data)"
+    logits_cfg = dataclasses.replace(cfg, features=f"classifier-logits:{weights}")
+    fake = class_shares(store_rows(open_complete(_samples_store(logits_cfg, Path(cfg.fake))), FEATURE_KEY))
+    real_store = feature_store(logits_cfg, _real_name(logits_cfg), _real_args(logits_cfg, fake_side))
+    real = class_shares(store_rows(open_complete(real_store), FEATURE_KEY))
+    return {"class_shares": tuple(fake.tolist()), "real_class_shares": tuple(real.tolist()), "class_tv": total_variation(fake, real)}, None
+
+
 def fid(cfg: FidConfig) -> FidResult:
     """Fréchet distance, precision/recall and the kernel distance of the samples against the real
     side, and the samples' Inception Score with Inception features."""
@@ -308,6 +338,8 @@ def fid(cfg: FidConfig) -> FidResult:
         pr_rows = (len(real.sample), len(fake.sample))
     kid, kid_size, kid_note = _kernel(cfg, real, fake)
     isc, isc_note = _inception_score(cfg, fake)
+    balance, balance_note = _class_balance(cfg, fake)
     return FidResult(fd, precision, recall, real.n, fake.n, _metric_name(fake.features), fake.features, real.record, fake.record,
                      cfg.k, pr_rows, (real.store, fake.store), round(time.perf_counter() - started, 2), __version__,
-                     kid, _kid_name(fake.features) if kid else None, kid_size, isc, tuple(n for n in (kid_note, isc_note) if n))  # fmt: skip
+                     kid, _kid_name(fake.features) if kid else None, kid_size, isc, tuple(n for n in (kid_note, isc_note, balance_note) if n),
+                     **balance)  # fmt: skip

@@ -1,4 +1,4 @@
-"""The Inception Score and the kernel distance (KID) of feature rows, in numpy.
+"""The Inception Score, the kernel distance (KID) and the class balance of feature rows, in numpy.
 
 They follow the conventions of torch-fidelity, which the ADM evaluation suite's numbers are
 usually compared with, and are tested against its functions on the same features:
@@ -9,6 +9,10 @@ usually compared with, and are tested against its functions on the same features
 - Kernel distance (Binkowski et al., 2018; KID in Inception's pool3 features): `subsets` random
   subsets of `subset_size` rows drawn without replacement from each side, the unbiased MMD^2
   under the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3; its mean and standard deviation.
+- Class balance: the share of rows a classifier assigns to each class (argmax of its logits), and
+  the total variation distance between two such shares (half the sum of absolute differences:
+  the share of samples that would have to change class for the two to match). A generator that
+  drops classes can keep a high precision; this shows which classes it drops.
 """
 
 from __future__ import annotations
@@ -65,3 +69,19 @@ def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS, su
         y = b[rng.choice(len(b), subset_size, replace=False)]
         values[i] = _mmd2_unbiased(k(x, x), k(x, y), k(y, y))
     return float(values.mean()), float(values.std())
+
+
+def class_shares(logits: np.ndarray) -> np.ndarray:
+    """logits (n, classes) -> (classes,): the share of rows whose largest logit is each class."""
+    x = np.asarray(logits)
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"class shares need rows of logits, got shape {x.shape}")
+    return np.bincount(x.argmax(axis=1), minlength=x.shape[1]) / len(x)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Half the L1 distance between two distributions over the same classes, in [0, 1]."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    if p.shape != q.shape:
+        raise ValueError(f"total variation: shares over {p.shape} and {q.shape} classes")
+    return float(0.5 * np.abs(p - q).sum())

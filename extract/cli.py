@@ -328,7 +328,7 @@ def backbone(**options):
 
 
 @cli.command()
-@click.option("--features", default="inception", help="inception | inception-logits | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16 | pixels")
+@click.option("--features", default="inception", help="inception | inception-logits | classifier:FILE | classifier-logits:FILE | torchvision:resnet50 | torchvision:vit_b_16 | pixels")
 @click.option("--inception-weights", type=click.Path(path_type=Path), help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)")
 @click.option("--weights", type=click.Path(path_type=Path), help="a torchvision state_dict, for --features torchvision:*")
 @click.option("--random-init/--no-random-init", default=False, help="random network weights: a pipeline check, not an FID")

@@ -8,6 +8,7 @@
 - `torchvision:resnet50`, `torchvision:vit_b_16`: the last block of extract's backbones, averaged
   over positions, on images preprocessed as `extract backbone` does (224, ImageNet mean/std).
 - `classifier:FILE`: the small Fashion-MNIST CNN's 128-d features (extract.models.classifier).
+  `classifier-logits:FILE`: its 10 logits, for the class balance of samples.
 
 Every extractor takes uint8 images (N, H, W, C) and returns float64 features (N, d), and says
 what it is (implementation, version, weights file and sha256) in `record`, which becomes part
@@ -135,11 +136,12 @@ def _inception(spec: FeatureSpec, arg: str, family: str = "inception") -> Extrac
     return Extractor(family, record, dim, fn)
 
 
-def _classifier(spec: FeatureSpec, arg: str) -> Extractor:
+def _classifier(spec: FeatureSpec, arg: str, logits: bool = False) -> Extractor:
     from extract.models.classifier import CHANNELS, FEATURE_DIM, IMAGE_SIZE, load_classifier
 
+    family = "classifier-logits" if logits else "classifier"
     if not arg:
-        raise ValueError("--features classifier:FILE needs the classifier's weights file, e.g. classifier:extract/weights/fmnist-classifier.pt")
+        raise ValueError(f"--features {family}:FILE needs the classifier's weights file, e.g. {family}:extract/weights/fmnist-classifier.pt")
     model, sha = load_classifier(arg)
     device = torch.device(spec.device)
     model = model.to(device)
@@ -147,11 +149,11 @@ def _classifier(spec: FeatureSpec, arg: str) -> Extractor:
     @torch.no_grad()
     def fn(images: np.ndarray) -> np.ndarray:
         x = _nchw(images, device, rgb=False).float() / 127.5 - 1.0  # extract.data.sources.preprocess's scaling
-        return model.features(x).double().cpu().numpy()
+        return (model(x) if logits else model.features(x)).double().cpu().numpy()  # eval mode: dropout is off
 
-    record = {"features": "classifier", "implementation": "extract.models.classifier.SmallCNN", "layer": "embed (128, under the classifier)",
-              "weights": Path(arg).name, "sha256": sha}  # fmt: skip
-    return Extractor("classifier", record, FEATURE_DIM, fn, channels=CHANNELS, size=IMAGE_SIZE)
+    dim, layer = (model.head.out_features, f"head ({model.head.out_features} logits)") if logits else (FEATURE_DIM, "embed (128, under the classifier)")
+    record = {"features": family, "implementation": "extract.models.classifier.SmallCNN", "layer": layer, "weights": Path(arg).name, "sha256": sha}
+    return Extractor(family, record, dim, fn, channels=CHANNELS, size=IMAGE_SIZE)
 
 
 def _torchvision(spec: FeatureSpec, arg: str) -> Extractor:
@@ -192,6 +194,7 @@ FAMILIES: dict[str, Callable[[FeatureSpec, str], Extractor]] = {
     "inception": _inception,
     "inception-logits": lambda spec, arg: _inception(spec, arg, "inception-logits"),
     "classifier": _classifier,
+    "classifier-logits": lambda spec, arg: _classifier(spec, arg, logits=True),
     "torchvision": _torchvision,
 }
 
@@ -202,5 +205,5 @@ def build_extractor(spec: FeatureSpec) -> Extractor:
     try:
         factory = FAMILIES[family]
     except KeyError:
-        raise ValueError(f"--features {spec.features!r}: choose inception, inception-logits, classifier:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels") from None
+        raise ValueError(f"--features {spec.features!r}: choose inception, inception-logits, classifier:FILE, classifier-logits:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels") from None
     return factory(spec, arg)

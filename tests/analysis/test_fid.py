@@ -97,6 +97,34 @@ def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
     assert other.n_real == 10 and other.stores[0] != real_store and len(list((tmp_path / "cache").glob("fashion-mnist-*.zarr"))) == 2
 
 
+def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_path, fmnist_env):
+    """Each side's share of every class (the classifier's argmax over its logits, computed here
+    with the network itself for the samples) and their total variation distance."""
+    from analysis.gen_metrics import class_shares, total_variation
+    from extract.models.classifier import SmallCNN
+
+    torch.manual_seed(1)
+    net = SmallCNN().eval()
+    torch.save(net.state_dict(), tmp_path / "clf.pt")
+    fake = images(n=40, size=32, seed=3)
+    cfg = FidConfig(fake=save_npz(tmp_path / "f.npz", fake), data=DataSpec("fashion-mnist", "test"), features=f"classifier:{tmp_path / 'clf.pt'}",
+                    k=2, kid_subset_size=20, cache=tmp_path / "c", progress=False)  # fmt: skip
+    result = fid(cfg)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(fake).permute(0, 3, 1, 2).float() / 127.5 - 1).numpy()
+    expected = np.bincount(logits.argmax(1), minlength=10) / 40
+    assert result.class_shares == pytest.approx(tuple(expected), abs=1e-12)
+    real = np.asarray(result.real_class_shares)
+    assert real.shape == (10,) and real.sum() == pytest.approx(1.0) and np.all(real * 32 == np.round(real * 32))  # 32 real test images
+    assert result.class_tv == pytest.approx(0.5 * np.abs(expected - real).sum(), abs=1e-12) and "class shares TV" in result.line()
+    off = fid(FidConfig(**{**cfg.__dict__, "class_balance": False}))
+    assert off.class_shares is None and off.fd == result.fd
+    assert class_shares(np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 0.0]])) == pytest.approx([0.25, 0.5, 0.25])
+    assert total_variation([0.5, 0.5, 0.0], [0.0, 0.5, 0.5]) == 0.5 and total_variation([1, 0], [1, 0]) == 0.0
+    with pytest.raises(ValueError, match="shares over"):
+        total_variation([1.0], [0.5, 0.5])
+
+
 def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capfd):
     code, out, err = run(capfd, "--data", "fashion-mnist", "--split-half", "--features", "pixels", "--image-size", 32, "--cache", tmp_path,
                          "--out", tmp_path / "floor.json")  # fmt: skip
