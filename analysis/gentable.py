@@ -1,4 +1,4 @@
-"""The generation table: each sample set's Fréchet distance, precision and recall beside the
+"""The generation table: each sample set's Fréchet distance, precision, recall and class balance beside the
 linear-probe accuracy of the same model and weights (torch-free: reads JSON and CSV only).
 
 Each row comes from an `analysis fid --out` JSON; the model and weights of a sample set are read
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 COLUMNS = ["label", "model", "weights", "sampler", "steps", "samples", "real", "features", "metric", "fd", "precision", "recall",
-           "kid", "kid_std", "inception_score", "inception_score_std", "probe_test_top1", "probe_features", "feature_net_test_top1", "notes"]  # fmt: skip
+           "kid", "kid_std", "inception_score", "inception_score_std", "class_tv", "probe_test_top1", "probe_features", "feature_net_test_top1", "notes"]  # fmt: skip
 
 
 def _provenance(fake: dict) -> dict:
@@ -76,6 +76,7 @@ def generation_rows(results: list[tuple[str, str | Path]], probe_table: str | Pa
                      "recall": None if r["recall"] is None else round(r["recall"], 3),
                      "kid": _part(r.get("kid"), 0, 5), "kid_std": _part(r.get("kid"), 1, 5),
                      "inception_score": _part(r.get("inception_score"), 0, 3), "inception_score_std": _part(r.get("inception_score"), 1, 3),
+                     "class_tv": None if r.get("class_tv") is None else round(r["class_tv"], 3),
                      "probe_test_top1": probe["test_top1"] if probe else None, "probe_features": probe["features"] if probe else None,
                      "feature_net_test_top1": net_acc, "notes": "; ".join(r.get("notes", []))})  # fmt: skip
     return rows
@@ -105,12 +106,12 @@ def markdown(rows: list[dict]) -> list[str]:
     def cell(v):
         return "-" if v is None or v == "" else str(v)
 
-    lines = ["| samples | weights | sampler, steps | n | vs real | FD | precision | recall | KID | IS | probe test top-1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| samples | weights | sampler, steps | n | vs real | FD | precision | recall | KID | IS | class TV | probe test top-1 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         kid = "-" if r.get("kid") is None else f"{r['kid']} +- {r['kid_std']}"
         isc = "-" if r.get("inception_score") is None else f"{r['inception_score']} +- {r['inception_score_std']}"
         lines.append(f"| {r['label']} | {r['weights']} | {r['sampler']}, {r['steps']} | {r['samples']} | {r['real']} | {r['fd']} | "
-                     f"{cell(r['precision'])} | {cell(r['recall'])} | {kid} | {isc} | {cell(r['probe_test_top1'])} |")  # fmt: skip
+                     f"{cell(r['precision'])} | {cell(r['recall'])} | {kid} | {isc} | {cell(r.get('class_tv'))} | {cell(r['probe_test_top1'])} |")  # fmt: skip
     notes = sorted({n for r in rows for n in str(r.get("notes") or "").split("; ") if n})
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])

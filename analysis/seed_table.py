@@ -48,10 +48,11 @@ class Generation:
     precision: float | None
     recall: float | None
     source: str
+    class_tv: float | None = None  # total variation between the samples' and real images' class shares
 
     def text(self) -> str:
-        pr = "" if self.precision is None else f" (P {self.precision:.2f}, R {self.recall:.2f})"
-        return f"{self.fd:.2f}{pr}"
+        parts = ([] if self.precision is None else [f"P {self.precision:.2f}", f"R {self.recall:.2f}"]) + ([] if self.class_tv is None else [f"class TV {self.class_tv:.2f}"])
+        return f"{self.fd:.2f}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 @dataclass
@@ -122,7 +123,7 @@ def read_generation(item: str) -> tuple[str, Generation]:
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"--fd {label.strip()}: {p} is not a Fréchet distance result (no 'fd')") from None
     get = lambda k: None if data.get(k) is None else float(data[k])  # noqa: E731
-    return label.strip(), Generation(fd, get("precision"), get("recall"), str(p))
+    return label.strip(), Generation(fd, get("precision"), get("recall"), str(p), get("class_tv"))
 
 
 def _point(head: dict) -> str:
@@ -204,7 +205,8 @@ def markdown(table: SeedTable) -> str:
     """The table, then the differences from the reference row, as Markdown."""
     with_gen = bool(table.generation)
     head_cols = [f"{h} test top-1" for h in table.heads]
-    lines = ["| representation | " + " | ".join(head_cols) + (" | FD (precision, recall)" if with_gen else "") + " |",
+    gen_col = "FD (precision, recall, class TV)" if any(g.class_tv is not None for g in table.generation.values()) else "FD (precision, recall)"
+    lines = ["| representation | " + " | ".join(head_cols) + (f" | {gen_col}" if with_gen else "") + " |",
              "|---|" + "---|" * (len(head_cols) + with_gen)]  # fmt: skip
     for r in table.rows:
         cells = [table.cells[r, h].text() if (r, h) in table.cells else "not run" for h in table.heads]

@@ -233,7 +233,7 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
     samples = tmp_path / "samples-trained"
     samples.mkdir()
     (samples / "samples.json").write_text(json.dumps({"provenance": {"model": "demo-fmnist", "weights": "demo.pt@abc", "sampler": "ddim", "steps": 50}}))
-    result = {"fd": 12.3456, "precision": 0.5, "recall": 0.25, "n_real": 10000, "n_fake": 1000, "metric": "FD (classifier)",
+    result = {"fd": 12.3456, "precision": 0.5, "recall": 0.25, "class_tv": 0.12345, "n_real": 10000, "n_fake": 1000, "metric": "FD (classifier)",
               "features": {"features": "classifier"}, "real": {"data": "fashion-mnist", "split": "test"}, "fake": {"kind": "folder", "path": str(samples)}}  # fmt: skip
     (tmp_path / "fd.json").write_text(json.dumps(result))
     probes = tmp_path / "probe_results.csv"
@@ -253,7 +253,7 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
     md, page, _ = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json")
     text = md.read_text()
     assert "12.346" in page.read_text() and "<h2>Generation</h2>" in page.read_text()
-    assert "## Generation" in text and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | - | - | 89.5 |" in text
+    assert "## Generation" in text and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | - | - | 0.123 | 89.5 |" in text
 
 
 def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):

@@ -64,7 +64,11 @@ def test_cells_and_differences_equal_the_runs_and_analysis_diff(table_runs):
     assert ("absent", "linear") not in t.cells and ("clean", "linear") not in t.diffs
     text = markdown(t)
     assert f"| clean | {t.cells['clean', 'linear'].text()} | {t.cells['clean', 'knn'].text()} | 12.35 (P 0.81, R 0.62) |" in text
-    assert "| absent | not run | not run |  |" in text
+    assert "| absent | not run | not run |  |" in text and "| FD (precision, recall) |" in text
+    fd_tv = root / "fd-tv.json"
+    fd_tv.write_text(json.dumps({"fd": 12.3456, "precision": 0.81, "recall": 0.62, "class_tv": 0.0512}))
+    with_tv = markdown(build_table(parse_rows(rows[:1]), ["linear"], generation=[f"clean={fd_tv}"], resamples=10))
+    assert "| FD (precision, recall, class TV) |" in with_tv and "| 12.35 (P 0.81, R 0.62, class TV 0.05) |" in with_tv
     assert f"| noisy | linear | {d.points:+.2f} | {d.interval()} |" in text and "over 72 test images (300 resamples)" in text
 
 
