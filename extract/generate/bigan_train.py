@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +24,9 @@ import torch.nn.functional as F
 
 from extract import __version__
 from extract.data.sources import PREPROCESSING
+from extract.generate.loop import LoopPlan, load_state, run_steps
 from extract.generate.run_files import EXPORT_DTYPES, load_training_images, read_log, save_atomic
 from extract.models.bigan_nets import CHANNELS, IMAGE_SIZE, BiGAN, BiganArch, parameter_counts
-from extract.store import progress
 
 STATE_FILE, LOG_FILE, WEIGHTS_FILE, META_FILE = "train_state.pt", "train_log.jsonl", "bigan.pt", "train_meta.json"
 RESUME_FIXED = ("batch_size", "seed", "data", "split", "z_dim", "width", "flip")  # a resumed run must keep these
@@ -124,65 +123,42 @@ def train(cfg: BiganTrainConfig) -> dict:
     step, seconds = 0, 0.0
 
     state_path = out / STATE_FILE
-    if state_path.is_file():
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a torn or foreign file is one user-facing line
-            raise ValueError(f"{state_path}: not a loadable training checkpoint ({type(e).__name__}); remove it or use a new --out") from None
-        if not isinstance(state, dict) or "opt_d" not in state or "config" not in state:
-            raise ValueError(f"{state_path}: not a BiGAN training checkpoint; use a new --out")
-        changed = [k for k in RESUME_FIXED if state["config"].get(k) != getattr(cfg, k)]
-        if changed:
-            raise ValueError(f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out")
+    state = load_state(state_path, device, cfg, RESUME_FIXED, needs=("model", "opt_d", "opt_ge"), kind="BiGAN training")
+    if state is not None:
         model.load_state_dict(state["model"])
         opt_d.load_state_dict(state["opt_d"])
         opt_ge.load_state_dict(state["opt_ge"])
         step, seconds = int(state["step"]), float(state["seconds"])
     params = parameter_counts(model)
 
-    def meta() -> dict:
+    def meta(step: int, seconds: float) -> dict:
         return {"config": dataclasses.asdict(cfg), "arch": model.arch.to_dict(), "parameters": params, "step": step,
                 "images_seen": step * cfg.batch_size, "seconds": round(seconds, 1), "data_fingerprint": fingerprint,
                 "preprocessing": PREPROCESSING, "image_size": IMAGE_SIZE, "channels": CHANNELS, "threads": torch.get_num_threads(),
                 "version": __version__, "torch_version": str(torch.__version__)}  # fmt: skip
 
-    def checkpoint() -> None:
-        m = meta()
+    def one_step(step: int) -> dict[str, float]:
+        x, z = (v.to(device) for v in step_batch(cfg, step, images, cfg.z_dim))
+        torch.manual_seed(step_seed(cfg, step))  # D's dropout masks: step k's own
+        return {k: round(v, 6) for k, v in train_step(model, opt_d, opt_ge, x, z).items()}
+
+    def checkpoint(step: int, seconds: float) -> None:
+        m = meta(step, seconds)
         # no RNG state: every step reseeds from (seed, step), so a resume needs only the step
         save_atomic(state_path, {"model": model.state_dict(), "opt_d": opt_d.state_dict(), "opt_ge": opt_ge.state_dict(), **m})
         save_atomic(out / WEIGHTS_FILE, _weights(model))
         (out / META_FILE).write_text(json.dumps(m, indent=2) + "\n")
 
-    start = time.monotonic() - seconds
-    first, resumed_at = step, seconds
-    bar = progress.bar(total=cfg.max_steps, initial=step, unit="step", desc="train bigan")
-    with torch.random.fork_rng(devices=[]), open(out / LOG_FILE, "a") as log:
-        while step < cfg.max_steps:
-            x, z = (v.to(device) for v in step_batch(cfg, step, images, cfg.z_dim))
-            torch.manual_seed(step_seed(cfg, step))  # D's dropout masks: step k's own
-            stats = train_step(model, opt_d, opt_ge, x, z)
-            step += 1
-            seconds = time.monotonic() - start
-            bar.update(1)
-            bar.set_postfix(loss_d=f"{stats['loss_d']:.3f}", loss_ge=f"{stats['loss_ge']:.3f}")
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                img_s = (step - first) * cfg.batch_size / max(seconds - resumed_at, 1e-9)  # this session's rate
-                eta = (cfg.max_steps - step) * cfg.batch_size / img_s
-                progress.line(True, f"train bigan: step {step}/{cfg.max_steps}, loss D {stats['loss_d']:.4f}, loss G+E {stats['loss_ge']:.4f}, "
-                                    f"D acc {stats['d_acc']:.2f}, {img_s:.0f} img/s, ETA {progress._clock(eta)}")  # fmt: skip
-                log.write(json.dumps({"step": step, "images": step * cfg.batch_size, **{k: round(v, 6) for k, v in stats.items()},
-                                      "seconds": round(seconds, 1)}) + "\n")  # fmt: skip
-                log.flush()
-            out_of_time = cfg.max_minutes is not None and seconds >= 60 * cfg.max_minutes
-            if step % cfg.save_every == 0 or step == cfg.max_steps or out_of_time:
-                checkpoint()
-            if cfg.keep_every and step % cfg.keep_every == 0:
-                (out / "snapshots").mkdir(exist_ok=True)
-                save_atomic(out / "snapshots" / f"bigan-step{step}.pt", _weights(model))
-            if out_of_time:
-                break
-    bar.close()
-    checkpoint()
+    def snapshot(step: int) -> None:
+        (out / "snapshots").mkdir(exist_ok=True)
+        save_atomic(out / "snapshots" / f"bigan-step{step}.pt", _weights(model))
+
+    def describe(s: dict[str, float]) -> str:
+        return f"loss D {s['loss_d']:.4f}, loss G+E {s['loss_ge']:.4f}, D acc {s['d_acc']:.2f}"
+
+    plan = LoopPlan("bigan", cfg.max_steps, cfg.batch_size, cfg.log_every, cfg.save_every, cfg.keep_every, cfg.max_minutes)
+    with torch.random.fork_rng(devices=[]):  # the per-step reseeding stays inside this run
+        step, seconds = run_steps(plan, step, seconds, one_step, checkpoint, snapshot, out / LOG_FILE, describe)
     return {"step": step, "images_seen": step * cfg.batch_size, "seconds": round(seconds, 1), "parameters": params, "out": str(out)}
 
 

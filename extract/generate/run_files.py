@@ -1,5 +1,6 @@
-"""What the demo U-Net's and the BiGAN's trainers share: the training images in memory, atomic
-checkpoint writes, the step log, and the dtypes an export may take."""
+"""What the demo U-Net's and the BiGAN's trainers share besides their step loop
+(extract.generate.loop): the training images in memory, atomic checkpoint writes, the step log,
+and the dtypes an export may take."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,15 +19,16 @@ import numpy as np
 import torch
 
 from extract import __version__
+from extract.generate.loop import LoopPlan, load_state, run_steps
 from extract.generate.run_files import EXPORT_DTYPES, load_training_images, save_atomic
 from extract.models.adm import build_unet, count_parameters
 from extract.models.adm_presets import get_preset
 from extract.models.noise import diffusion_for
-from extract.store import progress
 from extract.store.files import file_sha256
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
+RESUME_FIXED = ("model", "batch_size", "seed", "data", "init")  # a resumed run must keep these
 
 
 @dataclass(frozen=True)
@@ -128,21 +128,31 @@ def train(cfg: TrainConfig) -> dict:
     step, seconds = 0, 0.0
 
     state_path = out / STATE_FILE
-    if state_path.is_file():
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a torn or foreign file is one user-facing line
-            raise ValueError(f"{state_path}: not a loadable training checkpoint ({type(e).__name__}); remove it or use a new --out") from None
-        saved = state["config"]
-        changed = [k for k in ("model", "batch_size", "seed", "data", "init") if saved.get(k) != getattr(cfg, k)]
-        if changed:
-            raise ValueError(f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out")
+    state = load_state(state_path, device, cfg, RESUME_FIXED, needs=("model", "opt", "ema"), kind="demo U-Net training")
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         ema = {k: v.float() for k, v in state["ema"].items()}
         step, seconds = int(state["step"]), float(state["seconds"])
 
-    def checkpoint() -> None:
+    def one_step(step: int) -> dict[str, float]:
+        idx, flips, t, gen = step_batch(cfg, step, len(images), diffusion.num_timesteps)
+        x0 = images[idx]
+        x0 = torch.where(flips[:, None, None, None], x0.flip(-1), x0)
+        eps = torch.randn(x0.shape, generator=gen)
+        x0, eps, t = (v.to(device) for v in (x0, eps, t))
+        x0, eps = x0.contiguous(memory_format=fmt), eps.contiguous(memory_format=fmt)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        loss = diffusion.training_losses(model, x0, t, noise=eps)["loss"].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        update_ema(ema, model, step, cfg.ema_rate)
+        return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(cfg, step)}
+
+    def checkpoint(step: int, seconds: float) -> None:
         meta = {"config": dataclasses.asdict(cfg), "preset": preset.to_dict(), "step": step,
                 "images_seen": step * cfg.batch_size, "seconds": seconds, "data_fingerprint": fingerprint,
                 "init": init, "version": __version__}  # fmt: skip
@@ -150,44 +160,12 @@ def train(cfg: TrainConfig) -> dict:
         save_atomic(out / "ema.pt", {k: v.clone() for k, v in ema.items()})
         (out / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-    start = time.monotonic() - seconds
-    bar = progress.bar(total=cfg.max_steps, initial=step, unit="step", desc=f"train {preset.name}")
-    with open(out / LOG_FILE, "a") as log:
-        while step < cfg.max_steps:
-            idx, flips, t, gen = step_batch(cfg, step, len(images), diffusion.num_timesteps)
-            x0 = images[idx]
-            x0 = torch.where(flips[:, None, None, None], x0.flip(-1), x0)
-            eps = torch.randn(x0.shape, generator=gen)
-            x0, eps, t = (v.to(device) for v in (x0, eps, t))
-            x0, eps = x0.contiguous(memory_format=fmt), eps.contiguous(memory_format=fmt)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, step)
-            loss = diffusion.training_losses(model, x0, t, noise=eps)["loss"].mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            update_ema(ema, model, step, cfg.ema_rate)
-            step += 1
-            seconds = time.monotonic() - start
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{step * cfg.batch_size / max(seconds, 1e-9):.0f}")
-            if step % cfg.log_every == 0:
-                progress.line(True, f"train {preset.name}: step {step}/{cfg.max_steps}, loss {loss.item():.4f}, {step * cfg.batch_size / max(seconds, 1e-9):.0f} img/s")
-                log.write(json.dumps({"step": step, "images": step * cfg.batch_size, "loss": loss.item(),
-                                      "grad_norm": float(grad_norm), "lr": lr_at(cfg, step - 1),
-                                      "seconds": round(seconds, 1)}) + "\n")  # fmt: skip
-                log.flush()
-            out_of_time = cfg.max_minutes is not None and seconds >= 60 * cfg.max_minutes
-            if step % cfg.save_every == 0 or step == cfg.max_steps or out_of_time:
-                checkpoint()
-            if cfg.keep_every and step % cfg.keep_every == 0:
-                (out / "snapshots").mkdir(exist_ok=True)
-                save_atomic(out / "snapshots" / f"ema-step{step}.pt", {k: v.clone() for k, v in ema.items()})
-            if out_of_time:
-                break
-    bar.close()
-    checkpoint()
+    def snapshot(step: int) -> None:
+        (out / "snapshots").mkdir(exist_ok=True)
+        save_atomic(out / "snapshots" / f"ema-step{step}.pt", {k: v.clone() for k, v in ema.items()})
+
+    plan = LoopPlan(preset.name, cfg.max_steps, cfg.batch_size, cfg.log_every, cfg.save_every, cfg.keep_every, cfg.max_minutes)
+    step, seconds = run_steps(plan, step, seconds, one_step, checkpoint, snapshot, out / LOG_FILE, lambda s: f"loss {s['loss']:.4f}")
     return {"step": step, "images_seen": step * cfg.batch_size, "seconds": round(seconds, 1),
             "parameters": count_parameters(model), "out": str(out)}  # fmt: skip
 

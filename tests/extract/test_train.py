@@ -79,6 +79,20 @@ def test_a_torn_training_checkpoint_is_one_clear_error(tmp_path, fmnist_env):
         train(config(tmp_path / "r"))
 
 
+def test_another_trainers_checkpoint_is_refused_in_one_line(tmp_path, fmnist_env):
+    (tmp_path / "r").mkdir()
+    torch.save({"config": {}, "model": {}, "opt_d": {}, "opt_ge": {}, "step": 3}, tmp_path / "r" / "train_state.pt")  # a BiGAN run's
+    with pytest.raises(ValueError, match="train_state.pt: not a demo U-Net training checkpoint; use a new --out"):
+        train(config(tmp_path / "r"))
+
+
+def test_each_log_line_gives_this_sittings_rate_and_the_eta(tmp_path, fmnist_env, capfd):
+    train(config(tmp_path / "r", max_images=8, log_every=1))
+    lines = [x for x in capfd.readouterr().err.splitlines() if x.startswith("train demo-fmnist: step")]
+    assert len(lines) == 2 and all(" img/s, ETA " in x and ", loss " in x for x in lines), lines
+    assert lines[-1].startswith("train demo-fmnist: step 2/2,") and lines[-1].endswith("ETA 00:00")
+
+
 def test_fp16_export_halves_the_file_and_loads_as_fp32(tmp_path, fmnist_env):
     train(config(tmp_path / "r", max_images=8))
     export_ema(tmp_path / "r", tmp_path / "fp32.pt")

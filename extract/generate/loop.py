@@ -1,0 +1,81 @@
+"""The step loop the demo U-Net's and the BiGAN's trainers share.
+
+A trainer gives its own step, checkpoint and snapshot; the loop resumes from the run folder's
+checkpoint, draws a bar, writes a log row every `log_every` steps (and at the last step) with
+the step's numbers, prints a line with this sitting's rate and the ETA, checkpoints every
+`save_every` steps, at the end and when the wall-time budget runs out, and keeps a snapshot
+every `keep_every` steps. A step's randomness comes from (seed, step) inside the trainer's step,
+so where the loop stops and resumes never changes what is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from extract.store import progress
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    name: str  # what the bar and log lines call the run ("demo-fmnist", "bigan")
+    max_steps: int
+    batch_size: int
+    log_every: int
+    save_every: int
+    keep_every: int | None = None
+    max_minutes: float | None = None  # stop, after a checkpoint, when this much training time has passed
+
+
+def load_state(path: Path, device: torch.device, config, fixed: tuple[str, ...], needs: tuple[str, ...] = (), kind: str = "training") -> dict | None:
+    """The run folder's checkpoint (None when there is none yet). A torn or foreign file, or one
+    saved with other values of the `fixed` settings, is one clear error."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file is one user-facing line
+        raise ValueError(f"{path}: not a loadable training checkpoint ({type(e).__name__}); remove it or use a new --out") from None
+    if not isinstance(state, dict) or not all(k in state for k in ("config", *needs)):
+        raise ValueError(f"{path}: not a {kind} checkpoint; use a new --out")
+    changed = [k for k in fixed if state["config"].get(k) != getattr(config, k)]
+    if changed:
+        raise ValueError(f"{path}: cannot resume with a different {', '.join(changed)}; use a new --out")
+    return state
+
+
+def run_steps(plan: LoopPlan, step: int, seconds: float, one_step: Callable[[int], dict[str, float]], checkpoint: Callable[[int, float], None],
+              snapshot: Callable[[int], None], log_path: Path, describe: Callable[[dict[str, float]], str]) -> tuple[int, float]:  # fmt: skip
+    """Run steps `step`..max_steps-1 (one_step(k) trains step k and returns its numbers), from
+    `seconds` of training already done; returns (steps done, training seconds) at the end."""
+    start = time.monotonic() - seconds
+    first, resumed_at = step, seconds
+    bar = progress.bar(total=plan.max_steps, initial=step, unit="step", desc=f"train {plan.name}")
+    with open(log_path, "a") as log:
+        while step < plan.max_steps:
+            stats = one_step(step)
+            step += 1
+            seconds = time.monotonic() - start
+            bar.update(1)
+            bar.set_postfix_str(describe(stats), refresh=False)
+            if step % plan.log_every == 0 or step == plan.max_steps:
+                img_s = (step - first) * plan.batch_size / max(seconds - resumed_at, 1e-9)  # this sitting's rate, not the run's
+                eta = (plan.max_steps - step) * plan.batch_size / img_s
+                progress.line(True, f"train {plan.name}: step {step}/{plan.max_steps}, {describe(stats)}, {img_s:.0f} img/s, ETA {progress._clock(eta)}")
+                log.write(json.dumps({"step": step, "images": step * plan.batch_size, **stats, "seconds": round(seconds, 1)}) + "\n")
+                log.flush()
+            out_of_time = plan.max_minutes is not None and seconds >= 60 * plan.max_minutes
+            if step % plan.save_every == 0 or step == plan.max_steps or out_of_time:
+                checkpoint(step, seconds)
+            if plan.keep_every and step % plan.keep_every == 0:
+                snapshot(step)
+            if out_of_time:
+                break
+    bar.close()
+    checkpoint(step, seconds)
+    return step, seconds
