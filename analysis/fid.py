@@ -324,7 +324,8 @@ def _class_balance(cfg: FidConfig, fake_side: Side) -> tuple[dict, str | None]:
 
 def fid(cfg: FidConfig) -> FidResult:
     """Fréchet distance, precision/recall and the kernel distance of the samples against the real
-    side, and the samples' Inception Score with Inception features."""
+    side, the samples' Inception Score with Inception features, and with classifier features
+    each side's class shares and their total variation distance."""
     from extract import __version__
 
     started = time.perf_counter()
