@@ -34,6 +34,7 @@ from extract.store.schema import CHANNEL_WORDS, FeatureKey, open_complete
 
 STATS_FORMAT = "diffprobe-fid-stats-1"
 FEATURE_KEY = FeatureKey(0, 0, None)  # the one key of a feature-network store (extract.models.feature_store)
+CLASS_LOGITS = {"classifier": "classifier-logits"}  # feature families whose network also gives class logits, and that family
 
 
 class StepFailed(Exception):
@@ -310,12 +311,13 @@ def _inception_score(cfg: FidConfig, fake: Side) -> tuple[tuple[float, float] | 
 def _class_balance(cfg: FidConfig, fake_side: Side) -> tuple[dict, str | None]:
     """Each side's class shares by the classifier's argmax (from stores of its logits), and their
     total variation distance: classifier features, samples and a dataset split only."""
-    family, _, weights = cfg.features.partition(":")
-    if not cfg.class_balance or family != "classifier":
+    source, _, weights = cfg.features.partition(":")
+    logits = CLASS_LOGITS.get(source)
+    if not cfg.class_balance or logits is None:
         return {}, None
     if cfg.fake is None or cfg.data is None:
         return {}, "class shares: computed for samples (--fake) against a dataset split (--data)"
-    logits_cfg = dataclasses.replace(cfg, features=f"classifier-logits:{weights}")
+    logits_cfg = dataclasses.replace(cfg, features=f"{logits}:{weights}")
     fake = class_shares(store_rows(open_complete(_samples_store(logits_cfg, Path(cfg.fake))), FEATURE_KEY))
     real_store = feature_store(logits_cfg, _real_name(logits_cfg), _real_args(logits_cfg, fake_side))
     real = class_shares(store_rows(open_complete(real_store), FEATURE_KEY))
