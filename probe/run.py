@@ -280,7 +280,7 @@ def validation_note(cfg: ProbeConfig, data: ProbeData, has_val: bool) -> str:
     where = "store" if data.val_store else f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.training.seed}"
     views = data.evals["val"][0].store.views
     if views > 1:  # evaluation reads one view per row (eval_batches) unless the views are averaged
-        where += f"; scored on the mean of its {views} views" if cfg.view_mode == "mean" else f"; scored on view 0 of its {views} (an augmented view)"
+        where += f"; scored on the mean of its {views} views" if cfg.view_mode == "mean" else f"; scored on view 0 of its {views}"
     return where
 
 
