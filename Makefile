@@ -66,7 +66,7 @@ card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trai
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each checkpoint of a continued run (CURVE_RUN=runs/demo-continue) -> table and figure
 	@$(call experiment,demo-curve)
 
-demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear and attention heads; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
+demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
 	@$(call experiment,demo-table)
 
 finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with a head: make finetune HEAD=linear|attention [MODEL= CKPT= DATA= DATA_ROOT= T= B= POOL= FINETUNE_ARGS=]

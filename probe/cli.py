@@ -28,6 +28,7 @@ def cli():
 @click.option("--head", "heads", multiple=True, default=("linear",), type=click.Choice([*HEAD_NAMES, *BASELINE_NAMES]), help="heads (repeat for a grid)")
 @click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE head option, e.g. width=256, hidden=512,512, batchnorm=true")
 @click.option("--features", multiple=True, help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate, 'all' for every key of the store together (repeat for a grid) [default: each key alone]")
+@click.option("--features-from", type=click.Path(path_type=Path), help="a probe results file: train at the feature set it chose on validation (e.g. an attention head where a linear grid chose)")
 @key_options(what="store's keys to train on, each alone [default: all]")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default="diffprobe", help="defaults for the options marked 'the recipe's' (see README: recipes)")
 @click.option("--lr", "lrs", multiple=True, callback=float_list, help="learning rates (grid) [default: the recipe's, per head]")

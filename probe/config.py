@@ -38,6 +38,7 @@ class ProbeConfig:
     heads: tuple[str, ...] = ("linear",)
     head_options: tuple[str, ...] = ()  # NAME=VALUE, applied to every head that takes NAME
     features: tuple[str, ...] = ()  # feature sets like "t10/b7/p2" or "t10/b7/p2+t50/b7/p2"; empty: each key alone
+    features_from: Path | None = None  # a results file: train at the feature set it chose on validation
     ts: tuple[int, ...] = ()  # without features: only the store's keys with these t (empty: any)
     blocks: tuple[int, ...] = ()  # ... these b
     pools: tuple[int | None, ...] = ()  # ... these pools (None: the full map)

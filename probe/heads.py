@@ -65,16 +65,26 @@ class AttentionHead(nn.Module):
     """Transformer blocks over the h*w tokens plus a CLS token; classify the CLS output.
 
     Tokens are projected from C to `width` when they differ; learned position embeddings;
-    pre-norm blocks (LayerNorm, `heads`-head self-attention, MLP of `mlp_ratio` x width)."""
+    pre-norm blocks (LayerNorm, `heads`-head self-attention, MLP of `mlp_ratio` x width).
+    `token_side` caps the tokens at token_side x token_side: a larger map is cut into square
+    patches of ceil(side / token_side) (zero-padded at the right and bottom), each patch one
+    token of C * patch^2 values, as a ViT cuts an image. Unlike average pooling it drops no
+    value, and attention's cost falls with the square of the token count (a 32x32 map is 1,024
+    tokens; capped at 8, 64)."""
 
-    def __init__(self, in_shape: tuple[int, int, int], classes: int, width: int = 1024, heads: int = 8, mlp_ratio: float = 4.0, depth: int = 2):
+    def __init__(self, in_shape: tuple[int, int, int], classes: int, width: int = 1024, heads: int = 8, mlp_ratio: float = 4.0, depth: int = 2,
+                 token_side: int | None = None):  # fmt: skip
         super().__init__()
         channels, h, w = in_shape
         if width % heads:
             raise ValueError(f"attention head: width {width} is not divisible by heads {heads}")
-        self.proj = nn.Linear(channels, width) if channels != width else nn.Identity()
+        if token_side is not None and token_side < 1:
+            raise ValueError(f"attention head: token_side must be at least 1, got {token_side}")
+        self.patch = 1 if token_side is None else max(-(-h // token_side), -(-w // token_side), 1)
+        rows, cols, token_dim = -(-h // self.patch), -(-w // self.patch), channels * self.patch**2
+        self.proj = nn.Linear(token_dim, width) if token_dim != width else nn.Identity()
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
-        self.pos = nn.Parameter(torch.randn(1, h * w + 1, width) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, rows * cols + 1, width) * 0.02)
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
             for _ in range(depth)
@@ -82,8 +92,16 @@ class AttentionHead(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.fc = nn.Linear(width, classes)
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) -> (N, rows * cols, C * patch^2): one token per patch, row-major."""
+        if self.patch == 1:
+            return x.flatten(2).transpose(1, 2)
+        p = self.patch
+        x = nn.functional.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
+        return nn.functional.unfold(x, kernel_size=p, stride=p).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.proj(x.flatten(2).transpose(1, 2))  # (N, h*w, width)
+        tokens = self.proj(self.tokens(x))  # (N, tokens, width)
         tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos
         for block in self.blocks:
             tokens = block(tokens)
@@ -114,6 +132,7 @@ _OPTION_TYPES: dict[str, Callable[[str], object]] = {
     "depth": int,
     "mlp_ratio": float,
     "prepool": int,
+    "token_side": int,
 }
 
 

@@ -41,6 +41,7 @@ from probe.reader import (
     stream_batches,
 )  # fmt: skip
 from probe.results import linear_state, save_head
+from probe.select import chosen_features
 from probe.tables import RESULTS_FORMAT, append_row, summary_lines, write_json, write_predictions
 from probe.tensorboard import write_history
 
@@ -49,7 +50,12 @@ MiB = 1 << 20
 
 def parse_feature_sets(cfg: ProbeConfig, store: FeatureStore) -> list[tuple[FeatureKey, ...]]:
     """The feature sets to train on: --features as given ("all": every key of the store as one
-    set, as a fusion head takes them), or each of the store's keys alone, narrowed by -t, -b and --pool."""
+    set, as a fusion head takes them), the one another run chose on validation (--features-from),
+    or each of the store's keys alone, narrowed by -t, -b and --pool."""
+    if cfg.features_from is not None:
+        if cfg.features or cfg.ts or cfg.blocks or cfg.pools:
+            raise ValueError("give either --features-from or --features/-t/-b/--pool, not both")
+        return [parse_feature_set(chosen_features(cfg.features_from))]
     if cfg.features:
         if cfg.ts or cfg.blocks or cfg.pools:
             raise ValueError("give either --features or -t/-b/--pool, not both")

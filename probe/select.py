@@ -1,8 +1,10 @@
-"""One run chosen on validation among several: the runs of a grid that cannot be one `probe
-train` (fine-tuning at several learning rates, one run each). The run with the best validation
+"""Choices made on validation, reused. `select_run`: one run chosen among several, the runs of
+a grid that cannot be one `probe train` (fine-tuning at several learning rates, one run each). The run with the best validation
 top-1 (on ties the first or the last in the order given, as asked; test is never looked at)
 is copied under a new name, with its test predictions, and records what it was chosen from.
-numpy only."""
+`chosen_features`: the feature set a run chose, so that a costly head (attention) is trained
+only where a cheap grid (linear) chose, as the paper trains its heavier heads at the linear
+probe's block. numpy only."""
 
 from __future__ import annotations
 
@@ -40,3 +42,15 @@ def select_run(items, name: str, out_dir: Path, ties: str = "first") -> dict:
             shutil.copyfile(src, out_dir / chosen["predictions"])
     write_json(out_dir / f"{name}.json", chosen)
     return chosen
+
+
+def chosen_features(path: str | Path) -> str:
+    """The feature set (e.g. 't10/b9/full') of the member a probe run chose on validation. A run
+    of several members without a validation score chose nothing: one clear error."""
+    result = read_results(path)
+    keys = (result.get("head") or {}).get("features")
+    if not keys:
+        raise ValueError(f"{path}: records no chosen feature set")
+    if len(result.get("members") or ()) > 1 and (result.get("val") or {}).get("top1") is None:
+        raise ValueError(f"{path}: its {len(result['members'])} members were not chosen on validation; use a run that had a validation split")
+    return "+".join(f"t{k['t']}/b{k['b']}/{'full' if k['pool'] is None else 'p' + str(k['pool'])}" for k in keys)

@@ -168,6 +168,12 @@ def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_pairs_
     assert all(f"--seed {n[-1]} " in p for p, n in zip(probes, names))
     noisy = [n for n in names if not n.startswith("pixels")]
     assert {tuple(n.rsplit("-", 2)[1:]) for n in noisy} == {("n0", "s0"), ("n1", "s4"), ("n2", "s5")}  # noise seed k with head seed k
+    for p, n in zip(probes, names):  # attention trains once, where the same run's linear grid chose on validation
+        if "-attention-" in n:
+            linear = n.replace("-attention-", "-linear-")
+            assert f"--features-from results/demo-table/{linear}.json" in p and "token_side=8" in p and names.index(linear) < names.index(n)
+        else:
+            assert "--head linear" in p and "--features-from" not in p
     assert "BiGAN" in runs[-1] and "--row 'pixels=results/demo-table/pixels-{head}-*.json'" in runs[-1].replace('"', "'")
     assert not any("bigan" in x for x in runs[:-1])
     (tmp_path / "bigan.pt").write_bytes(b"")  # with BiGAN weights: its stores (no noise seeds) and one head per head seed

@@ -65,3 +65,28 @@ def test_each_head_reaches_high_accuracy_on_separable_features(separable, tmp_pa
     assert result["test"]["top1"] >= 95.0, result["test"]["top1"]
     assert result["val"]["rows"] == 48 and result["test"]["rows"] == 160
     assert np.array(result["test"]["confusion"]).sum() == 160
+
+
+def test_attention_token_side_cuts_a_large_map_into_patch_tokens_and_drops_no_value():
+    head = build_head("attention", (3, 5, 7), 2, {"width": 32, "heads": 4, "token_side": 2})
+    assert head.patch == 4 and head.pos.shape == (1, 2 * 2 + 1, 32) and head.proj.in_features == 3 * 4 * 4
+    x = torch.randn(2, 3, 5, 7)
+    padded = torch.zeros(2, 3, 8, 8)
+    padded[:, :, :5, :7] = x
+    plain = torch.stack([torch.stack([padded[n, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4].reshape(-1) for i in range(2) for j in range(2)])
+                         for n in range(2)])  # a patch's values channel-major, then row, then column; patches row-major
+    assert torch.equal(head.tokens(x), plain)
+    assert head(x).shape == (2, 2)
+
+
+def test_attention_token_side_leaves_a_small_map_and_the_default_head_as_they_were():
+    small = build_head("attention", (8, 4, 4), 3, {"width": 32, "heads": 4, "token_side": 8})
+    assert small.patch == 1 and small.pos.shape == (1, 17, 32)
+    torch.manual_seed(0)
+    before = build_head("attention", (8, 4, 4), 3, {"width": 32, "heads": 4})
+    torch.manual_seed(0)
+    capped = build_head("attention", (8, 4, 4), 3, {"width": 32, "heads": 4, "token_side": 4})
+    x = torch.randn(5, 8, 4, 4)
+    assert torch.equal(before.eval()(x), capped.eval()(x))
+    with pytest.raises(ValueError, match="token_side must be at least 1"):
+        build_head("attention", (8, 4, 4), 3, {"width": 32, "heads": 4, "token_side": 0})

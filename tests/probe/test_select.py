@@ -65,3 +65,48 @@ def test_ties_go_to_the_first_or_the_last_in_natural_order(tmp_path):
     assert [r["name"] for r in last["selected_from"]] == ["step4000", "step12000", "step16000", "step20000"]
     done = CliRunner().invoke(cli, ["select", "--results", str(glob[0]), "--name", "x", "--out", str(tmp_path / "o"), "--ties", "last"])
     assert done.exit_code == 0 and ": step20000 (" in done.output, done.output
+
+
+def test_features_from_trains_where_another_run_chose_on_validation(tmp_path):
+    from extract.store.schema import FeatureKey
+    from probe.grid import TrainSettings
+    from probe.run import ProbeConfig, probe
+    from tests.probe.stores import make_store
+
+    weak, strong = FeatureKey(10, 7, 2), FeatureKey(50, 9, None)
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x_weak = rng.normal(size=(300, 3, 2, 2)).astype(np.float16)  # no signal
+    x_strong = (rng.normal(size=(300, 3, 2, 2)) + 4.0 * np.eye(3)[y][:, :, None, None]).astype(np.float16)
+    make_store(tmp_path / "train.zarr", {weak: x_weak, strong: x_strong}, y)
+    settings = TrainSettings(epochs=3, batch_size=32)
+    linear = probe(ProbeConfig(train=tmp_path / "train.zarr", results=tmp_path / "r", progress=False, training=settings, name="linear"))
+    assert linear["head"]["feature_set"] == "t50/b9/full"  # two keys, chosen on validation
+    attention = probe(ProbeConfig(train=tmp_path / "train.zarr", heads=("attention",), head_options=("width=16", "heads=2", "depth=1"),
+                                  features_from=tmp_path / "r" / "linear.json", results=tmp_path / "r", progress=False, training=settings,
+                                  name="attention"))  # fmt: skip
+    assert [m["feature_set"] for m in attention["members"]] == ["t50/b9/full"]
+    assert attention["config"]["features_from"] == str(tmp_path / "r" / "linear.json")
+    args = ["train", "--train", str(tmp_path / "train.zarr"), "--head", "attention", "--head-opt", "width=16", "--head-opt", "heads=2",
+            "--head-opt", "token_side=1", "--features-from", str(tmp_path / "r" / "linear.json"), "--epochs", "1", "--results", str(tmp_path / "r"),
+            "--name", "cli", "--no-progress"]  # fmt: skip
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "r" / "cli.json").read_text())["head"]["feature_set"] == "t50/b9/full"
+    with pytest.raises(ValueError, match="either --features-from or --features"):
+        probe(ProbeConfig(train=tmp_path / "train.zarr", features=("t10/b7/p2",), features_from=tmp_path / "r" / "linear.json", progress=False))
+
+
+def test_features_from_refuses_a_run_that_chose_without_validation(tmp_path):
+    from probe.select import chosen_features
+
+    result = {"format": RESULTS_FORMAT, "name": "nov", "members": [{}, {}], "val": {"top1": None},
+              "head": {"features": [{"t": 10, "b": 7, "pool": 2}]}}  # fmt: skip
+    (tmp_path / "nov.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError, match="were not chosen on validation"):
+        chosen_features(tmp_path / "nov.json")
+    result["members"] = [{}]
+    (tmp_path / "one.json").write_text(json.dumps({**result, "head": {"features": [{"t": 10, "b": 7, "pool": 2}, {"t": 50, "b": 7, "pool": None}]}}))
+    assert chosen_features(tmp_path / "one.json") == "t10/b7/p2+t50/b7/full"
+    with pytest.raises(FileNotFoundError, match="results file not found"):
+        chosen_features(tmp_path / "absent.json")
