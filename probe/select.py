@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from extract.store.schema import FeatureKey
 from probe.tables import expand, read_results, write_json
 
 
@@ -53,4 +54,7 @@ def chosen_features(path: str | Path) -> str:
         raise ValueError(f"{path}: records no chosen feature set")
     if len(result.get("members") or ()) > 1 and (result.get("val") or {}).get("top1") is None:
         raise ValueError(f"{path}: its {len(result['members'])} members were not chosen on validation; use a run that had a validation split")
-    return "+".join(f"t{k['t']}/b{k['b']}/{'full' if k['pool'] is None else 'p' + str(k['pool'])}" for k in keys)
+    try:
+        return "+".join(FeatureKey.from_dict(k).label for k in keys)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: its chosen feature set is not a list of (t, b, pool) keys") from None

@@ -110,3 +110,6 @@ def test_features_from_refuses_a_run_that_chose_without_validation(tmp_path):
     assert chosen_features(tmp_path / "one.json") == "t10/b7/p2+t50/b7/full"
     with pytest.raises(FileNotFoundError, match="results file not found"):
         chosen_features(tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text(json.dumps({**result, "head": {"features": [{"t": 10}]}}))
+    with pytest.raises(ValueError, match="not a list of \\(t, b, pool\\) keys"):
+        chosen_features(tmp_path / "bad.json")
