@@ -11,6 +11,12 @@ import pytest
 from extract.experiments.runner import Runner, Settings, each_binding, experiment_names, resolve, store_path
 
 
+@pytest.fixture(autouse=True)
+def _in_an_empty_folder(tmp_path, monkeypatch):
+    """Steps are skipped when their output exists under the working folder: start each test from an empty one."""
+    monkeypatch.chdir(tmp_path)
+
+
 class Recorder(Runner):
     """A dry runner that runs nothing, not even the read-only plans: it records what it would print."""
 
