@@ -23,6 +23,7 @@ def add_generate_commands(group: click.Group) -> None:
     @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo-fmnist"), help="run folder (resumed when it holds a checkpoint)")
     @click.option("--max-images", type=click.IntRange(min=1), default=320_000, help="images to train on (sets the LR schedule)")
     @click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), help="stop (with a checkpoint) after this much wall time")
+    @click.option("--stop-step", type=click.IntRange(min=1), help="stop (with a checkpoint) after this step; the LR schedule still runs to --max-images")
     @click.option("--batch-size", type=click.IntRange(min=1), default=64)
     @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
     @click.option("--ema-rate", type=click.FloatRange(0, 1), default=0.999)

@@ -30,6 +30,7 @@ class LoopPlan:
     save_every: int
     keep_every: int | None = None
     max_minutes: float | None = None  # stop, after a checkpoint, when this much training time has passed
+    stop_step: int | None = None  # stop, after a checkpoint, at this step (the schedule is still max_steps long)
 
 
 def load_state(path: Path, device: torch.device, config, fixed: tuple[str, ...], needs: tuple[str, ...] = (), kind: str = "training") -> dict | None:
@@ -51,26 +52,27 @@ def load_state(path: Path, device: torch.device, config, fixed: tuple[str, ...],
 
 def run_steps(plan: LoopPlan, step: int, seconds: float, one_step: Callable[[int], dict[str, float]], checkpoint: Callable[[int, float], None],
               snapshot: Callable[[int], None], log_path: Path, describe: Callable[[dict[str, float]], str]) -> tuple[int, float]:  # fmt: skip
-    """Run steps `step`..max_steps-1 (one_step(k) trains step k and returns its numbers), from
+    """Run steps `step`..last-1, last = min(max_steps, stop_step) (one_step(k) trains step k and returns its numbers), from
     `seconds` of training already done; returns (steps done, training seconds) at the end."""
     start = time.monotonic() - seconds
     first, resumed_at = step, seconds
-    bar = progress.bar(total=plan.max_steps, initial=step, unit="step", desc=f"train {plan.name}")
+    last = min(plan.max_steps, plan.stop_step or plan.max_steps)
+    bar = progress.bar(total=last, initial=step, unit="step", desc=f"train {plan.name}")
     with open(log_path, "a") as log:
-        while step < plan.max_steps:
+        while step < last:
             stats = one_step(step)
             step += 1
             seconds = time.monotonic() - start
             bar.update(1)
             bar.set_postfix_str(describe(stats), refresh=False)
-            if step % plan.log_every == 0 or step == plan.max_steps:
+            if step % plan.log_every == 0 or step == last:
                 img_s = (step - first) * plan.batch_size / max(seconds - resumed_at, 1e-9)  # this sitting's rate, not the run's
-                eta = (plan.max_steps - step) * plan.batch_size / img_s
-                progress.line(True, f"train {plan.name}: step {step}/{plan.max_steps}, {describe(stats)}, {img_s:.0f} img/s, ETA {progress._clock(eta)}")
+                eta = (last - step) * plan.batch_size / img_s
+                progress.line(True, f"train {plan.name}: step {step}/{last}, {describe(stats)}, {img_s:.0f} img/s, ETA {progress._clock(eta)}")
                 log.write(json.dumps({"step": step, "images": step * plan.batch_size, **stats, "seconds": round(seconds, 1)}) + "\n")
                 log.flush()
             out_of_time = plan.max_minutes is not None and seconds >= 60 * plan.max_minutes
-            if step % plan.save_every == 0 or step == plan.max_steps or out_of_time:
+            if step % plan.save_every == 0 or step == last or out_of_time:
                 checkpoint(step, seconds)
             if plan.keep_every and step % plan.keep_every == 0:
                 snapshot(step)

@@ -47,6 +47,7 @@ class TrainConfig:
     flip: bool = True
     max_images: int = 320_000
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
+    stop_step: int | None = None  # stop (after a checkpoint) at this step; the LR schedule still runs to max_images
     save_every: int = 250  # steps between checkpoints
     log_every: int = 25
     seed: int = 0
@@ -164,7 +165,7 @@ def train(cfg: TrainConfig) -> dict:
         (out / "snapshots").mkdir(exist_ok=True)
         save_atomic(out / "snapshots" / f"ema-step{step}.pt", {k: v.clone() for k, v in ema.items()})
 
-    plan = LoopPlan(preset.name, cfg.max_steps, cfg.batch_size, cfg.log_every, cfg.save_every, cfg.keep_every, cfg.max_minutes)
+    plan = LoopPlan(preset.name, cfg.max_steps, cfg.batch_size, cfg.log_every, cfg.save_every, cfg.keep_every, cfg.max_minutes, cfg.stop_step)
     step, seconds = run_steps(plan, step, seconds, one_step, checkpoint, snapshot, out / LOG_FILE, lambda s: f"loss {s['loss']:.4f}")
     return {"step": step, "images_seen": step * cfg.batch_size, "seconds": round(seconds, 1),
             "parameters": count_parameters(model), "out": str(out)}  # fmt: skip

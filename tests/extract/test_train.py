@@ -51,6 +51,17 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_unbroken_one(tmp_path, f
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in log)
 
 
+def test_a_run_stopped_at_a_step_keeps_the_whole_schedule_and_resumes_to_the_unbroken_weights(tmp_path, fmnist_env):
+    train(config(tmp_path / "whole"))
+    summary = train(config(tmp_path / "staged", stop_step=3))
+    assert summary["step"] == 3 and state(tmp_path / "staged")["step"] == 3
+    # the learning rate at each step is the 6-step schedule's, not a 3-step one's
+    assert [r["lr"] for r in read_log(tmp_path / "staged")] == [r["lr"] for r in read_log(tmp_path / "whole")][:3]
+    assert train(config(tmp_path / "staged"))["step"] == 6
+    whole, staged = state(tmp_path / "whole"), state(tmp_path / "staged")
+    assert all(torch.equal(whole["ema"][k], staged["ema"][k]) for k in whole["ema"])
+
+
 def test_resuming_with_another_batch_size_is_refused(tmp_path, fmnist_env):
     train(config(tmp_path / "r", max_images=8))
     with pytest.raises(ValueError, match="cannot resume with a different batch_size"):
