@@ -60,7 +60,7 @@ def test_settings_resolve_in_order(tmp_path):
     _, s = resolve("probe", {"out": str(tmp_path), "b": "7"})
     assert (s.get("t"), s.get("b"), s.get("model"), s.get("head")) == ("50", "7", "tiny", "linear")  # record < given; defaults
     _, s = resolve("demo", {})
-    assert (s.get("t"), s.get("b"), s.get("pool")) == ("10", "9", "full")  # the experiment's own settings
+    assert (s.get("t"), s.get("b"), s.get("pool")) == ("10", "30", "full")  # the experiment's own settings
     _, s = resolve("paper", {"t": "300", "row": "attention"})
     assert s.get("t") == "150" and s.get("head") == "paper-attention"  # the row wins
     with pytest.raises(ValueError, match="unknown ROW=gan"):
@@ -74,7 +74,7 @@ def test_nested_experiments_inherit_settings_and_steps_set_their_own():
     runs = [x for x in lines if " -m " in x]
     extracts = [x for x in runs if "extract run" in x and "/cka/" not in x]
     assert len(extracts) == 4 and sum("--random-init" in x for x in extracts) == 2
-    assert all("-t 10 -b 9 --pool full --limit 50" in x for x in extracts)
+    assert all("-t 10 -b 30 --pool full --limit 50" in x for x in extracts)
     probes = [x for x in runs if "probe train" in x]
     assert [p.split("--name ")[1].split()[0] for p in probes] == ["demo-trained", "demo-random", "demo-pixels"]
     assert sum("analysis cka" in x for x in runs) == 3 and runs[-1].endswith("probe table --results results/demo --last 3")
