@@ -40,7 +40,13 @@ def _read_record(path: Path, what: str, keys: tuple[str, ...]) -> dict:
 
 
 def _best_probe(rows: list[dict], model: str, weights: str) -> dict | None:
+    """The validation-best probe row of the same model and weights. A weights file named with its
+    hash is one trained model whichever part of it ran: a GAN's samples come from its generator and
+    record the GAN, its probe rows come from its encoder and record the encoder, and both name the
+    same file. Labels without a hash ("random-init", "none") match only with the same model."""
     same = [r for r in rows if r.get("model") == model and r.get("weights") == weights]
+    if not same and "@" in weights:
+        same = [r for r in rows if r.get("weights") == weights]
     return max(same, key=lambda r: float(r["val_top1"])) if same else None
 
 

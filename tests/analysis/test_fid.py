@@ -247,6 +247,22 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
     (row,) = json.loads((tmp_path / "gen.json").read_text())["rows"]
     assert (row["fd"], row["probe_test_top1"], row["probe_features"], row["feature_net_test_top1"]) == (12.346, "89.5", "t10/b8/full", 91.91)
     assert (tmp_path / "gen.csv").read_text().splitlines()[1].startswith("trained,demo-fmnist,demo.pt@abc,ddim,50,1000")
+    # a GAN's samples record the GAN, its probe rows the encoder: the hashed weights file joins them;
+    # a label without a hash joins only the same model
+    for folder, model, weights in (("samples-gan", "gan", "gan.pt@def"), ("samples-other", "other", "random-init")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "samples.json").write_text(json.dumps({"provenance": {"model": model, "weights": weights}}))
+        (tmp_path / f"fd-{model}.json").write_text(json.dumps({**result, "fake": {"kind": "folder", "path": str(tmp_path / folder)}}))
+    with open(probes, "a") as f:
+        f.write("D,gan-encoder,gan.pt@def,b2/p4,80.0,79.0\nE,gan-encoder,gan.pt@def,b3/p4,82.0,78.5\n")
+    with pytest.raises(SystemExit) as done:
+        main(["gen-table", "--fd", f"gan={tmp_path / 'fd-gan.json'}", "--fd", f"other={tmp_path / 'fd-other.json'}", "--probe-table", str(probes),
+              "--out", str(tmp_path / "gen2.json")])  # fmt: skip
+    assert done.value.code == 0, capsys.readouterr().err
+    gan, other = json.loads((tmp_path / "gen2.json").read_text())["rows"]
+    assert (gan["model"], gan["probe_test_top1"], gan["probe_features"]) == ("gan", "78.5", "b3/p4")
+    assert other["probe_test_top1"] is None
+    probes.write_text("\n".join(probes.read_text().splitlines()[:4]) + "\n")
     (tmp_path / "res").mkdir()
     (tmp_path / "res" / "probe_results.csv").write_text((tmp_path / "probe_results.csv").read_text().replace("name,model", "name,head,t,b,pool,train_rows,test_top5,model")
                                                         .replace("\nA,", "\nA,linear,10,9,full,1,99,").replace("\nB,", "\nB,linear,10,8,full,1,99,").replace("\nC,", "\nC,linear,10,8,full,1,99,"))  # fmt: skip
