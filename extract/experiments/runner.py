@@ -13,7 +13,8 @@ its commas as dashes, `{opt:limit:--limit}` is `--limit <limit>` or nothing, `{w
 the training split (the first of `splits`) and nothing for the others, `{store:train}` the store path of a split (the one
 function that names stores: `store_path`), `{pixels:train}` a raw-pixel store, and
 `{features:full}` the `+`-joined feature set of every (t, b) at one pool, `{stem:NAME}` the
-file name in NAME without folder and suffix; `{{` and `}}` are literal braces.
+file name in NAME without folder and suffix, and for an item `LABEL=PATH` `{label:NAME}` is its label
+and `{path:NAME}` its path (a bare path is its own path, labelled by its stem); `{{` and `}}` are literal braces.
 
 A step is a table: `run` (a command line after `python -m`, formatted as above; with
 `plan = true` a dry run also runs it with `--plan`, which prints its cost and writes nothing), `each`
@@ -130,6 +131,11 @@ class Settings:
             return tag(value)
         if fn == "stem":  # a file's name without its folder and suffix
             return Path(value).stem
+        if fn in ("label", "path"):  # an item "LABEL=PATH" (or a bare path, labelled by its stem)
+            label, eq, path = value.partition("=")
+            if fn == "path":
+                return path if eq else value
+            return label if eq else Path(value).stem
         if fn == "or":
             return value or rest
         if fn == "union":

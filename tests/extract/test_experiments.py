@@ -149,6 +149,8 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
     s = Settings({"a": "x", "b": "{a}"})
     assert s.format("{{a}}-{b}-{{head}}") == "{a}-x-{head}"
     assert Settings({"f": "runs/x/snapshots/ema-step1000.pt"}).format("{stem:f}") == "ema-step1000"
+    labelled = Settings({"f": "ema-step5000=runs/s3/snapshots/ema-step1000.pt", "g": "runs/s2/snapshots/ema-step1000.pt"})
+    assert labelled.format("{label:f} {path:f} {label:g} {path:g}") == "ema-step5000 runs/s3/snapshots/ema-step1000.pt ema-step1000 runs/s2/snapshots/ema-step1000.pt"
     _, settings = resolve("extract", {"out": str(tmp_path)})
     rec = Recorder()
     step = {"only_if": str(tmp_path / "w.pt"), "only_if_hint": "no weights at {only}", "run": "extract run"}
@@ -218,3 +220,21 @@ def test_the_bigan_curve_probes_and_scores_each_snapshot_that_exists_then_choose
     assert [p.split("--name ")[1] for p in probes] == ["bigan-step4000-linear", "bigan-step8000-linear"]
     assert sum("bigan-sample" in x and "--n 1000" in x for x in runs) == 2 and sum("analysis fid" in x for x in runs) == 2
     assert "analysis table --rows-from" in runs[-2] and "probe select" in runs[-1] and "bigan-step*-linear.json" in runs[-1]
+
+
+def test_the_demo_curve_labels_each_stages_snapshots_by_steps_after_the_first_stage(tmp_path):
+    # stages 2 and 3 each number their snapshots from 1,000: the labels keep them apart, so no
+    # snapshot reuses another's store, results or samples
+    for stage in ("stage2", "stage3"):
+        (tmp_path / "run" / stage / "snapshots").mkdir(parents=True)
+        (tmp_path / "run" / stage / "snapshots" / "ema-step1000.pt").write_bytes(b"")
+    (tmp_path / "evidence" / "demo-continue").mkdir(parents=True)  # the working folder is tmp_path
+    (tmp_path / "evidence" / "demo-continue" / "first-stage.pt").write_bytes(b"")
+    runs = [x for x in printed("demo-curve", {"curve_run": str(tmp_path / "run"), "curve_dir": str(tmp_path / "c")}) if " -m " in x]
+    extracts = [x for x in runs if "extract run" in x]
+    assert len(extracts) == 4 + 2  # two snapshots and the first stage's weights; train and test stores
+    assert sum(f"--ckpt {tmp_path}/run/stage3/snapshots/ema-step1000.pt" in x and f"{tmp_path}/c/cache/ema-step5000/" in x for x in extracts) == 2
+    assert sum(f"--ckpt {tmp_path}/run/stage2/snapshots/ema-step1000.pt" in x and f"{tmp_path}/c/cache/ema-step1000/" in x for x in extracts) == 2
+    names = [x.split("--name ")[1].split()[0] for x in runs if "probe train" in x]
+    assert sorted(names) == sorted(f"{label}-{point}" for label in ("ema-step0", "ema-step1000", "ema-step5000") for point in ("best", "paper"))
+    assert sum(f"--out {tmp_path}/c/samples/ema-step5000" in x for x in runs) == 1
