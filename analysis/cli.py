@@ -20,9 +20,23 @@ def cli():
 
 
 @cli.command()
-@click.option("--results", "runs", multiple=True, help="LABEL=results.json of a probe run (repeat; a repeated LABEL pools its runs)")
-@click.option("--table", type=click.Path(path_type=Path), help="a probe_results.csv: one point per run, a line per model and weights")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="figure path (.png; an .svg is written beside it)")
+@click.option(
+    "--results",
+    "runs",
+    multiple=True,
+    help="LABEL=results.json of a probe run (repeat; a repeated LABEL pools its runs)",
+)
+@click.option(
+    "--table",
+    type=click.Path(path_type=Path),
+    help="a probe_results.csv: one point per run, a line per model and weights",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="figure path (.png; an .svg is written beside it)",
+)
 @click.option("--title", default="linear probe accuracy")
 @user_errors
 def curves(runs, table, out, title):
@@ -45,7 +59,9 @@ def curves(runs, table, out, title):
         result = read_results(path)
         members.setdefault(label, []).extend(result["members"])
         sources.setdefault(label, []).append(Path(result["stores"]["train"]["path"]).name)
-    fig = plot_curves(members, title, "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items()))
+    fig = plot_curves(
+        members, title, "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items())
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     fig.savefig(out.with_suffix(".svg"))
@@ -53,9 +69,26 @@ def curves(runs, table, out, title):
 
 
 @cli.command()
-@click.option("--results", "runs", multiple=True, required=True, help="LABEL=results.json of a probe run (repeat, or a glob; a repeated LABEL pools its runs)")
-@click.option("--by", "axis", type=click.Choice(["t", "b", "pool"]), default="pool", help="one row per value of this axis")
-@click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="also write every member (validation and test top-1) as CSV")
+@click.option(
+    "--results",
+    "runs",
+    multiple=True,
+    required=True,
+    help="LABEL=results.json of a probe run (repeat, or a glob; a repeated LABEL pools its runs)",
+)
+@click.option(
+    "--by",
+    "axis",
+    type=click.Choice(["t", "b", "pool"]),
+    default="pool",
+    help="one row per value of this axis",
+)
+@click.option(
+    "--csv",
+    "csv_out",
+    type=click.Path(path_type=Path),
+    help="also write every member (validation and test top-1) as CSV",
+)
 @user_errors
 def best(runs, axis, csv_out):
     """The validation-best member for each value of t, b or pool (test only reported)."""
@@ -67,7 +100,9 @@ def best(runs, axis, csv_out):
     rows = best_table(members, axis)
     click.echo(f"{'run':<16} {axis:>5}  {'features':<24} {'lr':>7} {'val top-1':>9} {'test top-1':>10}")
     for r in rows:
-        click.echo(f"{r['run']:<16} {str(r['value']):>5}  {r['features']:<24} {r['lr']!s:>7} {r['val_top1']:>9.2f} {r['test_top1']:>10.2f}")
+        click.echo(
+            f"{r['run']:<16} {str(r['value']):>5}  {r['features']:<24} {r['lr']!s:>7} {r['val_top1']:>9.2f} {r['test_top1']:>10.2f}"
+        )
     if csv_out:
         every = [member_row(label, m) for label, ms in members.items() for m in ms]
         csv_out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,28 +128,78 @@ def _members(runs) -> dict[str, list[dict]]:
 
 
 @cli.command()
-@click.option("--store", "stores", multiple=True, required=True, type=click.Path(path_type=Path), help="one store (layer x layer) or two (A x B)")
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="one store (layer x layer) or two (A x B)",
+)
 @click.option("--labels", default="A,B", help="names of the two stores in the figure")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)"
+)
 @click.option("--title", default="linear CKA")
 @key_options(what="keys to compare [default: every key in the store]")
-@click.option("--kernel", type=click.Choice(["linear", "rbf", "minibatch"]), default="linear",
-              help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); minibatch: unbiased HSIC over minibatches")
-@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=CKA_MAX_MEMORY_GB, show_default=True,
-              help="linear: most memory its arrays may take. It takes the first exact path that fits: feature moments "
-                   "(16 D^2 bytes for D features over all keys), one centred Gram matrix per key (8 n^2 bytes each for n images, "
-                   "plus one key's rows as stored), one pair of keys at a time, or tiles of the Gram matrices (two tiles of rows of "
-                   "every key in float64 and one n_tile^2 block per key, the tile as tall as the cap allows: any width, any n); "
-                   "a request that fits none is refused")  # fmt: skip
-@click.option("--linear-path", type=click.Choice(["auto", "moments", "gram", "pairwise", "tiles"]), default="auto", show_default=True,
-              help="linear: force one path (they agree to rounding); auto picks by size")
-@click.option("--device", default="cpu", show_default=True, help="linear: cuda, cuda:1, ... runs the tiles path there (float64 torch)")
+@click.option(
+    "--kernel",
+    type=click.Choice(["linear", "rbf", "minibatch"]),
+    default="linear",
+    help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); minibatch: unbiased HSIC over minibatches",
+)
+@click.option(
+    "--max-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=CKA_MAX_MEMORY_GB,
+    show_default=True,
+    help="linear: most memory its arrays may take. It takes the first exact path that fits: feature moments "
+    "(16 D^2 bytes for D features over all keys), one centred Gram matrix per key (8 n^2 bytes each for n images, "
+    "plus one key's rows as stored), one pair of keys at a time, or tiles of the Gram matrices (two tiles of rows of "
+    "every key in float64 and one n_tile^2 block per key, the tile as tall as the cap allows: any width, any n); "
+    "a request that fits none is refused",
+)
+@click.option(
+    "--linear-path",
+    type=click.Choice(["auto", "moments", "gram", "pairwise", "tiles"]),
+    default="auto",
+    show_default=True,
+    help="linear: force one path (they agree to rounding); auto picks by size",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="linear: cuda, cuda:1, ... runs the tiles path there (float64 torch)",
+)
 @click.option("--max-rows", type=click.IntRange(min=4), default=5000, help="rbf: most images (n x n kernels)")
 @click.option("--batch", type=click.IntRange(min=4), default=256, help="minibatch: rows per minibatch")
-@click.option("--seed", type=int, default=0, show_default=True, help="minibatch: the seeded row order (batches mix classes on class-sorted stores)")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="minibatch: the seeded row order (batches mix classes on class-sorted stores)",
+)
 @click.option("--progress/--no-progress", default=True)
 @user_errors
-def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, linear_path, device, max_rows, batch, seed, progress):
+def cka(
+    stores,
+    labels,
+    out,
+    title,
+    ts,
+    blocks,
+    pools,
+    kernel,
+    max_memory_gb,
+    linear_path,
+    device,
+    max_rows,
+    batch,
+    seed,
+    progress,
+):
     """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
     from analysis.compare import cka_map, plot_cka
 
@@ -124,27 +209,75 @@ def cka(stores, labels, out, title, ts, blocks, pools, kernel, max_memory_gb, li
     if "all" in blocks:
         blocks = ()
     filters = dict(ts=ts, bs=blocks, pools=pools)
-    result = cka_map(stores[0], stores[1] if len(stores) == 2 else None, names, kernel=kernel, max_rows=max_rows, batch=batch, seed=seed,
-                     max_bytes=int(max_memory_gb * 2**30), linear_path=linear_path, device=device, progress=progress, **filters)  # fmt: skip
+    result = cka_map(
+        stores[0],
+        stores[1] if len(stores) == 2 else None,
+        names,
+        kernel=kernel,
+        max_rows=max_rows,
+        batch=batch,
+        seed=seed,
+        max_bytes=int(max_memory_gb * 2**30),
+        linear_path=linear_path,
+        device=device,
+        progress=progress,
+        **filters,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = plot_cka(result, title)
     fig.savefig(out, dpi=130)
     fig.savefig(out.with_suffix(".svg"))
-    out.with_suffix(".json").write_text(json.dumps({"rows": result.rows, "cols": result.cols, "cka": result.matrix.round(6).tolist(),
-                                                    "images": result.n, "kernel": result.kernel, "sources": result.sources,
-                                                    **({"batch": batch, "seed": seed} if kernel == "minibatch" else {}),
-                                                    **({"path": result.method} if result.method else {}), "invocation": invocation()}, indent=1) + "\n")  # fmt: skip
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "rows": result.rows,
+                "cols": result.cols,
+                "cka": result.matrix.round(6).tolist(),
+                "images": result.n,
+                "kernel": result.kernel,
+                "sources": result.sources,
+                **({"batch": batch, "seed": seed} if kernel == "minibatch" else {}),
+                **({"path": result.method} if result.method else {}),
+                "invocation": invocation(),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     how = f", by {result.method}" if result.method else ""
-    click.echo(f"written: {out} ({len(result.rows)} x {len(result.cols)} {result.kernel} CKA over {result.n} images{how})")
+    click.echo(
+        f"written: {out} ({len(result.rows)} x {len(result.cols)} {result.kernel} CKA over {result.n} images{how})"
+    )
 
 
 @cli.command()
-@click.option("--real", required=True, type=click.Path(path_type=Path), help="the reference store (e.g. real images' features)")
-@click.option("--fake", required=True, type=click.Path(path_type=Path), help="the store compared to it (e.g. samples' features)")
-@click.option("--key", "key_label", help="the feature key, e.g. t0/b4/p1 [default: the one key both stores hold]")
+@click.option(
+    "--real",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="the reference store (e.g. real images' features)",
+)
+@click.option(
+    "--fake",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="the store compared to it (e.g. samples' features)",
+)
+@click.option(
+    "--key", "key_label", help="the feature key, e.g. t0/b4/p1 [default: the one key both stores hold]"
+)
 @click.option("--k", type=click.IntRange(min=1), default=3, help="neighbours for precision and recall")
-@click.option("--pr-rows", type=click.IntRange(min=4), default=5000, help="rows of each store sampled for precision and recall")
-@click.option("--allow-overlap", is_flag=True, help="go on, with a warning, when the two stores hold the same images (by pixel digest) [default: refuse]")
+@click.option(
+    "--pr-rows",
+    type=click.IntRange(min=4),
+    default=5000,
+    help="rows of each store sampled for precision and recall",
+)
+@click.option(
+    "--allow-overlap",
+    is_flag=True,
+    help="go on, with a warning, when the two stores hold the same images (by pixel digest) [default: refuse]",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
 @user_errors
 def fd(real, fake, key_label, k, pr_rows, allow_overlap, out):
@@ -154,40 +287,118 @@ def fd(real, fake, key_label, k, pr_rows, allow_overlap, out):
     from analysis.distance import store_distance
     from extract.store.schema import FeatureKey
 
-    result = store_distance(real, fake, FeatureKey.parse(key_label) if key_label else None, k=k, pr_rows=pr_rows, allow_overlap=allow_overlap)
+    result = store_distance(
+        real,
+        fake,
+        FeatureKey.parse(key_label) if key_label else None,
+        k=k,
+        pr_rows=pr_rows,
+        allow_overlap=allow_overlap,
+    )
     click.echo(result.line())
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({**dataclasses.asdict(result), "invocation": invocation()}, indent=1) + "\n")
+        out.write_text(
+            json.dumps({**dataclasses.asdict(result), "invocation": invocation()}, indent=1) + "\n"
+        )
 
 
 @cli.command("fid")
-@click.option("--fake", type=click.Path(path_type=Path), help="samples: an `extract sample` folder, a folder of PNGs, or a .npz (arr_0, uint8 NHWC)")
-@click.option("--real", type=click.Path(path_type=Path), help="reference: statistics .npz (mu, sigma) or images .npz (arr_0); or use --data")
-@click.option("--data", help="real images from this dataset (`python -m extract datasets`), read as extraction reads them")
+@click.option(
+    "--fake",
+    type=click.Path(path_type=Path),
+    help="samples: an `extract sample` folder, a folder of PNGs, or a .npz (arr_0, uint8 NHWC)",
+)
+@click.option(
+    "--real",
+    type=click.Path(path_type=Path),
+    help="reference: statistics .npz (mu, sigma) or images .npz (arr_0); or use --data",
+)
+@click.option(
+    "--data",
+    help="real images from this dataset (`python -m extract datasets`), read as extraction reads them",
+)
 @click.option("--data-root", type=click.Path(path_type=Path), help="dataset location")
 @click.option("--split", default="test", help="dataset split")
 @click.option("--data-opt", "data_opts", multiple=True, help="dataset option key=value")
 @click.option("--limit", type=click.IntRange(min=2), help="a seeded random subset of the split")
-@click.option("--split-half/--no-split-half", default=False, help="the split-half baseline: the split's two seeded halves against each other (no --fake)")
+@click.option(
+    "--split-half/--no-split-half",
+    default=False,
+    help="the split-half baseline: the split's two seeded halves against each other (no --fake)",
+)
 @click.option("--image-size", type=click.IntRange(min=1), help="real images' size [default: the samples']")
-@click.option("--channels", type=click.Choice(["1", "3"]), help="real images' channels [default: the samples']")
-@click.option("--features", default="inception", show_default=True, help="inception | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16 | pixels")
-@click.option("--inception-weights", type=click.Path(path_type=Path), help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)")
-@click.option("--weights", type=click.Path(path_type=Path), help="a torchvision state_dict, for --features torchvision:*")
-@click.option("--random-init/--no-random-init", default=False, help="random feature weights: a pipeline check, not an FID")
+@click.option(
+    "--channels", type=click.Choice(["1", "3"]), help="real images' channels [default: the samples']"
+)
+@click.option(
+    "--features",
+    default="inception",
+    show_default=True,
+    help="inception | classifier:FILE | torchvision:resnet50 | torchvision:vit_b_16 | pixels",
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(path_type=Path),
+    help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)",
+)
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="a torchvision state_dict, for --features torchvision:*",
+)
+@click.option(
+    "--random-init/--no-random-init",
+    default=False,
+    help="random feature weights: a pipeline check, not an FID",
+)
 @click.option("--k", type=click.IntRange(min=1), default=3, help="neighbours for precision and recall")
-@click.option("--pr-rows", type=click.IntRange(min=4), default=5000, help="feature rows of each side sampled for precision and recall")
-@click.option("--kid-subsets", type=click.IntRange(min=1), default=100, show_default=True, help="kernel distance (KID): random subsets ...")
-@click.option("--kid-subset-size", type=click.IntRange(min=2), default=1000, show_default=True, help="... of this many rows of each side (fewer if a side has fewer)")
-@click.option("--inception-score/--no-inception-score", default=True, show_default=True, help="with Inception features: the samples' Inception Score (a second Inception pass, over their logits)")
-@click.option("--class-balance/--no-class-balance", default=True, show_default=True,
-              help="with classifier:FILE features and --data: each side's share of every class by the classifier's argmax, and their total variation distance")
+@click.option(
+    "--pr-rows",
+    type=click.IntRange(min=4),
+    default=5000,
+    help="feature rows of each side sampled for precision and recall",
+)
+@click.option(
+    "--kid-subsets",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="kernel distance (KID): random subsets ...",
+)
+@click.option(
+    "--kid-subset-size",
+    type=click.IntRange(min=2),
+    default=1000,
+    show_default=True,
+    help="... of this many rows of each side (fewer if a side has fewer)",
+)
+@click.option(
+    "--inception-score/--no-inception-score",
+    default=True,
+    show_default=True,
+    help="with Inception features: the samples' Inception Score (a second Inception pass, over their logits)",
+)
+@click.option(
+    "--class-balance/--no-class-balance",
+    default=True,
+    show_default=True,
+    help="with classifier:FILE features and --data: each side's share of every class by the classifier's argmax, and their total variation distance",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=100)
 @click.option("--seed", type=int, default=0, help="seeds --limit, --split-half and the precision/recall rows")
 @click.option("--device", default="cpu")
-@click.option("--cache", type=click.Path(path_type=Path), default=Path("cache/fid"), help="folder of the feature stores of each side (reused while their arguments hold)")
-@click.option("--save-stats", type=click.Path(path_type=Path), help="also write the real side's statistics (mu, sigma) here")
+@click.option(
+    "--cache",
+    type=click.Path(path_type=Path),
+    default=Path("cache/fid"),
+    help="folder of the feature stores of each side (reused while their arguments hold)",
+)
+@click.option(
+    "--save-stats",
+    type=click.Path(path_type=Path),
+    help="also write the real side's statistics (mu, sigma) here",
+)
 @click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
 @click.option("--progress/--no-progress", default=True)
 @user_errors
@@ -206,14 +417,31 @@ def fid_cmd(data, data_root, split, data_opts, limit, channels, out, **options):
     click.echo(result.line())
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({**result.to_dict(), "invocation": invocation()}, indent=1, default=str) + "\n")
+        out.write_text(
+            json.dumps({**result.to_dict(), "invocation": invocation()}, indent=1, default=str) + "\n"
+        )
 
 
 @cli.command("gen-table")
-@click.option("--fd", "results", multiple=True, required=True, help="LABEL=fid.json written by `fid --out` (repeat)")
-@click.option("--probe-table", type=click.Path(path_type=Path), help="a probe_results.csv: the validation-best probe of the same model and weights goes beside each FD")
-@click.option("--feature-net", type=click.Path(path_type=Path), help="the feature classifier's training record (.json), for its test accuracy")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="table as JSON (a .csv is written beside it)")
+@click.option(
+    "--fd", "results", multiple=True, required=True, help="LABEL=fid.json written by `fid --out` (repeat)"
+)
+@click.option(
+    "--probe-table",
+    type=click.Path(path_type=Path),
+    help="a probe_results.csv: the validation-best probe of the same model and weights goes beside each FD",
+)
+@click.option(
+    "--feature-net",
+    type=click.Path(path_type=Path),
+    help="the feature classifier's training record (.json), for its test accuracy",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="table as JSON (a .csv is written beside it)",
+)
 @user_errors
 def gen_table(results, probe_table, feature_net, out):
     """One table of sample sets: FD, precision, recall, and the probe accuracy of the same weights."""
@@ -233,10 +461,28 @@ def gen_table(results, probe_table, feature_net, out):
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/cka.json"))
 @click.option("--sizes", default="2000,10000,50000", help="numbers of images")
-@click.option("--store", type=click.Path(path_type=Path, exists=True, file_okay=False), help="full maps: a real store holding --keys")
-@click.option("--keys", default="t10/b9/full,t10/b30/full", show_default=True, help="full maps: the store's two keys")
-@click.option("--imagenet-rows", type=click.IntRange(min=16), default=1000, show_default=True, help="full maps: images of the synthetic b=24 case")
-@click.option("--max-memory-gb", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="full maps: the paths' cap")
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="full maps: a real store holding --keys",
+)
+@click.option(
+    "--keys", default="t10/b9/full,t10/b30/full", show_default=True, help="full maps: the store's two keys"
+)
+@click.option(
+    "--imagenet-rows",
+    type=click.IntRange(min=16),
+    default=1000,
+    show_default=True,
+    help="full maps: images of the synthetic b=24 case",
+)
+@click.option(
+    "--max-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="full maps: the paths' cap",
+)
 @click.option("--device", default="cpu", show_default=True, help="full maps: the tiles path's device")
 @click.option("--full-maps/--no-full-maps", default=True, show_default=True)
 @user_errors
@@ -249,7 +495,9 @@ def bench(out, sizes, store, keys, imagenet_rows, max_memory_gb, device, full_ma
     click.echo(format_table(rows))
     result = {"moments_vs_gram": rows}
     if full_maps:
-        result["full_maps"] = bench_full_maps(store, tuple(keys.split(",")), imagenet_rows, max_memory_gb, device)
+        result["full_maps"] = bench_full_maps(
+            store, tuple(keys.split(",")), imagenet_rows, max_memory_gb, device
+        )
         click.echo(format_full_maps(result["full_maps"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -257,9 +505,21 @@ def bench(out, sizes, store, keys, imagenet_rows, max_memory_gb, device, full_ma
 
 
 @cli.command()
-@click.option("--a", "a_files", multiple=True, required=True, help="results JSON of side A (comma list, repeat or glob; several runs are seeds)")
+@click.option(
+    "--a",
+    "a_files",
+    multiple=True,
+    required=True,
+    help="results JSON of side A (comma list, repeat or glob; several runs are seeds)",
+)
 @click.option("--b", "b_files", multiple=True, required=True, help="results JSON of side B, the same way")
-@click.option("--resamples", type=click.IntRange(min=1), default=10000, show_default=True, help="bootstrap resamples of the test rows")
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=1),
+    default=10000,
+    show_default=True,
+    help="bootstrap resamples of the test rows",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="seeds the resampling")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the result as JSON")
 @user_errors
@@ -275,17 +535,49 @@ def diff(a_files, b_files, resamples, seed, out):
 
 
 @cli.command("table")
-@click.option("--row", "rows", multiple=True, help="LABEL=PATTERN: a row, its results files per head with {head} in the pattern (several files: seeds)")
-@click.option("--rows-from", help="PATTERN with {row} and {head}: a row for every text {row} stands for in an existing file (after the --row rows)")
-@click.option("--fd-from", help="PATTERN with {row}: each row's Fréchet distance result, where the file exists")
-@click.option("--plot", type=click.Path(path_type=Path), help="also draw each head's top-1 (and FD) over the rows, in their order (.png, .svg beside it)")
+@click.option(
+    "--row",
+    "rows",
+    multiple=True,
+    help="LABEL=PATTERN: a row, its results files per head with {head} in the pattern (several files: seeds)",
+)
+@click.option(
+    "--rows-from",
+    help="PATTERN with {row} and {head}: a row for every text {row} stands for in an existing file (after the --row rows)",
+)
+@click.option(
+    "--fd-from", help="PATTERN with {row}: each row's Fréchet distance result, where the file exists"
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    help="also draw each head's top-1 (and FD) over the rows, in their order (.png, .svg beside it)",
+)
 @click.option("--title", default="", help="the plot's title")
-@click.option("--head", "heads", multiple=True, default=("linear",), show_default=True, help="heads: the table's columns (repeat or comma list)")
-@click.option("--ref", "reference", help="the row every other row is compared with, per head, with a paired-bootstrap interval")
-@click.option("--fd", "generation", multiple=True, help="LABEL=FILE: a row's Fréchet distance result (analysis fid or fd JSON)")
+@click.option(
+    "--head",
+    "heads",
+    multiple=True,
+    default=("linear",),
+    show_default=True,
+    help="heads: the table's columns (repeat or comma list)",
+)
+@click.option(
+    "--ref",
+    "reference",
+    help="the row every other row is compared with, per head, with a paired-bootstrap interval",
+)
+@click.option(
+    "--fd",
+    "generation",
+    multiple=True,
+    help="LABEL=FILE: a row's Fréchet distance result (analysis fid or fd JSON)",
+)
 @click.option("--resamples", type=click.IntRange(min=1), default=10000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="seeds the resampling")
-@click.option("--out", type=click.Path(path_type=Path), help="also write the table as Markdown (and JSON beside it)")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="also write the table as Markdown (and JSON beside it)"
+)
 @user_errors
 def table_cmd(rows, rows_from, fd_from, plot, title, heads, reference, generation, resamples, seed, out):
     """Rows x heads of test top-1 over seeds (mean, spread, runs), FD where given, and each row minus the reference row with 95% intervals."""
@@ -296,7 +588,10 @@ def table_cmd(rows, rows_from, fd_from, plot, title, heads, reference, generatio
     heads = [h for item in heads for h in item.split(",") if h]
     pairs = (parse_rows(rows) if rows else []) + (find_rows(rows_from, heads) if rows_from else [])
     if not pairs:
-        raise ValueError("give --row LABEL=PATTERN or --rows-from PATTERN" + (" (it found no results file)" if rows_from else ""))
+        raise ValueError(
+            "give --row LABEL=PATTERN or --rows-from PATTERN"
+            + (" (it found no results file)" if rows_from else "")
+        )
     if fd_from:
         generation = (*generation, *generation_from(fd_from, [label for label, _ in pairs]))
     table = build_table(pairs, heads, reference, generation, resamples, seed)
@@ -307,26 +602,55 @@ def table_cmd(rows, rows_from, fd_from, plot, title, heads, reference, generatio
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
-        out.with_suffix(".json").write_text(json.dumps({**table.to_dict(), "invocation": invocation()}, indent=1) + "\n")
+        out.with_suffix(".json").write_text(
+            json.dumps({**table.to_dict(), "invocation": invocation()}, indent=1) + "\n"
+        )
 
 
 @cli.command()
-@click.option("--results", "results", multiple=True, type=click.Path(path_type=Path), default=(Path("results"),), show_default=True,
-              help="folders searched (recursively) for probe results tables")
-@click.option("--cka", "cka_dirs", multiple=True, type=click.Path(path_type=Path), default=(Path("results/cka"),), show_default=True,
-              help="folders of CKA maps (PNG + JSON)")
+@click.option(
+    "--results",
+    "results",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    default=(Path("results"),),
+    show_default=True,
+    help="folders searched (recursively) for probe results tables",
+)
+@click.option(
+    "--cka",
+    "cka_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    default=(Path("results/cka"),),
+    show_default=True,
+    help="folders of CKA maps (PNG + JSON)",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
 @click.option("--title", default="diffprobe report", show_default=True)
-@click.option("--generation", type=click.Path(path_type=Path), default=Path("results/gen/generation.json"), show_default=True,
-              help="a generation table (`gen-table --out`), included when it exists")
-@click.option("--resamples", type=click.IntRange(min=1), default=10000, show_default=True, help="bootstrap resamples for the Differences section")
+@click.option(
+    "--generation",
+    type=click.Path(path_type=Path),
+    default=Path("results/gen/generation.json"),
+    show_default=True,
+    help="a generation table (`gen-table --out`), included when it exists",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=1),
+    default=10000,
+    show_default=True,
+    help="bootstrap resamples for the Differences section",
+)
 @user_errors
 def report(results, cka_dirs, out, title, generation, resamples):
     """One report from whatever results exist: Markdown, and one self-contained HTML page (accuracy with intervals and provenance, differences
     between runs with paired-bootstrap intervals, curves, CKA, generation)."""
     from analysis.report import build_report
 
-    md, page, missing = build_report(list(results), list(cka_dirs), out, title, generation=generation, resamples=resamples)
+    md, page, missing = build_report(
+        list(results), list(cka_dirs), out, title, generation=generation, resamples=resamples
+    )
     for line in missing:
         click.echo(f"not in the report: {line}")
     click.echo(f"written: {md}, {page}")

@@ -42,7 +42,9 @@ def _model(store: FeatureStore) -> str:
 
 def select_keys(keys: list[FeatureKey], ts=(), bs=(), pools=()) -> list[FeatureKey]:
     """The keys matching every given filter (an empty filter matches all), sorted."""
-    chosen = [k for k in keys if (not ts or k.t in ts) and (not bs or k.b in bs) and (not pools or k.pool in pools)]
+    chosen = [
+        k for k in keys if (not ts or k.t in ts) and (not bs or k.b in bs) and (not pools or k.pool in pools)
+    ]
     return sorted(chosen, key=FeatureKey.sort_key)
 
 
@@ -52,7 +54,9 @@ KERNELS = ("linear", "rbf", "minibatch")
 def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
     n = int(valid.sum())
     if n > max_rows:
-        raise ValueError(f"rbf CKA keeps n x n kernels: {n} images is more than --max-rows {max_rows}; extract with --limit or use --kernel linear")
+        raise ValueError(
+            f"rbf CKA keeps n x n kernels: {n} images is more than --max-rows {max_rows}; extract with --limit or use --kernel linear"
+        )
     parts = [[] for _ in arrays]
     for blocks in valid_blocks(arrays, views, valid, list(range(len(arrays))), 4096, progress):
         for i, b in enumerate(blocks):
@@ -111,9 +115,25 @@ def _minibatch(arrays, views, dims, valid, rows, cols, batch, block_rows, seed, 
     return np.array([[sums[(i, j)] / np.sqrt(sums[(i, i)] * sums[(j, j)]) for j in cols] for i in rows]), n
 
 
-def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] = ("A", "B"), *, ts=(), bs=(), pools=(),
-            kernel: str = "linear", block_rows: int = 4096, batch: int = 256, max_rows: int = 5000, bandwidth: float = 0.5,
-            seed: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, linear_path: str = "auto", device: str = "cpu", progress: bool = True) -> CkaMap:  # fmt: skip
+def cka_map(
+    a: str | Path,
+    b: str | Path | None = None,
+    labels: tuple[str, str] = ("A", "B"),
+    *,
+    ts=(),
+    bs=(),
+    pools=(),
+    kernel: str = "linear",
+    block_rows: int = 4096,
+    batch: int = 256,
+    max_rows: int = 5000,
+    bandwidth: float = 0.5,
+    seed: int = 0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    linear_path: str = "auto",
+    device: str = "cpu",
+    progress: bool = True,
+) -> CkaMap:
     """CKA of every selected key of store a against every selected key of store b (or of a
     itself). kernel: 'linear' (exact; by feature moments, per-key Gram matrices or one pair at a
     time, whichever fits in max_bytes: `analysis.linear_paths`), 'rbf' (bandwidth x median distance, at most
@@ -125,13 +145,17 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
     sa = open_complete(a)
     sb = open_complete(b) if b is not None else None
     if sb is not None and not np.array_equal(sa.ids(), sb.ids()):
-        raise StoreError(f"{a} and {b} hold different image sets (ids differ); extract both with the same --data, --split and --limit")
+        raise StoreError(
+            f"{a} and {b} hold different image sets (ids differ); extract both with the same --data, --split and --limit"
+        )
     valid = sa.valid() & (sb.valid() if sb is not None else True)
     keys_a = select_keys(sa.keys(), ts, bs, pools)
     keys_b = select_keys(sb.keys(), ts, bs, pools) if sb is not None else []
     if not keys_a or (sb is not None and not keys_b):
         held = ", ".join(str(k) for k in sa.keys())
-        raise StoreError(f"no cached features match t={list(ts) or 'any'} b={list(bs) or 'any'} pool={list(pools) or 'any'}; {a} holds: {held}")
+        raise StoreError(
+            f"no cached features match t={list(ts) or 'any'} b={list(bs) or 'any'} pool={list(pools) or 'any'}; {a} holds: {held}"
+        )
     arrays = [sa.array(k) for k in keys_a] + ([sb.array(k) for k in keys_b] if sb is not None else [])
     views = [sa.views > 1] * len(keys_a) + [sb is not None and sb.views > 1] * len(keys_b)
     dims = [int(np.prod(arr.shape[2:] if v else arr.shape[1:])) for arr, v in zip(arrays, views)]
@@ -143,8 +167,16 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
         n = int(valid.sum())
         if n < 2:
             raise StoreError("fewer than 2 valid images to compare")
-        matrix, method = linear_cka(Keys(arrays, views, dims, valid), rows, cols, max_bytes=max_bytes, block_rows=block_rows,
-                                    path=linear_path, device=device, progress=progress)  # fmt: skip
+        matrix, method = linear_cka(
+            Keys(arrays, views, dims, valid),
+            rows,
+            cols,
+            max_bytes=max_bytes,
+            block_rows=block_rows,
+            path=linear_path,
+            device=device,
+            progress=progress,
+        )
     elif kernel == "rbf":
         matrix, n = _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress)
     else:
@@ -154,7 +186,15 @@ def cka_map(a: str | Path, b: str | Path | None = None, labels: tuple[str, str] 
     sources = {labels[0]: {"store": str(a), "model": _model(sa)}}
     if sb is not None:
         sources[labels[1]] = {"store": str(b), "model": _model(sb)}
-    return CkaMap(matrix, [f"{labels[0]} {_label(k)}" for k in keys_a], [f"{col_label} {_label(k)}" for k in col_keys], n, sources, kernel, method)
+    return CkaMap(
+        matrix,
+        [f"{labels[0]} {_label(k)}" for k in keys_a],
+        [f"{col_label} {_label(k)}" for k in col_keys],
+        n,
+        sources,
+        kernel,
+        method,
+    )
 
 
 def plot_cka(m: CkaMap, title: str) -> plt.Figure:
@@ -167,7 +207,15 @@ def plot_cka(m: CkaMap, title: str) -> plt.Figure:
     if h * w <= 400:
         for i in range(h):
             for j in range(w):
-                ax.text(j, i, f"{m.matrix[i, j]:.2f}", ha="center", va="center", fontsize=6, color="white" if m.matrix[i, j] < 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{m.matrix[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if m.matrix[i, j] < 0.6 else "black",
+                )
     fig.colorbar(im, ax=ax, label=f"{m.kernel} CKA")
     source = "\n".join(f"{k}: {v['model']}\n{Path(v['store']).name}" for k, v in m.sources.items())
     ax.set_title(f"{title}\n{source}\n{m.n} images", fontsize=7)

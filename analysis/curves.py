@@ -42,7 +42,9 @@ def best_per_value(members: list[dict], axis: str) -> dict:
 def plot_curves(runs: dict[str, list[dict]], title: str, source: str) -> plt.Figure:
     """runs: label -> grid members. One panel per axis, test top-1 of the val-best member."""
     lines = source.count("\n") + 2
-    fig, axes = plt.subplots(1, len(AXES), figsize=(4.6 * len(AXES), 3.2 + 0.18 * lines), constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(AXES), figsize=(4.6 * len(AXES), 3.2 + 0.18 * lines), constrained_layout=True
+    )
     for ax, axis in zip(axes, AXES):
         for label, members in runs.items():
             best = best_per_value(members, axis)
@@ -62,15 +64,24 @@ def members_from_table(rows: list[dict]) -> dict[str, list[dict]]:
     concatenate several keys are left out."""
     runs: dict[str, list[dict]] = {}
     for r in rows:
-        if "+" in f"{r.get('t', '')}{r.get('b', '')}{r.get('pool', '')}" or not r.get("val_top1") or not r.get("test_top1"):
+        if (
+            "+" in f"{r.get('t', '')}{r.get('b', '')}{r.get('pool', '')}"
+            or not r.get("val_top1")
+            or not r.get("test_top1")
+        ):
             continue
         pool = None if r["pool"] == "full" else int(r["pool"])
         runs.setdefault(f"{r['model']} ({r['weights']})", []).append(
-            {"features": [{"t": int(r["t"]), "b": int(r["b"]), "pool": pool}],
-             "val": {"top1": float(r["val_top1"])}, "test": {"top1": float(r["test_top1"])}}  # fmt: skip
+            {
+                "features": [{"t": int(r["t"]), "b": int(r["b"]), "pool": pool}],
+                "val": {"top1": float(r["val_top1"])},
+                "test": {"top1": float(r["test_top1"])},
+            }
         )
     if not runs:
-        raise ValueError("the results table has no rows with a single (t, b, pool) and validation and test scores to plot")
+        raise ValueError(
+            "the results table has no rows with a single (t, b, pool) and validation and test scores to plot"
+        )
     return runs
 
 
@@ -78,11 +89,24 @@ def member_row(label: str, m: dict) -> dict:
     """One grid member as a flat row: what it was trained on, its validation and test top-1."""
     feats = m["features"]
     joined = lambda axis: "+".join("full" if f[axis] is None else str(f[axis]) for f in feats)  # noqa: E731
-    return {"run": label, "head": m["head"], "features": m["feature_set"], "t": joined("t"), "b": joined("b"), "pool": joined("pool"),
-            "lr": m.get("lr", ""), "wd": m.get("wd", ""), "val_top1": m.get("val", {}).get("top1", ""),
-            "test_top1": m.get("test", {}).get("top1", "")}  # fmt: skip
+    return {
+        "run": label,
+        "head": m["head"],
+        "features": m["feature_set"],
+        "t": joined("t"),
+        "b": joined("b"),
+        "pool": joined("pool"),
+        "lr": m.get("lr", ""),
+        "wd": m.get("wd", ""),
+        "val_top1": m.get("val", {}).get("top1", ""),
+        "test_top1": m.get("test", {}).get("top1", ""),
+    }
 
 
 def best_table(runs: dict[str, list[dict]], axis: str) -> list[dict]:
     """For each run and each value of `axis`, the validation-best member as a row."""
-    return [{"value": v, **member_row(label, m)} for label, members in runs.items() for v, m in best_per_value(members, axis).items()]
+    return [
+        {"value": v, **member_row(label, m)}
+        for label, members in runs.items()
+        for v, m in best_per_value(members, axis).items()
+    ]

@@ -31,12 +31,16 @@ class StoreDistance:
 
     def line(self) -> str:
         shared = (self.overlap or {}).get("shared", 0)
-        return (f"{self.key}: Fréchet distance {self.fd:.4f}, precision {self.precision:.3f}, recall {self.recall:.3f} "
-                f"({self.rows[0]} vs {self.rows[1]} rows; precision/recall on {self.pr_rows[0]} vs {self.pr_rows[1]})"
-                + (f"; {shared} images in both stores" if shared else ""))  # fmt: skip
+        return (
+            f"{self.key}: Fréchet distance {self.fd:.4f}, precision {self.precision:.3f}, recall {self.recall:.3f} "
+            f"({self.rows[0]} vs {self.rows[1]} rows; precision/recall on {self.pr_rows[0]} vs {self.pr_rows[1]})"
+            + (f"; {shared} images in both stores" if shared else "")
+        )
 
 
-def store_stats(store: FeatureStore, key: FeatureKey, pr_rows: int, seed: int) -> tuple[GaussianStats, np.ndarray]:
+def store_stats(
+    store: FeatureStore, key: FeatureKey, pr_rows: int, seed: int
+) -> tuple[GaussianStats, np.ndarray]:
     """Statistics of every valid row of one key, and a seeded sample of at most pr_rows of
     them for precision/recall; one pass, shard by shard (first view only)."""
     array, valid = store.array(key), store.valid()
@@ -68,8 +72,16 @@ def store_rows(store: FeatureStore, key: FeatureKey) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def store_distance(a: str | Path, b: str | Path, key: FeatureKey | None = None, *, k: int = 3, pr_rows: int = 5000, seed: int = 0,
-                   allow_overlap: bool = False) -> StoreDistance:  # fmt: skip
+def store_distance(
+    a: str | Path,
+    b: str | Path,
+    key: FeatureKey | None = None,
+    *,
+    k: int = 3,
+    pr_rows: int = 5000,
+    seed: int = 0,
+    allow_overlap: bool = False,
+) -> StoreDistance:
     """Fréchet distance and precision/recall of store b's features against store a's (the reference).
     Stores that hold the same images (by pixel digest) are refused unless `allow_overlap`: the
     distance between two sets sharing images is biased low."""
@@ -80,9 +92,19 @@ def store_distance(a: str | Path, b: str | Path, key: FeatureKey | None = None, 
     if key is None:
         common = sorted(set(sa.keys()) & set(sb.keys()), key=FeatureKey.sort_key)
         if len(common) != 1:
-            raise StoreError(f"{a} and {b} share {len(common)} keys ({', '.join(x.label for x in common) or 'none'}); give one with --key")
+            raise StoreError(
+                f"{a} and {b} share {len(common)} keys ({', '.join(x.label for x in common) or 'none'}); give one with --key"
+            )
         key = common[0]
     (st_a, x_a), (st_b, x_b) = store_stats(sa, key, pr_rows, seed), store_stats(sb, key, pr_rows, seed)
     precision, recall = precision_recall(x_a, x_b, k=k)
-    return StoreDistance(key.label, frechet_from_stats(st_a, st_b), precision, recall, (st_a.n, st_b.n), (len(x_a), len(x_b)), (str(a), str(b)),
-                         overlap.record())  # fmt: skip
+    return StoreDistance(
+        key.label,
+        frechet_from_stats(st_a, st_b),
+        precision,
+        recall,
+        (st_a.n, st_b.n),
+        (len(x_a), len(x_b)),
+        (str(a), str(b)),
+        overlap.record(),
+    )

@@ -34,7 +34,9 @@ from extract.store.schema import CHANNEL_WORDS, FeatureKey, open_complete
 
 STATS_FORMAT = "diffprobe-fid-stats-1"
 FEATURE_KEY = FeatureKey(0, 0, None)  # the one key of a feature-network store (extract.models.feature_store)
-CLASS_LOGITS = {"classifier": "classifier-logits"}  # feature families whose network also gives class logits, and that family
+CLASS_LOGITS = {
+    "classifier": "classifier-logits"
+}  # feature families whose network also gives class logits, and that family
 
 
 class StepFailed(Exception):
@@ -103,14 +105,28 @@ class FidResult:
     kid_subset_size: int | None = None
     inception_score: tuple[float, float] | None = None  # (mean, std) over 10 splits of the samples
     notes: tuple[str, ...] = ()  # why a metric is absent
-    class_shares: tuple[float, ...] | None = None  # the samples' share of each class, by the classifier's argmax
+    class_shares: tuple[float, ...] | None = (
+        None  # the samples' share of each class, by the classifier's argmax
+    )
     real_class_shares: tuple[float, ...] | None = None  # the real images', by the same classifier
     class_tv: float | None = None  # total variation distance between the two, in [0, 1]
 
     def line(self) -> str:
-        pr = f", precision {self.precision:.3f}, recall {self.recall:.3f} (k={self.k})" if self.precision is not None else ", precision/recall: no real features"
-        kid = f", {self.kid_metric} {self.kid[0]:.5f} +- {self.kid[1]:.5f} (subsets of {self.kid_subset_size})" if self.kid else ""
-        isc = f", Inception Score {self.inception_score[0]:.3f} +- {self.inception_score[1]:.3f}" if self.inception_score else ""
+        pr = (
+            f", precision {self.precision:.3f}, recall {self.recall:.3f} (k={self.k})"
+            if self.precision is not None
+            else ", precision/recall: no real features"
+        )
+        kid = (
+            f", {self.kid_metric} {self.kid[0]:.5f} +- {self.kid[1]:.5f} (subsets of {self.kid_subset_size})"
+            if self.kid
+            else ""
+        )
+        isc = (
+            f", Inception Score {self.inception_score[0]:.3f} +- {self.inception_score[1]:.3f}"
+            if self.inception_score
+            else ""
+        )
         notes = "".join(f"\n  {n}" for n in self.notes)
         classes = ""
         if self.class_shares is not None:
@@ -135,7 +151,16 @@ class Side:
 
 # ---------------------------------------------------------------- step: a store of features
 def _feature_args(cfg: FidConfig) -> list[str]:
-    args = ["--features", cfg.features, "--batch-size", str(cfg.batch_size), "--seed", str(cfg.seed), "--device", cfg.device]
+    args = [
+        "--features",
+        cfg.features,
+        "--batch-size",
+        str(cfg.batch_size),
+        "--seed",
+        str(cfg.seed),
+        "--device",
+        cfg.device,
+    ]
     args += ["--inception-weights", str(cfg.inception_weights)] if cfg.inception_weights else []
     args += ["--weights", str(cfg.weights)] if cfg.weights else []
     args += ["--random-init"] if cfg.random_init else []
@@ -173,7 +198,9 @@ def _samples_store(cfg: FidConfig, path: Path, extra: list[str] = ()) -> Path:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"samples not found: {path}")
-    return feature_store(cfg, "samples", ["--data", "samples", "--data-root", str(path.resolve()), "--split", "all", *extra])
+    return feature_store(
+        cfg, "samples", ["--data", "samples", "--data-root", str(path.resolve()), "--split", "all", *extra]
+    )
 
 
 # ---------------------------------------------------------------- reference statistics files
@@ -183,8 +210,16 @@ def save_stats(path: Path, side: Side) -> None:
     key = {"format": STATS_FORMAT, "images": side.record, "features": side.features}
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, mu=side.mu, sigma=side.sigma, n=np.int64(side.n or 0), key=np.array(json.dumps(key, sort_keys=True)),
-                 pr_features=(side.sample if side.sample is not None else np.zeros((0, len(side.mu)))).astype(np.float32))  # fmt: skip
+        np.savez(
+            f,
+            mu=side.mu,
+            sigma=side.sigma,
+            n=np.int64(side.n or 0),
+            key=np.array(json.dumps(key, sort_keys=True)),
+            pr_features=(side.sample if side.sample is not None else np.zeros((0, len(side.mu)))).astype(
+                np.float32
+            ),
+        )
     os.replace(tmp, path)  # written whole or not at all
 
 
@@ -196,13 +231,19 @@ def load_stats(path: Path) -> tuple[dict | None, Side]:
             raise ValueError(f"{path}: no 'mu' and 'sigma' arrays (found {', '.join(z.files) or 'none'})")
         mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
         key = json.loads(str(z["key"])) if "key" in z else None
-        sample = np.asarray(z["pr_features"], np.float64) if "pr_features" in z and len(z["pr_features"]) else None
+        sample = (
+            np.asarray(z["pr_features"], np.float64) if "pr_features" in z and len(z["pr_features"]) else None
+        )
         n = int(z["n"]) if "n" in z else None
     except (OSError, EOFError) as e:
         raise ValueError(f"{path}: not a readable statistics file ({e})") from None
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
-    record = {**key["images"], "statistics": str(path)} if key else {"kind": "statistics", "path": str(path), "external": True}
+    record = (
+        {**key["images"], "statistics": str(path)}
+        if key
+        else {"kind": "statistics", "path": str(path), "external": True}
+    )
     return key, Side(mu, sigma, n, sample, record, key["features"] if key else None)
 
 
@@ -215,28 +256,42 @@ def _reference_file(cfg: FidConfig, path: Path, fake: Side) -> Side:
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"{path}: not a readable .npz ({e})") from None
     if names is None:
-        raise ValueError(f"{path}: a single array, not an .npz; expected mu and sigma (statistics) or arr_0 (images)")
+        raise ValueError(
+            f"{path}: a single array, not an .npz; expected mu and sigma (statistics) or arr_0 (images)"
+        )
     size, channels = fake.record["image_size"], fake.record["channels"]
     if "mu" not in names:
         real = store_side(_samples_store(cfg, path, ["--image-size", str(size)]), cfg)
         if real.record["channels"] != channels:
-            raise ValueError(f"{path} holds {CHANNEL_WORDS[real.record['channels']]} images, samples are {CHANNEL_WORDS[channels]}")
+            raise ValueError(
+                f"{path} holds {CHANNEL_WORDS[real.record['channels']]} images, samples are {CHANNEL_WORDS[channels]}"
+            )
         return real
     key, s = load_stats(path)
     if key is not None:
         if key["features"] != fake.features:
-            raise ValueError(f"{path} was made with other features ({key['features'].get('features')}, weights "
-                             f"{key['features'].get('weights')}); compute the reference with the same --features and weights")  # fmt: skip
+            raise ValueError(
+                f"{path} was made with other features ({key['features'].get('features')}, weights "
+                f"{key['features'].get('weights')}); compute the reference with the same --features and weights"
+            )
         made = key["images"]
         if made.get("channels") not in (None, channels):
-            raise ValueError(f"{path} holds statistics of {CHANNEL_WORDS[made['channels']]} images, samples are {CHANNEL_WORDS[channels]}")
+            raise ValueError(
+                f"{path} holds statistics of {CHANNEL_WORDS[made['channels']]} images, samples are {CHANNEL_WORDS[channels]}"
+            )
         if made.get("image_size") not in (None, size):
-            raise ValueError(f"{path} holds statistics of {made['image_size']}x{made['image_size']} images, samples are {size}x{size}")
+            raise ValueError(
+                f"{path} holds statistics of {made['image_size']}x{made['image_size']} images, samples are {size}x{size}"
+            )
     elif fake.features.get("features") != "inception":
-        raise ValueError(f"{path} holds external statistics (mu, sigma without a key), which are Inception features; use --features inception")
+        raise ValueError(
+            f"{path} holds external statistics (mu, sigma without a key), which are Inception features; use --features inception"
+        )
     if len(s.mu) != len(fake.mu):
         raise ValueError(f"{path}: statistics of {len(s.mu)} features, the samples have {len(fake.mu)}")
-    if s.sample is None and "arr_0" in names:  # a reference batch (images and their statistics): its features for precision/recall
+    if (
+        s.sample is None and "arr_0" in names
+    ):  # a reference batch (images and their statistics): its features for precision/recall
         s.sample = store_side(_samples_store(cfg, path, ["--image-size", str(size)]), cfg).sample
     return s
 
@@ -254,21 +309,33 @@ def _sides(cfg: FidConfig) -> tuple[Side, Side]:
     """(real, fake), each read from its store (or the real side from a statistics file)."""
     if cfg.split_half:
         if cfg.data is None or cfg.fake is not None or cfg.real is not None:
-            raise ValueError("--split-half compares two halves of one --data split; give --data (and no --fake or --real)")
-        kind = [*(["--image-size", str(cfg.image_size)] if cfg.image_size else []), *(["--channels", str(cfg.channels)] if cfg.channels else [])]
+            raise ValueError(
+                "--split-half compares two halves of one --data split; give --data (and no --fake or --real)"
+            )
+        kind = [
+            *(["--image-size", str(cfg.image_size)] if cfg.image_size else []),
+            *(["--channels", str(cfg.channels)] if cfg.channels else []),
+        ]
         name = f"{cfg.data.data}-{cfg.data.split}-{cfg.features.split(':')[0]}"
-        halves = [store_side(feature_store(cfg, name, [*_data_args(cfg.data), *kind, "--half", half]), cfg) for half in ("first", "second")]
+        halves = [
+            store_side(feature_store(cfg, name, [*_data_args(cfg.data), *kind, "--half", half]), cfg)
+            for half in ("first", "second")
+        ]
         return halves[0], halves[1]
     if cfg.fake is None:
         raise ValueError("give the samples with --fake (a samples folder, a folder of PNGs or a .npz)")
     if (cfg.real is None) == (cfg.data is None):
-        raise ValueError("give the real side as --real FILE.npz or as --data NAME (with --data-root, --split)")
+        raise ValueError(
+            "give the real side as --real FILE.npz or as --data NAME (with --data-root, --split)"
+        )
     fake = store_side(_samples_store(cfg, Path(cfg.fake)), cfg)
     channels = fake.record["channels"]
     if cfg.data is None:
         return _reference_file(cfg, Path(cfg.real), fake), fake
     if cfg.channels not in (None, channels):
-        raise ValueError(f"real images asked as {CHANNEL_WORDS[cfg.channels]} (--channels {cfg.channels}), samples are {CHANNEL_WORDS[channels]}")
+        raise ValueError(
+            f"real images asked as {CHANNEL_WORDS[cfg.channels]} (--channels {cfg.channels}), samples are {CHANNEL_WORDS[channels]}"
+        )
     return store_side(feature_store(cfg, _real_name(cfg), _real_args(cfg, fake)), cfg), fake
 
 
@@ -278,33 +345,55 @@ def _real_name(cfg: FidConfig) -> str:
 
 def _real_args(cfg: FidConfig, fake: Side) -> list[str]:
     """The dataset split read at the samples' size (or --image-size) and channels."""
-    return [*_data_args(cfg.data), "--image-size", str(cfg.image_size or fake.record["image_size"]), "--channels", str(fake.record["channels"])]
+    return [
+        *_data_args(cfg.data),
+        "--image-size",
+        str(cfg.image_size or fake.record["image_size"]),
+        "--channels",
+        str(fake.record["channels"]),
+    ]
 
 
 def _kid_name(features: dict) -> str:
     return _metric_name(features).replace("FID", "KID").replace("FD (", "KD (")
 
 
-def _kernel(cfg: FidConfig, real: Side, fake: Side) -> tuple[tuple[float, float] | None, int | None, str | None]:
+def _kernel(
+    cfg: FidConfig, real: Side, fake: Side
+) -> tuple[tuple[float, float] | None, int | None, str | None]:
     """The kernel distance between every row of the two stores, or why it cannot be computed."""
     if real.store is None:
         return None, None, "kernel distance: the real side is a statistics file (mu, sigma), not feature rows"
-    a, b = store_rows(open_complete(real.store), FEATURE_KEY), store_rows(open_complete(fake.store), FEATURE_KEY)
+    a, b = (
+        store_rows(open_complete(real.store), FEATURE_KEY),
+        store_rows(open_complete(fake.store), FEATURE_KEY),
+    )
     size = min(cfg.kid_subset_size, len(a), len(b))
     if size < 2:
         return None, None, "kernel distance: fewer than 2 rows on a side"
-    return kernel_distance(b, a, cfg.kid_subsets, size), size, None  # samples first, as torch-fidelity's input1: the same subsets it draws
+    return (
+        kernel_distance(b, a, cfg.kid_subsets, size),
+        size,
+        None,
+    )  # samples first, as torch-fidelity's input1: the same subsets it draws
 
 
 def _inception_score(cfg: FidConfig, fake: Side) -> tuple[tuple[float, float] | None, str | None]:
     """The samples' Inception Score (Inception features only; from a store of their logits)."""
     if not cfg.inception_score or fake.features.get("features") != "inception":
-        return None, ("Inception Score: needs --features inception (with --inception-weights)" if cfg.inception_score else None)
+        return None, (
+            "Inception Score: needs --features inception (with --inception-weights)"
+            if cfg.inception_score
+            else None
+        )
     if cfg.fake is None:
         return None, "Inception Score: computed for samples (--fake), not for --split-half"
     if (fake.n or 0) < IS_SPLITS:
         return None, f"Inception Score: {fake.n} samples, fewer than its {IS_SPLITS} splits"
-    logits = store_rows(open_complete(_samples_store(dataclasses.replace(cfg, features="inception-logits"), Path(cfg.fake))), FEATURE_KEY)
+    logits = store_rows(
+        open_complete(_samples_store(dataclasses.replace(cfg, features="inception-logits"), Path(cfg.fake))),
+        FEATURE_KEY,
+    )
     return inception_score(logits), None
 
 
@@ -321,7 +410,11 @@ def _class_balance(cfg: FidConfig, fake_side: Side) -> tuple[dict, str | None]:
     fake = class_shares(store_rows(open_complete(_samples_store(logits_cfg, Path(cfg.fake))), FEATURE_KEY))
     real_store = feature_store(logits_cfg, _real_name(logits_cfg), _real_args(logits_cfg, fake_side))
     real = class_shares(store_rows(open_complete(real_store), FEATURE_KEY))
-    return {"class_shares": tuple(fake.tolist()), "real_class_shares": tuple(real.tolist()), "class_tv": total_variation(fake, real)}, None
+    return {
+        "class_shares": tuple(fake.tolist()),
+        "real_class_shares": tuple(real.tolist()),
+        "class_tv": total_variation(fake, real),
+    }, None
 
 
 def fid(cfg: FidConfig) -> FidResult:
@@ -342,7 +435,25 @@ def fid(cfg: FidConfig) -> FidResult:
     kid, kid_size, kid_note = _kernel(cfg, real, fake)
     isc, isc_note = _inception_score(cfg, fake)
     balance, balance_note = _class_balance(cfg, fake)
-    return FidResult(fd, precision, recall, real.n, fake.n, _metric_name(fake.features), fake.features, real.record, fake.record,
-                     cfg.k, pr_rows, (real.store, fake.store), round(time.perf_counter() - started, 2), __version__,
-                     kid, _kid_name(fake.features) if kid else None, kid_size, isc, tuple(n for n in (kid_note, isc_note, balance_note) if n),
-                     **balance)  # fmt: skip
+    return FidResult(
+        fd,
+        precision,
+        recall,
+        real.n,
+        fake.n,
+        _metric_name(fake.features),
+        fake.features,
+        real.record,
+        fake.record,
+        cfg.k,
+        pr_rows,
+        (real.store, fake.store),
+        round(time.perf_counter() - started, 2),
+        __version__,
+        kid,
+        _kid_name(fake.features) if kid else None,
+        kid_size,
+        isc,
+        tuple(n for n in (kid_note, isc_note, balance_note) if n),
+        **balance,
+    )

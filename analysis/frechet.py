@@ -92,7 +92,9 @@ def _inside_any(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, bloc
     return hit
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, block: int = 1024) -> tuple[float, float]:
+def precision_recall(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, block: int = 1024
+) -> tuple[float, float]:
     """Kynkäänniemi et al.'s improved precision and recall of `fake` against `real` (n, d)."""
     real = np.asarray(real, dtype=np.float64).reshape(len(real), -1)
     fake = np.asarray(fake, dtype=np.float64).reshape(len(fake), -1)

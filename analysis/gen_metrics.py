@@ -23,7 +23,9 @@ IS_SPLITS, IS_SEED = 10, 2020
 KID_SUBSETS, KID_SUBSET_SIZE, KID_SEED = 100, 1000, 2020
 
 
-def inception_score(logits: np.ndarray, splits: int = IS_SPLITS, shuffle: bool = True, seed: int = IS_SEED) -> tuple[float, float]:
+def inception_score(
+    logits: np.ndarray, splits: int = IS_SPLITS, shuffle: bool = True, seed: int = IS_SEED
+) -> tuple[float, float]:
     """logits (n, classes) -> (mean, std) of the Inception Score over `splits` parts."""
     x = np.asarray(logits, dtype=np.float64)
     n = len(x)
@@ -49,14 +51,23 @@ def _mmd2_unbiased(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> floa
     return float((off_x + off_y) / (m * (m - 1)) - 2 * k_xy.sum() / (m * m))
 
 
-def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, degree: int = 3,
-                    coef0: float = 1.0, seed: int = KID_SEED) -> tuple[float, float]:  # fmt: skip
+def kernel_distance(
+    a: np.ndarray,
+    b: np.ndarray,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+    degree: int = 3,
+    coef0: float = 1.0,
+    seed: int = KID_SEED,
+) -> tuple[float, float]:
     """(mean, std) of the unbiased MMD^2 between a (n1, d) and b (n2, d) over random subsets."""
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"kernel distance: feature rows of one width needed, got {a.shape} and {b.shape}")
     if min(len(a), len(b)) < subset_size:
-        raise ValueError(f"kernel distance: subsets of {subset_size} rows need that many on each side ({len(a)} and {len(b)})")
+        raise ValueError(
+            f"kernel distance: subsets of {subset_size} rows need that many on each side ({len(a)} and {len(b)})"
+        )
     gamma = 1.0 / a.shape[1]
     rng = np.random.RandomState(seed)
 

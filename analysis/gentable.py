@@ -12,8 +12,29 @@ import csv
 import json
 from pathlib import Path
 
-COLUMNS = ["label", "model", "weights", "sampler", "steps", "samples", "real", "features", "metric", "fd", "precision", "recall",
-           "kid", "kid_std", "inception_score", "inception_score_std", "class_tv", "probe_test_top1", "probe_features", "feature_net_test_top1", "notes"]  # fmt: skip
+COLUMNS = [
+    "label",
+    "model",
+    "weights",
+    "sampler",
+    "steps",
+    "samples",
+    "real",
+    "features",
+    "metric",
+    "fd",
+    "precision",
+    "recall",
+    "kid",
+    "kid_std",
+    "inception_score",
+    "inception_score_std",
+    "class_tv",
+    "probe_test_top1",
+    "probe_features",
+    "feature_net_test_top1",
+    "notes",
+]
 
 
 def _provenance(fake: dict) -> dict:
@@ -54,37 +75,69 @@ def _part(pair, i: int, digits: int):
     return None if not pair else round(pair[i], digits)
 
 
-def generation_rows(results: list[tuple[str, str | Path]], probe_table: str | Path | None = None, feature_net: str | Path | None = None) -> list[dict]:
+def generation_rows(
+    results: list[tuple[str, str | Path]],
+    probe_table: str | Path | None = None,
+    feature_net: str | Path | None = None,
+) -> list[dict]:
     """One row per (label, fid JSON). `feature_net` is the classifier's training record (its
     .json), whose test accuracy says how good the feature space is."""
     probes = []
     if probe_table is not None:
         if not Path(probe_table).is_file():
-            raise FileNotFoundError(f"probe results table not found: {probe_table} (written by `probe train`)")
+            raise FileNotFoundError(
+                f"probe results table not found: {probe_table} (written by `probe train`)"
+            )
         with open(probe_table, newline="") as f:
             probes = list(csv.DictReader(f))
         if probes and not {"model", "weights", "val_top1", "test_top1", "features"} <= set(probes[0]):
-            raise ValueError(f"{probe_table}: not a probe results table (needs model, weights, features, val_top1, test_top1 columns)")
-    net_acc = _read_record(Path(feature_net), "feature classifier's training record", ("test_top1",))["test_top1"] if feature_net else None
+            raise ValueError(
+                f"{probe_table}: not a probe results table (needs model, weights, features, val_top1, test_top1 columns)"
+            )
+    net_acc = (
+        _read_record(Path(feature_net), "feature classifier's training record", ("test_top1",))["test_top1"]
+        if feature_net
+        else None
+    )
     rows = []
     for label, path in results:
-        r = _read_record(Path(path), "Fréchet distance result (written by `analysis fid --out`)",
-                         ("fake", "real", "n_fake", "n_real", "features", "metric", "fd", "precision", "recall"))
+        r = _read_record(
+            Path(path),
+            "Fréchet distance result (written by `analysis fid --out`)",
+            ("fake", "real", "n_fake", "n_real", "features", "metric", "fd", "precision", "recall"),
+        )
         prov = _provenance(r["fake"])
         real = r["real"]
-        real_text = f"{real.get('data', real.get('path', '?'))} {real.get('split', '')}".strip() + (f" ({real['half']} half)" if real.get("half") else "")
+        real_text = f"{real.get('data', real.get('path', '?'))} {real.get('split', '')}".strip() + (
+            f" ({real['half']} half)" if real.get("half") else ""
+        )
         model, weights = prov.get("model", "-"), prov.get("weights", "-")
         probe = _best_probe(probes, model, weights)
-        rows.append({"label": label, "model": model, "weights": weights, "sampler": prov.get("sampler", "-"), "steps": prov.get("steps", "-"),
-                     "samples": r["n_fake"], "real": f"{real_text}, {r['n_real']} images", "features": r["features"].get("features"),
-                     "metric": r["metric"], "fd": round(r["fd"], 3),
-                     "precision": None if r["precision"] is None else round(r["precision"], 3),
-                     "recall": None if r["recall"] is None else round(r["recall"], 3),
-                     "kid": _part(r.get("kid"), 0, 5), "kid_std": _part(r.get("kid"), 1, 5),
-                     "inception_score": _part(r.get("inception_score"), 0, 3), "inception_score_std": _part(r.get("inception_score"), 1, 3),
-                     "class_tv": None if r.get("class_tv") is None else round(r["class_tv"], 3),
-                     "probe_test_top1": probe["test_top1"] if probe else None, "probe_features": probe["features"] if probe else None,
-                     "feature_net_test_top1": net_acc, "notes": "; ".join(r.get("notes", []))})  # fmt: skip
+        rows.append(
+            {
+                "label": label,
+                "model": model,
+                "weights": weights,
+                "sampler": prov.get("sampler", "-"),
+                "steps": prov.get("steps", "-"),
+                "samples": r["n_fake"],
+                "real": f"{real_text}, {r['n_real']} images",
+                "features": r["features"].get("features"),
+                "metric": r["metric"],
+                "fd": round(r["fd"], 3),
+                "precision": None if r["precision"] is None else round(r["precision"], 3),
+                "recall": None if r["recall"] is None else round(r["recall"], 3),
+                "kid": _part(r.get("kid"), 0, 5),
+                "kid_std": _part(r.get("kid"), 1, 5),
+                "inception_score": _part(r.get("inception_score"), 0, 3),
+                "inception_score_std": _part(r.get("inception_score"), 1, 3),
+                "class_tv": None if r.get("class_tv") is None else round(r["class_tv"], 3),
+                "probe_test_top1": probe["test_top1"] if probe else None,
+                "probe_features": probe["features"] if probe else None,
+                "feature_net_test_top1": net_acc,
+                "notes": "; ".join(r.get("notes", [])),
+            }
+        )
     return rows
 
 
@@ -92,7 +145,10 @@ def write_table(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
     """The table as JSON (out) and CSV (beside it)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"format": "diffprobe-generation-table", "columns": COLUMNS, "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps({"format": "diffprobe-generation-table", "columns": COLUMNS, "rows": rows}, indent=1)
+        + "\n"
+    )
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -109,15 +165,24 @@ def read_table(path: str | Path) -> list[dict]:
 
 def markdown(rows: list[dict]) -> list[str]:
     """The table as Markdown lines (for the report)."""
+
     def cell(v):
         return "-" if v is None or v == "" else str(v)
 
-    lines = ["| samples | weights | sampler, steps | n | vs real | FD | precision | recall | KID | IS | class TV | probe test top-1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| samples | weights | sampler, steps | n | vs real | FD | precision | recall | KID | IS | class TV | probe test top-1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         kid = "-" if r.get("kid") is None else f"{r['kid']} +- {r['kid_std']}"
-        isc = "-" if r.get("inception_score") is None else f"{r['inception_score']} +- {r['inception_score_std']}"
-        lines.append(f"| {r['label']} | {r['weights']} | {r['sampler']}, {r['steps']} | {r['samples']} | {r['real']} | {r['fd']} | "
-                     f"{cell(r['precision'])} | {cell(r['recall'])} | {kid} | {isc} | {cell(r.get('class_tv'))} | {cell(r['probe_test_top1'])} |")  # fmt: skip
+        isc = (
+            "-"
+            if r.get("inception_score") is None
+            else f"{r['inception_score']} +- {r['inception_score_std']}"
+        )
+        lines.append(
+            f"| {r['label']} | {r['weights']} | {r['sampler']}, {r['steps']} | {r['samples']} | {r['real']} | {r['fd']} | "
+            f"{cell(r['precision'])} | {cell(r['recall'])} | {kid} | {isc} | {cell(r.get('class_tv'))} | {cell(r['probe_test_top1'])} |"
+        )
     notes = sorted({n for r in rows for n in str(r.get("notes") or "").split("; ") if n})
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])

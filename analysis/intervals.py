@@ -52,15 +52,23 @@ class Diff:
     b_std: float
 
     def side(self, which: str) -> str:
-        runs, mean, std = (self.a_runs, self.a_mean, self.a_std) if which == "A" else (self.b_runs, self.b_mean, self.b_std)
-        return f"{which}: 1 run, {mean:.2f}" if len(runs) == 1 else f"{which}: {len(runs)} runs, mean {mean:.2f} +- {std:.2f}"
+        runs, mean, std = (
+            (self.a_runs, self.a_mean, self.a_std) if which == "A" else (self.b_runs, self.b_mean, self.b_std)
+        )
+        return (
+            f"{which}: 1 run, {mean:.2f}"
+            if len(runs) == 1
+            else f"{which}: {len(runs)} runs, mean {mean:.2f} +- {std:.2f}"
+        )
 
     def interval(self) -> str:
         return f"[{self.low:+.2f}, {self.high:+.2f}]"
 
     def line(self) -> str:
-        return (f"{self.a} - {self.b}: {self.points:+.2f} points, 95% interval {self.interval()} (paired bootstrap over {self.rows} test images, "
-                f"{self.resamples} resamples; {self.side('A')}; {self.side('B')})")  # fmt: skip
+        return (
+            f"{self.a} - {self.b}: {self.points:+.2f} points, 95% interval {self.interval()} (paired bootstrap over {self.rows} test images, "
+            f"{self.resamples} resamples; {self.side('A')}; {self.side('B')})"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,14 +82,18 @@ def _matrix(correct, what: str) -> np.ndarray:
     return m.astype(bool)
 
 
-def paired_bootstrap(correct_a, correct_b, resamples: int = 10000, seed: int = 0, a: str = "A", b: str = "B") -> Diff:
+def paired_bootstrap(
+    correct_a, correct_b, resamples: int = 10000, seed: int = 0, a: str = "A", b: str = "B"
+) -> Diff:
     """correct_a (R_a, n), correct_b (R_b, n): whether each run got each test row right, the
     rows in the same order on both sides. The difference of the sides' mean accuracy with a 95%
     percentile interval; resample i draws rows `default_rng(seed).integers(0, n, n)` (the i-th
     call), the same rows for every run."""
     ma, mb = _matrix(correct_a, "A"), _matrix(correct_b, "B")
     if ma.shape[1] != mb.shape[1]:
-        raise ValueError(f"A and B are scored on different numbers of test rows ({ma.shape[1]} vs {mb.shape[1]})")
+        raise ValueError(
+            f"A and B are scored on different numbers of test rows ({ma.shape[1]} vs {mb.shape[1]})"
+        )
     if resamples < 1:
         raise ValueError(f"resamples must be positive, got {resamples}")
     n = ma.shape[1]
@@ -94,9 +106,22 @@ def paired_bootstrap(correct_a, correct_b, resamples: int = 10000, seed: int = 0
         stats[i] = per_row[rng.integers(0, n, n)].mean()
     low, high = np.percentile(stats, [2.5, 97.5])
     acc_a, acc_b = 100.0 * ma.mean(axis=1), 100.0 * mb.mean(axis=1)
-    return Diff(a, b, float(acc_a.mean() - acc_b.mean()), float(low), float(high), n, int(resamples), int(seed),
-                [float(v) for v in acc_a], [float(v) for v in acc_b], float(acc_a.mean()), _std(acc_a),
-                float(acc_b.mean()), _std(acc_b))  # fmt: skip
+    return Diff(
+        a,
+        b,
+        float(acc_a.mean() - acc_b.mean()),
+        float(low),
+        float(high),
+        n,
+        int(resamples),
+        int(seed),
+        [float(v) for v in acc_a],
+        [float(v) for v in acc_b],
+        float(acc_a.mean()),
+        _std(acc_a),
+        float(acc_b.mean()),
+        _std(acc_b),
+    )
 
 
 def _std(values: np.ndarray) -> float:
@@ -113,7 +138,9 @@ class Run:
     label: np.ndarray
     pred: np.ndarray
     dataset: dict | None  # the test store's dataset (name, split, rows, ...)
-    head: dict = field(default_factory=dict, repr=False)  # the results' head record (chosen features, lr, ...)
+    head: dict = field(
+        default_factory=dict, repr=False
+    )  # the results' head record (chosen features, lr, ...)
 
     @property
     def correct(self) -> np.ndarray:
@@ -129,7 +156,9 @@ def load_run(path: str | Path) -> Run:
     if test is None:
         raise ValueError(f"{path}: run {name} has no test split (probe train --test STORE scores one)")
     if not result.get("predictions"):
-        raise FileNotFoundError(f"{path}: run {name} records no per-row test predictions (written before they were kept); rerun it to compare it")
+        raise FileNotFoundError(
+            f"{path}: run {name} records no per-row test predictions (written before they were kept); rerun it to compare it"
+        )
     npz = path.parent / result["predictions"]
     if not npz.is_file():
         raise FileNotFoundError(f"{path}: predictions file not found: {npz}")
@@ -141,14 +170,23 @@ def load_run(path: str | Path) -> Run:
     if not (len(index) == len(label) == len(pred)) or len(np.unique(index)) != len(index):
         raise ValueError(f"{npz}: index, label and pred must have one entry per test row, each index once")
     order = np.argsort(index, kind="stable")
-    return Run(name, path, index[order], label[order], pred[order], test.get("dataset"), result.get("head") or {})
+    return Run(
+        name, path, index[order], label[order], pred[order], test.get("dataset"), result.get("head") or {}
+    )
 
 
 def _describe(dataset: dict | None) -> str:
-    return ", ".join(f"{k} {v}" for k, v in _source(dataset).items() if not isinstance(v, (dict, list))) or "unknown"
+    return (
+        ", ".join(f"{k} {v}" for k, v in _source(dataset).items() if not isinstance(v, (dict, list)))
+        or "unknown"
+    )
 
 
-ROW_FIELDS = ("rows", "selection", "order")  # the dataset key's fields that describe which rows (and in which order), not which data
+ROW_FIELDS = (
+    "rows",
+    "selection",
+    "order",
+)  # the dataset key's fields that describe which rows (and in which order), not which data
 
 
 def _source(dataset: dict | None) -> dict:
@@ -160,13 +198,19 @@ def check_aligned(runs: list[Run]) -> None:
     first = runs[0]
     for r in runs[1:]:
         if _source(r.dataset) != _source(first.dataset):
-            raise ValueError(f"{r.name} and {first.name} were tested on different datasets ({_describe(r.dataset)} vs {_describe(first.dataset)})")
+            raise ValueError(
+                f"{r.name} and {first.name} were tested on different datasets ({_describe(r.dataset)} vs {_describe(first.dataset)})"
+            )
         if len(r.index) != len(first.index) or not np.array_equal(r.index, first.index):
             only = len(np.setdiff1d(r.index, first.index)) + len(np.setdiff1d(first.index, r.index))
-            raise ValueError(f"{r.name} and {first.name} were scored on different test rows ({len(r.index)} vs {len(first.index)} rows, "
-                             f"{only} in only one): a different test store, split or limit")  # fmt: skip
+            raise ValueError(
+                f"{r.name} and {first.name} were scored on different test rows ({len(r.index)} vs {len(first.index)} rows, "
+                f"{only} in only one): a different test store, split or limit"
+            )
         if not np.array_equal(r.label, first.label):
-            raise ValueError(f"{r.name} and {first.name} give the same test rows different labels ({int((r.label != first.label).sum())} rows)")
+            raise ValueError(
+                f"{r.name} and {first.name} give the same test rows different labels ({int((r.label != first.label).sum())} rows)"
+            )
 
 
 def label_of(runs: list[Run]) -> str:
@@ -178,12 +222,21 @@ def compare_runs(a: list[Run], b: list[Run], resamples: int = 10000, seed: int =
     if not a or not b:
         raise ValueError("each side needs at least one results file")
     check_aligned([*a, *b])
-    return paired_bootstrap(np.stack([r.correct for r in a]), np.stack([r.correct for r in b]), resamples, seed, label_of(a), label_of(b))
+    return paired_bootstrap(
+        np.stack([r.correct for r in a]),
+        np.stack([r.correct for r in b]),
+        resamples,
+        seed,
+        label_of(a),
+        label_of(b),
+    )
 
 
 def compare(a_files, b_files, resamples: int = 10000, seed: int = 0) -> Diff:
     """A minus B from results files (paths, comma lists or globs); several per side are seeds."""
-    return compare_runs([load_run(p) for p in expand(a_files)], [load_run(p) for p in expand(b_files)], resamples, seed)
+    return compare_runs(
+        [load_run(p) for p in expand(a_files)], [load_run(p) for p in expand(b_files)], resamples, seed
+    )
 
 
 @dataclass

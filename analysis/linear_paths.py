@@ -74,7 +74,15 @@ def gram_bytes(keys: Keys, held: int) -> int:
     return held * 8 * n * n + work
 
 
-def plan_linear(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, block_rows: int, path: str = "auto", device: str = "cpu") -> str:
+def plan_linear(
+    keys: Keys,
+    rows: list[int],
+    cols: list[int],
+    max_bytes: int,
+    block_rows: int,
+    path: str = "auto",
+    device: str = "cpu",
+) -> str:
     """The path to take: the one asked for, or under 'auto' the first of moments, gram, pairwise
     and tiles whose memory fits in max_bytes (tiles on a device other than the CPU). Raises
     ValueError naming the sizes where none fits."""
@@ -88,23 +96,30 @@ def plan_linear(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, bl
     need = {
         "moments": moments_bytes(dims, block_rows),
         "gram": gram_bytes(keys, len(used)),
-        "pairwise": min(gram_bytes(keys, 2), max(moments_bytes([keys.dims[i], keys.dims[j]], block_rows) for i in rows for j in cols)),
+        "pairwise": min(
+            gram_bytes(keys, 2),
+            max(moments_bytes([keys.dims[i], keys.dims[j]], block_rows) for i in rows for j in cols),
+        ),
         "tiles": tile_bytes(dims, sizes, min(n, MIN_TILE)),
     }
     if path == "auto" and device != "cpu":
         path = "tiles"
     if path != "auto":
         if need[path] > max_bytes:
-            raise ValueError(f"linear CKA by {path} needs {need[path] / GIB:.1f} GiB, more than the {max_bytes / GIB:.1f} GiB allowed (--max-memory-gb)")
+            raise ValueError(
+                f"linear CKA by {path} needs {need[path] / GIB:.1f} GiB, more than the {max_bytes / GIB:.1f} GiB allowed (--max-memory-gb)"
+            )
         if device != "cpu" and path != "tiles":
             raise ValueError(f"--device {device} runs the tiles path only; the {path} path runs on the CPU")
         return path
     for name in ("moments", "gram", "pairwise", "tiles"):
         if need[name] <= max_bytes:
             return name
-    raise ValueError(f"linear CKA of {len(used)} keys (up to {max(dims)} features each) over {n} images needs at least "
-                     f"{need['tiles'] / GIB:.1f} GiB even by {MIN_TILE}-row tiles, more than the {max_bytes / GIB:.1f} GiB allowed "
-                     "(--max-memory-gb); compare fewer keys at once or smaller pools")  # fmt: skip
+    raise ValueError(
+        f"linear CKA of {len(used)} keys (up to {max(dims)} features each) over {n} images needs at least "
+        f"{need['tiles'] / GIB:.1f} GiB even by {MIN_TILE}-row tiles, more than the {max_bytes / GIB:.1f} GiB allowed "
+        "(--max-memory-gb); compare fewer keys at once or smaller pools"
+    )
 
 
 def _rows(arr, view: bool, start: int, stop: int) -> np.ndarray:
@@ -113,7 +128,15 @@ def _rows(arr, view: bool, start: int, stop: int) -> np.ndarray:
     return x.reshape(stop - start, -1)
 
 
-def valid_blocks(arrays, views, valid: np.ndarray, which: list[int], block_rows: int, progress: bool = False, desc: str = "cka"):
+def valid_blocks(
+    arrays,
+    views,
+    valid: np.ndarray,
+    which: list[int],
+    block_rows: int,
+    progress: bool = False,
+    desc: str = "cka",
+):
     """The valid rows of arrays[i] for i in `which`, block by block, as stored: lists of (rows, d_i)."""
     total = len(valid)
     for start in progress_bar(progress, iterable=range(0, total, block_rows), desc=desc, unit="block"):
@@ -174,12 +197,17 @@ def _ratio(cross: float, self_a: float, self_b: float) -> float:
 
 def _by_grams(keys: Keys, rows: list[int], cols: list[int], block_rows: int, progress: bool) -> np.ndarray:
     used = sorted(set(rows) | set(cols))
-    grams = {i: centred_gram(keys, i, block_rows) for i in progress_bar(progress, iterable=used, desc="cka grams", unit="key")}
+    grams = {
+        i: centred_gram(keys, i, block_rows)
+        for i in progress_bar(progress, iterable=used, desc="cka grams", unit="key")
+    }
     norms = {i: float(np.vdot(g, g)) for i, g in grams.items()}
     return np.array([[_ratio(np.vdot(grams[i], grams[j]), norms[i], norms[j]) for j in cols] for i in rows])
 
 
-def _by_pairs(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, block_rows: int, progress: bool) -> np.ndarray:
+def _by_pairs(
+    keys: Keys, rows: list[int], cols: list[int], max_bytes: int, block_rows: int, progress: bool
+) -> np.ndarray:
     """One pair at a time: two Grams when they fit, else the pair's moments."""
     use_grams = gram_bytes(keys, 2) <= max_bytes
     buffer_rows = min(block_rows, len(keys.valid))
@@ -207,14 +235,25 @@ def _by_pairs(keys: Keys, rows: list[int], cols: list[int], max_bytes: int, bloc
     return out
 
 
-def linear_cka(keys: Keys, rows: list[int], cols: list[int], *, max_bytes: int = DEFAULT_MAX_BYTES, block_rows: int = 4096,
-               path: str = "auto", device: str = "cpu", progress: bool = True) -> tuple[np.ndarray, str]:  # fmt: skip
+def linear_cka(
+    keys: Keys,
+    rows: list[int],
+    cols: list[int],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    block_rows: int = 4096,
+    path: str = "auto",
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, str]:
     """CKA of every key in `rows` against every key in `cols`: (len(rows), len(cols)) and the
     path taken. Memory stays under max_bytes (numpy's or the device's arrays; the store reader
     adds its own block of rows)."""
     chosen = plan_linear(keys, rows, cols, max_bytes, block_rows, path, device)
     if chosen == "tiles":
-        return tiled_linear_cka(keys, rows, cols, max_bytes=max_bytes, device=device, progress=progress), chosen
+        return tiled_linear_cka(
+            keys, rows, cols, max_bytes=max_bytes, device=device, progress=progress
+        ), chosen
     if chosen == "moments":
         return _by_moments(keys, rows, cols, block_rows, progress), chosen
     if chosen == "gram":

@@ -70,7 +70,9 @@ class Found:
     generation_caption: str = ""
     missing: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
-    differences: list = field(default_factory=list)  # analysis.intervals.FolderDiffs, one per results folder of two or more runs
+    differences: list = field(
+        default_factory=list
+    )  # analysis.intervals.FolderDiffs, one per results folder of two or more runs
     resamples: int = 10000
 
 
@@ -96,12 +98,20 @@ def _gather_rows(found: Found, results_dirs: list[Path]) -> list[tuple[str, dict
             found.sources.append(str(table))
             for cells in read_table(table):
                 result = _results_json(table, cells)
-                seed = result.get("config", {}).get("training", {}).get("seed", result.get("config", {}).get("seed", "?"))
-                found.rows.append(Row(table, cells, str(seed), _command(result, table.parent / cells.get("results", ""))))
+                seed = (
+                    result.get("config", {})
+                    .get("training", {})
+                    .get("seed", result.get("config", {}).get("seed", "?"))
+                )
+                found.rows.append(
+                    Row(table, cells, str(seed), _command(result, table.parent / cells.get("results", "")))
+                )
                 if result.get("format") == "diffprobe-probe-results" and _varies(result):
                     runs.append((cells.get("name", table.parent.name), result))
     if not found.rows:
-        found.missing.append(f"probe results: no {TABLE} under {', '.join(map(str, results_dirs))} (`make probe HEAD=linear` or `make demo` writes one)")
+        found.missing.append(
+            f"probe results: no {TABLE} under {', '.join(map(str, results_dirs))} (`make probe HEAD=linear` or `make demo` writes one)"
+        )
     return runs
 
 
@@ -127,8 +137,17 @@ def _gather_cka(found: Found, cka_dirs: list[Path]) -> None:
                 continue
             kernel = KERNEL_NAMES.get(meta.get("kernel", "linear"), f"{meta.get('kernel')} CKA")
             how = f", by {meta['path']}" if meta.get("path") else ""
-            sources = "; ".join(f"{k}: {v.get('model', '?')}, `{Path(v.get('store', '?')).name}`" for k, v in meta.get("sources", {}).items())
-            found.cka.append(Figure(png.stem, png.read_bytes(), f"{kernel} over {meta.get('images', '?')} images{how}. {sources}."))
+            sources = "; ".join(
+                f"{k}: {v.get('model', '?')}, `{Path(v.get('store', '?')).name}`"
+                for k, v in meta.get("sources", {}).items()
+            )
+            found.cka.append(
+                Figure(
+                    png.stem,
+                    png.read_bytes(),
+                    f"{kernel} over {meta.get('images', '?')} images{how}. {sources}.",
+                )
+            )
     if not found.cka:
         found.missing.append(f"CKA maps: none in {', '.join(map(str, cka_dirs))} (`make cka` draws them)")
 
@@ -142,24 +161,51 @@ def _gather_differences(found: Found, seed: int = 0) -> None:
             found.differences.append(folder_differences(table.parent, files, found.resamples, seed))
 
 
-DIFF_COLUMNS = ["A", "B", "A - B (points)", "95% interval", "test rows", "A: runs, mean +- sd", "B: runs, mean +- sd"]
-DIFF_NOTE = ("Within each results folder, the first configuration in its table (with per-row test predictions) against each other one: "
-             "the difference of test top-1 in points and its 95% paired-bootstrap interval ({resamples} resamples of the test rows, the "
-             "same rows for every run of both sides). Runs whose names differ only by a `-s<k>` or `-seed<k>` suffix are seeds of one "
-             "configuration: their mean is compared and their spread (sample sd) shown. Runs without a predictions file, or scored on "
-             "other test rows or another dataset, are skipped and named.")  # fmt: skip
+DIFF_COLUMNS = [
+    "A",
+    "B",
+    "A - B (points)",
+    "95% interval",
+    "test rows",
+    "A: runs, mean +- sd",
+    "B: runs, mean +- sd",
+]
+DIFF_NOTE = (
+    "Within each results folder, the first configuration in its table (with per-row test predictions) against each other one: "
+    "the difference of test top-1 in points and its 95% paired-bootstrap interval ({resamples} resamples of the test rows, the "
+    "same rows for every run of both sides). Runs whose names differ only by a `-s<k>` or `-seed<k>` suffix are seeds of one "
+    "configuration: their mean is compared and their spread (sample sd) shown. Runs without a predictions file, or scored on "
+    "other test rows or another dataset, are skipped and named."
+)
 
 
 def _diff_cells(d) -> list[str]:
-    return [d.a, d.b, f"{d.points:+.2f}", d.interval(), str(d.rows), *(s.split(": ", 1)[1] for s in (d.side("A"), d.side("B")))]
+    return [
+        d.a,
+        d.b,
+        f"{d.points:+.2f}",
+        d.interval(),
+        str(d.rows),
+        *(s.split(": ", 1)[1] for s in (d.side("A"), d.side("B"))),
+    ]
 
 
-def gather(results_dirs: list[Path], cka_dirs: list[Path], generation: Path | None, resamples: int = 10000) -> Found:
+def gather(
+    results_dirs: list[Path], cka_dirs: list[Path], generation: Path | None, resamples: int = 10000
+) -> Found:
     found = Found(resamples=resamples)
     for name, result in _gather_rows(found, results_dirs):
         store = Path(result["stores"]["train"]["path"]).name if result["stores"]["train"].get("path") else "?"
-        fig = plot_curves({name: result["members"]}, f"{name}: test top-1 of the validation-best member per value", store)
-        found.curves.append(Figure(f"curves_{name}", _png(fig), f"{name}: the validation-best member at each t, b and pool; store `{store}`."))
+        fig = plot_curves(
+            {name: result["members"]}, f"{name}: test top-1 of the validation-best member per value", store
+        )
+        found.curves.append(
+            Figure(
+                f"curves_{name}",
+                _png(fig),
+                f"{name}: the validation-best member at each t, b and pool; store `{store}`.",
+            )
+        )
     _gather_differences(found)
     _gather_cka(found, cka_dirs)
     if generation is not None and Path(generation).is_file():
@@ -167,24 +213,61 @@ def gather(results_dirs: list[Path], cka_dirs: list[Path], generation: Path | No
 
         found.generation = read_generation(generation)
         gen = found.generation
-        space = f"{gen[0]['features']}" + (f", a classifier of {gen[0]['feature_net_test_top1']}% test accuracy" if gen and gen[0].get("feature_net_test_top1") else "")
+        space = f"{gen[0]['features']}" + (
+            f", a classifier of {gen[0]['feature_net_test_top1']}% test accuracy"
+            if gen and gen[0].get("feature_net_test_top1")
+            else ""
+        )
         found.generation_caption = f"Fréchet distance, precision and recall (k=3) in the feature space of {space}; from `{generation}`."
     else:
-        found.missing.append(f"generation: no table at {generation or 'results/gen/generation.json'} (`make demo-gen` samples and scores the demo)")
+        found.missing.append(
+            f"generation: no table at {generation or 'results/gen/generation.json'} (`make demo-gen` samples and scores the demo)"
+        )
     return found
 
 
-ROW_COLUMNS = ["name", "head", "model", "weights", "dataset", "t", "b", "pool", "train_rows", "test_rows", "val_top1", "test_top1"]
+ROW_COLUMNS = [
+    "name",
+    "head",
+    "model",
+    "weights",
+    "dataset",
+    "t",
+    "b",
+    "pool",
+    "train_rows",
+    "test_rows",
+    "val_top1",
+    "test_top1",
+]
 
 
 def _markdown(found: Found, title: str) -> str:
-    lines = [f"# {title}", "", "From " + (", ".join(f"`{s}`" for s in found.sources) or "no results table") + ".", ""]
+    lines = [
+        f"# {title}",
+        "",
+        "From " + (", ".join(f"`{s}`" for s in found.sources) or "no results table") + ".",
+        "",
+    ]
     if found.rows:
-        lines += ["## Accuracy", "", "| " + " | ".join([*ROW_COLUMNS, "test 95% interval", "seed"]) + " |", "|" + "---|" * (len(ROW_COLUMNS) + 2)]
+        lines += [
+            "## Accuracy",
+            "",
+            "| " + " | ".join([*ROW_COLUMNS, "test 95% interval", "seed"]) + " |",
+            "|" + "---|" * (len(ROW_COLUMNS) + 2),
+        ]
         for r in found.rows:
-            lines.append("| " + " | ".join(str(r.cells.get(c, "")) for c in ROW_COLUMNS) + f" | {r.interval} | {r.seed} |")
-        lines += ["", "Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is "
-                      "Wilson's 95% score interval over the test rows.", ""]  # fmt: skip
+            lines.append(
+                "| "
+                + " | ".join(str(r.cells.get(c, "")) for c in ROW_COLUMNS)
+                + f" | {r.interval} | {r.seed} |"
+            )
+        lines += [
+            "",
+            "Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is "
+            "Wilson's 95% score interval over the test rows.",
+            "",
+        ]
     if found.differences:
         lines += ["## Differences", "", DIFF_NOTE.format(resamples=found.resamples), ""]
         for folder in found.differences:
@@ -226,17 +309,56 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 def _html(found: Found, title: str) -> str:
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]
-    parts.append("<p>From " + (", ".join(f"<code>{e(s)}</code>" for s in found.sources) or "no results table") + ".</p>")
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    parts.append(
+        "<p>From "
+        + (", ".join(f"<code>{e(s)}</code>" for s in found.sources) or "no results table")
+        + ".</p>"
+    )
     if found.rows:
         parts.append("<h2>Accuracy</h2>")
-        parts.append(_html_table([*ROW_COLUMNS, "test 95% interval", "seed"], [[r.cells.get(c, "") for c in ROW_COLUMNS] + [r.interval, r.seed] for r in found.rows]))
-        parts.append("<p>Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is Wilson's 95% "
-                     "score interval over the test rows.</p><details><summary>Provenance of each row</summary>")  # fmt: skip
-        parts.append(_html_table(["name", "model", "weights (file@sha256)", "features", "seed", "dataset", "version", "command", "results file"],
-                                 [[r.cells.get("name", ""), r.cells.get("model", ""), r.cells.get("weights", ""), r.cells.get("features", ""), r.seed,
-                                   r.cells.get("dataset", ""), r.cells.get("version", ""), r.command, str(r.table.parent / r.cells.get("results", ""))]
-                                  for r in found.rows]))  # fmt: skip
+        parts.append(
+            _html_table(
+                [*ROW_COLUMNS, "test 95% interval", "seed"],
+                [[r.cells.get(c, "") for c in ROW_COLUMNS] + [r.interval, r.seed] for r in found.rows],
+            )
+        )
+        parts.append(
+            "<p>Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is Wilson's 95% "
+            "score interval over the test rows.</p><details><summary>Provenance of each row</summary>"
+        )
+        parts.append(
+            _html_table(
+                [
+                    "name",
+                    "model",
+                    "weights (file@sha256)",
+                    "features",
+                    "seed",
+                    "dataset",
+                    "version",
+                    "command",
+                    "results file",
+                ],
+                [
+                    [
+                        r.cells.get("name", ""),
+                        r.cells.get("model", ""),
+                        r.cells.get("weights", ""),
+                        r.cells.get("features", ""),
+                        r.seed,
+                        r.cells.get("dataset", ""),
+                        r.cells.get("version", ""),
+                        r.command,
+                        str(r.table.parent / r.cells.get("results", "")),
+                    ]
+                    for r in found.rows
+                ],
+            )
+        )
         parts.append("</details>")
     if found.differences:
         parts.append(f"<h2>Differences</h2><p>{_code(DIFF_NOTE.format(resamples=found.resamples))}</p>")
@@ -250,27 +372,48 @@ def _html(found: Found, title: str) -> str:
         from analysis.gentable import COLUMNS
 
         parts.append("<h2>Generation</h2>")
-        parts.append(_html_table(list(COLUMNS), [[("-" if r.get(c) is None else r.get(c)) for c in COLUMNS] for r in found.generation]))
+        parts.append(
+            _html_table(
+                list(COLUMNS),
+                [[("-" if r.get(c) is None else r.get(c)) for c in COLUMNS] for r in found.generation],
+            )
+        )
         parts.append(f"<p><em>{_code(found.generation_caption)}</em></p>")
     for heading, figures in (("Ablations", found.curves), ("CKA", found.cka)):
         if figures:
             parts.append(f"<h2>{heading}</h2>")
         for f in figures:
             data = base64.b64encode(f.png).decode("ascii")
-            parts.append(f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'><figcaption>{_code(f.caption)}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'><figcaption>{_code(f.caption)}</figcaption></figure>"
+            )
     if found.missing:
-        parts.append("<h2>Not in this report</h2><div class='missing'><ul>" + "".join(f"<li>{e(m)}</li>" for m in found.missing) + "</ul></div>")
+        parts.append(
+            "<h2>Not in this report</h2><div class='missing'><ul>"
+            + "".join(f"<li>{e(m)}</li>" for m in found.missing)
+            + "</ul></div>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def build_report(results_dirs, cka_dirs, out_dir: str | Path, title: str = "diffprobe report", generation: str | Path | None = None,
-                 resamples: int = 10000) -> tuple[Path, Path, list[str]]:
+def build_report(
+    results_dirs,
+    cka_dirs,
+    out_dir: str | Path,
+    title: str = "diffprobe report",
+    generation: str | Path | None = None,
+    resamples: int = 10000,
+) -> tuple[Path, Path, list[str]]:
     """Write out_dir/report.md (figures beside it) and out_dir/report.html (figures embedded).
     Returns (markdown, html, what is missing). Nothing found at all is an error."""
-    results_dirs = [Path(p) for p in ([results_dirs] if isinstance(results_dirs, (str, Path)) else results_dirs)]
+    results_dirs = [
+        Path(p) for p in ([results_dirs] if isinstance(results_dirs, (str, Path)) else results_dirs)
+    ]
     cka_dirs = [Path(p) for p in ([cka_dirs] if isinstance(cka_dirs, (str, Path)) else (cka_dirs or []))]
-    found = gather(results_dirs, cka_dirs or [Path("results/cka")], Path(generation) if generation else None, resamples)
+    found = gather(
+        results_dirs, cka_dirs or [Path("results/cka")], Path(generation) if generation else None, resamples
+    )
     if not found.rows and not found.cka and found.generation is None:
         raise FileNotFoundError("nothing to report: " + "; ".join(found.missing))
     out_dir = Path(out_dir)
@@ -283,4 +426,3 @@ def build_report(results_dirs, cka_dirs, out_dir: str | Path, title: str = "diff
     md.write_text(_markdown(found, title))
     page.write_text(_html(found, title))
     return md, page, found.missing
-

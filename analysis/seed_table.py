@@ -39,7 +39,11 @@ class Cell:
         return float(np.std(self.top1, ddof=1)) if len(self.top1) > 1 else 0.0
 
     def text(self) -> str:
-        return f"{self.mean:.2f} +- {self.std:.2f} ({len(self.top1)})" if len(self.top1) > 1 else f"{self.mean:.2f} (1)"
+        return (
+            f"{self.mean:.2f} +- {self.std:.2f} ({len(self.top1)})"
+            if len(self.top1) > 1
+            else f"{self.mean:.2f} (1)"
+        )
 
 
 @dataclass
@@ -51,7 +55,9 @@ class Generation:
     class_tv: float | None = None  # total variation between the samples' and real images' class shares
 
     def text(self) -> str:
-        parts = ([] if self.precision is None else [f"P {self.precision:.2f}", f"R {self.recall:.2f}"]) + ([] if self.class_tv is None else [f"class TV {self.class_tv:.2f}"])
+        parts = ([] if self.precision is None else [f"P {self.precision:.2f}", f"R {self.recall:.2f}"]) + (
+            [] if self.class_tv is None else [f"class TV {self.class_tv:.2f}"]
+        )
         return f"{self.fd:.2f}" + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -65,11 +71,25 @@ class SeedTable:
     reference: str | None = None
 
     def to_dict(self) -> dict:
-        return {"rows": self.rows, "heads": self.heads, "reference": self.reference,
-                "cells": [{"row": r, "head": h, "mean": c.mean, "std": c.std, "top1": c.top1, "runs": c.runs, "points": c.points}
-                          for (r, h), c in self.cells.items()],
-                "differences": [{"row": r, "head": h, **d.to_dict()} for (r, h), d in self.diffs.items()],
-                "generation": {r: vars(g) for r, g in self.generation.items()}}  # fmt: skip
+        return {
+            "rows": self.rows,
+            "heads": self.heads,
+            "reference": self.reference,
+            "cells": [
+                {
+                    "row": r,
+                    "head": h,
+                    "mean": c.mean,
+                    "std": c.std,
+                    "top1": c.top1,
+                    "runs": c.runs,
+                    "points": c.points,
+                }
+                for (r, h), c in self.cells.items()
+            ],
+            "differences": [{"row": r, "head": h, **d.to_dict()} for (r, h), d in self.diffs.items()],
+            "generation": {r: vars(g) for r, g in self.generation.items()},
+        }
 
 
 def parse_rows(items) -> list[tuple[str, str]]:
@@ -78,7 +98,9 @@ def parse_rows(items) -> list[tuple[str, str]]:
     for item in items:
         label, sep, pattern = str(item).rpartition("=")  # the last "=": a label may hold one (t=150)
         if not sep or not label.strip() or not pattern.strip():
-            raise ValueError(f"--row {item!r}: give LABEL=PATTERN, e.g. 'diffusion=results/table/diffusion-{{head}}-*.json'")
+            raise ValueError(
+                f"--row {item!r}: give LABEL=PATTERN, e.g. 'diffusion=results/table/diffusion-{{head}}-*.json'"
+            )
         if "{head}" not in pattern:
             raise ValueError(f"--row {item!r}: the pattern needs {{head}} where the head's name goes")
         if label.strip() in (r for r, _ in rows):
@@ -106,14 +128,20 @@ def generation_from(pattern: str, labels) -> list[str]:
     """LABEL=FILE items for the rows whose `{row}` in PATTERN names an existing file."""
     if "{row}" not in pattern:
         raise ValueError(f"--fd-from {pattern!r}: the pattern needs {{row}}")
-    return [f"{label}={pattern.replace('{row}', label)}" for label in labels if Path(pattern.replace("{row}", label)).is_file()]
+    return [
+        f"{label}={pattern.replace('{row}', label)}"
+        for label in labels
+        if Path(pattern.replace("{row}", label)).is_file()
+    ]
 
 
 def read_generation(item: str) -> tuple[str, Generation]:
     """LABEL=FILE: an `analysis fid` / `analysis fd` result (fd, and precision and recall when it has them)."""
     label, sep, path = str(item).rpartition("=")
     if not sep or not label.strip():
-        raise ValueError(f"--fd {item!r}: give LABEL=FILE (a JSON that `analysis fid` or `analysis fd` wrote)")
+        raise ValueError(
+            f"--fd {item!r}: give LABEL=FILE (a JSON that `analysis fid` or `analysis fd` wrote)"
+        )
     p = Path(path.strip())
     if not p.is_file():
         raise FileNotFoundError(f"--fd {label.strip()}: file not found: {p}")
@@ -128,10 +156,16 @@ def read_generation(item: str) -> tuple[str, Generation]:
 
 def _point(head: dict) -> str:
     """The features validation chose, from a results file's head record."""
-    return str(head.get("feature_set") or "+".join(f"t{k.get('t')}/b{k.get('b')}/{k.get('pool')}" for k in head.get("features", [])) or "?")
+    return str(
+        head.get("feature_set")
+        or "+".join(f"t{k.get('t')}/b{k.get('b')}/{k.get('pool')}" for k in head.get("features", []))
+        or "?"
+    )
 
 
-def build_table(rows, heads, reference: str | None = None, generation=(), resamples: int = 10000, seed: int = 0) -> SeedTable:
+def build_table(
+    rows, heads, reference: str | None = None, generation=(), resamples: int = 10000, seed: int = 0
+) -> SeedTable:
     """rows: (label, pattern) pairs (`parse_rows`, `rows_from`); heads: the head names put in place of
     `{head}`. Every run must be scored on the same test rows (one test store)."""
     pairs = list(rows)
@@ -153,7 +187,9 @@ def build_table(rows, heads, reference: str | None = None, generation=(), resamp
             if files:
                 runs = [load_run(f) for f in files]
                 loaded[label, head] = runs
-                cells[label, head] = Cell(files, [100.0 * float(r.correct.mean()) for r in runs], [_point(r.head) for r in runs])
+                cells[label, head] = Cell(
+                    files, [100.0 * float(r.correct.mean()) for r in runs], [_point(r.head) for r in runs]
+                )
     if not cells:
         raise FileNotFoundError("no results file matches any --row pattern for any --head")
     check_aligned([r for runs in loaded.values() for r in runs])  # one test set for the whole table
@@ -181,7 +217,14 @@ def plot(table: SeedTable, out: Path, title: str = "") -> None:
         at = [i for i, r in enumerate(table.rows) if (r, head) in table.cells]
         if at:
             cells = [table.cells[table.rows[i], head] for i in at]
-            ax.errorbar(at, [c.mean for c in cells], yerr=[c.std for c in cells], marker="o", capsize=3, label=f"{head} test top-1")
+            ax.errorbar(
+                at,
+                [c.mean for c in cells],
+                yerr=[c.std for c in cells],
+                marker="o",
+                capsize=3,
+                label=f"{head} test top-1",
+            )
     ax.set_xticks(x, table.rows, rotation=30, ha="right")
     ax.set_ylabel("test top-1 (%)")
     handles, labels = ax.get_legend_handles_labels()
@@ -205,20 +248,38 @@ def markdown(table: SeedTable) -> str:
     """The table, then the differences from the reference row, as Markdown."""
     with_gen = bool(table.generation)
     head_cols = [f"{h} test top-1" for h in table.heads]
-    gen_col = "FD (precision, recall, class TV)" if any(g.class_tv is not None for g in table.generation.values()) else "FD (precision, recall)"
-    lines = ["| representation | " + " | ".join(head_cols) + (f" | {gen_col}" if with_gen else "") + " |",
-             "|---|" + "---|" * (len(head_cols) + with_gen)]  # fmt: skip
+    gen_col = (
+        "FD (precision, recall, class TV)"
+        if any(g.class_tv is not None for g in table.generation.values())
+        else "FD (precision, recall)"
+    )
+    lines = [
+        "| representation | " + " | ".join(head_cols) + (f" | {gen_col}" if with_gen else "") + " |",
+        "|---|" + "---|" * (len(head_cols) + with_gen),
+    ]
     for r in table.rows:
         cells = [table.cells[r, h].text() if (r, h) in table.cells else "not run" for h in table.heads]
         if with_gen:
             cells.append(table.generation[r].text() if r in table.generation else "")
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    lines += ["", "Each cell: mean test top-1 over runs +- their sample standard deviation (number of runs: seeds)."]
+    lines += [
+        "",
+        "Each cell: mean test top-1 over runs +- their sample standard deviation (number of runs: seeds).",
+    ]
     points = {(r, h): sorted(set(c.points)) for (r, h), c in table.cells.items()}
-    lines += ["Selected on validation: " + "; ".join(f"{r}, {h}: {', '.join(p)}" for (r, h), p in points.items()) + "."]
+    lines += [
+        "Selected on validation: "
+        + "; ".join(f"{r}, {h}: {', '.join(p)}" for (r, h), p in points.items())
+        + "."
+    ]
     if table.diffs:
         some = next(iter(table.diffs.values()))
-        lines += ["", f"Differences from {table.reference}, in points, paired bootstrap over {some.rows} test images ({some.resamples} resamples):", "",
-                  "| representation | head | difference | 95% interval |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Differences from {table.reference}, in points, paired bootstrap over {some.rows} test images ({some.resamples} resamples):",
+            "",
+            "| representation | head | difference | 95% interval |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {r} | {h} | {d.points:+.2f} | {d.interval()} |" for (r, h), d in table.diffs.items()]
     return "\n".join(lines) + "\n"

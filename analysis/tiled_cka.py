@@ -67,7 +67,9 @@ def _read(keys, i: int, rows: np.ndarray) -> np.ndarray:
     return x if hi - lo == len(rows) else x[rows - lo]  # every row valid: no copy
 
 
-def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, device: str = "cpu", progress: bool = True) -> np.ndarray:
+def tiled_linear_cka(
+    keys, rows: list[int], cols: list[int], *, max_bytes: int, device: str = "cpu", progress: bool = True
+) -> np.ndarray:
     """CKA of every key in `rows` against every key in `cols` (exact; float64 on `device`)."""
     import torch  # only this path needs it: the other CKA paths run on numpy alone
 
@@ -77,8 +79,10 @@ def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, 
     n = len(where)
     plan = plan_tiles(n, dims, sizes, max_bytes)
     if plan is None:
-        raise ValueError(f"linear CKA by tiles needs {tile_bytes(dims, sizes, MIN_TILE) / 2**30:.1f} GiB for {MIN_TILE}-row tiles of "
-                         f"{len(used)} keys ({max(dims)} features), more than the {max_bytes / 2**30:.1f} GiB allowed (--max-memory-gb)")  # fmt: skip
+        raise ValueError(
+            f"linear CKA by tiles needs {tile_bytes(dims, sizes, MIN_TILE) / 2**30:.1f} GiB for {MIN_TILE}-row tiles of "
+            f"{len(used)} keys ({max(dims)} features), more than the {max_bytes / 2**30:.1f} GiB allowed (--max-memory-gb)"
+        )
     tile, resident = plan
     dev = torch.device(device)
     # the column means, in one pass (float64), a tile of rows at a time: within the plan's memory
@@ -98,9 +102,13 @@ def tiled_linear_cka(keys, rows: list[int], cols: list[int], *, max_bytes: int, 
     def centred(i: int, a: int):
         rows_a = slice(a, min(a + tile, n))
         x = held[i][rows_a] if resident else _read(keys, i, where[rows_a])
-        return torch.from_numpy(np.ascontiguousarray(x)).to(dev, torch.float64).sub_(means[i])  # centred in place
+        return (
+            torch.from_numpy(np.ascontiguousarray(x)).to(dev, torch.float64).sub_(means[i])
+        )  # centred in place
 
-    pairs = sorted({(min(i, j), max(i, j)) for i in rows for j in cols} | {(i, i) for i in used})  # HSIC is symmetric
+    pairs = sorted(
+        {(min(i, j), max(i, j)) for i in rows for j in cols} | {(i, i) for i in used}
+    )  # HSIC is symmetric
     hsic = dict.fromkeys(pairs, None)
     starts = list(range(0, n, tile))
     tile_pairs = [(a, b) for ai, a in enumerate(starts) for b in starts[ai:]]

@@ -17,9 +17,18 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def extract(out: str | Path, *, model: str = "demo-fmnist", data: str = "fashion-mnist", split: str = "train",
-            t: Iterable[int] = (150,), b: Iterable[int] = (24,), pool: Iterable[int | str | None] = (2,), limit: int | None = None,
-            **options: Any):  # fmt: skip
+def extract(
+    out: str | Path,
+    *,
+    model: str = "demo-fmnist",
+    data: str = "fashion-mnist",
+    split: str = "train",
+    t: Iterable[int] = (150,),
+    b: Iterable[int] = (24,),
+    pool: Iterable[int | str | None] = (2,),
+    limit: int | None = None,
+    **options: Any,
+):
     """Extract features of blocks b at timesteps t, pooled p x p ('full' or None: the whole map),
     into the store `out` (created or resumed). Other options as `extract run`'s, in Python
     spelling (ckpt=, random_init=, data_root=, micro_batch=, device=, ...). Returns its summary."""
@@ -27,13 +36,31 @@ def extract(out: str | Path, *, model: str = "demo-fmnist", data: str = "fashion
     from extract.store.config import ExtractConfig, from_flat
     from extract.store.schema import parse_pool
 
-    cfg = from_flat(ExtractConfig, out=Path(out), model=model, data=data, split=split, ts=tuple(t), blocks=tuple(b),
-                    pools=tuple(parse_pool(p) for p in pool), limit=limit, **{"progress": False, **options})  # fmt: skip
+    cfg = from_flat(
+        ExtractConfig,
+        out=Path(out),
+        model=model,
+        data=data,
+        split=split,
+        ts=tuple(t),
+        blocks=tuple(b),
+        pools=tuple(parse_pool(p) for p in pool),
+        limit=limit,
+        **{"progress": False, **options},
+    )
     return run(cfg)
 
 
-def probe(train: str | Path, *, test: str | Path | None = None, heads: Iterable[str] = ("linear",), results: str | Path = "results",
-          epochs: int | None = None, batch_size: int | None = None, **options: Any) -> dict:  # fmt: skip
+def probe(
+    train: str | Path,
+    *,
+    test: str | Path | None = None,
+    heads: Iterable[str] = ("linear",),
+    results: str | Path = "results",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    **options: Any,
+) -> dict:
     """Train heads on a training store's features (validation carved from it), select on
     validation, report on `test`. Other options as `ProbeConfig`'s (lrs=, wds=, features=, ...).
     Returns the results dict that is also written to `results/NAME.json`."""
@@ -44,8 +71,14 @@ def probe(train: str | Path, *, test: str | Path | None = None, heads: Iterable[
 
     given = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
     training = dataclasses.replace(TrainSettings(), **given)
-    cfg = ProbeConfig(train=Path(train), test=None if test is None else Path(test), heads=tuple(heads), results=Path(results),
-                      training=options.pop("training", training), **{"progress": False, **options})  # fmt: skip
+    cfg = ProbeConfig(
+        train=Path(train),
+        test=None if test is None else Path(test),
+        heads=tuple(heads),
+        results=Path(results),
+        training=options.pop("training", training),
+        **{"progress": False, **options},
+    )
     return run(cfg)
 
 

@@ -18,11 +18,15 @@ def resolve_blocks(cfg: ExtractConfig, preset) -> tuple[int, ...]:
     chosen = cfg.blocks or (preset.default_block,)
     if ALL_BLOCKS in chosen:
         chosen = tuple(range(1, preset.num_blocks + 1))
-    names = tuple(getattr(preset, "block_names", ()))  # a block may be named by its module path where the preset numbers modules
+    names = tuple(
+        getattr(preset, "block_names", ())
+    )  # a block may be named by its module path where the preset numbers modules
     for b in (b for b in chosen if isinstance(b, str)):
         if b not in names:
             some = f"; valid names include {', '.join(names[:4])}, ..." if names else ""
-            raise ValueError(f"block {b!r} is not a block of model {preset.name} (give a number 1..{preset.num_blocks}{some})")
+            raise ValueError(
+                f"block {b!r} is not a block of model {preset.name} (give a number 1..{preset.num_blocks}{some})"
+            )
     chosen = tuple(names.index(b) + 1 if isinstance(b, str) else b for b in chosen)
     for b in chosen:
         if not 1 <= b <= preset.num_blocks:
@@ -30,7 +34,9 @@ def resolve_blocks(cfg: ExtractConfig, preset) -> tuple[int, ...]:
     return tuple(sorted(set(chosen)))
 
 
-def row_shapes(preset, blocks: tuple[int, ...], ts, pools, skip_small: bool = False, table=None) -> dict[FeatureKey, tuple[int, ...]]:
+def row_shapes(
+    preset, blocks: tuple[int, ...], ts, pools, skip_small: bool = False, table=None
+) -> dict[FeatureKey, tuple[int, ...]]:
     """(C, h, w) of one cached row for every (t, b, pool), from the meta-device block table
     (guided-diffusion's, or the given one). `pools`: the pools of every block, or a dict of each
     block's own. A pool larger than a block's map is an error, or with skip_small that pair is
@@ -56,7 +62,9 @@ def row_shapes(preset, blocks: tuple[int, ...], ts, pools, skip_small: bool = Fa
 def check_run_options(cfg: ExtractConfig, preset) -> None:
     """The checks every diffusion family shares: timesteps, pools, views, sizes, data, dtypes."""
     if cfg.model_flags and cfg.model != ExtractConfig.model:  # --model-flags stands in for --model
-        raise ValueError(f"--model {cfg.model} and --model-flags exclude each other: --model-flags builds the U-Net itself; give one of them")
+        raise ValueError(
+            f"--model {cfg.model} and --model-flags exclude each other: --model-flags builds the U-Net itself; give one of them"
+        )
     if not cfg.ts:
         raise ValueError("give at least one timestep --t")
     for t in cfg.ts:
@@ -67,9 +75,13 @@ def check_run_options(cfg: ExtractConfig, preset) -> None:
     if cfg.views < 1:
         raise ValueError(f"--views must be at least 1, got {cfg.views}")
     if min(cfg.store.shard_rows, cfg.batch_size, cfg.micro_batch) < 1 or cfg.workers < 0:
-        raise ValueError("--shard-rows, --micro-batch and --batch-size must be positive, --workers non-negative")
+        raise ValueError(
+            "--shard-rows, --micro-batch and --batch-size must be positive, --workers non-negative"
+        )
     if cfg.store.shard_rows % cfg.micro_batch:
-        raise ValueError(f"--shard-rows ({cfg.store.shard_rows}) must be a multiple of --micro-batch ({cfg.micro_batch})")
+        raise ValueError(
+            f"--shard-rows ({cfg.store.shard_rows}) must be a multiple of --micro-batch ({cfg.micro_batch})"
+        )
     check_selection(cfg.selection)
     check_augmentation(cfg.aug, cfg.selection.split)
     if cfg.dtype not in FORWARD_DTYPES:

@@ -45,12 +45,23 @@ class Cost:
         return None if not self.images_per_s else self.forwards / self.images_per_s / 3600
 
     def line(self) -> str:
-        flops = "U-Net FLOPs not counted for this family" if self.pflop is None else (
-            f"U-Net {scaled(self.gflop_per_forward * 1e9, 'FLOP')} per forward x {self.forwards:,} forwards = {scaled(self.pflop * 1e15, 'FLOP')}")
+        flops = (
+            "U-Net FLOPs not counted for this family"
+            if self.pflop is None
+            else (
+                f"U-Net {scaled(self.gflop_per_forward * 1e9, 'FLOP')} per forward x {self.forwards:,} forwards = {scaled(self.pflop * 1e15, 'FLOP')}"
+            )
+        )
         size = scaled(self.bytes, "B")
-        hours = f"; at {self.images_per_s:,.0f} forwards/s: {self.hours:,.2f} h" if self.hours is not None else "; give --images-per-s for hours"
-        return (f"plan {self.store}: {self.rows:,} rows ({self.rows_from}) x {self.views} view(s), {self.keys} keys, "
-                f"{self.values_per_row:,} values per row: {size}; {flops}{hours}")  # fmt: skip
+        hours = (
+            f"; at {self.images_per_s:,.0f} forwards/s: {self.hours:,.2f} h"
+            if self.hours is not None
+            else "; give --images-per-s for hours"
+        )
+        return (
+            f"plan {self.store}: {self.rows:,} rows ({self.rows_from}) x {self.views} view(s), {self.keys} keys, "
+            f"{self.values_per_row:,} values per row: {size}; {flops}{hours}"
+        )
 
 
 def scaled(value: float, unit: str) -> str:
@@ -73,7 +84,9 @@ def planned_rows(cfg: ExtractConfig) -> tuple[int, str]:
         spec = get_dataset(sel.data)
         official = spec.official.get(sel.split)
         if official is None:
-            raise DataError(f"{sel.data} {sel.split}: the data cannot be read here and the registry has no official size for it") from None
+            raise DataError(
+                f"{sel.data} {sel.split}: the data cannot be read here and the registry has no official size for it"
+            ) from None
         parse_options(spec, sel.data_opts)
         return (min(official, sel.limit) if sel.limit else official), "official"
 
@@ -110,5 +123,15 @@ def plan(cfg: ExtractConfig, images_per_s: float | None = None) -> Cost:
     rows, source = planned_rows(cfg)
     values = int(sum(np.prod(s) for s in shapes.values()))
     itemsize = np.dtype(cfg.store_dtype).itemsize
-    return Cost(store=str(cfg.store.out), rows=rows, rows_from=source, views=cfg.views, ts=len(cfg.ts), keys=len(shapes), values_per_row=values,
-                bytes=rows * cfg.views * values * itemsize, gflop_per_forward=forward_gflop(preset, max(blocks)), images_per_s=images_per_s)  # fmt: skip
+    return Cost(
+        store=str(cfg.store.out),
+        rows=rows,
+        rows_from=source,
+        views=cfg.views,
+        ts=len(cfg.ts),
+        keys=len(shapes),
+        values_per_row=values,
+        bytes=rows * cfg.views * values * itemsize,
+        gflop_per_forward=forward_gflop(preset, max(blocks)),
+        images_per_s=images_per_s,
+    )

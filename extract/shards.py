@@ -65,8 +65,22 @@ def use_device(device: torch.device) -> torch.device:
     return device
 
 
-def run_shards(model, preset, source, store: FeatureStore, shards: list[int], rows: np.ndarray, cfg, blocks, shapes, device, world: World,
-               inputs: torch.utils.data.Dataset | None = None, compute=compute_features, workers: int | None = None) -> int:  # fmt: skip
+def run_shards(
+    model,
+    preset,
+    source,
+    store: FeatureStore,
+    shards: list[int],
+    rows: np.ndarray,
+    cfg,
+    blocks,
+    shapes,
+    device,
+    world: World,
+    inputs: torch.utils.data.Dataset | None = None,
+    compute=compute_features,
+    workers: int | None = None,
+) -> int:
     """Compute and write the given shards; returns the number of images computed.
 
     `inputs` yields (dataset index, input, error, pixel digest) [default: the images, preprocessed];
@@ -77,7 +91,9 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
     if total == 0:
         return 0
     if inputs is None:
-        inputs = FeatureInput(source, preset.image_size, preset.in_channels, AUGMENTATIONS[cfg.aug], cfg.views, cfg.seed)
+        inputs = FeatureInput(
+            source, preset.image_size, preset.in_channels, AUGMENTATIONS[cfg.aug], cfg.views, cfg.seed
+        )
     loader = torch.utils.data.DataLoader(
         inputs,
         batch_sampler=_ShardBatches(shard_indices, -(-cfg.batch_size // cfg.micro_batch) * cfg.micro_batch),
@@ -86,13 +102,19 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
         persistent_workers=False,
     )
     desc = f"extract rank {world.rank}" if world.size > 1 else "extract"
-    bar, lines = progress.bar(cfg.store.progress, total=total, unit="img", desc=desc), progress.Lines(cfg.store.progress, desc, total, "img")
+    bar, lines = (
+        progress.bar(cfg.store.progress, total=total, unit="img", desc=desc),
+        progress.Lines(cfg.store.progress, desc, total, "img"),
+    )
     batches = iter(loader)
     with bar:
         for s in shards:
             span = store.shard_rows(s)
             view_axis = (cfg.views,) if cfg.views > 1 else ()
-            buffers = {k: np.empty((len(span), *view_axis, *shape), dtype=cfg.store_dtype) for k, shape in shapes.items()}
+            buffers = {
+                k: np.empty((len(span), *view_axis, *shape), dtype=cfg.store_dtype)
+                for k, shape in shapes.items()
+            }
             valid = np.ones(len(span), dtype=bool)
             content = np.zeros((len(span), CONTENT_BYTES), dtype=np.uint8)
             filled = 0
@@ -102,7 +124,9 @@ def run_shards(model, preset, source, store: FeatureStore, shards: list[int], ro
                 bad = [j for j, e in enumerate(errors) if e]
                 if bad and not cfg.skip_bad:
                     raise DataError(errors[bad[0]] + " (use --skip-bad to skip unreadable images)")
-                feats = compute(model, preset, x0.to(device, non_blocking=True), indices, cfg, blocks, shapes, device)
+                feats = compute(
+                    model, preset, x0.to(device, non_blocking=True), indices, cfg, blocks, shapes, device
+                )
                 # batches walk the shard's rows in order, never crossing into the next shard
                 local = slice(filled, filled + len(indices))
                 for k, values in feats.items():

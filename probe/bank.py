@@ -17,10 +17,23 @@ from probe.heads import LinearHead
 
 
 class LinearBank(nn.Module):
-    BLOCK = 1 << 22  # elements per block of the update (_blocks): 16 MiB of float32, one ImageNet head (1000 x 4096)
-    BLOCKED_ON = ("cpu",)  # device types whose update goes in cache-sized blocks, per-head scalars as a column
+    BLOCK = (
+        1 << 22
+    )  # elements per block of the update (_blocks): 16 MiB of float32, one ImageNet head (1000 x 4096)
+    BLOCKED_ON = (
+        "cpu",
+    )  # device types whose update goes in cache-sized blocks, per-head scalars as a column
 
-    def __init__(self, heads: list[LinearHead], lrs: list[float], wds: list[float], optimizer: str, momentum: float = 0.9, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self,
+        heads: list[LinearHead],
+        lrs: list[float],
+        wds: list[float],
+        optimizer: str,
+        momentum: float = 0.9,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.stack([h.fc.weight.detach().clone() for h in heads]))  # (M, K, D)
         self.bias = nn.Parameter(torch.stack([h.fc.bias.detach().clone() for h in heads]))  # (M, K)
@@ -40,13 +53,17 @@ class LinearBank(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (n, D...) -> logits (n, M, K)."""
         m, k, d = self.weight.shape
-        return nn.functional.linear(x.flatten(1), self.weight.reshape(m * k, d), self.bias.reshape(m * k)).view(-1, m, k)
+        return nn.functional.linear(
+            x.flatten(1), self.weight.reshape(m * k, d), self.bias.reshape(m * k)
+        ).view(-1, m, k)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
         """The sum over heads of each head's mean cross-entropy."""
         logits = self(x)
         n, m, k = logits.shape
-        total = nn.functional.cross_entropy(logits.reshape(n * m, k), y.repeat_interleave(m), reduction="sum", label_smoothing=label_smoothing)
+        total = nn.functional.cross_entropy(
+            logits.reshape(n * m, k), y.repeat_interleave(m), reduction="sum", label_smoothing=label_smoothing
+        )
         return total / n
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -113,14 +130,21 @@ class LinearBank(nn.Module):
                         pb[i - a].add_(gb[i - a], alpha=-lrs[i])
             else:
                 if name + ".m" not in self.state_:
-                    self.state_[name + ".m"], self.state_[name + ".v"] = torch.zeros_like(p), torch.zeros_like(p)
+                    self.state_[name + ".m"], self.state_[name + ".v"] = (
+                        torch.zeros_like(p),
+                        torch.zeros_like(p),
+                    )
                 mf, vf = self.state_[name + ".m"].view(m_, n), self.state_[name + ".v"].view(m_, n)
                 for a, b, c, d in blocks:
                     pb, gb, mb, vb = pf[a:b, c:d], gf[a:b, c:d], mf[a:b, c:d], vf[a:b, c:d]
                     mb.lerp_(gb, 1 - b1)
                     vb.mul_(b2).addcmul_(gb, gb, value=1 - b2)
-                    denom = torch.sqrt(vb, out=scratch[: vb.numel()].view(vb.shape)).div_(bc2**0.5).add_(self.eps)
-                    if b - a == 1 or p.device.type not in self.BLOCKED_ON:  # off a CPU: no host-to-device copy of the scalars
+                    denom = (
+                        torch.sqrt(vb, out=scratch[: vb.numel()].view(vb.shape)).div_(bc2**0.5).add_(self.eps)
+                    )
+                    if (
+                        b - a == 1 or p.device.type not in self.BLOCKED_ON
+                    ):  # off a CPU: no host-to-device copy of the scalars
                         for i in range(a, b):
                             if wds[i]:
                                 pb[i - a].mul_(1 - lrs[i] * wds[i])
@@ -132,7 +156,11 @@ class LinearBank(nn.Module):
                     column = lambda values: torch.tensor(values, dtype=p.dtype, device=p.device).unsqueeze(1)  # noqa: E731
                     if any(wds[a:b]):
                         pb.mul_(column([1 - lr * wd for lr, wd in zip(lrs[a:b], wds[a:b])]))
-                    update = torch.mul(mb, column([-lr / bc1 for lr in lrs[a:b]]), out=scratch[vb.numel() : 2 * vb.numel()].view(vb.shape))
+                    update = torch.mul(
+                        mb,
+                        column([-lr / bc1 for lr in lrs[a:b]]),
+                        out=scratch[vb.numel() : 2 * vb.numel()].view(vb.shape),
+                    )
                     pb.add_(update.div_(denom))
 
     def export(self, i: int, in_shape: tuple[int, int, int]) -> LinearHead:

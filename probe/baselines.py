@@ -19,7 +19,9 @@ from sklearn.linear_model import LogisticRegression
 from probe.metrics import topk_from_scores
 
 
-def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int, max_iter: int = 1000) -> tuple[LogisticRegression, bool]:
+def fit_logreg(
+    x: np.ndarray, y: np.ndarray, c: float, seed: int, max_iter: int = 1000
+) -> tuple[LogisticRegression, bool]:
     """x: (n, D) standardized features, y: (n,) -> (fitted model, whether L-BFGS converged).
     Labels absent from y get no row; `logreg_weights` expands the coefficients to all classes."""
     model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter, random_state=seed)

@@ -22,40 +22,130 @@ def cli():
 
 
 @cli.command()
-@click.option("--train", "train_store", required=True, type=click.Path(path_type=Path), help="training store (.zarr)")
-@click.option("--test", "test_store", type=click.Path(path_type=Path), help="test store: evaluated only, never used to choose")
-@click.option("--val", "val_store", type=click.Path(path_type=Path), help="official validation store [default: carved from --train]")
-@click.option("--head", "heads", multiple=True, default=("linear",), type=click.Choice([*HEAD_NAMES, *BASELINE_NAMES]), help="heads (repeat for a grid)")
-@click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE head option, e.g. width=256, hidden=512,512, batchnorm=true")
-@click.option("--features", multiple=True, help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate, 'all' for every key of the store together (repeat for a grid) [default: each key alone]")
-@click.option("--features-from", type=click.Path(path_type=Path), help="a probe results file: train at the feature set it chose on validation (e.g. an attention head where a linear grid chose)")
+@click.option(
+    "--train", "train_store", required=True, type=click.Path(path_type=Path), help="training store (.zarr)"
+)
+@click.option(
+    "--test",
+    "test_store",
+    type=click.Path(path_type=Path),
+    help="test store: evaluated only, never used to choose",
+)
+@click.option(
+    "--val",
+    "val_store",
+    type=click.Path(path_type=Path),
+    help="official validation store [default: carved from --train]",
+)
+@click.option(
+    "--head",
+    "heads",
+    multiple=True,
+    default=("linear",),
+    type=click.Choice([*HEAD_NAMES, *BASELINE_NAMES]),
+    help="heads (repeat for a grid)",
+)
+@click.option(
+    "--head-opt",
+    "head_options",
+    multiple=True,
+    help="NAME=VALUE head option, e.g. width=256, hidden=512,512, batchnorm=true",
+)
+@click.option(
+    "--features",
+    multiple=True,
+    help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate, 'all' for every key of the store together (repeat for a grid) [default: each key alone]",
+)
+@click.option(
+    "--features-from",
+    type=click.Path(path_type=Path),
+    help="a probe results file: train at the feature set it chose on validation (e.g. an attention head where a linear grid chose)",
+)
 @key_options(what="store's keys to train on, each alone [default: all]")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default="diffprobe", help="defaults for the options marked 'the recipe's' (see README: recipes)")
-@click.option("--lr", "lrs", multiple=True, callback=float_list, help="learning rates (grid) [default: the recipe's, per head]")
-@click.option("--wd", "wds", multiple=True, callback=float_list, help="weight decays (grid) [default: the recipe's]")
+@click.option(
+    "--recipe",
+    type=click.Choice(list(RECIPES)),
+    default="diffprobe",
+    help="defaults for the options marked 'the recipe's' (see README: recipes)",
+)
+@click.option(
+    "--lr",
+    "lrs",
+    multiple=True,
+    callback=float_list,
+    help="learning rates (grid) [default: the recipe's, per head]",
+)
+@click.option(
+    "--wd", "wds", multiple=True, callback=float_list, help="weight decays (grid) [default: the recipe's]"
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="[default: the recipe's]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="global batch [default: the recipe's]")
 @click.option("--optimizer", type=click.Choice(list(OPTIMIZER_NAMES)), help="[default: the recipe's]")
 @click.option("--momentum", type=float, help="SGD momentum [default: the recipe's]")
 @click.option("--schedule", type=click.Choice(list(SCHEDULE_NAMES)), help="[default: the recipe's]")
 @click.option("--warmup-epochs", type=float, default=0.0)
-@click.option("--step-epochs", type=click.IntRange(min=1), help="step schedule: epochs between decays [default: the recipe's]")
+@click.option(
+    "--step-epochs",
+    type=click.IntRange(min=1),
+    help="step schedule: epochs between decays [default: the recipe's]",
+)
 @click.option("--label-smoothing", type=click.FloatRange(0, 1), default=0.0)
-@click.option("--standardize/--no-standardize", default=None, help="per-feature standardization fitted on train [default: the recipe's]")
-@click.option("--views", "view_mode", type=click.Choice(["draw", "mean"]), default="draw",
-              help="a training store of K views per image: draw one per image and epoch (fresh augmentation), or average them (as DIFT averages its noise draws)")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), help="validation carved from train [default: the recipe's]")
-@click.option("--allow-overlap", is_flag=True, help="go on, with a warning, when train, val and test share images (found by their pixel digests) [default: refuse]")
+@click.option(
+    "--standardize/--no-standardize",
+    default=None,
+    help="per-feature standardization fitted on train [default: the recipe's]",
+)
+@click.option(
+    "--views",
+    "view_mode",
+    type=click.Choice(["draw", "mean"]),
+    default="draw",
+    help="a training store of K views per image: draw one per image and epoch (fresh augmentation), or average them (as DIFT averages its noise draws)",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="validation carved from train [default: the recipe's]",
+)
+@click.option(
+    "--allow-overlap",
+    is_flag=True,
+    help="go on, with a warning, when train, val and test share images (found by their pixel digests) [default: refuse]",
+)
 @click.option("--seed", type=int, default=0)
-@click.option("--buffer-mb", type=click.IntRange(min=1), default=1024, help="memory for feature rows (bounds the shuffle window)")
-@click.option("--preload/--stream", default=None, help="hold the training features in memory [default: when they fit --buffer-mb]")
-@click.option("--logreg-c", multiple=True, default=("0.01,0.1,1,10",), callback=float_list, help="logreg inverse regularisation (grid)")
+@click.option(
+    "--buffer-mb",
+    type=click.IntRange(min=1),
+    default=1024,
+    help="memory for feature rows (bounds the shuffle window)",
+)
+@click.option(
+    "--preload/--stream",
+    default=None,
+    help="hold the training features in memory [default: when they fit --buffer-mb]",
+)
+@click.option(
+    "--logreg-c",
+    multiple=True,
+    default=("0.01,0.1,1,10",),
+    callback=float_list,
+    help="logreg inverse regularisation (grid)",
+)
 @click.option("--knn-k", multiple=True, default=("20",), callback=int_list, help="k-NN neighbours (grid)")
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), help="folder for results, heads and the table")
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    help="folder for results, heads and the table",
+)
 @click.option("--name", help="results name [default: heads and store name]")
 @click.option("--device", help="cpu, cuda, cuda:1 [default: CUDA when present]")
 @click.option("--progress/--no-progress", default=True)
-@click.option("--tensorboard", type=click.Path(path_type=Path), help="also write the per-epoch history (train loss, lr, each member's validation top-1) as TensorBoard event files under DIR/NAME")
+@click.option(
+    "--tensorboard",
+    type=click.Path(path_type=Path),
+    help="also write the per-epoch history (train loss, lr, each member's validation top-1) as TensorBoard event files under DIR/NAME",
+)
 @user_errors
 def train(train_store, test_store, val_store, **kwargs):
     """Train heads (a grid: heads x features x lrs x wds) in one pass, select on validation, test."""
@@ -63,7 +153,9 @@ def train(train_store, test_store, val_store, **kwargs):
 
     if "all" in kwargs["blocks"]:
         kwargs["blocks"] = ()
-    result = probe(probe_config(kwargs.pop("recipe"), train=train_store, test=test_store, val=val_store, **kwargs))
+    result = probe(
+        probe_config(kwargs.pop("recipe"), train=train_store, test=test_store, val=val_store, **kwargs)
+    )
     if result:
         click.echo(summary_lines(result))
 
@@ -73,7 +165,11 @@ def train(train_store, test_store, val_store, **kwargs):
 @click.option("--store", required=True, type=click.Path(path_type=Path), help="store to evaluate on")
 @click.option("--out", type=click.Path(path_type=Path), help="write the full results JSON here")
 @click.option("--device", default="cpu")
-@click.option("--allow-overlap", is_flag=True, help="go on, with a warning, when the store shares images with the head's training store")
+@click.option(
+    "--allow-overlap",
+    is_flag=True,
+    help="go on, with a warning, when the store shares images with the head's training store",
+)
 @user_errors
 def eval_cmd(head, store, out, device, allow_overlap):
     """Re-evaluate a saved head on a store's valid rows."""
@@ -88,9 +184,18 @@ def eval_cmd(head, store, out, device, allow_overlap):
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/probe.json"))
-@click.option("--shape", "shapes", multiple=True, type=click.Choice(["demo", "imagenet"]), default=("demo", "imagenet"), help="feature shapes to time")
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    type=click.Choice(["demo", "imagenet"]),
+    default=("demo", "imagenet"),
+    help="feature shapes to time",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="torch.set_num_threads [default: torch's]")
-@click.option("--flops-only", is_flag=True, help="only the compute: the bank's GFLOP/s beside torch.matmul (no store)")
+@click.option(
+    "--flops-only", is_flag=True, help="only the compute: the bank's GFLOP/s beside torch.matmul (no store)"
+)
 @user_errors
 def bench(out, shapes, threads, flops_only):
     """A grid of 16 linear heads against one head, store read vs training samples/s, and the
@@ -110,7 +215,12 @@ def bench(out, shapes, threads, flops_only):
 
 
 @cli.command()
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), help="folder holding probe_results.csv")
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    help="folder holding probe_results.csv",
+)
 @click.option("--last", type=click.IntRange(min=1), help="only the last N rows")
 @user_errors
 def table(results, last):
@@ -125,11 +235,28 @@ def table(results, last):
 
 
 @cli.command("select")
-@click.option("--results", "items", multiple=True, required=True, help="results JSON of a run (repeat, or a glob): the runs to choose among")
+@click.option(
+    "--results",
+    "items",
+    multiple=True,
+    required=True,
+    help="results JSON of a run (repeat, or a glob): the runs to choose among",
+)
 @click.option("--name", required=True, help="name of the chosen run's copy")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help="folder for NAME.json and its predictions")
-@click.option("--ties", type=click.Choice(["first", "last"]), default="first", show_default=True,
-              help="which of equal validation scores wins, in the order given (globs in natural order: step2 before step10)")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="folder for NAME.json and its predictions",
+)
+@click.option(
+    "--ties",
+    type=click.Choice(["first", "last"]),
+    default="first",
+    show_default=True,
+    help="which of equal validation scores wins, in the order given (globs in natural order: step2 before step10)",
+)
 @user_errors
 def select_cmd(items, name, out, ties):
     """Choose one run among several on validation top-1 (e.g. fine-tuning at several lrs) and copy it as NAME."""
@@ -137,7 +264,9 @@ def select_cmd(items, name, out, ties):
 
     chosen = select_run(items, name, out, ties)
     scores = ", ".join(f"{r['name']} {r['val_top1']:.2f}" for r in chosen["selected_from"])
-    click.echo(f"{out / name}.json: {chosen['selected_run']} (validation top-1 of {scores}); test top-1 {chosen['test']['top1']:.2f}")
+    click.echo(
+        f"{out / name}.json: {chosen['selected_run']} (validation top-1 of {scores}); test top-1 {chosen['test']['top1']:.2f}"
+    )
 
 
 @cli.command("bench-batches")
@@ -154,44 +283,126 @@ def bench_batches_cmd(out):
 
 
 @cli.command()
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="run folder: resumable state and the exported U-Net (finetuned.pt)")
-@click.option("--model", default="demo-fmnist", show_default=True, help="a guided-diffusion preset (python -m extract presets)")
-@click.option("--ckpt", type=click.Path(path_type=Path), help="weights file [default: the preset's shipped weights]")
-@click.option("--random-init/--no-random-init", default=False, help="start from the preset's random-weight control")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="run folder: resumable state and the exported U-Net (finetuned.pt)",
+)
+@click.option(
+    "--model",
+    default="demo-fmnist",
+    show_default=True,
+    help="a guided-diffusion preset (python -m extract presets)",
+)
+@click.option(
+    "--ckpt", type=click.Path(path_type=Path), help="weights file [default: the preset's shipped weights]"
+)
+@click.option(
+    "--random-init/--no-random-init", default=False, help="start from the preset's random-weight control"
+)
 @click.option("--data", default="fashion-mnist", show_default=True)
 @click.option("--data-root", type=click.Path(path_type=Path))
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--test-split", default="test", show_default=True)
-@click.option("--limit", type=click.IntRange(min=2), help="training images, a seeded subset (validation is carved from them)")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=2),
+    help="training images, a seeded subset (validation is carved from them)",
+)
 @click.option("--test-limit", type=click.IntRange(min=1))
 @click.option("-t", "t", type=click.IntRange(min=0), default=150, show_default=True)
-@click.option("-b", "block", type=click.IntRange(min=1), help="the block the head reads [default: the preset's, b=24 on ADM-256]")
+@click.option(
+    "-b",
+    "block",
+    type=click.IntRange(min=1),
+    help="the block the head reads [default: the preset's, b=24 on ADM-256]",
+)
 @click.option("--pool", default="2", show_default=True, help="adaptive average pool size, or 'full'")
 @click.option("--head", type=click.Choice(HEAD_NAMES), default="linear", show_default=True)
 @click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE for the head, e.g. width=256")
-@click.option("--recipe", type=click.Choice(["paper", "diffssl", "diffprobe"]), default="paper", show_default=True,
-              help="paper: diffssl's optimizer (one SGD, lr 1e-3, StepLR(7)), 28 epochs, batch 128, fp32 weights, a validation carve; "
-                   "diffssl: its code as it runs (fp16 convolutions updated in place, its random crop, 50 epochs, batch 64, all of train, "
-                   "the last epoch); diffprobe: AdamW, U-Net 1e-4, head 1e-3, cosine")
+@click.option(
+    "--recipe",
+    type=click.Choice(["paper", "diffssl", "diffprobe"]),
+    default="paper",
+    show_default=True,
+    help="paper: diffssl's optimizer (one SGD, lr 1e-3, StepLR(7)), 28 epochs, batch 128, fp32 weights, a validation carve; "
+    "diffssl: its code as it runs (fp16 convolutions updated in place, its random crop, 50 epochs, batch 64, all of train, "
+    "the last epoch); diffprobe: AdamW, U-Net 1e-4, head 1e-3, cosine",
+)
 @click.option("--epochs", type=click.IntRange(min=1))
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--lr", type=float, help="the U-Net's learning rate (and the head's, unless --head-lr)")
 @click.option("--head-lr", type=float)
-@click.option("--freeze-blocks", type=click.IntRange(min=0), default=0, show_default=True, help="keep blocks 1..k as loaded")
-@click.option("--trainable", type=click.Choice(["all", "norms-biases"]), default="all", show_default=True, help="norms-biases: only GroupNorm weights and biases train in the U-Net")
-@click.option("--ema-rate", type=float, default=0.0, show_default=True, help="evaluate and export the EMA of the weights (0: off)")
-@click.option("--aug/--no-aug", default=True, show_default=True, help="a fresh crop and flip per image and epoch (the recipe's kind)")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="class-stratified carve of train that picks the epoch (the diffssl recipe: none)")
-@click.option("--eval-every", type=click.IntRange(min=0), help="score the test split every N epochs along the way, reported only (0: at the end only) [default: the recipe's: 7 for diffssl, as its eval_interval; else 0]")
-@click.option("--grad-checkpoint/--no-grad-checkpoint", default=False, show_default=True, help="recompute blocks in backward (memory for the 256x256 model)")
-@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16: autocast (CUDA)")
+@click.option(
+    "--freeze-blocks",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="keep blocks 1..k as loaded",
+)
+@click.option(
+    "--trainable",
+    type=click.Choice(["all", "norms-biases"]),
+    default="all",
+    show_default=True,
+    help="norms-biases: only GroupNorm weights and biases train in the U-Net",
+)
+@click.option(
+    "--ema-rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="evaluate and export the EMA of the weights (0: off)",
+)
+@click.option(
+    "--aug/--no-aug",
+    default=True,
+    show_default=True,
+    help="a fresh crop and flip per image and epoch (the recipe's kind)",
+)
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="class-stratified carve of train that picks the epoch (the diffssl recipe: none)",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=0),
+    help="score the test split every N epochs along the way, reported only (0: at the end only) [default: the recipe's: 7 for diffssl, as its eval_interval; else 0]",
+)
+@click.option(
+    "--grad-checkpoint/--no-grad-checkpoint",
+    default=False,
+    show_default=True,
+    help="recompute blocks in backward (memory for the 256x256 model)",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: autocast (CUDA)",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True, help="steps between resumable saves")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="steps between resumable saves",
+)
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--name")
 @click.option("--progress/--no-progress", default=True)
-@click.option("--tensorboard", type=click.Path(path_type=Path), help="also write the per-epoch history (train loss, lr, validation top-1) as TensorBoard event files under DIR/NAME")
+@click.option(
+    "--tensorboard",
+    type=click.Path(path_type=Path),
+    help="also write the per-epoch history (train loss, lr, validation top-1) as TensorBoard event files under DIR/NAME",
+)
 @user_errors
 def finetune(pool, **options):
     """Fine-tune the U-Net up to block b with a head, end to end (the U-Net in the loop; torchrun for DDP)."""
@@ -203,28 +414,70 @@ def finetune(pool, **options):
     if result:
         val = result["val"]["top1"]
         how = f"chosen on validation ({val:.2f})" if val is not None else "the last (no validation)"
-        click.echo(f"{result['name']}: epoch {result['head']['epoch']} {how}; "
-                   f"test top-1 {result['test']['top1']:.2f} on {result['test']['rows']} images; U-Net written to {result['exported']}")  # fmt: skip
+        click.echo(
+            f"{result['name']}: epoch {result['head']['epoch']} {how}; "
+            f"test top-1 {result['test']['top1']:.2f} on {result['test']['rows']} images; U-Net written to {result['exported']}"
+        )
 
 
 @cli.command("bench-workflow")
-@click.option("--images", type=click.IntRange(min=16), default=2000, show_default=True, help="Fashion-MNIST training images per seed (a seeded subset)")
-@click.option("--val-images", type=click.IntRange(min=1), default=1000, show_default=True, help="held out from the same draw, for the convergence curve")
+@click.option(
+    "--images",
+    type=click.IntRange(min=16),
+    default=2000,
+    show_default=True,
+    help="Fashion-MNIST training images per seed (a seeded subset)",
+)
+@click.option(
+    "--val-images",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="held out from the same draw, for the convergence curve",
+)
 @click.option("--test-images", type=click.IntRange(min=10), default=10000, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=48, show_default=True, help="the same for every arm, so the same optimizer steps")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=48,
+    show_default=True,
+    help="the same for every arm, so the same optimizer steps",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--views", multiple=True, default=("1,4,8",), callback=int_list, show_default=True, help="the cached arms: K views per image (1: center crop)")
+@click.option(
+    "--views",
+    multiple=True,
+    default=("1,4,8",),
+    callback=int_list,
+    show_default=True,
+    help="the cached arms: K views per image (1: center crop)",
+)
 @click.option("--seeds", multiple=True, default=("0,1,2",), callback=int_list, show_default=True)
-@click.option("--online/--no-online", default=True, show_default=True, help="also the two on-line arms (the U-Net in the loop; the slow part)")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/workflow.json"), show_default=True)
+@click.option(
+    "--online/--no-online",
+    default=True,
+    show_default=True,
+    help="also the two on-line arms (the U-Net in the loop; the slow part)",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("bench-results/workflow.json"), show_default=True
+)
 @user_errors
 def bench_workflow_cmd(images, val_images, test_images, epochs, batch, views, seeds, online, out):
     """Linear and attention heads trained at matched steps on-line (fresh crop, flip and noise; fresh noise only) and from caches of 1, 4 and 8 views, over seeds."""
     from probe.bench.workflow import WorkflowSettings, bench_workflow, format_table
     from probe.tables import write_json
 
-    settings = WorkflowSettings(images=images, val_images=val_images, test_images=test_images, epochs=epochs, batch=batch, views=tuple(views),
-                                seeds=tuple(seeds), online=WorkflowSettings.online if online else ())  # fmt: skip
+    settings = WorkflowSettings(
+        images=images,
+        val_images=val_images,
+        test_images=test_images,
+        epochs=epochs,
+        batch=batch,
+        views=tuple(views),
+        seeds=tuple(seeds),
+        online=WorkflowSettings.online if online else (),
+    )
     result = bench_workflow(settings, progress=lambda text: click.echo(f"bench-workflow: {text}", err=True))
     write_json(out, result)
     click.echo(format_table(result))

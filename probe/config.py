@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-HEAD_NAMES = ("linear", "mlp", "cnn", "attention", "paper-attention", "paper-mlp", "paper-fusion")  # probe.heads.HEADS
+HEAD_NAMES = (
+    "linear",
+    "mlp",
+    "cnn",
+    "attention",
+    "paper-attention",
+    "paper-mlp",
+    "paper-fusion",
+)  # probe.heads.HEADS
 BASELINE_NAMES = ("logreg", "knn")  # probe.heads.BASELINES
 OPTIMIZER_NAMES = ("sgd", "adamw")  # probe.grid.OPTIMIZERS
 SCHEDULE_NAMES = ("cosine", "step")  # probe.grid.SCHEDULES
@@ -37,7 +45,9 @@ class ProbeConfig:
     val: Path | None = None  # an official validation store; else carved from train
     heads: tuple[str, ...] = ("linear",)
     head_options: tuple[str, ...] = ()  # NAME=VALUE, applied to every head that takes NAME
-    features: tuple[str, ...] = ()  # feature sets like "t10/b7/p2" or "t10/b7/p2+t50/b7/p2"; empty: each key alone
+    features: tuple[
+        str, ...
+    ] = ()  # feature sets like "t10/b7/p2" or "t10/b7/p2+t50/b7/p2"; empty: each key alone
     features_from: Path | None = None  # a results file: train at the feature set it chose on validation
     ts: tuple[int, ...] = ()  # without features: only the store's keys with these t (empty: any)
     blocks: tuple[int, ...] = ()  # ... these b
@@ -48,7 +58,9 @@ class ProbeConfig:
     recipe: str = ""  # the recipe whose defaults filled the options (probe.recipes), recorded in results
     training: TrainSettings = TrainSettings()  # epochs, batch size, optimizer, schedule, seed
     standardize: bool = True
-    view_mode: str = "draw"  # a training store of K views: draw one per image and epoch, or average them ("mean")
+    view_mode: str = (
+        "draw"  # a training store of K views: draw one per image and epoch, or average them ("mean")
+    )
     val_fraction: float = 0.1
     allow_overlap: bool = False  # go on (with a warning) when two splits share images
     buffer_mb: int = 1024  # bounds the feature rows held in memory (two shuffle windows)

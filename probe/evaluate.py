@@ -17,7 +17,9 @@ from probe.results import load_head
 
 
 @torch.no_grad()
-def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu", allow_overlap: bool = False) -> dict:
+def evaluate_head(
+    head: str | Path, store_path: str | Path, device: str = "cpu", allow_overlap: bool = False
+) -> dict:
     """Top-1/top-5, per-class accuracy and confusion matrix of a saved head on a store's valid rows.
     A store sharing images with the head's training store (when that store is still there) is
     refused unless `allow_overlap`."""
@@ -26,13 +28,19 @@ def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu",
     key = store.attrs.get("key", {})
     meaning = {k: v for k, v in meta["compatible"].items() if k not in ROUNDING_FIELDS}
     diffs = describe_differences(meaning, {k: key.get(k) for k in meaning})
-    rounding = describe_differences({k: v for k, v in meta["compatible"].items() if k in ROUNDING_FIELDS},
-                                    {k: key.get(k) for k in meta["compatible"] if k in ROUNDING_FIELDS})  # fmt: skip
+    rounding = describe_differences(
+        {k: v for k, v in meta["compatible"].items() if k in ROUNDING_FIELDS},
+        {k: key.get(k) for k in meta["compatible"] if k in ROUNDING_FIELDS},
+    )
     if rounding:
-        progress.warn(f"{store_path} was extracted with another micro-batch or device than {head} was trained on "
-                      f"({'; '.join(rounding)}): features agree up to float rounding")  # fmt: skip
+        progress.warn(
+            f"{store_path} was extracted with another micro-batch or device than {head} was trained on "
+            f"({'; '.join(rounding)}): features agree up to float rounding"
+        )
     if diffs:
-        raise ProbeDataError(f"{store_path} holds features of another model or preprocessing than {head} was trained on: {'; '.join(diffs[:3])}")
+        raise ProbeDataError(
+            f"{store_path} holds features of another model or preprocessing than {head} was trained on: {'; '.join(diffs[:3])}"
+        )
     overlap = _overlap_with_training(meta, store, allow_overlap)
     reader = FeatureReader(store, fs.keys)
     mask, labels = store.valid(), store.labels()
@@ -47,7 +55,13 @@ def evaluate_head(head: str | Path, store_path: str | Path, device: str = "cpu",
         tops.append(logits.float().topk(min(5, n_classes), dim=1).indices.cpu().numpy())
         ys.append(y)
     result = report(np.concatenate(tops), np.concatenate(ys), n_classes)
-    return {"head": str(head), "store": store_summary(store, int(mask.sum())), "trained_as": meta.get("trained_as"), "overlap": overlap, **result}
+    return {
+        "head": str(head),
+        "store": store_summary(store, int(mask.sum())),
+        "trained_as": meta.get("trained_as"),
+        "overlap": overlap,
+        **result,
+    }
 
 
 def _overlap_with_training(meta: dict, store, allow: bool) -> dict | None:
@@ -55,7 +69,12 @@ def _overlap_with_training(meta: dict, store, allow: bool) -> dict | None:
     train_path = meta.get("train_store")
     if not train_path or not is_store(train_path) or Path(train_path).resolve() == Path(store.path).resolve():
         return None
-    found = check_overlap(open_complete(train_path), store, allow, f"the head's training store ({Path(train_path).name}) and {store.path.name}")
+    found = check_overlap(
+        open_complete(train_path),
+        store,
+        allow,
+        f"the head's training store ({Path(train_path).name}) and {store.path.name}",
+    )
     if found.shared:
         progress.warn(found.line)
     return found.record()

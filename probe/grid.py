@@ -74,9 +74,14 @@ class MemberSpec:
     wd: float
 
     def describe(self) -> dict:
-        return {"head": self.head, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options},
-                "features": [k.to_dict() for k in self.features.keys], "feature_set": self.features.name,
-                "lr": self.lr, "wd": self.wd}  # fmt: skip
+        return {
+            "head": self.head,
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options},
+            "features": [k.to_dict() for k in self.features.keys],
+            "feature_set": self.features.name,
+            "lr": self.lr,
+            "wd": self.wd,
+        }
 
 
 def member_seed(seed: int, spec: MemberSpec) -> int:
@@ -127,24 +132,43 @@ class Grid(nn.Module):
     returns the summed loss (so a DDP wrapper sees one forward); `logits` gives each
     member's (n, classes) logits for evaluation."""
 
-    def __init__(self, specs: list[MemberSpec], sets: list[FeatureSet], modules: list[nn.Module], settings: TrainSettings | None = None):
+    def __init__(
+        self,
+        specs: list[MemberSpec],
+        sets: list[FeatureSet],
+        modules: list[nn.Module],
+        settings: TrainSettings | None = None,
+    ):
         super().__init__()
         settings = settings or TrainSettings()
         self.specs, self.sets, self.settings = specs, sets, settings
         self.set_of = [sets.index(s.features) for s in specs]
-        plain = [i for i, m in enumerate(modules) if isinstance(m, LinearHead) and isinstance(m.norm, nn.Identity)]
+        plain = [
+            i for i, m in enumerate(modules) if isinstance(m, LinearHead) and isinstance(m.norm, nn.Identity)
+        ]
         bank_members: dict[int, list[int]] = {}
         for i in plain:
             bank_members.setdefault(self.set_of[i], []).append(i)
         self.bank_sets = list(bank_members)
         self.bank_index = list(bank_members.values())
         self.banks = nn.ModuleList(
-            LinearBank([modules[i] for i in idx], [specs[i].lr for i in idx], [specs[i].wd for i in idx], settings.optimizer, settings.momentum)
+            LinearBank(
+                [modules[i] for i in idx],
+                [specs[i].lr for i in idx],
+                [specs[i].wd for i in idx],
+                settings.optimizer,
+                settings.momentum,
+            )
             for idx in self.bank_index
         )
         self.single_index = [i for i in range(len(modules)) if i not in set(plain)]
         self.singles = nn.ModuleList(modules[i] for i in self.single_index)
-        self.optimizers = [OPTIMIZERS[settings.optimizer](modules[i].parameters(), specs[i].lr, specs[i].wd, settings.momentum) for i in self.single_index]
+        self.optimizers = [
+            OPTIMIZERS[settings.optimizer](
+                modules[i].parameters(), specs[i].lr, specs[i].wd, settings.momentum
+            )
+            for i in self.single_index
+        ]
 
     def forward(self, inputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         smoothing = self.settings.label_smoothing
@@ -189,7 +213,12 @@ class Grid(nn.Module):
         raise IndexError(i)
 
 
-def head_inputs(values: dict[FeatureKey, np.ndarray], norms: dict[FeatureKey, Standardizer], sets: list[FeatureSet], device) -> list[torch.Tensor]:
+def head_inputs(
+    values: dict[FeatureKey, np.ndarray],
+    norms: dict[FeatureKey, Standardizer],
+    sets: list[FeatureSet],
+    device,
+) -> list[torch.Tensor]:
     """Stored rows -> one standardized float32 tensor (n, *in_shape) per feature set."""
     flat = {k: norms[k](v) for k, v in values.items()}
     out = []
@@ -220,7 +249,14 @@ def train_grid(
     samples, started, history = 0, time.perf_counter(), []
     for epoch in range(settings.epochs):
         summed, count = torch.zeros((), device=device), 0
-        bar = progress_bar(progress, total=steps * settings.batch_size, unit="sample", unit_scale=True, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False)
+        bar = progress_bar(
+            progress,
+            total=steps * settings.batch_size,
+            unit="sample",
+            unit_scale=True,
+            desc=f"epoch {epoch + 1}/{settings.epochs}",
+            leave=False,
+        )
         for step, (values, labels) in enumerate(epochs(epoch)):
             inputs = head_inputs(values, norms, grid.sets, device)
             loss = model(inputs, torch.from_numpy(labels).to(device))
@@ -234,9 +270,18 @@ def train_grid(
                 bar.set_postfix(loss=f"{loss.item() / len(grid.specs):.3f}")
         bar.close()
         mean_loss = float(summed) / max(count, 1) / len(grid.specs)
-        history.append({"epoch": epoch + 1, "train_loss": round(mean_loss, 6), "lr_factor": lr_factor(settings, epoch, 0, steps)})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": round(mean_loss, 6),
+                "lr_factor": lr_factor(settings, epoch, 0, steps),
+            }
+        )
         rate = samples / max(time.perf_counter() - started, 1e-9)
-        progress_line(progress, f"epoch {epoch + 1}/{settings.epochs}: train loss {mean_loss:.4f} (mean of {len(grid.specs)} members), {rate:,.0f} samples/s")
+        progress_line(
+            progress,
+            f"epoch {epoch + 1}/{settings.epochs}: train loss {mean_loss:.4f} (mean of {len(grid.specs)} members), {rate:,.0f} samples/s",
+        )
         if after_epoch is not None:
             paused = time.perf_counter()
             grid.eval()
@@ -245,18 +290,30 @@ def train_grid(
             started += time.perf_counter() - paused
     seconds = time.perf_counter() - started
     grid.eval()
-    return {"seconds": seconds, "samples": samples, "samples_per_s": samples / seconds if seconds > 0 else float("nan"), "history": history}
+    return {
+        "seconds": seconds,
+        "samples": samples,
+        "samples_per_s": samples / seconds if seconds > 0 else float("nan"),
+        "history": history,
+    }
 
 
 @torch.no_grad()
-def predict_grid(grid: Grid, batches: Iterable[tuple[dict, np.ndarray, np.ndarray]], norms, device, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def predict_grid(
+    grid: Grid, batches: Iterable[tuple[dict, np.ndarray, np.ndarray]], norms, device, k: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k class indices of every member on every row: ((n, members, k), labels (n,))."""
     grid.eval()
     tops, ys = [], []
     for values, labels, _rows in batches:
         logits = grid.logits(head_inputs(values, norms, grid.sets, device))
         kk = min(k, logits[0].shape[1])
-        tops.append(torch.stack([out.float().topk(kk, dim=1).indices for out in logits], dim=1).cpu().numpy().astype(np.int32))
+        tops.append(
+            torch.stack([out.float().topk(kk, dim=1).indices for out in logits], dim=1)
+            .cpu()
+            .numpy()
+            .astype(np.int32)
+        )
         ys.append(labels)
     if not tops:
         return np.zeros((0, len(grid.specs), k), np.int32), np.zeros(0, np.int64)

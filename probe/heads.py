@@ -72,8 +72,16 @@ class AttentionHead(nn.Module):
     value, and attention's cost falls with the square of the token count (a 32x32 map is 1,024
     tokens; capped at 8, 64)."""
 
-    def __init__(self, in_shape: tuple[int, int, int], classes: int, width: int = 1024, heads: int = 8, mlp_ratio: float = 4.0, depth: int = 2,
-                 token_side: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        classes: int,
+        width: int = 1024,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        depth: int = 2,
+        token_side: int | None = None,
+    ):
         super().__init__()
         channels, h, w = in_shape
         if width % heads:
@@ -86,7 +94,15 @@ class AttentionHead(nn.Module):
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
         self.pos = nn.Parameter(torch.randn(1, rows * cols + 1, width) * 0.02)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, heads, int(width * mlp_ratio), dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+            nn.TransformerEncoderLayer(
+                width,
+                heads,
+                int(width * mlp_ratio),
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(width)
@@ -143,7 +159,9 @@ def parse_head_options(pairs: tuple[str, ...] | list[str]) -> dict[str, object]:
         name, sep, value = pair.partition("=")
         name = name.strip()
         if not sep or name not in _OPTION_TYPES:
-            raise ValueError(f"head option {pair!r}: expected NAME=VALUE with NAME one of {', '.join(_OPTION_TYPES)}")
+            raise ValueError(
+                f"head option {pair!r}: expected NAME=VALUE with NAME one of {', '.join(_OPTION_TYPES)}"
+            )
         try:
             out[name] = _OPTION_TYPES[name](value.strip())
         except ValueError:
@@ -156,7 +174,9 @@ def takes_parts(name: str) -> bool:
     return bool(getattr(HEADS.get(name), "takes_parts", False))
 
 
-def build_head(name: str, in_shape: tuple[int, int, int], classes: int, options: dict | None = None) -> nn.Module:
+def build_head(
+    name: str, in_shape: tuple[int, int, int], classes: int, options: dict | None = None
+) -> nn.Module:
     """The registered head; an unknown name or an option the head does not take is a clear error."""
     try:
         factory = HEADS[name]

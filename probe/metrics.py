@@ -36,4 +36,9 @@ def topk_from_scores(scores: np.ndarray, k: int = 5) -> np.ndarray:
 def report(top: np.ndarray, labels: np.ndarray, classes: int) -> dict:
     """Everything the results file holds for one evaluated split."""
     matrix = confusion(top[:, 0], labels, classes)
-    return {**accuracy(top, labels), "rows": int(len(labels)), "per_class": per_class_accuracy(matrix), "confusion": matrix.tolist()}
+    return {
+        **accuracy(top, labels),
+        "rows": int(len(labels)),
+        "per_class": per_class_accuracy(matrix),
+        "confusion": matrix.tolist(),
+    }

@@ -53,8 +53,16 @@ class _Block(nn.Module):
 class PaperAttentionHead(nn.Module):
     """diffssl's attention head for one block at one t (see the module docstring)."""
 
-    def __init__(self, in_shape: tuple[int, int, int], classes: int, width: int = 1024, heads: int = 8,
-                 mlp_ratio: float = 4.0, depth: int = 2, prepool: int = 16):  # fmt: skip
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        classes: int,
+        width: int = 1024,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        depth: int = 2,
+        prepool: int = 16,
+    ):
         super().__init__()
         channels, h, w = in_shape
         if h != w:
@@ -62,7 +70,9 @@ class PaperAttentionHead(nn.Module):
         if width % heads:
             raise ValueError(f"paper-attention: width {width} is not divisible by heads {heads}")
         size = min(h, prepool)
-        self.pre = nn.Sequential(nn.AdaptiveAvgPool2d(size), nn.LayerNorm([channels, size, size]), nn.Conv2d(channels, width, 1))
+        self.pre = nn.Sequential(
+            nn.AdaptiveAvgPool2d(size), nn.LayerNorm([channels, size, size]), nn.Conv2d(channels, width, 1)
+        )
         self.cls = nn.Parameter(torch.zeros(1, 1, width))
         self.blocks = nn.ModuleList(_Block(width, heads, mlp_ratio) for _ in range(depth))
         self.fc = nn.Linear(width, classes)
@@ -104,8 +114,17 @@ class PaperFusionHead(nn.Module):
 
     takes_parts = True
 
-    def __init__(self, in_shape: tuple[int, int, int], classes: int, parts: tuple[tuple[int, ...], ...] = (), width: int = 1024,
-                 heads: int = 8, mlp_ratio: float = 4.0, depth: int = 2, prepool: int = 16):  # fmt: skip
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        classes: int,
+        parts: tuple[tuple[int, ...], ...] = (),
+        width: int = 1024,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        depth: int = 2,
+        prepool: int = 16,
+    ):
         super().__init__()
         if not parts:
             raise ValueError("paper-fusion needs the feature set's parts (t, b, C, h, w)")
@@ -118,7 +137,9 @@ class PaperFusionHead(nn.Module):
             if h != w:
                 raise ValueError(f"paper-fusion takes square maps, got {h}x{w} at b={b}")
             size = min(h, prepool)
-            layer = nn.Sequential(nn.AdaptiveAvgPool2d(size), nn.LayerNorm([c, size, size]), nn.Conv2d(c, width, 1))
+            layer = nn.Sequential(
+                nn.AdaptiveAvgPool2d(size), nn.LayerNorm([c, size, size]), nn.Conv2d(c, width, 1)
+            )
             if str(b) in pre and pre[str(b)][1].normalized_shape != (c, size, size):
                 raise ValueError(f"paper-fusion: block {b} has two shapes in this feature set")
             pre.setdefault(str(b), layer)
@@ -130,10 +151,16 @@ class PaperFusionHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(1)
         sizes = [c * h * w for _, _, c, h, w in self.parts]
-        maps = [v.reshape(len(x), c, h, w) for v, (_, _, c, h, w) in zip(flat.split(sizes, dim=1), self.parts)]
+        maps = [
+            v.reshape(len(x), c, h, w) for v, (_, _, c, h, w) in zip(flat.split(sizes, dim=1), self.parts)
+        ]
         outs = []
         for t in self.ts:
-            tokens = [self.pre[str(b)](m).flatten(2).transpose(1, 2) for m, (pt, b, *_) in zip(maps, self.parts) if pt == t]
+            tokens = [
+                self.pre[str(b)](m).flatten(2).transpose(1, 2)
+                for m, (pt, b, *_) in zip(maps, self.parts)
+                if pt == t
+            ]
             seq = torch.cat([self.cls.expand(len(x), -1, -1), *tokens], dim=1)
             for block in self.blocks:
                 seq = block(seq)

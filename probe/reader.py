@@ -28,7 +28,9 @@ class ProbeDataError(ValueError):
 
 
 def _named(diffs: list[str], a: FeatureStore, b: FeatureStore) -> str:
-    return "; ".join(d.replace("store has", f"{a.path.name} has").replace("asked", f"{b.path.name} has") for d in diffs[:3])
+    return "; ".join(
+        d.replace("store has", f"{a.path.name} has").replace("asked", f"{b.path.name} has") for d in diffs[:3]
+    )
 
 
 def check_compatible(reference: FeatureStore, other: FeatureStore) -> list[str]:
@@ -37,18 +39,26 @@ def check_compatible(reference: FeatureStore, other: FeatureStore) -> list[str]:
     together: one warning line, returned (to be recorded with the results)."""
     diffs = incompatibility(reference, other)
     if diffs:
-        raise ProbeDataError(f"{reference.path} and {other.path} hold features of different models or preprocessing: {_named(diffs, reference, other)}")
+        raise ProbeDataError(
+            f"{reference.path} and {other.path} hold features of different models or preprocessing: {_named(diffs, reference, other)}"
+        )
     warnings = []
     rounding = rounding_differences(reference, other)
     if rounding:
-        warnings.append(f"{reference.path.name} and {other.path.name} were extracted with another micro-batch or device "
-                        f"({_named(rounding, reference, other)}): their features agree up to float rounding, not bit for bit")  # fmt: skip
+        warnings.append(
+            f"{reference.path.name} and {other.path.name} were extracted with another micro-batch or device "
+            f"({_named(rounding, reference, other)}): their features agree up to float rounding, not bit for bit"
+        )
         progress.warn(warnings[-1])
     ours, theirs = reference.classes(), other.classes()
-    if ours and theirs and ours != theirs:  # e.g. a class subset on one split only: labels would mean other classes
+    if (
+        ours and theirs and ours != theirs
+    ):  # e.g. a class subset on one split only: labels would mean other classes
         first = next((k for k, (x, y) in enumerate(zip(ours, theirs)) if x != y), min(len(ours), len(theirs)))
-        raise ProbeDataError(f"{reference.path} and {other.path} number their classes differently ({len(ours)} vs {len(theirs)} classes, "
-                             f"first difference at label {first}); extract both with the same --data, --data-opt and --classes")  # fmt: skip
+        raise ProbeDataError(
+            f"{reference.path} and {other.path} number their classes differently ({len(ours)} vs {len(theirs)} classes, "
+            f"first difference at label {first}); extract both with the same --data, --data-opt and --classes"
+        )
     return warnings
 
 
@@ -56,9 +66,15 @@ def store_summary(store: FeatureStore, rows: int) -> dict:
     """What a results file records about a store: path, rows used, key fields, provenance."""
     attrs = store.attrs
     key = attrs.get("key", {})
-    return {"path": str(store.path), "rows": rows, "key": store.compatibility_key(),
-            "dataset": key.get("dataset"), "seed": key.get("seed"), "views": store.views,
-            "provenance": {k: v for k, v in attrs.get("provenance", {}).items() if k != "config"}}  # fmt: skip
+    return {
+        "path": str(store.path),
+        "rows": rows,
+        "key": store.compatibility_key(),
+        "dataset": key.get("dataset"),
+        "seed": key.get("seed"),
+        "views": store.views,
+        "provenance": {k: v for k, v in attrs.get("provenance", {}).items() if k != "config"},
+    }
 
 
 def store_classes(store: FeatureStore) -> list[str]:
@@ -75,13 +91,17 @@ class FeatureReader:
     store: FeatureStore
     keys: tuple[FeatureKey, ...]
     preload: bool = False
-    view_mode: str = "draw"  # a store of K views: "draw" one per row and epoch; "mean" their average, read as one view
+    view_mode: str = (
+        "draw"  # a store of K views: "draw" one per row and epoch; "mean" their average, read as one view
+    )
     _memory: dict[FeatureKey, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self):
         for key in self.keys:
             self.store.array(key)  # raises listing what the store holds
-        chunk_rows = [int(a["chunk_rows"]) for a in self.store.attrs["arrays"] if FeatureKey.from_dict(a) in self.keys]
+        chunk_rows = [
+            int(a["chunk_rows"]) for a in self.store.attrs["arrays"] if FeatureKey.from_dict(a) in self.keys
+        ]
         # a block covers whole inner chunks of every array (their row counts all divide shard_rows)
         self.block_rows = min(reduce(math.lcm, chunk_rows, 1), int(self.store.layout["shard_rows"]))
         self.n_blocks = -(-self.store.n_rows // self.block_rows)
@@ -97,7 +117,9 @@ class FeatureReader:
 
     def _as_read(self, values: np.ndarray) -> np.ndarray:
         if self.view_mode == "mean" and self.store.views > 1:
-            return values.astype(np.float32).mean(1).astype(values.dtype)  # (rows, V, ...) -> (rows, ...), summed in float32
+            return (
+                values.astype(np.float32).mean(1).astype(values.dtype)
+            )  # (rows, V, ...) -> (rows, ...), summed in float32
         return values
 
     def row_shape(self, key: FeatureKey) -> tuple[int, ...]:
@@ -139,7 +161,9 @@ def _refuse_nonfinite(reader: FeatureReader, bad: list[int], label: str) -> None
         bad = sorted(set(bad))
         ids = reader.store.ids()
         shown = ", ".join(f"{r} ({ids[r]})" for r in bad[:5])
-        raise ProbeDataError(f"{reader.store.path}: {label} features contain NaN or inf in {len(bad)} rows: {shown}")
+        raise ProbeDataError(
+            f"{reader.store.path}: {label} features contain NaN or inf in {len(bad)} rows: {shown}"
+        )
 
 
 def check_finite(reader: FeatureReader, rows_mask: np.ndarray, label: str) -> None:
@@ -173,7 +197,9 @@ class Standardizer:
         return cls(np.zeros(dim, np.float32), np.ones(dim, np.float32))
 
 
-def fit_standardizers(reader: FeatureReader, rows_mask: np.ndarray, enabled: bool = True, check_mask: np.ndarray | None = None) -> dict[FeatureKey, Standardizer]:
+def fit_standardizers(
+    reader: FeatureReader, rows_mask: np.ndarray, enabled: bool = True, check_mask: np.ndarray | None = None
+) -> dict[FeatureKey, Standardizer]:
     """Mean and std of every feature of every key over the masked rows and all their views
     (float64 sums); identities when `enabled` is False. In the same pass, the rows of
     `check_mask` (default: the masked rows) are checked for NaN and inf, and refused by name."""
@@ -208,9 +234,17 @@ def fit_standardizers(reader: FeatureReader, rows_mask: np.ndarray, enabled: boo
     return out
 
 
-def epoch_windows(reader: FeatureReader, rows_mask: np.ndarray, window_rows: int, seed: int, epoch: int) -> list[tuple[list[int], np.ndarray]]:
+def epoch_windows(
+    reader: FeatureReader, rows_mask: np.ndarray, window_rows: int, seed: int, epoch: int
+) -> list[tuple[list[int], np.ndarray]]:
     """The epoch's plan: windows of (blocks, row order within the window as absolute rows)."""
-    return shuffled_windows(reader.store.n_rows, reader.block_rows, rows_mask, window_rows, np.random.default_rng([seed, epoch, 7]))
+    return shuffled_windows(
+        reader.store.n_rows,
+        reader.block_rows,
+        rows_mask,
+        window_rows,
+        np.random.default_rng([seed, epoch, 7]),
+    )
 
 
 def epoch_views(n_rows: int, views: int, seed: int, epoch: int) -> np.ndarray | None:
@@ -285,7 +319,10 @@ def stream_batches(
             if pool and i + 1 < len(mine):
                 pending = pool.submit(load, mine[i + 1])
             if carry is not None:
-                current = ({k: np.concatenate([carry[0][k], current[0][k]]) for k in reader.keys}, np.concatenate([carry[1], current[1]]))
+                current = (
+                    {k: np.concatenate([carry[0][k], current[0][k]]) for k in reader.keys},
+                    np.concatenate([carry[1], current[1]]),
+                )
             values, y = current
             start = 0
             while start + batch <= len(y) and done < n_steps:
@@ -300,7 +337,9 @@ def stream_batches(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def eval_batches(reader: FeatureReader, rows_mask: np.ndarray, labels: np.ndarray) -> Iterator[tuple[dict[FeatureKey, np.ndarray], np.ndarray, np.ndarray]]:
+def eval_batches(
+    reader: FeatureReader, rows_mask: np.ndarray, labels: np.ndarray
+) -> Iterator[tuple[dict[FeatureKey, np.ndarray], np.ndarray, np.ndarray]]:
     """The masked rows in store order, view 0, one block at a time: (values, labels, rows)."""
     for block in range(reader.n_blocks):
         span = reader.block_span(block)

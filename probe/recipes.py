@@ -42,14 +42,40 @@ HEAD_DEFAULT_KEYS = ("lrs", "wds", "epochs", "head_options")
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
-        Recipe("diffprobe", "AdamW, cosine, 20 epochs, batch 256, standardized features, lr and wd chosen on a 10% validation carve",
-               {"epochs": 20, "batch_size": 256, "optimizer": "adamw", "momentum": 0.9, "schedule": "cosine", "step_epochs": 7,
-                "standardize": True, "val_fraction": 0.1, "wds": (0.0,)},
-               lr=1e-3, head_defaults=DIFFPROBE_HEADS),  # fmt: skip
-        Recipe("paper", "diffssl's: SGD (no momentum, no wd), StepLR(7, 0.1), 28 epochs, batch 128, raw features, 100% of train, no selection",
-               {"epochs": 28, "batch_size": 128, "optimizer": "sgd", "momentum": 0.0, "schedule": "step", "step_epochs": 7,
-                "standardize": False, "val_fraction": 0.0, "wds": (0.0,)},
-               lr=1e-2, head_lr={"paper-attention": 5e-2, "paper-fusion": 5e-2, "attention": 5e-2}),  # fmt: skip
+        Recipe(
+            "diffprobe",
+            "AdamW, cosine, 20 epochs, batch 256, standardized features, lr and wd chosen on a 10% validation carve",
+            {
+                "epochs": 20,
+                "batch_size": 256,
+                "optimizer": "adamw",
+                "momentum": 0.9,
+                "schedule": "cosine",
+                "step_epochs": 7,
+                "standardize": True,
+                "val_fraction": 0.1,
+                "wds": (0.0,),
+            },
+            lr=1e-3,
+            head_defaults=DIFFPROBE_HEADS,
+        ),
+        Recipe(
+            "paper",
+            "diffssl's: SGD (no momentum, no wd), StepLR(7, 0.1), 28 epochs, batch 128, raw features, 100% of train, no selection",
+            {
+                "epochs": 28,
+                "batch_size": 128,
+                "optimizer": "sgd",
+                "momentum": 0.0,
+                "schedule": "step",
+                "step_epochs": 7,
+                "standardize": False,
+                "val_fraction": 0.0,
+                "wds": (0.0,),
+            },
+            lr=1e-2,
+            head_lr={"paper-attention": 5e-2, "paper-fusion": 5e-2, "attention": 5e-2},
+        ),
     ]
 }
 

@@ -51,10 +51,15 @@ def load_head(path: str | Path) -> tuple[torch.nn.Module, dict, FeatureSet, dict
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["options"].items()}
     module = head_for(meta["head"], fs, int(meta["num_classes"]), options)
     module.load_state_dict({k[len("state/") :]: v for k, v in payload.items() if k.startswith("state/")})
-    norms = {k: Standardizer(payload[f"mean/{i}"].numpy(), payload[f"std/{i}"].numpy()) for i, k in enumerate(keys)}
+    norms = {
+        k: Standardizer(payload[f"mean/{i}"].numpy(), payload[f"std/{i}"].numpy()) for i, k in enumerate(keys)
+    }
     return module.eval(), meta, fs, norms
 
 
 def linear_state(weight: np.ndarray, bias: np.ndarray) -> dict[str, torch.Tensor]:
     """A LinearHead state_dict from (classes, D) weights, e.g. a fitted logistic regression."""
-    return {"fc.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)), "fc.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))}
+    return {
+        "fc.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
+        "fc.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32)),
+    }

@@ -23,7 +23,17 @@ from extract.store.overlap import check_overlap
 from extract.store.schema import FeatureKey, FeatureStore, open_complete, parse_feature_set, pool_label
 from probe import baselines
 from probe.config import ProbeConfig
-from probe.grid import OPTIMIZERS, SCHEDULES, Grid, MemberSpec, build_member, feature_set, head_inputs, predict_grid, train_grid
+from probe.grid import (
+    OPTIMIZERS,
+    SCHEDULES,
+    Grid,
+    MemberSpec,
+    build_member,
+    feature_set,
+    head_inputs,
+    predict_grid,
+    train_grid,
+)
 from probe.heads import BASELINES, HEADS, LinearHead, parse_head_options
 from probe.metrics import accuracy, report
 from probe.reader import (
@@ -39,7 +49,7 @@ from probe.reader import (
     store_classes,
     store_summary,
     stream_batches,
-)  # fmt: skip
+)
 from probe.results import linear_state, save_head
 from probe.select import chosen_features
 from probe.tables import RESULTS_FORMAT, append_row, summary_lines, write_json, write_predictions
@@ -60,13 +70,23 @@ def parse_feature_sets(cfg: ProbeConfig, store: FeatureStore) -> list[tuple[Feat
         if cfg.ts or cfg.blocks or cfg.pools:
             raise ValueError("give either --features or -t/-b/--pool, not both")
         every = tuple(sorted(store.keys(), key=FeatureKey.sort_key))
-        return [every if spec.strip().lower() == "all" else tuple(dict.fromkeys(parse_feature_set(spec))) for spec in cfg.features]
-    keys = [k for k in sorted(store.keys(), key=FeatureKey.sort_key)
-            if (not cfg.ts or k.t in cfg.ts) and (not cfg.blocks or k.b in cfg.blocks) and (not cfg.pools or k.pool in cfg.pools)]  # fmt: skip
+        return [
+            every if spec.strip().lower() == "all" else tuple(dict.fromkeys(parse_feature_set(spec)))
+            for spec in cfg.features
+        ]
+    keys = [
+        k
+        for k in sorted(store.keys(), key=FeatureKey.sort_key)
+        if (not cfg.ts or k.t in cfg.ts)
+        and (not cfg.blocks or k.b in cfg.blocks)
+        and (not cfg.pools or k.pool in cfg.pools)
+    ]
     if not keys:
         held = ", ".join(k.label for k in store.keys())
-        raise ValueError(f"{store.path} has no features with t in {list(cfg.ts) or 'any'}, b in {list(cfg.blocks) or 'any'}, "
-                         f"pool in {[pool_label(p) for p in cfg.pools] or 'any'}; it holds: {held}")  # fmt: skip
+        raise ValueError(
+            f"{store.path} has no features with t in {list(cfg.ts) or 'any'}, b in {list(cfg.blocks) or 'any'}, "
+            f"pool in {[pool_label(p) for p in cfg.pools] or 'any'}; it holds: {held}"
+        )
     return [(k,) for k in keys]
 
 
@@ -84,7 +104,9 @@ def validate(cfg: ProbeConfig) -> None:
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
     if cfg.training.optimizer not in OPTIMIZERS or cfg.training.schedule not in SCHEDULES:
-        raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, --schedule one of {', '.join(SCHEDULES)}")
+        raise ValueError(
+            f"--optimizer must be one of {', '.join(OPTIMIZERS)}, --schedule one of {', '.join(SCHEDULES)}"
+        )
 
 
 def _options_for(head: str, options: dict) -> tuple[tuple[str, object], ...]:
@@ -97,10 +119,15 @@ def grid_specs(cfg: ProbeConfig, sets) -> list[MemberSpec]:
     trained = [h for h in cfg.heads if h in HEADS]
     unused = [k for k in options if not any(k in dict(_options_for(h, {k: 0})) for h in trained)]
     if unused:
-        raise ValueError(f"head option(s) {', '.join(unused)} apply to none of the heads {', '.join(trained) or '(none)'}")
+        raise ValueError(
+            f"head option(s) {', '.join(unused)} apply to none of the heads {', '.join(trained) or '(none)'}"
+        )
     per_head = dict(cfg.head_lrs)
-    return [MemberSpec(h, _options_for(h, options), fs, lr, wd)
-            for h in trained for fs, lr, wd in itertools.product(sets, cfg.lrs or (per_head[h],), cfg.wds)]  # fmt: skip
+    return [
+        MemberSpec(h, _options_for(h, options), fs, lr, wd)
+        for h in trained
+        for fs, lr, wd in itertools.product(sets, cfg.lrs or (per_head[h],), cfg.wds)
+    ]
 
 
 def _weights_label(store: FeatureStore) -> str:
@@ -137,7 +164,9 @@ class Scores:
     truth: dict[str, np.ndarray] = field(default_factory=dict)
     modules: list = field(default_factory=list)
     timing: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)  # per epoch of the gradient-trained grid: mean train loss, lr factor (members hold their validation curve)
+    history: list = field(
+        default_factory=list
+    )  # per epoch of the gradient-trained grid: mean train loss, lr factor (members hold their validation curve)
 
 
 def probe(cfg: ProbeConfig) -> dict:
@@ -153,8 +182,15 @@ def probe(cfg: ProbeConfig) -> dict:
         name = cfg.name or _default_name(cfg, data.train_store)
         with progress.run_log(Path(cfg.results), name, enabled=world.is_main) as log_file:
             progress.LOG.info("arguments: %s", json.dumps(invocation() or {"config": _jsonable_config(cfg)}))
-            progress.LOG.info("stores: %s", json.dumps({s: str(p) for s, p in (("train", cfg.train), ("val", cfg.val), ("test", cfg.test)) if p}))
-            progress.LOG.info("train store key: %s", json.dumps(data.train_store.compatibility_key(), default=str))
+            progress.LOG.info(
+                "stores: %s",
+                json.dumps(
+                    {s: str(p) for s, p in (("train", cfg.train), ("val", cfg.val), ("test", cfg.test)) if p}
+                ),
+            )
+            progress.LOG.info(
+                "train store key: %s", json.dumps(data.train_store.compatibility_key(), default=str)
+            )
             scores = Scores(tops={s: [] for s in data.evals})
             if grid_specs(cfg, data.sets):
                 train_heads(cfg, data, scores, device, world)
@@ -166,9 +202,20 @@ def probe(cfg: ProbeConfig) -> dict:
             result = write_outputs(cfg, data, scores, started, log_file)
             progress.LOG.info("result:\n%s", summary_lines(result))
             if cfg.tensorboard is not None:
-                rows = [{**h, "val_top1": [m.get("val_top1_by_epoch", [])[i] for m in result["members"] if len(m.get("val_top1_by_epoch", [])) > i]}
-                        for i, h in enumerate(result["history"])]  # fmt: skip
-                progress.LOG.info("tensorboard: %s", write_history(Path(cfg.tensorboard) / result["name"], rows))
+                rows = [
+                    {
+                        **h,
+                        "val_top1": [
+                            m.get("val_top1_by_epoch", [])[i]
+                            for m in result["members"]
+                            if len(m.get("val_top1_by_epoch", [])) > i
+                        ],
+                    }
+                    for i, h in enumerate(result["history"])
+                ]
+                progress.LOG.info(
+                    "tensorboard: %s", write_history(Path(cfg.tensorboard) / result["name"], rows)
+                )
             return result
     finally:
         close_world(world)
@@ -184,10 +231,16 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     for other in (val_store, test_store):
         if other is not None:
             warnings += check_compatible(train_store, other)
-    named = [(split, store) for split, store in (("train", train_store), ("val", val_store), ("test", test_store)) if store is not None]
+    named = [
+        (split, store)
+        for split, store in (("train", train_store), ("val", val_store), ("test", test_store))
+        if store is not None
+    ]
     for i, (split_a, a) in enumerate(named):  # no image may be in two splits unless allowed
         for split_b, b in named[i + 1 :]:
-            found = check_overlap(a, b, cfg.allow_overlap, f"{split_a} ({a.path.name}) and {split_b} ({b.path.name})")
+            found = check_overlap(
+                a, b, cfg.allow_overlap, f"{split_a} ({a.path.name}) and {split_b} ({b.path.name})"
+            )
             overlaps.append(found.record())
             if found.shared:
                 warnings.append(found.line)
@@ -203,13 +256,19 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     if not seen:
         raise ProbeDataError(f"{train_store.path}: no usable training rows")
 
-    train_bytes = int(train_mask.sum()) * FeatureReader(train_store, all_keys, view_mode=cfg.view_mode).row_bytes()
+    train_bytes = (
+        int(train_mask.sum()) * FeatureReader(train_store, all_keys, view_mode=cfg.view_mode).row_bytes()
+    )
     preload = cfg.preload if cfg.preload is not None else train_bytes <= cfg.buffer_mb * MiB
     reader = FeatureReader(train_store, all_keys, preload=preload, view_mode=cfg.view_mode)
     sets = [feature_set(ks, {k: reader.row_shape(k) for k in all_keys}) for ks in sets_keys]
     evals = {}
     if val_store is not None:
-        evals["val"] = (FeatureReader(val_store, all_keys, view_mode=cfg.view_mode), val_store.valid(), val_store.labels())
+        evals["val"] = (
+            FeatureReader(val_store, all_keys, view_mode=cfg.view_mode),
+            val_store.valid(),
+            val_store.labels(),
+        )
     elif val_mask.any():
         evals["val"] = (reader, val_mask, labels)
     if test_store is not None:
@@ -225,7 +284,20 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     for split, (r, mask, _) in evals.items():
         if r is not reader:
             check_finite(r, mask, split)
-    return ProbeData(train_store, val_store, test_store, labels, train_mask, classes, reader, sets, evals, norms, warnings, overlaps)
+    return ProbeData(
+        train_store,
+        val_store,
+        test_store,
+        labels,
+        train_mask,
+        classes,
+        reader,
+        sets,
+        evals,
+        norms,
+        warnings,
+        overlaps,
+    )
 
 
 def train_heads(cfg: ProbeConfig, data: ProbeData, scores: Scores, device, world) -> None:
@@ -237,32 +309,68 @@ def train_heads(cfg: ProbeConfig, data: ProbeData, scores: Scores, device, world
         window_rows = max(1, min(window_rows, n_train // (8 * world.size)))
     per_rank = max(1, cfg.training.batch_size // world.size)
     settings = dataclasses.replace(cfg.training, batch_size=per_rank)
-    grid = Grid(specs, data.sets, [build_member(s, len(data.classes), seed) for s in specs], settings).to(device)
+    grid = Grid(specs, data.sets, [build_member(s, len(data.classes), seed) for s in specs], settings).to(
+        device
+    )
     ddp = torch.nn.parallel.DistributedDataParallel(grid) if world.size > 1 else None
-    steps = steps_per_epoch(epoch_windows(reader, data.train_mask, window_rows, seed, 0), per_rank, world.size)
+    steps = steps_per_epoch(
+        epoch_windows(reader, data.train_mask, window_rows, seed, 0), per_rank, world.size
+    )
     if steps == 0:
-        raise ProbeDataError(f"{n_train} training rows make no full batch of {cfg.training.batch_size}; lower --batch-size")
+        raise ProbeDataError(
+            f"{n_train} training rows make no full batch of {cfg.training.batch_size}; lower --batch-size"
+        )
 
     def epochs(e):
-        return stream_batches(reader, data.train_mask, data.labels, batch=per_rank, window_rows=window_rows, seed=seed, epoch=e, rank=world.rank, world=world.size)
+        return stream_batches(
+            reader,
+            data.train_mask,
+            data.labels,
+            batch=per_rank,
+            window_rows=window_rows,
+            seed=seed,
+            epoch=e,
+            rank=world.rank,
+            world=world.size,
+        )
 
     val_by_epoch = []
 
-    def score_validation(epoch: int) -> None:  # the per-epoch history's validation top-1, every member (rank 0)
+    def score_validation(
+        epoch: int,
+    ) -> None:  # the per-epoch history's validation top-1, every member (rank 0)
         if world.is_main and "val" in data.evals:
             r, mask, y = data.evals["val"]
             top, truth = predict_grid(grid, eval_batches(r, mask, y), data.norms, device, k=1)
-            val_by_epoch.append([round(100.0 * float((top[:, i, 0] == truth).mean()), 4) for i in range(len(specs))])
+            val_by_epoch.append(
+                [round(100.0 * float((top[:, i, 0] == truth).mean()), 4) for i in range(len(specs))]
+            )
 
-    timing = train_grid(grid, epochs, steps, data.norms, device, ddp=ddp, progress=cfg.progress and world.is_main, after_epoch=score_validation)
+    timing = train_grid(
+        grid,
+        epochs,
+        steps,
+        data.norms,
+        device,
+        ddp=ddp,
+        progress=cfg.progress and world.is_main,
+        after_epoch=score_validation,
+    )
     scores.history += timing.pop("history")
-    scores.timing["train"] = {**timing, "window_rows": int(window_rows), "preload": reader.preload, "steps_per_epoch": steps}
+    scores.timing["train"] = {
+        **timing,
+        "window_rows": int(window_rows),
+        "preload": reader.preload,
+        "steps_per_epoch": steps,
+    }
     if not world.is_main:
         return
     for split, (r, mask, y) in data.evals.items():
         top, scores.truth[split] = predict_grid(grid, eval_batches(r, mask, y), data.norms, device)
         scores.tops[split] += [top[:, i] for i in range(len(specs))]
-    scores.members += [{**s.describe(), "val_top1_by_epoch": [v[i] for v in val_by_epoch]} for i, s in enumerate(specs)]
+    scores.members += [
+        {**s.describe(), "val_top1_by_epoch": [v[i] for v in val_by_epoch]} for i, s in enumerate(specs)
+    ]
     scores.modules += [grid.member(i) for i in range(len(specs))]
 
 
@@ -272,7 +380,9 @@ def select(members: list[dict], has_val: bool) -> int:
         return max(range(len(members)), key=lambda i: (members[i]["val"]["top1"], -i))
     if len(members) == 1:
         return 0
-    raise ProbeDataError(f"{len(members)} grid members but no validation rows to choose among them; set --val-fraction or --val")
+    raise ProbeDataError(
+        f"{len(members)} grid members but no validation rows to choose among them; set --val-fraction or --val"
+    )
 
 
 def _jsonable_config(cfg: ProbeConfig) -> dict:
@@ -283,14 +393,24 @@ def validation_note(cfg: ProbeConfig, data: ProbeData, has_val: bool) -> str:
     """Where validation came from, and which view of a K-view store it scores."""
     if not has_val:
         return "none"
-    where = "store" if data.val_store else f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.training.seed}"
+    where = (
+        "store"
+        if data.val_store
+        else f"{cfg.val_fraction:.0%} of train, class-stratified, seed {cfg.training.seed}"
+    )
     views = data.evals["val"][0].store.views
     if views > 1:  # evaluation reads one view per row (eval_batches) unless the views are averaged
-        where += f"; scored on the mean of its {views} views" if cfg.view_mode == "mean" else f"; scored on view 0 of its {views}"
+        where += (
+            f"; scored on the mean of its {views} views"
+            if cfg.view_mode == "mean"
+            else f"; scored on view 0 of its {views}"
+        )
     return where
 
 
-def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: float, log_file: Path | None = None) -> dict:
+def write_outputs(
+    cfg: ProbeConfig, data: ProbeData, scores: Scores, started: float, log_file: Path | None = None
+) -> dict:
     members, evals, n_classes = scores.members, data.evals, len(data.classes)
     for i, m in enumerate(members):
         for split in evals:
@@ -305,32 +425,53 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
         if store is not None:
             stores[split] = store_summary(store, int(evals[split][1].sum()))
     result = {
-        "format": RESULTS_FORMAT, "version": __version__, "name": name,
+        "format": RESULTS_FORMAT,
+        "version": __version__,
+        "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": _jsonable_config(cfg),
         "stores": stores,
         "validation": validation_note(cfg, data, "val" in evals),
-        "classes": data.classes, "members": members, "selected": selected, "head": chosen, "timing": scores.timing,
+        "classes": data.classes,
+        "members": members,
+        "selected": selected,
+        "head": chosen,
+        "timing": scores.timing,
         "history": scores.history,
         "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
         "log_file": None if log_file is None else str(log_file),
         "warnings": data.warnings,
         "overlap": data.overlaps,
-    }  # fmt: skip
+    }
     for split in evals:
         result[split] = report(scores.tops[split][selected], scores.truth[split], n_classes)
-    if "test" in evals:  # the selected member's top-1 on each scored test row, keyed by dataset position (`analysis diff` pairs runs on it)
-        result["predictions"] = write_predictions(out_dir / f"{name}.predictions.npz", data.test_store.index()[evals["test"][1]],
-                                                   scores.truth["test"], scores.tops["test"][selected][:, 0])  # fmt: skip
+    if (
+        "test" in evals
+    ):  # the selected member's top-1 on each scored test row, keyed by dataset position (`analysis diff` pairs runs on it)
+        result["predictions"] = write_predictions(
+            out_dir / f"{name}.predictions.npz",
+            data.test_store.index()[evals["test"][1]],
+            scores.truth["test"],
+            scores.tops["test"][selected][:, 0],
+        )
     module = scores.modules[selected]
     if module is not None:
         head_path = out_dir / f"{name}.head.pt"
         chosen_set = next(fs for fs in data.sets if fs.name == chosen["feature_set"])
-        meta = {"head": "linear" if chosen["head"] == "logreg" else chosen["head"], "options": chosen.get("options", {}),
-                "features": chosen["features"], "in_shape": list(chosen_set.in_shape),
-                "row_shapes": [list(s) for s in chosen_set.row_shapes], "num_classes": n_classes,
-                "classes": data.classes, "compatible": stores["train"]["key"], "trained_as": chosen,
-                "results": f"{name}.json", "train_store": stores["train"]["path"], "version": __version__}  # fmt: skip
+        meta = {
+            "head": "linear" if chosen["head"] == "logreg" else chosen["head"],
+            "options": chosen.get("options", {}),
+            "features": chosen["features"],
+            "in_shape": list(chosen_set.in_shape),
+            "row_shapes": [list(s) for s in chosen_set.row_shapes],
+            "num_classes": n_classes,
+            "classes": data.classes,
+            "compatible": stores["train"]["key"],
+            "trained_as": chosen,
+            "results": f"{name}.json",
+            "train_store": stores["train"]["path"],
+            "version": __version__,
+        }
         save_head(head_path, module, meta, data.norms)
         result["head_file"] = str(head_path)
     result["timing"]["total_seconds"] = round(time.perf_counter() - started, 3)
@@ -339,22 +480,33 @@ def write_outputs(cfg: ProbeConfig, data: ProbeData, scores: Scores, started: fl
     return result
 
 
-
 def table_row(cfg: ProbeConfig, train_store: FeatureStore, result: dict) -> dict:
     chosen = result["head"]
     keys = [FeatureKey.from_dict(k) for k in chosen["features"]]
     val, test = result.get("val", {}), result.get("test", {})
     return {
-        "name": result["name"], "head": chosen["head"], "features": chosen["feature_set"],
-        "t": "+".join(str(k.t) for k in keys), "b": "+".join(str(k.b) for k in keys),
+        "name": result["name"],
+        "head": chosen["head"],
+        "features": chosen["feature_set"],
+        "t": "+".join(str(k.t) for k in keys),
+        "b": "+".join(str(k.b) for k in keys),
         "pool": "+".join(pool_label(k.pool) for k in keys),
-        "model": train_store.attrs.get("provenance", {}).get("preset", ""), "weights": _weights_label(train_store),
+        "model": train_store.attrs.get("provenance", {}).get("preset", ""),
+        "weights": _weights_label(train_store),
         "dataset": (train_store.attrs.get("key", {}).get("dataset") or {}).get("name", ""),
-        "train_rows": result["stores"]["train"]["rows"], "val_rows": val.get("rows", 0), "test_rows": test.get("rows", 0),
-        "lr": chosen.get("lr", ""), "wd": chosen.get("wd", ""), "epochs": cfg.training.epochs if chosen["head"] in HEADS else "",
-        "val_top1": _fmt(val.get("top1")), "test_top1": _fmt(test.get("top1")), "test_top5": _fmt(test.get("top5")),
-        "seconds": round(result["timing"]["total_seconds"], 1), "version": __version__, "results": f"{result['name']}.json",
-    }  # fmt: skip
+        "train_rows": result["stores"]["train"]["rows"],
+        "val_rows": val.get("rows", 0),
+        "test_rows": test.get("rows", 0),
+        "lr": chosen.get("lr", ""),
+        "wd": chosen.get("wd", ""),
+        "epochs": cfg.training.epochs if chosen["head"] in HEADS else "",
+        "val_top1": _fmt(val.get("top1")),
+        "test_top1": _fmt(test.get("top1")),
+        "test_top5": _fmt(test.get("top5")),
+        "seconds": round(result["timing"]["total_seconds"], 1),
+        "version": __version__,
+        "results": f"{result['name']}.json",
+    }
 
 
 def _fmt(x) -> str:
@@ -365,7 +517,9 @@ def _default_name(cfg: ProbeConfig, store: FeatureStore) -> str:
     return f"{'-'.join(cfg.heads)}_{store.path.name.removesuffix('.zarr')}"
 
 
-def _gather(reader: FeatureReader, mask: np.ndarray, labels: np.ndarray, norms: dict, fs) -> tuple[np.ndarray, np.ndarray]:
+def _gather(
+    reader: FeatureReader, mask: np.ndarray, labels: np.ndarray, norms: dict, fs
+) -> tuple[np.ndarray, np.ndarray]:
     """The masked rows of one feature set, standardized and flattened, in memory: ((n, D), (n,))."""
     xs, ys = [], []
     for values, y, _ in eval_batches(reader, mask, labels):
@@ -376,7 +530,13 @@ def _gather(reader: FeatureReader, mask: np.ndarray, labels: np.ndarray, norms: 
 
 def run_baselines(cfg: ProbeConfig, data: ProbeData, scores: Scores, heads: list[str]) -> None:
     """logreg (one member per C) and knn (one member per k) for every feature set."""
-    reader, train_mask, labels, evals, norms = data.reader, data.train_mask, data.labels, data.evals, data.norms
+    reader, train_mask, labels, evals, norms = (
+        data.reader,
+        data.train_mask,
+        data.labels,
+        data.evals,
+        data.norms,
+    )
     n_classes = len(data.classes)
     members, modules, tops, truth = scores.members, scores.modules, scores.tops, scores.truth
     for fs in data.sets:
@@ -390,7 +550,15 @@ def run_baselines(cfg: ProbeConfig, data: ProbeData, scores: Scores, heads: list
                 weight, bias = baselines.logreg_weights(model, n_classes)
                 for s in evals:
                     tops[s].append(baselines.logreg_top(model, split_x[s][0], n_classes))
-                members.append({"head": "logreg", "C": c, "converged": converged, "features": [k.to_dict() for k in fs.keys], "feature_set": fs.name})
+                members.append(
+                    {
+                        "head": "logreg",
+                        "C": c,
+                        "converged": converged,
+                        "features": [k.to_dict() for k in fs.keys],
+                        "feature_set": fs.name,
+                    }
+                )
                 head = LinearHead((int(np.prod(fs.in_shape)), 1, 1), n_classes)
                 head.load_state_dict(linear_state(weight, bias))
                 modules.append(head)
@@ -403,5 +571,13 @@ def run_baselines(cfg: ProbeConfig, data: ProbeData, scores: Scores, heads: list
             for k in cfg.knn_k:
                 for s in evals:
                     tops[s].append(banks[s].top(k, n_classes, cfg.knn_temperature))
-                members.append({"head": "knn", "k": k, "temperature": cfg.knn_temperature, "features": [k_.to_dict() for k_ in fs.keys], "feature_set": fs.name})
+                members.append(
+                    {
+                        "head": "knn",
+                        "k": k,
+                        "temperature": cfg.knn_temperature,
+                        "features": [k_.to_dict() for k_ in fs.keys],
+                        "feature_set": fs.name,
+                    }
+                )
                 modules.append(None)

@@ -27,13 +27,20 @@ def select_run(items, name: str, out_dir: Path, ties: str = "first") -> dict:
     runs = [(f, read_results(f)) for f in files]
     for f, r in runs:
         if (r.get("val") or {}).get("top1") is None:
-            raise ValueError(f"{f}: run {r.get('name', f.stem)} has no validation score to choose on (trained without a validation split)")
+            raise ValueError(
+                f"{f}: run {r.get('name', f.stem)} has no validation score to choose on (trained without a validation split)"
+            )
     order = runs if ties == "first" else runs[::-1]
     path, best = max(order, key=lambda fr: fr[1]["val"]["top1"])  # max keeps the first of equal scores
     out_dir.mkdir(parents=True, exist_ok=True)
-    chosen = {**best, "name": name,
-              "selected_from": [{"name": r.get("name"), "results": str(f), "val_top1": r["val"]["top1"]} for f, r in runs],
-              "selected_run": best.get("name")}  # fmt: skip
+    chosen = {
+        **best,
+        "name": name,
+        "selected_from": [
+            {"name": r.get("name"), "results": str(f), "val_top1": r["val"]["top1"]} for f, r in runs
+        ],
+        "selected_run": best.get("name"),
+    }
     if best.get("predictions"):
         src = path.parent / best["predictions"]
         if not src.is_file():
@@ -53,7 +60,9 @@ def chosen_features(path: str | Path) -> str:
     if not keys:
         raise ValueError(f"{path}: records no chosen feature set")
     if len(result.get("members") or ()) > 1 and (result.get("val") or {}).get("top1") is None:
-        raise ValueError(f"{path}: its {len(result['members'])} members were not chosen on validation; use a run that had a validation split")
+        raise ValueError(
+            f"{path}: its {len(result['members'])} members were not chosen on validation; use a run that had a validation split"
+        )
     try:
         return "+".join(FeatureKey.from_dict(k).label for k in keys)
     except (KeyError, TypeError, ValueError):

@@ -14,9 +14,28 @@ from pathlib import Path
 RESULTS_FORMAT = "diffprobe-probe-results"
 
 TABLE_COLUMNS = [
-    "name", "head", "features", "t", "b", "pool", "model", "weights", "dataset", "train_rows", "val_rows", "test_rows",
-    "lr", "wd", "epochs", "val_top1", "test_top1", "test_top5", "seconds", "version", "results",
-]  # fmt: skip
+    "name",
+    "head",
+    "features",
+    "t",
+    "b",
+    "pool",
+    "model",
+    "weights",
+    "dataset",
+    "train_rows",
+    "val_rows",
+    "test_rows",
+    "lr",
+    "wd",
+    "epochs",
+    "val_top1",
+    "test_top1",
+    "test_top5",
+    "seconds",
+    "version",
+    "results",
+]
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -39,7 +58,12 @@ def write_predictions(path: Path, index, label, pred) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, index=np.asarray(index, np.int64), label=np.asarray(label, np.int64), pred=np.asarray(pred, np.int64))
+        np.savez(
+            f,
+            index=np.asarray(index, np.int64),
+            label=np.asarray(label, np.int64),
+            pred=np.asarray(pred, np.int64),
+        )
     tmp.replace(path)
     return path.name
 
@@ -97,8 +121,25 @@ def read_results(path: str | Path) -> dict:
 def format_table(rows: list[dict]) -> str:
     """The results table as aligned text: method, features, test top-1/top-5, val top-1."""
     header = ("model", "weights", "head", "features", "train", "test top-1", "top-5", "val top-1")
-    lines = [tuple(str(r.get(k, "")) for k in ("model", "weights", "head", "features", "train_rows", "test_top1", "test_top5", "val_top1")) for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    lines = [
+        tuple(
+            str(r.get(k, ""))
+            for k in (
+                "model",
+                "weights",
+                "head",
+                "features",
+                "train_rows",
+                "test_top1",
+                "test_top5",
+                "val_top1",
+            )
+        )
+        for r in rows
+    ]
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" if i < 5 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header)] + [fmt.format(*line) for line in lines])
 
@@ -110,10 +151,19 @@ def summary_lines(result: dict) -> str:
         tag = ", ".join(f"{k}={m[k]}" for k in ("lr", "wd", "C", "k") if k in m)
         label = f"{'*' if i == result['selected'] else ' '} {m['head']} {m['feature_set']} {tag}"
         val, test = m.get("val", {}).get("top1"), m.get("test", {}).get("top1")
-        lines.append(f"{label:<48} {'' if val is None else f'{val:9.2f}'} {'' if test is None else f'{test:10.2f}'}")
+        lines.append(
+            f"{label:<48} {'' if val is None else f'{val:9.2f}'} {'' if test is None else f'{test:10.2f}'}"
+        )
     has_val = any("val" in m for m in result["members"])
-    how = "selected (*) by validation" if has_val else "no validation split: nothing chosen, the test split reported once"
+    how = (
+        "selected (*) by validation"
+        if has_val
+        else "no validation split: nothing chosen, the test split reported once"
+    )
     out = f"{how}; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
     if "test" in result:
-        out = f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} on {result['test']['rows']} rows; " + out
+        out = (
+            f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} on {result['test']['rows']} rows; "
+            + out
+        )
     return "\n".join(lines + [out])

@@ -59,13 +59,18 @@ def _bytes(field: int, payload: bytes) -> bytes:
     return _key(field, 2) + _varint(len(payload)) + payload
 
 
-def event(wall_time: float, step: int = 0, file_version: str | None = None, scalars: dict[str, float] | None = None) -> bytes:
+def event(
+    wall_time: float, step: int = 0, file_version: str | None = None, scalars: dict[str, float] | None = None
+) -> bytes:
     """One serialized Event."""
     out = _key(1, 1) + struct.pack("<d", wall_time) + _key(2, 0) + _varint(step)
     if file_version is not None:
         out += _bytes(3, file_version.encode())
     if scalars:
-        values = b"".join(_bytes(1, _bytes(1, tag.encode()) + _key(2, 5) + struct.pack("<f", float(v))) for tag, v in scalars.items())
+        values = b"".join(
+            _bytes(1, _bytes(1, tag.encode()) + _key(2, 5) + struct.pack("<f", float(v)))
+            for tag, v in scalars.items()
+        )
         out += _bytes(5, values)
     return out
 

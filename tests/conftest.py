@@ -57,9 +57,19 @@ def image_folder(tmp_path) -> Path:
 
 def tiny_config(out: Path, **overrides) -> ExtractConfig:
     base = dict(
-        out=out, model="tiny", random_init=True, data="fashion-mnist", split="train",
-        ts=(10, 300), blocks=(3, 7), pools=(1, 2, None), shard_rows=16, micro_batch=4, batch_size=8, progress=False,
-    )  # fmt: skip
+        out=out,
+        model="tiny",
+        random_init=True,
+        data="fashion-mnist",
+        split="train",
+        ts=(10, 300),
+        blocks=(3, 7),
+        pools=(1, 2, None),
+        shard_rows=16,
+        micro_batch=4,
+        batch_size=8,
+        progress=False,
+    )
     base.update(overrides)
     return from_flat(ExtractConfig, **base)
 

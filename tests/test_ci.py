@@ -13,7 +13,9 @@ MAIN_COMMANDS = ["make test", "make extract T=150 B=24", "make probe HEAD=linear
 def make_commands(text: str) -> list[tuple[str, dict[str, str]]]:
     """Every `make TARGET VAR=VALUE ...` in the text: (target, {VAR: VALUE})."""
     found = []
-    for match in re.finditer(r"(?:^|`|\n)\s*make ([a-z][\w-]*)((?: +[A-Z_]+=(?:\"[^\"]*\"|'[^']*'|[^\s`]*))*)", text):
+    for match in re.finditer(
+        r"(?:^|`|\n)\s*make ([a-z][\w-]*)((?: +[A-Z_]+=(?:\"[^\"]*\"|'[^']*'|[^\s`]*))*)", text
+    ):
         words = shlex.split(match.group(2))
         found.append((match.group(1), dict(w.split("=", 1) for w in words)))
     return found
@@ -35,7 +37,10 @@ def ci_commands() -> list[tuple[str, dict[str, str]]]:
 
 
 def test_the_parser_reads_variables_and_targets():
-    assert make_commands("make paper ROW=fusion LIMIT=200\n`make cka`") == [("paper", {"ROW": "fusion", "LIMIT": "200"}), ("cka", {})]
+    assert make_commands("make paper ROW=fusion LIMIT=200\n`make cka`") == [
+        ("paper", {"ROW": "fusion", "LIMIT": "200"}),
+        ("cka", {}),
+    ]
 
 
 def test_ci_sets_nothing_but_limit_that_the_readme_does_not_show():
@@ -47,13 +52,18 @@ def test_ci_sets_nothing_but_limit_that_the_readme_does_not_show():
                 continue
             allowed = shown.get(target, {}).get(var, set())
             if value not in allowed and "..." not in allowed:
-                problems.append(f"make {target} {var}={value} (README shows {sorted(allowed) or 'no ' + var})")
+                problems.append(
+                    f"make {target} {var}={value} (README shows {sorted(allowed) or 'no ' + var})"
+                )
     assert not problems, problems
 
 
 def test_ci_runs_the_readmes_main_commands():
-    ran = {(target, tuple(sorted((k, v) for k, v in values.items() if k not in SHRINKS))) for target, values in ci_commands()}
+    ran = {
+        (target, tuple(sorted((k, v) for k, v in values.items() if k not in SHRINKS)))
+        for target, values in ci_commands()
+    }
     for command in MAIN_COMMANDS:
-        (target, values), = make_commands(command)
+        ((target, values),) = make_commands(command)
         assert command in (ROOT / "README.md").read_text()
         assert (target, tuple(sorted(values.items()))) in ran, command

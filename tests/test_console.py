@@ -8,19 +8,28 @@ from pathlib import Path
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffprobe", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "diffprobe", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_stages_answer_under_one_name():
     done = run()
-    assert done.returncode == 0 and "diffprobe STAGE" in done.stdout and all(s in done.stdout for s in ("extract", "probe", "analysis"))
+    assert (
+        done.returncode == 0
+        and "diffprobe STAGE" in done.stdout
+        and all(s in done.stdout for s in ("extract", "probe", "analysis"))
+    )
     done = run("probe", "--help")
     assert done.returncode == 0 and "Usage: diffprobe probe" in done.stdout and "train" in done.stdout
 
 
 def test_an_unknown_stage_is_one_line():
     done = run("train")
-    assert done.returncode == 2 and done.stderr.strip() == "error: unknown stage 'train'; choose one of: extract, probe, analysis"
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == "error: unknown stage 'train'; choose one of: extract, probe, analysis"
+    )
 
 
 def test_the_install_puts_the_command_beside_python():
@@ -43,7 +52,11 @@ def test_the_readmes_python_api_runs_as_written(tmp_path, fmnist_env, monkeypatc
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
     result, blocks = scope["result"], scope["blocks"]
-    assert result["stores"]["train"]["rows"] < 64 and result["stores"]["test"]["rows"] == 32  # validation carved from the 64
+    assert (
+        result["stores"]["train"]["rows"] < 64 and result["stores"]["test"]["rows"] == 32
+    )  # validation carved from the 64
     assert result["head"]["feature_set"] in ("t10/b7/p2", "t10/b9/p2") and 0 <= result["test"]["top1"] <= 100
     assert blocks.matrix.shape == (2, 2) and abs(blocks.matrix[0, 0] - 1) < 1e-6
-    assert (tmp_path / "cache" / "api-train.zarr").is_dir() and (tmp_path / "results" / "api" / "probe_results.csv").is_file()
+    assert (tmp_path / "cache" / "api-train.zarr").is_dir() and (
+        tmp_path / "results" / "api" / "probe_results.csv"
+    ).is_file()

@@ -19,22 +19,56 @@ def loaded_after(code: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("module", ["extract.store.schema", "extract.store.cli_options", "extract.store.window_order", "probe.config", "probe.tables", "probe.cli", "analysis.cli",
-                                    "analysis.report", "analysis.curves", "analysis.cka", "analysis.frechet", "analysis.distance",
-                                    "analysis.gentable"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "extract.store.schema",
+        "extract.store.cli_options",
+        "extract.store.window_order",
+        "probe.config",
+        "probe.tables",
+        "probe.cli",
+        "analysis.cli",
+        "analysis.report",
+        "analysis.curves",
+        "analysis.cka",
+        "analysis.frechet",
+        "analysis.distance",
+        "analysis.gentable",
+    ],
+)
 def test_the_floor_and_the_light_modules_load_neither_torch_nor_guided_diffusion(module):
     modules = loaded_after(f"import {module}")
     assert not [m for m in HEAVY if m in modules], module
 
 
-@pytest.mark.parametrize("module", ["probe.reader", "probe.grid", "probe.cli", "probe.run", "probe.evaluate", "analysis.compare",
-                                    "analysis.fid", "analysis.distance"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "probe.reader",
+        "probe.grid",
+        "probe.cli",
+        "probe.run",
+        "probe.evaluate",
+        "analysis.compare",
+        "analysis.fid",
+        "analysis.distance",
+    ],
+)
 def test_probe_and_analysis_never_load_the_unet_code(module):
     modules = loaded_after(f"import {module}")
-    assert "guided_diffusion" not in modules and "extract.run" not in modules and "extract.models.adm" not in modules, module
-    assert "probe.finetune.model" not in modules and "probe.finetune.run" not in modules, module  # the U-Net-in-the-loop stage loads on demand
+    assert (
+        "guided_diffusion" not in modules
+        and "extract.run" not in modules
+        and "extract.models.adm" not in modules
+    ), module
+    assert "probe.finetune.model" not in modules and "probe.finetune.run" not in modules, (
+        module
+    )  # the U-Net-in-the-loop stage loads on demand
     if module.startswith("analysis"):
-        assert not {"probe.grid", "probe.run", "probe.heads", "probe.reader"} & modules, module  # never probe's training code
+        assert not {"probe.grid", "probe.run", "probe.heads", "probe.reader"} & modules, (
+            module
+        )  # never probe's training code
 
 
 def test_probe_table_runs_without_torch(tmp_path):
@@ -49,7 +83,10 @@ def test_benchmarks_are_not_on_the_stages_import_paths():
     modules = loaded_after("import extract.cli, probe.cli, analysis.cli")
     ours = [m for m in modules if m.split(".")[0] in ("extract", "probe", "analysis")]
     bench_code = [m for m in ours if "bench" in m.split(".") or m.split(".")[-1].startswith("bench")]
-    assert sorted(bench_code) == ["extract.bench", "extract.bench.gpu_config"]  # the package's docstring and the settings
+    assert sorted(bench_code) == [
+        "extract.bench",
+        "extract.bench.gpu_config",
+    ]  # the package's docstring and the settings
 
 
 @pytest.mark.parametrize("package", ["probe", "analysis"])
@@ -106,22 +143,41 @@ def test_every_probe_and_analysis_command_reads_stores_without_loading_a_diffusi
     """train, eval, table, cka, fd, fid, gen-table and report, one after another in one fresh
     interpreter: no U-Net, no diffusers and none of extract's model modules are loaded."""
     root = Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=root)
+    done = subprocess.run(
+        [sys.executable, "-c", STAGE_SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=root
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == [0] * 8, (result["codes"], done.stdout[-3000:], done.stderr[-3000:])
     loaded = set(result["modules"])
     assert not {"guided_diffusion", "diffusers"} & loaded
-    model_code = {m for m in loaded if m.startswith("extract.models") and m not in ("extract.models", "extract.models.weights")}
+    model_code = {
+        m
+        for m in loaded
+        if m.startswith("extract.models") and m not in ("extract.models", "extract.models.weights")
+    }
     assert not model_code, sorted(model_code)
 
 
 def test_a_pixel_store_loads_no_diffusion_model(tmp_path, fmnist_env):
     """Raw pixels need a dataset reader and the writer: no U-Net code, no diffusers."""
-    code = (f"from extract.cli import main\ntry:\n    main(['pixels', '--data', 'fashion-mnist', '--split', 'test', '--limit', '8', "
-            f"'--out', {str(tmp_path / 'p.zarr')!r}, '--no-progress'])\nexcept SystemExit as e:\n    assert not e.code, e.code")  # fmt: skip
+    code = (
+        f"from extract.cli import main\ntry:\n    main(['pixels', '--data', 'fashion-mnist', '--split', 'test', '--limit', '8', "
+        f"'--out', {str(tmp_path / 'p.zarr')!r}, '--no-progress'])\nexcept SystemExit as e:\n    assert not e.code, e.code"
+    )
     modules = loaded_after(code)
     assert (tmp_path / "p.zarr").is_dir()
     assert not {"guided_diffusion", "diffusers"} & modules
-    assert not {m for m in modules if m.startswith("extract.models.") and m not in ("extract.models.pixels", "extract.models.adm_presets", "extract.models.latent_presets",
-                                                                                               "extract.models.diffusers_spec", "extract.models.adm_flags")}  # torch-free preset tables
+    assert not {
+        m
+        for m in modules
+        if m.startswith("extract.models.")
+        and m
+        not in (
+            "extract.models.pixels",
+            "extract.models.adm_presets",
+            "extract.models.latent_presets",
+            "extract.models.diffusers_spec",
+            "extract.models.adm_flags",
+        )
+    }  # torch-free preset tables

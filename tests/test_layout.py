@@ -86,15 +86,35 @@ def test_no_import_cycle_even_through_imports_inside_functions():
 def test_the_floor_imports_no_stage_and_no_torch_at_module_level():
     known = modules()
     floor = {m: p for m, p in known.items() if m.startswith("extract.store")}
-    assert {"extract.store.schema", "extract.store.writer", "extract.store.config", "extract.store.verify"} <= set(floor)
-    allowed_third_party = {"numpy", "zarr", "click", "numcodecs", "tqdm", "yaml", "google_crc32c", "crc32c"}  # tqdm: the one progress bar; yaml: YAML config files; google_crc32c: chunk checksums read directly
+    assert {
+        "extract.store.schema",
+        "extract.store.writer",
+        "extract.store.config",
+        "extract.store.verify",
+    } <= set(floor)
+    allowed_third_party = {
+        "numpy",
+        "zarr",
+        "click",
+        "numcodecs",
+        "tqdm",
+        "yaml",
+        "google_crc32c",
+        "crc32c",
+    }  # tqdm: the one progress bar; yaml: YAML config files; google_crc32c: chunk checksums read directly
     for name, path in floor.items():
         for imported in imports(path):
             top = imported.split(".")[0]
             if top == "extract":
-                assert imported == "extract" or imported.startswith("extract.store") or imported == "extract.__version__", (name, imported)
+                assert (
+                    imported == "extract"
+                    or imported.startswith("extract.store")
+                    or imported == "extract.__version__"
+                ), (name, imported)
             elif top == "torch":
-                assert name == "extract.store.dist" and imported not in imports(path, module_level_only=True), (name, imported)
+                assert name == "extract.store.dist" and imported not in imports(
+                    path, module_level_only=True
+                ), (name, imported)
             else:
                 assert top in sys.stdlib_module_names or top in allowed_third_party, (name, imported)
 
@@ -109,9 +129,15 @@ BEYOND_THE_FLOOR = {
 def test_probe_and_analysis_stand_on_the_floor_only():
     known = modules()
     for name, path in known.items():
-        if not name.startswith(("probe", "analysis")) or any(name == m or name.startswith(m + ".") for m in BEYOND_THE_FLOOR):
+        if not name.startswith(("probe", "analysis")) or any(
+            name == m or name.startswith(m + ".") for m in BEYOND_THE_FLOOR
+        ):
             continue
-        beyond = {i for i in ours(imports(path), known) if i.startswith("extract") and not i.startswith("extract.store") and i != "extract"}
+        beyond = {
+            i
+            for i in ours(imports(path), known)
+            if i.startswith("extract") and not i.startswith("extract.store") and i != "extract"
+        }
         assert not beyond, (name, sorted(beyond))
 
 
@@ -124,21 +150,44 @@ def test_rooms_of_their_own_are_entered_only_by_their_commands(room):
             continue  # a benchmark may measure any room
         reached = {i for i in imports(path, module_level_only=True) if i == room or i.startswith(room + ".")}
         if name == "extract.cli":
-            reached = {i for i in reached if not i.startswith(("extract.bench.gpu_config", "extract.bench"))} if room == "extract.bench" else reached
-            reached -= {i for i in reached if i.startswith("extract.bench.gpu_config")}  # the GPU bench's option defaults, a plain dataclass
-            reached = {i for i in reached if not i.startswith("extract.generate.commands")}  # the room's own click shells; they import its code inside each command
+            reached = (
+                {i for i in reached if not i.startswith(("extract.bench.gpu_config", "extract.bench"))}
+                if room == "extract.bench"
+                else reached
+            )
+            reached -= {
+                i for i in reached if i.startswith("extract.bench.gpu_config")
+            }  # the GPU bench's option defaults, a plain dataclass
+            reached = {
+                i for i in reached if not i.startswith("extract.generate.commands")
+            }  # the room's own click shells; they import its code inside each command
         assert not reached, (name, sorted(reached))
 
 
 def test_the_extraction_run_has_no_family_branch():
     """Shared code finds a family in the registry; it never asks whether a model is latent."""
-    shared = ["extract/run.py", "extract/shards.py", "extract/checks.py", "extract/store/config.py", "extract/cli.py", "extract/repair.py"]
+    shared = [
+        "extract/run.py",
+        "extract/shards.py",
+        "extract/checks.py",
+        "extract/store/config.py",
+        "extract/cli.py",
+        "extract/repair.py",
+    ]
     for rel in shared:
         text = (ROOT / rel).read_text()
         assert "is_latent" not in text and "LATENT_PRESETS" not in text and "STORE_KINDS" not in text, rel
     from extract.models.families import FAMILIES, PRESET_FAMILY, block_table, family_functions, family_of_kind
 
-    assert set(PRESET_FAMILY.values()) == {"adm", "latent", "diffusers"} and set(FAMILIES) == {"adm", "latent", "diffusers", "backbone", "pixels", "features", "staged"}
+    assert set(PRESET_FAMILY.values()) == {"adm", "latent", "diffusers"} and set(FAMILIES) == {
+        "adm",
+        "latent",
+        "diffusers",
+        "backbone",
+        "pixels",
+        "features",
+        "staged",
+    }
     assert family_functions("demo-fmnist")[1].__name__ == "extract_adm"
     assert family_functions("tiny-sd")[1].__name__ == "extract_latent"
     with pytest.raises(ValueError, match="unknown model preset 'nope'; choose one of: .*demo-fmnist"):
@@ -164,4 +213,8 @@ def test_no_module_is_long():
 
 def test_the_generate_commands_import_the_rooms_code_only_inside_each_command():
     path = ROOT / "extract" / "generate" / "commands.py"
-    assert not {i for i in imports(path, module_level_only=True) if i.startswith("extract.generate") or i.startswith("torch")}
+    assert not {
+        i
+        for i in imports(path, module_level_only=True)
+        if i.startswith("extract.generate") or i.startswith("torch")
+    }

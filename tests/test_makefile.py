@@ -11,12 +11,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv/bin/python").exists(), reason="needs make and the project's .venv")
+pytestmark = pytest.mark.skipif(
+    shutil.which("make") is None or not (ROOT / ".venv/bin/python").exists(),
+    reason="needs make and the project's .venv",
+)
 
 
 def make(*args, out: Path, dry: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", *args, f"OUT={out}", "VENV_STAMP=", *(["DRY=1"] if dry else [])],
-                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        ["make", "--no-print-directory", *args, f"OUT={out}", "VENV_STAMP=", *(["DRY=1"] if dry else [])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
 
 
 def dry(*args, out: Path) -> str:
@@ -27,7 +34,18 @@ def dry(*args, out: Path) -> str:
 
 def record(out: Path, **values) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    base = dict(model="demo-fmnist", ckpt="", random="", data="fashion-mnist", data_root="", splits="train test", t="150", b="24", pool="2", limit="")
+    base = dict(
+        model="demo-fmnist",
+        ckpt="",
+        random="",
+        data="fashion-mnist",
+        data_root="",
+        splits="train test",
+        t="150",
+        b="24",
+        pool="2",
+        limit="",
+    )
     base.update(values)
     (out / "last-extract.json").write_text(json.dumps(base))
 
@@ -42,7 +60,9 @@ def test_defaults_are_the_papers_coordinates(tmp_path):
     runs = [line for line in text.splitlines() if "-m extract run" in line and "--plan" not in line]
     assert len(runs) == 2 and all("-t 150 -b 24 --pool 2" in r for r in runs)
     assert "--split train" in runs[0] and "--split test" in runs[1]
-    plans = [line for line in text.splitlines() if line.startswith("plan ")]  # a dry run prints each store's cost
+    plans = [
+        line for line in text.splitlines() if line.startswith("plan ")
+    ]  # a dry run prints each store's cost
     assert len(plans) == 2 and "10,000 rows (" in plans[1] and "U-Net" in plans[1]
     assert not (tmp_path / "last-extract.json").exists()  # a dry run writes nothing
 
@@ -50,8 +70,11 @@ def test_defaults_are_the_papers_coordinates(tmp_path):
 def test_extract_records_what_probe_then_reads(tmp_path):
     from extract.experiments.runner import Runner
 
-    Runner(dry=False).write_record(__import__("extract.experiments.runner", fromlist=["resolve"]).resolve(
-        "extract", {"t": "50", "b": "19,24", "pool": "1", "limit": "500", "out": str(tmp_path)})[1])  # fmt: skip
+    Runner(dry=False).write_record(
+        __import__("extract.experiments.runner", fromlist=["resolve"]).resolve(
+            "extract", {"t": "50", "b": "19,24", "pool": "1", "limit": "500", "out": str(tmp_path)}
+        )[1]
+    )
     saved = json.loads((tmp_path / "last-extract.json").read_text())
     assert saved["t"] == "50" and saved["b"] == "19,24" and saved["pool"] == "1" and saved["limit"] == "500"
     train, test = probe_stores(dry("probe", "HEAD=linear", out=tmp_path))
@@ -60,9 +83,15 @@ def test_extract_records_what_probe_then_reads(tmp_path):
 
 
 def test_random_1_reaches_the_experiment_though_bash_keeps_its_own_random(tmp_path):
-    runs = [line for line in dry("extract", "RANDOM=1", "LIMIT=10", out=tmp_path).splitlines() if "-m extract run" in line]
+    runs = [
+        line
+        for line in dry("extract", "RANDOM=1", "LIMIT=10", out=tmp_path).splitlines()
+        if "-m extract run" in line
+    ]
     assert runs and all("--random-init" in r and "demo-fmnist-random_" in r for r in runs)
-    assert not [line for line in dry("extract", "LIMIT=10", out=tmp_path).splitlines() if "--random-init" in line]
+    assert not [
+        line for line in dry("extract", "LIMIT=10", out=tmp_path).splitlines() if "--random-init" in line
+    ]
 
 
 def test_explicit_variables_win_over_the_record(tmp_path):
@@ -96,11 +125,18 @@ def test_cka_uses_the_recorded_model_and_coordinates(tmp_path):
     assert text.count("-m analysis cka") == 3
 
 
-@pytest.mark.parametrize("row,extract_args,probe_args", [
-    ("linear-p2", "-t 150 -b 24 --pool 2", "--recipe paper --head linear"),
-    ("attention", "-t 150 -b 24 --pool full", "--recipe paper --head paper-attention"),
-    ("fusion", "-t 90,150,300 -b 19,24,30 --pool full --block-pool 30:max16", "--head paper-fusion --features all"),
-])
+@pytest.mark.parametrize(
+    "row,extract_args,probe_args",
+    [
+        ("linear-p2", "-t 150 -b 24 --pool 2", "--recipe paper --head linear"),
+        ("attention", "-t 150 -b 24 --pool full", "--recipe paper --head paper-attention"),
+        (
+            "fusion",
+            "-t 90,150,300 -b 19,24,30 --pool full --block-pool 30:max16",
+            "--head paper-fusion --features all",
+        ),
+    ],
+)
 def test_make_paper_prints_the_extraction_and_the_probe_of_a_row(tmp_path, row, extract_args, probe_args):
     text = dry("paper", f"ROW={row}", out=tmp_path)
     assert extract_args in text and probe_args in text
@@ -114,26 +150,45 @@ def test_a_rows_views_and_their_use_are_settings(tmp_path):
     assert "--views 8 --aug gd-crop-flip" in mean and "--views mean" in mean
 
 
-@pytest.mark.parametrize("row, data, train, test", [("fgvc-aircraft", "aircraft", "trainval", "test"), ("fgvc-flowers", "flowers", "trainval", "test"),
-                                                     ("fgvc-cub", "cub", "train", "test"), ("fgvc-nabirds", "nabirds", "train", "test")])
+@pytest.mark.parametrize(
+    "row, data, train, test",
+    [
+        ("fgvc-aircraft", "aircraft", "trainval", "test"),
+        ("fgvc-flowers", "flowers", "trainval", "test"),
+        ("fgvc-cub", "cub", "train", "test"),
+        ("fgvc-nabirds", "nabirds", "train", "test"),
+    ],
+)
 def test_fgvc_rows_fix_their_dataset_and_official_splits(tmp_path, row, data, train, test):
     text = dry("paper", f"ROW={row}", "DATA_ROOT=/data/fgvc", out=tmp_path)
     assert f"--data {data} --data-root /data/fgvc --split {train}" in text and f"--split {test}" in text
     # diffssl's training as a cache: 8 augmented views of the training split in fp16, rows shuffled; one centre view of test
-    assert f"--order shuffled --dtype fp16 --views 8 --aug gd-crop-flip --out {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull_v8-gd-crop-flip_fp16_shuffled.zarr" in text
-    assert f"--train {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull_v8-gd-crop-flip_fp16_shuffled.zarr --test {tmp_path}/demo-fmnist_{data}_{test}_t150_b24_pfull_fp16_shuffled.zarr" in text
+    assert (
+        f"--order shuffled --dtype fp16 --views 8 --aug gd-crop-flip --out {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull_v8-gd-crop-flip_fp16_shuffled.zarr"
+        in text
+    )
+    assert (
+        f"--train {tmp_path}/demo-fmnist_{data}_{train}_t150_b24_pfull_v8-gd-crop-flip_fp16_shuffled.zarr --test {tmp_path}/demo-fmnist_{data}_{test}_t150_b24_pfull_fp16_shuffled.zarr"
+        in text
+    )
     assert "--recipe paper --head paper-attention" in text and f"--name paper-{row}" in text
 
 
 def test_make_paper_refuses_an_unknown_row(tmp_path):
     done = make("paper", "ROW=gan", out=tmp_path)
-    assert done.returncode != 0 and "unknown ROW=gan: choose one of linear-p1 linear-p2 mlp attention fusion" in done.stdout + done.stderr
+    assert (
+        done.returncode != 0
+        and "unknown ROW=gan: choose one of linear-p1 linear-p2 mlp attention fusion"
+        in done.stdout + done.stderr
+    )
 
 
 def test_help_lists_the_targets_at_any_time():
     done = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True)
     names = re.findall(r"^  make (\S+)", done.stdout, re.M)
-    assert done.returncode == 0 and {"extract", "probe", "cka", "demo", "paper", "test", "bench"} <= set(names)
+    assert done.returncode == 0 and {"extract", "probe", "cka", "demo", "paper", "test", "bench"} <= set(
+        names
+    )
     assert "Makefile" not in names
 
 
@@ -163,8 +218,20 @@ def test_fgvc_rows_run_end_to_end_on_tiny_trees_in_each_official_layout(tmp_path
         pytest.skip("needs the project's .venv (make test creates it)")
     for name in sets:
         BUILDERS[name](tmp_path / "data")
-        done = subprocess.run(["make", "--no-print-directory", "paper", f"ROW=fgvc-{name}", f"DATA_ROOT={tmp_path / 'data'}", f"OUT={tmp_path / 'cache'}",
-                               "VENV_STAMP=", f"PAPER_ARGS=--epochs 1 --batch-size 2 --no-progress --results {tmp_path / 'results'}"],
-                              cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                "paper",
+                f"ROW=fgvc-{name}",
+                f"DATA_ROOT={tmp_path / 'data'}",
+                f"OUT={tmp_path / 'cache'}",
+                "VENV_STAMP=",
+                f"PAPER_ARGS=--epochs 1 --batch-size 2 --no-progress --results {tmp_path / 'results'}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, (name, done.stdout[-2000:], done.stderr[-2000:], sys.executable)
         assert (tmp_path / "results" / f"paper-fgvc-{name}.json").is_file()

@@ -25,7 +25,15 @@ def sample(split: str) -> Path:
 
 
 def same_run(out: Path, split: str):
-    return run_tiny(out, split=split, ts=(10,), blocks=(7,), pools=(1, 2, None), limit=24 if split == "train" else 12, shard_rows=8)
+    return run_tiny(
+        out,
+        split=split,
+        ts=(10,),
+        blocks=(7,),
+        pools=(1, 2, None),
+        limit=24 if split == "train" else 12,
+        shard_rows=8,
+    )
 
 
 @pytest.mark.parametrize("split,rows", [("train", 24), ("test", 12)])
@@ -47,7 +55,9 @@ def test_a_version_1_store_resumes_with_nothing_to_redo_and_equals_a_fresh_run(t
     for key in KEYS:
         # equal up to fp16 rounding: CPU kernels round differently with other thread counts and
         # instruction sets, so bit-identity holds on one machine and setting, not across them
-        np.testing.assert_allclose(old.array(key)[:].astype(np.float32), new.array(key)[:].astype(np.float32), rtol=2e-2, atol=2e-3)
+        np.testing.assert_allclose(
+            old.array(key)[:].astype(np.float32), new.array(key)[:].astype(np.float32), rtol=2e-2, atol=2e-3
+        )
 
 
 def test_a_version_1_store_verifies_and_probes(tmp_path):
@@ -58,6 +68,14 @@ def test_a_version_1_store_verifies_and_probes(tmp_path):
     for split in ("train", "test"):
         shutil.copytree(sample(split), tmp_path / f"{split}.zarr")
         assert verify_store(tmp_path / f"{split}.zarr") == []
-    result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", results=tmp_path / "results",
-                                 training=TrainSettings(epochs=2, batch_size=8), val_fraction=0.25, progress=False))
+    result = probe(
+        ProbeConfig(
+            train=tmp_path / "train.zarr",
+            test=tmp_path / "test.zarr",
+            results=tmp_path / "results",
+            training=TrainSettings(epochs=2, batch_size=8),
+            val_fraction=0.25,
+            progress=False,
+        )
+    )
     assert len(result["members"]) == 3 and result["test"]["rows"] == 12

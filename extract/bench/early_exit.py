@@ -50,14 +50,20 @@ def _seconds(fn, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench_case(model_name: str, block: int, batch: int, repeats: int, dtype: str, device: torch.device) -> BenchRow:
+def bench_case(
+    model_name: str, block: int, batch: int, repeats: int, dtype: str, device: torch.device
+) -> BenchRow:
     preset = get_preset(model_name)
     torch.manual_seed(0)
-    model = build_unet(preset).requires_grad_(False).to(device)  # random weights: speed does not depend on them
+    model = (
+        build_unet(preset).requires_grad_(False).to(device)
+    )  # random weights: speed does not depend on them
     x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, device=device)
     t = torch.full((batch,), 150, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device) if preset.class_cond else None
-    amp = torch.autocast(device.type, dtype=AUTOCAST_DTYPES[dtype]) if AUTOCAST_DTYPES[dtype] else nullcontext()
+    amp = (
+        torch.autocast(device.type, dtype=AUTOCAST_DTYPES[dtype]) if AUTOCAST_DTYPES[dtype] else nullcontext()
+    )
 
     def sync():
         if device.type == "cuda":
@@ -74,7 +80,9 @@ def bench_case(model_name: str, block: int, batch: int, repeats: int, dtype: str
         sync()
 
     early()  # warm-up (kernel selection, allocator)
-    return BenchRow(model_name, block, batch, dtype, str(device), _seconds(full, repeats), _seconds(early, repeats))
+    return BenchRow(
+        model_name, block, batch, dtype, str(device), _seconds(full, repeats), _seconds(early, repeats)
+    )
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,9 @@ class LatentBenchRow(BenchRow):
         return self.encode_s / self.cache_s
 
 
-def bench_latent_case(model_name: str, block: int, batch: int, repeats: int, dtype: str, device: torch.device) -> LatentBenchRow:
+def bench_latent_case(
+    model_name: str, block: int, batch: int, repeats: int, dtype: str, device: torch.device
+) -> LatentBenchRow:
     """Random weights (speed does not depend on them): denoiser full vs early exit on random
     latents; VAE encode of random images vs reading their latents back from a store."""
     from extract.models.adm_presets import get_any_preset
@@ -100,9 +110,15 @@ def bench_latent_case(model_name: str, block: int, batch: int, repeats: int, dty
     model = load_latent_model(preset, random_init=True).to(device)
     g = torch.Generator().manual_seed(0)
     z, t, _ = meta_inputs(preset, batch, "cpu")
-    z, t, cond = torch.randn(z.shape, generator=g).to(device), t.fill_(150).to(device), model.batch_cond(batch)
+    z, t, cond = (
+        torch.randn(z.shape, generator=g).to(device),
+        t.fill_(150).to(device),
+        model.batch_cond(batch),
+    )
     images = torch.rand(batch, 3, preset.image_size, preset.image_size, generator=g).to(device) * 2 - 1
-    amp = torch.autocast(device.type, dtype=AUTOCAST_DTYPES[dtype]) if AUTOCAST_DTYPES[dtype] else nullcontext()
+    amp = (
+        torch.autocast(device.type, dtype=AUTOCAST_DTYPES[dtype]) if AUTOCAST_DTYPES[dtype] else nullcontext()
+    )
     shape = (preset.latent_channels, preset.latent_size, preset.latent_size)
 
     def sync():
@@ -127,9 +143,22 @@ def bench_latent_case(model_name: str, block: int, batch: int, repeats: int, dty
         sync()
 
     with tempfile.TemporaryDirectory(prefix="diffprobe-latents-") as folder:
-        store = FeatureStore.create(Path(folder) / "latents.zarr", row_shapes={LATENT_KEY: shape}, ids=[str(i) for i in range(batch)],
-                                    labels=np.zeros(batch), index=np.arange(batch), shard_rows=batch, views=1, dtype="float32", attrs={})  # fmt: skip
-        store.write_shard(0, encode_batch(model, preset, images, None, _Micro, (), {LATENT_KEY: shape}, device), np.ones(batch, bool))
+        store = FeatureStore.create(
+            Path(folder) / "latents.zarr",
+            row_shapes={LATENT_KEY: shape},
+            ids=[str(i) for i in range(batch)],
+            labels=np.zeros(batch),
+            index=np.arange(batch),
+            shard_rows=batch,
+            views=1,
+            dtype="float32",
+            attrs={},
+        )
+        store.write_shard(
+            0,
+            encode_batch(model, preset, images, None, _Micro, (), {LATENT_KEY: shape}, device),
+            np.ones(batch, bool),
+        )
 
         def cached():
             torch.from_numpy(FeatureStore.open(store.path).array(LATENT_KEY)[0:batch]).to(device)
@@ -137,20 +166,39 @@ def bench_latent_case(model_name: str, block: int, batch: int, repeats: int, dty
 
         early()
         encode()
-        return LatentBenchRow(model_name, block, batch, dtype, str(device), _seconds(full, repeats), _seconds(early, repeats),
-                              _seconds(encode, repeats), _seconds(cached, repeats))  # fmt: skip
+        return LatentBenchRow(
+            model_name,
+            block,
+            batch,
+            dtype,
+            str(device),
+            _seconds(full, repeats),
+            _seconds(early, repeats),
+            _seconds(encode, repeats),
+            _seconds(cached, repeats),
+        )
 
 
-def bench_extract(cases=DEFAULT_CASES, dtype: str = "fp32", device: str | None = None, latent_cases=LATENT_CASES) -> dict:
+def bench_extract(
+    cases=DEFAULT_CASES, dtype: str = "fp32", device: str | None = None, latent_cases=LATENT_CASES
+) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = [bench_case(*case, dtype=dtype, device=dev) for case in cases]
     latent_rows = [bench_latent_case(*case, dtype=dtype, device=dev) for case in latent_cases]
     return {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        },
         "rows": [{**asdict(r), "speedup": round(r.speedup, 2)} for r in rows],
-        "latent_rows": [{**asdict(r), "speedup": round(r.speedup, 2), "cache_speedup": round(r.cache_speedup, 1)} for r in latent_rows],
-    }  # fmt: skip
+        "latent_rows": [
+            {**asdict(r), "speedup": round(r.speedup, 2), "cache_speedup": round(r.cache_speedup, 1)}
+            for r in latent_rows
+        ],
+    }
 
 
 def format_table(result: dict) -> str:
@@ -160,7 +208,9 @@ def format_table(result: dict) -> str:
             f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5} {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
         )
     if result.get("latent_rows"):
-        lines.append(f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6} {'encode s':>9} {'cache s':>8} {'ratio':>7}")
+        lines.append(
+            f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6} {'encode s':>9} {'cache s':>8} {'ratio':>7}"
+        )
         for r in result["latent_rows"]:
             lines.append(
                 f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5} {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"

@@ -88,7 +88,9 @@ def resolve_device(name: str) -> torch.device:
                 "sees no GPU; use --device cpu for a correctness check"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"CUDA is not available: {name} asked for, {torch.cuda.device_count()} GPU(s) visible")
+            raise ValueError(
+                f"CUDA is not available: {name} asked for, {torch.cuda.device_count()} GPU(s) visible"
+            )
     return device
 
 
@@ -101,7 +103,9 @@ class AdmOps:
 
     @staticmethod
     def inputs(preset, batch: int, device, gen: torch.Generator):
-        x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, generator=gen).to(device)
+        x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, generator=gen).to(
+            device
+        )
         y = torch.zeros(batch, dtype=torch.long, device=device) if preset.class_cond else None
         return x, y
 
@@ -147,7 +151,12 @@ def validate(cfg: GpuBenchConfig) -> tuple[ModelPreset | LatentPreset, torch.dev
     unknown = [d for d in cfg.dtypes if d not in AUTOCAST_DTYPES]
     if unknown:
         raise ValueError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(AUTOCAST_DTYPES)}")
-    for name, values in (("batches", cfg.batches), ("dtypes", cfg.dtypes), ("channels_last", cfg.channels_last), ("compile", cfg.compile)):
+    for name, values in (
+        ("batches", cfg.batches),
+        ("dtypes", cfg.dtypes),
+        ("channels_last", cfg.channels_last),
+        ("compile", cfg.compile),
+    ):
         if not values:
             raise ValueError(f"{name} is empty")
     if min(cfg.batches) < 1 or cfg.warmup < 1 or cfg.repeats < 1 or cfg.loader_batch < 1:
@@ -181,7 +190,9 @@ def flops_per_image(preset: ModelPreset, block: int) -> float:
     return float(counter.get_total_flops())
 
 
-def prepare_model(preset: ModelPreset, device: torch.device, channels_last: bool, compiled: bool, cfg: GpuBenchConfig) -> torch.nn.Module:
+def prepare_model(
+    preset: ModelPreset, device: torch.device, channels_last: bool, compiled: bool, cfg: GpuBenchConfig
+) -> torch.nn.Module:
     """A random-weight U-Net (speed does not depend on the weights) on `device`.
 
     With `compiled`, each block's forward is compiled, not the model: capture's hooks on
@@ -196,12 +207,18 @@ def prepare_model(preset: ModelPreset, device: torch.device, channels_last: bool
         blocks = ops.blocks(model, preset)
         for block in blocks.values():
             # a block holding other numbered blocks stays eager, so the hooks of those run (and can stop the forward)
-            if not any(other is not block and any(m is other for m in block.modules()) for other in blocks.values()):
-                block.forward = torch.compile(block.forward, backend=cfg.compile_backend, mode=cfg.compile_mode)
+            if not any(
+                other is not block and any(m is other for m in block.modules()) for other in blocks.values()
+            ):
+                block.forward = torch.compile(
+                    block.forward, backend=cfg.compile_backend, mode=cfg.compile_mode
+                )
     return model
 
 
-def make_inputs(preset: ModelPreset, batch: int, device: torch.device, channels_last: bool, t: int, seed: int = 0):
+def make_inputs(
+    preset: ModelPreset, batch: int, device: torch.device, channels_last: bool, t: int, seed: int = 0
+):
     """x (batch, C, S, S) (latent presets: latents), t (batch,), y: class labels (batch,), SD's
     text states (batch, 77, D), or None."""
     x, y = OPS[type(preset)].inputs(preset, batch, device, torch.Generator().manual_seed(seed))
@@ -231,7 +248,9 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
-def time_case(model, preset: ModelPreset, cfg: GpuBenchConfig, device, batch: int, dtype: str, channels_last: bool) -> tuple[float, float, float | None]:
+def time_case(
+    model, preset: ModelPreset, cfg: GpuBenchConfig, device, batch: int, dtype: str, channels_last: bool
+) -> tuple[float, float, float | None]:
     """(warm-up seconds, median seconds per batch, peak GPU memory in GB or None)."""
     x, t, y = make_inputs(preset, batch, device, channels_last, cfg.t, cfg.seed)
     if device.type == "cuda":
@@ -257,7 +276,9 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def bench_gpu(cfg: GpuBenchConfig, deadline: float | None = None, flops: float | None = None) -> list[ExtractRow]:
+def bench_gpu(
+    cfg: GpuBenchConfig, deadline: float | None = None, flops: float | None = None
+) -> list[ExtractRow]:
     """One row per (channels_last, compile, dtype, batch). One model per (channels_last,
     compile), kept over dtypes and batches so compiled blocks recompile only on new shapes.
     Cases not begun by `deadline` (time.monotonic()) are rows with a "skipped" error;
@@ -267,11 +288,16 @@ def bench_gpu(cfg: GpuBenchConfig, deadline: float | None = None, flops: float |
     peak, _ = peak_tflops(cfg, device)
     rows = []
     saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cfg.cudnn_benchmark, not cfg.cudnn_benchmark
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = (
+        cfg.cudnn_benchmark,
+        not cfg.cudnn_benchmark,
+    )
     try:
         # every block shares TimestepEmbedSequential.forward's code object: allow its many entries,
         # and fail loudly rather than fall back to eager silently when even that is exceeded
-        with torch._dynamo.config.patch(recompile_limit=1024, accumulated_recompile_limit=4096, fail_on_recompile_limit_hit=True):
+        with torch._dynamo.config.patch(
+            recompile_limit=1024, accumulated_recompile_limit=4096, fail_on_recompile_limit_hit=True
+        ):
             for channels_last in cfg.channels_last:
                 for compiled in cfg.compile:
                     rows += _bench_model(preset, cfg, device, channels_last, compiled, flops, peak, deadline)
@@ -287,9 +313,19 @@ def _over(deadline: float | None) -> bool:
 SKIPPED = "skipped: the time budget was spent"
 
 
-def _bench_model(preset, cfg, device, channels_last: bool, compiled: bool, flops: float, peak: float | None,
-                 deadline: float | None = None) -> list[ExtractRow]:  # fmt: skip
-    base = dict(model=preset.name, block=cfg.block, channels_last=channels_last, compile=compiled, device=str(device))
+def _bench_model(
+    preset,
+    cfg,
+    device,
+    channels_last: bool,
+    compiled: bool,
+    flops: float,
+    peak: float | None,
+    deadline: float | None = None,
+) -> list[ExtractRow]:
+    base = dict(
+        model=preset.name, block=cfg.block, channels_last=channels_last, compile=compiled, device=str(device)
+    )
     rows = []
     model, error = None, SKIPPED if _over(deadline) else ""
     if not error:
@@ -310,10 +346,19 @@ def _bench_model(preset, cfg, device, channels_last: bool, compiled: bool, flops
                 continue
             images_per_s = batch / step_s
             tflops = images_per_s * flops / 1e12
-            rows.append(ExtractRow(
-                batch=batch, dtype=dtype, warmup_s=warmup_s, step_s=step_s, images_per_s=images_per_s, tflops=tflops,
-                peak_fraction=tflops / peak if peak else None, peak_memory_gb=memory, **base,
-            ))  # fmt: skip
+            rows.append(
+                ExtractRow(
+                    batch=batch,
+                    dtype=dtype,
+                    warmup_s=warmup_s,
+                    step_s=step_s,
+                    images_per_s=images_per_s,
+                    tflops=tflops,
+                    peak_fraction=tflops / peak if peak else None,
+                    peak_memory_gb=memory,
+                    **base,
+                )
+            )
     del model
     if compiled:
         torch._dynamo.reset()
@@ -341,7 +386,9 @@ def write_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375), seed: in
 def time_loader(root: Path, preset: ModelPreset, workers: int, batch: int, pin_memory: bool) -> LoaderRow:
     """One pass of a DataLoader over the JPEGs with the project's preprocessing, worker start included."""
     dataset = FeatureInput(imagefolder(root, "train"), preset.image_size, preset.in_channels)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers, pin_memory=pin_memory)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, num_workers=workers, pin_memory=pin_memory
+    )
     images = errors = 0
     start = time.perf_counter()
     for _, x, reasons, _ in loader:
@@ -356,18 +403,31 @@ def bench_loader(cfg: GpuBenchConfig, root: Path | None = None) -> list[LoaderRo
     preset, device = validate(cfg)
     if cfg.loader_images == 0:
         return []
-    with tempfile.TemporaryDirectory(prefix="diffprobe-jpegs-") if root is None else nullcontext(root) as folder:
+    with (
+        tempfile.TemporaryDirectory(prefix="diffprobe-jpegs-")
+        if root is None
+        else nullcontext(root) as folder
+    ):
         folder = write_jpegs(Path(folder), cfg.loader_images, cfg.jpeg_size, cfg.seed)
-        return [time_loader(folder, preset, w, cfg.loader_batch, device.type == "cuda") for w in cfg.loader_workers]
+        return [
+            time_loader(folder, preset, w, cfg.loader_batch, device.type == "cuda")
+            for w in cfg.loader_workers
+        ]
 
 
 # ---------------------------------------------------------------- the whole report
 def machine_info(device: torch.device) -> dict:
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-        "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
-    }  # fmt: skip
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
 
 
 def run_gpu_bench(cfg: GpuBenchConfig) -> dict:
@@ -384,11 +444,12 @@ def run_gpu_bench(cfg: GpuBenchConfig) -> dict:
         "machine": machine_info(device),
         "config": asdict(cfg),
         "gflop_per_image": flops / 1e9,
-        "peak_tflops": peak, "peak_source": peak_source,
+        "peak_tflops": peak,
+        "peak_source": peak_source,
         "images_per_s_at_40pct_of_peak": 0.4 * peak * 1e12 / flops if peak else None,
         "extraction": [asdict(r) for r in extraction],
         "loader": [asdict(r) for r in loader],
         "best_extraction_images_per_s": best,
         "best_loader_images_per_s": best_loader,
         "loader_keeps_up": best_loader >= best if best and best_loader else None,
-    }  # fmt: skip
+    }

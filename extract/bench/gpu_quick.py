@@ -31,7 +31,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.bench.gpu import SKIPPED, _first_line, bench_gpu, bench_loader, flops_per_image, machine_info, peak_tflops, validate, write_jpegs
+from extract.bench.gpu import (
+    SKIPPED,
+    _first_line,
+    bench_gpu,
+    bench_loader,
+    flops_per_image,
+    machine_info,
+    peak_tflops,
+    validate,
+    write_jpegs,
+)
 from extract.bench.gpu_config import GpuBenchConfig
 from extract.bench.io import best_time
 from extract.models.adm_presets import get_preset
@@ -59,7 +69,14 @@ def validate_quick(cfg: GpuBenchConfig):
 
 
 # ---------------------------------------------------------------- b. the store's read rate
-def bench_store_read(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048, repeats: int = 3, seed: int = 0, root: Path | None = None) -> dict:
+def bench_store_read(
+    rows: int = 20000,
+    dim: int = 4096,
+    shard_rows: int = 2048,
+    repeats: int = 3,
+    seed: int = 0,
+    root: Path | None = None,
+) -> dict:
     """Write `rows` fp16 rows of (dim // 4, 2, 2) into a FeatureStore and, the same bytes, into
     a .npy; read the store shard by shard (`store.array(key)[a:b]`) and the .npy with np.load;
     best of `repeats` each, both from a warm page cache."""
@@ -70,9 +87,16 @@ def bench_store_read(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048,
         folder = Path(folder)
         started = time.perf_counter()
         store = FeatureStore.create(
-            folder / "io.zarr", row_shapes={STORE_KEY: row}, ids=[str(i) for i in range(rows)], labels=np.zeros(rows, np.int64),
-            index=np.arange(rows), shard_rows=shard_rows, views=1, dtype="float16", attrs={},
-        )  # fmt: skip
+            folder / "io.zarr",
+            row_shapes={STORE_KEY: row},
+            ids=[str(i) for i in range(rows)],
+            labels=np.zeros(rows, np.int64),
+            index=np.arange(rows),
+            shard_rows=shard_rows,
+            views=1,
+            dtype="float16",
+            attrs={},
+        )
         raw = folder / "raw.npy"
         data = np.lib.format.open_memmap(raw, mode="w+", dtype=np.float16, shape=(rows, *row))
         for s in range(store.n_shards):
@@ -91,17 +115,31 @@ def bench_store_read(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048,
             a = store.array(STORE_KEY)
             return [a[lo:hi] for lo, hi in spans]
 
-        matches = bool(np.array_equal(np.concatenate(store_read()), np.load(raw)))  # also warms the page cache
+        matches = bool(
+            np.array_equal(np.concatenate(store_read()), np.load(raw))
+        )  # also warms the page cache
         store_s = best_time(store_read, repeats)
         numpy_s = best_time(lambda: np.load(raw), repeats)
         return {
-            "rows": rows, "row_shape": list(row), "dtype": "float16", "mb": round(nbytes / 1e6, 1),
-            "store_mb": round(store.size_bytes() / 1e6, 1), "shard_rows": shard_rows, "shards": store.n_shards,
-            "repeats": repeats, "reader": reader, "matches": matches, "write_seconds": round(write_s, 3),
-            "store_seconds": round(store_s, 4), "numpy_seconds": round(numpy_s, 4),
-            "store_mb_per_s": round(nbytes / 1e6 / store_s, 1), "numpy_mb_per_s": round(nbytes / 1e6 / max(numpy_s, 1e-9), 1),
-            "store_rows_per_s": round(rows / store_s, 1), "store_over_numpy": round(store_s / max(numpy_s, 1e-9), 2), "error": "",
-        }  # fmt: skip
+            "rows": rows,
+            "row_shape": list(row),
+            "dtype": "float16",
+            "mb": round(nbytes / 1e6, 1),
+            "store_mb": round(store.size_bytes() / 1e6, 1),
+            "shard_rows": shard_rows,
+            "shards": store.n_shards,
+            "repeats": repeats,
+            "reader": reader,
+            "matches": matches,
+            "write_seconds": round(write_s, 3),
+            "store_seconds": round(store_s, 4),
+            "numpy_seconds": round(numpy_s, 4),
+            "store_mb_per_s": round(nbytes / 1e6 / store_s, 1),
+            "numpy_mb_per_s": round(nbytes / 1e6 / max(numpy_s, 1e-9), 1),
+            "store_rows_per_s": round(rows / store_s, 1),
+            "store_over_numpy": round(store_s / max(numpy_s, 1e-9), 2),
+            "error": "",
+        }
 
 
 # ---------------------------------------------------------------- c. bit identity on the device
@@ -109,7 +147,9 @@ def compare_stores(a: FeatureStore, b: FeatureStore) -> tuple[bool, float | None
     """(every feature array equal bit for bit, max abs difference over them, the keys)."""
     keys = a.keys()
     if keys != b.keys():
-        raise ValueError(f"the two stores hold different keys: {[str(k) for k in keys]} and {[str(k) for k in b.keys()]}")
+        raise ValueError(
+            f"the two stores hold different keys: {[str(k) for k in keys]} and {[str(k) for k in b.keys()]}"
+        )
     identical, diff = True, 0.0
     for k in keys:
         x, y = a.array(k)[0 : a.n_rows], b.array(k)[0 : b.n_rows]
@@ -133,19 +173,50 @@ def check_bit_identity(cfg: GpuBenchConfig, root: Path | None = None, deadline: 
     n = cfg.identity_images
     micro = max(1, n // 2)
     batch_sizes = (micro, 2 * micro)
-    base = dict(model=cfg.identity_model, random_init=True, data="imagefolder", split="train", ts=(cfg.t,), pools=(None, 2),
-                shard_rows=max(n, 1), micro_batch=micro, seed=cfg.seed, device=cfg.device, workers=0, progress=False)  # fmt: skip
-    result = {"model": cfg.identity_model, "images": n, "micro_batch": micro, "batch_sizes": list(batch_sizes), "runs": [], "identical": None, "error": ""}
+    base = dict(
+        model=cfg.identity_model,
+        random_init=True,
+        data="imagefolder",
+        split="train",
+        ts=(cfg.t,),
+        pools=(None, 2),
+        shard_rows=max(n, 1),
+        micro_batch=micro,
+        seed=cfg.seed,
+        device=cfg.device,
+        workers=0,
+        progress=False,
+    )
+    result = {
+        "model": cfg.identity_model,
+        "images": n,
+        "micro_batch": micro,
+        "batch_sizes": list(batch_sizes),
+        "runs": [],
+        "identical": None,
+        "error": "",
+    }
     if n == 0:
         return {**result, "error": "skipped: identity_images is 0"}
     # extract() makes cuDNN deterministic for the process (extract.shards.use_device): put the bench's settings back after
     saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
-        with tempfile.TemporaryDirectory(prefix="diffprobe-identity-") if root is None else nullcontext(root) as folder:
+        with (
+            tempfile.TemporaryDirectory(prefix="diffprobe-identity-")
+            if root is None
+            else nullcontext(root) as folder
+        ):
             folder = Path(folder)
             images = write_jpegs(folder / "images", n, IDENTITY_IMAGE_SIZE, cfg.seed)
             for dtype in cfg.identity_dtypes:
-                run = {"dtype": dtype, "identical": None, "max_abs_diff": None, "keys": [], "seconds": None, "error": ""}
+                run = {
+                    "dtype": dtype,
+                    "identical": None,
+                    "max_abs_diff": None,
+                    "keys": [],
+                    "seconds": None,
+                    "error": "",
+                }
                 if deadline is not None and time.monotonic() > deadline:
                     result["runs"].append({**run, "error": SKIPPED})
                     continue
@@ -154,7 +225,16 @@ def check_bit_identity(cfg: GpuBenchConfig, root: Path | None = None, deadline: 
                     stores = []
                     for batch_size in batch_sizes:
                         out = folder / f"{dtype}-batch{batch_size}.zarr"
-                        extract(from_flat(ExtractConfig, **base, out=out, data_root=images, batch_size=batch_size, dtype=dtype))
+                        extract(
+                            from_flat(
+                                ExtractConfig,
+                                **base,
+                                out=out,
+                                data_root=images,
+                                batch_size=batch_size,
+                                dtype=dtype,
+                            )
+                        )
                         stores.append(FeatureStore.open(out))
                     run["identical"], run["max_abs_diff"], run["keys"] = compare_stores(*stores)
                 except Exception as e:  # noqa: BLE001 - one dtype's failure is its line, the others go on
@@ -164,7 +244,9 @@ def check_bit_identity(cfg: GpuBenchConfig, root: Path | None = None, deadline: 
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
     done = [r["identical"] for r in result["runs"] if not r["error"]]
-    result["identical"] = False if False in done else (True if done and len(done) == len(result["runs"]) else None)
+    result["identical"] = (
+        False if False in done else (True if done and len(done) == len(result["runs"]) else None)
+    )
     return result
 
 
@@ -193,16 +275,46 @@ def run_quick_bench(cfg: GpuBenchConfig) -> dict:
     def extraction():
         flops = flops_per_image(preset, cfg.block)
         peak, source = peak_tflops(cfg, device)
-        return {"gflop_per_image": flops / 1e9, "peak_tflops": peak, "peak_source": source,
-                "images_per_s_at_40pct_of_peak": 0.4 * peak * 1e12 / flops if peak else None,
-                "extraction": [asdict(r) for r in bench_gpu(cfg, deadline=deadline, flops=flops)], "extraction_error": ""}  # fmt: skip
+        return {
+            "gflop_per_image": flops / 1e9,
+            "peak_tflops": peak,
+            "peak_source": source,
+            "images_per_s_at_40pct_of_peak": 0.4 * peak * 1e12 / flops if peak else None,
+            "extraction": [asdict(r) for r in bench_gpu(cfg, deadline=deadline, flops=flops)],
+            "extraction_error": "",
+        }
 
-    a = part("extraction", extraction, lambda e: {"gflop_per_image": None, "peak_tflops": None, "peak_source": "", "images_per_s_at_40pct_of_peak": None,
-                                                  "extraction": [], "extraction_error": e})  # fmt: skip
-    loader = part("loader", lambda: {"loader": [asdict(r) for r in bench_loader(cfg)], "loader_error": ""}, lambda e: {"loader": [], "loader_error": e}) \
-        if cfg.loader_images else {"loader": [], "loader_error": ""}  # fmt: skip
-    store_read = part("store_read", lambda: bench_store_read(cfg.io_rows, cfg.io_dim, cfg.io_shard_rows, cfg.io_repeats, cfg.seed), lambda e: {"error": e})
-    identity = part("bit_identity", lambda: check_bit_identity(cfg, deadline=deadline), lambda e: {"model": cfg.identity_model, "runs": [], "identical": None, "error": e})
+    a = part(
+        "extraction",
+        extraction,
+        lambda e: {
+            "gflop_per_image": None,
+            "peak_tflops": None,
+            "peak_source": "",
+            "images_per_s_at_40pct_of_peak": None,
+            "extraction": [],
+            "extraction_error": e,
+        },
+    )
+    loader = (
+        part(
+            "loader",
+            lambda: {"loader": [asdict(r) for r in bench_loader(cfg)], "loader_error": ""},
+            lambda e: {"loader": [], "loader_error": e},
+        )
+        if cfg.loader_images
+        else {"loader": [], "loader_error": ""}
+    )
+    store_read = part(
+        "store_read",
+        lambda: bench_store_read(cfg.io_rows, cfg.io_dim, cfg.io_shard_rows, cfg.io_repeats, cfg.seed),
+        lambda e: {"error": e},
+    )
+    identity = part(
+        "bit_identity",
+        lambda: check_bit_identity(cfg, deadline=deadline),
+        lambda e: {"model": cfg.identity_model, "runs": [], "identical": None, "error": e},
+    )
     best = max((r["images_per_s"] for r in a["extraction"] if r["images_per_s"]), default=None)
     best_loader = max((r["images_per_s"] for r in loader["loader"]), default=None)
     return {
@@ -211,10 +323,12 @@ def run_quick_bench(cfg: GpuBenchConfig) -> dict:
         "machine": machine_info(device),
         "config": asdict(cfg),
         **a,
-        **loader, "best_extraction_images_per_s": best, "best_loader_images_per_s": best_loader,
+        **loader,
+        "best_extraction_images_per_s": best,
+        "best_loader_images_per_s": best_loader,
         "loader_keeps_up": best_loader >= best if best and best_loader else None,
         "store_read": store_read,
         "bit_identity": identity,
         "part_seconds": part_seconds,
         "seconds": round(time.monotonic() - started, 2),
-    }  # fmt: skip
+    }

@@ -38,7 +38,9 @@ def format_report(result: dict) -> str:
     if result.get("loader_error"):
         lines.append(f"loader {_failed(result['loader_error'])}")
     for r in result["loader"]:
-        lines.append(f"loader: {r['workers']:>2} workers  {r['images_per_s']:>8.1f} img/s  ({r['images']} JPEGs, {r['errors']} errors)")
+        lines.append(
+            f"loader: {r['workers']:>2} workers  {r['images_per_s']:>8.1f} img/s  ({r['images']} JPEGs, {r['errors']} errors)"
+        )
     if result["loader_keeps_up"] is not None:
         verdict = "keeps up" if result["loader_keeps_up"] else "does NOT keep up"
         lines.append(
@@ -67,12 +69,16 @@ def _identity_lines(r: dict) -> list[str]:
     if r.get("error"):
         return [f"bit identity ({r['model']}): {_failed(r['error'])}"]
     verdict = {True: "identical", False: "NOT identical", None: "unknown"}[r["identical"]]
-    lines = [f"bit identity: {r['model']} (random weights), {r['images']} images extracted twice, batch sizes "
-             f"{' and '.join(map(str, r['batch_sizes']))} (micro-batch {r['micro_batch']}): {verdict}"]  # fmt: skip
+    lines = [
+        f"bit identity: {r['model']} (random weights), {r['images']} images extracted twice, batch sizes "
+        f"{' and '.join(map(str, r['batch_sizes']))} (micro-batch {r['micro_batch']}): {verdict}"
+    ]
     for run in r["runs"]:
         if run["error"]:
             lines.append(f"  {run['dtype']:>5}: {_failed(run['error'])}")
         else:
             same = "identical" if run["identical"] else "NOT identical"
-            lines.append(f"  {run['dtype']:>5}: {same}, max abs diff {run['max_abs_diff']:.3g} over {', '.join(run['keys'])} ({run['seconds']:.1f} s)")
+            lines.append(
+                f"  {run['dtype']:>5}: {same}, max abs diff {run['max_abs_diff']:.3g} over {', '.join(run['keys'])} ({run['seconds']:.1f} s)"
+            )
     return lines

@@ -30,8 +30,14 @@ CODECS = {
     "crc32c (diffprobe's)": feature_codecs,
     "none": lambda: [],
     "zstd-1 + crc32c": lambda: [ZstdCodec(level=1), Crc32cCodec()],
-    "zstd-3 + crc32c (earlier stores)": lambda: [ZstdCodec(level=0), Crc32cCodec()],  # level 0 is zstd's default, 3
-    "blosc-lz4 bitshuffle + crc32c": lambda: [BloscCodec(cname="lz4", shuffle="bitshuffle", typesize=2), Crc32cCodec()],
+    "zstd-3 + crc32c (earlier stores)": lambda: [
+        ZstdCodec(level=0),
+        Crc32cCodec(),
+    ],  # level 0 is zstd's default, 3
+    "blosc-lz4 bitshuffle + crc32c": lambda: [
+        BloscCodec(cname="lz4", shuffle="bitshuffle", typesize=2),
+        Crc32cCodec(),
+    ],
 }
 
 
@@ -48,7 +54,14 @@ def _write(path: Path, x: np.ndarray, shard_rows: int, codecs: list) -> zarr.Arr
     row = x.shape[1:]
     rows = chunk_rows_for(int(np.prod(row)) * x.itemsize, shard_rows)
     array = zarr.open_group(str(path), mode="w").create_array(
-        "x", shape=x.shape, dtype=x.dtype, chunks=(rows, *row), shards=(shard_rows, *row), compressors=codecs, fill_value=float("nan"))
+        "x",
+        shape=x.shape,
+        dtype=x.dtype,
+        chunks=(rows, *row),
+        shards=(shard_rows, *row),
+        compressors=codecs,
+        fill_value=float("nan"),
+    )
     for s in range(0, len(x), shard_rows):
         array[s : s + shard_rows] = x[s : s + shard_rows]
     return array
@@ -94,7 +107,9 @@ def _readers(path: Path, n: int, shard_rows: int) -> dict:
     return readers
 
 
-def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: str = "activation-like") -> dict:
+def bench_data(
+    x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: str = "activation-like"
+) -> dict:
     """Every codec x reader on the rows x, against np.load of the same bytes."""
     n, nbytes = len(x), x.nbytes
     rows = []
@@ -107,8 +122,15 @@ def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: s
         def raw_by_shard():
             with open(raw, "rb") as f:
                 row_bytes = nbytes // n
-                return [np.fromfile(f, dtype=x.dtype, count=(min(s + shard_rows, n) - s) * row_bytes // x.itemsize, offset=offset + s * row_bytes)
-                        for s in range(0, n, shard_rows)]  # fmt: skip
+                return [
+                    np.fromfile(
+                        f,
+                        dtype=x.dtype,
+                        count=(min(s + shard_rows, n) - s) * row_bytes // x.itemsize,
+                        offset=offset + s * row_bytes,
+                    )
+                    for s in range(0, n, shard_rows)
+                ]
 
         raw_shard_s = best_time(raw_by_shard, repeats)
         for name, codecs in CODECS.items():
@@ -119,31 +141,67 @@ def bench_data(x: np.ndarray, shard_rows: int = 2048, repeats: int = 3, label: s
                 if not np.array_equal(np.concatenate(fn()), x, equal_nan=True):
                     raise RuntimeError(f"bench-io: {reader} read other values than were written with {name}")
                 seconds = best_time(fn, repeats)
-                rows.append({"codec": name, "reader": reader, "mb_per_s": round(nbytes / 1e6 / seconds, 1), "seconds": round(seconds, 4),
-                             "size_ratio": round(size / nbytes, 3), "of_raw": round(raw_s / seconds, 3)})  # fmt: skip
-    return {"data": label, "rows": n, "row_shape": list(x.shape[1:]), "dtype": str(x.dtype), "mb": round(nbytes / 1e6, 1),
-            "shard_rows": shard_rows, "chunk_bytes": CHUNK_BYTES, "repeats": repeats,
-            "raw_mb_per_s": round(nbytes / 1e6 / raw_s, 1), "raw_by_shard_mb_per_s": round(nbytes / 1e6 / raw_shard_s, 1), "results": rows}  # fmt: skip
+                rows.append(
+                    {
+                        "codec": name,
+                        "reader": reader,
+                        "mb_per_s": round(nbytes / 1e6 / seconds, 1),
+                        "seconds": round(seconds, 4),
+                        "size_ratio": round(size / nbytes, 3),
+                        "of_raw": round(raw_s / seconds, 3),
+                    }
+                )
+    return {
+        "data": label,
+        "rows": n,
+        "row_shape": list(x.shape[1:]),
+        "dtype": str(x.dtype),
+        "mb": round(nbytes / 1e6, 1),
+        "shard_rows": shard_rows,
+        "chunk_bytes": CHUNK_BYTES,
+        "repeats": repeats,
+        "raw_mb_per_s": round(nbytes / 1e6 / raw_s, 1),
+        "raw_by_shard_mb_per_s": round(nbytes / 1e6 / raw_shard_s, 1),
+        "results": rows,
+    }
 
 
-def bench_io(rows: int = 20000, dim: int = 4096, shard_rows: int = 2048, repeats: int = 3, store: Path | None = None, key: str | None = None) -> dict:
+def bench_io(
+    rows: int = 20000,
+    dim: int = 4096,
+    shard_rows: int = 2048,
+    repeats: int = 3,
+    store: Path | None = None,
+    key: str | None = None,
+) -> dict:
     """Activation-like rows and, with `store`, one key of a real store (its first `rows` rows)."""
     parts = [bench_data(activation_like(rows, dim), shard_rows, repeats)]
     if store is not None:
         s = FeatureStore.open(store)
         k = FeatureKey.parse(key) if key else max(s.keys(), key=lambda k: int(np.prod(s.array(k).shape[1:])))
         x = s.array(k)[: min(rows, s.n_rows)]
-        parts.append(bench_data(np.ascontiguousarray(x), min(shard_rows, int(s.layout["shard_rows"])), repeats, f"{Path(store).name} {k}"))
+        parts.append(
+            bench_data(
+                np.ascontiguousarray(x),
+                min(shard_rows, int(s.layout["shard_rows"])),
+                repeats,
+                f"{Path(store).name} {k}",
+            )
+        )
     return {"parts": parts}
 
 
 def format_table(result: dict) -> str:
     lines = []
     for r in result["parts"]:
-        lines += [f"cache I/O, {r['data']}: {r['rows']} rows x {r['row_shape']} {r['dtype']} ({r['mb']} MB), {r['shard_rows']}-row shards, "
-                  f"warm page cache, best of {r['repeats']}",
-                  f"  raw np.load of the same bytes: {r['raw_mb_per_s']:.0f} MB/s (by shard with np.fromfile: {r['raw_by_shard_mb_per_s']:.0f} MB/s)",
-                  f"  {'codec':<34} {'reader':<28} {'MB/s':>7} {'of raw':>7} {'size':>6}"]  # fmt: skip
+        lines += [
+            f"cache I/O, {r['data']}: {r['rows']} rows x {r['row_shape']} {r['dtype']} ({r['mb']} MB), {r['shard_rows']}-row shards, "
+            f"warm page cache, best of {r['repeats']}",
+            f"  raw np.load of the same bytes: {r['raw_mb_per_s']:.0f} MB/s (by shard with np.fromfile: {r['raw_by_shard_mb_per_s']:.0f} MB/s)",
+            f"  {'codec':<34} {'reader':<28} {'MB/s':>7} {'of raw':>7} {'size':>6}",
+        ]
         for row in r["results"]:
-            lines.append(f"  {row['codec']:<34} {row['reader']:<28} {row['mb_per_s']:>7.0f} {row['of_raw']:>6.0%} {row['size_ratio']:>5.2f}x")
+            lines.append(
+                f"  {row['codec']:<34} {row['reader']:<28} {row['mb_per_s']:>7.0f} {row['of_raw']:>6.0%} {row['size_ratio']:>5.2f}x"
+            )
     return "\n".join(lines)

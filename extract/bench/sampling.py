@@ -23,18 +23,36 @@ from extract.models.adm_presets import get_preset
 def compare_batchings(images: int = 8, steps: int = 20, seed: int = 0) -> dict:
     preset = get_preset("demo-fmnist")
     model = load_checkpoint(preset, shipped_weights(preset))
-    out: dict = {"model": preset.name, "images": images, "steps": steps, "seed": seed, "threads": torch.get_num_threads()}
+    out: dict = {
+        "model": preset.name,
+        "images": images,
+        "steps": steps,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+    }
     half = images // 2
     for sampler in ("ddpm", "ddim"):
         diffusion = respaced_diffusion(preset, steps, sampler)
-        one = lambda idx: draw(preset, model, idx, None, steps=steps, sampler=sampler, seed=seed, diffusion=diffusion)  # noqa: E731
+        one = lambda idx: draw(
+            preset, model, idx, None, steps=steps, sampler=sampler, seed=seed, diffusion=diffusion
+        )  # noqa: E731
         whole = one(list(range(images)))
         halves = np.concatenate([one(list(range(a, a + half))) for a in (0, half)])
         singles = np.concatenate([one([i]) for i in range(images)])
-        out[sampler] = {"equal_whole_vs_halves": bool(np.array_equal(whole, halves)), "equal_whole_vs_singles": bool(np.array_equal(whole, singles)),
-                        "pixels_differing_whole_vs_singles": int((whole != singles).sum()), "pixels": int(whole.size),
-                        "max_grey_levels_whole_vs_singles": int(np.abs(whole.astype(int) - singles).max())}  # fmt: skip
-    x = torch.randn(images, preset.in_channels, preset.image_size, preset.image_size, generator=torch.Generator().manual_seed(seed))
+        out[sampler] = {
+            "equal_whole_vs_halves": bool(np.array_equal(whole, halves)),
+            "equal_whole_vs_singles": bool(np.array_equal(whole, singles)),
+            "pixels_differing_whole_vs_singles": int((whole != singles).sum()),
+            "pixels": int(whole.size),
+            "max_grey_levels_whole_vs_singles": int(np.abs(whole.astype(int) - singles).max()),
+        }
+    x = torch.randn(
+        images,
+        preset.in_channels,
+        preset.image_size,
+        preset.image_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     t = torch.full((images,), 500)
     with torch.no_grad():
         a = model(x, t)
@@ -44,7 +62,9 @@ def compare_batchings(images: int = 8, steps: int = 20, seed: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m extract.bench.sampling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m extract.bench.sampling", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("evidence/bench/sampling.json"))

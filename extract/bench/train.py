@@ -25,7 +25,12 @@ from extract.models.noise import diffusion_for
 CANDIDATES: dict[str, dict] = {
     "adm256/8 (shipped)": {},
     "adm256/8, channel_mult 1,1,2,2,2,2": {"channel_mult": (1, 1, 2, 2, 2, 2)},
-    "28x28, channel_mult 1,2,2, 5 res blocks, attention at 7": {"image_size": 28, "channel_mult": (1, 2, 2), "num_res_blocks": 5, "attention_resolutions": (7,)},
+    "28x28, channel_mult 1,2,2, 5 res blocks, attention at 7": {
+        "image_size": 28,
+        "channel_mult": (1, 2, 2),
+        "num_res_blocks": 5,
+        "attention_resolutions": (7,),
+    },
 }
 
 
@@ -56,24 +61,40 @@ def bench_train(batch: int = 64, steps: int = 5, warmup: int = 2) -> list[dict]:
         preset = dataclasses.replace(base, **changes)
         table = block_table(preset)
         b24 = table[23] if len(table) >= 24 else None
-        rows.append({"candidate": name, "blocks": len(table), "parameters": count_parameters(build_unet(preset)),
-                     "b24": None if b24 is None else f"{b24.module} {b24.channels}x{b24.height}x{b24.width}",
-                     "train_images_per_s": round(time_training(preset, batch, steps, warmup), 1)})  # fmt: skip
+        rows.append(
+            {
+                "candidate": name,
+                "blocks": len(table),
+                "parameters": count_parameters(build_unet(preset)),
+                "b24": None if b24 is None else f"{b24.module} {b24.channels}x{b24.height}x{b24.width}",
+                "train_images_per_s": round(time_training(preset, batch, steps, warmup), 1),
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m extract.bench.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m extract.bench.train", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("evidence/bench/train.json"))
     args = parser.parse_args(argv)
     rows = bench_train(args.batch, args.steps)
-    result = {"batch": args.batch, "steps": args.steps, "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
+    result = {
+        "batch": args.batch,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for r in rows:
-        print(f"{r['candidate']:<58} {r['blocks']:>3} blocks {r['parameters']:>10,} params  b24 {r['b24']}  {r['train_images_per_s']:>6.1f} train img/s")
+        print(
+            f"{r['candidate']:<58} {r['blocks']:>3} blocks {r['parameters']:>10,} params  b24 {r['b24']}  {r['train_images_per_s']:>6.1f} train img/s"
+        )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def view_rng(seed: int, index: int, view: int) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
-def crop_flip_box(width: int, height: int, rng: np.random.Generator) -> tuple[tuple[int, int, int, int], bool]:
+def crop_flip_box(
+    width: int, height: int, rng: np.random.Generator
+) -> tuple[tuple[int, int, int, int], bool]:
     """A square crop box (left, top, right, bottom) of side U(0.8, 1.0) x the short side at a
     uniform position, and whether to flip horizontally (p = 1/2)."""
     side = max(1, int(round(min(width, height) * rng.uniform(*CROP_FRACTION))))
@@ -81,4 +83,6 @@ def check_augmentation(name: str, split: str) -> None:
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENTATIONS)}")
     if name != "none" and split not in TRAIN_SPLITS:
-        raise ValueError(f"--aug {name} is for training splits ({', '.join(TRAIN_SPLITS)}), not {split!r}: evaluation uses the center crop")
+        raise ValueError(
+            f"--aug {name} is for training splits ({', '.join(TRAIN_SPLITS)}), not {split!r}: evaluation uses the center crop"
+        )

@@ -39,9 +39,13 @@ class SplitCheck:
             return f"{self.split}: cannot be listed"
         official = spec.official.get(self.split)
         classes = spec.official_classes(options)
-        return (f"{self.split}: {self.images:,} images" + (f" (official {official:,})" if official else "")
-                + f", {self.classes} classes" + (f" (official {classes})" if classes else "")
-                + f", {len(self.missing)} missing, {len(self.unreadable)} unreadable")  # fmt: skip
+        return (
+            f"{self.split}: {self.images:,} images"
+            + (f" (official {official:,})" if official else "")
+            + f", {self.classes} classes"
+            + (f" (official {classes})" if classes else "")
+            + f", {len(self.missing)} missing, {len(self.unreadable)} unreadable"
+        )
 
 
 @dataclass
@@ -74,14 +78,27 @@ def _readable(source: ImageSource, i: int, decode: bool) -> str | None:
         return f"{source.ids[i]} ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
 
 
-def check_split(spec: DatasetSpec, root: Path | None, split: str, options: dict, decode: bool, workers: int, progress: bool) -> SplitCheck:
+def check_split(
+    spec: DatasetSpec,
+    root: Path | None,
+    split: str,
+    options: dict,
+    decode: bool,
+    workers: int,
+    progress: bool,
+) -> SplitCheck:
     result = SplitCheck(split)
     try:
         source = open_dataset(spec.name, root, split, options)
     except DataError as e:
         result.problems.append(str(e))
         return result
-    result.opened, result.location, result.images, result.classes = True, source.location, len(source), len(source.classes)
+    result.opened, result.location, result.images, result.classes = (
+        True,
+        source.location,
+        len(source),
+        len(source.classes),
+    )
     official = spec.official.get(split)
     if official is not None and result.images != official:
         result.problems.append(f"{result.images:,} images, the official split has {official:,}")
@@ -97,10 +114,14 @@ def check_split(spec: DatasetSpec, root: Path | None, split: str, options: dict,
         result.missing = [source.ids[i] for i in present if not source.paths[i].is_file()]
         present = [i for i in present if source.paths[i].is_file()]
         if result.missing:
-            result.problems.append(f"{len(result.missing)} image files missing under {source.location}: {_examples(result.missing)}")
+            result.problems.append(
+                f"{len(result.missing)} image files missing under {source.location}: {_examples(result.missing)}"
+            )
     with ThreadPoolExecutor(max(1, workers)) as pool:
         reasons = pool.map(lambda i: _readable(source, i, decode), present, chunksize=64)
-        bar = progress_bar(progress, iterable=reasons, total=len(present), unit="img", desc=f"check {spec.name} {split}")
+        bar = progress_bar(
+            progress, iterable=reasons, total=len(present), unit="img", desc=f"check {spec.name} {split}"
+        )
         result.unreadable = [r for r in bar if r is not None]
     if result.unreadable:
         result.problems.append(f"{len(result.unreadable)} unreadable images: {_examples(result.unreadable)}")
@@ -125,8 +146,15 @@ def flowers_md5(root: Path | None) -> list[str]:
 EXTRA_CHECKS = {"flowers": flowers_md5}
 
 
-def check_data(name: str, root: Path | None, splits: tuple[str, ...] = (), options: tuple[str, ...] = (),
-               decode: bool = False, workers: int = 4, progress: bool = True) -> DataCheck:  # fmt: skip
+def check_data(
+    name: str,
+    root: Path | None,
+    splits: tuple[str, ...] = (),
+    options: tuple[str, ...] = (),
+    decode: bool = False,
+    workers: int = 4,
+    progress: bool = True,
+) -> DataCheck:
     """Check the given splits (default: all the dataset's splits) of one dataset tree."""
     spec = get_dataset(name)
     parsed = parse_options(spec, options)
@@ -141,7 +169,11 @@ def check_data(name: str, root: Path | None, splits: tuple[str, ...] = (), optio
 
 def format_check(check: DataCheck) -> str:
     spec = get_dataset(check.dataset)
-    where = check.root if check.root != "None" else next((s.location for s in check.splits if s.location), "its default location")
+    where = (
+        check.root
+        if check.root != "None"
+        else next((s.location for s in check.splits if s.location), "its default location")
+    )
     lines = [f"{check.dataset} at {where}:"]
     for s in check.splits:
         lines.append(f"  {s.line(spec, check.options)}")

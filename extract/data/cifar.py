@@ -30,7 +30,11 @@ LAYOUTS = {
 }
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 FILES = {
-    "cifar10": {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta"},
+    "cifar10": {
+        "train": [f"data_batch_{k}" for k in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": "batches.meta",
+    },
     "cifar100": {"train": ["train"], "test": ["test"], "meta": "meta"},
 }
 
@@ -51,8 +55,12 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
 
     reconstruct = multiarray._reconstruct
     # numpy 1.x writes numpy.core.multiarray, numpy 2.x numpy._core.multiarray: the same function
-    return {("numpy.core.multiarray", "_reconstruct"): reconstruct, ("numpy._core.multiarray", "_reconstruct"): reconstruct,
-            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}  # fmt: skip
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -70,7 +78,16 @@ def safe_load(path: Path) -> dict:
     """A CIFAR pickle as a dict, or a one-line DataError naming the file."""
     try:
         obj = SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+    ) as e:
         raise DataError(f"{path}: not a CIFAR python batch ({str(e).strip() or type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: not a CIFAR python batch (holds a {type(obj).__name__}, not a dict)")
@@ -90,7 +107,12 @@ def _field(path: Path, batch: dict, key: str):
 def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     batch = safe_load(path)
     data = _field(path, batch, "data")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != VALUES:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != VALUES
+    ):
         what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' must be a uint8 array (N, {VALUES}), got {what}")
     raw = _field(path, batch, label_key)
@@ -110,7 +132,9 @@ def _class_names(path: Path, key: str) -> list[str]:
     return [_text(n) for n in names]
 
 
-def _cifar(name: str, root: Path | None, split: str, label_key: str, meta_key: str, source_name: str) -> ImageSource:
+def _cifar(
+    name: str, root: Path | None, split: str, label_key: str, meta_key: str, source_name: str
+) -> ImageSource:
     layout = LAYOUTS[name]
     folder = dataset_folder(name, root, (FOLDERS[name],), FILES[name]["meta"], layout)
     files = FILES[name][split]
@@ -120,7 +144,9 @@ def _cifar(name: str, root: Path | None, split: str, label_key: str, meta_key: s
     data = np.concatenate([d for d, _ in parts]) if len(parts) > 1 else parts[0][0]
     labels = np.concatenate([lab for _, lab in parts])
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise DataError(f"{name}: {label_key} in {folder} run outside the {len(classes)} classes of {FILES[name]['meta']}")
+        raise DataError(
+            f"{name}: {label_key} in {folder} run outside the {len(classes)} classes of {FILES[name]['meta']}"
+        )
 
     def load(i: int) -> Image.Image:
         return Image.fromarray(np.ascontiguousarray(data[i].reshape(3, SIDE, SIDE).transpose(1, 2, 0)))

@@ -49,13 +49,24 @@ def _mat_str(x) -> str:
     return str(x)
 
 
-def _files_source(name: str, split: str, folder: Path, paths: list[Path], labels, classes: list[str], class_names=None, loader=None) -> ImageSource:
+def _files_source(
+    name: str,
+    split: str,
+    folder: Path,
+    paths: list[Path],
+    labels,
+    classes: list[str],
+    class_names=None,
+    loader=None,
+) -> ImageSource:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
         raise DataError(f"{name}: labels in {folder} run outside the {len(classes)} classes")
     ids = [p.relative_to(folder).as_posix() if p.is_relative_to(folder) else p.as_posix() for p in paths]
     load = loader or (lambda i: open_image(paths[i]))
-    return ImageSource(name, split, str(folder), ids, labels, list(classes), load, paths=list(paths), class_names=class_names)
+    return ImageSource(
+        name, split, str(folder), ids, labels, list(classes), load, paths=list(paths), class_names=class_names
+    )
 
 
 # ---------------------------------------------------------------- through torchvision
@@ -65,14 +76,25 @@ def aircraft(root: Path | None, split: str, opts: dict) -> ImageSource:
     from torchvision.datasets import FGVCAircraft
 
     level = opts["level"]
-    folder = dataset_folder("aircraft", root, ("fgvc-aircraft-2013b",), "data/images", LAYOUTS["aircraft"], exact=True)
-    require("aircraft", folder, [f"data/{AIRCRAFT_LEVELS[level]}", f"data/images_{level}_{split}.txt"], LAYOUTS["aircraft"])
+    folder = dataset_folder(
+        "aircraft", root, ("fgvc-aircraft-2013b",), "data/images", LAYOUTS["aircraft"], exact=True
+    )
+    require(
+        "aircraft",
+        folder,
+        [f"data/{AIRCRAFT_LEVELS[level]}", f"data/images_{level}_{split}.txt"],
+        LAYOUTS["aircraft"],
+    )
     try:
         ds = FGVCAircraft(folder.parent, split=split, annotation_level=level, download=False)
     except KeyError as e:
-        raise DataError(f"aircraft: images_{level}_{split}.txt names class {e} absent from {AIRCRAFT_LEVELS[level]}") from None
+        raise DataError(
+            f"aircraft: images_{level}_{split}.txt names class {e} absent from {AIRCRAFT_LEVELS[level]}"
+        ) from None
     except ValueError:
-        raise DataError(f"aircraft: {folder / 'data' / f'images_{level}_{split}.txt'} has a line without '<id> <class>'") from None
+        raise DataError(
+            f"aircraft: {folder / 'data' / f'images_{level}_{split}.txt'} has a line without '<id> <class>'"
+        ) from None
     paths = [Path(p) for p in ds._image_files]
 
     def load(i: int) -> Image.Image:
@@ -95,7 +117,14 @@ def cars(root: Path | None, split: str, opts: dict) -> ImageSource:
     except (KeyError, ValueError, TypeError) as e:
         raise DataError(f"cars: cannot read the annotations in {folder} ({e})") from None
     paths = [Path(p) for p, _ in ds._samples]
-    return _files_source("cars", split, folder / f"cars_{split}", paths, [c for _, c in ds._samples], [str(c) for c in ds.classes])
+    return _files_source(
+        "cars",
+        split,
+        folder / f"cars_{split}",
+        paths,
+        [c for _, c in ds._samples],
+        [str(c) for c in ds.classes],
+    )
 
 
 def pets(root: Path | None, split: str, opts: dict) -> ImageSource:
@@ -117,7 +146,9 @@ def pets(root: Path | None, split: str, opts: dict) -> ImageSource:
         if s == split:
             chosen = ds
     classes = [names.get(k, f"class {k + 1}") for k in range(max(names) + 1 if names else 0)]
-    return _files_source("pets", split, folder / "images", [Path(p) for p in chosen._images], chosen._labels, classes)
+    return _files_source(
+        "pets", split, folder / "images", [Path(p) for p in chosen._images], chosen._labels, classes
+    )
 
 
 # ---------------------------------------------------------------- read here
@@ -130,16 +161,27 @@ def flowers(root: Path | None, split: str, opts: dict) -> ImageSource:
     require("flowers", folder, ["jpg", "imagelabels.mat", "setid.mat"], LAYOUTS["flowers"])
     keys = {"train": ("trnid",), "val": ("valid",), "trainval": ("trnid", "valid"), "test": ("tstid",)}[split]
     setid = _loadmat("flowers", folder / "setid.mat")
-    labels_all = np.atleast_1d(_loadmat("flowers", folder / "imagelabels.mat").get("labels", np.array([]))).astype(np.int64)
+    labels_all = np.atleast_1d(
+        _loadmat("flowers", folder / "imagelabels.mat").get("labels", np.array([]))
+    ).astype(np.int64)
     missing = [k for k in keys if k not in setid]
     if missing:
         raise DataError(f"flowers: {folder / 'setid.mat'} has no {missing[0]!r}")
     image_ids = [i for k in keys for i in np.atleast_1d(setid[k]).astype(np.int64).tolist()]
     bad = [i for i in image_ids if not 1 <= i <= len(labels_all)]
     if bad:
-        raise DataError(f"flowers: setid.mat names image {bad[0]} but imagelabels.mat has {len(labels_all)} labels")
+        raise DataError(
+            f"flowers: setid.mat names image {bad[0]} but imagelabels.mat has {len(labels_all)} labels"
+        )
     paths = [folder / "jpg" / f"image_{i:05d}.jpg" for i in image_ids]
-    return _files_source("flowers", split, folder / "jpg", paths, labels_all[np.array(image_ids, dtype=np.int64) - 1] - 1, list(Flowers102.classes))
+    return _files_source(
+        "flowers",
+        split,
+        folder / "jpg",
+        paths,
+        labels_all[np.array(image_ids, dtype=np.int64) - 1] - 1,
+        list(Flowers102.classes),
+    )
 
 
 def dtd(root: Path | None, split: str, opts: dict) -> ImageSource:
@@ -154,14 +196,18 @@ def dtd(root: Path | None, split: str, opts: dict) -> ImageSource:
     for (rel,) in read_table("dtd", folder / listing, 1):
         cls = rel.split("/")[0]
         if cls not in index:
-            raise DataError(f"dtd: {folder / listing} names {rel!r}, whose class folder is not in {folder / 'images'}")
+            raise DataError(
+                f"dtd: {folder / listing} names {rel!r}, whose class folder is not in {folder / 'images'}"
+            )
         paths.append(folder / "images" / rel)
         labels.append(index[cls])
     name = "dtd" if partition == 1 else f"dtd[partition={partition}]"
     return _files_source(name, split, folder / "images", paths, labels, classes)
 
 
-def _cub_like(dataset: str, folder: Path, split: str) -> tuple[list[str], list[Path], list[str], dict[str, str]]:
+def _cub_like(
+    dataset: str, folder: Path, split: str
+) -> tuple[list[str], list[Path], list[str], dict[str, str]]:
     """CUB and NABirds share a layout: images.txt (id path), image_class_labels.txt (id class),
     train_test_split.txt (id is_train), classes.txt (class name). Returns the split's image
     ids, paths, class ids, and every class id's name."""
@@ -176,7 +222,9 @@ def _cub_like(dataset: str, folder: Path, split: str) -> tuple[list[str], list[P
         raise DataError(f"{dataset}: image {missing[0]} of images.txt has no line in image_class_labels.txt")
     bad = [c for c in [*label_of.values(), *names] if not c.isdigit()]
     if bad:
-        raise DataError(f"{dataset}: class id {bad[0]!r} in {folder} is not a number (image_class_labels.txt, classes.txt)")
+        raise DataError(
+            f"{dataset}: class id {bad[0]!r} in {folder} is not a number (image_class_labels.txt, classes.txt)"
+        )
     return ids, [folder / "images" / paths[i] for i in ids], [label_of[i] for i in ids], names
 
 
@@ -194,8 +242,16 @@ def cub(root: Path | None, split: str, opts: dict) -> ImageSource:
     if unknown:
         raise DataError(f"cub: image_class_labels.txt uses class {unknown[0]}, absent from classes.txt")
     loader = _box_loader(folder / "bounding_boxes.txt", ids, paths) if crop else None
-    return _files_source("cub" if not crop else "cub[crop=bbox]", split, folder / "images", paths,
-                         [index[c] for c in class_of], classes, class_names=[names[c] for c in classes], loader=loader)  # fmt: skip
+    return _files_source(
+        "cub" if not crop else "cub[crop=bbox]",
+        split,
+        folder / "images",
+        paths,
+        [index[c] for c in class_of],
+        classes,
+        class_names=[names[c] for c in classes],
+        loader=loader,
+    )
 
 
 def _box_loader(path: Path, ids: list[str], paths: list[Path]):
@@ -218,18 +274,32 @@ def nabirds(root: Path | None, split: str, opts: dict) -> ImageSource:
     """NABirds: the 555 leaf classes that label its images (class ids are sparse; they are
     numbered in ascending id order over both splits, so train and test share labels)."""
     folder = dataset_folder("nabirds", root, ("nabirds",), "images.txt", LAYOUTS["nabirds"])
-    require("nabirds", folder, ["images", "images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"], LAYOUTS["nabirds"])
+    require(
+        "nabirds",
+        folder,
+        ["images", "images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"],
+        LAYOUTS["nabirds"],
+    )
     ids, paths, class_of, names = _cub_like("nabirds", folder, split)
     leaves = sorted({c for _, c in read_table("nabirds", folder / "image_class_labels.txt", 2)}, key=int)
     index = {c: k for k, c in enumerate(leaves)}
-    return _files_source("nabirds", split, folder / "images", paths, [index[c] for c in class_of], leaves,
-                         class_names=[names.get(c, c) for c in leaves])  # fmt: skip
+    return _files_source(
+        "nabirds",
+        split,
+        folder / "images",
+        paths,
+        [index[c] for c in class_of],
+        leaves,
+        class_names=[names.get(c, c) for c in leaves],
+    )
 
 
 def dogs(root: Path | None, split: str, opts: dict) -> ImageSource:
     """Stanford Dogs (120 breeds): train_list.mat / test_list.mat (file_list, 1-based labels);
     class ids are the Images/ folder names (<synset>-<breed>)."""
-    folder = dataset_folder("dogs", root, ("stanford_dogs", "StanfordDogs"), "train_list.mat", LAYOUTS["dogs"])
+    folder = dataset_folder(
+        "dogs", root, ("stanford_dogs", "StanfordDogs"), "train_list.mat", LAYOUTS["dogs"]
+    )
     require("dogs", folder, ["Images", "train_list.mat", "test_list.mat"], LAYOUTS["dogs"])
     classes: dict[int, str] = {}
     chosen = None
@@ -248,4 +318,12 @@ def dogs(root: Path | None, split: str, opts: dict) -> ImageSource:
     files, labels = chosen
     ordered = [classes.get(k, f"class {k + 1}") for k in range(max(classes) + 1 if classes else 0)]
     names = [c.split("-", 1)[1].replace("_", " ") if "-" in c else c for c in ordered]
-    return _files_source("dogs", split, folder / "Images", [folder / "Images" / f for f in files], labels, ordered, class_names=names)
+    return _files_source(
+        "dogs",
+        split,
+        folder / "Images",
+        [folder / "Images" / f for f in files],
+        labels,
+        ordered,
+        class_names=names,
+    )

@@ -11,7 +11,9 @@ from pathlib import Path
 from extract.data.sources import DataError
 
 
-def dataset_folder(dataset: str, root: Path | None, folders: tuple[str, ...], marker: str, layout: str, exact: bool = False) -> Path:
+def dataset_folder(
+    dataset: str, root: Path | None, folders: tuple[str, ...], marker: str, layout: str, exact: bool = False
+) -> Path:
     """The dataset's folder: `root/f` for the first of `folders` that holds `marker`, or `root`
     itself when it does (with `exact`, only if it bears the first folder's name: torchvision's
     readers find a dataset by its folder name). Raises DataError naming the layout otherwise."""
@@ -46,6 +48,8 @@ def read_table(dataset: str, path: Path, columns: int) -> list[list[str]]:
                 continue
             parts = line.split(maxsplit=columns - 1)
             if len(parts) < columns:
-                raise DataError(f"{dataset}: {path} line {n}: expected {columns} fields, got {line.strip()!r}")
+                raise DataError(
+                    f"{dataset}: {path} line {n}: expected {columns} fields, got {line.strip()!r}"
+                )
             rows.append([p.strip() for p in parts])
     return rows

@@ -22,8 +22,10 @@ from PIL import Image
 from extract.data.label_index import index_labels, optional_package, split_files
 from extract.data.sources import ALL_SPLIT, DataError, ImageSource, open_image
 
-LAYOUT = ("ROOT = a save_to_disk folder (dataset_dict.json and <split>/, or one Dataset's state.json: --split all), "
-          "or parquet files ROOT/<split>/*.parquet, ROOT/<split>-*.parquet or ROOT/data/<split>-*.parquet")  # fmt: skip
+LAYOUT = (
+    "ROOT = a save_to_disk folder (dataset_dict.json and <split>/, or one Dataset's state.json: --split all), "
+    "or parquet files ROOT/<split>/*.parquet, ROOT/<split>-*.parquet or ROOT/data/<split>-*.parquet"
+)
 DATASET = "hf"
 FREE_OPTIONS = {"image": "image", "label": "label"}
 
@@ -33,8 +35,10 @@ def _datasets():
 
 
 def _column_error(where: str, role: str, column: str, columns: list[str]) -> DataError:
-    return DataError(f"{DATASET}: {where} has no {role} column {column!r} (its columns: {', '.join(columns)}); "
-                     f"choose one with --data-opt {role}=<column>")  # fmt: skip
+    return DataError(
+        f"{DATASET}: {where} has no {role} column {column!r} (its columns: {', '.join(columns)}); "
+        f"choose one with --data-opt {role}=<column>"
+    )
 
 
 def decode_image(value, where: str) -> Image.Image:
@@ -52,7 +56,9 @@ def decode_image(value, where: str) -> Image.Image:
     raise ValueError(f"holds {type(value).__name__}, not image bytes")
 
 
-def _classes(features, label_col: str, values: list, ids: list[str], where: str) -> tuple[np.ndarray, list[str]]:
+def _classes(
+    features, label_col: str, values: list, ids: list[str], where: str
+) -> tuple[np.ndarray, list[str]]:
     """ClassLabel names where the feature is one, else the values' own classes (index_labels)."""
     feature = features.get(label_col) if features is not None else None
     names = getattr(feature, "names", None)
@@ -61,7 +67,9 @@ def _classes(features, label_col: str, values: list, ids: list[str], where: str)
     labels = np.array([-1 if v is None else v for v in values], dtype=np.int64)
     bad = np.flatnonzero((labels < 0) | (labels >= len(names)))
     if len(bad):
-        raise DataError(f"{DATASET}: {where}: image {ids[bad[0]]!r} has label {labels[bad[0]]}, outside the {len(names)} ClassLabel names")
+        raise DataError(
+            f"{DATASET}: {where}: image {ids[bad[0]]!r} has label {labels[bad[0]]}, outside the {len(names)} ClassLabel names"
+        )
     return labels, [str(n) for n in names]
 
 
@@ -72,9 +80,13 @@ def _saved_folder(root: Path, split: str) -> Path | None:
         try:
             splits = json.loads((root / "dataset_dict.json").read_text())["splits"]
         except (ValueError, KeyError, TypeError):
-            raise DataError(f"{DATASET}: {root / 'dataset_dict.json'} is not a DatasetDict's (no 'splits' list)") from None
+            raise DataError(
+                f"{DATASET}: {root / 'dataset_dict.json'} is not a DatasetDict's (no 'splits' list)"
+            ) from None
         if split not in splits:
-            raise DataError(f"{DATASET}: the DatasetDict in {root} has splits {', '.join(splits)}, not {split!r}")
+            raise DataError(
+                f"{DATASET}: the DatasetDict in {root} has splits {', '.join(splits)}, not {split!r}"
+            )
         return root / split
     if (root / "state.json").is_file():
         recorded = None
@@ -83,7 +95,9 @@ def _saved_folder(root: Path, split: str) -> Path | None:
         except (ValueError, AttributeError):
             pass
         if split not in (ALL_SPLIT, recorded):
-            raise DataError(f"{DATASET}: {root} is one saved Dataset (split {recorded}), read as --split {recorded or ALL_SPLIT}, not {split!r}")
+            raise DataError(
+                f"{DATASET}: {root} is one saved Dataset (split {recorded}), read as --split {recorded or ALL_SPLIT}, not {split!r}"
+            )
         return root
     if (root / split / "state.json").is_file():
         return root / split
@@ -95,9 +109,13 @@ def _from_saved(folder: Path, split: str, image_col: str, label_col: str) -> Ima
     try:
         ds = datasets.load_from_disk(str(folder))
     except (FileNotFoundError, ValueError, OSError) as e:
-        raise DataError(f"{DATASET}: {folder} is not a readable save_to_disk folder ({str(e).strip().splitlines()[0]})") from None
+        raise DataError(
+            f"{DATASET}: {folder} is not a readable save_to_disk folder ({str(e).strip().splitlines()[0]})"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
-        raise DataError(f"{DATASET}: {folder} holds a DatasetDict; point --data-root at it and choose --split")
+        raise DataError(
+            f"{DATASET}: {folder} holds a DatasetDict; point --data-root at it and choose --split"
+        )
     columns = list(ds.column_names)
     for role, column in (("image", image_col), ("label", label_col)):
         if column not in columns:
@@ -115,15 +133,21 @@ def _from_saved(folder: Path, split: str, image_col: str, label_col: str) -> Ima
 
 # ---------------------------------------------------------------- parquet
 def parquet_files(root: Path, split: str) -> tuple[list[Path], str]:
-    candidates = [(root / split, "*.parquet"), (root, f"{split}-*.parquet"), (root / "data", f"{split}-*.parquet")]
+    candidates = [
+        (root / split, "*.parquet"),
+        (root, f"{split}-*.parquet"),
+        (root / "data", f"{split}-*.parquet"),
+    ]
     if split == ALL_SPLIT:
         candidates.append((root, "*.parquet"))
     found = split_files(candidates)
     if found:
         return found
     held = sorted(p.name for p in root.iterdir())[:6]
-    raise DataError(f"{DATASET}: no save_to_disk folder and no {split} parquet files in {root} (it holds: {', '.join(held) or 'nothing'}); "
-                    f"expected layout: {LAYOUT}")  # fmt: skip
+    raise DataError(
+        f"{DATASET}: no save_to_disk folder and no {split} parquet files in {root} (it holds: {', '.join(held) or 'nothing'}); "
+        f"expected layout: {LAYOUT}"
+    )
 
 
 class ParquetImages:
@@ -145,7 +169,10 @@ class ParquetImages:
                 _, file_index, group = self.starts[k]
                 if file_index not in self.handles:
                     self.handles[file_index] = pq.ParquetFile(self.files[file_index])
-                self.cached = (k, self.handles[file_index].read_row_group(group, columns=[self.column]).column(0))
+                self.cached = (
+                    k,
+                    self.handles[file_index].read_row_group(group, columns=[self.column]).column(0),
+                )
             return self.cached[1]
 
     def __call__(self, i: int) -> Image.Image:
@@ -183,7 +210,9 @@ def _from_parquet(root: Path, split: str, image_col: str, label_col: str) -> Ima
         values += pf.read(columns=[label_col]).column(0).to_pylist()
     ids = [f"{split}/{i}" for i in range(n)]
     labels, classes = _classes(features, label_col, values, ids, location)
-    return ImageSource(DATASET, split, location, ids, labels, classes, ParquetImages(files, image_col, starts, str(root)))
+    return ImageSource(
+        DATASET, split, location, ids, labels, classes, ParquetImages(files, image_col, starts, str(root))
+    )
 
 
 def hf(root: Path | None, split: str, opts: dict) -> ImageSource:

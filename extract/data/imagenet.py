@@ -22,9 +22,11 @@ import numpy as np
 from extract.data.find_root import read_table
 from extract.data.sources import DataError, ImageSource, open_image
 
-LAYOUT = ("ROOT/{train/<synset>/<image>.JPEG, val/<synset>/<image>.JPEG or val/ILSVRC2012_val_<n>.JPEG with "
-          "LOC_val_solution.csv or ILSVRC2012_devkit_t12[.tar.gz]; optional LOC_synset_mapping.txt for class names} "
-          "(or Kaggle's ROOT/ILSVRC/Data/CLS-LOC/{train,val} with the LOC_* files in ROOT)")  # fmt: skip
+LAYOUT = (
+    "ROOT/{train/<synset>/<image>.JPEG, val/<synset>/<image>.JPEG or val/ILSVRC2012_val_<n>.JPEG with "
+    "LOC_val_solution.csv or ILSVRC2012_devkit_t12[.tar.gz]; optional LOC_synset_mapping.txt for class names} "
+    "(or Kaggle's ROOT/ILSVRC/Data/CLS-LOC/{train,val} with the LOC_* files in ROOT)"
+)
 DEVKIT = "ILSVRC2012_devkit_t12"
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
@@ -60,7 +62,11 @@ def devkit_synsets(meta_dir: Path) -> dict[int, tuple[str, str]] | None:
 
     try:
         synsets = np.atleast_1d(loadmat(io.BytesIO(raw), squeeze_me=True)["synsets"])
-        return {int(s["ILSVRC2012_ID"]): (str(s["WNID"]), str(s["words"])) for s in synsets if int(s["num_children"]) == 0}
+        return {
+            int(s["ILSVRC2012_ID"]): (str(s["WNID"]), str(s["words"]))
+            for s in synsets
+            if int(s["num_children"]) == 0
+        }
     except (KeyError, ValueError, TypeError, IndexError) as e:
         raise DataError(f"imagenet: the devkit's data/meta.mat in {meta_dir} is not readable ({e})") from None
 
@@ -82,13 +88,17 @@ def class_list(data_dir: Path, meta_dir: Path) -> tuple[list[str], list[str]]:
                 if pairs:
                     break
     if not pairs:
-        raise DataError(f"imagenet: no classes under {data_dir}: need train/<synset>/ folders, LOC_synset_mapping.txt or the devkit; expected layout: {LAYOUT}")
+        raise DataError(
+            f"imagenet: no classes under {data_dir}: need train/<synset>/ folders, LOC_synset_mapping.txt or the devkit; expected layout: {LAYOUT}"
+        )
     wnids = sorted(pairs)
     return wnids, [pairs[w] for w in wnids]
 
 
 def _images_in(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(
+        e.name for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+    )
 
 
 def _val_labels(meta_dir: Path) -> dict[str, str]:
@@ -98,21 +108,33 @@ def _val_labels(meta_dir: Path) -> dict[str, str]:
         with open(solution, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if not {"ImageId", "PredictionString"} <= set(reader.fieldnames or []):
-                raise DataError(f"imagenet: {solution} needs the columns ImageId,PredictionString; found {reader.fieldnames}")
-            return {row["ImageId"]: row["PredictionString"].split()[0] for row in reader if (row["PredictionString"] or "").strip()}
+                raise DataError(
+                    f"imagenet: {solution} needs the columns ImageId,PredictionString; found {reader.fieldnames}"
+                )
+            return {
+                row["ImageId"]: row["PredictionString"].split()[0]
+                for row in reader
+                if (row["PredictionString"] or "").strip()
+            }
     truth = _devkit_file(meta_dir, "data/ILSVRC2012_validation_ground_truth.txt")
     synsets = devkit_synsets(meta_dir)
     if truth is None or synsets is None:
-        raise DataError(f"imagenet: val/ in {meta_dir} is flat but neither LOC_val_solution.csv nor the devkit "
-                        f"({DEVKIT}/ or {DEVKIT}.tar.gz) is beside it; expected layout: {LAYOUT}")  # fmt: skip
+        raise DataError(
+            f"imagenet: val/ in {meta_dir} is flat but neither LOC_val_solution.csv nor the devkit "
+            f"({DEVKIT}/ or {DEVKIT}.tar.gz) is beside it; expected layout: {LAYOUT}"
+        )
     try:
         ids = [int(x) for x in truth.decode().split()]
     except ValueError:
-        raise DataError(f"imagenet: the devkit's ILSVRC2012_validation_ground_truth.txt in {meta_dir} holds a line that is not an ILSVRC2012_ID") from None
+        raise DataError(
+            f"imagenet: the devkit's ILSVRC2012_validation_ground_truth.txt in {meta_dir} holds a line that is not an ILSVRC2012_ID"
+        ) from None
     try:
         return {f"ILSVRC2012_val_{n:08d}": synsets[k][0] for n, k in enumerate(ids, 1)}
     except KeyError as e:
-        raise DataError(f"imagenet: the devkit's ground truth uses ILSVRC2012_ID {e}, not a leaf synset of meta.mat") from None
+        raise DataError(
+            f"imagenet: the devkit's ground truth uses ILSVRC2012_ID {e}, not a leaf synset of meta.mat"
+        ) from None
 
 
 def imagenet(root: Path | None, split: str, opts: dict) -> ImageSource:
@@ -132,7 +154,9 @@ def imagenet(root: Path | None, split: str, opts: dict) -> ImageSource:
     if subdirs:
         unknown = [d for d in subdirs if d not in index]
         if unknown:
-            raise DataError(f"imagenet: {folder / unknown[0]} is not one of the {len(wnids)} synsets ({len(unknown)} such folders)")
+            raise DataError(
+                f"imagenet: {folder / unknown[0]} is not one of the {len(wnids)} synsets ({len(unknown)} such folders)"
+            )
         for d in subdirs:
             files = _images_in(folder / d)
             rel += [f"{d}/{f}" for f in files]
@@ -142,11 +166,24 @@ def imagenet(root: Path | None, split: str, opts: dict) -> ImageSource:
         for f in _images_in(folder):
             stem = f.rsplit(".", 1)[0]
             if stem not in truth:
-                raise DataError(f"imagenet: {folder / f} has no ground-truth label (looked in LOC_val_solution.csv / the devkit)")
+                raise DataError(
+                    f"imagenet: {folder / f} has no ground-truth label (looked in LOC_val_solution.csv / the devkit)"
+                )
             if truth[stem] not in index:
-                raise DataError(f"imagenet: {folder / f} is labelled {truth[stem]}, not one of the {len(wnids)} synsets")
+                raise DataError(
+                    f"imagenet: {folder / f} is labelled {truth[stem]}, not one of the {len(wnids)} synsets"
+                )
             rel.append(f)
             labels.append(index[truth[stem]])
     paths = [folder / r for r in rel]
-    return ImageSource("imagenet", split, str(folder), rel, np.asarray(labels, dtype=np.int64), wnids,
-                       lambda i: open_image(paths[i]), paths=paths, class_names=names)  # fmt: skip
+    return ImageSource(
+        "imagenet",
+        split,
+        str(folder),
+        rel,
+        np.asarray(labels, dtype=np.int64),
+        wnids,
+        lambda i: open_image(paths[i]),
+        paths=paths,
+        class_names=names,
+    )

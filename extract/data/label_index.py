@@ -16,7 +16,9 @@ def optional_package(module: str, extra: str, dataset: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DataError(f"--data {dataset} needs the {module.split('.')[0]} package: pip install 'diffprobe[{extra}]'") from None
+        raise DataError(
+            f"--data {dataset} needs the {module.split('.')[0]} package: pip install 'diffprobe[{extra}]'"
+        ) from None
 
 
 def split_files(candidates: list[tuple[Path, str]]) -> tuple[list[Path], str] | None:

@@ -53,49 +53,153 @@ def _generic(reader: Callable[[Path | None, str], ImageSource]) -> Reader:
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        DatasetSpec("fashion-mnist", _generic(data.fashion_mnist), ("train", "test"),
-                    data.FASHION_MNIST_LAYOUT,
-                    "Fashion-MNIST (the demo's data)", official={"train": 60000, "test": 10000}, classes=10),
-        DatasetSpec("imagefolder", _generic(data.imagefolder), (), data.IMAGEFOLDER_LAYOUT,
-                    "any folder of class folders; classes sorted by name"),
-        DatasetSpec("hdf5", _generic(data.hdf5), (), data.HDF5_LAYOUT,
-                    "images and labels in one HDF5 file"),
-        DatasetSpec("samples", _generic(samples.samples), (samples.SPLIT,), samples.LAYOUT,
-                    "generated images: an `extract sample` folder or a guided-diffusion .npz (label: the class drawn, else 0)"),
-        DatasetSpec("imagenet", imagenet.imagenet, ("train", "val"), imagenet.LAYOUT, "ILSVRC2012 (ImageNet-1k), 1000 synsets in sorted order",
-                    official={"train": 1281167, "val": 50000}, classes=1000),
-        DatasetSpec("aircraft", fgvc.aircraft, ("train", "val", "trainval", "test"), fgvc.LAYOUTS["aircraft"],
-                    "FGVC-Aircraft 2013b, banner cropped", options={"level": tuple(fgvc.AIRCRAFT_LEVELS)},
-                    official={"train": 3334, "val": 3333, "trainval": 6667, "test": 3333},
-                    classes={"variant": 100, "family": 70, "manufacturer": 30}, classes_by="level"),
-        DatasetSpec("cars", fgvc.cars, ("train", "test"), fgvc.LAYOUTS["cars"], "Stanford Cars",
-                    official={"train": 8144, "test": 8041}, classes=196),
-        DatasetSpec("cub", fgvc.cub, ("train", "test"), fgvc.LAYOUTS["cub"], "CUB-200-2011 birds; crop=bbox crops to the box",
-                    options={"crop": ("none", "bbox")}, official={"train": 5994, "test": 5794}, classes=200),
-        DatasetSpec("dogs", fgvc.dogs, ("train", "test"), fgvc.LAYOUTS["dogs"], "Stanford Dogs",
-                    official={"train": 12000, "test": 8580}, classes=120),
-        DatasetSpec("flowers", fgvc.flowers, ("train", "val", "trainval", "test"), fgvc.LAYOUTS["flowers"], "Oxford Flowers-102",
-                    official={"train": 1020, "val": 1020, "trainval": 2040, "test": 6149}, classes=102),
-        DatasetSpec("nabirds", fgvc.nabirds, ("train", "test"), fgvc.LAYOUTS["nabirds"], "NABirds, the 555 leaf classes",
-                    official={"train": 23929, "test": 24633}, classes=555),
-        DatasetSpec("pets", fgvc.pets, ("trainval", "test"), fgvc.LAYOUTS["pets"], "Oxford-IIIT Pets, 37 breeds",
-                    official={"trainval": 3680, "test": 3669}, classes=37),
-        DatasetSpec("dtd", fgvc.dtd, ("train", "val", "test"), fgvc.LAYOUTS["dtd"], "Describable Textures, partition 1-10",
-                    options={"partition": tuple(str(k) for k in range(1, 11))},
-                    official={"train": 1880, "val": 1880, "test": 1880}, classes=47),
-        DatasetSpec("cifar10", cifar.cifar10, ("train", "test"), cifar.LAYOUTS["cifar10"], "CIFAR-10, the official python batches (read without unrestricted unpickling)",
-                    official={"train": 50000, "test": 10000}, classes=10),
-        DatasetSpec("cifar100", cifar.cifar100, ("train", "test"), cifar.LAYOUTS["cifar100"], "CIFAR-100, the official python batches; labels=coarse: the 20 superclasses",
-                    options={"labels": cifar.CIFAR100_LEVELS}, official={"train": 50000, "test": 10000},
-                    classes={"fine": 100, "coarse": 20}, classes_by="labels"),
-        DatasetSpec("webdataset", tar_shards.webdataset, (), tar_shards.LAYOUT,
-                    "WebDataset tar shards (img2dataset's output), read by position; needs diffprobe[webdataset]",
-                    free_options={tar_shards.LABEL_OPTION: tar_shards.DEFAULT_LABEL}),
-        DatasetSpec("hf", hf_datasets.hf, (), hf_datasets.LAYOUT,
-                    "a Hugging Face dataset saved with save_to_disk, or its parquet files; needs diffprobe[hf]",
-                    free_options=dict(hf_datasets.FREE_OPTIONS)),
+        DatasetSpec(
+            "fashion-mnist",
+            _generic(data.fashion_mnist),
+            ("train", "test"),
+            data.FASHION_MNIST_LAYOUT,
+            "Fashion-MNIST (the demo's data)",
+            official={"train": 60000, "test": 10000},
+            classes=10,
+        ),
+        DatasetSpec(
+            "imagefolder",
+            _generic(data.imagefolder),
+            (),
+            data.IMAGEFOLDER_LAYOUT,
+            "any folder of class folders; classes sorted by name",
+        ),
+        DatasetSpec("hdf5", _generic(data.hdf5), (), data.HDF5_LAYOUT, "images and labels in one HDF5 file"),
+        DatasetSpec(
+            "samples",
+            _generic(samples.samples),
+            (samples.SPLIT,),
+            samples.LAYOUT,
+            "generated images: an `extract sample` folder or a guided-diffusion .npz (label: the class drawn, else 0)",
+        ),
+        DatasetSpec(
+            "imagenet",
+            imagenet.imagenet,
+            ("train", "val"),
+            imagenet.LAYOUT,
+            "ILSVRC2012 (ImageNet-1k), 1000 synsets in sorted order",
+            official={"train": 1281167, "val": 50000},
+            classes=1000,
+        ),
+        DatasetSpec(
+            "aircraft",
+            fgvc.aircraft,
+            ("train", "val", "trainval", "test"),
+            fgvc.LAYOUTS["aircraft"],
+            "FGVC-Aircraft 2013b, banner cropped",
+            options={"level": tuple(fgvc.AIRCRAFT_LEVELS)},
+            official={"train": 3334, "val": 3333, "trainval": 6667, "test": 3333},
+            classes={"variant": 100, "family": 70, "manufacturer": 30},
+            classes_by="level",
+        ),
+        DatasetSpec(
+            "cars",
+            fgvc.cars,
+            ("train", "test"),
+            fgvc.LAYOUTS["cars"],
+            "Stanford Cars",
+            official={"train": 8144, "test": 8041},
+            classes=196,
+        ),
+        DatasetSpec(
+            "cub",
+            fgvc.cub,
+            ("train", "test"),
+            fgvc.LAYOUTS["cub"],
+            "CUB-200-2011 birds; crop=bbox crops to the box",
+            options={"crop": ("none", "bbox")},
+            official={"train": 5994, "test": 5794},
+            classes=200,
+        ),
+        DatasetSpec(
+            "dogs",
+            fgvc.dogs,
+            ("train", "test"),
+            fgvc.LAYOUTS["dogs"],
+            "Stanford Dogs",
+            official={"train": 12000, "test": 8580},
+            classes=120,
+        ),
+        DatasetSpec(
+            "flowers",
+            fgvc.flowers,
+            ("train", "val", "trainval", "test"),
+            fgvc.LAYOUTS["flowers"],
+            "Oxford Flowers-102",
+            official={"train": 1020, "val": 1020, "trainval": 2040, "test": 6149},
+            classes=102,
+        ),
+        DatasetSpec(
+            "nabirds",
+            fgvc.nabirds,
+            ("train", "test"),
+            fgvc.LAYOUTS["nabirds"],
+            "NABirds, the 555 leaf classes",
+            official={"train": 23929, "test": 24633},
+            classes=555,
+        ),
+        DatasetSpec(
+            "pets",
+            fgvc.pets,
+            ("trainval", "test"),
+            fgvc.LAYOUTS["pets"],
+            "Oxford-IIIT Pets, 37 breeds",
+            official={"trainval": 3680, "test": 3669},
+            classes=37,
+        ),
+        DatasetSpec(
+            "dtd",
+            fgvc.dtd,
+            ("train", "val", "test"),
+            fgvc.LAYOUTS["dtd"],
+            "Describable Textures, partition 1-10",
+            options={"partition": tuple(str(k) for k in range(1, 11))},
+            official={"train": 1880, "val": 1880, "test": 1880},
+            classes=47,
+        ),
+        DatasetSpec(
+            "cifar10",
+            cifar.cifar10,
+            ("train", "test"),
+            cifar.LAYOUTS["cifar10"],
+            "CIFAR-10, the official python batches (read without unrestricted unpickling)",
+            official={"train": 50000, "test": 10000},
+            classes=10,
+        ),
+        DatasetSpec(
+            "cifar100",
+            cifar.cifar100,
+            ("train", "test"),
+            cifar.LAYOUTS["cifar100"],
+            "CIFAR-100, the official python batches; labels=coarse: the 20 superclasses",
+            options={"labels": cifar.CIFAR100_LEVELS},
+            official={"train": 50000, "test": 10000},
+            classes={"fine": 100, "coarse": 20},
+            classes_by="labels",
+        ),
+        DatasetSpec(
+            "webdataset",
+            tar_shards.webdataset,
+            (),
+            tar_shards.LAYOUT,
+            "WebDataset tar shards (img2dataset's output), read by position; needs diffprobe[webdataset]",
+            free_options={tar_shards.LABEL_OPTION: tar_shards.DEFAULT_LABEL},
+        ),
+        DatasetSpec(
+            "hf",
+            hf_datasets.hf,
+            (),
+            hf_datasets.LAYOUT,
+            "a Hugging Face dataset saved with save_to_disk, or its parquet files; needs diffprobe[hf]",
+            free_options=dict(hf_datasets.FREE_OPTIONS),
+        ),
     ]
-}  # fmt: skip
+}
 
 
 def get_dataset(name: str) -> DatasetSpec:
@@ -121,12 +225,16 @@ def parse_options(spec: DatasetSpec, pairs: tuple[str, ...] | list[str] | dict) 
             valid = ", ".join([*spec.options, *spec.free_options]) or "none"
             raise DataError(f"--data-opt {key}: {spec.name} has no option {key!r} (its options: {valid})")
         if value not in spec.options[key]:
-            raise DataError(f"--data-opt {key}={value}: {spec.name} takes {key} in {', '.join(spec.options[key])}")
+            raise DataError(
+                f"--data-opt {key}={value}: {spec.name} takes {key} in {', '.join(spec.options[key])}"
+            )
     chosen = {k: given.get(k, allowed[0]) for k, allowed in spec.options.items()}
     return chosen | {k: given.get(k, default) for k, default in spec.free_options.items()}
 
 
-def open_dataset(name: str, root: Path | None, split: str, options: tuple[str, ...] | dict = ()) -> ImageSource:
+def open_dataset(
+    name: str, root: Path | None, split: str, options: tuple[str, ...] | dict = ()
+) -> ImageSource:
     """The ImageSource of one split; a wrong split or option, or a missing file, is a DataError."""
     spec = get_dataset(name)
     spec.check_split(split)

@@ -21,8 +21,10 @@ from PIL import Image
 from extract.data.sources import GRAY_MODES, DataError, ImageSource, open_image
 from extract.store.files import file_sha256
 
-LAYOUT = ("ROOT = a finished `extract sample` folder (samples.json, png/NNNNNN.png, samples_*.npz), a folder of PNGs of one size and kind, "
-          "or a .npz file (arr_0 uint8 NHWC, arr_1 labels)")
+LAYOUT = (
+    "ROOT = a finished `extract sample` folder (samples.json, png/NNNNNN.png, samples_*.npz), a folder of PNGs of one size and kind, "
+    "or a .npz file (arr_0 uint8 NHWC, arr_1 labels)"
+)
 SPLIT = "all"
 
 
@@ -52,7 +54,9 @@ def _from_npz(path: Path, split: str) -> ImageSource:
     try:
         with np.load(path) as f:
             if "arr_0" not in f.files:
-                raise DataError(f"{path}: no arr_0 (expected guided-diffusion's sample file); layout: {LAYOUT}")
+                raise DataError(
+                    f"{path}: no arr_0 (expected guided-diffusion's sample file); layout: {LAYOUT}"
+                )
             shape = f["arr_0"].shape
             labels = np.asarray(f["arr_1"]) if "arr_1" in f.files else None
     except (OSError, ValueError) as e:
@@ -61,8 +65,15 @@ def _from_npz(path: Path, split: str) -> ImageSource:
         raise DataError(f"{path}: arr_0 has shape {shape}, expected (N, H, W, 1 or 3) uint8")
     tag = file_sha256(path)[:12]
     y, classes = _labels(labels, shape[0])
-    return ImageSource(name="samples", split=split, location=str(path), ids=[f"{tag}/{i:06d}" for i in range(shape[0])], labels=y,
-                       classes=classes, loader=_NpzImages(path))  # fmt: skip
+    return ImageSource(
+        name="samples",
+        split=split,
+        location=str(path),
+        ids=[f"{tag}/{i:06d}" for i in range(shape[0])],
+        labels=y,
+        classes=classes,
+        loader=_NpzImages(path),
+    )
 
 
 def _from_folder(folder: Path, split: str) -> ImageSource:
@@ -72,22 +83,36 @@ def _from_folder(folder: Path, split: str) -> ImageSource:
     except (OSError, ValueError):
         raise DataError(f"{folder}: no readable samples.json; layout: {LAYOUT}") from None
     if not made.get("complete"):
-        raise DataError(f"{folder}: the sampling run is not finished; run `extract sample` again with the same arguments")
+        raise DataError(
+            f"{folder}: the sampling run is not finished; run `extract sample` again with the same arguments"
+        )
     npz = folder / made["provenance"]["samples"]
     n = int(made["provenance"]["n"])  # recorded: no need to decompress every image to count them
     try:
         with np.load(npz) as f:
             labels = np.asarray(f["arr_1"]) if "arr_1" in f.files else None
     except (OSError, ValueError) as e:
-        raise DataError(f"{npz}: the run's sample file cannot be read ({e}); run `extract sample` again") from None
+        raise DataError(
+            f"{npz}: the run's sample file cannot be read ({e}); run `extract sample` again"
+        ) from None
     paths = [folder / "png" / f"{i:06d}.png" for i in range(n)]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"{folder}: {len(missing)} PNGs missing, first {missing[0]}; run `extract sample` again")
+        raise DataError(
+            f"{folder}: {len(missing)} PNGs missing, first {missing[0]}; run `extract sample` again"
+        )
     tag = made["provenance"]["sha256"][:12]
     y, classes = _labels(labels, n)
-    return ImageSource(name="samples", split=split, location=str(folder), ids=[f"{tag}/{i:06d}" for i in range(n)], labels=y,
-                       classes=classes, loader=lambda i: open_image(paths[i]), paths=paths)  # fmt: skip
+    return ImageSource(
+        name="samples",
+        split=split,
+        location=str(folder),
+        ids=[f"{tag}/{i:06d}" for i in range(n)],
+        labels=y,
+        classes=classes,
+        loader=lambda i: open_image(paths[i]),
+        paths=paths,
+    )
 
 
 def _from_pngs(folder: Path, split: str) -> ImageSource:
@@ -107,11 +132,24 @@ def _from_pngs(folder: Path, split: str) -> ImageSource:
         kinds.setdefault((w, h, "grayscale" if mode in GRAY_MODES else "RGB"), []).append(f)
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     if len(kinds) > 1:
-        parts = [f"{w}x{h} {kind} ({len(fs)}, e.g. {fs[0].name})" for (w, h, kind), fs in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
-        raise DataError(f"{folder}: mixed images, {'; '.join(parts)}; a sample set must be of one size and one kind")
+        parts = [
+            f"{w}x{h} {kind} ({len(fs)}, e.g. {fs[0].name})"
+            for (w, h, kind), fs in sorted(kinds.items(), key=lambda kv: -len(kv[1]))
+        ]
+        raise DataError(
+            f"{folder}: mixed images, {'; '.join(parts)}; a sample set must be of one size and one kind"
+        )
     tag = digest.hexdigest()[:12]
-    return ImageSource(name="samples", split=split, location=str(folder), ids=[f"{tag}/{f.name}" for f in files], labels=np.zeros(len(files), np.int64),
-                       classes=["sample"], loader=lambda i: open_image(files[i]), paths=files)  # fmt: skip
+    return ImageSource(
+        name="samples",
+        split=split,
+        location=str(folder),
+        ids=[f"{tag}/{f.name}" for f in files],
+        labels=np.zeros(len(files), np.int64),
+        classes=["sample"],
+        loader=lambda i: open_image(files[i]),
+        paths=files,
+    )
 
 
 def samples(root: Path | None, split: str) -> ImageSource:

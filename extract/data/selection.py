@@ -53,7 +53,12 @@ def select_data(sel: DataSelection, seed: int) -> tuple[ImageSource, np.ndarray,
     if len(rows) == 0:
         raise DataError(f"{source.location}: the subset selects no images")
     rows = order_rows(rows, sel.order, seed)
-    dataset = {"name": source.name, "split": source.split, "fingerprint": source.fingerprint(), "rows": len(rows)}
+    dataset = {
+        "name": source.name,
+        "split": source.split,
+        "fingerprint": source.fingerprint(),
+        "rows": len(rows),
+    }
     if sel.order != "sorted":
         dataset["order"] = f"{sel.order} (seed {seed})"
     if options:
@@ -66,5 +71,10 @@ def select_data(sel: DataSelection, seed: int) -> tuple[ImageSource, np.ndarray,
 def dataset_record(source: ImageSource, rows: np.ndarray, dataset: dict) -> dict:
     """What a store's provenance says of its images: the key's part, where they were, and the
     classes (identifiers, readable names, and how many of the store's rows each holds)."""
-    return {**dataset, "location": source.location, "classes": source.classes, "class_names": source.names(),
-            "class_counts": source.class_counts(rows)}  # fmt: skip
+    return {
+        **dataset,
+        "location": source.location,
+        "classes": source.classes,
+        "class_names": source.names(),
+        "class_counts": source.class_counts(rows),
+    }

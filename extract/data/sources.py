@@ -25,9 +25,17 @@ from extract.store.schema import CONTENT_BYTES, DataError  # noqa: F401 - DataEr
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})  # PIL modes read as one channel
 PREPROCESSING = "guided-diffusion center crop: halve (box) while short side >= 2s, bicubic short side to s, center crop; x/127.5-1"
 
@@ -37,9 +45,10 @@ ALL_SPLIT = "all"
 HDF5_LAYOUT = "ROOT = a .h5 file (or a folder of <split>.h5): images (N,H,W[,C]) uint8, labels (N,)"
 FASHION_MNIST_LAYOUT = "IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in ROOT, $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist"
 
-MAX_HDF5_IMAGES = 1 << 27  # 134M rows: far beyond ImageNet-21k, far below what would exhaust memory for labels
+MAX_HDF5_IMAGES = (
+    1 << 27
+)  # 134M rows: far beyond ImageNet-21k, far below what would exhaust memory for labels
 MAX_IMAGE_VALUES = 1 << 28  # one image of at most 268M values (16k x 16k RGB)
-
 
 
 @dataclass
@@ -68,7 +77,9 @@ class ImageSource:
 
     def class_counts(self, rows: np.ndarray | None = None) -> list[int]:
         labels = self.labels if rows is None else self.labels[rows]
-        return np.bincount(labels[labels >= 0], minlength=len(self.classes)).tolist()  # -1: outside a class subset
+        return np.bincount(
+            labels[labels >= 0], minlength=len(self.classes)
+        ).tolist()  # -1: outside a class subset
 
     def load(self, i: int) -> Image.Image:
         return self.loader(i)
@@ -140,7 +151,9 @@ class FeatureInput(torch.utils.data.Dataset):
     The tensor is (C, S, S), or with an augmentation (views, C, S, S): view v of image i is
     `augment(img, seed, i, v, S)` then the center crop, so it depends on (seed, i, v) alone."""
 
-    def __init__(self, source: ImageSource, size: int, channels: int, augment=None, views: int = 1, seed: int = 0):
+    def __init__(
+        self, source: ImageSource, size: int, channels: int, augment=None, views: int = 1, seed: int = 0
+    ):
         self.source, self.size, self.channels = source, size, channels
         self.augment, self.views, self.seed = augment, views, seed
 
@@ -153,7 +166,10 @@ class FeatureInput(torch.utils.data.Dataset):
         if self.augment is None:
             return preprocess(img, self.size, self.channels), digest
         img = to_mode(img, self.channels)  # crops and flips commute with the per-pixel conversion
-        views = [preprocess(self.augment(img, self.seed, i, v, self.size), self.size, self.channels) for v in range(self.views)]
+        views = [
+            preprocess(self.augment(img, self.seed, i, v, self.size), self.size, self.channels)
+            for v in range(self.views)
+        ]
         return torch.stack(views), digest
 
     def __getitem__(self, i: int):
@@ -162,7 +178,11 @@ class FeatureInput(torch.utils.data.Dataset):
             return i, x, "", torch.from_numpy(digest)
         except Exception as e:  # noqa: BLE001 - any decoder failure is a bad image
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            shape = (self.channels, self.size, self.size) if self.augment is None else (self.views, self.channels, self.size, self.size)
+            shape = (
+                (self.channels, self.size, self.size)
+                if self.augment is None
+                else (self.views, self.channels, self.size, self.size)
+            )
             error = f"cannot read image {self.source.ids[i]!r} ({self.source.location}): {reason}"
             return i, torch.zeros(shape), error, torch.zeros(CONTENT_BYTES, dtype=torch.uint8)
 
@@ -189,7 +209,9 @@ def imagefolder(root: Path | None, split: str) -> ImageSource:
     folder = root if whole else root / split
     if not folder.is_dir():  # never the root in a split's place: train and test would hold the same images
         found = sorted(p.name for p in root.iterdir() if p.is_dir())[:6]
-        raise DataError(f"no {split}/ folder in {root} (it holds: {', '.join(found) or 'no folders'}); expected layout: {IMAGEFOLDER_LAYOUT}")
+        raise DataError(
+            f"no {split}/ folder in {root} (it holds: {', '.join(found) or 'no folders'}); expected layout: {IMAGEFOLDER_LAYOUT}"
+        )
     try:
         classes, class_to_idx = find_classes(str(folder))
         samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
@@ -243,19 +265,31 @@ def hdf5(root: Path | None, split: str) -> ImageSource:
                 raise DataError(f"{path}: needs datasets 'images' and 'labels', found {sorted(f.keys())}")
             images, labels_ds = f["images"], f["labels"]
             if images.dtype != np.uint8 or images.ndim not in (3, 4):
-                raise DataError(f"{path}: 'images' must be uint8 N x H x W [x C], got {images.dtype} {images.shape}")
+                raise DataError(
+                    f"{path}: 'images' must be uint8 N x H x W [x C], got {images.dtype} {images.shape}"
+                )
             if images.ndim == 4 and images.shape[3] not in (1, 3, 4):
                 raise DataError(f"{path}: 'images' has {images.shape[3]} channels; expected 1, 3 or 4")
             # a declared shape is checked before anything is read, so a huge one allocates nothing
             if images.shape[0] > MAX_HDF5_IMAGES or int(np.prod(images.shape[1:])) > MAX_IMAGE_VALUES:
-                raise DataError(f"{path}: 'images' declares an implausible shape {images.shape} "
-                                f"(at most {MAX_HDF5_IMAGES} images of {MAX_IMAGE_VALUES} values)")  # fmt: skip
+                raise DataError(
+                    f"{path}: 'images' declares an implausible shape {images.shape} "
+                    f"(at most {MAX_HDF5_IMAGES} images of {MAX_IMAGE_VALUES} values)"
+                )
             if labels_ds.shape != (images.shape[0],) or not np.issubdtype(labels_ds.dtype, np.integer):
-                raise DataError(f"{path}: 'labels' must be {images.shape[0]} integers, got {labels_ds.dtype} {labels_ds.shape}")
+                raise DataError(
+                    f"{path}: 'labels' must be {images.shape[0]} integers, got {labels_ds.dtype} {labels_ds.shape}"
+                )
             labels = np.asarray(labels_ds[:])
             n = images.shape[0]
-            ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][:]] if "ids" in f else [str(i) for i in range(n)]
-            classes = [str(c) for c in f.attrs.get("classes", [])] or [str(c) for c in range(int(labels.max()) + 1 if n else 0)]
+            ids = (
+                [x.decode() if isinstance(x, bytes) else str(x) for x in f["ids"][:]]
+                if "ids" in f
+                else [str(i) for i in range(n)]
+            )
+            classes = [str(c) for c in f.attrs.get("classes", [])] or [
+                str(c) for c in range(int(labels.max()) + 1 if n else 0)
+            ]
     except OSError as e:
         raise DataError(f"{path}: not a readable HDF5 file ({e})") from None
     return ImageSource("hdf5", split, str(path), ids, labels.astype(np.int64), classes, _HDF5Images(path))
@@ -302,9 +336,14 @@ def fashion_mnist(root: Path | None, split: str) -> ImageSource:
     if len(images) != len(labels):
         raise DataError(f"{folder}: {len(images)} images but {len(labels)} labels")
     return ImageSource(
-        "fashion-mnist", split, str(folder), [f"{split}/{i}" for i in range(len(images))],
-        labels, list(FASHION_MNIST_CLASSES), lambda i: Image.fromarray(images[i]),
-    )  # fmt: skip
+        "fashion-mnist",
+        split,
+        str(folder),
+        [f"{split}/{i}" for i in range(len(images))],
+        labels,
+        list(FASHION_MNIST_CLASSES),
+        lambda i: Image.fromarray(images[i]),
+    )
 
 
 def subset_indices(n: int, limit: int | None, seed: int) -> np.ndarray:

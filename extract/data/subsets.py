@@ -57,7 +57,9 @@ def restrict_classes(source: ImageSource, path: Path) -> tuple[ImageSource, np.n
     lookup.update({n: k for k, n in enumerate(source.names()) if n not in lookup})
     missing = [c for c in wanted if c not in lookup]
     if missing:
-        raise DataError(f"class list {path}: {len(missing)} of {len(wanted)} entries are not classes of {source.name}, e.g. {missing[0]!r}")
+        raise DataError(
+            f"class list {path}: {len(missing)} of {len(wanted)} entries are not classes of {source.name}, e.g. {missing[0]!r}"
+        )
     keep = sorted({lookup[c] for c in wanted})
     renumber = np.full(len(source.classes), -1, dtype=np.int64)
     renumber[keep] = np.arange(len(keep))
@@ -88,10 +90,14 @@ def listed_rows(source: ImageSource, path: Path) -> np.ndarray:
         else:
             (ambiguous if hits else missing).append(entry)
     if missing:
-        raise DataError(f"image list {path}: {len(missing)} of {len(wanted)} entries name no image of {source.name} "
-                        f"{source.split} ({source.location}), e.g. {missing[0]!r}")  # fmt: skip
+        raise DataError(
+            f"image list {path}: {len(missing)} of {len(wanted)} entries name no image of {source.name} "
+            f"{source.split} ({source.location}), e.g. {missing[0]!r}"
+        )
     if ambiguous:
-        raise DataError(f"image list {path}: {ambiguous[0]!r} matches several images; give the id (folder/file) instead")
+        raise DataError(
+            f"image list {path}: {ambiguous[0]!r} matches several images; give the id (folder/file) instead"
+        )
     return np.array(sorted(rows), dtype=np.int64)
 
 
@@ -120,7 +126,9 @@ def apply_subset(source: ImageSource, subset: Subset) -> tuple[ImageSource, np.n
         listed = listed_rows(source, subset.list_file)
         if subset.classes_file is not None and not np.isin(listed, rows).all():
             outside = source.ids[int(listed[~np.isin(listed, rows)][0])]
-            raise DataError(f"image list {subset.list_file} names {outside!r}, outside the classes of {subset.classes_file}")
+            raise DataError(
+                f"image list {subset.list_file} names {outside!r}, outside the classes of {subset.classes_file}"
+            )
         rows = listed
     if subset.per_class is not None:
         rows = per_class_rows(source.labels, rows, subset.per_class, subset.seed)

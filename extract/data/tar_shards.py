@@ -22,8 +22,10 @@ from PIL import Image
 from extract.data.label_index import index_labels, optional_package, split_files
 from extract.data.sources import ALL_SPLIT, DataError, ImageSource, open_image
 
-LAYOUT = ("ROOT/<split>/*.tar or ROOT/<split>-*.tar (ROOT/*.tar as --split all), or ROOT = one .tar or a brace pattern "
-          "such as /data/train-{000000..000146}.tar; each sample KEY.jpg|png|webp with KEY.cls or KEY.json (img2dataset's output)")  # fmt: skip
+LAYOUT = (
+    "ROOT/<split>/*.tar or ROOT/<split>-*.tar (ROOT/*.tar as --split all), or ROOT = one .tar or a brace pattern "
+    "such as /data/train-{000000..000146}.tar; each sample KEY.jpg|png|webp with KEY.cls or KEY.json (img2dataset's output)"
+)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 LABEL_OPTION = "label"
 DEFAULT_LABEL = "cls"
@@ -41,7 +43,9 @@ def parse_label(value: str) -> tuple[str, str]:
         return "cls", ""
     if kind == "json" and fieldname:
         return "json", fieldname
-    raise DataError(f"--data-opt label={value}: webdataset takes label=cls (KEY.cls files) or label=json:<field> (a field of KEY.json)")
+    raise DataError(
+        f"--data-opt label={value}: webdataset takes label=cls (KEY.cls files) or label=json:<field> (a field of KEY.json)"
+    )
 
 
 def _expand(pattern: str) -> list[Path]:
@@ -52,7 +56,9 @@ def _expand(pattern: str) -> list[Path]:
         paths = [Path(p) for p in glob.glob(pattern)]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise DataError(f"{DATASET}: {len(missing)} of the {len(paths)} shards {pattern} names do not exist, e.g. {missing[0]}")
+        raise DataError(
+            f"{DATASET}: {len(missing)} of the {len(paths)} shards {pattern} names do not exist, e.g. {missing[0]}"
+        )
     if not paths:
         raise DataError(f"{DATASET}: no shard matches {pattern}; expected layout: {LAYOUT}")
     return sorted(paths, key=lambda p: (p.name, str(p)))
@@ -77,8 +83,10 @@ def shard_paths(root: Path | None, split: str) -> tuple[list[Path], str]:
     if found:
         return found
     held = sorted(p.name for p in root.iterdir())[:6]
-    raise DataError(f"{DATASET}: no {split}/*.tar or {split}-*.tar shards in {root} (it holds: {', '.join(held) or 'nothing'}); "
-                    f"expected layout: {LAYOUT}")  # fmt: skip
+    raise DataError(
+        f"{DATASET}: no {split}/*.tar or {split}-*.tar shards in {root} (it holds: {', '.join(held) or 'nothing'}); "
+        f"expected layout: {LAYOUT}"
+    )
 
 
 def _read_label(sample_id: str, kind: str, fieldname: str, members: dict, tar: tarfile.TarFile):
@@ -86,13 +94,17 @@ def _read_label(sample_id: str, kind: str, fieldname: str, members: dict, tar: t
     ext = "cls" if kind == "cls" else "json"
     if ext not in members:
         others = ", ".join(sorted(members))
-        raise DataError(f"{DATASET}: sample {sample_id} has no .{ext} file for its label (it has: {others}); see --data-opt label=")
+        raise DataError(
+            f"{DATASET}: sample {sample_id} has no .{ext} file for its label (it has: {others}); see --data-opt label="
+        )
     raw = tar.extractfile(members[ext]).read()
     if kind == "cls":
         try:
             return int(raw.decode("utf-8").strip())
         except (UnicodeDecodeError, ValueError):
-            raise DataError(f"{DATASET}: sample {sample_id}: .cls holds {raw[:40]!r}, not an integer") from None
+            raise DataError(
+                f"{DATASET}: sample {sample_id}: .cls holds {raw[:40]!r}, not an integer"
+            ) from None
     try:
         record = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
@@ -100,7 +112,9 @@ def _read_label(sample_id: str, kind: str, fieldname: str, members: dict, tar: t
     value = record.get(fieldname) if isinstance(record, dict) else None
     if value is None:
         keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
-        raise DataError(f"{DATASET}: sample {sample_id}: its .json has no label field {fieldname!r} (it has: {keys})")
+        raise DataError(
+            f"{DATASET}: sample {sample_id}: its .json has no label field {fieldname!r} (it has: {keys})"
+        )
     return value
 
 
@@ -134,10 +148,21 @@ def index_shard(path: Path, kind: str, fieldname: str) -> list[tuple[str, int, i
                 sample_id = f"{path.stem}/{key}"
                 image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
                 if image is None:
-                    raise DataError(f"{DATASET}: sample {sample_id} has no image ({', '.join(IMAGE_EXTENSIONS)}); it has: {', '.join(sorted(members))}")
-                rows.append((sample_id, image.offset_data, image.size, _read_label(sample_id, kind, fieldname, members, tar)))
+                    raise DataError(
+                        f"{DATASET}: sample {sample_id} has no image ({', '.join(IMAGE_EXTENSIONS)}); it has: {', '.join(sorted(members))}"
+                    )
+                rows.append(
+                    (
+                        sample_id,
+                        image.offset_data,
+                        image.size,
+                        _read_label(sample_id, kind, fieldname, members, tar),
+                    )
+                )
     except tarfile.ReadError as e:
-        raise DataError(f"{DATASET}: {path} is not an uncompressed tar file ({e}); shards are read by byte offset") from None
+        raise DataError(
+            f"{DATASET}: {path} is not an uncompressed tar file ({e}); shards are read by byte offset"
+        ) from None
     return rows
 
 
@@ -174,7 +199,11 @@ def webdataset(root: Path | None, split: str, opts: dict) -> ImageSource:
     if len(set(ids)) != len(ids):
         seen = set()
         dup = next(i for i in ids if i in seen or seen.add(i))
-        raise DataError(f"{DATASET}: sample {dup} appears twice in {location}; keys must be unique within a shard")
+        raise DataError(
+            f"{DATASET}: sample {dup} appears twice in {location}; keys must be unique within a shard"
+        )
     labels, classes = index_labels(raw, ids, location)
-    images = TarImages(shards, np.array(shard, np.int64), np.array(offset, np.int64), np.array(size, np.int64))
+    images = TarImages(
+        shards, np.array(shard, np.int64), np.array(offset, np.int64), np.array(size, np.int64)
+    )
     return ImageSource(DATASET, split, location, ids, labels, classes, images)

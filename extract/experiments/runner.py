@@ -39,8 +39,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORDED = ("model", "ckpt", "random", "data", "data_root", "splits", "t", "b", "pool", "limit", "block_pools", "aug", "views", "order", "dtype", "seed")
-STEP_FIELDS = {"run", "each", "unless_exists", "only_if", "only_if_hint", "needs", "needs_hint", "experiment", "record", "copy", "say", "plan"}
+RECORDED = (
+    "model",
+    "ckpt",
+    "random",
+    "data",
+    "data_root",
+    "splits",
+    "t",
+    "b",
+    "pool",
+    "limit",
+    "block_pools",
+    "aug",
+    "views",
+    "order",
+    "dtype",
+    "seed",
+)
+STEP_FIELDS = {
+    "run",
+    "each",
+    "unless_exists",
+    "only_if",
+    "only_if_hint",
+    "needs",
+    "needs_hint",
+    "experiment",
+    "record",
+    "copy",
+    "say",
+    "plan",
+}
 
 
 def experiment_names() -> list[str]:
@@ -65,8 +95,24 @@ def tag(value: str) -> str:
     return value.replace(" ", "").replace(",", "-")
 
 
-def store_path(out: str, model: str, random: bool, data: str, split: str, t: str, b: str, pool: str, limit: str = "", *,
-               views: str = "1", aug: str = "none", dtype: str = "fp32", order: str = "sorted", block_pools: str = "", seed: str = "") -> str:  # fmt: skip
+def store_path(
+    out: str,
+    model: str,
+    random: bool,
+    data: str,
+    split: str,
+    t: str,
+    b: str,
+    pool: str,
+    limit: str = "",
+    *,
+    views: str = "1",
+    aug: str = "none",
+    dtype: str = "fp32",
+    order: str = "sorted",
+    block_pools: str = "",
+    seed: str = "",
+) -> str:
     """The one name of a feature store: <out>/<model>[-random]_<data>_<split>_t<T>_b<B>_p<POOL>[_n<LIMIT>]
     [_bp<BLOCK-POOLS>][_v<K>-<AUG>][_<DTYPE>][_shuffled][_s<SEED>].zarr, the bracketed parts only
     when they differ from no block's own pools, one centre view, fp32, dataset order and seed 0."""
@@ -103,7 +149,11 @@ class Settings:
         if depth > 20:
             raise ValueError(f"settings refer to each other in a loop: {text!r}")
         escaped = text.replace("{{", "\0").replace("}}", "\1")  # {{ and }} stand for literal braces
-        return PLACEHOLDER.sub(lambda m: self._expand(m.group(1), depth), escaped).replace("\0", "{").replace("\1", "}")
+        return (
+            PLACEHOLDER.sub(lambda m: self._expand(m.group(1), depth), escaped)
+            .replace("\0", "{")
+            .replace("\1", "}")
+        )
 
     def _expand(self, spec: str, depth: int) -> str:
         fn, _, arg = spec.partition(":")
@@ -116,7 +166,9 @@ class Settings:
             ts, bs = (self.get(k, depth).split(",") for k in ("t", "b"))
             return "+".join(f"t{t}/b{b}/{arg}" for t in ts for b in bs)
         if fn in ("exists", "exists_opt"):
-            path = self.get(first, depth) if first in self.values else self.format(first, depth)  # a setting's value, or a path
+            path = (
+                self.get(first, depth) if first in self.values else self.format(first, depth)
+            )  # a setting's value, or a path
             found = Path(path).exists()
             if fn == "exists":
                 return path if found else self.format(rest, depth)
@@ -142,10 +194,16 @@ class Settings:
             items = value.split(",") + self.get(rest, depth).split(",")
             return ",".join(dict.fromkeys(i for i in items if i))
         if fn == "opt":
-            return "" if not value else (f"{rest}{value}" if rest.endswith("=") else f"{rest} {shlex.quote(value)}")
+            return (
+                ""
+                if not value
+                else (f"{rest}{value}" if rest.endswith("=") else f"{rest} {shlex.quote(value)}")
+            )
         if fn == "if":
             return rest if value else ""
-        if fn == "trainsplit":  # the setting's value in a step for the training split (the first of `splits`), else nothing
+        if (
+            fn == "trainsplit"
+        ):  # the setting's value in a step for the training split (the first of `splits`), else nothing
             return value if self.get("split", depth) == self.get("splits", depth).split()[0] else ""
         if fn == "nondefault":
             return "" if value == self.format(defaults().get(first, ""), depth) else f"{rest}{value}"
@@ -175,16 +233,35 @@ class Settings:
         unknown = set(parts) - {"split", "t", "b", "pool", "limit", "random", "out"}
         if unknown:
             raise ValueError(f"{{{fn}:{arg}}}: unknown part {', '.join(sorted(unknown))}")
-        value = {k: self._value(parts[k], depth) if k in parts else self.get("store_out" if k == "out" else k, depth)
-                 for k in ("split", "t", "b", "pool", "limit", "random", "out")}  # fmt: skip
+        value = {
+            k: self._value(parts[k], depth)
+            if k in parts
+            else self.get("store_out" if k == "out" else k, depth)
+            for k in ("split", "t", "b", "pool", "limit", "random", "out")
+        }
         if fn == "pixels":
             return pixel_path(value["out"], self.get("data", depth), value["split"], value["limit"])
-        training = value["split"] == self.get("splits", depth).split()[0]  # views and augmentation are the training split's
-        extra = {k: self.get(k, depth) if k in self.values else "" for k in ("views", "aug", "dtype", "order", "block_pools", "seed")}
+        training = (
+            value["split"] == self.get("splits", depth).split()[0]
+        )  # views and augmentation are the training split's
+        extra = {
+            k: self.get(k, depth) if k in self.values else ""
+            for k in ("views", "aug", "dtype", "order", "block_pools", "seed")
+        }
         if not training:
             extra.update(views="", aug="")
-        return store_path(value["out"], self.get("model", depth), bool(value["random"]), self.get("data", depth), value["split"],
-                          value["t"], value["b"], value["pool"], value["limit"], **extra)  # fmt: skip
+        return store_path(
+            value["out"],
+            self.get("model", depth),
+            bool(value["random"]),
+            self.get("data", depth),
+            value["split"],
+            value["t"],
+            value["b"],
+            value["pool"],
+            value["limit"],
+            **extra,
+        )
 
 
 # ---------------------------------------------------------------- resolving
@@ -227,7 +304,9 @@ def resolve(name: str, given: dict[str, str], row: str | None = None) -> tuple[d
     values.update({k: str(v) for k, v in spec.get("settings", {}).items()})
     unknown = sorted(set(given) - set(values))
     if unknown:
-        raise ValueError(f"experiment {name} has no setting {', '.join(unknown)}; it reads: {', '.join(sorted(values))}")
+        raise ValueError(
+            f"experiment {name} has no setting {', '.join(unknown)}; it reads: {', '.join(sorted(values))}"
+        )
     if spec.get("reads_record"):
         path = record_path({**values, **given})
         if path.is_file():
@@ -257,7 +336,9 @@ class Runner:
         """Print the command; run it unless this is a dry run (`always`: a read-only command that runs even then)."""
         argv = shlex.split(line)
         python = Path(self.python)
-        shown_python = str(python.relative_to(Path.cwd())) if python.is_relative_to(Path.cwd()) else str(python)
+        shown_python = (
+            str(python.relative_to(Path.cwd())) if python.is_relative_to(Path.cwd()) else str(python)
+        )
         shown = " ".join(shlex.quote(a) for a in [shown_python, "-m", *argv])
         self.echo(shown, flush=True)
         if always or not self.dry:
@@ -268,7 +349,11 @@ class Runner:
     def run(self, name: str, given: dict[str, str], row: str | None = None) -> None:
         spec, settings = resolve(name, given, row)
         # what a nested experiment inherits: this one's own settings, the user's, the row's
-        chosen = {k: str(v) for k, v in spec.get("settings", {}).items()} | given | spec.get("rows", {}).get(settings.values.get("row"), {})
+        chosen = (
+            {k: str(v) for k, v in spec.get("settings", {}).items()}
+            | given
+            | spec.get("rows", {}).get(settings.values.get("row"), {})
+        )
         for step in spec.get("step", []):
             self.step(step, settings, {k: str(v) for k, v in chosen.items()})
 
@@ -298,7 +383,9 @@ class Runner:
             if "run" in step:
                 self.command(here.format(step["run"]))
                 if self.dry and step.get("plan"):  # what the command would cost: it reads, and writes nothing
-                    self.command(here.format(step["run"] + " --plan {opt:images_per_s:--images-per-s}"), always=True)
+                    self.command(
+                        here.format(step["run"] + " --plan {opt:images_per_s:--images-per-s}"), always=True
+                    )
             if step.get("record"):
                 self.write_record(here)
             if "copy" in step:

@@ -28,14 +28,21 @@ KEY_FILE, PNG_DIR = "samples.json", "png"
 
 
 def image_seed(seed: int, index: int) -> int:
-    from extract.generate.sampling import image_seed as seed_of  # the same per-image seeds as `extract sample`
+    from extract.generate.sampling import (
+        image_seed as seed_of,
+    )  # the same per-image seeds as `extract sample`
 
     return seed_of(seed, index)
 
 
 def codes(z_dim: int, indices, seed: int) -> torch.Tensor:
     """z of each image index, (len(indices), z_dim), each from its own seeded generator."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(image_seed(seed, int(i)))) for i in indices])
+    return torch.stack(
+        [
+            torch.randn(z_dim, generator=torch.Generator().manual_seed(image_seed(seed, int(i))))
+            for i in indices
+        ]
+    )
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -49,7 +56,9 @@ def _atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def sample_bigan(weights: str | Path, n: int, seed: int, out: str | Path, batch_size: int = 256, overwrite: bool = False) -> str:
+def sample_bigan(
+    weights: str | Path, n: int, seed: int, out: str | Path, batch_size: int = 256, overwrite: bool = False
+) -> str:
     """Write n samples of the BiGAN in `weights` into the folder `out`; returns a summary line."""
     from PIL import Image
 
@@ -63,7 +72,9 @@ def sample_bigan(weights: str | Path, n: int, seed: int, out: str | Path, batch_
         if old == key:
             return f"{out}: {n} samples already drawn with these arguments"
         if not overwrite:
-            raise ValueError(f"{out} holds samples made with other arguments; use --overwrite or another --out")
+            raise ValueError(
+                f"{out} holds samples made with other arguments; use --overwrite or another --out"
+            )
     elif out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out} exists and is not a samples folder; use --overwrite or another --out")
     shutil.rmtree(out / PNG_DIR, ignore_errors=True)
@@ -73,7 +84,9 @@ def sample_bigan(weights: str | Path, n: int, seed: int, out: str | Path, batch_
     batches = []
     with torch.inference_mode():
         for a in range(0, n, batch_size):
-            batches.append(to_uint8(model.generator(codes(model.arch.z_dim, range(a, min(a + batch_size, n)), seed))))
+            batches.append(
+                to_uint8(model.generator(codes(model.arch.z_dim, range(a, min(a + batch_size, n)), seed)))
+            )
     images = np.concatenate(batches)
     for i, img in enumerate(images):
         Image.fromarray(img[..., 0]).save(out / PNG_DIR / f"{i:06d}.png", format="PNG")
@@ -85,8 +98,27 @@ def sample_bigan(weights: str | Path, n: int, seed: int, out: str | Path, batch_
 
     _atomic(npz, save_npz)
     seconds = round(time.perf_counter() - started, 2)
-    provenance = {"model": "bigan", "checkpoint": record["checkpoint"], "checkpoint_sha256": record["sha256"], "weights": weights_label(record),
-                  "sampler": "generator", "steps": 1, "seed": seed, "n": n, "samples": npz.name, "sha256": file_sha256(npz), "version": __version__,
-                  "torch_version": str(torch.__version__), "seconds": seconds}  # fmt: skip
-    _atomic(out / KEY_FILE, lambda p: p.write_text(json.dumps({"key": key, "complete": True, "provenance": provenance}, indent=1) + "\n"))
-    return f"{npz}: {n} images in {seconds} s, bigan {record['checkpoint']}@{record['sha256'][:12]}, seed {seed}"
+    provenance = {
+        "model": "bigan",
+        "checkpoint": record["checkpoint"],
+        "checkpoint_sha256": record["sha256"],
+        "weights": weights_label(record),
+        "sampler": "generator",
+        "steps": 1,
+        "seed": seed,
+        "n": n,
+        "samples": npz.name,
+        "sha256": file_sha256(npz),
+        "version": __version__,
+        "torch_version": str(torch.__version__),
+        "seconds": seconds,
+    }
+    _atomic(
+        out / KEY_FILE,
+        lambda p: p.write_text(
+            json.dumps({"key": key, "complete": True, "provenance": provenance}, indent=1) + "\n"
+        ),
+    )
+    return (
+        f"{npz}: {n} images in {seconds} s, bigan {record['checkpoint']}@{record['sha256'][:12]}, seed {seed}"
+    )

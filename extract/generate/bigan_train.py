@@ -28,8 +28,21 @@ from extract.generate.loop import LoopPlan, load_state, run_steps
 from extract.generate.run_files import EXPORT_DTYPES, load_training_images, read_log, save_atomic
 from extract.models.bigan_nets import CHANNELS, IMAGE_SIZE, BiGAN, BiganArch, parameter_counts
 
-STATE_FILE, LOG_FILE, WEIGHTS_FILE, META_FILE = "train_state.pt", "train_log.jsonl", "bigan.pt", "train_meta.json"
-RESUME_FIXED = ("batch_size", "seed", "data", "split", "z_dim", "width", "flip")  # a resumed run must keep these
+STATE_FILE, LOG_FILE, WEIGHTS_FILE, META_FILE = (
+    "train_state.pt",
+    "train_log.jsonl",
+    "bigan.pt",
+    "train_meta.json",
+)
+RESUME_FIXED = (
+    "batch_size",
+    "seed",
+    "data",
+    "split",
+    "z_dim",
+    "width",
+    "flip",
+)  # a resumed run must keep these
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,9 @@ def step_seed(cfg: BiganTrainConfig, step: int) -> int:
     return cfg.seed * 1_000_003 + step
 
 
-def step_batch(cfg: BiganTrainConfig, step: int, images: torch.Tensor, z_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def step_batch(
+    cfg: BiganTrainConfig, step: int, images: torch.Tensor, z_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Step k's real images (flipped at random) and its z, from a generator seeded by (seed, k)."""
     gen = torch.Generator().manual_seed(step_seed(cfg, step))
     idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
@@ -73,7 +88,13 @@ def step_batch(cfg: BiganTrainConfig, step: int, images: torch.Tensor, z_dim: in
     return x, torch.randn(cfg.batch_size, z_dim, generator=gen)
 
 
-def train_step(model: BiGAN, opt_d: torch.optim.Optimizer, opt_ge: torch.optim.Optimizer, x: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
+def train_step(
+    model: BiGAN,
+    opt_d: torch.optim.Optimizer,
+    opt_ge: torch.optim.Optimizer,
+    x: torch.Tensor,
+    z: torch.Tensor,
+) -> dict[str, float]:
     """One D step on (x, E(x)) vs (G(z), z), then one joint G+E step on the flipped labels."""
     ones, zeros = torch.ones(len(x), device=x.device), torch.zeros(len(x), device=x.device)
     ez, gx = model.encoder(x), model.generator(z)
@@ -83,14 +104,21 @@ def train_step(model: BiGAN, opt_d: torch.optim.Optimizer, opt_ge: torch.optim.O
     loss_d.backward()
     opt_d.step()
     real_ge, fake_ge = model.discriminator(x, ez), model.discriminator(gx, z)
-    loss_ge = F.binary_cross_entropy_with_logits(real_ge, zeros) + F.binary_cross_entropy_with_logits(fake_ge, ones)
+    loss_ge = F.binary_cross_entropy_with_logits(real_ge, zeros) + F.binary_cross_entropy_with_logits(
+        fake_ge, ones
+    )
     opt_ge.zero_grad(set_to_none=True)
     loss_ge.backward()
     opt_ge.step()
     with torch.no_grad():
         acc = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
-        return {"loss_d": loss_d.item(), "loss_ge": loss_ge.item(), "d_acc": acc.item(),
-                "d_real": torch.sigmoid(real).mean().item(), "d_fake": torch.sigmoid(fake).mean().item()}  # fmt: skip
+        return {
+            "loss_d": loss_d.item(),
+            "loss_ge": loss_ge.item(),
+            "d_acc": acc.item(),
+            "d_real": torch.sigmoid(real).mean().item(),
+            "d_fake": torch.sigmoid(fake).mean().item(),
+        }
 
 
 def _weights(model: BiGAN) -> dict[str, torch.Tensor]:
@@ -104,7 +132,9 @@ def build(cfg: BiganTrainConfig) -> tuple[BiGAN, torch.optim.Optimizer, torch.op
         model = BiGAN(BiganArch(z_dim=cfg.z_dim, width=cfg.width))
     betas = (cfg.beta1, cfg.beta2)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=cfg.lr, betas=betas)
-    opt_ge = torch.optim.Adam([*model.generator.parameters(), *model.encoder.parameters()], lr=cfg.lr, betas=betas)
+    opt_ge = torch.optim.Adam(
+        [*model.generator.parameters(), *model.encoder.parameters()], lr=cfg.lr, betas=betas
+    )
     return model, opt_d, opt_ge
 
 
@@ -123,7 +153,9 @@ def train(cfg: BiganTrainConfig) -> dict:
     step, seconds = 0, 0.0
 
     state_path = out / STATE_FILE
-    state = load_state(state_path, device, cfg, RESUME_FIXED, needs=("model", "opt_d", "opt_ge"), kind="BiGAN training")
+    state = load_state(
+        state_path, device, cfg, RESUME_FIXED, needs=("model", "opt_d", "opt_ge"), kind="BiGAN training"
+    )
     if state is not None:
         model.load_state_dict(state["model"])
         opt_d.load_state_dict(state["opt_d"])
@@ -132,10 +164,21 @@ def train(cfg: BiganTrainConfig) -> dict:
     params = parameter_counts(model)
 
     def meta(step: int, seconds: float) -> dict:
-        return {"config": dataclasses.asdict(cfg), "arch": model.arch.to_dict(), "parameters": params, "step": step,
-                "images_seen": step * cfg.batch_size, "seconds": round(seconds, 1), "data_fingerprint": fingerprint,
-                "preprocessing": PREPROCESSING, "image_size": IMAGE_SIZE, "channels": CHANNELS, "threads": torch.get_num_threads(),
-                "version": __version__, "torch_version": str(torch.__version__)}  # fmt: skip
+        return {
+            "config": dataclasses.asdict(cfg),
+            "arch": model.arch.to_dict(),
+            "parameters": params,
+            "step": step,
+            "images_seen": step * cfg.batch_size,
+            "seconds": round(seconds, 1),
+            "data_fingerprint": fingerprint,
+            "preprocessing": PREPROCESSING,
+            "image_size": IMAGE_SIZE,
+            "channels": CHANNELS,
+            "threads": torch.get_num_threads(),
+            "version": __version__,
+            "torch_version": str(torch.__version__),
+        }
 
     def one_step(step: int) -> dict[str, float]:
         x, z = (v.to(device) for v in step_batch(cfg, step, images, cfg.z_dim))
@@ -145,7 +188,10 @@ def train(cfg: BiganTrainConfig) -> dict:
     def checkpoint(step: int, seconds: float) -> None:
         m = meta(step, seconds)
         # no RNG state: every step reseeds from (seed, step), so a resume needs only the step
-        save_atomic(state_path, {"model": model.state_dict(), "opt_d": opt_d.state_dict(), "opt_ge": opt_ge.state_dict(), **m})
+        save_atomic(
+            state_path,
+            {"model": model.state_dict(), "opt_d": opt_d.state_dict(), "opt_ge": opt_ge.state_dict(), **m},
+        )
         save_atomic(out / WEIGHTS_FILE, _weights(model))
         (out / META_FILE).write_text(json.dumps(m, indent=2) + "\n")
 
@@ -156,10 +202,20 @@ def train(cfg: BiganTrainConfig) -> dict:
     def describe(s: dict[str, float]) -> str:
         return f"loss D {s['loss_d']:.4f}, loss G+E {s['loss_ge']:.4f}, D acc {s['d_acc']:.2f}"
 
-    plan = LoopPlan("bigan", cfg.max_steps, cfg.batch_size, cfg.log_every, cfg.save_every, cfg.keep_every, cfg.max_minutes)
+    plan = LoopPlan(
+        "bigan", cfg.max_steps, cfg.batch_size, cfg.log_every, cfg.save_every, cfg.keep_every, cfg.max_minutes
+    )
     with torch.random.fork_rng(devices=[]):  # the per-step reseeding stays inside this run
-        step, seconds = run_steps(plan, step, seconds, one_step, checkpoint, snapshot, out / LOG_FILE, describe)
-    return {"step": step, "images_seen": step * cfg.batch_size, "seconds": round(seconds, 1), "parameters": params, "out": str(out)}
+        step, seconds = run_steps(
+            plan, step, seconds, one_step, checkpoint, snapshot, out / LOG_FILE, describe
+        )
+    return {
+        "step": step,
+        "images_seen": step * cfg.batch_size,
+        "seconds": round(seconds, 1),
+        "parameters": params,
+        "out": str(out),
+    }
 
 
 def export_bigan(run: str | Path, dest: str | Path, dtype: str = "float32") -> dict:
@@ -167,11 +223,21 @@ def export_bigan(run: str | Path, dest: str | Path, dtype: str = "float32") -> d
     `dest`, with the run's log and meta beside it; returns the run's meta."""
     run, dest = Path(run), Path(dest)
     if not (run / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"{run}: no {WEIGHTS_FILE} (not a finished or checkpointed `train-bigan` run)")
+        raise FileNotFoundError(
+            f"{run}: no {WEIGHTS_FILE} (not a finished or checkpointed `train-bigan` run)"
+        )
     weights = torch.load(run / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(dest, {k: (v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v).contiguous() for k, v in weights.items()})
+    save_atomic(
+        dest,
+        {
+            k: (v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v).contiguous()
+            for k, v in weights.items()
+        },
+    )
     meta = json.loads((run / META_FILE).read_text())
-    dest.with_name(dest.stem + "." + LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in read_log(run, LOG_FILE)))
+    dest.with_name(dest.stem + "." + LOG_FILE).write_text(
+        "".join(json.dumps(r) + "\n" for r in read_log(run, LOG_FILE))
+    )
     dest.with_name(dest.stem + "." + META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -48,7 +48,9 @@ def load_split(data: str, root: Path | None, split: str) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def accuracy(model: SmallCNN, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
     model.eval()
-    hits = sum(int((model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum()) for s in range(0, len(x), batch))
+    hits = sum(
+        int((model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum()) for s in range(0, len(x), batch)
+    )
     return 100.0 * hits / len(x)
 
 
@@ -70,13 +72,17 @@ def train_classifier(cfg: ClassifierConfig, progress: bool = True) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     best, history = (-1.0, 0, None), []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         order = torch.randperm(len(x_tr), generator=gen)
-        for s in store_progress.bar(progress, iterable=range(0, len(x_tr), cfg.batch_size), desc=f"epoch {epoch}", leave=False):
+        for s in store_progress.bar(
+            progress, iterable=range(0, len(x_tr), cfg.batch_size), desc=f"epoch {epoch}", leave=False
+        ):
             idx = order[s : s + cfg.batch_size]
             x = x_tr[idx]
             # random horizontal flips: garments are (nearly) mirror-symmetric
@@ -87,7 +93,9 @@ def train_classifier(cfg: ClassifierConfig, progress: bool = True) -> dict:
             opt.step()
             sched.step()
         val = accuracy(model, x_va, y_va)
-        history.append({"epoch": epoch, "val_top1": round(val, 2), "seconds": round(time.perf_counter() - started, 1)})
+        history.append(
+            {"epoch": epoch, "val_top1": round(val, 2), "seconds": round(time.perf_counter() - started, 1)}
+        )
         if progress:
             print(json.dumps(history[-1]), flush=True)
         if val > best[0]:
@@ -99,9 +107,18 @@ def train_classifier(cfg: ClassifierConfig, progress: bool = True) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.float().contiguous() for k, v in model.state_dict().items()}, out)
     sha = hashlib.sha256(out.read_bytes()).hexdigest()
-    record = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-              "parameters": sum(p.numel() for p in model.parameters()), "train_rows": len(train_rows), "val_rows": len(val_rows),
-              "best_epoch": best[1], "val_top1": round(best[0], 2), "test_top1": round(test, 2), "history": history,
-              "seconds": round(time.perf_counter() - started, 1), "torch_version": torch.__version__, "sha256": sha}  # fmt: skip
+    record = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_rows": len(train_rows),
+        "val_rows": len(val_rows),
+        "best_epoch": best[1],
+        "val_top1": round(best[0], 2),
+        "test_top1": round(test, 2),
+        "history": history,
+        "seconds": round(time.perf_counter() - started, 1),
+        "torch_version": torch.__version__,
+        "sha256": sha,
+    }
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     return record

@@ -30,10 +30,19 @@ class LoopPlan:
     save_every: int
     keep_every: int | None = None
     max_minutes: float | None = None  # stop, after a checkpoint, when this much training time has passed
-    stop_step: int | None = None  # stop, after a checkpoint, at this step (the schedule is still max_steps long)
+    stop_step: int | None = (
+        None  # stop, after a checkpoint, at this step (the schedule is still max_steps long)
+    )
 
 
-def load_state(path: Path, device: torch.device, config, fixed: tuple[str, ...], needs: tuple[str, ...] = (), kind: str = "training") -> dict | None:
+def load_state(
+    path: Path,
+    device: torch.device,
+    config,
+    fixed: tuple[str, ...],
+    needs: tuple[str, ...] = (),
+    kind: str = "training",
+) -> dict | None:
     """The run folder's checkpoint (None when there is none yet). A torn or foreign file, or one
     saved with other values of the `fixed` settings, is one clear error."""
     if not path.is_file():
@@ -41,7 +50,9 @@ def load_state(path: Path, device: torch.device, config, fixed: tuple[str, ...],
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file is one user-facing line
-        raise ValueError(f"{path}: not a loadable training checkpoint ({type(e).__name__}); remove it or use a new --out") from None
+        raise ValueError(
+            f"{path}: not a loadable training checkpoint ({type(e).__name__}); remove it or use a new --out"
+        ) from None
     if not isinstance(state, dict) or not all(k in state for k in ("config", *needs)):
         raise ValueError(f"{path}: not a {kind} checkpoint; use a new --out")
     changed = [k for k in fixed if state["config"].get(k) != getattr(config, k)]
@@ -50,8 +61,16 @@ def load_state(path: Path, device: torch.device, config, fixed: tuple[str, ...],
     return state
 
 
-def run_steps(plan: LoopPlan, step: int, seconds: float, one_step: Callable[[int], dict[str, float]], checkpoint: Callable[[int, float], None],
-              snapshot: Callable[[int], None], log_path: Path, describe: Callable[[dict[str, float]], str]) -> tuple[int, float]:  # fmt: skip
+def run_steps(
+    plan: LoopPlan,
+    step: int,
+    seconds: float,
+    one_step: Callable[[int], dict[str, float]],
+    checkpoint: Callable[[int, float], None],
+    snapshot: Callable[[int], None],
+    log_path: Path,
+    describe: Callable[[dict[str, float]], str],
+) -> tuple[int, float]:
     """Run steps `step`..last-1, last = min(max_steps, stop_step) (one_step(k) trains step k and returns its numbers), from
     `seconds` of training already done; returns (steps done, training seconds) at the end."""
     start = time.monotonic() - seconds
@@ -66,10 +85,25 @@ def run_steps(plan: LoopPlan, step: int, seconds: float, one_step: Callable[[int
             bar.update(1)
             bar.set_postfix_str(describe(stats), refresh=False)
             if step % plan.log_every == 0 or step == last:
-                img_s = (step - first) * plan.batch_size / max(seconds - resumed_at, 1e-9)  # this sitting's rate, not the run's
+                img_s = (
+                    (step - first) * plan.batch_size / max(seconds - resumed_at, 1e-9)
+                )  # this sitting's rate, not the run's
                 eta = (last - step) * plan.batch_size / img_s
-                progress.line(True, f"train {plan.name}: step {step}/{last}, {describe(stats)}, {img_s:.0f} img/s, ETA {progress._clock(eta)}")
-                log.write(json.dumps({"step": step, "images": step * plan.batch_size, **stats, "seconds": round(seconds, 1)}) + "\n")
+                progress.line(
+                    True,
+                    f"train {plan.name}: step {step}/{last}, {describe(stats)}, {img_s:.0f} img/s, ETA {progress._clock(eta)}",
+                )
+                log.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "images": step * plan.batch_size,
+                            **stats,
+                            "seconds": round(seconds, 1),
+                        }
+                    )
+                    + "\n"
+                )
                 log.flush()
             out_of_time = plan.max_minutes is not None and seconds >= 60 * plan.max_minutes
             if step % plan.save_every == 0 or step == last or out_of_time:

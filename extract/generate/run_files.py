@@ -16,7 +16,9 @@ from extract.data.sources import preprocess
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-def load_training_images(data: str, data_root: str | None, split: str, size: int, channels: int) -> tuple[torch.Tensor, str]:
+def load_training_images(
+    data: str, data_root: str | None, split: str, size: int, channels: int
+) -> tuple[torch.Tensor, str]:
     """Every image of a split as one float32 (N, channels, size, size) tensor in [-1, 1], and the
     source's fingerprint."""
     source = open_dataset(data, Path(data_root) if data_root else None, split)

@@ -64,25 +64,50 @@ def respaced_diffusion(preset: ModelPreset, steps: int, sampler: str):
     README samples with `--timestep_respacing 250` and `--timestep_respacing ddim25`."""
     spacing = RESPACING[sampler](steps)
     try:
-        return gd.create_gaussian_diffusion(steps=preset.diffusion_steps, learn_sigma=preset.learn_sigma,
-                                            noise_schedule=preset.noise_schedule, timestep_respacing=spacing)  # fmt: skip
+        return gd.create_gaussian_diffusion(
+            steps=preset.diffusion_steps,
+            learn_sigma=preset.learn_sigma,
+            noise_schedule=preset.noise_schedule,
+            timestep_respacing=spacing,
+        )
     except ValueError as e:
         raise ValueError(f"--steps {steps} with --sampler {sampler}: {e}") from None
 
 
-def ddpm_step(diffusion, model, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, eta: float, clip: bool, model_kwargs: dict) -> torch.Tensor:
+def ddpm_step(
+    diffusion,
+    model,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    eta: float,
+    clip: bool,
+    model_kwargs: dict,
+) -> torch.Tensor:
     """One ancestral step x_t -> x_{t-1} (guided-diffusion's p_sample). x, noise: (B, C, H, W); t: (B,)."""
     out = diffusion.p_mean_variance(model, x, t, clip_denoised=clip, model_kwargs=model_kwargs)
     nonzero = (t != 0).float().view(-1, *([1] * (x.dim() - 1)))  # no noise at the last step
     return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
 
 
-def ddim_step(diffusion, model, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, eta: float, clip: bool, model_kwargs: dict) -> torch.Tensor:
+def ddim_step(
+    diffusion,
+    model,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    eta: float,
+    clip: bool,
+    model_kwargs: dict,
+) -> torch.Tensor:
     """One DDIM step (guided-diffusion's ddim_sample, Song et al. eq. 12); eta=0 is deterministic."""
     out = diffusion.p_mean_variance(model, x, t, clip_denoised=clip, model_kwargs=model_kwargs)
     eps = diffusion._predict_eps_from_xstart(x, t, out["pred_xstart"])
     extract = gd.gaussian_diffusion._extract_into_tensor
-    abar, abar_prev = extract(diffusion.alphas_cumprod, t, x.shape), extract(diffusion.alphas_cumprod_prev, t, x.shape)
+    abar, abar_prev = (
+        extract(diffusion.alphas_cumprod, t, x.shape),
+        extract(diffusion.alphas_cumprod_prev, t, x.shape),
+    )
     sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
     mean = out["pred_xstart"] * torch.sqrt(abar_prev) + torch.sqrt(1 - abar_prev - sigma**2) * eps
     nonzero = (t != 0).float().view(-1, *([1] * (x.dim() - 1)))
@@ -107,9 +132,21 @@ class _Cast:
 
 
 @torch.no_grad()
-def draw(preset: ModelPreset, model: torch.nn.Module, indices: list[int], labels: list[int] | None, *, steps: int,
-         sampler: str = "ddpm", eta: float = 0.0, seed: int = 0, device: str | torch.device = "cpu", dtype: str = "fp32",
-         clip: bool = True, diffusion=None) -> np.ndarray:  # fmt: skip
+def draw(
+    preset: ModelPreset,
+    model: torch.nn.Module,
+    indices: list[int],
+    labels: list[int] | None,
+    *,
+    steps: int,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: str = "fp32",
+    clip: bool = True,
+    diffusion=None,
+) -> np.ndarray:
     """Images `indices` as uint8 (len(indices), S, S, C); one batch. Image i's x_T and step noise
     come from its own generator (image_seed(seed, i)), drawn on the CPU. `labels` (one per
     image) feed class-conditional models and must be None for unconditional ones."""
@@ -142,7 +179,9 @@ class SampleConfig:
     steps: int = 250
     sampler: str = "ddpm"
     eta: float = 0.0  # DDIM only
-    class_label: int | None = None  # conditional presets: one class for all, or None: class i % 1000 for image i
+    class_label: int | None = (
+        None  # conditional presets: one class for all, or None: class i % 1000 for image i
+    )
     seed: int = 0
     batch_size: int = 16  # speed only: images do not depend on it
     shard_size: int = 1000  # images per shard: the unit of resume and of the split between ranks
@@ -168,7 +207,9 @@ def check_config(cfg: SampleConfig, preset: ModelPreset) -> None:
         raise ValueError(f"--class-label {cfg.class_label} is outside 0..{NUM_CLASSES - 1}")
     if cfg.random_init and cfg.ckpt is not None:
         raise ValueError("give --ckpt or --random-init, not both")
-    respaced_diffusion(preset, cfg.steps, cfg.sampler)  # a step count the schedule cannot take fails here, before any work
+    respaced_diffusion(
+        preset, cfg.steps, cfg.sampler
+    )  # a step count the schedule cannot take fails here, before any work
 
 
 def load_model(cfg: SampleConfig, preset: ModelPreset) -> tuple[torch.nn.Module, dict]:
@@ -187,11 +228,31 @@ def sampling_key(cfg: SampleConfig, preset: ModelPreset, weights: dict, device: 
     """Everything that changes a pixel. Batch size and progress do not (images are seeded one
     by one); the device type may, through kernel rounding, so it is part of the key."""
     # through JSON, so it compares equal to the key read back from samples.json (tuples become lists)
-    return json.loads(json.dumps({"model": preset.to_dict(), "weights": {k: v for k, v in weights.items() if k != "label"}, "n": cfg.n,
-            "steps": cfg.steps, "sampler": cfg.sampler, "respacing": RESPACING[cfg.sampler](cfg.steps), "eta": cfg.eta,
-            "classes": (None if not preset.class_cond else "i % 1000" if cfg.class_label is None else cfg.class_label),
-            "seed": cfg.seed, "shard_size": cfg.shard_size, "dtype": cfg.dtype, "clip_denoised": cfg.clip,
-            "device_type": device.type}))  # fmt: skip
+    return json.loads(
+        json.dumps(
+            {
+                "model": preset.to_dict(),
+                "weights": {k: v for k, v in weights.items() if k != "label"},
+                "n": cfg.n,
+                "steps": cfg.steps,
+                "sampler": cfg.sampler,
+                "respacing": RESPACING[cfg.sampler](cfg.steps),
+                "eta": cfg.eta,
+                "classes": (
+                    None
+                    if not preset.class_cond
+                    else "i % 1000"
+                    if cfg.class_label is None
+                    else cfg.class_label
+                ),
+                "seed": cfg.seed,
+                "shard_size": cfg.shard_size,
+                "dtype": cfg.dtype,
+                "clip_denoised": cfg.clip,
+                "device_type": device.type,
+            }
+        )
+    )
 
 
 def shard_rows(n: int, shard_size: int, s: int) -> range:
@@ -214,7 +275,12 @@ def save_pngs(out: Path, images: np.ndarray, first: int) -> None:
     from PIL import Image
 
     for k, img in enumerate(images):
-        _atomic_write(out / PNG_DIR / f"{first + k:06d}.png", lambda p, img=img: Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(p, format="PNG"))
+        _atomic_write(
+            out / PNG_DIR / f"{first + k:06d}.png",
+            lambda p, img=img: Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(
+                p, format="PNG"
+            ),
+        )
 
 
 def prepare(out: Path, key: dict, overwrite: bool) -> None:
@@ -239,10 +305,15 @@ def prepare(out: Path, key: dict, overwrite: bool) -> None:
     if old is not None and old != key:
         if not overwrite:
             changed = sorted(k for k in set(key) | set(old) if old.get(k) != key.get(k))
-            raise ValueError(f"{out} holds samples made with other arguments ({', '.join(changed)}); use --overwrite or another --out")
+            raise ValueError(
+                f"{out} holds samples made with other arguments ({', '.join(changed)}); use --overwrite or another --out"
+            )
         shutil.rmtree(out / PNG_DIR, ignore_errors=True)
         FeatureStore.remove(store)
-    for stale in (out / KEY_FILE, *out.glob("samples_*.npz")):  # the run is not finished until they are written again
+    for stale in (
+        out / KEY_FILE,
+        *out.glob("samples_*.npz"),
+    ):  # the run is not finished until they are written again
         stale.unlink(missing_ok=True)
     (out / PNG_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -270,7 +341,9 @@ def sample(cfg: SampleConfig, world=None) -> str:
     own_world = world is None
     world = world or init_world(pick_device(cfg.device))
     try:
-        return _sample(cfg, preset, world, pick_device(cfg.device, world if hasattr(world, "local_rank") else None))
+        return _sample(
+            cfg, preset, world, pick_device(cfg.device, world if hasattr(world, "local_rank") else None)
+        )
     finally:
         if own_world:
             close_world(world)
@@ -302,10 +375,26 @@ def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device)
         diffusion = respaced_diffusion(preset, cfg.steps, cfg.sampler)
         labels = labels_for(cfg, preset, range(cfg.n))
         drawn = {"name": "samples", "n": cfg.n, "sampler": cfg.sampler, "steps": cfg.steps, "seed": cfg.seed}
-        made = provenance("samples", preset.name, cfg, drawn, weights=weights, torch_version=torch.__version__, stage="generate")
-        plan = StorePlan(out=out / STORE_NAME, key=key, compatible=("model", "weights"), provenance=made,
-                         row_shapes={IMAGE_KEY: (preset.image_size, preset.image_size, preset.in_channels)}, ids=[f"{i:06d}" for i in range(cfg.n)],
-                         labels=np.asarray(labels if labels is not None else [0] * cfg.n, np.int64), index=np.arange(cfg.n), shard_rows=cfg.shard_size)  # fmt: skip
+        made = provenance(
+            "samples",
+            preset.name,
+            cfg,
+            drawn,
+            weights=weights,
+            torch_version=torch.__version__,
+            stage="generate",
+        )
+        plan = StorePlan(
+            out=out / STORE_NAME,
+            key=key,
+            compatible=("model", "weights"),
+            provenance=made,
+            row_shapes={IMAGE_KEY: (preset.image_size, preset.image_size, preset.in_channels)},
+            ids=[f"{i:06d}" for i in range(cfg.n)],
+            labels=np.asarray(labels if labels is not None else [0] * cfg.n, np.int64),
+            index=np.arange(cfg.n),
+            shard_rows=cfg.shard_size,
+        )
 
         ours = {"drawn": 0}  # this rank's images
 
@@ -319,11 +408,27 @@ def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device)
                     batches = []
                     for a in range(rows.start, rows.stop, cfg.batch_size):
                         idx = list(range(a, min(a + cfg.batch_size, rows.stop)))
-                        batches.append(draw(preset, model, idx, labels_for(cfg, preset, idx), steps=cfg.steps, sampler=cfg.sampler, eta=cfg.eta,
-                                            seed=cfg.seed, device=device, dtype=cfg.dtype, clip=cfg.clip, diffusion=diffusion))  # fmt: skip
+                        batches.append(
+                            draw(
+                                preset,
+                                model,
+                                idx,
+                                labels_for(cfg, preset, idx),
+                                steps=cfg.steps,
+                                sampler=cfg.sampler,
+                                eta=cfg.eta,
+                                seed=cfg.seed,
+                                device=device,
+                                dtype=cfg.dtype,
+                                clip=cfg.clip,
+                                diffusion=diffusion,
+                            )
+                        )
                         bar.update(len(idx))
                     images = np.concatenate(batches)
-                    save_pngs(out, images, rows.start)  # before the shard's done marker: a done shard has its PNGs
+                    save_pngs(
+                        out, images, rows.start
+                    )  # before the shard's done marker: a done shard has its PNGs
                     store.write_shard(s, {IMAGE_KEY: images.astype(np.float16)}, np.ones(len(rows), bool))
                     lines.add(len(rows), f"shard {s}")
             return todo
@@ -333,13 +438,32 @@ def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device)
         if not world.is_main:
             return f"rank {world.rank}: {ours['drawn']} images drawn"
         npz = assemble(out, cfg.n, labels is not None)
-        provenance = {"model": preset.name, "checkpoint": weights.get("checkpoint"), "checkpoint_sha256": weights.get("sha256"),
-                      "weights": weights["label"], "steps": cfg.steps, "sampler": cfg.sampler, "eta": cfg.eta, "seed": cfg.seed,
-                      "n": cfg.n, "samples": npz.name, "sha256": file_sha256(npz), "store": STORE_NAME, "version": __version__,
-                      "torch_version": torch.__version__, "device": str(device), "world_size": world.size,
-                      "last_run": {"images": written.images, "seconds": seconds, "batch_size": cfg.batch_size},
-                      "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}  # fmt: skip
-        _atomic_write(out / KEY_FILE, lambda p: p.write_text(json.dumps({"key": key, "complete": True, "provenance": provenance}, indent=1) + "\n"))
+        provenance = {
+            "model": preset.name,
+            "checkpoint": weights.get("checkpoint"),
+            "checkpoint_sha256": weights.get("sha256"),
+            "weights": weights["label"],
+            "steps": cfg.steps,
+            "sampler": cfg.sampler,
+            "eta": cfg.eta,
+            "seed": cfg.seed,
+            "n": cfg.n,
+            "samples": npz.name,
+            "sha256": file_sha256(npz),
+            "store": STORE_NAME,
+            "version": __version__,
+            "torch_version": torch.__version__,
+            "device": str(device),
+            "world_size": world.size,
+            "last_run": {"images": written.images, "seconds": seconds, "batch_size": cfg.batch_size},
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        }
+        _atomic_write(
+            out / KEY_FILE,
+            lambda p: p.write_text(
+                json.dumps({"key": key, "complete": True, "provenance": provenance}, indent=1) + "\n"
+            ),
+        )
         drawn = written.images
         rate = f", {drawn / seconds:.3f} images/s" if drawn else ""
         return f"{npz}: {cfg.n} images ({drawn} drawn now in {seconds} s{rate}), {preset.name} {weights['label']}, {cfg.sampler} {cfg.steps} steps, seed {cfg.seed}"
@@ -359,10 +483,20 @@ def parse_class_label(text: str | None) -> int | None:
         raise ValueError(f"--class-label {text!r}: expected a class number or 'all'") from None
 
 
-def samples(preset: ModelPreset, model: torch.nn.Module, n: int, seed: int, steps: int = 250, sampler: str = "ddpm") -> np.ndarray:
+def samples(
+    preset: ModelPreset, model: torch.nn.Module, n: int, seed: int, steps: int = 250, sampler: str = "ddpm"
+) -> np.ndarray:
     """Images 0..n-1 of `seed` as uint8 (n, S, S, C): the first n images of a run with that seed."""
     cfg = SampleConfig(out=Path("."), model=preset.name, n=n, steps=steps, sampler=sampler, seed=seed)
-    return draw(preset, model, list(range(n)), labels_for(cfg, preset, range(n)), steps=steps, sampler=sampler, seed=seed)
+    return draw(
+        preset,
+        model,
+        list(range(n)),
+        labels_for(cfg, preset, range(n)),
+        steps=steps,
+        sampler=sampler,
+        seed=seed,
+    )
 
 
 def grid(cfg: SampleConfig) -> str:
@@ -378,18 +512,34 @@ def grid(cfg: SampleConfig) -> str:
     model, weights = load_model(cfg, preset)
     model = model.to(device)
     diffusion = respaced_diffusion(preset, cfg.steps, cfg.sampler)
-    images = np.concatenate([
-        draw(preset, model, list(range(a, min(a + cfg.batch_size, cfg.n))), labels_for(cfg, preset, range(a, min(a + cfg.batch_size, cfg.n))),
-             steps=cfg.steps, sampler=cfg.sampler, eta=cfg.eta, seed=cfg.seed, device=device, dtype=cfg.dtype, clip=cfg.clip, diffusion=diffusion)
-        for a in range(0, cfg.n, cfg.batch_size)
-    ])  # fmt: skip
+    images = np.concatenate(
+        [
+            draw(
+                preset,
+                model,
+                list(range(a, min(a + cfg.batch_size, cfg.n))),
+                labels_for(cfg, preset, range(a, min(a + cfg.batch_size, cfg.n))),
+                steps=cfg.steps,
+                sampler=cfg.sampler,
+                eta=cfg.eta,
+                seed=cfg.seed,
+                device=device,
+                dtype=cfg.dtype,
+                clip=cfg.clip,
+                diffusion=diffusion,
+            )
+            for a in range(0, cfg.n, cfg.batch_size)
+        ]
+    )
     cols = math.ceil(math.sqrt(cfg.n))
     rows = math.ceil(cfg.n / cols)
     size = preset.image_size
     canvas = np.full((rows * (size + 2) + 2, cols * (size + 2) + 2, images.shape[-1]), 255, np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        canvas[2 + r * (size + 2) : 2 + r * (size + 2) + size, 2 + c * (size + 2) : 2 + c * (size + 2) + size] = img
+        canvas[
+            2 + r * (size + 2) : 2 + r * (size + 2) + size, 2 + c * (size + 2) : 2 + c * (size + 2) + size
+        ] = img
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas).save(out)
@@ -398,4 +548,8 @@ def grid(cfg: SampleConfig) -> str:
 
 def sample_grid(model: str, ckpt: str | Path | None, n: int, steps: int, seed: int, out: str | Path) -> str:
     """`grid` with the model card's arguments (DDPM, the preset's shipped weights by default)."""
-    return grid(SampleConfig(out=Path(out), model=model, ckpt=Path(ckpt) if ckpt else None, n=n, steps=steps, seed=seed))
+    return grid(
+        SampleConfig(
+            out=Path(out), model=model, ckpt=Path(ckpt) if ckpt else None, n=n, steps=steps, seed=seed
+        )
+    )

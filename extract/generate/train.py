@@ -47,14 +47,18 @@ class TrainConfig:
     flip: bool = True
     max_images: int = 320_000
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
-    stop_step: int | None = None  # stop (after a checkpoint) at this step; the LR schedule still runs to max_images
+    stop_step: int | None = (
+        None  # stop (after a checkpoint) at this step; the LR schedule still runs to max_images
+    )
     save_every: int = 250  # steps between checkpoints
     log_every: int = 25
     seed: int = 0
     device: str = "cpu"
     channels_last: bool = False  # measured 0.9x here at 28x28 (calibration elsewhere saw 1.8x)
     threads: int | None = None
-    init: str | None = None  # start from these weights (a state_dict of the preset, e.g. the shipped EMA), fresh optimizer
+    init: str | None = (
+        None  # start from these weights (a state_dict of the preset, e.g. the shipped EMA), fresh optimizer
+    )
     keep_every: int | None = None  # also keep the EMA every this many steps as snapshots/ema-step<N>.pt
 
     @property
@@ -87,7 +91,6 @@ def update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, step: int, 
         ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
 
 
-
 def _load_weights(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
     """A plain state_dict (fp16 or fp32) as fp32 tensors; one clear line if it is not one."""
     if not path.is_file():
@@ -110,7 +113,9 @@ def train(cfg: TrainConfig) -> dict:
     preset = get_preset(cfg.model)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    images, fingerprint = load_training_images(cfg.data, cfg.data_root, cfg.split, preset.image_size, preset.in_channels)
+    images, fingerprint = load_training_images(
+        cfg.data, cfg.data_root, cfg.split, preset.image_size, preset.in_channels
+    )
     diffusion = diffusion_for(preset)
     device = torch.device(cfg.device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -123,13 +128,17 @@ def train(cfg: TrainConfig) -> dict:
         try:
             model.load_state_dict(_load_weights(Path(cfg.init), device))
         except RuntimeError as e:
-            raise ValueError(f"--init {cfg.init}: not {preset.name}'s weights ({str(e).splitlines()[0]})") from None
+            raise ValueError(
+                f"--init {cfg.init}: not {preset.name}'s weights ({str(e).splitlines()[0]})"
+            ) from None
         init = {"path": cfg.init, "sha256": file_sha256(Path(cfg.init))}
     ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
     step, seconds = 0, 0.0
 
     state_path = out / STATE_FILE
-    state = load_state(state_path, device, cfg, RESUME_FIXED, needs=("model", "opt", "ema"), kind="demo U-Net training")
+    state = load_state(
+        state_path, device, cfg, RESUME_FIXED, needs=("model", "opt", "ema"), kind="demo U-Net training"
+    )
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -154,9 +163,16 @@ def train(cfg: TrainConfig) -> dict:
         return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr_at(cfg, step)}
 
     def checkpoint(step: int, seconds: float) -> None:
-        meta = {"config": dataclasses.asdict(cfg), "preset": preset.to_dict(), "step": step,
-                "images_seen": step * cfg.batch_size, "seconds": seconds, "data_fingerprint": fingerprint,
-                "init": init, "version": __version__}  # fmt: skip
+        meta = {
+            "config": dataclasses.asdict(cfg),
+            "preset": preset.to_dict(),
+            "step": step,
+            "images_seen": step * cfg.batch_size,
+            "seconds": seconds,
+            "data_fingerprint": fingerprint,
+            "init": init,
+            "version": __version__,
+        }
         save_atomic(state_path, {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema, **meta})
         save_atomic(out / "ema.pt", {k: v.clone() for k, v in ema.items()})
         (out / "train_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -165,12 +181,26 @@ def train(cfg: TrainConfig) -> dict:
         (out / "snapshots").mkdir(exist_ok=True)
         save_atomic(out / "snapshots" / f"ema-step{step}.pt", {k: v.clone() for k, v in ema.items()})
 
-    plan = LoopPlan(preset.name, cfg.max_steps, cfg.batch_size, cfg.log_every, cfg.save_every, cfg.keep_every, cfg.max_minutes, cfg.stop_step)
-    step, seconds = run_steps(plan, step, seconds, one_step, checkpoint, snapshot, out / LOG_FILE, lambda s: f"loss {s['loss']:.4f}")
-    return {"step": step, "images_seen": step * cfg.batch_size, "seconds": round(seconds, 1),
-            "parameters": count_parameters(model), "out": str(out)}  # fmt: skip
-
-
+    plan = LoopPlan(
+        preset.name,
+        cfg.max_steps,
+        cfg.batch_size,
+        cfg.log_every,
+        cfg.save_every,
+        cfg.keep_every,
+        cfg.max_minutes,
+        cfg.stop_step,
+    )
+    step, seconds = run_steps(
+        plan, step, seconds, one_step, checkpoint, snapshot, out / LOG_FILE, lambda s: f"loss {s['loss']:.4f}"
+    )
+    return {
+        "step": step,
+        "images_seen": step * cfg.batch_size,
+        "seconds": round(seconds, 1),
+        "parameters": count_parameters(model),
+        "out": str(out),
+    }
 
 
 def export_ema(out: str | Path, dest: str | Path, dtype: str = "float32") -> dict:

@@ -62,7 +62,9 @@ def shipped_weights(preset: ModelPreset) -> Path:
     """The weights file the repository ships for a preset (the demo model)."""
     path = WEIGHTS_DIR / f"{preset.name}.pt"
     if not preset.shipped or not path.is_file():
-        raise FileNotFoundError(f"model {preset.name!r} has no shipped weights; pass --ckpt FILE or --random-init")
+        raise FileNotFoundError(
+            f"model {preset.name!r} has no shipped weights; pass --ckpt FILE or --random-init"
+        )
     return path
 
 
@@ -96,7 +98,9 @@ def load_checkpoint(preset: ModelPreset, path: str | Path) -> gd.UNetModel:
     return model.float().eval()
 
 
-def load_unet(preset: ModelPreset, ckpt: str | Path | None = None, *, random_init: bool = False, seed: int = 0) -> tuple[gd.UNetModel, dict]:
+def load_unet(
+    preset: ModelPreset, ckpt: str | Path | None = None, *, random_init: bool = False, seed: int = 0
+) -> tuple[gd.UNetModel, dict]:
     """The one way a preset's U-Net gets its weights: a checkpoint file, the preset's shipped
     file, or a seeded random init; with the weights record (`weights_record`). Extraction,
     sampling and fine-tuning all load through here."""

@@ -117,6 +117,5 @@ def block_table(preset: ModelPreset) -> list[BlockInfo]:
     table = unet_blocks(model)
     feats = capture(model, x, t, list(table), y=y, stop_early=False)
     return [
-        BlockInfo(b, name, block_layers(module), *feats[b].shape[1:])
-        for b, (name, module) in table.items()
+        BlockInfo(b, name, block_layers(module), *feats[b].shape[1:]) for b, (name, module) in table.items()
     ]

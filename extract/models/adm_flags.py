@@ -74,36 +74,88 @@ def _schedule(word: str) -> str:
 
 # flags that shape the U-Net, its noise schedule or its timestep input: name -> (parser, guided-diffusion's default)
 MODEL_FLAGS = {
-    "image_size": (_positive, 64), "num_channels": (_positive, 128), "num_res_blocks": (_positive, 2),
-    "num_heads": (_positive, 4), "num_heads_upsample": (_heads, -1), "num_head_channels": (_heads, -1),
-    "attention_resolutions": (_positives, (16, 8)), "channel_mult": (_mult, ""), "class_cond": (_bool, False),
-    "use_scale_shift_norm": (_bool, True), "resblock_updown": (_bool, False), "use_new_attention_order": (_bool, False),
-    "learn_sigma": (_bool, False), "diffusion_steps": (_positive, 1000), "noise_schedule": (_schedule, "linear"),
+    "image_size": (_positive, 64),
+    "num_channels": (_positive, 128),
+    "num_res_blocks": (_positive, 2),
+    "num_heads": (_positive, 4),
+    "num_heads_upsample": (_heads, -1),
+    "num_head_channels": (_heads, -1),
+    "attention_resolutions": (_positives, (16, 8)),
+    "channel_mult": (_mult, ""),
+    "class_cond": (_bool, False),
+    "use_scale_shift_norm": (_bool, True),
+    "resblock_updown": (_bool, False),
+    "use_new_attention_order": (_bool, False),
+    "learn_sigma": (_bool, False),
+    "diffusion_steps": (_positive, 1000),
+    "noise_schedule": (_schedule, "linear"),
     "rescale_timesteps": (_bool, False),
-}  # fmt: skip
+}
 # accepted and recorded, never read: they change training, sampling or memory, not the forward
 # (the rest of model_and_diffusion_defaults, then image_train.py / image_sample.py / classifier_sample.py)
 RECORDED = {
-    "dropout": float, "use_checkpoint": _bool, "use_fp16": _bool, "timestep_respacing": str, "use_kl": _bool,
-    "predict_xstart": _bool, "rescale_learned_sigmas": _bool, "sigma_small": _bool,
-    "data_dir": str, "schedule_sampler": str, "lr": float, "weight_decay": float, "lr_anneal_steps": int, "batch_size": int,
-    "microbatch": int, "ema_rate": str, "log_interval": int, "save_interval": int, "resume_checkpoint": str,
-    "fp16_scale_growth": float, "clip_denoised": _bool, "num_samples": int, "use_ddim": _bool, "model_path": str,
-    "classifier_path": str, "classifier_scale": float, "classifier_use_fp16": _bool, "classifier_width": int,
-    "classifier_depth": int, "classifier_attention_resolutions": _positives, "classifier_use_scale_shift_norm": _bool,
-    "classifier_resblock_updown": _bool, "classifier_pool": str,
-}  # fmt: skip
+    "dropout": float,
+    "use_checkpoint": _bool,
+    "use_fp16": _bool,
+    "timestep_respacing": str,
+    "use_kl": _bool,
+    "predict_xstart": _bool,
+    "rescale_learned_sigmas": _bool,
+    "sigma_small": _bool,
+    "data_dir": str,
+    "schedule_sampler": str,
+    "lr": float,
+    "weight_decay": float,
+    "lr_anneal_steps": int,
+    "batch_size": int,
+    "microbatch": int,
+    "ema_rate": str,
+    "log_interval": int,
+    "save_interval": int,
+    "resume_checkpoint": str,
+    "fp16_scale_growth": float,
+    "clip_denoised": _bool,
+    "num_samples": int,
+    "use_ddim": _bool,
+    "model_path": str,
+    "classifier_path": str,
+    "classifier_scale": float,
+    "classifier_use_fp16": _bool,
+    "classifier_width": int,
+    "classifier_depth": int,
+    "classifier_attention_resolutions": _positives,
+    "classifier_use_scale_shift_norm": _bool,
+    "classifier_resblock_updown": _bool,
+    "classifier_pool": str,
+}
 ONLY = {  # flags one code base has and the other does not
-    "guided": {"num_head_channels", "channel_mult", "resblock_updown", "use_new_attention_order", *(k for k in RECORDED if k.startswith("classifier_"))},
+    "guided": {
+        "num_head_channels",
+        "channel_mult",
+        "resblock_updown",
+        "use_new_attention_order",
+        *(k for k in RECORDED if k.startswith("classifier_")),
+    },
     "improved": {"sigma_small"},
 }
-IMPROVED_DEFAULTS = {"rescale_timesteps": True}  # improved-diffusion's model_and_diffusion_defaults where they differ
+IMPROVED_DEFAULTS = {
+    "rescale_timesteps": True
+}  # improved-diffusion's model_and_diffusion_defaults where they differ
 CHANNEL_MULT = {  # create_model's choice when --channel_mult is not given
     "guided": {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)},
     "improved": {256: (1, 1, 2, 2, 4, 4), 64: (1, 2, 3, 4), 32: (1, 2, 2, 2)},
 }
-_EXPECTED = {_bool: "True or False", _positive: "a positive integer", _heads: "-1 or a positive integer", _positives: "comma-separated positive integers",
-             _mult: "comma-separated positive integers", _schedule: "linear or cosine", int: "an integer", float: "a number", str: "a word"}  # fmt: skip
+_EXPECTED = {
+    _bool: "True or False",
+    _positive: "a positive integer",
+    _heads: "-1 or a positive integer",
+    _positives: "comma-separated positive integers",
+    _mult: "comma-separated positive integers",
+    _schedule: "linear or cosine",
+    int: "an integer",
+    float: "a number",
+    str: "a word",
+}
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=(.*)", re.S)
 
 
@@ -116,7 +168,9 @@ def flags_text(value: str) -> str:
             raise FileNotFoundError(f"--model-flags: file not found: {path}")
         return path.read_text(encoding="utf-8")
     if "--" not in value:
-        raise ValueError(f"--model-flags: {value!r} is neither flags (--image_size 64 ...) nor a file of them")
+        raise ValueError(
+            f"--model-flags: {value!r} is neither flags (--image_size 64 ...) nor a file of them"
+        )
     return value
 
 
@@ -164,9 +218,13 @@ def parse_flags(text: str) -> dict[str, object]:
             except ValueError:
                 raise ValueError(f"--model-flags: --{name} {raw!r}: expected {_EXPECTED[parse]}") from None
         else:
-            raise ValueError(f"--model-flags: unknown flag --{name} (not a flag of guided-diffusion's or improved-diffusion's scripts)")
+            raise ValueError(
+                f"--model-flags: unknown flag --{name} (not a flag of guided-diffusion's or improved-diffusion's scripts)"
+            )
         if name in given and given[name] != value:
-            raise ValueError(f"--model-flags: --{name} given twice, as {_word(given[name])} and {_word(value)}")
+            raise ValueError(
+                f"--model-flags: --{name} given twice, as {_word(given[name])} and {_word(value)}"
+            )
         given[name] = value
     return given
 
@@ -203,13 +261,21 @@ def resolve_flags(given: dict[str, object]) -> dict[str, object]:
     if out["channel_mult"] == "":
         table = CHANNEL_MULT[flavor]
         if out["image_size"] not in table:
-            hint = "; give --channel_mult" + (", or --flavor improved for improved-diffusion's (1,2,2,2) at 32" if flavor == "guided" and out["image_size"] == 32 else "")
-            raise ValueError(f"--model-flags: {flavor}-diffusion has no default --channel_mult for --image_size {out['image_size']} "
-                             f"(it has {', '.join(map(str, table))}){hint}")  # fmt: skip
+            hint = "; give --channel_mult" + (
+                ", or --flavor improved for improved-diffusion's (1,2,2,2) at 32"
+                if flavor == "guided" and out["image_size"] == 32
+                else ""
+            )
+            raise ValueError(
+                f"--model-flags: {flavor}-diffusion has no default --channel_mult for --image_size {out['image_size']} "
+                f"(it has {', '.join(map(str, table))}){hint}"
+            )
         out["channel_mult"] = table[out["image_size"]]
     levels = len(out["channel_mult"])
     if out["image_size"] % 2 ** (levels - 1):
-        raise ValueError(f"--model-flags: --image_size {out['image_size']} does not halve {levels - 1} times (one per level of --channel_mult after the first)")
+        raise ValueError(
+            f"--model-flags: --image_size {out['image_size']} does not halve {levels - 1} times (one per level of --channel_mult after the first)"
+        )
     return out
 
 
@@ -218,7 +284,9 @@ def preset_from_flags(value: str) -> ModelPreset:
     flags that shape the forward (and --flavor), written canonically; the recorded-only ones
     (paths, lr, dropout, ...) stay in the run's config, outside the store key."""
     given = parse_flags(canonical_flags(value))
-    flags = " ".join(f"--{k} {_word(v)}" for k, v in sorted(given.items()) if k in MODEL_FLAGS or k == "flavor")
+    flags = " ".join(
+        f"--{k} {_word(v)}" for k, v in sorted(given.items()) if k in MODEL_FLAGS or k == "flavor"
+    )
     full = resolve_flags(given)
     flavor = given.get("flavor", "guided")
     preset = ModelPreset(
@@ -243,7 +311,11 @@ def preset_from_flags(value: str) -> ModelPreset:
         rescale_timesteps=full["rescale_timesteps"] and full["diffusion_steps"] != 1000,
         flags=flags,
     )
-    built = {k: v for k, v in preset.to_dict().items() if k not in ("name", "description", "checkpoint", "shipped", "flags")}
+    built = {
+        k: v
+        for k, v in preset.to_dict().items()
+        if k not in ("name", "description", "checkpoint", "shipped", "flags")
+    }
     digest = hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()[:10]
     return dataclasses.replace(preset, name=f"flags:{digest}")
 
@@ -268,9 +340,11 @@ def checked_preset(value: str) -> ModelPreset:
 
 
 # ---------------------------------------------------------------- the command line
-HELP = ("a guided-diffusion U-Net from the flags its README gives for a checkpoint ('--image_size 64 --num_channels 192 ...'; "
-        "MODEL_FLAGS and DIFFUSION_FLAGS together), @FILE or a file of them (MODEL_FLAGS=\"...\" lines too), instead of --model: "
-        "give one of them. Flags not given take guided-diffusion's defaults; '--flavor improved' takes improved-diffusion's")  # fmt: skip
+HELP = (
+    "a guided-diffusion U-Net from the flags its README gives for a checkpoint ('--image_size 64 --num_channels 192 ...'; "
+    'MODEL_FLAGS and DIFFUSION_FLAGS together), @FILE or a file of them (MODEL_FLAGS="..." lines too), instead of --model: '
+    "give one of them. Flags not given take guided-diffusion's defaults; '--flavor improved' takes improved-diffusion's"
+)
 
 
 def model_flags_option(fn):
@@ -285,6 +359,8 @@ def take_model_flags(value: str | None) -> str:
     if not value:
         return ""
     if click.get_current_context().get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE:
-        raise ValueError("--model and --model-flags exclude each other: --model-flags builds the U-Net itself; give one of them")
+        raise ValueError(
+            "--model and --model-flags exclude each other: --model-flags builds the U-Net itself; give one of them"
+        )
     preset_from_flags(value)  # a bad flag fails here, before any work
     return canonical_flags(value)

@@ -34,13 +34,28 @@ class AdmForward:
         return q_sample(self.preset, x0, t, eps)
 
     def capture(self, x_t: torch.Tensor, steps: torch.Tensor, blocks) -> dict[int, torch.Tensor]:
-        y = None if self.label is None else torch.full((x_t.shape[0],), self.label, dtype=torch.long, device=x_t.device)
-        if self.preset.rescale_timesteps:  # the U-Net was trained on t * 1000 / steps (improved-diffusion's rescale_timesteps)
+        y = (
+            None
+            if self.label is None
+            else torch.full((x_t.shape[0],), self.label, dtype=torch.long, device=x_t.device)
+        )
+        if (
+            self.preset.rescale_timesteps
+        ):  # the U-Net was trained on t * 1000 / steps (improved-diffusion's rescale_timesteps)
             steps = steps.float() * (1000.0 / self.preset.diffusion_steps)
         return blocks_mod.capture(self.model, x_t, steps, blocks, y=y)
 
 
-def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list[int], cfg: ExtractConfig, blocks, shapes, device) -> dict[FeatureKey, np.ndarray]:
+def compute_features(
+    model,
+    preset: ModelPreset,
+    x0: torch.Tensor,
+    indices: list[int],
+    cfg: ExtractConfig,
+    blocks,
+    shapes,
+    device,
+) -> dict[FeatureKey, np.ndarray]:
     """One loader batch: x0 (N, C, S, S), or (N, V, C, S, S) with --aug, in [-1, 1] -> key -> (N, [V,] C, h, w) in the store dtype.
 
     The model always sees exactly cfg.micro_batch images (the last group zero-padded):
@@ -54,19 +69,25 @@ def compute_features(model, preset: ModelPreset, x0: torch.Tensor, indices: list
         x = x0[rows]
         if x.shape[0] < g:
             x = torch.cat([x, x.new_zeros((g - x.shape[0], *x.shape[1:]))])
-        for key, values in _forward_group(model, preset, x, indices[rows], cfg, blocks, shapes.keys(), device).items():
+        for key, values in _forward_group(
+            model, preset, x, indices[rows], cfg, blocks, shapes.keys(), device
+        ).items():
             out[key][rows] = values[: rows.stop - rows.start]
     return {k: (a if cfg.views > 1 else a[:, 0]) for k, a in out.items()}
 
 
-def _forward_group(model, preset, x0: torch.Tensor, indices: list[int], cfg, blocks, keys, device) -> dict[FeatureKey, np.ndarray]:
+def _forward_group(
+    model, preset, x0: torch.Tensor, indices: list[int], cfg, blocks, keys, device
+) -> dict[FeatureKey, np.ndarray]:
     """x0 (G, [V,] C, S, S), the first len(indices) rows real -> key -> (G, V, C, h, w), for the given keys.
     `model` noises and reads out (AdmForward, LatentForward); x0 is what it noises (pixels, latents)."""
     g = x0.shape[0]
     autocast = AUTOCAST_DTYPES[cfg.dtype]
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
     out: dict[FeatureKey, list] = {}
-    wanted = {(t, b): [k for k in keys if (k.t, k.b) == (t, b)] for t in cfg.ts for b in blocks}  # each block's pools, resolved
+    wanted = {
+        (t, b): [k for k in keys if (k.t, k.b) == (t, b)] for t in cfg.ts for b in blocks
+    }  # each block's pools, resolved
     for t in cfg.ts:
         steps = torch.full((g,), t, dtype=torch.long, device=device)
         for v in range(cfg.views):

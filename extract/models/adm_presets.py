@@ -214,4 +214,3 @@ def get_any_preset(name: str) -> ModelPreset | LatentPreset:
     if found is None:
         raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     return found
-

@@ -22,7 +22,9 @@ from extract.store.schema import FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
 
 
-def validate_adm(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
+def validate_adm(
+    cfg: ExtractConfig,
+) -> tuple[ModelPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
     """Every argument error, before any model, data or store is touched.
     Returns the preset, the sorted blocks and each key's row shape."""
     preset = checked_preset(cfg.model_flags) if cfg.model_flags else get_preset(cfg.model)
@@ -30,17 +32,23 @@ def validate_adm(cfg: ExtractConfig) -> tuple[ModelPreset, tuple[int, ...], dict
     if preset.class_cond and not 0 <= class_label(cfg, preset) < 1000:
         raise ValueError(f"--class-label must be in [0, 1000), got {cfg.class_label}")
     if cfg.prompt or cfg.model_dir is not None or cfg.latents is not None:
-        raise ValueError(f"--prompt, --model-dir and --latents are options of latent diffusion presets, not of {preset.name}")
+        raise ValueError(
+            f"--prompt, --model-dir and --latents are options of latent diffusion presets, not of {preset.name}"
+        )
     if cfg.ckpt is None and not cfg.random_init:
         if not preset.shipped:
-            raise ValueError("no --ckpt given: pass a checkpoint file, or --random-init for a random-weight control")
+            raise ValueError(
+                "no --ckpt given: pass a checkpoint file, or --random-init for a random-weight control"
+            )
         shipped_weights(preset)  # raises when the shipped file is missing
     if cfg.ckpt is not None and cfg.random_init:
         raise ValueError("--ckpt and --random-init exclude each other")
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
     blocks = resolve_blocks(cfg, preset)
-    shapes = row_shapes(preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps)  # pool larger than a map fails here
+    shapes = row_shapes(
+        preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps
+    )  # pool larger than a map fails here
     if not shapes:
         raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
     return preset, blocks, shapes
@@ -58,17 +66,54 @@ def extract_adm(cfg: ExtractConfig) -> Summary:
         model, weights = load_unet(preset, cfg.ckpt, random_init=cfg.random_init, seed=cfg.seed)
         model.requires_grad_(False).to(device)
         key = json_roundtrip(store_key(cfg, preset, blocks, weights, dataset, device.type, PREPROCESSING))
-        made = provenance("unet", preset.name, cfg, {**dataset_record(source, rows, dataset), "aug": cfg.aug}, weights=weights,
-                          torch_version=torch.__version__)  # fmt: skip
-        plan = StorePlan(out=Path(cfg.store.out), key=key, compatible=UNET_COMPATIBLE, provenance=made, row_shapes=shapes,
-                         ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows,
-                         views=cfg.views, dtype=cfg.store_dtype, overwrite=cfg.store.overwrite, allow_mismatch=cfg.store.allow_mismatch)  # fmt: skip
+        made = provenance(
+            "unet",
+            preset.name,
+            cfg,
+            {**dataset_record(source, rows, dataset), "aug": cfg.aug},
+            weights=weights,
+            torch_version=torch.__version__,
+        )
+        plan = StorePlan(
+            out=Path(cfg.store.out),
+            key=key,
+            compatible=UNET_COMPATIBLE,
+            provenance=made,
+            row_shapes=shapes,
+            ids=[source.ids[i] for i in rows],
+            labels=source.labels[rows],
+            index=rows,
+            shard_rows=cfg.store.shard_rows,
+            views=cfg.views,
+            dtype=cfg.store_dtype,
+            overwrite=cfg.store.overwrite,
+            allow_mismatch=cfg.store.allow_mismatch,
+        )
 
         def fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(AdmForward(model, preset, class_label(cfg, preset)), preset, source, store, shards, rows, cfg, blocks, shapes, device, world)
+            return run_shards(
+                AdmForward(model, preset, class_label(cfg, preset)),
+                preset,
+                source,
+                store,
+                shards,
+                rows,
+                cfg,
+                blocks,
+                shapes,
+                device,
+                world,
+            )
 
         written = write_store(plan, fill, world, started)
-        return Summary(written.store, written.images, time.perf_counter() - started, written.bytes, written.shards_done,
-                       written.shards_total, written.skipped)  # fmt: skip
+        return Summary(
+            written.store,
+            written.images,
+            time.perf_counter() - started,
+            written.bytes,
+            written.shards_done,
+            written.shards_total,
+            written.skipped,
+        )
     finally:
         close_world(world)

@@ -64,7 +64,9 @@ def as_map(output: torch.Tensor) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(output.shape[0], output.shape[2], side, side)
 
 
-def capture(model: torch.nn.Module, blocks: list[torch.nn.Module], x: torch.Tensor, wanted: tuple[int, ...]) -> dict[int, torch.Tensor]:
+def capture(
+    model: torch.nn.Module, blocks: list[torch.nn.Module], x: torch.Tensor, wanted: tuple[int, ...]
+) -> dict[int, torch.Tensor]:
     """Outputs of the wanted blocks (1-based) as (N, C, H, W) maps, by forward hooks."""
     return network_capture(model, blocks, x, wanted, as_map)
 
@@ -99,8 +101,14 @@ def load_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, list[torch.nn.M
     state = read_state_dict(cfg.weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{cfg.weights} does not fit {cfg.model}: {len(missing)} missing keys, {len(unexpected)} unexpected keys")
-    return model.eval(), blocks, {"random_init": False, "checkpoint": Path(cfg.weights).name, "sha256": file_sha256(cfg.weights)}
+        raise CheckpointError(
+            f"{cfg.weights} does not fit {cfg.model}: {len(missing)} missing keys, {len(unexpected)} unexpected keys"
+        )
+    return (
+        model.eval(),
+        blocks,
+        {"random_init": False, "checkpoint": Path(cfg.weights).name, "sha256": file_sha256(cfg.weights)},
+    )
 
 
 # the key fields that define what a backbone store's features mean
@@ -120,18 +128,49 @@ def extract_backbone(cfg: BackboneConfig) -> str:
     model.to(device)
     images = FeatureInput(source, IMAGE_SIZE, 3)
     probe_maps = capture(model, blocks, torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=device), chosen)
-    shapes = {FeatureKey(0, b, p): pooled_shape(*probe_maps[b].shape[1:], p) for b in chosen for p in cfg.pools}
-    key = {"model": {"name": cfg.model, "image_size": IMAGE_SIZE, "normalisation": "imagenet mean/std"}, "weights": weights,
-           "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": cfg.micro_batch, "device_type": device.type,
-           "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
-    made = provenance("backbone", cfg.model, cfg, dataset_record(source, rows, dataset), weights=weights, torch_version=torch.__version__)
-    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=BACKBONE_COMPATIBLE, provenance=made,
-                     row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
-                     shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
+    shapes = {
+        FeatureKey(0, b, p): pooled_shape(*probe_maps[b].shape[1:], p) for b in chosen for p in cfg.pools
+    }
+    key = {
+        "model": {"name": cfg.model, "image_size": IMAGE_SIZE, "normalisation": "imagenet mean/std"},
+        "weights": weights,
+        "preprocessing": PREPROCESSING,
+        "dtype": "fp32",
+        "class_label": None,
+        "micro_batch": cfg.micro_batch,
+        "device_type": device.type,
+        "seed": cfg.seed,
+        "limit": cfg.selection.limit,
+        "dataset": dataset,
+        "blocks": list(chosen),
+        "pools": list(cfg.pools),
+    }
+    made = provenance(
+        "backbone",
+        cfg.model,
+        cfg,
+        dataset_record(source, rows, dataset),
+        weights=weights,
+        torch_version=torch.__version__,
+    )
+    plan = StorePlan(
+        out=Path(cfg.store.out),
+        key=json_roundtrip(key),
+        compatible=BACKBONE_COMPATIBLE,
+        provenance=made,
+        row_shapes=shapes,
+        ids=[source.ids[i] for i in rows],
+        labels=source.labels[rows],
+        index=rows,
+        shard_rows=cfg.store.shard_rows,
+        overwrite=cfg.store.overwrite,
+    )
 
     def maps_of(x: torch.Tensor) -> dict[int, torch.Tensor]:  # [-1, 1] -> ImageNet's normalisation
         return capture(model, blocks, ((x + 1) / 2 - MEAN.to(device)) / STD.to(device), chosen)
 
-    fill = network_fill(images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, cfg.model, cfg.micro_batch)
+    fill = network_fill(
+        images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, cfg.model, cfg.micro_batch
+    )
     written = write_store(plan, fill, started=started)
     return f"{written.store}: {len(rows)} images, {cfg.model} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} ({written.images} computed now)"

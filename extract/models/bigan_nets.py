@@ -50,11 +50,18 @@ class Generator(nn.Module):
         super().__init__()
         w = a.width
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(a.z_dim, 4 * w, 4, 1, 0, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(),  # 1 -> 4
-            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(),  # 4 -> 8
-            nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),  # 8 -> 16
-            nn.ConvTranspose2d(w, CHANNELS, 4, 2, 1), nn.Tanh(),  # 16 -> 32
-        )  # fmt: skip
+            nn.ConvTranspose2d(a.z_dim, 4 * w, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),  # 1 -> 4
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),  # 4 -> 8
+            nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),  # 8 -> 16
+            nn.ConvTranspose2d(w, CHANNELS, 4, 2, 1),
+            nn.Tanh(),  # 16 -> 32
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z[:, :, None, None])
@@ -66,11 +73,17 @@ class Encoder(nn.Module):
     def __init__(self, a: BiganArch):
         super().__init__()
         w = a.width
-        self.stages = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(CHANNELS, w, 4, 2, 1), _lrelu()),  # 32 -> 16
-            nn.Sequential(nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), _lrelu()),  # 16 -> 8
-            nn.Sequential(nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * w), _lrelu()),  # 8 -> 4
-        ])  # fmt: skip
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(CHANNELS, w, 4, 2, 1), _lrelu()),  # 32 -> 16
+                nn.Sequential(
+                    nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), _lrelu()
+                ),  # 16 -> 8
+                nn.Sequential(
+                    nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * w), _lrelu()
+                ),  # 8 -> 4
+            ]
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 4 * 4, a.z_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,13 +101,24 @@ class Discriminator(nn.Module):
         super().__init__()
         w, h = a.d_width, a.d_hidden
         self.x_net = nn.Sequential(
-            nn.Conv2d(CHANNELS, w, 4, 2, 1), _lrelu(),  # 32 -> 16
-            nn.Conv2d(w, 2 * w, 4, 2, 1), _lrelu(),  # 16 -> 8
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), _lrelu(),  # 8 -> 4
+            nn.Conv2d(CHANNELS, w, 4, 2, 1),
+            _lrelu(),  # 32 -> 16
+            nn.Conv2d(w, 2 * w, 4, 2, 1),
+            _lrelu(),  # 16 -> 8
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1),
+            _lrelu(),  # 8 -> 4
             nn.Flatten(),
-        )  # fmt: skip
-        self.z_net = nn.Sequential(nn.Linear(a.z_dim, h // 2), _lrelu(), nn.Linear(h // 2, h // 2), _lrelu(), nn.Dropout(a.dropout))
-        self.joint = nn.Sequential(nn.Dropout(a.dropout), nn.Linear(4 * w * 16 + h // 2, h), _lrelu(), nn.Dropout(a.dropout), nn.Linear(h, 1))
+        )
+        self.z_net = nn.Sequential(
+            nn.Linear(a.z_dim, h // 2), _lrelu(), nn.Linear(h // 2, h // 2), _lrelu(), nn.Dropout(a.dropout)
+        )
+        self.joint = nn.Sequential(
+            nn.Dropout(a.dropout),
+            nn.Linear(4 * w * 16 + h // 2, h),
+            _lrelu(),
+            nn.Dropout(a.dropout),
+            nn.Linear(h, 1),
+        )
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """One logit per (x, z) pair: high for (x, E(x)), low for (G(z), z)."""
@@ -142,5 +166,7 @@ def load_bigan(path: str | Path) -> BiGAN:
     except RuntimeError as e:  # a shape mismatch
         raise CheckpointError(f"{path}: does not fit the BiGAN ({str(e).splitlines()[-1].strip()})") from None
     if missing or unexpected:
-        raise CheckpointError(f"{path}: does not fit the BiGAN: {len(missing)} missing keys, {len(unexpected)} unexpected keys")
+        raise CheckpointError(
+            f"{path}: does not fit the BiGAN: {len(missing)} missing keys, {len(unexpected)} unexpected keys"
+        )
     return model.float().eval()

@@ -65,8 +65,14 @@ def to_map(output, tokens: int | None, name: str) -> torch.Tensor:
         if v.dim() == 3 and side * side == v.shape[1] and (tokens is None or v.shape[1] == tokens):
             return v.transpose(1, 2).reshape(v.shape[0], v.shape[2], side, side)
     shapes = ", ".join(str(tuple(v.shape)) for v in found) or type(output).__name__
-    grid = f"tokens on the {math.isqrt(tokens)}x{math.isqrt(tokens)} patch grid" if tokens else "tokens on a square grid"
-    raise ValueError(f"module {name!r}: its output ({shapes}) is neither a map (N, C, H, W) nor {grid}; choose another module (see `extract blocks`)")
+    grid = (
+        f"tokens on the {math.isqrt(tokens)}x{math.isqrt(tokens)} patch grid"
+        if tokens
+        else "tokens on a square grid"
+    )
+    raise ValueError(
+        f"module {name!r}: its output ({shapes}) is neither a map (N, C, H, W) nor {grid}; choose another module (see `extract blocks`)"
+    )
 
 
 def meta_inputs(spec: DiffusersSpec, batch: int = 1, device: str | torch.device = "meta"):
@@ -98,7 +104,9 @@ def forward_order(model: nn.Module, spec: DiffusersSpec) -> tuple[list[str], dic
 
 def _unknown(name: str, known: list[str], spec: DiffusersSpec) -> ValueError:
     close = [n for n in known if n.startswith(name.rsplit(".", 1)[0])][:6] or known[:6]
-    return ValueError(f"unknown module {name!r} of {spec.denoiser_class}; valid names include {', '.join(close)} (`extract blocks` lists the numbered ones)")
+    return ValueError(
+        f"unknown module {name!r} of {spec.denoiser_class}; valid names include {', '.join(close)} (`extract blocks` lists the numbered ones)"
+    )
 
 
 def resolve_table(spec: DiffusersSpec, names=()) -> tuple[DiffusersSpec, list[BlockInfo]]:
@@ -114,18 +122,38 @@ def resolve_table(spec: DiffusersSpec, names=()) -> tuple[DiffusersSpec, list[Bl
         if name not in modules:
             raise _unknown(name, table, spec)
         if name not in rank:
-            raise ValueError(f"module {name!r} of {spec.denoiser_class} does not run in its forward (with this conditioning); choose another")
+            raise ValueError(
+                f"module {name!r} of {spec.denoiser_class} does not run in its forward (with this conditioning); choose another"
+            )
     extra = sorted({n for n in names if n not in table}, key=rank.get)
     all_names = table + extra
     null = kind.null_class(spec.denoiser)
-    spec = with_blocks(spec, tuple(all_names), len(table), table[len(table) // 2] if table else "", null, "class_labels" in meta_condition(spec, 1, "meta"))
+    spec = with_blocks(
+        spec,
+        tuple(all_names),
+        len(table),
+        table[len(table) // 2] if table else "",
+        null,
+        "class_labels" in meta_condition(spec, 1, "meta"),
+    )
     spec = replace(spec, block_ranks=tuple(rank[n] for n in all_names))
     tokens = patch_tokens(spec)
-    infos = [BlockInfo(b, n, type(modules[n]).__name__, *to_map(outputs[n], tokens, n).shape[1:]) for b, n in enumerate(all_names, start=1)]
+    infos = [
+        BlockInfo(b, n, type(modules[n]).__name__, *to_map(outputs[n], tokens, n).shape[1:])
+        for b, n in enumerate(all_names, start=1)
+    ]
     return spec, infos
 
 
-def capture(model: nn.Module, spec: DiffusersSpec, x_t: torch.Tensor, t: torch.Tensor, cond: dict, blocks, stop_early: bool = True) -> dict[int, torch.Tensor]:
+def capture(
+    model: nn.Module,
+    spec: DiffusersSpec,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    cond: dict,
+    blocks,
+    stop_early: bool = True,
+) -> dict[int, torch.Tensor]:
     """Block b -> (N, C_b, H_b, W_b), the forward stopped after the requested module that runs last."""
     by_rank = {spec.block_ranks[b - 1]: b for b in set(blocks)}
     modules = {r: model.get_submodule(spec.block_names[b - 1]) for r, b in by_rank.items()}
@@ -138,14 +166,21 @@ def capture(model: nn.Module, spec: DiffusersSpec, x_t: torch.Tensor, t: torch.T
 # ---------------------------------------------------------------- the whole model
 def read_schedule(spec: DiffusersSpec, folder: Path | None) -> dict:
     """The folder's scheduler config (scheduler/, or beside a denoiser-only folder's config), else DDPM's defaults."""
-    paths = [folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"] if folder else []
+    paths = (
+        [folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"] if folder else []
+    )
     path = next((p for p in paths if p.is_file()), None)
     cfg = json.loads(path.read_text()) if path else {}
     flow = cfg.get("_class_name", "").startswith("FlowMatch")
-    return {"source": str(path.relative_to(folder)) if path else "defaults", "kind": "flow" if flow else "ddpm",
-            "beta_schedule": cfg.get("beta_schedule", spec.beta_schedule), "beta_start": cfg.get("beta_start", spec.beta_start),
-            "beta_end": cfg.get("beta_end", spec.beta_end), "steps": cfg.get("num_train_timesteps", spec.diffusion_steps),
-            "trained_betas": cfg.get("trained_betas")}  # fmt: skip
+    return {
+        "source": str(path.relative_to(folder)) if path else "defaults",
+        "kind": "flow" if flow else "ddpm",
+        "beta_schedule": cfg.get("beta_schedule", spec.beta_schedule),
+        "beta_start": cfg.get("beta_start", spec.beta_start),
+        "beta_end": cfg.get("beta_end", spec.beta_end),
+        "steps": cfg.get("num_train_timesteps", spec.diffusion_steps),
+        "trained_betas": cfg.get("trained_betas"),
+    }
 
 
 @dataclass
@@ -186,8 +221,16 @@ class DiffusersModel:
         return capture(self.denoiser, self.preset, x_t, steps, self.batch_cond(x_t.shape[0]), blocks)
 
 
-def load_model(spec: DiffusersSpec, folder: Path, *, random_init: bool = False, seed: int = 0, prompt: str = "",
-               class_label: int | None = None, cond_file: Path | None = None) -> DiffusersModel:  # fmt: skip
+def load_model(
+    spec: DiffusersSpec,
+    folder: Path,
+    *,
+    random_init: bool = False,
+    seed: int = 0,
+    prompt: str = "",
+    class_label: int | None = None,
+    cond_file: Path | None = None,
+) -> DiffusersModel:
     """Denoiser (from the folder, or random and seeded), VAE and text encoders from the folder;
     the conditioning computed here, once."""
     lib = libraries()
@@ -209,5 +252,11 @@ def load_model(spec: DiffusersSpec, folder: Path, *, random_init: bool = False, 
     cond, records, key = condition(spec, lib, folder, prompt, class_label, cond_file, _from_folder, index)
     weights.update(records)
     schedule = read_schedule(spec, folder)
-    abar = alphas_cumprod(schedule["beta_schedule"], schedule["beta_start"], schedule["beta_end"], schedule["steps"], schedule["trained_betas"])
+    abar = alphas_cumprod(
+        schedule["beta_schedule"],
+        schedule["beta_start"],
+        schedule["beta_end"],
+        schedule["steps"],
+        schedule["trained_betas"],
+    )
     return DiffusersModel(spec, denoiser, vae, cond, abar, schedule, weights, weights["vae"], key)

@@ -28,16 +28,22 @@ def validate_diffusers(cfg: ExtractConfig) -> tuple[DiffusersSpec, tuple[int, ..
     """Every argument error (and a folder that does not fit), before any work."""
     libraries()
     if cfg.model_dir is None:
-        raise ValueError(f"--model {cfg.model} needs --model-dir DIR (a local diffusers folder: unet/ or transformer/, vae/, scheduler/, text encoders)")
+        raise ValueError(
+            f"--model {cfg.model} needs --model-dir DIR (a local diffusers folder: unet/ or transformer/, vae/, scheduler/, text encoders)"
+        )
     if cfg.ckpt is not None:
-        raise ValueError(f"--ckpt is not used with --model {cfg.model}: the denoiser's weights come from the folder (or --random-init)")
+        raise ValueError(
+            f"--ckpt is not used with --model {cfg.model}: the denoiser's weights come from the folder (or --random-init)"
+        )
     spec = resolve_spec(cfg.model, cfg.model_dir)
     spec, table = resolve_table(spec, tuple(b for b in cfg.blocks if isinstance(b, str) and b != ALL_BLOCKS))
     check_run_options(cfg, spec)
     needs = kind_of(spec.denoiser_class).needs(spec.denoiser)
     if "class_labels" in needs:
         if cfg.class_label is None and spec.null_class is None:
-            raise ValueError(f"{spec.denoiser_class} is class-conditional and its config has no null class: give --class-label")
+            raise ValueError(
+                f"{spec.denoiser_class} is class-conditional and its config has no null class: give --class-label"
+            )
         top = spec.null_class if spec.null_class is not None else spec.denoiser.get("num_class_embeds", 1) - 1
         if cfg.class_label is not None and not 0 <= cfg.class_label <= top:
             raise ValueError(f"--class-label must be in [0, {top}], got {cfg.class_label}")
@@ -60,10 +66,23 @@ def extract_diffusers(cfg: ExtractConfig) -> Summary:
     spec, blocks, shapes = validate_diffusers(cfg)
 
     def load():
-        return load_model(spec, cfg.model_dir, random_init=cfg.random_init, seed=cfg.seed, prompt=cfg.prompt, class_label=cfg.class_label, cond_file=cfg.cond)
+        return load_model(
+            spec,
+            cfg.model_dir,
+            random_init=cfg.random_init,
+            seed=cfg.seed,
+            prompt=cfg.prompt,
+            class_label=cfg.class_label,
+            cond_file=cfg.cond,
+        )
 
     def key_extra(model) -> dict:
-        extra = {"conditioning": model.conditioning, "modules": {str(b): spec.block_names[b - 1] for b in blocks}}
+        extra = {
+            "conditioning": model.conditioning,
+            "modules": {str(b): spec.block_names[b - 1] for b in blocks},
+        }
         return extra if spec.vae else {**extra, "encoding": PIXELS}
 
-    return run_latent_stores(cfg, started, spec, blocks, shapes, load, lambda model: model, key_extra, kind="diffusers")
+    return run_latent_stores(
+        cfg, started, spec, blocks, shapes, load, lambda model: model, key_extra, kind="diffusers"
+    )

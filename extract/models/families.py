@@ -41,18 +41,51 @@ class Family:
 
 DIFFUSION_CONFIG = "extract.store.config:ExtractConfig"
 FAMILIES: dict[str, Family] = {
-    "adm": Family(DIFFUSION_CONFIG, "extract.models.adm_run:extract_adm", ("unet",), "extract.models.adm_run:validate_adm", "extract.models.adm_blocks:block_table"),
-    "latent": Family(DIFFUSION_CONFIG, "extract.models.latent_run:extract_latent", ("latent",), "extract.models.latent_run:validate_latent",
-                     "extract.models.latent_blocks:latent_block_table"),  # fmt: skip
-    "diffusers": Family(DIFFUSION_CONFIG, "extract.models.diffusers_run:extract_diffusers", ("diffusers",), "extract.models.diffusers_run:validate_diffusers",
-                        "extract.models.diffusers_run:block_table", "extract.models.diffusers_spec:resolve_spec"),  # fmt: skip
-    "backbone": Family("extract.models.backbones:BackboneConfig", "extract.models.backbones:extract_backbone", ("backbone",)),
-    "pixels": Family("extract.models.pixels:PixelConfig", "extract.models.pixels:extract_pixels", ("pixels",)),
-    "features": Family("extract.models.feature_store:FeatureStoreConfig", "extract.models.feature_store:extract_features", ("features",)),
+    "adm": Family(
+        DIFFUSION_CONFIG,
+        "extract.models.adm_run:extract_adm",
+        ("unet",),
+        "extract.models.adm_run:validate_adm",
+        "extract.models.adm_blocks:block_table",
+    ),
+    "latent": Family(
+        DIFFUSION_CONFIG,
+        "extract.models.latent_run:extract_latent",
+        ("latent",),
+        "extract.models.latent_run:validate_latent",
+        "extract.models.latent_blocks:latent_block_table",
+    ),
+    "diffusers": Family(
+        DIFFUSION_CONFIG,
+        "extract.models.diffusers_run:extract_diffusers",
+        ("diffusers",),
+        "extract.models.diffusers_run:validate_diffusers",
+        "extract.models.diffusers_run:block_table",
+        "extract.models.diffusers_spec:resolve_spec",
+    ),
+    "backbone": Family(
+        "extract.models.backbones:BackboneConfig", "extract.models.backbones:extract_backbone", ("backbone",)
+    ),
+    "pixels": Family(
+        "extract.models.pixels:PixelConfig", "extract.models.pixels:extract_pixels", ("pixels",)
+    ),
+    "features": Family(
+        "extract.models.feature_store:FeatureStoreConfig",
+        "extract.models.feature_store:extract_features",
+        ("features",),
+    ),
     # networks read layer by layer from a weights file (the BiGAN encoder, the Fashion-MNIST classifier): one row each in extract.models.staged
-    "staged": Family("extract.models.staged:StagedConfig", "extract.models.staged:extract_staged", ("bigan", "classifier-layers")),
+    "staged": Family(
+        "extract.models.staged:StagedConfig",
+        "extract.models.staged:extract_staged",
+        ("bigan", "classifier-layers"),
+    ),
 }
-PRESET_FAMILY = {**{name: "adm" for name in PRESETS}, **{name: "latent" for name in LATENT_PRESETS}, **{name: "diffusers" for name in DIFFUSERS_MODELS}}
+PRESET_FAMILY = {
+    **{name: "adm" for name in PRESETS},
+    **{name: "latent" for name in LATENT_PRESETS},
+    **{name: "diffusers" for name in DIFFUSERS_MODELS},
+}
 
 
 def family_of(model: str) -> str:
@@ -60,7 +93,9 @@ def family_of(model: str) -> str:
     try:
         return PRESET_FAMILY[model]
     except KeyError:
-        raise ValueError(f"unknown model preset {model!r}; choose one of: {', '.join((*MODEL_NAMES, *DIFFUSERS_MODELS))}") from None
+        raise ValueError(
+            f"unknown model preset {model!r}; choose one of: {', '.join((*MODEL_NAMES, *DIFFUSERS_MODELS))}"
+        ) from None
 
 
 def family_functions(model: str):

@@ -70,7 +70,9 @@ def _torch_fidelity():
         import torch_fidelity
         import torch_fidelity.feature_extractor_inceptionv3  # noqa: F401 - the module used
     except ImportError:
-        raise ValueError("Inception features (FID, KID, IS) need torch-fidelity: pip install 'diffprobe[fid]'") from None
+        raise ValueError(
+            "Inception features (FID, KID, IS) need torch-fidelity: pip install 'diffprobe[fid]'"
+        ) from None
     return torch_fidelity
 
 
@@ -99,7 +101,10 @@ def inception_shapes() -> dict[str, tuple[int, ...]]:
 
 
 # torch-fidelity's layer names: pool3 for FID and KID, the 1008 logits (without the bias) for the Inception Score
-INCEPTION_LAYERS = {"inception": ("2048", "2048 (pool3)", 2048), "inception-logits": ("logits_unbiased", "logits_unbiased (1008)", 1008)}
+INCEPTION_LAYERS = {
+    "inception": ("2048", "2048 (pool3)", 2048),
+    "inception-logits": ("logits_unbiased", "logits_unbiased (1008)", 1008),
+}
 
 
 def _inception(spec: FeatureSpec, arg: str, family: str = "inception") -> Extractor:
@@ -108,10 +113,16 @@ def _inception(spec: FeatureSpec, arg: str, family: str = "inception") -> Extrac
     from extract.models.weights import CheckpointError, file_sha256, fit_of, read_state_dict
 
     layer, described, dim = INCEPTION_LAYERS[family]
-    record = {"features": family, "implementation": f"torch-fidelity {torch_fidelity.__version__}", "layer": described}
+    record = {
+        "features": family,
+        "implementation": f"torch-fidelity {torch_fidelity.__version__}",
+        "layer": described,
+    }
     if spec.random_init == (spec.inception_weights is not None):
-        raise ValueError(f"--features {family} needs --inception-weights FILE (torch-fidelity's {TORCH_FIDELITY_WEIGHTS}; "
-                         "it cannot be downloaded here), or --random-init for a pipeline check")  # fmt: skip
+        raise ValueError(
+            f"--features {family} needs --inception-weights FILE (torch-fidelity's {TORCH_FIDELITY_WEIGHTS}; "
+            "it cannot be downloaded here), or --random-init for a pipeline check"
+        )
     if spec.random_init:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed)
@@ -121,10 +132,16 @@ def _inception(spec: FeatureSpec, arg: str, family: str = "inception") -> Extrac
         state = read_state_dict(spec.inception_weights)
         fit = fit_of({k: tuple(v.shape) for k, v in state.items()}, inception_shapes())
         if not fit.ok:
-            raise CheckpointError(f"{spec.inception_weights} is not torch-fidelity's Inception-v3 ({TORCH_FIDELITY_WEIGHTS}): {fit.describe(limit=2)}")
+            raise CheckpointError(
+                f"{spec.inception_weights} is not torch-fidelity's Inception-v3 ({TORCH_FIDELITY_WEIGHTS}): {fit.describe(limit=2)}"
+            )
         net = inception_network({k: v.float() for k, v in state.items()}, layer)
         sha = file_sha256(spec.inception_weights)
-        record.update(weights=Path(spec.inception_weights).name, sha256=sha, standard=sha.startswith(TORCH_FIDELITY_SHA256_PREFIX))
+        record.update(
+            weights=Path(spec.inception_weights).name,
+            sha256=sha,
+            standard=sha.startswith(TORCH_FIDELITY_SHA256_PREFIX),
+        )
     device = torch.device(spec.device)
     net = net.to(device)
 
@@ -141,18 +158,32 @@ def _classifier(spec: FeatureSpec, arg: str, logits: bool = False) -> Extractor:
 
     family = "classifier-logits" if logits else "classifier"
     if not arg:
-        raise ValueError(f"--features {family}:FILE needs the classifier's weights file, e.g. {family}:extract/weights/fmnist-classifier.pt")
+        raise ValueError(
+            f"--features {family}:FILE needs the classifier's weights file, e.g. {family}:extract/weights/fmnist-classifier.pt"
+        )
     model, sha = load_classifier(arg)
     device = torch.device(spec.device)
     model = model.to(device)
 
     @torch.no_grad()
     def fn(images: np.ndarray) -> np.ndarray:
-        x = _nchw(images, device, rgb=False).float() / 127.5 - 1.0  # extract.data.sources.preprocess's scaling
+        x = (
+            _nchw(images, device, rgb=False).float() / 127.5 - 1.0
+        )  # extract.data.sources.preprocess's scaling
         return (model(x) if logits else model.features(x)).double().cpu().numpy()  # eval mode: dropout is off
 
-    dim, layer = (model.head.out_features, f"head ({model.head.out_features} logits)") if logits else (FEATURE_DIM, "embed (128, under the classifier)")
-    record = {"features": family, "implementation": "extract.models.classifier.SmallCNN", "layer": layer, "weights": Path(arg).name, "sha256": sha}
+    dim, layer = (
+        (model.head.out_features, f"head ({model.head.out_features} logits)")
+        if logits
+        else (FEATURE_DIM, "embed (128, under the classifier)")
+    )
+    record = {
+        "features": family,
+        "implementation": "extract.models.classifier.SmallCNN",
+        "layer": layer,
+        "weights": Path(arg).name,
+        "sha256": sha,
+    }
     return Extractor(family, record, dim, fn, channels=CHANNELS, size=IMAGE_SIZE)
 
 
@@ -160,33 +191,64 @@ def _torchvision(spec: FeatureSpec, arg: str) -> Extractor:
     from PIL import Image
 
     from extract.data.sources import center_crop
-    from extract.models.backbones import BACKBONES, IMAGE_SIZE, MEAN, STD, BackboneConfig, capture, load_backbone
+    from extract.models.backbones import (
+        BACKBONES,
+        IMAGE_SIZE,
+        MEAN,
+        STD,
+        BackboneConfig,
+        capture,
+        load_backbone,
+    )
     from extract.store.config import StoreOptions
 
     name = f"torchvision:{arg}"
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
-    model, blocks, weights = load_backbone(BackboneConfig(store=StoreOptions(out=Path(".")), model=name, weights=spec.weights,
-                                                          random_init=spec.random_init, seed=spec.seed))  # fmt: skip
+    model, blocks, weights = load_backbone(
+        BackboneConfig(
+            store=StoreOptions(out=Path(".")),
+            model=name,
+            weights=spec.weights,
+            random_init=spec.random_init,
+            seed=spec.seed,
+        )
+    )
     device = torch.device(spec.device)
     model = model.to(device)
     last = len(blocks)
 
     def fn(images: np.ndarray) -> np.ndarray:
         # extract's center crop to 224 (as `extract backbone` preprocesses), then ImageNet's normalisation
-        crops = [np.asarray(center_crop(Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).convert("RGB"), IMAGE_SIZE)) for im in images]
+        crops = [
+            np.asarray(
+                center_crop(
+                    Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).convert("RGB"), IMAGE_SIZE
+                )
+            )
+            for im in images
+        ]
         x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255).to(device)
         out = capture(model, blocks, (x - MEAN.to(device)) / STD.to(device), (last,))[last]
         return out.float().mean((2, 3)).double().cpu().numpy()
 
-    record = {"features": name, "implementation": f"torchvision, block {last} averaged over positions", "weights": weights}
+    record = {
+        "features": name,
+        "implementation": f"torchvision, block {last} averaged over positions",
+        "weights": weights,
+    }
     dims = {"torchvision:resnet50": 2048, "torchvision:vit_b_16": 768}
     return Extractor(name, record, dims[name], fn)
 
 
 def _pixels(spec: FeatureSpec, arg: str) -> Extractor:
     """The uint8 pixel values themselves: a feature space where distances have closed forms."""
-    return Extractor("pixels", {"features": "pixels", "implementation": "uint8 values, flattened"}, -1, lambda x: x.reshape(len(x), -1))
+    return Extractor(
+        "pixels",
+        {"features": "pixels", "implementation": "uint8 values, flattened"},
+        -1,
+        lambda x: x.reshape(len(x), -1),
+    )
 
 
 FAMILIES: dict[str, Callable[[FeatureSpec, str], Extractor]] = {
@@ -205,5 +267,7 @@ def build_extractor(spec: FeatureSpec) -> Extractor:
     try:
         factory = FAMILIES[family]
     except KeyError:
-        raise ValueError(f"--features {spec.features!r}: choose inception, inception-logits, classifier:FILE, classifier-logits:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels") from None
+        raise ValueError(
+            f"--features {spec.features!r}: choose inception, inception-logits, classifier:FILE, classifier-logits:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels"
+        ) from None
     return factory(spec, arg)

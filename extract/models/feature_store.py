@@ -39,7 +39,9 @@ FEATURE_COMPATIBLE = ("model", "weights", "preprocessing", "micro_batch")
 class FeatureStoreConfig:
     store: StoreOptions
     selection: DataSelection = DataSelection(split="test")
-    features: str = "inception"  # inception | classifier:FILE | torchvision:NAME (extract.models.feature_nets)
+    features: str = (
+        "inception"  # inception | classifier:FILE | torchvision:NAME (extract.models.feature_nets)
+    )
     inception_weights: Path | None = None
     weights: Path | None = None  # torchvision backbones
     random_init: bool = False  # random network weights: checks a pipeline; the distance is not an FID
@@ -52,7 +54,9 @@ class FeatureStoreConfig:
 
 
 def feature_spec(cfg: FeatureStoreConfig) -> FeatureSpec:
-    return FeatureSpec(cfg.features, cfg.inception_weights, cfg.weights, cfg.random_init, cfg.device, cfg.seed)
+    return FeatureSpec(
+        cfg.features, cfg.inception_weights, cfg.weights, cfg.random_init, cfg.device, cfg.seed
+    )
 
 
 def _rows(cfg: FeatureStoreConfig) -> tuple[ImageSource, np.ndarray, dict]:
@@ -65,11 +69,15 @@ def _rows(cfg: FeatureStoreConfig) -> tuple[ImageSource, np.ndarray, dict]:
         rows = np.sort(order[:cut] if cfg.half == "first" else order[cut : 2 * cut])
         dataset = {**dataset, "rows": len(rows), "half": f"{cfg.half} (seed {cfg.seed})"}
     if len(rows) < 2:
-        raise ValueError(f"{cfg.selection.data} {cfg.selection.split}: {len(rows)} images selected; statistics need at least 2")
+        raise ValueError(
+            f"{cfg.selection.data} {cfg.selection.split}: {len(rows)} images selected; statistics need at least 2"
+        )
     return source, rows, dataset
 
 
-def _image_kind(source: ImageSource, rows: np.ndarray, cfg: FeatureStoreConfig, net: Extractor) -> tuple[int, int]:
+def _image_kind(
+    source: ImageSource, rows: np.ndarray, cfg: FeatureStoreConfig, net: Extractor
+) -> tuple[int, int]:
     """(size, channels) the images are read at: the options', else, for a dataset, the network's
     input; else the first image's. Samples are compared as they are, so a network that needs
     another size or kind refuses them rather than converting them."""
@@ -78,22 +86,41 @@ def _image_kind(source: ImageSource, rows: np.ndarray, cfg: FeatureStoreConfig, 
     size = cfg.image_size or (None if as_they_are else net.size)
     if size is None:
         if first.size[0] != first.size[1]:
-            raise ValueError(f"{source.location}: images are {first.size[0]}x{first.size[1]}; give --image-size")
+            raise ValueError(
+                f"{source.location}: images are {first.size[0]}x{first.size[1]}; give --image-size"
+            )
         size = first.size[0]
-    channels = cfg.channels or (None if as_they_are else net.channels) or (1 if first.mode in GRAY_MODES else 3)
+    channels = (
+        cfg.channels or (None if as_they_are else net.channels) or (1 if first.mode in GRAY_MODES else 3)
+    )
     if net.channels is not None and channels != net.channels:
-        raise ValueError(f"{net.name} features take {CHANNEL_WORDS[net.channels]} images; these are {CHANNEL_WORDS[channels]}")
+        raise ValueError(
+            f"{net.name} features take {CHANNEL_WORDS[net.channels]} images; these are {CHANNEL_WORDS[channels]}"
+        )
     if net.size is not None and size != net.size:
         raise ValueError(f"{net.name} features take {net.size}x{net.size} images; these are {size}x{size}")
     return size, channels
 
 
-def images_record(cfg: FeatureStoreConfig, source: ImageSource, rows: np.ndarray, size: int, channels: int) -> dict:
+def images_record(
+    cfg: FeatureStoreConfig, source: ImageSource, rows: np.ndarray, size: int, channels: int
+) -> dict:
     """What the images were, as `analysis fid` reports each side."""
     sel = cfg.selection
-    record = {"kind": "dataset", "data": sel.data, "split": sel.split, "data_opts": list(sel.data_opts), "limit": sel.limit,
-              "seed": cfg.seed, "half": cfg.half, "images": int(len(rows)), "fingerprint": source.fingerprint(),
-              "preprocessing": IMAGE_PREPROCESSING, "image_size": size, "channels": channels}  # fmt: skip
+    record = {
+        "kind": "dataset",
+        "data": sel.data,
+        "split": sel.split,
+        "data_opts": list(sel.data_opts),
+        "limit": sel.limit,
+        "seed": cfg.seed,
+        "half": cfg.half,
+        "images": int(len(rows)),
+        "fingerprint": source.fingerprint(),
+        "preprocessing": IMAGE_PREPROCESSING,
+        "image_size": size,
+        "channels": channels,
+    }
     if sel.data == "samples":
         record["path"] = str(sel.data_root)
     return record
@@ -109,15 +136,40 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
     size, channels = _image_kind(source, rows, cfg, net)
     dim = net.dim if net.dim > 0 else size * size * channels
     weights = {k: net.record[k] for k in ("weights", "sha256", "init_seed") if k in net.record}
-    key = {"model": {"name": net.name, **{k: v for k, v in net.record.items() if k not in weights}}, "weights": weights,
-           "preprocessing": f"{IMAGE_PREPROCESSING} at {size}x{size}, {CHANNEL_WORDS[channels]}", "dtype": "fp32",
-           "class_label": None, "micro_batch": cfg.batch_size, "device_type": cfg.device.split(":")[0], "seed": cfg.seed,
-           "limit": cfg.selection.limit, "dataset": dataset}  # fmt: skip
-    made = provenance("features", net.name, cfg, dataset_record(source, rows, dataset),
-                      weights=weights, images=images_record(cfg, source, rows, size, channels), features=net.record)  # fmt: skip
-    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=FEATURE_COMPATIBLE, provenance=made,
-                     row_shapes={FEATURE_KEY: (dim,)}, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
-                     shard_rows=cfg.store.shard_rows, dtype="float32", overwrite=cfg.store.overwrite)  # fmt: skip
+    key = {
+        "model": {"name": net.name, **{k: v for k, v in net.record.items() if k not in weights}},
+        "weights": weights,
+        "preprocessing": f"{IMAGE_PREPROCESSING} at {size}x{size}, {CHANNEL_WORDS[channels]}",
+        "dtype": "fp32",
+        "class_label": None,
+        "micro_batch": cfg.batch_size,
+        "device_type": cfg.device.split(":")[0],
+        "seed": cfg.seed,
+        "limit": cfg.selection.limit,
+        "dataset": dataset,
+    }
+    made = provenance(
+        "features",
+        net.name,
+        cfg,
+        dataset_record(source, rows, dataset),
+        weights=weights,
+        images=images_record(cfg, source, rows, size, channels),
+        features=net.record,
+    )
+    plan = StorePlan(
+        out=Path(cfg.store.out),
+        key=json_roundtrip(key),
+        compatible=FEATURE_COMPATIBLE,
+        provenance=made,
+        row_shapes={FEATURE_KEY: (dim,)},
+        ids=[source.ids[i] for i in rows],
+        labels=source.labels[rows],
+        index=rows,
+        shard_rows=cfg.store.shard_rows,
+        dtype="float32",
+        overwrite=cfg.store.overwrite,
+    )
 
     def read(i: int) -> np.ndarray:
         try:
@@ -125,7 +177,9 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
         except (OSError, ValueError) as e:
             raise DataError(f"{source.location}: image {source.ids[int(i)]} cannot be read ({e})") from None
         if cfg.selection.data == "samples" and img.size != (size, size):
-            raise DataError(f"{source.location}: sample {source.ids[int(i)]} is {img.size[0]}x{img.size[1]}, the first is {size}x{size}")
+            raise DataError(
+                f"{source.location}: sample {source.ids[int(i)]} is {img.size[0]}x{img.size[1]}, the first is {size}x{size}"
+            )
         return np.asarray(center_crop(to_mode(img, channels), size)).reshape(size, size, channels)
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
@@ -137,9 +191,13 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
                 # batches at multiples of batch_size, whatever the shard size
                 for a in range(span.start - span.start % cfg.batch_size, span.stop, cfg.batch_size):
                     lo, hi = max(a, span.start), min(a + cfg.batch_size, span.stop)
-                    x = np.zeros((cfg.batch_size, size, size, channels), np.uint8)  # zero rows pad the store's last batch
+                    x = np.zeros(
+                        (cfg.batch_size, size, size, channels), np.uint8
+                    )  # zero rows pad the store's last batch
                     for j in range(a, min(a + cfg.batch_size, len(rows))):
-                        x[j - a] = read(rows[j])  # the whole batch, so its images are the same whichever shard asks
+                        x[j - a] = read(
+                            rows[j]
+                        )  # the whole batch, so its images are the same whichever shard asks
                     feats = net(x)
                     out[lo - span.start : hi - span.start] = feats[lo - a : hi - a]
                     bar.update(hi - lo)

@@ -40,7 +40,9 @@ def libraries() -> SimpleNamespace:
         import diffusers
         import transformers
     except ImportError as e:
-        raise MissingExtra(f"latent diffusion models need diffusers and transformers ({e.name or e} is not installed): {LATENT_EXTRA}") from None
+        raise MissingExtra(
+            f"latent diffusion models need diffusers and transformers ({e.name or e} is not installed): {LATENT_EXTRA}"
+        ) from None
     for lib in (diffusers, transformers):
         lib.utils.logging.set_verbosity_error()  # config keys of other model classes are ignored on purpose
         lib.utils.logging.disable_progress_bar()  # per-file loading bars; the run has its own
@@ -59,13 +61,17 @@ def _tokens_to_map(output) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
 
 
-def _text_condition(preset: LatentPreset, folder: Path | None, seed: int, prompt: str, class_label: int | None) -> tuple[torch.Tensor, dict]:
+def _text_condition(
+    preset: LatentPreset, folder: Path | None, seed: int, prompt: str, class_label: int | None
+) -> tuple[torch.Tensor, dict]:
     """The prompt's text-encoder states (1, L, D), and the text encoder's weights record."""
     cond, record = _prompt_states(preset, libraries(), folder, seed, prompt)
     return cond, {"text_encoder": record}
 
 
-def _class_condition(preset: LatentPreset, folder: Path | None, seed: int, prompt: str, class_label: int | None) -> tuple[torch.Tensor, dict]:
+def _class_condition(
+    preset: LatentPreset, folder: Path | None, seed: int, prompt: str, class_label: int | None
+) -> tuple[torch.Tensor, dict]:
     """The class label (1,); the null class when none is given."""
     return torch.tensor([preset.null_class if class_label is None else class_label], dtype=torch.long), {}
 
@@ -85,20 +91,44 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "sd": Family(
-        "UNet2DConditionModel", "unet", ("unet", "vae", "text_encoder", "tokenizer"),
-        ("in_channels", "down_block_types", "up_block_types", "block_out_channels", "layers_per_block", "cross_attention_dim"),
-        lambda m, x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False), _first, _text_condition,
-        lambda p, n, device: torch.empty(n, p.text_encoder["max_position_embeddings"], p.denoiser["cross_attention_dim"], device=device),
+        "UNet2DConditionModel",
+        "unet",
+        ("unet", "vae", "text_encoder", "tokenizer"),
+        (
+            "in_channels",
+            "down_block_types",
+            "up_block_types",
+            "block_out_channels",
+            "layers_per_block",
+            "cross_attention_dim",
+        ),
+        lambda m, x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False),
+        _first,
+        _text_condition,
+        lambda p, n, device: torch.empty(
+            n, p.text_encoder["max_position_embeddings"], p.denoiser["cross_attention_dim"], device=device
+        ),
         lambda prompt, label: {"prompt": prompt},
     ),
     "dit": Family(
-        "DiTTransformer2DModel", "transformer", ("transformer", "vae"),
-        ("in_channels", "num_layers", "num_attention_heads", "attention_head_dim", "patch_size", "sample_size"),
-        lambda m, x, t, c: m(x, timestep=t, class_labels=c, return_dict=False), _tokens_to_map, _class_condition,
+        "DiTTransformer2DModel",
+        "transformer",
+        ("transformer", "vae"),
+        (
+            "in_channels",
+            "num_layers",
+            "num_attention_heads",
+            "attention_head_dim",
+            "patch_size",
+            "sample_size",
+        ),
+        lambda m, x, t, c: m(x, timestep=t, class_labels=c, return_dict=False),
+        _tokens_to_map,
+        _class_condition,
         lambda p, n, device: torch.full((n,), p.null_class, dtype=torch.long, device=device),
         lambda prompt, label: {"class_label": label},
     ),
-}  # fmt: skip
+}
 
 
 def layout(preset: LatentPreset) -> str:
@@ -108,7 +138,9 @@ def layout(preset: LatentPreset) -> str:
 
 
 # ---------------------------------------------------------------- building
-def build_denoiser(preset: LatentPreset, device: str | torch.device = "cpu", config: dict | None = None) -> nn.Module:
+def build_denoiser(
+    preset: LatentPreset, device: str | torch.device = "cpu", config: dict | None = None
+) -> nn.Module:
     """The preset's denoiser (or one built from `config`) with diffusers' own init, in eval mode.
     On the `meta` device nothing is allocated: shapes and block tables only."""
     cls = getattr(libraries().diffusers, FAMILIES[preset.family].denoiser_class)
@@ -159,8 +191,12 @@ def find_weights(folder: Path) -> WeightFiles:
             return WeightFiles((folder / f"{name}.fp16.safetensors",), variant="fp16")
     for name in WEIGHT_NAMES:
         if (folder / f"{name}.bin").is_file():
-            return WeightFiles((folder / f"{name}.bin",), safetensors=False)  # diffusers loads it weights-only
-    raise FileNotFoundError(f"{folder}: no weights file ({', '.join(n + '.safetensors' for n in WEIGHT_NAMES[:2])} or a sharded index)")
+            return WeightFiles(
+                (folder / f"{name}.bin",), safetensors=False
+            )  # diffusers loads it weights-only
+    raise FileNotFoundError(
+        f"{folder}: no weights file ({', '.join(n + '.safetensors' for n in WEIGHT_NAMES[:2])} or a sharded index)"
+    )
 
 
 def file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -173,7 +209,9 @@ def file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             with safe_open(str(path), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except Exception as e:  # noqa: BLE001 - a corrupt or foreign file: one clear error
-            raise CheckpointError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            ) from None
     return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
 
 
@@ -185,7 +223,12 @@ def weights_shapes(weights: WeightFiles) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-PREFIXES = ("unet.", "model.", "module.", "transformer.")  # wrappers some training code saves around the denoiser
+PREFIXES = (
+    "unet.",
+    "model.",
+    "module.",
+    "transformer.",
+)  # wrappers some training code saves around the denoiser
 
 
 def strip_prefix(names) -> str:
@@ -201,25 +244,38 @@ def check_denoiser_fit(preset: LatentPreset, shapes: dict[str, tuple[int, ...]],
     expected = {k: tuple(v.shape) for k, v in build_denoiser(preset, "meta").state_dict().items()}
     report = fit_of(found, expected)
     if not report.ok:
-        raise CheckpointError(f"{where} does not fit preset {preset.name!r} ({FAMILIES[preset.family].denoiser_class}): {report.describe()}")
+        raise CheckpointError(
+            f"{where} does not fit preset {preset.name!r} ({FAMILIES[preset.family].denoiser_class}): {report.describe()}"
+        )
 
 
 def check_folder(preset: LatentPreset, folder: Path) -> None:
     """Layout, structure and denoiser weights of a model folder, before any work."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder} (expected a diffusers folder: {layout(preset)})")
+        raise FileNotFoundError(
+            f"model folder not found: {folder} (expected a diffusers folder: {layout(preset)})"
+        )
     fam = FAMILIES[preset.family]
     for sub in fam.folders:
         config = "" if sub == "tokenizer" else "config.json"
         if not (folder / sub / config).exists():
-            raise FileNotFoundError(f"{folder} lacks {sub}/{config} for {preset.name} (expected layout: {layout(preset)})")
+            raise FileNotFoundError(
+                f"{folder} lacks {sub}/{config} for {preset.name} (expected layout: {layout(preset)})"
+            )
     config = json.loads((folder / fam.denoiser_folder / "config.json").read_text())
-    differs = [f"{k}: folder has {config.get(k)!r}, preset has {preset.denoiser[k]!r}" for k in fam.structural
-               if k in preset.denoiser and json.dumps(config.get(k)) != json.dumps(preset.denoiser[k])]  # fmt: skip
+    differs = [
+        f"{k}: folder has {config.get(k)!r}, preset has {preset.denoiser[k]!r}"
+        for k in fam.structural
+        if k in preset.denoiser and json.dumps(config.get(k)) != json.dumps(preset.denoiser[k])
+    ]
     if differs:
-        raise CheckpointError(f"{folder}/{fam.denoiser_folder} is not a {preset.name} model: {'; '.join(differs)}")
-    check_denoiser_fit(preset, weights_shapes(find_weights(folder / fam.denoiser_folder)), f"{folder}/{fam.denoiser_folder}")
+        raise CheckpointError(
+            f"{folder}/{fam.denoiser_folder} is not a {preset.name} model: {'; '.join(differs)}"
+        )
+    check_denoiser_fit(
+        preset, weights_shapes(find_weights(folder / fam.denoiser_folder)), f"{folder}/{fam.denoiser_folder}"
+    )
 
 
 def check_sources(preset: LatentPreset, model_dir: Path | None, ckpt: Path | None, random_init: bool) -> None:
@@ -227,7 +283,9 @@ def check_sources(preset: LatentPreset, model_dir: Path | None, ckpt: Path | Non
     if ckpt is not None and random_init:
         raise ValueError("--ckpt and --random-init exclude each other")
     if model_dir is None and not random_init:
-        raise ValueError(f"{preset.name} needs --model-dir DIR (a local diffusers folder: {layout(preset)}), or --random-init")
+        raise ValueError(
+            f"{preset.name} needs --model-dir DIR (a local diffusers folder: {layout(preset)}), or --random-init"
+        )
     if ckpt is not None:
         if not Path(ckpt).is_file():
             raise FileNotFoundError(f"checkpoint not found: {ckpt}")
@@ -236,7 +294,9 @@ def check_sources(preset: LatentPreset, model_dir: Path | None, ckpt: Path | Non
         if ckpt is None and not random_init:
             check_folder(preset, model_dir)
         elif not Path(model_dir).is_dir():
-            raise FileNotFoundError(f"model folder not found: {model_dir} (expected a diffusers folder: {layout(preset)})")
+            raise FileNotFoundError(
+                f"model folder not found: {model_dir} (expected a diffusers folder: {layout(preset)})"
+            )
 
 
 def _hashes(files) -> dict[str, str]:
@@ -246,12 +306,20 @@ def _hashes(files) -> dict[str, str]:
 def _from_folder(cls, folder: Path, sub: str) -> tuple[nn.Module, dict]:
     """from_pretrained on a local component folder; incomplete weights are an error, not a random init."""
     weights = find_weights(folder / sub)
-    model, info = cls.from_pretrained(folder, subfolder=sub, local_files_only=True, variant=weights.variant,
-                                      use_safetensors=weights.safetensors, output_loading_info=True)  # fmt: skip
+    model, info = cls.from_pretrained(
+        folder,
+        subfolder=sub,
+        local_files_only=True,
+        variant=weights.variant,
+        use_safetensors=weights.safetensors,
+        output_loading_info=True,
+    )
     missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
     wrong = list(info.get("mismatched_keys", []))
     if missing or wrong:
-        raise CheckpointError(f"{folder}/{sub}: {len(missing)} missing keys {missing[:5]}, {len(wrong)} shape mismatches {wrong[:5]}")
+        raise CheckpointError(
+            f"{folder}/{sub}: {len(missing)} missing keys {missing[:5]}, {len(wrong)} shape mismatches {wrong[:5]}"
+        )
     return model.float().eval(), _hashes((folder / sub / "config.json", *weights.files))
 
 
@@ -273,7 +341,9 @@ def load_denoiser_file(preset: LatentPreset, path: Path, config: dict | None) ->
 # ---------------------------------------------------------------- conditioning
 def empty_prompt_ids(text_config: dict, length: int) -> torch.Tensor:
     """What CLIP's tokenizer makes of "" padded to `length`: start, end, then padding. (1, length)."""
-    ids = [text_config["bos_token_id"], text_config["eos_token_id"]] + [text_config["pad_token_id"]] * (length - 2)
+    ids = [text_config["bos_token_id"], text_config["eos_token_id"]] + [text_config["pad_token_id"]] * (
+        length - 2
+    )
     return torch.tensor([ids], dtype=torch.long)
 
 
@@ -284,7 +354,13 @@ def encode_prompt(text_encoder: nn.Module, tokenizer, prompt: str) -> torch.Tens
             raise ValueError("a non-empty --prompt needs the tokenizer of a model folder (--model-dir)")
         ids = empty_prompt_ids(text_encoder.config.to_dict(), text_encoder.config.max_position_embeddings)
     else:
-        ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        ids = tokenizer(
+            prompt,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
     with torch.inference_mode():
         return text_encoder(ids.to(text_encoder.device))[0].float()
 
@@ -324,15 +400,34 @@ def read_schedule(preset: LatentPreset, model_dir: Path | None) -> dict:
     path = Path(model_dir) / "scheduler" / "scheduler_config.json" if model_dir else None
     if path is not None and path.is_file():
         cfg = json.loads(path.read_text())
-        return {"source": "scheduler/scheduler_config.json", "beta_schedule": cfg.get("beta_schedule", "linear"),
-                "beta_start": cfg.get("beta_start", 0.0001), "beta_end": cfg.get("beta_end", 0.02),
-                "steps": cfg.get("num_train_timesteps", 1000), "trained_betas": cfg.get("trained_betas")}  # fmt: skip
-    return {"source": "preset", "beta_schedule": preset.beta_schedule, "beta_start": preset.beta_start,
-            "beta_end": preset.beta_end, "steps": preset.diffusion_steps, "trained_betas": None}  # fmt: skip
+        return {
+            "source": "scheduler/scheduler_config.json",
+            "beta_schedule": cfg.get("beta_schedule", "linear"),
+            "beta_start": cfg.get("beta_start", 0.0001),
+            "beta_end": cfg.get("beta_end", 0.02),
+            "steps": cfg.get("num_train_timesteps", 1000),
+            "trained_betas": cfg.get("trained_betas"),
+        }
+    return {
+        "source": "preset",
+        "beta_schedule": preset.beta_schedule,
+        "beta_start": preset.beta_start,
+        "beta_end": preset.beta_end,
+        "steps": preset.diffusion_steps,
+        "trained_betas": None,
+    }
 
 
-def load_latent_model(preset: LatentPreset, *, model_dir: Path | None = None, ckpt: Path | None = None,
-                      random_init: bool = False, seed: int = 0, prompt: str = "", class_label: int | None = None) -> LatentModel:  # fmt: skip
+def load_latent_model(
+    preset: LatentPreset,
+    *,
+    model_dir: Path | None = None,
+    ckpt: Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    prompt: str = "",
+    class_label: int | None = None,
+) -> LatentModel:
     """Denoiser from --ckpt, the folder, or random (seeded); VAE and text encoder from the folder,
     or random when there is none. The conditioning is computed here, once."""
     check_sources(preset, model_dir, ckpt, random_init)
@@ -344,11 +439,17 @@ def load_latent_model(preset: LatentPreset, *, model_dir: Path | None = None, ck
         denoiser = _seeded(seed, lambda: build_denoiser(preset))
         weights["denoiser"] = {"random_init": True, "init_seed": seed}
     elif ckpt is not None:
-        config = json.loads((folder / fam.denoiser_folder / "config.json").read_text()) if folder and (folder / fam.denoiser_folder / "config.json").is_file() else None
+        config = (
+            json.loads((folder / fam.denoiser_folder / "config.json").read_text())
+            if folder and (folder / fam.denoiser_folder / "config.json").is_file()
+            else None
+        )
         denoiser = load_denoiser_file(preset, Path(ckpt), config)
         weights["denoiser"] = {"checkpoint": Path(ckpt).name, "sha256": file_sha256(ckpt)}
     else:
-        denoiser, weights["denoiser"] = _from_folder(getattr(lib.diffusers, fam.denoiser_class), folder, fam.denoiser_folder)
+        denoiser, weights["denoiser"] = _from_folder(
+            getattr(lib.diffusers, fam.denoiser_class), folder, fam.denoiser_folder
+        )
     if folder is not None:
         vae, weights["vae"] = _from_folder(lib.diffusers.AutoencoderKL, folder, "vae")
     else:
@@ -357,16 +458,26 @@ def load_latent_model(preset: LatentPreset, *, model_dir: Path | None = None, ck
     cond, records = fam.condition(preset, folder, seed, prompt, class_label)
     weights.update(records)
     schedule = read_schedule(preset, folder)
-    abar = alphas_cumprod(schedule["beta_schedule"], schedule["beta_start"], schedule["beta_end"], schedule["steps"], schedule["trained_betas"])
+    abar = alphas_cumprod(
+        schedule["beta_schedule"],
+        schedule["beta_start"],
+        schedule["beta_end"],
+        schedule["steps"],
+        schedule["trained_betas"],
+    )
     return LatentModel(preset, denoiser, vae, cond, abar, schedule, weights, weights["vae"])
 
 
-def _prompt_states(preset: LatentPreset, lib, folder: Path | None, seed: int, prompt: str) -> tuple[torch.Tensor, dict]:
+def _prompt_states(
+    preset: LatentPreset, lib, folder: Path | None, seed: int, prompt: str
+) -> tuple[torch.Tensor, dict]:
     if folder is None:
         encoder = _seeded(seed + 2, lambda: build_text_encoder(preset))
         return encode_prompt(encoder, None, prompt), {"random_init": True, "init_seed": seed + 2}
     encoder, hashes = _from_folder(lib.transformers.CLIPTextModel, folder, "text_encoder")
-    tokenizer = lib.transformers.CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    tokenizer = lib.transformers.CLIPTokenizer.from_pretrained(
+        folder, subfolder="tokenizer", local_files_only=True
+    )
     hashes.update(_hashes(sorted(f for f in (folder / "tokenizer").iterdir() if f.is_file())))
     return encode_prompt(encoder, tokenizer, prompt), hashes
 

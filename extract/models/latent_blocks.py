@@ -22,8 +22,15 @@ def latent_blocks(model: nn.Module, preset: LatentPreset) -> dict[int, tuple[str
     return {b: (name, model.get_submodule(name)) for b, name in enumerate(preset.block_names, start=1)}
 
 
-def capture_latent(model: nn.Module, preset: LatentPreset, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                   blocks, stop_early: bool = True) -> dict[int, torch.Tensor]:  # fmt: skip
+def capture_latent(
+    model: nn.Module,
+    preset: LatentPreset,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    blocks,
+    stop_early: bool = True,
+) -> dict[int, torch.Tensor]:
     """Block outputs for latents x_t (N, C, h, w) at timesteps t (N,) with conditioning cond
     (N, L, D) text states or (N,) class labels. Returns b -> (N, C_b, H_b, W_b)."""
     fam = FAMILIES[preset.family]
@@ -31,7 +38,9 @@ def capture_latent(model: nn.Module, preset: LatentPreset, x_t: torch.Tensor, t:
     return hooked_forward(modules, blocks, lambda: fam.call(model, x_t, t, cond), fam.convert, stop_early)
 
 
-def meta_inputs(preset: LatentPreset, batch: int = 1, device: str | torch.device = "meta") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def meta_inputs(
+    preset: LatentPreset, batch: int = 1, device: str | torch.device = "meta"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_t (N, C, h, w), t (N,), cond) of the preset's shapes; empty on the meta device."""
     s = preset.latent_size
     x = torch.empty(batch, preset.denoiser["in_channels"], s, s, device=device)
@@ -44,4 +53,6 @@ def latent_block_table(preset: LatentPreset) -> list[BlockInfo]:
     model = build_denoiser(preset, "meta")
     table = latent_blocks(model, preset)
     feats = capture_latent(model, preset, *meta_inputs(preset), list(table), stop_early=False)
-    return [BlockInfo(b, name, type(module).__name__, *feats[b].shape[1:]) for b, (name, module) in table.items()]
+    return [
+        BlockInfo(b, name, type(module).__name__, *feats[b].shape[1:]) for b, (name, module) in table.items()
+    ]

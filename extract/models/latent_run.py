@@ -41,13 +41,17 @@ from extract.store.provenance import provenance
 from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
 
-LATENT_KEY = FeatureKey(0, 0, None)  # the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
+LATENT_KEY = FeatureKey(
+    0, 0, None
+)  # the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
 ENCODING = "VAE posterior mean, (mean - shift_factor) * scaling_factor, fp32"
 LATENT_COMPATIBLE = ("model", "weights", "preprocessing", "encoding", "device_type")
 FEATURE_COMPATIBLE = (*UNET_COMPATIBLE, "conditioning", "schedule")
 
 
-def validate_latent(cfg: ExtractConfig) -> tuple[LatentPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
+def validate_latent(
+    cfg: ExtractConfig,
+) -> tuple[LatentPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
     """Every argument error (and a denoiser file or folder that does not fit), before any work."""
     preset = LATENT_PRESETS[cfg.model]
     libraries()  # a missing extra is the first thing to say
@@ -55,7 +59,9 @@ def validate_latent(cfg: ExtractConfig) -> tuple[LatentPreset, tuple[int, ...], 
     if preset.class_cond:
         label = class_label(cfg, preset)
         if not 0 <= label <= preset.null_class:
-            raise ValueError(f"--class-label must be in [0, {preset.null_class}] ({preset.null_class}: no class), got {label}")
+            raise ValueError(
+                f"--class-label must be in [0, {preset.null_class}] ({preset.null_class}: no class), got {label}"
+            )
         if cfg.prompt:
             raise ValueError(f"{preset.name} is class-conditional: use --class-label, not --prompt")
     elif cfg.class_label is not None:
@@ -64,7 +70,14 @@ def validate_latent(cfg: ExtractConfig) -> tuple[LatentPreset, tuple[int, ...], 
         raise ValueError(f"--cond is for --model diffusers; {preset.name} encodes its own conditioning")
     check_sources(preset, cfg.model_dir, cfg.ckpt, cfg.random_init)
     blocks = resolve_blocks(cfg, preset)
-    shapes = row_shapes(preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps, table=latent_block_table(preset))
+    shapes = row_shapes(
+        preset,
+        blocks,
+        cfg.ts,
+        pools_by_block(cfg, blocks),
+        cfg.skip_small_maps,
+        table=latent_block_table(preset),
+    )
     if not shapes:
         raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
     return preset, blocks, shapes
@@ -84,7 +97,9 @@ class LatentForward:
         return capture_latent(self.model.denoiser, self.model.preset, x_t, steps, cond, blocks)
 
 
-def encode_batch(model: LatentModel, preset, x0: torch.Tensor, indices, cfg, blocks, shapes, device) -> dict[FeatureKey, np.ndarray]:
+def encode_batch(
+    model: LatentModel, preset, x0: torch.Tensor, indices, cfg, blocks, shapes, device
+) -> dict[FeatureKey, np.ndarray]:
     """Images x0 (N, [V,] 3, S, S) in [-1, 1] -> {LATENT_KEY: (N, [V,] C, h, w) float32}, in
     zero-padded micro-batches of cfg.micro_batch (a fixed shape: bits independent of batching)."""
     g, n = cfg.micro_batch, x0.shape[0]
@@ -120,21 +135,37 @@ class LatentInput(torch.utils.data.Dataset):
         rows = [self.row[int(i)] for i in indices]
         lo = min(rows)
         block = self.array[lo : max(rows) + 1]
-        return [(int(i), torch.from_numpy(np.ascontiguousarray(block[r - lo])),
-                 "" if self.valid[r] else f"{self.ids[r]}: unreadable when its latents were cached",
-                 torch.from_numpy(self.digests[r].copy())) for i, r in zip(indices, rows)]  # fmt: skip
+        return [
+            (
+                int(i),
+                torch.from_numpy(np.ascontiguousarray(block[r - lo])),
+                "" if self.valid[r] else f"{self.ids[r]}: unreadable when its latents were cached",
+                torch.from_numpy(self.digests[r].copy()),
+            )
+            for i, r in zip(indices, rows)
+        ]
 
     def __getitem__(self, i: int):
         return self.__getitems__([i])[0]
 
 
-def latent_key(cfg: ExtractConfig, preset: LatentPreset, model: LatentModel, dataset: dict, device: torch.device) -> dict:
+def latent_key(
+    cfg: ExtractConfig, preset: LatentPreset, model: LatentModel, dataset: dict, device: torch.device
+) -> dict:
     """Everything a cached latent depends on, and nothing else (not t, b, pool, noise or denoiser)."""
     crops = cfg.aug != "none"
-    return {"model": {"name": preset.name, "image_size": preset.image_size, "vae": preset.vae}, "weights": model.vae_weights,
-            "encoding": ENCODING, "preprocessing": PREPROCESSING, "dataset": dataset, "aug": cfg.aug,
-            "views": cfg.views if crops else 1, "seed": cfg.seed if crops else None, "micro_batch": cfg.micro_batch,
-            "device_type": device.type}  # fmt: skip
+    return {
+        "model": {"name": preset.name, "image_size": preset.image_size, "vae": preset.vae},
+        "weights": model.vae_weights,
+        "encoding": ENCODING,
+        "preprocessing": PREPROCESSING,
+        "dataset": dataset,
+        "aug": cfg.aug,
+        "views": cfg.views if crops else 1,
+        "seed": cfg.seed if crops else None,
+        "micro_batch": cfg.micro_batch,
+        "device_type": device.type,
+    }
 
 
 def default_latents_path(out: Path, preset: LatentPreset, key: dict) -> Path:
@@ -148,14 +179,25 @@ def extract_latent(cfg: ExtractConfig) -> Summary:
     preset, blocks, shapes = validate_latent(cfg)
 
     def load() -> LatentModel:
-        return load_latent_model(preset, model_dir=cfg.model_dir, ckpt=cfg.ckpt, random_init=cfg.random_init, seed=cfg.seed,
-                                 prompt=cfg.prompt, class_label=class_label(cfg, preset))  # fmt: skip
+        return load_latent_model(
+            preset,
+            model_dir=cfg.model_dir,
+            ckpt=cfg.ckpt,
+            random_init=cfg.random_init,
+            seed=cfg.seed,
+            prompt=cfg.prompt,
+            class_label=class_label(cfg, preset),
+        )
 
-    key_extra = lambda model: {"conditioning": LATENT_FAMILIES[preset.family].key_condition(cfg.prompt, class_label(cfg, preset))}  # noqa: E731
+    key_extra = lambda model: {
+        "conditioning": LATENT_FAMILIES[preset.family].key_condition(cfg.prompt, class_label(cfg, preset))
+    }  # noqa: E731
     return run_latent_stores(cfg, started, preset, blocks, shapes, load, LatentForward, key_extra)
 
 
-def run_latent_stores(cfg: ExtractConfig, started: float, preset, blocks, shapes, load, forward, key_extra, kind: str = "latent") -> Summary:
+def run_latent_stores(
+    cfg: ExtractConfig, started: float, preset, blocks, shapes, load, forward, key_extra, kind: str = "latent"
+) -> Summary:
     """The latent cache, then the feature store from it. `load()` -> the model (with .to, .encode,
     .vae, .schedule, .weights, .vae_weights); `forward(model)` -> what the shard loop noises and
     captures with; `key_extra(model)` -> what the feature store's key adds (its conditioning)."""
@@ -167,22 +209,61 @@ def run_latent_stores(cfg: ExtractConfig, started: float, preset, blocks, shapes
         model = load().to(device)
         steps = model.schedule["steps"]
         if max(cfg.ts) >= steps:
-            raise ValueError(f"timestep {max(cfg.ts)} is outside [0, {steps}) of the model folder's scheduler")
-        common = dict(ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows,
-                      overwrite=cfg.store.overwrite)  # fmt: skip
+            raise ValueError(
+                f"timestep {max(cfg.ts)} is outside [0, {steps}) of the model folder's scheduler"
+            )
+        common = dict(
+            ids=[source.ids[i] for i in rows],
+            labels=source.labels[rows],
+            index=rows,
+            shard_rows=cfg.store.shard_rows,
+            overwrite=cfg.store.overwrite,
+        )
         record = dataset_record(source, rows, dataset)
 
         # 1. the latent cache
         lkey = json_roundtrip(latent_key(cfg, preset, model, dataset, device))
-        lpath = Path(cfg.latents) if cfg.latents is not None else default_latents_path(cfg.store.out, preset, lkey)
+        lpath = (
+            Path(cfg.latents)
+            if cfg.latents is not None
+            else default_latents_path(cfg.store.out, preset, lkey)
+        )
         lcfg = dataclasses.replace(cfg, views=lkey["views"], store_dtype="float32")
         lshape = {LATENT_KEY: (preset.latent_channels, preset.latent_size, preset.latent_size)}
-        lprov = provenance("latents", preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.vae_weights, torch_version=torch.__version__)
-        lplan = StorePlan(out=lpath, key=lkey, compatible=LATENT_COMPATIBLE, provenance=lprov, row_shapes=lshape,
-                          views=lkey["views"], dtype="float32", **common)  # fmt: skip
+        lprov = provenance(
+            "latents",
+            preset.name,
+            cfg,
+            {**record, "aug": cfg.aug},
+            weights=model.vae_weights,
+            torch_version=torch.__version__,
+        )
+        lplan = StorePlan(
+            out=lpath,
+            key=lkey,
+            compatible=LATENT_COMPATIBLE,
+            provenance=lprov,
+            row_shapes=lshape,
+            views=lkey["views"],
+            dtype="float32",
+            **common,
+        )
 
         def encode_fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(model, preset, source, store, shards, rows, lcfg, (), lshape, device, world, compute=encode_batch)
+            return run_shards(
+                model,
+                preset,
+                source,
+                store,
+                shards,
+                rows,
+                lcfg,
+                (),
+                lshape,
+                device,
+                world,
+                compute=encode_batch,
+            )
 
         encoded = write_store(lplan, encode_fill, world)
         model.vae.to("cpu")  # the denoiser has the device to itself from here on
@@ -190,20 +271,59 @@ def run_latent_stores(cfg: ExtractConfig, started: float, preset, blocks, shapes
         # 2. the features, from the cached latents
         key = store_key(cfg, preset, blocks, model.weights, dataset, device.type, PREPROCESSING)
         key.update(schedule=model.schedule, encoding=ENCODING)
-        key.update(key_extra(model))  # the family's conditioning (and what else it records; it may restate the encoding)
-        made = provenance(kind, preset.name, cfg, {**record, "aug": cfg.aug}, weights=model.weights, torch_version=torch.__version__,
-                          latents=str(lpath))  # fmt: skip
-        plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=FEATURE_COMPATIBLE, provenance=made,
-                         row_shapes=shapes, views=cfg.views, dtype=cfg.store_dtype, allow_mismatch=cfg.store.allow_mismatch, **common)  # fmt: skip
+        key.update(
+            key_extra(model)
+        )  # the family's conditioning (and what else it records; it may restate the encoding)
+        made = provenance(
+            kind,
+            preset.name,
+            cfg,
+            {**record, "aug": cfg.aug},
+            weights=model.weights,
+            torch_version=torch.__version__,
+            latents=str(lpath),
+        )
+        plan = StorePlan(
+            out=Path(cfg.store.out),
+            key=json_roundtrip(key),
+            compatible=FEATURE_COMPATIBLE,
+            provenance=made,
+            row_shapes=shapes,
+            views=cfg.views,
+            dtype=cfg.store_dtype,
+            allow_mismatch=cfg.store.allow_mismatch,
+            **common,
+        )
         latents = LatentInput(FeatureStore.open(lpath))
 
         def fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(forward(model), preset, source, store, shards, rows, cfg, blocks, shapes, device, world,
-                              inputs=latents, workers=0)  # fmt: skip
+            return run_shards(
+                forward(model),
+                preset,
+                source,
+                store,
+                shards,
+                rows,
+                cfg,
+                blocks,
+                shapes,
+                device,
+                world,
+                inputs=latents,
+                workers=0,
+            )
 
         written = write_store(plan, fill, world, started)
         note = f"latents {lpath}: {encoded.images} encoded now, {len(rows) - encoded.images} reused from the cache"
-        return Summary(written.store, written.images, time.perf_counter() - started, written.bytes, written.shards_done,
-                       written.shards_total, written.skipped, note=note)  # fmt: skip
+        return Summary(
+            written.store,
+            written.images,
+            time.perf_counter() - started,
+            written.bytes,
+            written.shards_done,
+            written.shards_total,
+            written.skipped,
+            note=note,
+        )
     finally:
         close_world(world)

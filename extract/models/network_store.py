@@ -15,10 +15,19 @@ from extract.store import progress
 from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore
 
 
-def capture(model: torch.nn.Module, blocks: list[torch.nn.Module], x: torch.Tensor, wanted, to_map: Callable[[torch.Tensor], torch.Tensor]) -> dict[int, torch.Tensor]:
+def capture(
+    model: torch.nn.Module,
+    blocks: list[torch.nn.Module],
+    x: torch.Tensor,
+    wanted,
+    to_map: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[int, torch.Tensor]:
     """Outputs of the wanted blocks (1-based) as (N, C, H, W) maps (`to_map` lays one out), by forward hooks."""
     out: dict[int, torch.Tensor] = {}
-    handles = [blocks[b - 1].register_forward_hook(lambda m, i, o, b=b: out.__setitem__(b, to_map(o))) for b in wanted]
+    handles = [
+        blocks[b - 1].register_forward_hook(lambda m, i, o, b=b: out.__setitem__(b, to_map(o)))
+        for b in wanted
+    ]
     try:
         with torch.inference_mode():
             model(x)
@@ -28,7 +37,9 @@ def capture(model: torch.nn.Module, blocks: list[torch.nn.Module], x: torch.Tens
     return out
 
 
-def fixed_batches(maps_of: Callable[[torch.Tensor], dict[int, torch.Tensor]], x: torch.Tensor, micro_batch: int) -> dict[int, torch.Tensor]:
+def fixed_batches(
+    maps_of: Callable[[torch.Tensor], dict[int, torch.Tensor]], x: torch.Tensor, micro_batch: int
+) -> dict[int, torch.Tensor]:
     """`maps_of` over x (N, C, S, S) in groups of exactly `micro_batch` images, the last one padded
     with zeros and its padding dropped: a row's values then never depend on how many images were
     loaded together (a kernel may be chosen by batch size), so stores are bit-identical whatever
@@ -45,8 +56,17 @@ def fixed_batches(maps_of: Callable[[torch.Tensor], dict[int, torch.Tensor]], x:
     return {b: torch.cat(ms) for b, ms in parts.items()}
 
 
-def network_fill(images: FeatureInput, rows: np.ndarray, shapes: dict[FeatureKey, tuple[int, ...]], maps_of: Callable[[torch.Tensor], dict[int, torch.Tensor]],
-                 batch_size: int, device: torch.device, show: bool, desc: str, micro_batch: int) -> Callable[[FeatureStore, list[int]], int]:  # fmt: skip
+def network_fill(
+    images: FeatureInput,
+    rows: np.ndarray,
+    shapes: dict[FeatureKey, tuple[int, ...]],
+    maps_of: Callable[[torch.Tensor], dict[int, torch.Tensor]],
+    batch_size: int,
+    device: torch.device,
+    show: bool,
+    desc: str,
+    micro_batch: int,
+) -> Callable[[FeatureStore, list[int]], int]:
     """The writer's `fill` for such a family: images (N, C, S, S) in [-1, 1] -> `maps_of`, run on
     fixed groups of `micro_batch` images (`fixed_batches`) -> each key's block pooled, float16,
     with every row's pixel digest; an unreadable image stops the run."""
@@ -66,7 +86,9 @@ def network_fill(images: FeatureInput, rows: np.ndarray, shapes: dict[FeatureKey
                         raise DataError(bad)
                     local = slice(a - span.start, a - span.start + len(items))
                     content[local] = np.stack([d.numpy() for *_, d in items])
-                    maps = fixed_batches(maps_of, torch.stack([t for _, t, _, _ in items]).to(device), micro_batch)
+                    maps = fixed_batches(
+                        maps_of, torch.stack([t for _, t, _, _ in items]).to(device), micro_batch
+                    )
                     for k in shapes:
                         shard[k][local] = pool(maps[k.b].float(), k.pool).cpu().numpy()
                     bar.update(len(items))

@@ -50,11 +50,15 @@ def q_sample(preset: ModelPreset, x0: torch.Tensor, t: int, eps: torch.Tensor) -
 # x_t equal those of the scheduler the model was trained and published with
 BETA_SCHEDULES = {
     "linear": lambda start, end, steps: torch.linspace(start, end, steps, dtype=torch.float32),
-    "scaled_linear": lambda start, end, steps: torch.linspace(start**0.5, end**0.5, steps, dtype=torch.float32) ** 2,
+    "scaled_linear": lambda start, end, steps: (
+        torch.linspace(start**0.5, end**0.5, steps, dtype=torch.float32) ** 2
+    ),
 }
 
 
-def alphas_cumprod(beta_schedule: str, beta_start: float, beta_end: float, steps: int, trained_betas=None) -> torch.Tensor:
+def alphas_cumprod(
+    beta_schedule: str, beta_start: float, beta_end: float, steps: int, trained_betas=None
+) -> torch.Tensor:
     """abar_t for t = 0..steps-1, (steps,) float32."""
     if trained_betas is not None:
         betas = torch.tensor(trained_betas, dtype=torch.float32)
@@ -62,7 +66,9 @@ def alphas_cumprod(beta_schedule: str, beta_start: float, beta_end: float, steps
         try:
             betas = BETA_SCHEDULES[beta_schedule](beta_start, beta_end, steps)
         except KeyError:
-            raise ValueError(f"beta schedule {beta_schedule!r} is not supported; choose one of: {', '.join(BETA_SCHEDULES)}") from None
+            raise ValueError(
+                f"beta schedule {beta_schedule!r} is not supported; choose one of: {', '.join(BETA_SCHEDULES)}"
+            ) from None
     return torch.cumprod(1.0 - betas, dim=0)
 
 

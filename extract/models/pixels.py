@@ -40,14 +40,34 @@ PIXEL_COMPATIBLE = ("model", "weights", "preprocessing")
 def extract_pixels(cfg: PixelConfig) -> str:
     """Write (or resume) the preprocessed images of a split as a store; returns a summary line."""
     started = time.perf_counter()
-    source, rows, dataset = select_data(cfg.selection, cfg.seed)  # the rows `extract run` takes with the same data arguments
-    key = {"model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels}, "weights": {"none": True},
-           "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": None, "device_type": "cpu",
-           "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset}  # fmt: skip
+    source, rows, dataset = select_data(
+        cfg.selection, cfg.seed
+    )  # the rows `extract run` takes with the same data arguments
+    key = {
+        "model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels},
+        "weights": {"none": True},
+        "preprocessing": PREPROCESSING,
+        "dtype": "fp32",
+        "class_label": None,
+        "micro_batch": None,
+        "device_type": "cpu",
+        "seed": cfg.seed,
+        "limit": cfg.selection.limit,
+        "dataset": dataset,
+    }
     made = provenance("pixels", "pixels", cfg, dataset_record(source, rows, dataset))
-    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=PIXEL_COMPATIBLE, provenance=made,
-                     row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)}, ids=[source.ids[i] for i in rows],
-                     labels=source.labels[rows], index=rows, shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
+    plan = StorePlan(
+        out=Path(cfg.store.out),
+        key=json_roundtrip(key),
+        compatible=PIXEL_COMPATIBLE,
+        provenance=made,
+        row_shapes={PIXEL_KEY: (cfg.channels, cfg.image_size, cfg.image_size)},
+        ids=[source.ids[i] for i in rows],
+        labels=source.labels[rows],
+        index=rows,
+        shard_rows=cfg.store.shard_rows,
+        overwrite=cfg.store.overwrite,
+    )
     images = FeatureInput(source, cfg.image_size, cfg.channels)
 
     def fill(store: FeatureStore, shards: list[int]) -> int:
@@ -63,7 +83,12 @@ def extract_pixels(cfg: PixelConfig) -> str:
                     batch.append(x.numpy())
                     digests.append(digest.numpy())
                     bar.update(1)
-                store.write_shard(s, {PIXEL_KEY: np.stack(batch).astype(np.float16)}, np.ones(len(span), bool), np.stack(digests))
+                store.write_shard(
+                    s,
+                    {PIXEL_KEY: np.stack(batch).astype(np.float16)},
+                    np.ones(len(span), bool),
+                    np.stack(digests),
+                )
         return total
 
     written = write_store(plan, fill, started=started)

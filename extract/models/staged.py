@@ -47,7 +47,9 @@ def as_map(output: torch.Tensor) -> torch.Tensor:
 class StagedNetwork:
     title: str  # as messages name it
     kind: str  # the provenance kind of its stores
-    load: Callable[[Path], tuple[torch.nn.Module, list[torch.nn.Module], dict]]  # file -> (network in eval mode, block modules, model record)
+    load: Callable[
+        [Path], tuple[torch.nn.Module, list[torch.nn.Module], dict]
+    ]  # file -> (network in eval mode, block modules, model record)
     image_size: int = 32
     channels: int = 1
     default_weights: Path | None = None
@@ -60,7 +62,16 @@ def _bigan_encoder(path: Path):
 
     model = load_bigan(path)
     encoder = model.encoder.eval()
-    return encoder, encoder.blocks(), {"name": "bigan-encoder", "image_size": IMAGE_SIZE, "in_channels": CHANNELS, "arch": model.arch.to_dict()}
+    return (
+        encoder,
+        encoder.blocks(),
+        {
+            "name": "bigan-encoder",
+            "image_size": IMAGE_SIZE,
+            "in_channels": CHANNELS,
+            "arch": model.arch.to_dict(),
+        },
+    )
 
 
 CLASSIFIER_BLOCKS = ("body.0", "body.1", "body.2", "embed", "head")
@@ -71,13 +82,30 @@ def _fmnist_classifier(path: Path):
 
     model, _ = load_classifier(path)
     blocks = [model.get_submodule(name) for name in CLASSIFIER_BLOCKS]
-    return model, blocks, {"name": "fmnist-classifier", "image_size": IMAGE_SIZE, "in_channels": CHANNELS, "arch": "SmallCNN", "blocks": list(CLASSIFIER_BLOCKS)}
+    return (
+        model,
+        blocks,
+        {
+            "name": "fmnist-classifier",
+            "image_size": IMAGE_SIZE,
+            "in_channels": CHANNELS,
+            "arch": "SmallCNN",
+            "blocks": list(CLASSIFIER_BLOCKS),
+        },
+    )
 
 
 NETWORKS: dict[str, StagedNetwork] = {
-    "bigan-encoder": StagedNetwork("BiGAN encoder", "bigan", _bigan_encoder, weights_hint="a BiGAN exported by `export-bigan`"),
-    "fmnist-classifier": StagedNetwork("Fashion-MNIST classifier", "classifier-layers", _fmnist_classifier, default_weights=WEIGHTS_DIR / "fmnist-classifier.pt",
-                                       weights_hint="a SmallCNN state_dict (`train-classifier`)"),  # fmt: skip
+    "bigan-encoder": StagedNetwork(
+        "BiGAN encoder", "bigan", _bigan_encoder, weights_hint="a BiGAN exported by `export-bigan`"
+    ),
+    "fmnist-classifier": StagedNetwork(
+        "Fashion-MNIST classifier",
+        "classifier-layers",
+        _fmnist_classifier,
+        default_weights=WEIGHTS_DIR / "fmnist-classifier.pt",
+        weights_hint="a SmallCNN state_dict (`train-classifier`)",
+    ),
 }
 
 
@@ -89,7 +117,9 @@ class StagedConfig:
     weights: Path | None = None  # default: the row's default_weights
     blocks: tuple[int, ...] = ()  # empty: all
     pools: tuple[int | None, ...] = (1, None)
-    skip_small_maps: bool = False  # leave out (b, pool) pairs whose pool exceeds the block's map, instead of refusing
+    skip_small_maps: bool = (
+        False  # leave out (b, pool) pairs whose pool exceeds the block's map, instead of refusing
+    )
     seed: int = 0
     batch_size: int = 256  # images loaded at once (speed only)
     micro_batch: int = 32  # images per forward, the last group zero-padded (part of the store key: values do not depend on batch_size)
@@ -129,19 +159,53 @@ def extract_staged(cfg: StagedConfig) -> str:
         return capture(model, blocks, x, chosen, net.to_map)
 
     probe_maps = maps_of(torch.zeros(1, net.channels, net.image_size, net.image_size, device=device))
-    table = [BlockInfo(b, f"block {b}", type(blocks[b - 1]).__name__, *probe_maps[b].shape[1:]) for b in chosen]
+    table = [
+        BlockInfo(b, f"block {b}", type(blocks[b - 1]).__name__, *probe_maps[b].shape[1:]) for b in chosen
+    ]
     shapes = row_shapes(None, chosen, (0,), cfg.pools, cfg.skip_small_maps, table=table)
     if not shapes:
         raise ValueError("every chosen (block, pool) pair has a pool larger than its map")
-    key = {"model": record, "weights": weights, "preprocessing": PREPROCESSING, "dtype": "fp32", "class_label": None, "micro_batch": cfg.micro_batch,
-           "device_type": device.type, "seed": cfg.seed, "limit": cfg.selection.limit, "dataset": dataset, "blocks": list(chosen), "pools": list(cfg.pools)}  # fmt: skip
+    key = {
+        "model": record,
+        "weights": weights,
+        "preprocessing": PREPROCESSING,
+        "dtype": "fp32",
+        "class_label": None,
+        "micro_batch": cfg.micro_batch,
+        "device_type": device.type,
+        "seed": cfg.seed,
+        "limit": cfg.selection.limit,
+        "dataset": dataset,
+        "blocks": list(chosen),
+        "pools": list(cfg.pools),
+    }
     if cfg.skip_small_maps:  # only when set, so stores made before the option keep their key
         key["skip_small_maps"] = True
-    made = provenance(net.kind, record["name"], cfg, dataset_record(source, rows, dataset), weights=weights, torch_version=torch.__version__)
-    plan = StorePlan(out=Path(cfg.store.out), key=json_roundtrip(key), compatible=STAGED_COMPATIBLE, provenance=made,
-                     row_shapes=shapes, ids=[source.ids[i] for i in rows], labels=source.labels[rows], index=rows,
-                     shard_rows=cfg.store.shard_rows, overwrite=cfg.store.overwrite)  # fmt: skip
-    fill = network_fill(images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, net.kind, cfg.micro_batch)
+    made = provenance(
+        net.kind,
+        record["name"],
+        cfg,
+        dataset_record(source, rows, dataset),
+        weights=weights,
+        torch_version=torch.__version__,
+    )
+    plan = StorePlan(
+        out=Path(cfg.store.out),
+        key=json_roundtrip(key),
+        compatible=STAGED_COMPATIBLE,
+        provenance=made,
+        row_shapes=shapes,
+        ids=[source.ids[i] for i in rows],
+        labels=source.labels[rows],
+        index=rows,
+        shard_rows=cfg.store.shard_rows,
+        overwrite=cfg.store.overwrite,
+    )
+    fill = network_fill(
+        images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, net.kind, cfg.micro_batch
+    )
     written = write_store(plan, fill, started=started)
-    return (f"{written.store}: {len(rows)} images, {net.title} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} "
-            f"({written.images} computed now)")  # fmt: skip
+    return (
+        f"{written.store}: {len(rows)} images, {net.title} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} "
+        f"({written.images} computed now)"
+    )

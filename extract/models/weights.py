@@ -66,7 +66,11 @@ def fit_of(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...
     return FitReport(
         missing=tuple(k for k in expected if k not in found),
         unexpected=tuple(k for k in found if k not in expected),
-        mismatched=tuple((k, tuple(found[k]), tuple(expected[k])) for k in expected if k in found and tuple(found[k]) != tuple(expected[k])),
+        mismatched=tuple(
+            (k, tuple(found[k]), tuple(expected[k]))
+            for k in expected
+            if k in found and tuple(found[k]) != tuple(expected[k])
+        ),
     )
 
 

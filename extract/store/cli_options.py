@@ -19,7 +19,9 @@ from extract.store.schema import FULL, parse_pool
 ALL_BLOCKS = "all"
 
 
-_INVOCATION: contextvars.ContextVar[dict | None] = contextvars.ContextVar("diffprobe_invocation", default=None)
+_INVOCATION: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "diffprobe_invocation", default=None
+)
 
 
 def invocation() -> dict | None:
@@ -43,7 +45,11 @@ def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         ctx = click.get_current_context(silent=True)
-        record = {"command": ctx.command_path, "options": {k: _jsonable(v) for k, v in ctx.params.items()}} if ctx else None
+        record = (
+            {"command": ctx.command_path, "options": {k: _jsonable(v) for k, v in ctx.params.items()}}
+            if ctx
+            else None
+        )
         token = _INVOCATION.set(record)
         try:
             return fn(*args, **kwargs)
@@ -108,18 +114,45 @@ def pool_list(ctx, param, values) -> tuple[int | None, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def key_options(t_default=None, b_default=None, pool_default=None, what: str = "features", module_names: bool = False):
+def key_options(
+    t_default=None, b_default=None, pool_default=None, what: str = "features", module_names: bool = False
+):
     """-t/--t, -b/--block and --pool, spelled and parsed alike in every stage's CLI; with
     `module_names`, -b also takes a module path (extraction)."""
     hint = f"pool sizes p (p x p), or '{FULL}' for the whole map"
 
     def decorate(fn):
-        for option in reversed([
-            click.option("-t", "--t", "ts", multiple=True, default=t_default, callback=int_list, help=f"timesteps of the {what}, repeated or comma-separated"),
-            click.option("-b", "--block", "--b", "blocks", multiple=True, default=b_default, callback=block_or_module_list if module_names else block_list,
-                         help=f"blocks of the {what} (1..2L+1), or '{ALL_BLOCKS}'" + (", or module paths (diffusers models, e.g. down_blocks.2.resnets.1)" if module_names else "")),
-            click.option("--pool", "pools", multiple=True, default=pool_default, callback=pool_list, help=hint),
-        ]):  # fmt: skip
+        for option in reversed(
+            [
+                click.option(
+                    "-t",
+                    "--t",
+                    "ts",
+                    multiple=True,
+                    default=t_default,
+                    callback=int_list,
+                    help=f"timesteps of the {what}, repeated or comma-separated",
+                ),
+                click.option(
+                    "-b",
+                    "--block",
+                    "--b",
+                    "blocks",
+                    multiple=True,
+                    default=b_default,
+                    callback=block_or_module_list if module_names else block_list,
+                    help=f"blocks of the {what} (1..2L+1), or '{ALL_BLOCKS}'"
+                    + (
+                        ", or module paths (diffusers models, e.g. down_blocks.2.resnets.1)"
+                        if module_names
+                        else ""
+                    ),
+                ),
+                click.option(
+                    "--pool", "pools", multiple=True, default=pool_default, callback=pool_list, help=hint
+                ),
+            ]
+        ):
             fn = option(fn)
         return fn
 

@@ -39,7 +39,9 @@ class StoreOptions:
     out: Path
     shard_rows: int = 2048  # rows per shard: the unit of work, writing and resume
     overwrite: bool = False  # replace a store made with other arguments
-    allow_mismatch: bool = False  # resume a store made with another micro-batch or device type (recorded in its attrs)
+    allow_mismatch: bool = (
+        False  # resume a store made with another micro-batch or device type (recorded in its attrs)
+    )
     progress: bool = True
 
 
@@ -94,18 +96,30 @@ class ExtractConfig:
     random_init: bool = False
     aug: str = "none"  # "crop-flip": view v of image i is a seeded crop + flip (training splits)
     ts: tuple[int, ...] = (150,)
-    blocks: tuple[int | str, ...] = ()  # empty: the preset's default block (b=24 on ADM-256); "all": every block
+    blocks: tuple[
+        int | str, ...
+    ] = ()  # empty: the preset's default block (b=24 on ADM-256); "all": every block
     pools: tuple[int | None, ...] = (2,)
-    block_pools: tuple[str, ...] = ()  # "B:P[,P]": block B's own pools instead of `pools` (e.g. "30:16": b=30 pooled to 16x16)
+    block_pools: tuple[
+        str, ...
+    ] = ()  # "B:P[,P]": block B's own pools instead of `pools` (e.g. "30:16": b=30 pooled to 16x16)
     views: int = 1
     seed: int = 0  # draws the subset, the noise, the views and the random-init weights
     dtype: str = "fp32"  # autocast dtype of the forward
     store_dtype: str = "float16"
-    class_label: int | None = None  # the label fed to class-conditional models, every image: default 0 (ADM), the null class 1000 (DiT)
+    class_label: int | None = (
+        None  # the label fed to class-conditional models, every image: default 0 (ADM), the null class 1000 (DiT)
+    )
     prompt: str = ""  # SD presets: the prompt every image is paired with (encoded once per run)
-    model_dir: Path | None = None  # latent presets: a local diffusers model folder (VAE, text encoder, scheduler, denoiser)
-    cond: Path | None = None  # --model diffusers: a safetensors file of named conditioning tensors (prompt_embeds, ...); in the key by its hash
-    latents: Path | None = None  # latent presets: the latent cache store [default: latents/<preset>-<hash>.zarr beside --out]
+    model_dir: Path | None = (
+        None  # latent presets: a local diffusers model folder (VAE, text encoder, scheduler, denoiser)
+    )
+    cond: Path | None = (
+        None  # --model diffusers: a safetensors file of named conditioning tensors (prompt_embeds, ...); in the key by its hash
+    )
+    latents: Path | None = (
+        None  # latent presets: the latent cache store [default: latents/<preset>-<hash>.zarr beside --out]
+    )
     micro_batch: int = 16  # the forward's batch shape: fixed per store, since kernels round by shape
     skip_bad: bool = False
     skip_small_maps: bool = False  # leave out (b, pool) pairs whose pool exceeds the block's map
@@ -116,8 +130,28 @@ class ExtractConfig:
 
 # the files' contents enter the key through the dataset's selection digest, not their paths
 # (a shuffled row order enters through the dataset part of the key, as for every store kind)
-_NOT_IN_KEY = {"out", "ckpt", "model_dir", "latents", "data_root", "batch_size", "workers", "device", "overwrite", "allow_mismatch", "progress", "data_opts", "classes_file", "subset", "order", "data_seed"}  # which rows: the dataset part of the key names them
-_NOT_IN_KEY |= {"model_flags", "cond"}  # in the key as the preset it builds (`model`: its dict holds the canonical flag line)
+_NOT_IN_KEY = {
+    "out",
+    "ckpt",
+    "model_dir",
+    "latents",
+    "data_root",
+    "batch_size",
+    "workers",
+    "device",
+    "overwrite",
+    "allow_mismatch",
+    "progress",
+    "data_opts",
+    "classes_file",
+    "subset",
+    "order",
+    "data_seed",
+}  # which rows: the dataset part of the key names them
+_NOT_IN_KEY |= {
+    "model_flags",
+    "cond",
+}  # in the key as the preset it builds (`model`: its dict holds the canonical flag line)
 # in the key only when set, so stores made before these options existed keep their key
 _KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": "", "block_pools": ()}
 
@@ -143,12 +177,16 @@ def parse_block_pools(items: tuple[str, ...]) -> dict[int, tuple]:
             if not sep or not pools.strip():
                 raise ValueError
             words = [p.strip().lower() for p in pools.split(",") if p.strip()]
-            out[b] = tuple(dict.fromkeys(AtMost(int(w[3:])) if w.startswith("max") else parse_pool(w) for w in words))
+            out[b] = tuple(
+                dict.fromkeys(AtMost(int(w[3:])) if w.startswith("max") else parse_pool(w) for w in words)
+            )
             if any(isinstance(p, AtMost) and p.n < 1 for p in out[b]):
                 raise ValueError("maxN needs N >= 1")
         except ValueError as e:
             detail = f": {e}" if str(e) else ""
-            raise ValueError(f"--block-pool {item!r}: expected B:P[,P] with P a size, full or maxN, e.g. 30:16, 19:full or 30:max16{detail}") from None
+            raise ValueError(
+                f"--block-pool {item!r}: expected B:P[,P] with P a size, full or maxN, e.g. 30:16, 19:full or 30:max16{detail}"
+            ) from None
     return out
 
 
@@ -158,7 +196,9 @@ def pools_by_block(cfg: ExtractConfig, blocks) -> dict[int, tuple[int | None, ..
     own = parse_block_pools(cfg.block_pools)
     stray = sorted(set(own) - set(blocks))
     if stray:
-        raise ValueError(f"--block-pool names block(s) {stray} that are not extracted (blocks {list(blocks)})")
+        raise ValueError(
+            f"--block-pool names block(s) {stray} that are not extracted (blocks {list(blocks)})"
+        )
     return {b: own.get(b, tuple(cfg.pools)) for b in blocks}
 
 
@@ -170,16 +210,23 @@ def class_label(cfg: ExtractConfig, preset) -> int | None:
     return default if cfg.class_label is None else cfg.class_label
 
 
-def store_key(cfg: ExtractConfig, preset, blocks, weights: dict, dataset: dict, device_type: str, preprocessing: str) -> dict:
+def store_key(
+    cfg: ExtractConfig, preset, blocks, weights: dict, dataset: dict, device_type: str, preprocessing: str
+) -> dict:
     """Everything that changes a cached value. Two runs with equal keys write equal bytes."""
     fields = {k: v for k, v in flat(cfg).items() if k not in _NOT_IN_KEY}
     fields = {k: v for k, v in fields.items() if k not in _KEY_IF_SET or v != _KEY_IF_SET[k]}
     fields.update(
-        ts=list(cfg.ts), blocks=list(blocks), pools=list(cfg.pools), model=preset.to_dict(),
-        class_label=class_label(cfg, preset), weights=weights,
+        ts=list(cfg.ts),
+        blocks=list(blocks),
+        pools=list(cfg.pools),
+        model=preset.to_dict(),
+        class_label=class_label(cfg, preset),
+        weights=weights,
         dataset=dataset,
-        preprocessing=preprocessing, device_type=device_type,
-    )  # fmt: skip
+        preprocessing=preprocessing,
+        device_type=device_type,
+    )
     return fields
 
 

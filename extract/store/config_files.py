@@ -37,7 +37,9 @@ def read_config(path: Path) -> dict:
 
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is one line naming the file
-        raise ValueError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ValueError(
+            f"{path}: not a readable {path.suffix.lstrip('.').upper()} file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("invocation"), dict):  # a results file
         data = data["invocation"].get("options")
     if not isinstance(data, dict):
@@ -101,8 +103,14 @@ def _load(ctx: click.Context, param: click.Parameter, value) -> None:
 
 
 def config_option() -> click.Option:
-    return click.Option(["--config"], type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False, callback=_load,
-                        help="a TOML, YAML or JSON file of this command's options (or a results file, to rerun it); the command line wins")  # fmt: skip
+    return click.Option(
+        ["--config"],
+        type=click.Path(dir_okay=False, path_type=Path),
+        is_eager=True,
+        expose_value=False,
+        callback=_load,
+        help="a TOML, YAML or JSON file of this command's options (or a results file, to rerun it); the command line wins",
+    )
 
 
 def add_config_option(group: click.Group) -> None:

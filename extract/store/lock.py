@@ -50,8 +50,10 @@ class StoreLock:
                     self.file.unlink(missing_ok=True)
                     continue
                 who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "an unknown process"
-                raise StoreError(f"{self.file.with_suffix('')} is being written by another extraction ({who}); "
-                                 f"if none is running, delete {self.file}") from None  # fmt: skip
+                raise StoreError(
+                    f"{self.file.with_suffix('')} is being written by another extraction ({who}); "
+                    f"if none is running, delete {self.file}"
+                ) from None
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
             self.held = True

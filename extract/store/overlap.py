@@ -37,7 +37,12 @@ class Overlap:
 
     def record(self) -> dict:
         """What a results file keeps of the check."""
-        return {"stores": self.names, "checked": self.checked, "shared": self.shared, "examples": [list(p) for p in self.examples]}
+        return {
+            "stores": self.names,
+            "checked": self.checked,
+            "shared": self.shared,
+            "examples": [list(p) for p in self.examples],
+        }
 
 
 def _recorded(store: FeatureStore) -> tuple[np.ndarray, np.ndarray] | None:
@@ -74,6 +79,8 @@ def check_overlap(a: FeatureStore, b: FeatureStore, allow: bool, names: str = ""
     `.shared` (allowed) and records `.record()` in any case."""
     found = shared_images(a, b, names)
     if found.shared and not allow:
-        raise DataError(f"{found.line}: a score on them would be measured on images it was fitted on; "
-                        f"use separate splits, or {ALLOW_HINT} to go on")  # fmt: skip
+        raise DataError(
+            f"{found.line}: a score on them would be measured on images it was fitted on; "
+            f"use separate splits, or {ALLOW_HINT} to go on"
+        )
     return found

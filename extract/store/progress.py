@@ -13,7 +13,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-LOG = logging.getLogger("diffprobe")  # what a run's log file holds (run_log): arguments, provenance, epoch lines, the final table
+LOG = logging.getLogger(
+    "diffprobe"
+)  # what a run's log file holds (run_log): arguments, provenance, epoch lines, the final table
 
 
 def on_terminal() -> bool:
@@ -53,7 +55,10 @@ class Lines:
         rate = self.done / seconds if seconds > 0 else float("nan")
         eta = (self.total - self.done) / rate if rate and rate == rate and rate > 0 else float("nan")
         detail = f" {what}" if what else ""
-        line(self.enabled, f"{self.desc}:{detail} {self.done}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, ETA {_clock(eta)})")
+        line(
+            self.enabled,
+            f"{self.desc}:{detail} {self.done}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, ETA {_clock(eta)})",
+        )
 
 
 def _clock(seconds: float) -> str:

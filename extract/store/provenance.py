@@ -11,8 +11,17 @@ def run_config(cfg) -> dict:
     return {k: v for k, v in flat(cfg).items() if k != "progress"}
 
 
-def provenance(kind: str, preset: str, cfg, dataset: dict, *, weights: dict | None = None, torch_version: str | None = None,
-               stage: str = "extract", **extra) -> dict:  # fmt: skip
+def provenance(
+    kind: str,
+    preset: str,
+    cfg,
+    dataset: dict,
+    *,
+    weights: dict | None = None,
+    torch_version: str | None = None,
+    stage: str = "extract",
+    **extra,
+) -> dict:
     """kind: the store kind (unet, latent, latents, backbone, pixels, features, samples); preset:
     the model's name; cfg: the run's config; dataset: the dataset record (for samples: what was
     drawn); stage: extract, or generate for drawn images. Returned as it reads back from attrs."""

@@ -54,16 +54,26 @@ def feature_codecs() -> list:
     fraction of the disk's speed (BENCHMARKS.md, `make bench-io`); the CRC keeps a corrupt
     chunk from reading as features. Stores written with zstd (before this) still read."""
     return [Crc32cCodec()]
+
+
 STORE_DTYPES = ("float16", "float32")
 
-_FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = "features", "labels", "ids", "index", "valid", "progress/done"
+_FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = (
+    "features",
+    "labels",
+    "ids",
+    "index",
+    "valid",
+    "progress/done",
+)
 _CONTENT, CONTENT_BYTES = "content", 16
-CHANNEL_WORDS = {1: "grayscale", 3: "RGB"}  # how a store's preprocessing record and messages name an image's channels
+CHANNEL_WORDS = {
+    1: "grayscale",
+    3: "RGB",
+}  # how a store's preprocessing record and messages name an image's channels
 
 
 FULL = "full"  # the one spelling of "no pooling": keep the block's whole H x W map
-
-
 
 
 def parse_pool(text: str | int | None) -> int | None:
@@ -113,7 +123,9 @@ class FeatureKey:
                 raise ValueError
             return cls(int(t[1:]), int(b[1:]), None if p in (FULL, "pnone") else int(p[1:]))
         except (ValueError, IndexError):
-            raise ValueError(f"feature {text!r}: expected tT/bB/pP or tT/bB/{FULL}, e.g. t150/b24/p2") from None
+            raise ValueError(
+                f"feature {text!r}: expected tT/bB/pP or tT/bB/{FULL}, e.g. t150/b24/p2"
+            ) from None
 
     def to_dict(self) -> dict:
         return {"t": self.t, "b": self.b, "pool": self.pool}
@@ -141,7 +153,15 @@ def parse_feature_set(text: str) -> tuple[FeatureKey, ...]:
 # ---------------------------------------------------------------- compatibility
 # key fields that must agree between stores probed or compared together (they change what a
 # feature means); a store records its own list as attrs["compatible"], older ones use this one
-COMPATIBLE_FIELDS = ("model", "weights", "preprocessing", "dtype", "class_label", "micro_batch", "device_type")
+COMPATIBLE_FIELDS = (
+    "model",
+    "weights",
+    "preprocessing",
+    "dtype",
+    "class_label",
+    "micro_batch",
+    "device_type",
+)
 # of those, the fields that move values by float rounding only (kernels round by batch shape and by
 # device), not by meaning: stores differing only in them are used together, with a warning
 ROUNDING_FIELDS = ("micro_batch", "device_type")
@@ -181,12 +201,18 @@ def open_complete(path: str | Path) -> FeatureStore:
     """A store that exists and whose extraction finished (what probe and analysis read)."""
     store = FeatureStore.open(path)
     if not store.complete:
-        raise StoreError(f"{path} is not complete (an extraction is unfinished); finish it with `python -m extract run` first")
+        raise StoreError(
+            f"{path} is not complete (an extraction is unfinished); finish it with `python -m extract run` first"
+        )
     return store
 
 
 def _differences(a: FeatureStore, b: FeatureStore, rounding: bool) -> list[str]:
-    fields = [f for f in dict.fromkeys(a.compatible_fields() + b.compatible_fields()) if (f in ROUNDING_FIELDS) == rounding]
+    fields = [
+        f
+        for f in dict.fromkeys(a.compatible_fields() + b.compatible_fields())
+        if (f in ROUNDING_FIELDS) == rounding
+    ]
     ka, kb = a.attrs.get("key", {}), b.attrs.get("key", {})
     return describe_differences({k: ka.get(k) for k in fields}, {k: kb.get(k) for k in fields})
 
@@ -243,7 +269,16 @@ class FeatureStore:
         n_shards = max(1, -(-n // shard_rows))
         # the identity goes in first (an interrupted creation is recognisable and replaceable);
         # `created` is set once every array exists, `complete` once every shard is written
-        group = zarr.open_group(str(path), mode="w", attributes={"format": FORMAT, "schema_version": SCHEMA_VERSION, "created": False, "complete": False})
+        group = zarr.open_group(
+            str(path),
+            mode="w",
+            attributes={
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "created": False,
+                "complete": False,
+            },
+        )
         itemsize = np.dtype(dtype).itemsize
         arrays = []
         for key, shape in sorted(row_shapes.items(), key=lambda kv: kv[0].sort_key()):
@@ -265,14 +300,26 @@ class FeatureStore:
         id_array[:] = np.asarray(ids, dtype=object)
         # valid and done are written per shard by that shard's owner: one chunk per shard
         group.create_array(_VALID, shape=(n,), dtype="uint8", chunks=(shard_rows,), fill_value=0)
-        group.create_array(_CONTENT, shape=(n, CONTENT_BYTES), dtype="uint8", chunks=(shard_rows, CONTENT_BYTES), fill_value=0)
+        group.create_array(
+            _CONTENT,
+            shape=(n, CONTENT_BYTES),
+            dtype="uint8",
+            chunks=(shard_rows, CONTENT_BYTES),
+            fill_value=0,
+        )
         group.create_array(_DONE, shape=(n_shards,), dtype="uint8", chunks=(1,), fill_value=0)
         group.attrs.update(
             {
                 **attrs,
                 "format": FORMAT,
                 "schema_version": SCHEMA_VERSION,
-                "layout": {"rows": n, "shard_rows": shard_rows, "n_shards": n_shards, "views": views, "dtype": dtype},
+                "layout": {
+                    "rows": n,
+                    "shard_rows": shard_rows,
+                    "n_shards": n_shards,
+                    "views": views,
+                    "dtype": dtype,
+                },
                 "arrays": arrays,
                 "created": True,
             }
@@ -384,7 +431,13 @@ class FeatureStore:
         return {k: key.get(k) for k in self.compatible_fields()}
 
     # ------------------------------------------------------------ writing
-    def write_shard(self, s: int, features: dict[FeatureKey, np.ndarray], valid: np.ndarray, content: np.ndarray | None = None) -> None:
+    def write_shard(
+        self,
+        s: int,
+        features: dict[FeatureKey, np.ndarray],
+        valid: np.ndarray,
+        content: np.ndarray | None = None,
+    ) -> None:
         """Write every array's rows of shard s, then mark it done (the marker comes last).
         `content`: the rows' (n, 16) pixel digests, where the writer has the images."""
         for key, values in features.items():

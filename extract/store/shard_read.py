@@ -56,17 +56,31 @@ def _fast_layout(array: zarr.Array) -> tuple[Path, int] | None:
     if sys.byteorder != "little" or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
     shard = codecs[0]
-    inner_ok = len(shard.codecs) == 2 and isinstance(shard.codecs[0], BytesCodec) and isinstance(shard.codecs[1], Crc32cCodec)
-    index_ok = len(shard.index_codecs) == 2 and isinstance(shard.index_codecs[1], Crc32cCodec) and shard.index_location.value == "end"
+    inner_ok = (
+        len(shard.codecs) == 2
+        and isinstance(shard.codecs[0], BytesCodec)
+        and isinstance(shard.codecs[1], Crc32cCodec)
+    )
+    index_ok = (
+        len(shard.index_codecs) == 2
+        and isinstance(shard.index_codecs[1], Crc32cCodec)
+        and shard.index_location.value == "end"
+    )
     store = array.store_path.store
     if not (inner_ok and index_ok and isinstance(store, zarr.storage.LocalStore)):
         return None
     if getattr(shard.codecs[0], "endian", None) is not None and shard.codecs[0].endian.value != "little":
         return None
     shape, shard_shape, chunk_shape = array.shape, meta.chunk_grid.chunk_shape, shard.chunk_shape
-    if tuple(shard_shape[1:]) != tuple(shape[1:]) or tuple(chunk_shape[1:]) != tuple(shape[1:]) or shard_shape[0] % chunk_shape[0]:
+    if (
+        tuple(shard_shape[1:]) != tuple(shape[1:])
+        or tuple(chunk_shape[1:]) != tuple(shape[1:])
+        or shard_shape[0] % chunk_shape[0]
+    ):
         return None
-    if meta.encode_chunk_key((1,) + (0,) * (len(shape) - 1)) != "/".join(["c", "1"] + ["0"] * (len(shape) - 1)):
+    if meta.encode_chunk_key((1,) + (0,) * (len(shape) - 1)) != "/".join(
+        ["c", "1"] + ["0"] * (len(shape) - 1)
+    ):
         return None
     return Path(store.root) / array.store_path.path, int(chunk_shape[0])
 
@@ -135,7 +149,19 @@ class FeatureArray:
         folder, _ = self._layout
         return folder.joinpath("c", str(s), *["0"] * (self.ndim - 1))
 
-    def _read_chunk(self, out: np.ndarray, start: int, fd: int, path: Path, c: int, c_lo: int, a: int, b: int, offset, nbytes) -> None:
+    def _read_chunk(
+        self,
+        out: np.ndarray,
+        start: int,
+        fd: int,
+        path: Path,
+        c: int,
+        c_lo: int,
+        a: int,
+        b: int,
+        offset,
+        nbytes,
+    ) -> None:
         """Rows [a, b) of inner chunk c (whose first row is c_lo) into out[a - start : b - start]."""
         _, chunk_rows = self._layout
         if offset == _EMPTY and nbytes == _EMPTY:  # never written: the fill value, as in zarr
@@ -143,7 +169,9 @@ class FeatureArray:
             return
         row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
         if int(nbytes) != chunk_rows * row_bytes + 4:
-            raise ChecksumError(f"{path}: chunk {c} holds {int(nbytes)} bytes, expected {chunk_rows * row_bytes + 4}")
+            raise ChecksumError(
+                f"{path}: chunk {c} holds {int(nbytes)} bytes, expected {chunk_rows * row_bytes + 4}"
+            )
         crc = bytearray(4)
         whole = a == c_lo and b == c_lo + chunk_rows
         # a whole chunk lands in place; a partial one goes through a buffer of one chunk
@@ -164,5 +192,7 @@ class FeatureArray:
             raise ChecksumError(f"{path}: shard file is truncated ({size} bytes)")
         raw = os.pread(fd, length, size - length)
         if _crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-            raise ChecksumError(f"{path}: shard index does not match its CRC32C checksum (the file is corrupt)")
+            raise ChecksumError(
+                f"{path}: shard index does not match its CRC32C checksum (the file is corrupt)"
+            )
         return np.frombuffer(raw[:-4], dtype="<u8").reshape(n_chunks, 2)

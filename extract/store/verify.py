@@ -46,7 +46,9 @@ def inspect_store(path: str | Path) -> Report:
     problems = report.problems
     attrs = store.attrs
     if attrs.get("format") != FORMAT or attrs.get("schema_version") != SCHEMA_VERSION:
-        problems.append(f"format {attrs.get('format')!r} version {attrs.get('schema_version')!r}; expected {FORMAT!r} {SCHEMA_VERSION}")
+        problems.append(
+            f"format {attrs.get('format')!r} version {attrs.get('schema_version')!r}; expected {FORMAT!r} {SCHEMA_VERSION}"
+        )
         report.repairable = False
     n = store.n_rows
     try:
@@ -97,7 +99,9 @@ def inspect_store(path: str | Path) -> Report:
             try:
                 values = array[rows.start : rows.stop]
             except Exception as e:  # noqa: BLE001 - checksum and decode errors name the shard
-                problems.append(f"{key}: shard {s} (rows {rows.start}-{rows.stop - 1}) unreadable: {_first_line(e)}")
+                problems.append(
+                    f"{key}: shard {s} (rows {rows.start}-{rows.stop - 1}) unreadable: {_first_line(e)}"
+                )
                 report.bad_shards.add(s)
                 continue
             use = valid[rows.start : rows.stop]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def shuffled_windows(n_rows: int, block_rows: int, rows_mask: np.ndarray, window_rows: int, rng: np.random.Generator) -> list[tuple[list[int], np.ndarray]]:
+def shuffled_windows(
+    n_rows: int, block_rows: int, rows_mask: np.ndarray, window_rows: int, rng: np.random.Generator
+) -> list[tuple[list[int], np.ndarray]]:
     """[(blocks of the window, its usable rows as absolute row numbers in visiting order)].
 
     Every row with rows_mask set appears exactly once; a window covers whole blocks and holds
@@ -30,6 +32,11 @@ def shuffled_windows(n_rows: int, block_rows: int, rows_mask: np.ndarray, window
         windows.append(current)
     plan = []
     for blocks in windows:
-        members = np.concatenate([np.flatnonzero(rows_mask[b * block_rows : min((b + 1) * block_rows, n_rows)]) + b * block_rows for b in blocks])
+        members = np.concatenate(
+            [
+                np.flatnonzero(rows_mask[b * block_rows : min((b + 1) * block_rows, n_rows)]) + b * block_rows
+                for b in blocks
+            ]
+        )
         plan.append((blocks, members[rng.permutation(len(members))]))
     return plan

@@ -22,7 +22,16 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from extract.store.schema import COMPATIBLE_FIELDS, ROUNDING_FIELDS, FeatureKey, FeatureStore, StoreError, StoreLock, describe_differences, is_store
+from extract.store.schema import (
+    COMPATIBLE_FIELDS,
+    ROUNDING_FIELDS,
+    FeatureKey,
+    FeatureStore,
+    StoreError,
+    StoreLock,
+    describe_differences,
+    is_store,
+)
 
 
 class ProcessGroup(Protocol):
@@ -119,8 +128,10 @@ def prepare(plan: StorePlan) -> str | None:
         changed = {k for k in set(old) | set(plan.key) if old.get(k) != plan.key.get(k)}
         if diffs and changed <= set(ROUNDING_FIELDS) and not plan.overwrite:
             if not plan.allow_mismatch:
-                return (f"{out} was made with another micro-batch or device ({'; '.join(diffs)}); resume with --allow-mismatch "
-                        "(the shards still to write will differ from the others by float rounding), or --overwrite")  # fmt: skip
+                return (
+                    f"{out} was made with another micro-batch or device ({'; '.join(diffs)}); resume with --allow-mismatch "
+                    "(the shards still to write will differ from the others by float rounding), or --overwrite"
+                )
             _record_mismatch(store, plan.key, changed)
             return None
         if diffs and not plan.overwrite:
@@ -130,9 +141,20 @@ def prepare(plan: StorePlan) -> str | None:
         FeatureStore.remove(out)
     attrs = {"key": plan.key, "provenance": plan.provenance}
     if tuple(plan.compatible) != COMPATIBLE_FIELDS:
-        attrs["compatible"] = list(plan.compatible)  # stores of the default kind keep the attrs they always had
-    FeatureStore.create(out, row_shapes=plan.row_shapes, ids=plan.ids, labels=plan.labels, index=plan.index,
-                        shard_rows=plan.shard_rows, views=plan.views, dtype=plan.dtype, attrs=attrs)  # fmt: skip
+        attrs["compatible"] = list(
+            plan.compatible
+        )  # stores of the default kind keep the attrs they always had
+    FeatureStore.create(
+        out,
+        row_shapes=plan.row_shapes,
+        ids=plan.ids,
+        labels=plan.labels,
+        index=plan.index,
+        shard_rows=plan.shard_rows,
+        views=plan.views,
+        dtype=plan.dtype,
+        attrs=attrs,
+    )
     return None
 
 
@@ -144,7 +166,9 @@ def _record_mismatch(store: FeatureStore, key: dict, changed: set[str]) -> None:
     store.group.attrs["resumed_with"] = list(store.attrs.get("resumed_with", [])) + [record]
 
 
-def write_store(plan: StorePlan, fill: Fill, world: ProcessGroup | None = None, started: float | None = None) -> Written:
+def write_store(
+    plan: StorePlan, fill: Fill, world: ProcessGroup | None = None, started: float | None = None
+) -> Written:
     """Write (or resume) a whole store; collective when `world` spans several processes.
     Each rank fills the unwritten shards s with s % size == rank. `started` (a perf_counter
     time, default now) dates the run's seconds recorded in the store's `last_run`."""
@@ -173,9 +197,18 @@ def write_store(plan: StorePlan, fill: Fill, world: ProcessGroup | None = None, 
         if world.is_main:
             bad = [str(i) for i, ok in zip(store.ids(), store.valid()) if not ok]
             seconds = round(time.perf_counter() - started, 3)
-            store.finish({"skipped": bad, "last_run": {"images": images, "seconds": seconds, "world_size": world.size}})
+            store.finish(
+                {"skipped": bad, "last_run": {"images": images, "seconds": seconds, "world_size": world.size}}
+            )
         world.barrier()
-        return Written(Path(plan.out), images, int(store.done_shards().sum()), store.n_shards, store.size_bytes(), list(store.attrs.get("skipped", [])))
+        return Written(
+            Path(plan.out),
+            images,
+            int(store.done_shards().sum()),
+            store.n_shards,
+            store.size_bytes(),
+            list(store.attrs.get("skipped", [])),
+        )
     finally:
         if lock is not None:
             lock.release()

@@ -41,10 +41,19 @@ def synthetic_store(path: Path, rows: int, dim: int, classes: int, seed: int = 0
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, size=rows)
     store = FeatureStore.create(
-        path, row_shapes={KEY: (dim // 4, 2, 2)}, ids=[str(i) for i in range(rows)], labels=labels,
-        index=np.arange(rows), shard_rows=2048, views=1, dtype="float16",
-        attrs={"key": {"model": {"name": "bench"}}, "provenance": {"dataset": {"classes": [str(c) for c in range(classes)]}}},
-    )  # fmt: skip
+        path,
+        row_shapes={KEY: (dim // 4, 2, 2)},
+        ids=[str(i) for i in range(rows)],
+        labels=labels,
+        index=np.arange(rows),
+        shard_rows=2048,
+        views=1,
+        dtype="float16",
+        attrs={
+            "key": {"model": {"name": "bench"}},
+            "provenance": {"dataset": {"classes": [str(c) for c in range(classes)]}},
+        },
+    )
     for s in range(store.n_shards):
         span = store.shard_rows(s)
         x = rng.standard_normal((len(span), dim // 4, 2, 2), dtype=np.float32).astype(np.float16)
@@ -63,11 +72,16 @@ def bank_gemms(batch: int, dim: int, members: int, classes: int) -> list[dict]:
     parameters). Not GEMMs, not counted: the bias add and the bias gradient (a sum over the
     batch), the cross-entropy and the optimizer step."""
     mk = members * classes
-    shapes = (("forward: logits = x @ W^T", batch, mk, dim), ("backward: grad W = dlogits^T @ x", mk, dim, batch))
+    shapes = (
+        ("forward: logits = x @ W^T", batch, mk, dim),
+        ("backward: grad W = dlogits^T @ x", mk, dim, batch),
+    )
     return [{"name": name, "m": m, "n": n, "k": k, "flops": 2 * m * n * k} for name, m, n, k in shapes]
 
 
-def best_seconds(fns: dict[str, Callable[[], object]], budget_s: float = 3.0, most: int = 200, warmup: int = 2) -> tuple[dict[str, float], int]:
+def best_seconds(
+    fns: dict[str, Callable[[], object]], budget_s: float = 3.0, most: int = 200, warmup: int = 2
+) -> tuple[dict[str, float], int]:
     """The fastest call of each function, timed in turns (one call of each per round, so that a
     noisy spell hits them alike), after `warmup` rounds; rounds: about budget_s worth, at least
     3 and at most `most` (warmup >= 1: the warm rounds set the count). Returns ({name: seconds}, rounds)."""
@@ -92,8 +106,17 @@ def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def bench_bank_flops(dim: int, classes: int, batch: int = 256, members: int = 16, optimizer: str = "adamw", budget_s: float = 10.0,
-                     most: int = 200, peak_n: int = 2048, seed: int = 0) -> dict:  # fmt: skip
+def bench_bank_flops(
+    dim: int,
+    classes: int,
+    batch: int = 256,
+    members: int = 16,
+    optimizer: str = "adamw",
+    budget_s: float = 10.0,
+    most: int = 200,
+    peak_n: int = 2048,
+    seed: int = 0,
+) -> dict:
     """Training steps of a grid of `members` linear heads (one LinearBank) on in-memory float32
     tensors, through the Grid calls train_grid makes (forward, zero_grad_all, backward,
     step_all), as achieved GFLOP/s of bank_gemms; beside torch.matmul doing those GEMMs (same
@@ -105,7 +128,12 @@ def bench_bank_flops(dim: int, classes: int, batch: int = 256, members: int = 16
     gen = torch.Generator().manual_seed(seed)
     fs = feature_set((KEY,), {KEY: (dim, 1, 1)})
     specs = [MemberSpec("linear", (), fs, lr, wd) for lr in GRID_LRS for wd in GRID_WDS][:members]
-    grid = Grid(specs, [fs], [build_member(s, classes, seed) for s in specs], TrainSettings(batch_size=batch, optimizer=optimizer))
+    grid = Grid(
+        specs,
+        [fs],
+        [build_member(s, classes, seed) for s in specs],
+        TrainSettings(batch_size=batch, optimizer=optimizer),
+    )
     assert len(grid.banks) == 1 and not grid.singles, "the grid should be one LinearBank"
     bank = grid.banks[0]
     x = torch.randn(batch, *fs.in_shape, generator=gen)
@@ -144,11 +172,19 @@ def bench_bank_flops(dim: int, classes: int, batch: int = 256, members: int = 16
     for c, q in zip(copies, (bank.weight, bank.bias)):
         c.grad = q.grad.clone()
     extra = {"momentum": 0.9} if optimizer == "sgd" else {}
-    fused = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer](copies, lr=1e-3, weight_decay=1e-4, fused=True, **extra)
+    fused = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer](
+        copies, lr=1e-3, weight_decay=1e-4, fused=True, **extra
+    )
 
     # every step leaves the bank's gradient in place, which `optimizer` (the step alone) reuses
-    fns = {"step": step, "forward_backward": forward_backward, "optimizer": lambda: grid.step_all(1.0), "torch_fused_optimizer": fused.step,
-           "cross_entropy": cross_entropy, "matmul": matmul}  # fmt: skip
+    fns = {
+        "step": step,
+        "forward_backward": forward_backward,
+        "optimizer": lambda: grid.step_all(1.0),
+        "torch_fused_optimizer": fused.step,
+        "cross_entropy": cross_entropy,
+        "matmul": matmul,
+    }
     seconds, repeats = best_seconds(fns, budget_s, most)
     del fused, copies
     a, b = torch.randn(peak_n, peak_n, generator=gen), torch.randn(peak_n, peak_n, generator=gen)
@@ -157,26 +193,53 @@ def bench_bank_flops(dim: int, classes: int, batch: int = 256, members: int = 16
     flops = sum(g["flops"] for g in gemms)
     bank_rate, matmul_rate = flops / seconds["step"] / 1e9, flops / seconds["matmul"] / 1e9
     return {
-        "batch": batch, "dim": dim, "members": members, "classes": classes, "dtype": "float32", "optimizer": optimizer,
-        "threads": torch.get_num_threads(), "repeats": repeats, "gemms": gemms, "flops_per_step": flops,
+        "batch": batch,
+        "dim": dim,
+        "members": members,
+        "classes": classes,
+        "dtype": "float32",
+        "optimizer": optimizer,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "gemms": gemms,
+        "flops_per_step": flops,
         "seconds": {k: _sig(v) for k, v in seconds.items()},
-        "bank_gflops": _sig(bank_rate), "matmul_gflops": _sig(matmul_rate), "bank_over_matmul": _sig(bank_rate / matmul_rate),
-        "peak_n": peak_n, "peak_gflops": _sig(2 * peak_n**3 / peak_s / 1e9),
-    }  # fmt: skip
+        "bank_gflops": _sig(bank_rate),
+        "matmul_gflops": _sig(matmul_rate),
+        "bank_over_matmul": _sig(bank_rate / matmul_rate),
+        "peak_n": peak_n,
+        "peak_gflops": _sig(2 * peak_n**3 / peak_s / 1e9),
+    }
 
 
-def bench_probe(rows: int = 20000, dim: int = 4096, classes: int = 1000, epochs: int = 2, batch: int = 256, store: bool = True) -> dict:
+def bench_probe(
+    rows: int = 20000,
+    dim: int = 4096,
+    classes: int = 1000,
+    epochs: int = 2,
+    batch: int = 256,
+    store: bool = True,
+) -> dict:
     """The store-read and training rates (store=False: skipped), and bench_bank_flops under "flops"."""
     flops = bench_bank_flops(dim, classes, batch=batch)
     if not store:
-        return {"rows": rows, "dim": dim, "classes": classes, "batch": batch, "threads": torch.get_num_threads(), "flops": flops}
+        return {
+            "rows": rows,
+            "dim": dim,
+            "classes": classes,
+            "batch": batch,
+            "threads": torch.get_num_threads(),
+            "flops": flops,
+        }
     with tempfile.TemporaryDirectory() as tmp:
         store = synthetic_store(Path(tmp) / "bench.zarr", rows, dim, classes)
         reader = FeatureReader(store, (KEY,))
         labels, mask = store.labels(), np.ones(rows, bool)
         norms = fit_standardizers(reader, mask)
         window = max(batch, (512 << 20) // reader.row_bytes())
-        epochs_fn = lambda e: stream_batches(reader, mask, labels, batch=batch, window_rows=window, seed=0, epoch=e)  # noqa: E731
+        epochs_fn = lambda e: stream_batches(
+            reader, mask, labels, batch=batch, window_rows=window, seed=0, epoch=e
+        )  # noqa: E731
         started = time.perf_counter()
         read = sum(len(y) for e in range(epochs) for _, y in epochs_fn(e))
         read_rate = read / (time.perf_counter() - started)
@@ -188,33 +251,46 @@ def bench_probe(rows: int = 20000, dim: int = 4096, classes: int = 1000, epochs:
             grid = Grid(specs, [fs], [build_member(s, classes, 0) for s in specs], settings)
             runs[label] = train_grid(grid, epochs_fn, rows // batch, norms, "cpu", progress=True)
         return {
-            "rows": rows, "dim": dim, "classes": classes, "epochs": epochs, "batch": batch,
-            "threads": torch.get_num_threads(), "store_mb": round(store.size_bytes() / 1e6, 1),
+            "rows": rows,
+            "dim": dim,
+            "classes": classes,
+            "epochs": epochs,
+            "batch": batch,
+            "threads": torch.get_num_threads(),
+            "store_mb": round(store.size_bytes() / 1e6, 1),
             "read_samples_per_s": round(read_rate, 1),
-            "train": {k: {"seconds": round(v["seconds"], 2), "samples_per_s": round(v["samples_per_s"], 1)} for k, v in runs.items()},
+            "train": {
+                k: {"seconds": round(v["seconds"], 2), "samples_per_s": round(v["samples_per_s"], 1)}
+                for k, v in runs.items()
+            },
             "grid16_over_one": round(runs["16 heads"]["seconds"] / runs["1 head"]["seconds"], 3),
             "flops": flops,
-        }  # fmt: skip
+        }
 
 
 def format_flops(f: dict) -> str:
     s = f["seconds"]
     ms = lambda k: f"{s[k] * 1e3:.1f} ms"  # noqa: E731
     gemm = " + ".join(f"{g['m']}x{g['n']}x{g['k']}" for g in f["gemms"])
-    return "\n".join([
-        f"  compute alone: {f['members']}-head bank, {f['dtype']}, batch {f['batch']}, {f['optimizer']}, GEMMs (m x n x k) {gemm} = "
-        f"{f['flops_per_step'] / 1e9:.3g} GFLOP/step, best of {f['repeats']}",
-        f"  bank training step         {f['bank_gflops']:>10.1f} GFLOP/s  ({ms('step')}: forward+backward {ms('forward_backward')}, "
-        f"optimizer {ms('optimizer')}; cross-entropy alone {ms('cross_entropy')}, torch's fused {f['optimizer']} {ms('torch_fused_optimizer')})",
-        f"  torch.matmul, same GEMMs   {f['matmul_gflops']:>10.1f} GFLOP/s  ({ms('matmul')})",
-        f"  bank / matmul              {f['bank_over_matmul']:>10.2f}",
-        f"  peak ({f['peak_n']}^3 matmul)      {f['peak_gflops']:>10.1f} GFLOP/s",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"  compute alone: {f['members']}-head bank, {f['dtype']}, batch {f['batch']}, {f['optimizer']}, GEMMs (m x n x k) {gemm} = "
+            f"{f['flops_per_step'] / 1e9:.3g} GFLOP/step, best of {f['repeats']}",
+            f"  bank training step         {f['bank_gflops']:>10.1f} GFLOP/s  ({ms('step')}: forward+backward {ms('forward_backward')}, "
+            f"optimizer {ms('optimizer')}; cross-entropy alone {ms('cross_entropy')}, torch's fused {f['optimizer']} {ms('torch_fused_optimizer')})",
+            f"  torch.matmul, same GEMMs   {f['matmul_gflops']:>10.1f} GFLOP/s  ({ms('matmul')})",
+            f"  bank / matmul              {f['bank_over_matmul']:>10.2f}",
+            f"  peak ({f['peak_n']}^3 matmul)      {f['peak_gflops']:>10.1f} GFLOP/s",
+        ]
+    )
 
 
 def format_table(r: dict) -> str:
     if "train" not in r:  # store=False: the compute alone
-        return f"probe bench: {r['dim']} features, {r['classes']} classes, {r['threads']} threads\n" + format_flops(r["flops"])
+        return (
+            f"probe bench: {r['dim']} features, {r['classes']} classes, {r['threads']} threads\n"
+            + format_flops(r["flops"])
+        )
     lines = [
         f"probe bench: {r['rows']} rows x {r['dim']} features (fp16, {r['store_mb']} MB), {r['classes']} classes, "
         f"{r['epochs']} epochs, batch {r['batch']}, {r['threads']} threads",

@@ -49,7 +49,17 @@ from probe.heads import parse_head_options
 from probe.reader import FeatureReader, Standardizer, eval_batches, stream_batches
 
 MODEL = "demo-fmnist"
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided t quantiles by degrees of freedom
+T_95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+}  # two-sided t quantiles by degrees of freedom
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,10 @@ class WorkflowSettings:
     online: tuple[str, ...] = ("crop+flip+noise", "noise")
     seeds: tuple[int, ...] = (0, 1, 2)
     aug: str = "gd-crop-flip"
-    attention: tuple[str, ...] = ("width=128", "prepool=4")  # diffssl's head; 1024 wide it trains at ~100 images/s here
+    attention: tuple[str, ...] = (
+        "width=128",
+        "prepool=4",
+    )  # diffssl's head; 1024 wide it trains at ~100 images/s here
     curve_every: int = 4  # epochs between validation points
 
     @property
@@ -79,8 +92,23 @@ ONLINE_AUG = {"crop+flip+noise": True, "noise": False}  # does the arm crop and 
 
 def _extract(out: Path, s: WorkflowSettings, *, split: str, images: int, views: int, seed: int) -> float:
     started = time.perf_counter()
-    extract(from_flat(ExtractConfig, out=out, model=MODEL, data="fashion-mnist", split=split, ts=(s.t,), blocks=(s.block,), pools=(None,),
-                      limit=images, views=views, aug=s.aug if views > 1 else "none", seed=seed, progress=False))  # fmt: skip
+    extract(
+        from_flat(
+            ExtractConfig,
+            out=out,
+            model=MODEL,
+            data="fashion-mnist",
+            split=split,
+            ts=(s.t,),
+            blocks=(s.block,),
+            pools=(None,),
+            limit=images,
+            views=views,
+            aug=s.aug if views > 1 else "none",
+            seed=seed,
+            progress=False,
+        )
+    )
     return time.perf_counter() - started
 
 
@@ -96,8 +124,15 @@ def build_grid(s: WorkflowSettings, key: FeatureKey, shape: tuple[int, ...], cla
     fs = feature_set((key,), {key: shape})
     options = {"linear": (), "paper-attention": tuple(sorted(parse_head_options(s.attention).items()))}
     specs = [MemberSpec(h, options[h], fs, lr, 0.0) for h, lr in HEADS.items()]
-    settings = TrainSettings(epochs=s.epochs, batch_size=s.batch, optimizer="sgd", momentum=0.0, schedule="step",
-                             step_epochs=max(1, s.epochs // 4), seed=seed)  # fmt: skip
+    settings = TrainSettings(
+        epochs=s.epochs,
+        batch_size=s.batch,
+        optimizer="sgd",
+        momentum=0.0,
+        schedule="step",
+        step_epochs=max(1, s.epochs // 4),
+        seed=seed,
+    )
     return Grid(specs, [fs], [build_member(spec, classes, seed) for spec in specs], settings)
 
 
@@ -106,7 +141,19 @@ def _top1(grid: Grid, reader: FeatureReader, mask: np.ndarray, labels: np.ndarra
     return [round(100.0 * float((top[:, m, 0] == truth).mean()), 2) for m in range(top.shape[1])]
 
 
-def online_batches(model, preset, source, rows: np.ndarray, labels: np.ndarray, key: FeatureKey, *, augment, batch: int, seed: int, epoch: int):
+def online_batches(
+    model,
+    preset,
+    source,
+    rows: np.ndarray,
+    labels: np.ndarray,
+    key: FeatureKey,
+    *,
+    augment,
+    batch: int,
+    seed: int,
+    epoch: int,
+):
     """One on-line epoch: a shuffled order; each image as the cache would store its view
     `epoch` (augment(img, seed, index, epoch) or the center crop, noise of view `epoch`).
     Yields ({key: (batch, C, h, w) float16}, labels), as the store's batches."""
@@ -118,10 +165,19 @@ def online_batches(model, preset, source, rows: np.ndarray, labels: np.ndarray, 
         if augment is None:
             x0 = torch.stack([preprocess(source.load(i), size, channels) for i in index])
         else:
-            x0 = torch.stack([preprocess(augment(to_mode(source.load(i), channels), seed, i, epoch, size), size, channels) for i in index])
+            x0 = torch.stack(
+                [
+                    preprocess(
+                        augment(to_mode(source.load(i), channels), seed, i, epoch, size), size, channels
+                    )
+                    for i in index
+                ]
+            )
         eps = draw_noise(tuple(x0.shape[1:]), seed, index, key.t, epoch)
         with torch.inference_mode():
-            feats = capture(model, q_sample(preset, x0, key.t, eps), torch.full((len(index),), key.t), [key.b])[key.b]
+            feats = capture(
+                model, q_sample(preset, x0, key.t, eps), torch.full((len(index),), key.t), [key.b]
+            )[key.b]
         yield {key: feats.float().numpy().astype(np.float16)}, labels[pick]
 
 
@@ -142,8 +198,24 @@ def forward_rates(s: WorkflowSettings, model, preset) -> dict:
 class _Curve:
     """Validation top-1 of every head every few epochs (and after the last)."""
 
-    def __init__(self, s: WorkflowSettings, grid: Grid, reader: FeatureReader, mask: np.ndarray, labels: np.ndarray, norms):
-        self.s, self.grid, self.reader, self.mask, self.labels, self.norms, self.points = s, grid, reader, mask, labels, norms, []
+    def __init__(
+        self,
+        s: WorkflowSettings,
+        grid: Grid,
+        reader: FeatureReader,
+        mask: np.ndarray,
+        labels: np.ndarray,
+        norms,
+    ):
+        self.s, self.grid, self.reader, self.mask, self.labels, self.norms, self.points = (
+            s,
+            grid,
+            reader,
+            mask,
+            labels,
+            norms,
+            [],
+        )
 
     def __call__(self, epoch: int) -> None:
         if (epoch + 1) % self.s.curve_every == 0 or epoch + 1 == self.s.epochs:
@@ -151,7 +223,9 @@ class _Curve:
             self.points.append([step, *_top1(self.grid, self.reader, self.mask, self.labels, self.norms)])
 
 
-def _run_seed(s: WorkflowSettings, seed: int, tmp: Path, test: FeatureReader, model, preset, source) -> list[dict]:
+def _run_seed(
+    s: WorkflowSettings, seed: int, tmp: Path, test: FeatureReader, model, preset, source
+) -> list[dict]:
     key = FeatureKey(s.t, s.block, None)
     base = tmp / f"s{seed}_v1.zarr"
     seconds = {1: _extract(base, s, split="train", images=s.images + s.val_images, views=1, seed=seed)}
@@ -166,16 +240,43 @@ def _run_seed(s: WorkflowSettings, seed: int, tmp: Path, test: FeatureReader, mo
     def train(name: str, views: int | None, batches, extract_seconds: float) -> None:
         grid = build_grid(s, key, shape, classes, seed)
         curve = _Curve(s, grid, val_reader, val_mask, labels, norms)
-        timing = train_grid(grid, batches, s.images // s.batch, norms, torch.device("cpu"), progress=False, after_epoch=curve)
+        timing = train_grid(
+            grid, batches, s.images // s.batch, norms, torch.device("cpu"), progress=False, after_epoch=curve
+        )
         test_top1 = _top1(grid, test, test.store.valid(), test.store.labels().astype(np.int64), norms)
-        arms.append({"arm": name, "views": views, "seed": seed, "steps": timing["samples"] // s.batch, "extract_seconds": round(extract_seconds, 2),
-                     "train_seconds": round(timing["seconds"], 2), "curve": curve.points, "test_top1": dict(zip(HEADS, test_top1))})  # fmt: skip
+        arms.append(
+            {
+                "arm": name,
+                "views": views,
+                "seed": seed,
+                "steps": timing["samples"] // s.batch,
+                "extract_seconds": round(extract_seconds, 2),
+                "train_seconds": round(timing["seconds"], 2),
+                "curve": curve.points,
+                "test_top1": dict(zip(HEADS, test_top1)),
+            }
+        )
 
     rows, index = np.flatnonzero(train_mask), store.index()
     for arm in s.online:
         augment = AUGMENTATIONS[s.aug] if ONLINE_AUG[arm] else None
-        train(f"on-line, {arm}", None,
-              lambda e, a=augment: online_batches(model, preset, source, index[rows], labels[rows], key, augment=a, batch=s.batch, seed=seed, epoch=e), 0.0)  # fmt: skip
+        train(
+            f"on-line, {arm}",
+            None,
+            lambda e, a=augment: online_batches(
+                model,
+                preset,
+                source,
+                index[rows],
+                labels[rows],
+                key,
+                augment=a,
+                batch=s.batch,
+                seed=seed,
+                epoch=e,
+            ),
+            0.0,
+        )
     for k in s.views:
         path = base if k == 1 else tmp / f"s{seed}_v{k}.zarr"
         if k != 1:
@@ -183,9 +284,21 @@ def _run_seed(s: WorkflowSettings, seed: int, tmp: Path, test: FeatureReader, mo
         reader = val_reader if k == 1 else FeatureReader(open_complete(path), (key,), preload=True)
         if not np.array_equal(reader.store.index(), index):
             raise RuntimeError(f"the {k}-view store holds other images than the 1-view store")
-        train(f"cached, {k} view{'s' if k > 1 else ''}", k,
-              lambda e, r=reader: stream_batches(r, train_mask, labels, batch=s.batch, window_rows=store.n_rows, seed=seed, epoch=e, prefetch=False),
-              seconds[k])  # fmt: skip
+        train(
+            f"cached, {k} view{'s' if k > 1 else ''}",
+            k,
+            lambda e, r=reader: stream_batches(
+                r,
+                train_mask,
+                labels,
+                batch=s.batch,
+                window_rows=store.n_rows,
+                seed=seed,
+                epoch=e,
+                prefetch=False,
+            ),
+            seconds[k],
+        )
     return arms
 
 
@@ -202,44 +315,74 @@ def summarize(arms: list[dict]) -> list[dict]:
     for name in dict.fromkeys(a["arm"] for a in arms):
         runs = [a for a in arms if a["arm"] == name]
         total = [a["extract_seconds"] + a["train_seconds"] for a in runs]
-        out.append({"arm": name, "views": runs[0]["views"], "seeds": [a["seed"] for a in runs], "steps": sorted({a["steps"] for a in runs}),
-                    "test_top1": {h: interval([a["test_top1"][h] for a in runs]) for h in HEADS},
-                    "last_val_top1": {h: interval([a["curve"][-1][1 + i] for a in runs]) for i, h in enumerate(HEADS)},
-                    "seconds_per_seed": round(float(np.mean(total)), 1)})  # fmt: skip
+        out.append(
+            {
+                "arm": name,
+                "views": runs[0]["views"],
+                "seeds": [a["seed"] for a in runs],
+                "steps": sorted({a["steps"] for a in runs}),
+                "test_top1": {h: interval([a["test_top1"][h] for a in runs]) for h in HEADS},
+                "last_val_top1": {
+                    h: interval([a["curve"][-1][1 + i] for a in runs]) for i, h in enumerate(HEADS)
+                },
+                "seconds_per_seed": round(float(np.mean(total)), 1),
+            }
+        )
     return out
 
 
 def bench_workflow(s: WorkflowSettings = WorkflowSettings(), progress=None) -> dict:
     """Every arm for every seed; `progress(text)` is told when each seed starts."""
     preset = get_preset(MODEL)
-    model, source = load_checkpoint(preset, shipped_weights(preset)), open_dataset("fashion-mnist", None, "train")
+    model, source = (
+        load_checkpoint(preset, shipped_weights(preset)),
+        open_dataset("fashion-mnist", None, "train"),
+    )
     arms = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         test_seconds = _extract(tmp / "test.zarr", s, split="test", images=s.test_images, views=1, seed=0)
-        test = FeatureReader(open_complete(tmp / "test.zarr"), (FeatureKey(s.t, s.block, None),), preload=True)
+        test = FeatureReader(
+            open_complete(tmp / "test.zarr"), (FeatureKey(s.t, s.block, None),), preload=True
+        )
         rates = forward_rates(s, model, preset)
         for seed in s.seeds:
             if progress:
                 progress(f"seed {seed}")
             arms.extend(_run_seed(s, seed, tmp, test, model, preset, source))
     online = [a for a in arms if a["views"] is None]
-    return {"model": MODEL, "settings": {**asdict(s), "steps": s.steps}, "heads": {h: {"lr": lr} for h, lr in HEADS.items()},
-            "threads": torch.get_num_threads(), "test_rows": test.store.n_rows, "test_extract_seconds": round(test_seconds, 2),
-            "forward_images_per_s": rates, "online_images": s.steps * s.batch,
-            "whole_unet_online_seconds_estimate": round(s.steps * s.batch / rates["whole"], 1) if online else None,
-            "summary": summarize(arms), "runs": arms}  # fmt: skip
+    return {
+        "model": MODEL,
+        "settings": {**asdict(s), "steps": s.steps},
+        "heads": {h: {"lr": lr} for h, lr in HEADS.items()},
+        "threads": torch.get_num_threads(),
+        "test_rows": test.store.n_rows,
+        "test_extract_seconds": round(test_seconds, 2),
+        "forward_images_per_s": rates,
+        "online_images": s.steps * s.batch,
+        "whole_unet_online_seconds_estimate": round(s.steps * s.batch / rates["whole"], 1)
+        if online
+        else None,
+        "summary": summarize(arms),
+        "runs": arms,
+    }
 
 
 def format_table(r: dict) -> str:
     s = r["settings"]
-    lines = [f"{r['model']} t={s['t']} b={s['block']} (whole map), {s['images']} training images, {s['steps']} steps of batch {s['batch']} "
-             f"for every arm, {len(s['seeds'])} seeds, {r['test_rows']} test images, {r['threads']} threads",
-             f"  {'arm':<28} {'linear test':>18} {'attention test':>18} {'s per seed':>11}"]  # fmt: skip
+    lines = [
+        f"{r['model']} t={s['t']} b={s['block']} (whole map), {s['images']} training images, {s['steps']} steps of batch {s['batch']} "
+        f"for every arm, {len(s['seeds'])} seeds, {r['test_rows']} test images, {r['threads']} threads",
+        f"  {'arm':<28} {'linear test':>18} {'attention test':>18} {'s per seed':>11}",
+    ]
     for a in r["summary"]:
         cells = [f"{a['test_top1'][h]['mean']:.2f} +- {a['test_top1'][h]['ci95']:.2f}" for h in HEADS]
         lines.append(f"  {a['arm']:<28} {cells[0]:>18} {cells[1]:>18} {a['seconds_per_seed']:>11.1f}")
-    lines.append("  (mean +- half-width of the 95% t interval over seeds; time: extraction + training of both heads)")
+    lines.append(
+        "  (mean +- half-width of the 95% t interval over seeds; time: extraction + training of both heads)"
+    )
     rates = r["forward_images_per_s"]
-    lines.append(f"  U-Net forward: {rates['to_block']} images/s to b={s['block']}, {rates['whole']} images/s whole")
+    lines.append(
+        f"  U-Net forward: {rates['to_block']} images/s to b={s['block']}, {rates['whole']} images/s whole"
+    )
     return "\n".join(lines)

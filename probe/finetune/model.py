@@ -30,7 +30,9 @@ from extract.models.noise import draw_noise, q_sample
 from extract.models.pooling import pool
 
 STATE_FILE = "finetune_state.pt"
-EVAL_VIEW = 0  # evaluation noise is extraction's view 0, so a fine-tuned model's test features equal a cache's
+EVAL_VIEW = (
+    0  # evaluation noise is extraction's view 0, so a fine-tuned model's test features equal a cache's
+)
 TRAIN_VIEW_BASE = 1_000_000  # training noise of epoch e is view TRAIN_VIEW_BASE + e: never an evaluation draw
 
 
@@ -44,7 +46,9 @@ class FtRecipe:
     schedule: str  # "step": x0.1 every 7 epochs; "cosine": to 0 over the run
     aug: str = "crop-flip"  # the training images' augmentation (extract.data.augment)
     fp16_weights: bool = False  # the U-Net's convolutions held and updated in fp16, no fp32 master copy
-    val_fraction: float | None = None  # None: the config's; 0: all of train, no validation, the last epoch is reported
+    val_fraction: float | None = (
+        None  # None: the config's; 0: all of train, no validation, the last epoch is reported
+    )
     eval_every: int = 0  # epochs between scorings of the test split along the way (reported, never chosen on); 0: only at the end
 
 
@@ -55,7 +59,18 @@ FT_RECIPES: dict[str, FtRecipe] = {
     # copy, no loss scaling), guided-diffusion's random crop and flip, its defaults of 50 epochs and 16 images per GPU (64 on
     # the 4 GPUs of its head scripts), all of train,
     # the last epoch reported (nothing to choose it with); the test split scored every 7 epochs along the way, its eval_interval
-    "diffssl": FtRecipe("sgd", 1e-3, 1e-3, 50, 64, "step", aug="gd-crop-flip", fp16_weights=True, val_fraction=0.0, eval_every=7),
+    "diffssl": FtRecipe(
+        "sgd",
+        1e-3,
+        1e-3,
+        50,
+        64,
+        "step",
+        aug="gd-crop-flip",
+        fp16_weights=True,
+        val_fraction=0.0,
+        eval_every=7,
+    ),
     "diffprobe": FtRecipe("adamw", 1e-4, 1e-3, 10, 128, "cosine"),
 }
 TRAINABLE = ("all", "norms-biases")
@@ -84,11 +99,15 @@ class FinetuneConfig:
     lr: float | None = None
     head_lr: float | None = None
     freeze_blocks: int = 0  # blocks 1..k stay as loaded
-    trainable: str = "all"  # or "norms-biases": only GroupNorm weights and biases of the prefix, and every bias
+    trainable: str = (
+        "all"  # or "norms-biases": only GroupNorm weights and biases of the prefix, and every bias
+    )
     ema_rate: float = 0.0  # 0: no EMA; else evaluation and export use the EMA of the weights
     aug: bool = True  # augmented training images (the recipe's: crop-flip, or gd-crop-flip for diffssl); evaluation uses the center crop
     val_fraction: float = 0.1
-    eval_every: int | None = None  # None: the recipe's; N: score the test split every N epochs (reported only); 0: never along the way
+    eval_every: int | None = (
+        None  # None: the recipe's; N: score the test split every N epochs (reported only); 0: never along the way
+    )
     grad_checkpoint: bool = False  # recompute each block in backward: less memory for the 256x256 model
     checkpoint_every: int = 50  # steps between resumable saves
     seed: int = 0
@@ -102,15 +121,31 @@ class FinetuneConfig:
     def resolved(self) -> dict:
         """The recipe's values for every option left unset."""
         r = FT_RECIPES[self.recipe]
-        return {"optimizer": r.optimizer, "schedule": r.schedule, "epochs": self.epochs or r.epochs, "batch_size": self.batch_size or r.batch_size,
-                "lr": r.lr if self.lr is None else self.lr, "head_lr": (r.head_lr if self.lr is None else self.lr) if self.head_lr is None else self.head_lr,
-                "aug": r.aug if self.aug else "none", "fp16_weights": r.fp16_weights,
-                "val_fraction": self.val_fraction if r.val_fraction is None else r.val_fraction,
-                "eval_every": r.eval_every if self.eval_every is None else self.eval_every}  # fmt: skip
+        return {
+            "optimizer": r.optimizer,
+            "schedule": r.schedule,
+            "epochs": self.epochs or r.epochs,
+            "batch_size": self.batch_size or r.batch_size,
+            "lr": r.lr if self.lr is None else self.lr,
+            "head_lr": (r.head_lr if self.lr is None else self.lr) if self.head_lr is None else self.head_lr,
+            "aug": r.aug if self.aug else "none",
+            "fp16_weights": r.fp16_weights,
+            "val_fraction": self.val_fraction if r.val_fraction is None else r.val_fraction,
+            "eval_every": r.eval_every if self.eval_every is None else self.eval_every,
+        }
 
 
 # fields that change no value of the run: resuming with other values is allowed
-_NOT_IN_RUN = {"out", "checkpoint_every", "device", "progress", "results", "name", "eval_every", "tensorboard"}
+_NOT_IN_RUN = {
+    "out",
+    "checkpoint_every",
+    "device",
+    "progress",
+    "results",
+    "name",
+    "eval_every",
+    "tensorboard",
+}
 
 
 def validate(cfg: FinetuneConfig) -> None:
@@ -123,7 +158,9 @@ def validate(cfg: FinetuneConfig) -> None:
     if not 0 <= cfg.ema_rate < 1:
         raise ValueError(f"--ema-rate must be in [0, 1), got {cfg.ema_rate}")
     if not 0 < cfg.val_fraction < 1:
-        raise ValueError(f"--val-fraction must be in (0, 1): validation picks the epoch, got {cfg.val_fraction}")
+        raise ValueError(
+            f"--val-fraction must be in (0, 1): validation picks the epoch, got {cfg.val_fraction}"
+        )
     if cfg.eval_every is not None and cfg.eval_every < 0:
         raise ValueError(f"--eval-every must be 0 or more epochs, got {cfg.eval_every}")
 
@@ -141,7 +178,9 @@ def prefix_modules(model: nn.Module, block: int) -> dict[str, nn.Module]:
     return out
 
 
-def trainable_parameters(model: nn.Module, block: int, freeze_blocks: int, trainable: str) -> list[tuple[str, nn.Parameter]]:
+def trainable_parameters(
+    model: nn.Module, block: int, freeze_blocks: int, trainable: str
+) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of the U-Net that train; every other parameter gets requires_grad False."""
     keep = {}
     frozen = {name for b, (name, _) in unet_blocks(model).items() if b <= freeze_blocks}
@@ -180,14 +219,18 @@ class PrefixClassifier(nn.Module):
 
     def features(self, x_t: torch.Tensor) -> torch.Tensor:
         steps = torch.full((len(x_t),), self.t, device=x_t.device)
-        return pool(capture(self.unet, x_t, steps, [self.block], stop_early=True)[self.block].float(), self.pool_size)  # fp16 U-Nets give fp16
+        return pool(
+            capture(self.unet, x_t, steps, [self.block], stop_early=True)[self.block].float(), self.pool_size
+        )  # fp16 U-Nets give fp16
 
     def forward(self, x_t: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x_t))
 
 
 # ---------------------------------------------------------------- data
-def images(source, rows: np.ndarray, preset, *, seed: int, epoch: int | None, aug: str = "crop-flip") -> torch.Tensor:
+def images(
+    source, rows: np.ndarray, preset, *, seed: int, epoch: int | None, aug: str = "crop-flip"
+) -> torch.Tensor:
     """(len(rows), C, S, S) in [-1, 1]: epoch None (or aug "none") is the evaluation center crop,
     else this epoch's seeded augmentation of each image (`aug`, a name of extract.data.augment)."""
     augment = AUGMENTATIONS[aug] if epoch is not None else None

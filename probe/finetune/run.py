@@ -51,7 +51,11 @@ from probe.tensorboard import write_history
 
 
 def run_fields(cfg: FinetuneConfig) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_RUN}
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in _NOT_IN_RUN
+    }
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -74,14 +78,25 @@ def make_optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(net: PrefixClassifier, source, rows: np.ndarray, preset, cfg: FinetuneConfig, device, batch: int = 256, k: int = 5) -> np.ndarray:
+def evaluate(
+    net: PrefixClassifier,
+    source,
+    rows: np.ndarray,
+    preset,
+    cfg: FinetuneConfig,
+    device,
+    batch: int = 256,
+    k: int = 5,
+) -> np.ndarray:
     """Top-k predicted classes of the rows, best first, (n, k): center crop, the evaluation noise
     draw (extraction's view 0)."""
     net.eval()
     preds = []
     for start in range(0, len(rows), batch):
         part = rows[start : start + batch]
-        x = noised(preset, images(source, part, preset, seed=cfg.seed, epoch=None), part, cfg.t, cfg.seed, EVAL_VIEW)
+        x = noised(
+            preset, images(source, part, preset, seed=cfg.seed, epoch=None), part, cfg.t, cfg.seed, EVAL_VIEW
+        )
         logits = net(x.to(device)).float()
         preds.append(logits.topk(min(k, logits.shape[1]), dim=1).indices.cpu().numpy())
     net.train()
@@ -97,15 +112,25 @@ def finetune(cfg: FinetuneConfig) -> dict:
     device = torch.device(cfg.device)
     world = init_world(device)
     try:
-        with progress.run_log(Path(cfg.results), run_name(cfg, preset, block), enabled=world.is_main) as log_file:
+        with progress.run_log(
+            Path(cfg.results), run_name(cfg, preset, block), enabled=world.is_main
+        ) as log_file:
             progress.LOG.info("arguments: %s", json.dumps(invocation() or {"config": run_fields(cfg)}))
             progress.LOG.info("resolved recipe %s: %s", cfg.recipe, json.dumps(opts))
             result = _finetune(cfg, preset, block, opts, device, world, log_file)
             if result and cfg.tensorboard is not None:
-                progress.LOG.info("tensorboard: %s", write_history(Path(cfg.tensorboard) / result["name"], result["history"]))
+                progress.LOG.info(
+                    "tensorboard: %s",
+                    write_history(Path(cfg.tensorboard) / result["name"], result["history"]),
+                )
             if result:
-                progress.LOG.info("result: test top-1 %.2f on %d images (epoch %s); weights in %s", result["test"]["top1"], result["test"]["rows"],
-                                  result["head"]["epoch"], result["exported"])  # fmt: skip
+                progress.LOG.info(
+                    "result: test top-1 %.2f on %d images (epoch %s); weights in %s",
+                    result["test"]["top1"],
+                    result["test"]["rows"],
+                    result["head"]["epoch"],
+                    result["exported"],
+                )
             return result
     finally:
         close_world(world)
@@ -125,8 +150,16 @@ def _splits(cfg, val_fraction: float) -> _Splits:
     train_src = open_dataset(cfg.data, cfg.data_root, cfg.train_split)
     test_src = open_dataset(cfg.data, cfg.data_root, cfg.test_split)
     rows = subset_indices(len(train_src), cfg.limit, cfg.seed)
-    val_mask = carve_validation(train_src.labels[rows].astype(np.int64), np.ones(len(rows), bool), val_fraction, cfg.seed)
-    return _Splits(train_src, test_src, rows[~val_mask], rows[val_mask], subset_indices(len(test_src), cfg.test_limit, cfg.seed))
+    val_mask = carve_validation(
+        train_src.labels[rows].astype(np.int64), np.ones(len(rows), bool), val_fraction, cfg.seed
+    )
+    return _Splits(
+        train_src,
+        test_src,
+        rows[~val_mask],
+        rows[val_mask],
+        subset_indices(len(test_src), cfg.test_limit, cfg.seed),
+    )
 
 
 def _network(cfg, preset, block, opts, classes: int, device):
@@ -141,11 +174,18 @@ def _network(cfg, preset, block, opts, classes: int, device):
     key = FeatureKey(cfg.t, block, cfg.pool)
     with torch.no_grad():
         probe_x = torch.zeros(1, preset.in_channels, preset.image_size, preset.image_size)
-        shape = tuple(PrefixClassifier(unet, nn.Identity(), cfg.t, block, cfg.pool).features(probe_x).shape[1:])
+        shape = tuple(
+            PrefixClassifier(unet, nn.Identity(), cfg.t, block, cfg.pool).features(probe_x).shape[1:]
+        )
     torch.manual_seed(cfg.seed)
-    head = head_for(cfg.head, FeatureSet((key,), shape, (shape,)), classes, parse_head_options(list(cfg.head_options)))
+    head = head_for(
+        cfg.head, FeatureSet((key,), shape, (shape,)), classes, parse_head_options(list(cfg.head_options))
+    )
     net = PrefixClassifier(unet, head, cfg.t, block, cfg.pool).to(device).train()
-    groups = [{"params": [p for _, p in named], "lr": opts["lr"], "base": opts["lr"]}, {"params": list(head.parameters()), "lr": opts["head_lr"], "base": opts["head_lr"]}]
+    groups = [
+        {"params": [p for _, p in named], "lr": opts["lr"], "base": opts["lr"]},
+        {"params": list(head.parameters()), "lr": opts["head_lr"], "base": opts["head_lr"]},
+    ]
     opt = make_optimizer(opts["optimizer"], [g for g in groups if g["params"]])
     return net, head, named, opt, weights, key
 
@@ -158,15 +198,25 @@ def _resume(state_path: Path, cfg, net, opt, ema, device):
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file is one line
-        raise ValueError(f"{state_path}: not a loadable fine-tuning state ({type(e).__name__}); remove it or use a new --out") from None
+        raise ValueError(
+            f"{state_path}: not a loadable fine-tuning state ({type(e).__name__}); remove it or use a new --out"
+        ) from None
     changed = sorted(k for k, v in run_fields(cfg).items() if state["config"].get(k) != v)
     if changed:
-        raise ValueError(f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out")
+        raise ValueError(
+            f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out"
+        )
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["opt"])
     if ema is not None:
         ema = [e.to(device) for e in state["ema"]]
-    return int(state["step"]), float(state["seconds"]), state["best"], ema, state.get("log", {"epochs": [], "test": []})
+    return (
+        int(state["step"]),
+        float(state["seconds"]),
+        state["best"],
+        ema,
+        state.get("log", {"epochs": [], "test": []}),
+    )
 
 
 def run_name(cfg: FinetuneConfig, preset, block: int) -> str:
@@ -177,13 +227,21 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data = _splits(cfg, opts["val_fraction"])
-    train_src, test_src, train_rows, val_rows, test_rows = data.train_src, data.test_src, data.train_rows, data.val_rows, data.test_rows
+    train_src, test_src, train_rows, val_rows, test_rows = (
+        data.train_src,
+        data.test_src,
+        data.train_rows,
+        data.val_rows,
+        data.test_rows,
+    )
     batch, epochs = opts["batch_size"], opts["epochs"]
     if batch % world.size:
         raise ValueError(f"--batch-size {batch} does not split evenly over {world.size} processes")
     steps_per_epoch = len(train_rows) // batch
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_rows)} training images make no full batch of {batch}; lower --batch-size")
+        raise ValueError(
+            f"{len(train_rows)} training images make no full batch of {batch}; lower --batch-size"
+        )
 
     net, head, named, opt, weights, key = _network(cfg, preset, block, opts, len(train_src.classes), device)
     params = [p for _, p in named] + list(head.parameters())
@@ -191,7 +249,10 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     model = torch.nn.parallel.DistributedDataParallel(net) if world.size > 1 else net
     state_path = out / STATE_FILE
     step, seconds, best, ema, log = _resume(state_path, cfg, net, opt, ema, device)
-    summed, counted = 0.0, 0  # this epoch's training loss so far (an epoch cut by a resume counts from the resume)
+    summed, counted = (
+        0.0,
+        0,
+    )  # this epoch's training loss so far (an epoch cut by a resume counts from the resume)
 
     def snapshot() -> dict:
         """The weights evaluation uses: the EMA's when kept, else the live ones (CPU copies)."""
@@ -213,26 +274,56 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     def end_epoch(epoch: int, val: float | None) -> None:
         """The epoch's history entry (mean train loss, the lr it ended at, validation top-1) and its progress line."""
         nonlocal summed, counted
-        entry = {"epoch": epoch + 1, "train_loss": round(summed / max(counted, 1), 6), "lr": opt.param_groups[0]["lr"], "val_top1": val}
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": round(summed / max(counted, 1), 6),
+            "lr": opt.param_groups[0]["lr"],
+            "val_top1": val,
+        }
         log["epochs"].append(entry)
         summed, counted = 0.0, 0
-        progress.line(cfg.progress and world.is_main, f"finetune epoch {epoch + 1}/{epochs}: train loss {entry['train_loss']:.4f}"
-                      + ("" if val is None else f", validation top-1 {val:.2f}") + f", {step * batch / max(seconds, 1e-9):.1f} img/s")  # fmt: skip
+        progress.line(
+            cfg.progress and world.is_main,
+            f"finetune epoch {epoch + 1}/{epochs}: train loss {entry['train_loss']:.4f}"
+            + ("" if val is None else f", validation top-1 {val:.2f}")
+            + f", {step * batch / max(seconds, 1e-9):.1f} img/s",
+        )
 
     def save() -> None:
         if world.is_main:
-            _save(state_path, {"config": run_fields(cfg), "net": net.state_dict(), "opt": opt.state_dict(), "ema": ema,
-                               "step": step, "seconds": seconds, "best": best, "log": log})  # fmt: skip
+            _save(
+                state_path,
+                {
+                    "config": run_fields(cfg),
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "ema": ema,
+                    "step": step,
+                    "seconds": seconds,
+                    "best": best,
+                    "log": log,
+                },
+            )
         world.barrier()
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bf16" else contextlib.nullcontext()
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bf16" else contextlib.nullcontext()
+    )
     total = epochs * steps_per_epoch
-    bar = progress.bar(cfg.progress and world.is_main, total=total * batch, initial=step * batch, unit="img", desc=f"finetune b={block}")
+    bar = progress.bar(
+        cfg.progress and world.is_main,
+        total=total * batch,
+        initial=step * batch,
+        unit="img",
+        desc=f"finetune b={block}",
+    )
     started = time.perf_counter() - seconds
     while step < total:
         epoch, s = divmod(step, steps_per_epoch)
         order = train_rows[epoch_order(len(train_rows), cfg.seed, epoch)]
-        part = order[s * batch : (s + 1) * batch][world.rank :: world.size]  # this rank's share of the global batch
+        part = order[s * batch : (s + 1) * batch][
+            world.rank :: world.size
+        ]  # this rank's share of the global batch
         x0 = images(train_src, part, preset, seed=cfg.seed, epoch=epoch, aug=opts["aug"])
         x_t = noised(preset, x0, part, cfg.t, cfg.seed, TRAIN_VIEW_BASE + epoch)
         y = torch.from_numpy(train_src.labels[part].astype(np.int64)).to(device)
@@ -252,9 +343,13 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
         bar.update(batch)
         summed, counted = summed + loss.item(), counted + 1
         bar.set_postfix(loss=f"{summed / counted:.3f}", epoch=epoch + 1)
-        if step % steps_per_epoch == 0 and opts["eval_every"] and (epoch + 1) % opts["eval_every"] == 0:  # reported along the way, never chosen on
+        if (
+            step % steps_per_epoch == 0 and opts["eval_every"] and (epoch + 1) % opts["eval_every"] == 0
+        ):  # reported along the way, never chosen on
             log["test"].append([epoch + 1, scored(test_src, test_rows)])
-        if step % steps_per_epoch == 0 and not len(val_rows):  # no validation: the last epoch is the one reported
+        if step % steps_per_epoch == 0 and not len(
+            val_rows
+        ):  # no validation: the last epoch is the one reported
             best = {"val_top1": None, "epoch": epoch + 1, "state": None}
             end_epoch(epoch, None)
             save()
@@ -275,50 +370,146 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     predicted = evaluate(net, test_src, test_rows, preset, cfg, device)
     test = accuracy(predicted, test_src.labels[test_rows])
     test["predicted"] = (test_rows, test_src.labels[test_rows], predicted[:, 0])
-    test["dataset"] = {"name": test_src.name, "split": test_src.split, "fingerprint": test_src.fingerprint(), "rows": len(test_rows)}
+    test["dataset"] = {
+        "name": test_src.name,
+        "split": test_src.split,
+        "fingerprint": test_src.fingerprint(),
+        "rows": len(test_rows),
+    }
     export = out / "finetuned.pt"
-    torch.save({k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}, export)
-    return write_results(cfg, preset, block, opts, weights, key, named, head, best, log, test, len(train_rows), len(val_rows), len(test_rows), seconds, export,
-                         log_file)  # fmt: skip
+    torch.save(
+        {k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}, export
+    )
+    return write_results(
+        cfg,
+        preset,
+        block,
+        opts,
+        weights,
+        key,
+        named,
+        head,
+        best,
+        log,
+        test,
+        len(train_rows),
+        len(val_rows),
+        len(test_rows),
+        seconds,
+        export,
+        log_file,
+    )
 
 
-def write_results(cfg, preset, block, opts, weights, key, named, head, best, log, test, n_train, n_val, n_test, seconds, export, log_file=None) -> dict:
+def write_results(
+    cfg,
+    preset,
+    block,
+    opts,
+    weights,
+    key,
+    named,
+    head,
+    best,
+    log,
+    test,
+    n_train,
+    n_val,
+    n_test,
+    seconds,
+    export,
+    log_file=None,
+) -> dict:
     """The probe's results format, one member: `probe table`, curves and the report read it; the
     test split's predictions beside it, as `probe train` writes them (`analysis diff` pairs a
     fine-tuned run with frozen heads on them)."""
     name = run_name(cfg, preset, block)
     out_dir = Path(cfg.results)
     predicted, test_dataset = test.pop("predicted", None), test.pop("dataset", None)
-    member = {"head": cfg.head, "feature_set": key.label, "features": [key.to_dict()], "lr": opts["lr"], "wd": 0.0,
-              "finetuned": True, "trainable": cfg.trainable, "freeze_blocks": cfg.freeze_blocks,
-              "trainable_parameters": sum(p.numel() for _, p in named) + sum(p.numel() for p in head.parameters()),
-              "val": {"top1": best["val_top1"]}, "test": {"top1": test["top1"]}, "epoch": best["epoch"]}  # fmt: skip
+    member = {
+        "head": cfg.head,
+        "feature_set": key.label,
+        "features": [key.to_dict()],
+        "lr": opts["lr"],
+        "wd": 0.0,
+        "finetuned": True,
+        "trainable": cfg.trainable,
+        "freeze_blocks": cfg.freeze_blocks,
+        "trainable_parameters": sum(p.numel() for _, p in named) + sum(p.numel() for p in head.parameters()),
+        "val": {"top1": best["val_top1"]},
+        "test": {"top1": test["top1"]},
+        "epoch": best["epoch"],
+    }
     model_key = {"name": preset.name, **preset.to_dict()}
     result = {
-        "format": RESULTS_FORMAT, "version": __version__, "name": name, "kind": "finetune",
+        "format": RESULTS_FORMAT,
+        "version": __version__,
+        "name": name,
+        "kind": "finetune",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {**run_fields(cfg), **opts, "block": block},
-        "stores": {"train": {"path": None, "rows": n_train, "key": {"model": model_key, "weights": weights, "t": cfg.t, "seed": cfg.seed,
-                                                                      "dataset": {"name": cfg.data, "split": cfg.train_split}}},
-                   "test": {"path": None, "rows": n_test, "dataset": test_dataset}},
-        "validation": (f"{opts['val_fraction']:.0%} of train, class-stratified, seed {cfg.seed}; picks the epoch" if n_val
-                       else "none: all of train is trained on and the last epoch is reported"),
-        "members": [member], "selected": 0, "head": member,
-        "val": {"top1": best["val_top1"], "rows": n_val}, "test": {**test, "rows": n_test},
+        "stores": {
+            "train": {
+                "path": None,
+                "rows": n_train,
+                "key": {
+                    "model": model_key,
+                    "weights": weights,
+                    "t": cfg.t,
+                    "seed": cfg.seed,
+                    "dataset": {"name": cfg.data, "split": cfg.train_split},
+                },
+            },
+            "test": {"path": None, "rows": n_test, "dataset": test_dataset},
+        },
+        "validation": (
+            f"{opts['val_fraction']:.0%} of train, class-stratified, seed {cfg.seed}; picks the epoch"
+            if n_val
+            else "none: all of train is trained on and the last epoch is reported"
+        ),
+        "members": [member],
+        "selected": 0,
+        "head": member,
+        "val": {"top1": best["val_top1"], "rows": n_val},
+        "test": {**test, "rows": n_test},
         "history": log["epochs"],
-        "test_along_the_way": {"every_epochs": opts["eval_every"], "top1": log["test"], "use": "reported only; nothing is chosen on it"},
+        "test_along_the_way": {
+            "every_epochs": opts["eval_every"],
+            "top1": log["test"],
+            "use": "reported only; nothing is chosen on it",
+        },
         "timing": {"train": {"seconds": round(seconds, 1)}, "total_seconds": round(seconds, 1)},
         "exported": str(export),
         "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
         "log_file": None if log_file is None else str(log_file),
-    }  # fmt: skip
+    }
     if predicted is not None:
         result["predictions"] = write_predictions(out_dir / f"{name}.predictions.npz", *predicted)
     write_json(out_dir / f"{name}.json", result)
-    append_row(out_dir / "probe_results.csv", {
-        "name": name, "head": f"{cfg.head} (fine-tuned)", "features": key.label, "t": cfg.t, "b": block, "pool": pool_label(cfg.pool),
-        "model": preset.name, "weights": weights_label(weights),
-        "dataset": cfg.data, "train_rows": n_train, "val_rows": n_val, "test_rows": n_test, "lr": opts["lr"], "wd": 0.0, "epochs": opts["epochs"],
-        "val_top1": "" if best["val_top1"] is None else f"{best['val_top1']:.2f}", "test_top1": f"{test['top1']:.2f}", "test_top5": f"{test['top5']:.2f}",
-        "seconds": round(seconds, 1), "version": __version__, "results": f"{name}.json"})  # fmt: skip
+    append_row(
+        out_dir / "probe_results.csv",
+        {
+            "name": name,
+            "head": f"{cfg.head} (fine-tuned)",
+            "features": key.label,
+            "t": cfg.t,
+            "b": block,
+            "pool": pool_label(cfg.pool),
+            "model": preset.name,
+            "weights": weights_label(weights),
+            "dataset": cfg.data,
+            "train_rows": n_train,
+            "val_rows": n_val,
+            "test_rows": n_test,
+            "lr": opts["lr"],
+            "wd": 0.0,
+            "epochs": opts["epochs"],
+            "val_top1": "" if best["val_top1"] is None else f"{best['val_top1']:.2f}",
+            "test_top1": f"{test['top1']:.2f}",
+            "test_top5": f"{test['top5']:.2f}",
+            "seconds": round(seconds, 1),
+            "version": __version__,
+            "results": f"{name}.json",
+        },
+    )
     return result

@@ -48,7 +48,9 @@ def _stores(tmp_path):
     a = {keys[0]: base, keys[1]: base * 2 + 0.1 * RNG.normal(size=base.shape)}
     b = {keys[0]: RNG.normal(size=base.shape), keys[1]: base[:, ::-1]}
     make_store(tmp_path / "a.zarr", {k: v.astype(np.float16) for k, v in a.items()}, y, shard_rows=16)
-    make_store(tmp_path / "b.zarr", {k: v.astype(np.float16) for k, v in b.items()}, y, shard_rows=16, model="other")
+    make_store(
+        tmp_path / "b.zarr", {k: v.astype(np.float16) for k, v in b.items()}, y, shard_rows=16, model="other"
+    )
     return a, b
 
 
@@ -58,7 +60,9 @@ def test_a_map_of_two_stores_equals_the_definition_key_by_key(tmp_path):
     assert m.matrix.shape == (2, 2) and m.n == 64 and m.rows[0] == "a t10/b3/p2"
     for i, ka in enumerate(sorted(a, key=FeatureKey.sort_key)):
         for j, kb in enumerate(sorted(b, key=FeatureKey.sort_key)):
-            ref = linear_cka_gram(a[ka].astype(np.float16).reshape(64, -1), b[kb].astype(np.float16).reshape(64, -1))
+            ref = linear_cka_gram(
+                a[ka].astype(np.float16).reshape(64, -1), b[kb].astype(np.float16).reshape(64, -1)
+            )
             assert m.matrix[i, j] == pytest.approx(ref, rel=1e-6)
     self_map = cka_map(tmp_path / "a.zarr", progress=False)
     np.testing.assert_allclose(np.diag(self_map.matrix), 1.0)
@@ -66,21 +70,47 @@ def test_a_map_of_two_stores_equals_the_definition_key_by_key(tmp_path):
 
 def test_different_image_sets_and_missing_keys_are_refused(tmp_path, capsys):
     _stores(tmp_path)
-    make_store(tmp_path / "c.zarr", {FeatureKey(10, 3, 2): RNG.normal(size=(32, 4, 2, 2)).astype(np.float16)}, np.arange(32) % 4)
+    make_store(
+        tmp_path / "c.zarr",
+        {FeatureKey(10, 3, 2): RNG.normal(size=(32, 4, 2, 2)).astype(np.float16)},
+        np.arange(32) % 4,
+    )
     with pytest.raises(StoreError, match="hold different image sets"):
         cka_map(tmp_path / "a.zarr", tmp_path / "c.zarr", progress=False)
     with pytest.raises(StoreError, match=r"no cached features match t=\[50\]"):
         cka_map(tmp_path / "a.zarr", ts=(50,), progress=False)
     with pytest.raises(SystemExit) as done:
-        main(["cka", "--store", str(tmp_path / "a.zarr"), "--store", str(tmp_path / "c.zarr"), "--out", str(tmp_path / "x.png")])
+        main(
+            [
+                "cka",
+                "--store",
+                str(tmp_path / "a.zarr"),
+                "--store",
+                str(tmp_path / "c.zarr"),
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
     assert done.value.code == 2 and "different image sets" in capsys.readouterr().err
 
 
 def test_cli_writes_figure_and_matrix(tmp_path, capsys):
     _stores(tmp_path)
     with pytest.raises(SystemExit) as done:
-        main(["cka", "--store", str(tmp_path / "a.zarr"), "--store", str(tmp_path / "b.zarr"), "--b", "7",
-              "--out", str(tmp_path / "m.png"), "--no-progress"])  # fmt: skip
+        main(
+            [
+                "cka",
+                "--store",
+                str(tmp_path / "a.zarr"),
+                "--store",
+                str(tmp_path / "b.zarr"),
+                "--b",
+                "7",
+                "--out",
+                str(tmp_path / "m.png"),
+                "--no-progress",
+            ]
+        )
     assert done.value.code == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["rows"] == ["A t10/b7/p2"] and saved["images"] == 64 and (tmp_path / "m.svg").exists()
@@ -143,11 +173,21 @@ def test_rbf_and_minibatch_maps_equal_their_definitions(tmp_path):
     rng = np.random.default_rng([0, 13])
     rng.permutation(1)  # the one block's visiting order
     order = rng.permutation(64)  # rows within the one window: the whole store
-    ref = minibatch_cka((linear_gram(xa[0][order[i : i + 16]]), linear_gram(xb[1][order[i : i + 16]])) for i in range(0, 64, 16))
+    ref = minibatch_cka(
+        (linear_gram(xa[0][order[i : i + 16]]), linear_gram(xb[1][order[i : i + 16]]))
+        for i in range(0, 64, 16)
+    )
     assert mb.matrix[0, 1] == pytest.approx(ref, rel=1e-9)
-    shuffled = minibatch_cka((linear_gram(xa[0][order[i : i + 16]]), linear_gram(xb[0][order[i : i + 16]])) for i in range(0, 64, 16))
-    consecutive = minibatch_cka((linear_gram(xa[0][i : i + 16]), linear_gram(xb[0][i : i + 16])) for i in range(0, 64, 16))
-    assert mb.matrix[0, 0] == pytest.approx(shuffled, rel=1e-9) and mb.matrix[0, 0] != pytest.approx(consecutive, rel=1e-6)
+    shuffled = minibatch_cka(
+        (linear_gram(xa[0][order[i : i + 16]]), linear_gram(xb[0][order[i : i + 16]]))
+        for i in range(0, 64, 16)
+    )
+    consecutive = minibatch_cka(
+        (linear_gram(xa[0][i : i + 16]), linear_gram(xb[0][i : i + 16])) for i in range(0, 64, 16)
+    )
+    assert mb.matrix[0, 0] == pytest.approx(shuffled, rel=1e-9) and mb.matrix[0, 0] != pytest.approx(
+        consecutive, rel=1e-6
+    )
     assert hsic_unbiased(linear_gram(xa[0][:16]), linear_gram(xa[0][:16])) > 0
     with pytest.raises(ValueError, match="more than --max-rows 10"):
         cka_map(tmp_path / "a.zarr", kernel="rbf", max_rows=10, progress=False)
@@ -159,8 +199,14 @@ def _wide_stores(tmp_path, n=48, views=1):
     rng = np.random.default_rng(7)
     keys = [FeatureKey(t, b, None) for t in (10, 50) for b in (3, 5)]
     base = rng.normal(size=(n, views, 8, 4, 4) if views > 1 else (n, 8, 4, 4))
-    a = {k: (base * (i + 1) + (i + 0.5) * rng.normal(size=base.shape) + 3.0).astype(np.float16) for i, k in enumerate(keys)}
-    b = {k: (np.roll(base, i, axis=-1) + rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
+    a = {
+        k: (base * (i + 1) + (i + 0.5) * rng.normal(size=base.shape) + 3.0).astype(np.float16)
+        for i, k in enumerate(keys)
+    }
+    b = {
+        k: (np.roll(base, i, axis=-1) + rng.normal(size=base.shape)).astype(np.float16)
+        for i, k in enumerate(keys)
+    }
     valid = np.ones(n, bool)
     valid[[3, 17, 40]] = False
     y = np.arange(n) % 4
@@ -172,18 +218,30 @@ def _wide_stores(tmp_path, n=48, views=1):
 @pytest.mark.parametrize("views", [1, 3])
 def test_the_four_linear_paths_agree_with_the_moments_and_the_definition(tmp_path, views):
     a, b, valid = _wide_stores(tmp_path, views=views)
-    maps = {p: cka_map(tmp_path / "wa.zarr", tmp_path / "wb.zarr", linear_path=p, block_rows=10, progress=False)
-            for p in ("moments", "gram", "pairwise", "tiles")}  # fmt: skip
-    assert {p: m.method for p, m in maps.items()} == {"moments": "moments", "gram": "gram", "pairwise": "pairwise", "tiles": "tiles"}
+    maps = {
+        p: cka_map(tmp_path / "wa.zarr", tmp_path / "wb.zarr", linear_path=p, block_rows=10, progress=False)
+        for p in ("moments", "gram", "pairwise", "tiles")
+    }
+    assert {p: m.method for p, m in maps.items()} == {
+        "moments": "moments",
+        "gram": "gram",
+        "pairwise": "pairwise",
+        "tiles": "tiles",
+    }
     np.testing.assert_allclose(maps["gram"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
     np.testing.assert_allclose(maps["pairwise"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
     np.testing.assert_allclose(maps["tiles"].matrix, maps["moments"].matrix, rtol=0, atol=1e-6)
     ka, kb = sorted(a, key=FeatureKey.sort_key), sorted(b, key=FeatureKey.sort_key)
     first = (lambda x: x[:, 0]) if views > 1 else (lambda x: x)
-    ref = linear_cka_gram(first(a[ka[1]])[valid].reshape(valid.sum(), -1), first(b[kb[2]])[valid].reshape(valid.sum(), -1))
+    ref = linear_cka_gram(
+        first(a[ka[1]])[valid].reshape(valid.sum(), -1), first(b[kb[2]])[valid].reshape(valid.sum(), -1)
+    )
     assert maps["gram"].matrix[1, 2] == pytest.approx(ref, abs=1e-9)
     assert 0.05 < maps["gram"].matrix.min() and maps["gram"].matrix.max() < 0.999  # not a degenerate map
-    self_maps = [cka_map(tmp_path / "wa.zarr", linear_path=p, progress=False).matrix for p in ("moments", "gram", "pairwise", "tiles")]
+    self_maps = [
+        cka_map(tmp_path / "wa.zarr", linear_path=p, progress=False).matrix
+        for p in ("moments", "gram", "pairwise", "tiles")
+    ]
     for other in self_maps[1:]:
         np.testing.assert_allclose(other, self_maps[0], atol=1e-6)
     np.testing.assert_allclose(np.diag(self_maps[1]), 1.0, atol=1e-9)
@@ -231,7 +289,9 @@ def test_many_narrow_keys_over_many_images_go_pair_by_pair_through_moments(tmp_p
     feats = {k: (base + i * rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
     make_store(tmp_path / "n.zarr", feats, np.arange(n) % 4, shard_rows=128)
     ref = cka_map(tmp_path / "n.zarr", linear_path="gram", progress=False).matrix
-    cap = moments_bytes([16, 16], 600)  # a pair's moments; not all four keys' (D = 64), nor two 600 x 600 Grams
+    cap = moments_bytes(
+        [16, 16], 600
+    )  # a pair's moments; not all four keys' (D = 64), nor two 600 x 600 Grams
     m, peak = _peak(lambda: cka_map(tmp_path / "n.zarr", max_bytes=cap, progress=False))
     assert m.method == "pairwise" and peak < cap + (1 << 20)
     np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
@@ -242,11 +302,34 @@ def test_a_request_that_fits_no_path_is_one_line(tmp_path, capsys):
     with pytest.raises(ValueError, match="needs at least .* even by 16-row tiles"):
         cka_map(tmp_path / "wa.zarr", max_bytes=1000, progress=False)
     with pytest.raises(SystemExit) as done:
-        main(["cka", "--store", str(tmp_path / "wa.zarr"), "--max-memory-gb", "0.01", "--linear-path", "moments",
-              "--out", str(tmp_path / "m.png"), "--no-progress"])  # fmt: skip
+        main(
+            [
+                "cka",
+                "--store",
+                str(tmp_path / "wa.zarr"),
+                "--max-memory-gb",
+                "0.01",
+                "--linear-path",
+                "moments",
+                "--out",
+                str(tmp_path / "m.png"),
+                "--no-progress",
+            ]
+        )
     assert done.value.code == 0  # 4 keys x 128 features fit in 10 MiB by moments
     with pytest.raises(SystemExit) as done:
-        main(["cka", "--store", str(tmp_path / "wa.zarr"), "--max-memory-gb", "0.000001", "--out", str(tmp_path / "m.png"), "--no-progress"])
+        main(
+            [
+                "cka",
+                "--store",
+                str(tmp_path / "wa.zarr"),
+                "--max-memory-gb",
+                "0.000001",
+                "--out",
+                str(tmp_path / "m.png"),
+                "--no-progress",
+            ]
+        )
     assert done.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-memory-gb" in err[0] and "Traceback" not in err[0]
@@ -269,7 +352,11 @@ def test_tiles_smaller_than_the_image_count_give_the_same_map_within_the_cap(tmp
     cap = tile_bytes(dims, sizes, 16) + (resident_bytes(45, dims, sizes) if resident else 0)
     tile, held = plan_tiles(45, dims, sizes, cap)
     assert held is False and 16 <= tile < 45  # held rows need tiles of 1024 (or all n) beside them
-    cap = tile_bytes(dims, sizes, 45) + resident_bytes(45, dims, sizes) if resident else tile_bytes(dims, sizes, 20)
+    cap = (
+        tile_bytes(dims, sizes, 45) + resident_bytes(45, dims, sizes)
+        if resident
+        else tile_bytes(dims, sizes, 20)
+    )
     tile, held = plan_tiles(45, dims, sizes, cap)
     assert (tile, held) == ((45, True) if resident else (20, False)) and tile_bytes(dims, sizes, tile) <= cap
     pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
@@ -286,11 +373,18 @@ def test_auto_falls_back_to_tiles_when_no_other_path_fits(tmp_path):
     base = rng.normal(size=(n, 16, 8, 8))
     feats = {k: (base * (i + 1) + rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
     make_store(tmp_path / "f.zarr", feats, np.arange(n) % 10, shard_rows=512)
-    cap = 20 << 20  # a pair's moments (64 MiB) and two 3000 x 3000 Grams (137 MiB) do not fit; tiles of ~450 rows do
+    cap = (
+        20 << 20
+    )  # a pair's moments (64 MiB) and two 3000 x 3000 Grams (137 MiB) do not fit; tiles of ~450 rows do
     assert moments_bytes([1024, 1024], 512) > cap and 2 * 8 * n * n > cap
     m = cka_map(tmp_path / "f.zarr", max_bytes=cap, progress=False)
     assert m.method == "tiles"
-    np.testing.assert_allclose(m.matrix, cka_map(tmp_path / "f.zarr", linear_path="moments", progress=False).matrix, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        m.matrix,
+        cka_map(tmp_path / "f.zarr", linear_path="moments", progress=False).matrix,
+        rtol=0,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="runs the tiles path only"):
         cka_map(tmp_path / "f.zarr", linear_path="gram", device="meta", progress=False)
 
@@ -305,7 +399,9 @@ def test_tiles_on_a_gpu_equal_the_cpu(tmp_path):
     pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
     gpu = cka_map(*pair, device="cuda", progress=False)
     assert gpu.method == "tiles"
-    np.testing.assert_allclose(gpu.matrix, cka_map(*pair, linear_path="moments", progress=False).matrix, atol=1e-6)
+    np.testing.assert_allclose(
+        gpu.matrix, cka_map(*pair, linear_path="moments", progress=False).matrix, atol=1e-6
+    )
 
 
 def test_the_full_map_bench_skips_what_does_not_fit_and_its_paths_agree(tmp_path):
@@ -314,13 +410,21 @@ def test_the_full_map_bench_skips_what_does_not_fit_and_its_paths_agree(tmp_path
     rng = np.random.default_rng(2)
     keys = [FeatureKey(10, 9, None), FeatureKey(10, 30, None)]
     base = rng.normal(size=(40, 4, 4, 4))
-    make_store(tmp_path / "demo.zarr", {k: (base + i * rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)},
-               np.arange(40) % 4, shard_rows=16)  # fmt: skip
+    make_store(
+        tmp_path / "demo.zarr",
+        {k: (base + i * rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)},
+        np.arange(40) % 4,
+        shard_rows=16,
+    )
     rows = bench_full_maps(tmp_path / "demo.zarr", imagenet_rows=20, max_gb=0.5)
     real = [r for r in rows if r["case"].startswith("demo.zarr")]
-    assert [r["path"] for r in real] == ["moments", "gram", "tiles"] and all(abs(r["minus_first"]) < 1e-6 for r in real)
+    assert [r["path"] for r in real] == ["moments", "gram", "tiles"] and all(
+        abs(r["minus_first"]) < 1e-6 for r in real
+    )
     big = {r["path"]: r for r in rows if r["case"].startswith("synthetic")}
     assert "skipped" in big["moments"] and "GiB" in big["moments"]["skipped"]  # 262,144^2 moments never fit
     assert big["gram"]["dims"] == [262144, 262144] and big["gram"]["n"] == 20
-    assert abs(big["tiles"]["cka"] - big["gram"]["cka"]) < 1e-6 and 0.1 < big["gram"]["cka"] <= 1  # 20 images of 262,144 values: near 1
+    assert (
+        abs(big["tiles"]["cka"] - big["gram"]["cka"]) < 1e-6 and 0.1 < big["gram"]["cka"] <= 1
+    )  # 20 images of 262,144 values: near 1
     assert big["tiles"]["peak_rss_mb"] >= 0 and "skipped" in format_full_maps(rows)

@@ -15,7 +15,11 @@ MEMBERS = [
     member(10, 7, 2, val=80, test=70),
     member(10, 9, 2, val=75, test=95),  # best on test, worse on validation: never the t=10 point
     member(50, 7, None, val=60, test=60),
-    {"features": [{"t": 10, "b": 7, "pool": 2}, {"t": 50, "b": 7, "pool": 2}], "val": {"top1": 99}, "test": {"top1": 99}},
+    {
+        "features": [{"t": 10, "b": 7, "pool": 2}, {"t": 50, "b": 7, "pool": 2}],
+        "val": {"top1": 99},
+        "test": {"top1": 99},
+    },
 ]
 
 
@@ -43,10 +47,42 @@ def test_table_rows_become_one_line_per_model_and_weights():
     from analysis.curves import members_from_table
 
     rows = [
-        {"model": "m", "weights": "w", "t": "10", "b": "7", "pool": "2", "val_top1": "80.00", "test_top1": "79.00"},
-        {"model": "m", "weights": "w", "t": "50", "b": "7", "pool": "full", "val_top1": "70.00", "test_top1": "69.00"},
-        {"model": "m", "weights": "random-init", "t": "10", "b": "7", "pool": "2", "val_top1": "60.00", "test_top1": "61.00"},
-        {"model": "m", "weights": "w", "t": "10+50", "b": "7+7", "pool": "2+2", "val_top1": "99.00", "test_top1": "99.00"},
+        {
+            "model": "m",
+            "weights": "w",
+            "t": "10",
+            "b": "7",
+            "pool": "2",
+            "val_top1": "80.00",
+            "test_top1": "79.00",
+        },
+        {
+            "model": "m",
+            "weights": "w",
+            "t": "50",
+            "b": "7",
+            "pool": "full",
+            "val_top1": "70.00",
+            "test_top1": "69.00",
+        },
+        {
+            "model": "m",
+            "weights": "random-init",
+            "t": "10",
+            "b": "7",
+            "pool": "2",
+            "val_top1": "60.00",
+            "test_top1": "61.00",
+        },
+        {
+            "model": "m",
+            "weights": "w",
+            "t": "10+50",
+            "b": "7+7",
+            "pool": "2+2",
+            "val_top1": "99.00",
+            "test_top1": "99.00",
+        },
     ]
     runs = members_from_table(rows)
     assert sorted(runs) == ["m (random-init)", "m (w)"] and len(runs["m (w)"]) == 2
@@ -61,11 +97,28 @@ def test_best_command_prints_the_validation_best_per_value_and_writes_every_memb
 
     from analysis.cli import main
 
-    members = [{**m, "head": "linear", "feature_set": "+".join(f"t{f['t']}/b{f['b']}/p{f['pool']}" for f in m["features"]), "lr": 0.01}
-               for m in MEMBERS]  # fmt: skip
+    members = [
+        {
+            **m,
+            "head": "linear",
+            "feature_set": "+".join(f"t{f['t']}/b{f['b']}/p{f['pool']}" for f in m["features"]),
+            "lr": 0.01,
+        }
+        for m in MEMBERS
+    ]
     (tmp_path / "r.json").write_text(json.dumps({"format": "diffprobe-probe-results", "members": members}))
     with pytest.raises(SystemExit) as done:
-        main(["best", "--results", f"demo={tmp_path / 'r.json'}", "--by", "t", "--csv", str(tmp_path / "m.csv")])
+        main(
+            [
+                "best",
+                "--results",
+                f"demo={tmp_path / 'r.json'}",
+                "--by",
+                "t",
+                "--csv",
+                str(tmp_path / "m.csv"),
+            ]
+        )
     assert done.value.code == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in out[1:3]] == [["demo", "10"], ["demo", "50"]]

@@ -43,7 +43,15 @@ def test_a_set_against_itself_is_zero_and_a_shifted_copy_is_the_closed_form(tmp_
     a = save_npz(tmp_path / "a.npz", x)
     same = fid(FidConfig(fake=a, real=a, features="pixels", cache=tmp_path / "c", progress=False))
     assert abs(same.fd) < 1e-6 and (same.precision, same.recall) == (1.0, 1.0)
-    shifted = fid(FidConfig(fake=save_npz(tmp_path / "b.npz", x + 10), real=a, features="pixels", cache=tmp_path / "c", progress=False))
+    shifted = fid(
+        FidConfig(
+            fake=save_npz(tmp_path / "b.npz", x + 10),
+            real=a,
+            features="pixels",
+            cache=tmp_path / "c",
+            progress=False,
+        )
+    )
     assert shifted.fd == pytest.approx(64 * 10.0**2, rel=1e-9)  # |mu_a - mu_b|^2 with the same covariance
     xf = x.reshape(200, -1).astype(np.float64)
     assert (shifted.precision, shifted.recall) == pytest.approx(precision_recall(xf, xf + 10))
@@ -70,31 +78,62 @@ def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_pat
     net = SmallCNN().eval()
     torch.save(net.state_dict(), tmp_path / "clf.pt")
     real, fake = images(n=120, size=32, seed=1), images(n=90, size=32, seed=2) // 2 + 40
-    result = fid(FidConfig(fake=save_npz(tmp_path / "f.npz", fake), real=save_npz(tmp_path / "r.npz", real), features=f"classifier:{tmp_path / 'clf.pt'}",
-                           batch_size=32, cache=tmp_path / "c", progress=False))  # fmt: skip
+    result = fid(
+        FidConfig(
+            fake=save_npz(tmp_path / "f.npz", fake),
+            real=save_npz(tmp_path / "r.npz", real),
+            features=f"classifier:{tmp_path / 'clf.pt'}",
+            batch_size=32,
+            cache=tmp_path / "c",
+            progress=False,
+        )
+    )
     with torch.no_grad():
-        fr, ff = (net.features(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1).double().numpy() for a in (real, fake))
+        fr, ff = (
+            net.features(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1).double().numpy()
+            for a in (real, fake)
+        )
     expected = frechet_distance(fr.mean(0), np.cov(fr, rowvar=False), ff.mean(0), np.cov(ff, rowvar=False))
     assert result.fd == pytest.approx(expected, rel=1e-6) and result.fd > 0
     assert (result.precision, result.recall) == pytest.approx(precision_recall(fr, ff), abs=1e-12)
-    from analysis.gen_metrics import kernel_distance  # the kernel distance of the same rows, the samples first; no Inception Score here
+    from analysis.gen_metrics import (
+        kernel_distance,
+    )  # the kernel distance of the same rows, the samples first; no Inception Score here
 
-    assert result.kid == pytest.approx(kernel_distance(ff.astype(np.float32), fr.astype(np.float32), 100, 90), rel=1e-5)
-    assert result.kid_metric == "KD (classifier)" and result.metric == "FD (classifier)" and result.kid_subset_size == 90
+    assert result.kid == pytest.approx(
+        kernel_distance(ff.astype(np.float32), fr.astype(np.float32), 100, 90), rel=1e-5
+    )
+    assert (
+        result.kid_metric == "KD (classifier)"
+        and result.metric == "FD (classifier)"
+        and result.kid_subset_size == 90
+    )
     assert result.inception_score is None and any("needs --features inception" in n for n in result.notes)
 
 
 def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
     fake = save_npz(tmp_path / "f.npz", images(n=20, size=32))
-    cfg = FidConfig(fake=fake, data=DataSpec("fashion-mnist", "test"), features="pixels", cache=tmp_path / "cache", progress=False)
+    cfg = FidConfig(
+        fake=fake,
+        data=DataSpec("fashion-mnist", "test"),
+        features="pixels",
+        cache=tmp_path / "cache",
+        progress=False,
+    )
     first = fid(cfg)
     assert first.n_real == 32 and first.real["channels"] == 1 and first.real["image_size"] == 32
     real_store = first.stores[0]
     again = fid(cfg)
     assert again.fd == first.fd and again.stores == first.stores
-    assert FeatureStore.open(real_store).attrs["last_run"]["images"] == 0  # reused whole: nothing computed the second time
+    assert (
+        FeatureStore.open(real_store).attrs["last_run"]["images"] == 0
+    )  # reused whole: nothing computed the second time
     other = fid(FidConfig(**{**cfg.__dict__, "data": DataSpec("fashion-mnist", "test", limit=10)}))
-    assert other.n_real == 10 and other.stores[0] != real_store and len(list((tmp_path / "cache").glob("fashion-mnist-*.zarr"))) == 2
+    assert (
+        other.n_real == 10
+        and other.stores[0] != real_store
+        and len(list((tmp_path / "cache").glob("fashion-mnist-*.zarr"))) == 2
+    )
 
 
 def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_path, fmnist_env):
@@ -107,64 +146,149 @@ def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_p
     net = SmallCNN().eval()
     torch.save(net.state_dict(), tmp_path / "clf.pt")
     fake = images(n=40, size=32, seed=3)
-    cfg = FidConfig(fake=save_npz(tmp_path / "f.npz", fake), data=DataSpec("fashion-mnist", "test"), features=f"classifier:{tmp_path / 'clf.pt'}",
-                    k=2, kid_subset_size=20, cache=tmp_path / "c", progress=False)  # fmt: skip
+    cfg = FidConfig(
+        fake=save_npz(tmp_path / "f.npz", fake),
+        data=DataSpec("fashion-mnist", "test"),
+        features=f"classifier:{tmp_path / 'clf.pt'}",
+        k=2,
+        kid_subset_size=20,
+        cache=tmp_path / "c",
+        progress=False,
+    )
     result = fid(cfg)
     with torch.no_grad():
         logits = net(torch.from_numpy(fake).permute(0, 3, 1, 2).float() / 127.5 - 1).numpy()
     expected = np.bincount(logits.argmax(1), minlength=10) / 40
     assert result.class_shares == pytest.approx(tuple(expected), abs=1e-12)
     real = np.asarray(result.real_class_shares)
-    assert real.shape == (10,) and real.sum() == pytest.approx(1.0) and np.all(real * 32 == np.round(real * 32))  # 32 real test images
-    assert result.class_tv == pytest.approx(0.5 * np.abs(expected - real).sum(), abs=1e-12) and "class shares TV" in result.line()
+    assert (
+        real.shape == (10,) and real.sum() == pytest.approx(1.0) and np.all(real * 32 == np.round(real * 32))
+    )  # 32 real test images
+    assert (
+        result.class_tv == pytest.approx(0.5 * np.abs(expected - real).sum(), abs=1e-12)
+        and "class shares TV" in result.line()
+    )
     off = fid(FidConfig(**{**cfg.__dict__, "class_balance": False}))
     assert off.class_shares is None and off.fd == result.fd
-    assert class_shares(np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 0.0]])) == pytest.approx([0.25, 0.5, 0.25])
+    assert class_shares(
+        np.array([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 0.0]])
+    ) == pytest.approx([0.25, 0.5, 0.25])
     assert total_variation([0.5, 0.5, 0.0], [0.0, 0.5, 0.5]) == 0.5 and total_variation([1, 0], [1, 0]) == 0.0
     with pytest.raises(ValueError, match="shares over"):
         total_variation([1.0], [0.5, 0.5])
 
 
 def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capfd):
-    code, out, err = run(capfd, "--data", "fashion-mnist", "--split-half", "--features", "pixels", "--image-size", 32, "--cache", tmp_path,
-                         "--out", tmp_path / "floor.json")  # fmt: skip
+    code, out, err = run(
+        capfd,
+        "--data",
+        "fashion-mnist",
+        "--split-half",
+        "--features",
+        "pixels",
+        "--image-size",
+        32,
+        "--cache",
+        tmp_path,
+        "--out",
+        tmp_path / "floor.json",
+    )
     assert code == 0, err
     saved = json.loads((tmp_path / "floor.json").read_text())
-    assert saved["n_real"] == saved["n_fake"] == 16 and saved["real"]["half"] == "first" and saved["fake"]["half"] == "second"
+    assert (
+        saved["n_real"] == saved["n_fake"] == 16
+        and saved["real"]["half"] == "first"
+        and saved["fake"]["half"] == "second"
+    )
     assert saved["fd"] > 0
 
 
 def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(tmp_path, capfd):
-    ref, fake = save_npz(tmp_path / "ref.npz", images(n=40, size=8)), save_npz(tmp_path / "fake.npz", images(n=30, size=8, seed=3))
-    code, out, err = run(capfd, "--fake", fake, "--real", ref, "--features", "pixels", "--save-stats", tmp_path / "stats.npz", "--cache", tmp_path / "c",
-                         "--out", tmp_path / "a.json")  # fmt: skip
+    ref, fake = (
+        save_npz(tmp_path / "ref.npz", images(n=40, size=8)),
+        save_npz(tmp_path / "fake.npz", images(n=30, size=8, seed=3)),
+    )
+    code, out, err = run(
+        capfd,
+        "--fake",
+        fake,
+        "--real",
+        ref,
+        "--features",
+        "pixels",
+        "--save-stats",
+        tmp_path / "stats.npz",
+        "--cache",
+        tmp_path / "c",
+        "--out",
+        tmp_path / "a.json",
+    )
     assert code == 0, err
-    code, out, err = run(capfd, "--fake", fake, "--real", tmp_path / "stats.npz", "--features", "pixels", "--cache", tmp_path / "c", "--out", tmp_path / "b.json")
+    code, out, err = run(
+        capfd,
+        "--fake",
+        fake,
+        "--real",
+        tmp_path / "stats.npz",
+        "--features",
+        "pixels",
+        "--cache",
+        tmp_path / "c",
+        "--out",
+        tmp_path / "b.json",
+    )
     assert code == 0, err
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
-    assert b["fd"] == pytest.approx(a["fd"], rel=1e-12) and (b["precision"], b["recall"]) == (a["precision"], a["recall"])
+    assert b["fd"] == pytest.approx(a["fd"], rel=1e-12) and (b["precision"], b["recall"]) == (
+        a["precision"],
+        a["recall"],
+    )
 
 
 def test_inception_loads_a_local_weights_file(tmp_path, capfd):
     from extract.models.feature_nets import inception_network
 
     x = images(n=6, size=16, channels=1)
-    torch.save(inception_network(None).state_dict(), tmp_path / "inception.pth")  # the real file's architecture, loaded weights-only
+    torch.save(
+        inception_network(None).state_dict(), tmp_path / "inception.pth"
+    )  # the real file's architecture, loaded weights-only
     npz = save_npz(tmp_path / "x.npz", x)
-    code, out, err = run(capfd, "--fake", npz, "--real", npz, "--inception-weights", tmp_path / "inception.pth", "--k", 2, "--cache", tmp_path / "c",
-                         "--out", tmp_path / "r.json")  # fmt: skip
+    code, out, err = run(
+        capfd,
+        "--fake",
+        npz,
+        "--real",
+        npz,
+        "--inception-weights",
+        tmp_path / "inception.pth",
+        "--k",
+        2,
+        "--cache",
+        tmp_path / "c",
+        "--out",
+        tmp_path / "r.json",
+    )
     assert code == 0, err
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["metric"] == "FD (Inception-v3, non-standard weights)" and abs(saved["fd"]) < 1e-3
-    assert saved["features"]["sha256"] and saved["features"]["standard"] is False and saved["features"]["weights"] == "inception.pth"
+    assert (
+        saved["features"]["sha256"]
+        and saved["features"]["standard"] is False
+        and saved["features"]["weights"] == "inception.pth"
+    )
 
 
 def test_a_wrong_inception_weights_file_is_refused_in_one_line(tmp_path, capfd):
     npz = save_npz(tmp_path / "x.npz", images(n=6, size=8))
     torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
     (tmp_path / "text.pth").write_text("not weights")
-    for path, message in ((tmp_path / "wrong.pth", "is not torch-fidelity's Inception-v3"), (tmp_path / "text.pth", "not a loadable weights-only torch checkpoint")):
-        code, out, err = run(capfd, "--fake", npz, "--real", npz, "--inception-weights", path, "--cache", tmp_path / "c")
+    for path, message in (
+        (tmp_path / "wrong.pth", "is not torch-fidelity's Inception-v3"),
+        (tmp_path / "text.pth", "not a loadable weights-only torch checkpoint"),
+    ):
+        code, out, err = run(
+            capfd, "--fake", npz, "--real", npz, "--inception-weights", path, "--cache", tmp_path / "c"
+        )
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, out, err = run(capfd, "--fake", npz, "--real", npz, "--cache", tmp_path / "c")
     assert code == 2 and "needs --inception-weights FILE" in err
@@ -180,7 +304,9 @@ def write_pngs(folder, arrays):
 def test_a_folder_of_pngs_is_a_sample_set(tmp_path):
     x = images(n=100, size=8)
     folder, npz = write_pngs(tmp_path / "pngs", list(x)), save_npz(tmp_path / "x.npz", x)
-    result = fid(FidConfig(fake=folder, real=npz, features="pixels", k=2, cache=tmp_path / "c", progress=False))
+    result = fid(
+        FidConfig(fake=folder, real=npz, features="pixels", k=2, cache=tmp_path / "c", progress=False)
+    )
     assert abs(result.fd) < 1e-6 and result.fake["path"] == str(folder.resolve()) and result.n_fake == 100
 
 
@@ -195,11 +321,26 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
     npy, text = tmp_path / "mu.npy", tmp_path / "notes.npz"
     np.save(npy, np.zeros(4))
     text.write_text("not an archive")
-    code, _, err = run(capfd, "--fake", ref, "--real", ref, "--features", "pixels", "--save-stats", gray_stats, "--cache", cache)
+    code, _, err = run(
+        capfd,
+        "--fake",
+        ref,
+        "--real",
+        ref,
+        "--features",
+        "pixels",
+        "--save-stats",
+        gray_stats,
+        "--cache",
+        cache,
+    )
     assert code == 0, err
     cases = [
         (["--fake", tmp_path / "empty", "--real", ref], "no PNG images"),
-        (["--fake", mixed_sizes, "--real", ref], "mixed images, 8x8 grayscale (2, e.g. 000000.png); 6x6 grayscale (1, e.g. 000002.png)"),
+        (
+            ["--fake", mixed_sizes, "--real", ref],
+            "mixed images, 8x8 grayscale (2, e.g. 000000.png); 6x6 grayscale (1, e.g. 000002.png)",
+        ),
         (["--fake", mixed_kinds, "--real", ref], "mixed images"),
         (["--fake", rgb, "--real", gray_stats], "holds statistics of grayscale images, samples are RGB"),
         (["--fake", rgb, "--real", ref], "holds grayscale images, samples are RGB"),
@@ -211,7 +352,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
     ]
     for args, message in cases:
         code, _, err = run(capfd, "--features", "pixels", *args, "--cache", cache)
-        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+        assert (
+            code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        ), (args, err)
 
 
 def test_the_classifier_features_refuse_rgb_and_other_sizes(tmp_path, capfd):
@@ -219,11 +362,38 @@ def test_the_classifier_features_refuse_rgb_and_other_sizes(tmp_path, capfd):
 
     torch.save(SmallCNN().state_dict(), tmp_path / "clf.pt")
     gray = save_npz(tmp_path / "g.npz", images(n=8, size=32))
-    code, out, err = run(capfd, "--fake", gray, "--real", gray, "--features", f"classifier:{tmp_path / 'clf.pt'}", "--k", 2, "--cache", tmp_path / "c")
-    assert code == 0 and out.startswith("FD (classifier) ") and abs(float(out.split()[2].rstrip(","))) < 1e-6, err
-    for arr, message in ((images(n=8, size=32, channels=3), "classifier features take grayscale images"), (images(n=8, size=28), "take 32x32 images")):
+    code, out, err = run(
+        capfd,
+        "--fake",
+        gray,
+        "--real",
+        gray,
+        "--features",
+        f"classifier:{tmp_path / 'clf.pt'}",
+        "--k",
+        2,
+        "--cache",
+        tmp_path / "c",
+    )
+    assert (
+        code == 0 and out.startswith("FD (classifier) ") and abs(float(out.split()[2].rstrip(","))) < 1e-6
+    ), err
+    for arr, message in (
+        (images(n=8, size=32, channels=3), "classifier features take grayscale images"),
+        (images(n=8, size=28), "take 32x32 images"),
+    ):
         bad = save_npz(tmp_path / "bad.npz", arr)
-        code, out, err = run(capfd, "--fake", bad, "--real", bad, "--features", f"classifier:{tmp_path / 'clf.pt'}", "--cache", tmp_path / "c")
+        code, out, err = run(
+            capfd,
+            "--fake",
+            bad,
+            "--real",
+            bad,
+            "--features",
+            f"classifier:{tmp_path / 'clf.pt'}",
+            "--cache",
+            tmp_path / "c",
+        )
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -232,43 +402,111 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
 
     samples = tmp_path / "samples-trained"
     samples.mkdir()
-    (samples / "samples.json").write_text(json.dumps({"provenance": {"model": "demo-fmnist", "weights": "demo.pt@abc", "sampler": "ddim", "steps": 50}}))
-    result = {"fd": 12.3456, "precision": 0.5, "recall": 0.25, "class_tv": 0.12345, "n_real": 10000, "n_fake": 1000, "metric": "FD (classifier)",
-              "features": {"features": "classifier"}, "real": {"data": "fashion-mnist", "split": "test"}, "fake": {"kind": "folder", "path": str(samples)}}  # fmt: skip
+    (samples / "samples.json").write_text(
+        json.dumps(
+            {"provenance": {"model": "demo-fmnist", "weights": "demo.pt@abc", "sampler": "ddim", "steps": 50}}
+        )
+    )
+    result = {
+        "fd": 12.3456,
+        "precision": 0.5,
+        "recall": 0.25,
+        "class_tv": 0.12345,
+        "n_real": 10000,
+        "n_fake": 1000,
+        "metric": "FD (classifier)",
+        "features": {"features": "classifier"},
+        "real": {"data": "fashion-mnist", "split": "test"},
+        "fake": {"kind": "folder", "path": str(samples)},
+    }
     (tmp_path / "fd.json").write_text(json.dumps(result))
     probes = tmp_path / "probe_results.csv"
-    probes.write_text("name,model,weights,features,val_top1,test_top1\nA,demo-fmnist,demo.pt@abc,t10/b9/full,90.0,91.0\n"
-                      "B,demo-fmnist,demo.pt@abc,t10/b8/full,91.0,89.5\nC,demo-fmnist,random-init,t10/b8/full,95.0,95.0\n")  # fmt: skip
+    probes.write_text(
+        "name,model,weights,features,val_top1,test_top1\nA,demo-fmnist,demo.pt@abc,t10/b9/full,90.0,91.0\n"
+        "B,demo-fmnist,demo.pt@abc,t10/b8/full,91.0,89.5\nC,demo-fmnist,random-init,t10/b8/full,95.0,95.0\n"
+    )
     (tmp_path / "clf.json").write_text(json.dumps({"test_top1": 91.91}))
     with pytest.raises(SystemExit) as done:
-        main(["gen-table", "--fd", f"trained={tmp_path / 'fd.json'}", "--probe-table", str(probes), "--feature-net", str(tmp_path / "clf.json"),
-              "--out", str(tmp_path / "gen.json")])  # fmt: skip
+        main(
+            [
+                "gen-table",
+                "--fd",
+                f"trained={tmp_path / 'fd.json'}",
+                "--probe-table",
+                str(probes),
+                "--feature-net",
+                str(tmp_path / "clf.json"),
+                "--out",
+                str(tmp_path / "gen.json"),
+            ]
+        )
     assert done.value.code == 0, capsys.readouterr().err
     (row,) = json.loads((tmp_path / "gen.json").read_text())["rows"]
-    assert (row["fd"], row["probe_test_top1"], row["probe_features"], row["feature_net_test_top1"]) == (12.346, "89.5", "t10/b8/full", 91.91)
-    assert (tmp_path / "gen.csv").read_text().splitlines()[1].startswith("trained,demo-fmnist,demo.pt@abc,ddim,50,1000")
+    assert (row["fd"], row["probe_test_top1"], row["probe_features"], row["feature_net_test_top1"]) == (
+        12.346,
+        "89.5",
+        "t10/b8/full",
+        91.91,
+    )
+    assert (
+        (tmp_path / "gen.csv")
+        .read_text()
+        .splitlines()[1]
+        .startswith("trained,demo-fmnist,demo.pt@abc,ddim,50,1000")
+    )
     # a GAN's samples record the GAN, its probe rows the encoder: the hashed weights file joins them;
     # a label without a hash joins only the same model
-    for folder, model, weights in (("samples-gan", "gan", "gan.pt@def"), ("samples-other", "other", "random-init")):
+    for folder, model, weights in (
+        ("samples-gan", "gan", "gan.pt@def"),
+        ("samples-other", "other", "random-init"),
+    ):
         (tmp_path / folder).mkdir()
-        (tmp_path / folder / "samples.json").write_text(json.dumps({"provenance": {"model": model, "weights": weights}}))
-        (tmp_path / f"fd-{model}.json").write_text(json.dumps({**result, "fake": {"kind": "folder", "path": str(tmp_path / folder)}}))
+        (tmp_path / folder / "samples.json").write_text(
+            json.dumps({"provenance": {"model": model, "weights": weights}})
+        )
+        (tmp_path / f"fd-{model}.json").write_text(
+            json.dumps({**result, "fake": {"kind": "folder", "path": str(tmp_path / folder)}})
+        )
     gan_probes = tmp_path / "gan_probe_results.csv"
-    gan_probes.write_text(probes.read_text() + "D,gan-encoder,gan.pt@def,b2/p4,80.0,79.0\nE,gan-encoder,gan.pt@def,b3/p4,82.0,78.5\n")
+    gan_probes.write_text(
+        probes.read_text()
+        + "D,gan-encoder,gan.pt@def,b2/p4,80.0,79.0\nE,gan-encoder,gan.pt@def,b3/p4,82.0,78.5\n"
+    )
     with pytest.raises(SystemExit) as done:
-        main(["gen-table", "--fd", f"gan={tmp_path / 'fd-gan.json'}", "--fd", f"other={tmp_path / 'fd-other.json'}", "--probe-table", str(gan_probes),
-              "--out", str(tmp_path / "gen2.json")])  # fmt: skip
+        main(
+            [
+                "gen-table",
+                "--fd",
+                f"gan={tmp_path / 'fd-gan.json'}",
+                "--fd",
+                f"other={tmp_path / 'fd-other.json'}",
+                "--probe-table",
+                str(gan_probes),
+                "--out",
+                str(tmp_path / "gen2.json"),
+            ]
+        )
     assert done.value.code == 0, capsys.readouterr().err
     gan, other = json.loads((tmp_path / "gen2.json").read_text())["rows"]
     assert (gan["model"], gan["probe_test_top1"], gan["probe_features"]) == ("gan", "78.5", "b3/p4")
     assert other["probe_test_top1"] is None
     (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "probe_results.csv").write_text((tmp_path / "probe_results.csv").read_text().replace("name,model", "name,head,t,b,pool,train_rows,test_top5,model")
-                                                        .replace("\nA,", "\nA,linear,10,9,full,1,99,").replace("\nB,", "\nB,linear,10,8,full,1,99,").replace("\nC,", "\nC,linear,10,8,full,1,99,"))  # fmt: skip
+    (tmp_path / "res" / "probe_results.csv").write_text(
+        (tmp_path / "probe_results.csv")
+        .read_text()
+        .replace("name,model", "name,head,t,b,pool,train_rows,test_top5,model")
+        .replace("\nA,", "\nA,linear,10,9,full,1,99,")
+        .replace("\nB,", "\nB,linear,10,8,full,1,99,")
+        .replace("\nC,", "\nC,linear,10,8,full,1,99,")
+    )
     md, page, _ = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json")
     text = md.read_text()
     assert "12.346" in page.read_text() and "<h2>Generation</h2>" in page.read_text()
-    assert "## Generation" in text and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | - | - | 0.123 | 89.5 |" in text
+    assert (
+        "## Generation" in text
+        and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | - | - | 0.123 | 89.5 |"
+        in text
+    )
 
 
 def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):
@@ -277,15 +515,34 @@ def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):
     other_json = tmp_path / "other.json"
     other_json.write_text(json.dumps({"rows": []}))
     good = tmp_path / "fd.json"
-    good.write_text(json.dumps({"fd": 1.0, "precision": None, "recall": None, "n_real": 2, "n_fake": 2, "metric": "FD (pixels)",
-                                "features": {"features": "pixels"}, "real": {"path": "r.npz"}, "fake": {"path": "f.npz"}}))  # fmt: skip
+    good.write_text(
+        json.dumps(
+            {
+                "fd": 1.0,
+                "precision": None,
+                "recall": None,
+                "n_real": 2,
+                "n_fake": 2,
+                "metric": "FD (pixels)",
+                "features": {"features": "pixels"},
+                "real": {"path": "r.npz"},
+                "fake": {"path": "f.npz"},
+            }
+        )
+    )
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("a,b\n1,2\n")
     cases = [
-        (["--fd", f"x={tmp_path / 'nowhere.json'}"], "Fréchet distance result (written by `analysis fid --out`) not found"),
+        (
+            ["--fd", f"x={tmp_path / 'nowhere.json'}"],
+            "Fréchet distance result (written by `analysis fid --out`) not found",
+        ),
         (["--fd", f"x={not_json}"], "not a Fréchet distance result"),
         (["--fd", f"x={other_json}"], "not a Fréchet distance result"),
-        (["--fd", f"x={good}", "--probe-table", str(tmp_path / "nowhere.csv")], "probe results table not found"),
+        (
+            ["--fd", f"x={good}", "--probe-table", str(tmp_path / "nowhere.csv")],
+            "probe results table not found",
+        ),
         (["--fd", f"x={good}", "--probe-table", str(bad_csv)], "not a probe results table"),
         (["--fd", f"x={good}", "--feature-net", str(not_json)], "not a feature classifier's training record"),
     ]
@@ -293,5 +550,10 @@ def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as done:
             main(["gen-table", *args, "--out", str(tmp_path / "gen.json")])
         err = capsys.readouterr().err
-        assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+        assert (
+            done.value.code == 2
+            and message in err
+            and len(err.strip().splitlines()) == 1
+            and "Traceback" not in err
+        ), (args, err)
     assert not (tmp_path / "gen.json").exists()

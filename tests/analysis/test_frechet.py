@@ -12,7 +12,9 @@ def test_a_set_against_itself_is_zero_and_a_shifted_copy_is_the_squared_shift():
     a = GaussianStats().add(x)
     assert abs(frechet_from_stats(a, GaussianStats().add(x))) < 1e-8
     shift = np.arange(6.0)
-    assert frechet_from_stats(a, GaussianStats().add(x + shift)) == pytest.approx(float(shift @ shift), rel=1e-9)
+    assert frechet_from_stats(a, GaussianStats().add(x + shift)) == pytest.approx(
+        float(shift @ shift), rel=1e-9
+    )
 
 
 def test_diagonal_gaussians_give_the_closed_form():
@@ -76,12 +78,36 @@ def test_fd_between_two_stores_equals_the_in_memory_computation(tmp_path, capsys
     make_store(tmp_path / "a.zarr", {key: xa}, np.arange(300) % 3)
     make_store(tmp_path / "b.zarr", {key: xb}, np.arange(200) % 3)
     with pytest.raises(SystemExit) as done:
-        main(["fd", "--real", str(tmp_path / "a.zarr"), "--fake", str(tmp_path / "b.zarr"), "--out", str(tmp_path / "fd.json")])
+        main(
+            [
+                "fd",
+                "--real",
+                str(tmp_path / "a.zarr"),
+                "--fake",
+                str(tmp_path / "b.zarr"),
+                "--out",
+                str(tmp_path / "fd.json"),
+            ]
+        )
     assert done.value.code == 0, capsys.readouterr().err
     saved = json.loads((tmp_path / "fd.json").read_text())
-    expected = frechet_from_stats(GaussianStats().add(xa.reshape(300, -1)), GaussianStats().add(xb.reshape(200, -1)))
+    expected = frechet_from_stats(
+        GaussianStats().add(xa.reshape(300, -1)), GaussianStats().add(xb.reshape(200, -1))
+    )
     assert saved["key"] == "t0/b4/p1" and saved["fd"] == pytest.approx(expected, rel=1e-9)
-    assert (saved["precision"], saved["recall"]) == pytest.approx(precision_recall(xa.reshape(300, -1), xb.reshape(200, -1)))
+    assert (saved["precision"], saved["recall"]) == pytest.approx(
+        precision_recall(xa.reshape(300, -1), xb.reshape(200, -1))
+    )
     with pytest.raises(SystemExit) as done:
-        main(["fd", "--real", str(tmp_path / "a.zarr"), "--fake", str(tmp_path / "b.zarr"), "--key", "t1/b1/p1"])
+        main(
+            [
+                "fd",
+                "--real",
+                str(tmp_path / "a.zarr"),
+                "--fake",
+                str(tmp_path / "b.zarr"),
+                "--key",
+                "t1/b1/p1",
+            ]
+        )
     assert done.value.code == 2 and "has no features for t1/b1/p1" in capsys.readouterr().err

@@ -20,10 +20,14 @@ def test_the_inception_score_equals_torch_fidelitys():
     theirs = isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True, rng_seed=2020)
     assert ours[0] == pytest.approx(theirs["inception_score_mean"], rel=1e-10)
     assert ours[1] == pytest.approx(theirs["inception_score_std"], rel=1e-8)
-    assert inception_score(np.zeros((20, 5)))[0] == pytest.approx(1.0)  # one flat prediction for every image: no information
+    assert inception_score(np.zeros((20, 5)))[0] == pytest.approx(
+        1.0
+    )  # one flat prediction for every image: no information
     confident = np.full((40, 4), -50.0)
     confident[np.arange(40), np.arange(40) % 4] = 50.0
-    assert inception_score(confident, splits=2, shuffle=False)[0] == pytest.approx(4.0, rel=1e-6)  # sure and balanced over 4 classes: 4
+    assert inception_score(confident, splits=2, shuffle=False)[0] == pytest.approx(
+        4.0, rel=1e-6
+    )  # sure and balanced over 4 classes: 4
 
 
 def test_the_kernel_distance_equals_torch_fidelitys():
@@ -32,11 +36,15 @@ def test_the_kernel_distance_equals_torch_fidelitys():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(300, 64)), rng.normal(0.3, 1.0, size=(250, 64))
     ours = kernel_distance(a, b, subsets=7, subset_size=100)
-    theirs = kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), kid_subsets=7, kid_subset_size=100, verbose=False)
+    theirs = kid_features_to_metric(
+        torch.from_numpy(a), torch.from_numpy(b), kid_subsets=7, kid_subset_size=100, verbose=False
+    )
     assert ours[0] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-10)
     assert ours[1] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-8)
     same = kernel_distance(a, a.copy(), subsets=20, subset_size=100)
-    assert abs(same[0]) < 0.2 * ours[0]  # unbiased: about zero for one distribution, far from it for a shifted one
+    assert (
+        abs(same[0]) < 0.2 * ours[0]
+    )  # unbiased: about zero for one distribution, far from it for a shifted one
     with pytest.raises(ValueError, match="subsets of 1000 rows"):
         kernel_distance(a, b)
 
@@ -56,9 +64,26 @@ def test_analysis_fid_reports_the_scores_torch_fidelity_gives_on_the_same_images
     np.savez(tmp_path / "fake.npz", arr_0=fake)
     np.savez(tmp_path / "real.npz", arr_0=real)
     with pytest.raises(SystemExit) as done:
-        main(["fid", "--no-progress", "--fake", str(tmp_path / "fake.npz"), "--real", str(tmp_path / "real.npz"), "--inception-weights",
-              str(tmp_path / "inception.pth"), "--kid-subsets", "5", "--kid-subset-size", "10", "--cache", str(tmp_path / "c"),
-              "--out", str(tmp_path / "r.json")])  # fmt: skip
+        main(
+            [
+                "fid",
+                "--no-progress",
+                "--fake",
+                str(tmp_path / "fake.npz"),
+                "--real",
+                str(tmp_path / "real.npz"),
+                "--inception-weights",
+                str(tmp_path / "inception.pth"),
+                "--kid-subsets",
+                "5",
+                "--kid-subset-size",
+                "10",
+                "--cache",
+                str(tmp_path / "c"),
+                "--out",
+                str(tmp_path / "r.json"),
+            ]
+        )
     assert done.value.code == 0, capfd.readouterr().err
     ours = json.loads((tmp_path / "r.json").read_text())
 
@@ -72,9 +97,20 @@ def test_analysis_fid_reports_the_scores_torch_fidelity_gives_on_the_same_images
         def __getitem__(self, i):
             return self.x[i]
 
-    theirs = torch_fidelity.calculate_metrics(input1=Images(fake), input2=Images(real), isc=True, kid=True, kid_subsets=5, kid_subset_size=10, save_cpu_ram=True,
-                                              feature_extractor_weights_path=str(tmp_path / "inception.pth"), cache=False, verbose=False,
-                                              batch_size=8, cuda=False)  # fmt: skip
+    theirs = torch_fidelity.calculate_metrics(
+        input1=Images(fake),
+        input2=Images(real),
+        isc=True,
+        kid=True,
+        kid_subsets=5,
+        kid_subset_size=10,
+        save_cpu_ram=True,
+        feature_extractor_weights_path=str(tmp_path / "inception.pth"),
+        cache=False,
+        verbose=False,
+        batch_size=8,
+        cuda=False,
+    )
     assert ours["inception_score"][0] == pytest.approx(theirs["inception_score_mean"], rel=1e-4)
     assert ours["kid"][0] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
     assert ours["kid_subset_size"] == 10 and ours["kid_metric"] == "KD (Inception-v3, non-standard weights)"

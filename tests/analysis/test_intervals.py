@@ -57,7 +57,9 @@ def test_the_bootstrap_matches_a_plain_loop():
     runs_b = [100.0 * r.mean() for r in b]
     assert d.a_runs == pytest.approx(runs_a) and d.b_runs == pytest.approx(runs_b)
     assert d.points == pytest.approx(statistics.mean(runs_a) - statistics.mean(runs_b))
-    assert d.a_std == pytest.approx(statistics.stdev(runs_a)) and d.b_std == pytest.approx(statistics.stdev(runs_b))
+    assert d.a_std == pytest.approx(statistics.stdev(runs_a)) and d.b_std == pytest.approx(
+        statistics.stdev(runs_b)
+    )
     assert d.rows == 80 and d.resamples == 300 and d.low <= d.points <= d.high
 
 
@@ -67,14 +69,20 @@ def test_identical_sides_give_zero_a_known_shift_is_covered_and_a_seed_fixes_the
     same = paired_bootstrap(a, a.copy(), resamples=200)
     assert same.points == 0 and same.low == 0 and same.high == 0
     b = a.copy()
-    right = np.flatnonzero(a.all(axis=0))[:50]  # 50 rows both A runs get right, B gets wrong: exactly 10 points
+    right = np.flatnonzero(a.all(axis=0))[
+        :50
+    ]  # 50 rows both A runs get right, B gets wrong: exactly 10 points
     b[:, right] = False
     shifted = paired_bootstrap(a, b, resamples=500)
     assert shifted.points == pytest.approx(10.0) and shifted.low < 10.0 < shifted.high
-    independent = paired_bootstrap(rng.random(2000) < 0.9, rng.random(2000) < 0.8, resamples=500)  # true difference 10 points
+    independent = paired_bootstrap(
+        rng.random(2000) < 0.9, rng.random(2000) < 0.8, resamples=500
+    )  # true difference 10 points
     assert independent.low < 10.0 < independent.high and independent.a_std == 0.0
     assert paired_bootstrap(a, b, resamples=500, seed=7) == paired_bootstrap(a, b, resamples=500, seed=7)
-    assert paired_bootstrap(a, b, resamples=500, seed=7).low != paired_bootstrap(a, b, resamples=500, seed=8).low
+    assert (
+        paired_bootstrap(a, b, resamples=500, seed=7).low != paired_bootstrap(a, b, resamples=500, seed=8).low
+    )
 
 
 def test_bad_shapes_are_refused():
@@ -85,13 +93,27 @@ def test_bad_shapes_are_refused():
 
 
 def test_seed_suffixes_name_one_configuration():
-    assert configuration("demo-trained-s1") == "demo-trained" == configuration("demo-trained-seed12") == configuration("demo-trained")
-    assert configuration("linear_s3") == "linear" and configuration("mlp-s") == "mlp-s" and configuration("t-s150x") == "t-s150x"
+    assert (
+        configuration("demo-trained-s1")
+        == "demo-trained"
+        == configuration("demo-trained-seed12")
+        == configuration("demo-trained")
+    )
+    assert (
+        configuration("linear_s3") == "linear"
+        and configuration("mlp-s") == "mlp-s"
+        and configuration("t-s150x") == "t-s150x"
+    )
 
 
 def test_the_module_loads_no_torch():
     code = "import sys, analysis.intervals; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,16 +127,33 @@ def runs(tmp_path_factory):
     valid = np.ones(72, bool)
     valid[[3, 40]] = False
     make_store(root / "te.zarr", {KEY: xt}, yt, split="test", valid=valid)
-    make_store(root / "te-short.zarr", {KEY: xt}, yt, split="test", valid=np.arange(72) < 50)  # other rows of the same data
+    make_store(
+        root / "te-short.zarr", {KEY: xt}, yt, split="test", valid=np.arange(72) < 50
+    )  # other rows of the same data
     make_store(root / "other.zarr", {KEY: xt}, yt, split="val")
     results = root / "results"
 
     def run(name, test="te.zarr", seed=0, head="linear"):
-        return probe(ProbeConfig(train=root / "tr.zarr", test=root / test, results=results, heads=(head,), progress=False, name=name,
-                                 training=TrainSettings(epochs=2, batch_size=32, seed=seed)))  # fmt: skip
+        return probe(
+            ProbeConfig(
+                train=root / "tr.zarr",
+                test=root / test,
+                results=results,
+                heads=(head,),
+                progress=False,
+                name=name,
+                training=TrainSettings(epochs=2, batch_size=32, seed=seed),
+            )
+        )
 
-    out = {"cfg-s0": run("cfg-s0"), "cfg-s1": run("cfg-s1", seed=1), "knn": run("knn", head="knn"), "short": run("short", test="te-short.zarr"),
-           "split": run("split", test="other.zarr"), "old": run("old")}  # fmt: skip
+    out = {
+        "cfg-s0": run("cfg-s0"),
+        "cfg-s1": run("cfg-s1", seed=1),
+        "knn": run("knn", head="knn"),
+        "short": run("short", test="te-short.zarr"),
+        "split": run("split", test="other.zarr"),
+        "old": run("old"),
+    }
     old = results / "old.json"
     old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "predictions"}))
     (results / "old.predictions.npz").unlink()
@@ -127,7 +166,9 @@ def test_probe_writes_the_selected_members_test_predictions(runs):
         assert out[name]["predictions"] == f"{name}.predictions.npz"
         assert json.loads((results / f"{name}.json").read_text())["predictions"] == f"{name}.predictions.npz"
         with np.load(results / f"{name}.predictions.npz") as f:
-            assert np.array_equal(f["index"], np.flatnonzero(valid)) and np.array_equal(f["label"], yt[valid])  # scored rows only, by dataset position
+            assert np.array_equal(f["index"], np.flatnonzero(valid)) and np.array_equal(
+                f["label"], yt[valid]
+            )  # scored rows only, by dataset position
             assert 100.0 * float((f["pred"] == f["label"]).mean()) == pytest.approx(out[name]["test"]["top1"])
 
 
@@ -137,7 +178,11 @@ def test_loading_aligns_rows_and_refuses_mismatches_in_one_line(runs):
     assert d.a == "cfg" and d.b == "knn" and d.rows == 70 and len(d.a_runs) == 2
     assert d == compare([f"{results}/cfg-s*.json"], [results / "knn.json"], resamples=200)  # a glob, sorted
     assert load_run(results / "cfg-s0.json").correct.shape == (70,)
-    for other, message in (("short", "different test rows"), ("split", "different datasets"), ("old", "no per-row test predictions")):
+    for other, message in (
+        ("short", "different test rows"),
+        ("split", "different datasets"),
+        ("old", "no per-row test predictions"),
+    ):
         with pytest.raises((ValueError, FileNotFoundError), match=message) as e:
             compare([results / "cfg-s0.json"], [results / f"{other}.json"], resamples=10)
         assert "\n" not in str(e.value)
@@ -148,27 +193,61 @@ def test_loading_aligns_rows_and_refuses_mismatches_in_one_line(runs):
 def test_the_diff_command_prints_the_interval_and_refuses_bad_input(runs, tmp_path):
     results = runs[0]
     out = tmp_path / "diff.json"
-    done = CliRunner().invoke(cli, ["diff", "--a", f"{results}/cfg-s0.json", "--a", f"{results}/cfg-s1.json", "--b", str(results / "knn.json"),
-                                    "--resamples", "300", "--out", str(out)])  # fmt: skip
+    done = CliRunner().invoke(
+        cli,
+        [
+            "diff",
+            "--a",
+            f"{results}/cfg-s0.json",
+            "--a",
+            f"{results}/cfg-s1.json",
+            "--b",
+            str(results / "knn.json"),
+            "--resamples",
+            "300",
+            "--out",
+            str(out),
+        ],
+    )
     assert done.exit_code == 0, done.output
     line = done.output.strip()
-    assert re.fullmatch(r"cfg - knn: [+-]\d+\.\d\d points, 95% interval \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \(paired bootstrap over 70 test images, "
-                        r"300 resamples; A: 2 runs, mean \d+\.\d\d \+- \d+\.\d\d; B: 1 run, \d+\.\d\d\)", line), line  # fmt: skip
+    assert re.fullmatch(
+        r"cfg - knn: [+-]\d+\.\d\d points, 95% interval \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \(paired bootstrap over 70 test images, "
+        r"300 resamples; A: 2 runs, mean \d+\.\d\d \+- \d+\.\d\d; B: 1 run, \d+\.\d\d\)",
+        line,
+    ), line
     saved = json.loads(out.read_text())
-    assert saved["resamples"] == 300 and saved["invocation"]["command"].endswith("diff") and f"{saved['points']:+.2f}" in line
+    assert (
+        saved["resamples"] == 300
+        and saved["invocation"]["command"].endswith("diff")
+        and f"{saved['points']:+.2f}" in line
+    )
     for other, message in (("short", "different test rows"), ("old", "no per-row test predictions")):
-        bad = CliRunner().invoke(cli, ["diff", "--a", str(results / "cfg-s0.json"), "--b", str(results / f"{other}.json")])
-        assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
+        bad = CliRunner().invoke(
+            cli, ["diff", "--a", str(results / "cfg-s0.json"), "--b", str(results / f"{other}.json")]
+        )
+        assert (
+            bad.exit_code == 2
+            and message in bad.output
+            and "Traceback" not in bad.output
+            and len(bad.output.strip().splitlines()) == 1
+        )
 
 
 def test_the_report_has_a_differences_section_in_both_outputs(runs, tmp_path):
     results = runs[0]
-    md, page, _ = build_report([results], [tmp_path / "nocka"], tmp_path / "rep", generation=None, resamples=300)
+    md, page, _ = build_report(
+        [results], [tmp_path / "nocka"], tmp_path / "rep", generation=None, resamples=300
+    )
     text, html_text = md.read_text(), page.read_text()
     d = compare([results / "cfg-s0.json", results / "cfg-s1.json"], [results / "knn.json"], resamples=300)
     row = f"| cfg | knn | {d.points:+.2f} | {d.interval()} | 70 | 2 runs, mean {d.a_mean:.2f} +- {d.a_std:.2f} | 1 run, {d.b_mean:.2f} |"
     assert "## Differences" in text and row in text and "300 resamples" in text
     assert "<h2>Differences</h2>" in html_text and f"<td>{d.interval()}</td>" in html_text
-    for name, why in (("short", "different test rows"), ("split", "different datasets"), ("old", "no per-row test predictions")):
+    for name, why in (
+        ("short", "different test rows"),
+        ("split", "different datasets"),
+        ("old", "no per-row test predictions"),
+    ):
         assert re.search(rf"- {name} skipped: .*{why}", text), name
         assert re.search(rf"<li>{name} skipped: [^<]*{why}", html_text), name

@@ -45,43 +45,77 @@ def _run(tmp_path, name="run1"):
     make_store(tmp_path / "tr.zarr", {k: x for k in keys}, y)
     xt, yt, _ = blobs(80, 4, 16, seed=1, shape=(4, 2, 2), centres=c)
     make_store(tmp_path / "te.zarr", {k: xt for k in keys}, yt, split="test")
-    return probe(ProbeConfig(train=tmp_path / "tr.zarr", test=tmp_path / "te.zarr", results=tmp_path / "results" / "demo",
-                             training=TrainSettings(epochs=2, batch_size=32), progress=False, name=name))  # fmt: skip
+    return probe(
+        ProbeConfig(
+            train=tmp_path / "tr.zarr",
+            test=tmp_path / "te.zarr",
+            results=tmp_path / "results" / "demo",
+            training=TrainSettings(epochs=2, batch_size=32),
+            progress=False,
+            name=name,
+        )
+    )
 
 
 def _cka_map(folder, name, kernel):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.png").write_bytes(PNG + name.encode())
-    (folder / f"{name}.json").write_text(json.dumps({"rows": ["a"], "cols": ["a"], "cka": [[1.0]], "images": 50, "kernel": kernel,
-                                                     "sources": {"A": {"model": "tiny", "store": "/x/te.zarr"}}}))  # fmt: skip
+    (folder / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "rows": ["a"],
+                "cols": ["a"],
+                "cka": [[1.0]],
+                "images": 50,
+                "kernel": kernel,
+                "sources": {"A": {"model": "tiny", "store": "/x/te.zarr"}},
+            }
+        )
+    )
 
 
 def test_the_html_page_embeds_every_figure_and_holds_the_table(tmp_path):
     result = _run(tmp_path)
     _cka_map(tmp_path / "results" / "cka", "blocks", "linear")
     _cka_map(tmp_path / "results" / "cka", "mb", "minibatch")
-    md, page, missing = build_report([tmp_path / "results"], [tmp_path / "results" / "cka"], tmp_path / "rep", "t", generation=tmp_path / "none.json")
+    md, page, missing = build_report(
+        [tmp_path / "results"],
+        [tmp_path / "results" / "cka"],
+        tmp_path / "rep",
+        "t",
+        generation=tmp_path / "none.json",
+    )
     text = md.read_text()
     assert "| run1 | linear | tiny | random-init |" in text and "![curves_run1](curves_run1.png)" in text
     assert (tmp_path / "rep" / "curves_run1.png").is_file() and (tmp_path / "rep" / "blocks.png").is_file()
     parsed = _Page()
     parsed.feed(page.read_text())
     assert {"table", "h2", "figure", "figcaption", "details"} <= set(parsed.tags)
-    assert len(parsed.images) == 3 and all(src.startswith("data:image/png;base64,") for src in parsed.images)  # curves + 2 CKA maps, all embedded
+    assert len(parsed.images) == 3 and all(
+        src.startswith("data:image/png;base64,") for src in parsed.images
+    )  # curves + 2 CKA maps, all embedded
     decoded = [base64.b64decode(src.split(",", 1)[1]) for src in parsed.images]
     assert all(d.startswith(PNG) for d in decoded) and PNG + b"blocks" in decoded
     assert not re.search(r"src=['\"](?!data:)", page.read_text())  # nothing fetched from elsewhere
     captions = " ".join(parsed.captions)
-    assert "Linear CKA over 50 images" in captions and "Minibatch CKA (unbiased HSIC) over 50 images" in captions
-    assert "<code>te.zarr</code>" in page.read_text() and "`te.zarr`" not in page.read_text()  # Markdown code spans become <code>
+    assert (
+        "Linear CKA over 50 images" in captions and "Minibatch CKA (unbiased HSIC) over 50 images" in captions
+    )
+    assert (
+        "<code>te.zarr</code>" in page.read_text() and "`te.zarr`" not in page.read_text()
+    )  # Markdown code spans become <code>
     lo, hi = wilson(result["test"]["top1"], result["test"]["rows"])
-    assert f"{lo:.2f}-{hi:.2f}" in page.read_text() and "run1.json" in page.read_text()  # the interval, and the run's provenance
+    assert (
+        f"{lo:.2f}-{hi:.2f}" in page.read_text() and "run1.json" in page.read_text()
+    )  # the interval, and the run's provenance
     assert missing == [m for m in missing if m.startswith("generation")] and len(missing) == 1
 
 
 def test_what_is_missing_is_named_and_nothing_at_all_is_an_error(tmp_path):
     _run(tmp_path)
-    md, page, missing = build_report([tmp_path / "results"], [tmp_path / "nocka"], tmp_path / "rep", generation=None)
+    md, page, missing = build_report(
+        [tmp_path / "results"], [tmp_path / "nocka"], tmp_path / "rep", generation=None
+    )
     assert any("make cka" in m for m in missing) and any("make demo-gen" in m for m in missing)
     assert "Not in this report" in md.read_text() and "make cka" in page.read_text()
     with pytest.raises(FileNotFoundError, match="nothing to report: probe results: no probe_results.csv"):

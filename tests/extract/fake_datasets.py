@@ -80,7 +80,9 @@ def imagenet(root: Path, val: str = "folders") -> dict:
         synsets = [(DEVKIT_IDS[w], w, words, "", 0) for w, words in zip(WNIDS, WORDS)]
         synsets.append((1001, "n00001740", "entity", "", 3))  # an inner node: not a class
         savemat(data / "meta.mat", {"synsets": np.array(synsets, dtype=dt)})
-        write_lines(data / "ILSVRC2012_validation_ground_truth.txt", [DEVKIT_IDS[WNIDS[c]] for c in val_labels])
+        write_lines(
+            data / "ILSVRC2012_validation_ground_truth.txt", [DEVKIT_IDS[WNIDS[c]] for c in val_labels]
+        )
         if val == "devkit-tar":
             with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
                 tar.add(root / "ILSVRC2012_devkit_t12", arcname="ILSVRC2012_devkit_t12")
@@ -104,7 +106,11 @@ def aircraft(root: Path) -> dict:
     write_lines(data / "manufacturers.txt", ["Airbus", "Boeing"])
     splits = {"train": [0, 1, 2], "val": [2, 1, 0], "test": [0, 0, 1, 2]}
     splits["trainval"] = splits["train"] + splits["val"]
-    ids = {"train": ["1000001", "1000002", "1000003"], "val": ["1000004", "1000005", "1000006"], "test": ["1000007", "1000008", "1000009", "1000010"]}
+    ids = {
+        "train": ["1000001", "1000002", "1000003"],
+        "val": ["1000004", "1000005", "1000006"],
+        "test": ["1000007", "1000008", "1000009", "1000010"],
+    }
     ids["trainval"] = ids["train"] + ids["val"]
     for split in ("train", "val", "test"):
         for i, c in zip(ids[split], splits[split]):
@@ -117,9 +123,15 @@ def aircraft(root: Path) -> dict:
         v = [variants[c] for c in splits[split]]
         write_lines(data / f"images_variant_{split}.txt", [f"{i} {x}" for i, x in zip(ids[split], v)])
         write_lines(data / f"images_family_{split}.txt", [f"{i} {family[x]}" for i, x in zip(ids[split], v)])
-        write_lines(data / f"images_manufacturer_{split}.txt", [f"{i} {maker[x]}" for i, x in zip(ids[split], v)])
+        write_lines(
+            data / f"images_manufacturer_{split}.txt", [f"{i} {maker[x]}" for i, x in zip(ids[split], v)]
+        )
         expect[split] = [(f"{i}.jpg", x) for i, x in zip(ids[split], v)]
-    return {"splits": expect, "classes": variants, "family": {split: [(i, family[x]) for i, x in e] for split, e in expect.items()}}
+    return {
+        "splits": expect,
+        "classes": variants,
+        "family": {split: [(i, family[x]) for i, x in e] for split, e in expect.items()},
+    }
 
 
 def cars(root: Path) -> dict:
@@ -127,9 +139,19 @@ def cars(root: Path) -> dict:
     names = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"]
     (base / "devkit").mkdir(parents=True)
     savemat(base / "devkit" / "cars_meta.mat", {"class_names": np.array(names, dtype=object)})
-    dt = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+    dt = [
+        ("bbox_x1", "O"),
+        ("bbox_y1", "O"),
+        ("bbox_x2", "O"),
+        ("bbox_y2", "O"),
+        ("class", "O"),
+        ("fname", "O"),
+    ]
     expect = {}
-    for split, labels, mat in (("train", [1, 2, 3, 2], base / "devkit" / "cars_train_annos.mat"), ("test", [3, 1], base / "cars_test_annos_withlabels.mat")):
+    for split, labels, mat in (
+        ("train", [1, 2, 3, 2], base / "devkit" / "cars_train_annos.mat"),
+        ("test", [3, 1], base / "cars_test_annos_withlabels.mat"),
+    ):
         rows = []
         for k, c in enumerate(labels, 1):
             fname = f"{k:05d}.jpg"
@@ -202,7 +224,10 @@ def dogs(root: Path) -> dict:
             rel = f"{folders[c - 1]}/{folders[c - 1].split('-')[0]}_{split}{k}.jpg"
             write_image(root / "Images" / rel, c - 1, k)
             files.append(rel)
-        savemat(root / f"{split}_list.mat", {"file_list": np.array(files, dtype=object), "labels": np.array(labels).reshape(-1, 1)})
+        savemat(
+            root / f"{split}_list.mat",
+            {"file_list": np.array(files, dtype=object), "labels": np.array(labels).reshape(-1, 1)},
+        )
         expect[split] = [(f, f.split("/")[0]) for f in files]
     return {"splits": expect, "classes": folders}
 
@@ -214,11 +239,21 @@ def flowers(root: Path) -> dict:
         write_image(base / "jpg" / f"image_{k:05d}.jpg", c - 1, k)
     savemat(base / "imagelabels.mat", {"labels": np.array(labels).reshape(1, -1)})
     split_ids = {"train": [1, 3], "val": [2, 6], "test": [4, 5, 7]}
-    savemat(base / "setid.mat", {"trnid": np.array([split_ids["train"]]), "valid": np.array([split_ids["val"]]), "tstid": np.array([split_ids["test"]])})
+    savemat(
+        base / "setid.mat",
+        {
+            "trnid": np.array([split_ids["train"]]),
+            "valid": np.array([split_ids["val"]]),
+            "tstid": np.array([split_ids["test"]]),
+        },
+    )
     from torchvision.datasets import Flowers102
 
     split_ids["trainval"] = split_ids["train"] + split_ids["val"]
-    expect = {s: [(f"image_{k:05d}.jpg", Flowers102.classes[labels[k - 1] - 1]) for k in ids] for s, ids in split_ids.items()}
+    expect = {
+        s: [(f"image_{k:05d}.jpg", Flowers102.classes[labels[k - 1] - 1]) for k in ids]
+        for s, ids in split_ids.items()
+    }
     return {"splits": expect, "classes": list(Flowers102.classes)}
 
 
@@ -233,7 +268,10 @@ def pets(root: Path) -> dict:
             write_image(base / "images" / f"{name}.jpg", c - 1, n)
             lines.append(f"{name} {c} {1 if breeds[c - 1][0].isupper() else 2} 1")
         write_lines(base / "annotations" / f"{split}.txt", lines)
-        expect[split] = [(f"{breeds[c - 1]}_{n}.jpg", ["Abyssinian", "American Bulldog", "Bengal"][c - 1]) for c, n in items]
+        expect[split] = [
+            (f"{breeds[c - 1]}_{n}.jpg", ["Abyssinian", "American Bulldog", "Bengal"][c - 1])
+            for c, n in items
+        ]
     return {"splits": expect, "classes": ["Abyssinian", "American Bulldog", "Bengal"]}
 
 
@@ -254,11 +292,22 @@ def dtd(root: Path) -> dict:
     return {"splits": expect, "classes": classes}
 
 
-BUILDERS = {"imagenet": imagenet, "aircraft": aircraft, "cars": cars, "cub": cub, "dogs": dogs,
-            "flowers": flowers, "nabirds": nabirds, "pets": pets, "dtd": dtd}  # fmt: skip
+BUILDERS = {
+    "imagenet": imagenet,
+    "aircraft": aircraft,
+    "cars": cars,
+    "cub": cub,
+    "dogs": dogs,
+    "flowers": flowers,
+    "nabirds": nabirds,
+    "pets": pets,
+    "dtd": dtd,
+}
 
 
-if __name__ == "__main__":  # python -m tests.extract.fake_datasets ROOT [NAME ...]: tiny trees for smoke runs of the Makefile
+if (
+    __name__ == "__main__"
+):  # python -m tests.extract.fake_datasets ROOT [NAME ...]: tiny trees for smoke runs of the Makefile
     import sys
 
     target, names = Path(sys.argv[1]), sys.argv[2:] or list(BUILDERS)

@@ -18,11 +18,15 @@ def write_tokenizer(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(TOKENS)}))
     (folder / "merges.txt").write_text("#version: 0.2\na b</w>\n")
-    tokenizer = libraries().transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    tokenizer = libraries().transformers.CLIPTokenizer(
+        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77
+    )
     tokenizer.save_pretrained(str(folder))
 
 
-def write_model_folder(preset: LatentPreset, folder: Path, seed: int = 0, scheduler: dict | None = None) -> Path:
+def write_model_folder(
+    preset: LatentPreset, folder: Path, seed: int = 0, scheduler: dict | None = None
+) -> Path:
     """A diffusers model folder for a tiny preset: random weights (seeded), safetensors files."""
     torch.manual_seed(seed)
     fam = FAMILIES[preset.family]
@@ -31,8 +35,13 @@ def write_model_folder(preset: LatentPreset, folder: Path, seed: int = 0, schedu
     if preset.family == "sd":
         build_text_encoder(preset).save_pretrained(folder / "text_encoder", safe_serialization=True)
         write_tokenizer(folder / "tokenizer")
-    sched = scheduler or {"_class_name": "DDIMScheduler", "beta_schedule": preset.beta_schedule, "beta_start": preset.beta_start,
-                          "beta_end": preset.beta_end, "num_train_timesteps": preset.diffusion_steps}  # fmt: skip
+    sched = scheduler or {
+        "_class_name": "DDIMScheduler",
+        "beta_schedule": preset.beta_schedule,
+        "beta_start": preset.beta_start,
+        "beta_end": preset.beta_end,
+        "num_train_timesteps": preset.diffusion_steps,
+    }
     (folder / "scheduler").mkdir(parents=True, exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched))
     return folder

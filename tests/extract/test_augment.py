@@ -51,4 +51,6 @@ def test_views_cover_the_short_sides_of_256_to_320_and_depend_on_seed_index_and_
     assert sides == set(range(32, 41))
     a = np.asarray(gd_crop_flip(img, 0, 5, 2, 32))
     assert np.array_equal(a, np.asarray(gd_crop_flip(img, 0, 5, 2, 32)))
-    assert not np.array_equal(a, np.asarray(gd_crop_flip(img, 0, 5, 3, 32))) and not np.array_equal(a, np.asarray(gd_crop_flip(img, 1, 5, 2, 32)))
+    assert not np.array_equal(a, np.asarray(gd_crop_flip(img, 0, 5, 3, 32))) and not np.array_equal(
+        a, np.asarray(gd_crop_flip(img, 1, 5, 2, 32))
+    )

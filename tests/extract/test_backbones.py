@@ -20,7 +20,18 @@ def test_resnet50_stage_features_equal_a_plain_forward(tmp_path, fmnist_env):
     reference = torchvision.models.resnet50(weights=None).eval()
     torch.save(reference.state_dict(), tmp_path / "rn50.pt")
     out = tmp_path / "rn.zarr"
-    extract_backbone(from_flat(BackboneConfig, out=out, weights=tmp_path / "rn50.pt", blocks=(2,), pools=(1, 2), limit=6, batch_size=4, progress=False))
+    extract_backbone(
+        from_flat(
+            BackboneConfig,
+            out=out,
+            weights=tmp_path / "rn50.pt",
+            blocks=(2,),
+            pools=(1, 2),
+            limit=6,
+            batch_size=4,
+            progress=False,
+        )
+    )
     store = FeatureStore.open(out)
     assert store.complete and store.attrs["key"]["weights"]["checkpoint"] == "rn50.pt"
     source = fashion_mnist(None, "test")
@@ -50,7 +61,11 @@ def test_backbone_arguments_are_checked(tmp_path):
 
 def test_cka_between_a_unet_and_a_backbone_on_the_same_images(tmp_path, fmnist_env):
     run_tiny(tmp_path / "u.zarr", split="test", limit=12, ts=(10,), blocks=(7,), pools=(2,))
-    extract_backbone(from_flat(BackboneConfig, out=tmp_path / "r.zarr", random_init=True, blocks=(1,), limit=12, progress=False))
+    extract_backbone(
+        from_flat(
+            BackboneConfig, out=tmp_path / "r.zarr", random_init=True, blocks=(1,), limit=12, progress=False
+        )
+    )
     m = cka_map(tmp_path / "u.zarr", tmp_path / "r.zarr", ("unet", "resnet50"), progress=False)
     assert m.matrix.shape == (1, 1) and 0 < m.matrix[0, 0] <= 1 and m.n == 12
 
@@ -62,11 +77,34 @@ def test_run_accepts_a_torchvision_model_with_weights(tmp_path, fmnist_env):
 
     torch.manual_seed(2)
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "w.pt")
-    result = CliRunner().invoke(cli, ["run", "--model", "torchvision:resnet50", "--weights", str(tmp_path / "w.pt"), "--split", "test",
-                                      "--limit", "4", "-b", "1", "--pool", "1", "--out", str(tmp_path / "s.zarr"), "--no-progress"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            "torchvision:resnet50",
+            "--weights",
+            str(tmp_path / "w.pt"),
+            "--split",
+            "test",
+            "--limit",
+            "4",
+            "-b",
+            "1",
+            "--pool",
+            "1",
+            "--out",
+            str(tmp_path / "s.zarr"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     store = FeatureStore.open(tmp_path / "s.zarr")
-    assert store.complete and store.keys() == [FeatureKey(0, 1, 1)] and store.attrs["key"]["weights"]["checkpoint"] == "w.pt"
+    assert (
+        store.complete
+        and store.keys() == [FeatureKey(0, 1, 1)]
+        and store.attrs["key"]["weights"]["checkpoint"] == "w.pt"
+    )
 
 
 def test_options_that_do_not_apply_to_a_backbone_are_named_not_dropped(tmp_path, fmnist_env):
@@ -74,8 +112,24 @@ def test_options_that_do_not_apply_to_a_backbone_are_named_not_dropped(tmp_path,
 
     from extract.cli import cli
 
-    result = CliRunner().invoke(cli, ["run", "--model", "torchvision:resnet50", "--random-init", "-t", "50", "--views", "2", "--dtype", "bf16",
-                                      "--out", str(tmp_path / "s.zarr"), "--no-progress"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            "torchvision:resnet50",
+            "--random-init",
+            "-t",
+            "50",
+            "--views",
+            "2",
+            "--dtype",
+            "bf16",
+            "--out",
+            str(tmp_path / "s.zarr"),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--t, --views, --dtype: not options of torchvision:resnet50" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "s.zarr").exists()

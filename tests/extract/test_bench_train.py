@@ -5,7 +5,9 @@ the card says (the shipped one's at ADM-256's place, 1/8 scale)."""
 def test_candidates_have_37_blocks_and_b24_where_the_card_says(monkeypatch):
     from extract.bench import train as bench_train
 
-    monkeypatch.setattr(bench_train, "time_training", lambda preset, batch, steps, warmup: float(preset.image_size))
+    monkeypatch.setattr(
+        bench_train, "time_training", lambda preset, batch, steps, warmup: float(preset.image_size)
+    )
     rows = {r["candidate"]: r for r in bench_train.bench_train(batch=2, steps=1)}
     shipped = rows["adm256/8 (shipped)"]
     assert all(r["blocks"] == 37 for r in rows.values())

@@ -68,9 +68,17 @@ def test_training_is_deterministic_changes_weights_and_logs(tmp_path, fmnist_env
     assert any(not torch.equal(sa["model"][k], init[k]) for k in init if k.startswith("encoder."))
     assert any(not torch.equal(sa["model"][k], init[k]) for k in init if k.startswith("discriminator."))
     log = read_log(tmp_path / "a")
-    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["loss_d"] > 0 and 0 <= r["d_acc"] <= 1 for r in log)
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(
+        r["loss_d"] > 0 and 0 <= r["d_acc"] <= 1 for r in log
+    )
     meta = json.loads((tmp_path / "a" / "train_meta.json").read_text())
-    assert meta["config"]["seed"] == 0 and meta["arch"]["z_dim"] == 8 and meta["version"] and meta["torch_version"] and meta["data_fingerprint"]
+    assert (
+        meta["config"]["seed"] == 0
+        and meta["arch"]["z_dim"] == 8
+        and meta["version"]
+        and meta["torch_version"]
+        and meta["data_fingerprint"]
+    )
 
 
 def test_the_discriminator_learns_on_tiny_data(tmp_path, fmnist_env):
@@ -112,7 +120,10 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_unbroken_one(tmp_path, f
 def weights(tmp_path, fmnist_env):
     train(config(tmp_path / "run", max_images=16, keep_every=1))
     export_bigan(tmp_path / "run", tmp_path / "bigan.pt")
-    assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == ["bigan-step1.pt", "bigan-step2.pt"]
+    assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == [
+        "bigan-step1.pt",
+        "bigan-step2.pt",
+    ]
     return tmp_path / "bigan.pt"
 
 
@@ -127,10 +138,27 @@ def test_export_loads_weights_only_and_equals_the_run(weights, tmp_path):
 
 def test_store_rows_equal_a_plain_forward_of_the_encoder(weights, tmp_path):
     out = tmp_path / "s.zarr"
-    line = extract_staged(from_flat(StagedConfig, network="bigan-encoder", out=out, weights=weights, split="test", pools=(1, None), limit=10, batch_size=4, shard_rows=6, progress=False))
+    line = extract_staged(
+        from_flat(
+            StagedConfig,
+            network="bigan-encoder",
+            out=out,
+            weights=weights,
+            split="test",
+            pools=(1, None),
+            limit=10,
+            batch_size=4,
+            shard_rows=6,
+            progress=False,
+        )
+    )
     assert "blocks [1, 2, 3, 4]" in line
     store = FeatureStore.open(out)
-    assert store.complete and store.attrs["key"]["weights"]["sha256"] and store.attrs["provenance"]["kind"] == "bigan"
+    assert (
+        store.complete
+        and store.attrs["key"]["weights"]["sha256"]
+        and store.attrs["provenance"]["kind"] == "bigan"
+    )
     assert family_of_kind("bigan").part("run") is extract_staged
     source = fashion_mnist(None, "test")
     idx = [int(i) for i in store.index()]
@@ -141,10 +169,25 @@ def test_store_rows_equal_a_plain_forward_of_the_encoder(weights, tmp_path):
         full = torch.from_numpy(store.array(FeatureKey(0, b, None))[:].astype(np.float32))
         torch.testing.assert_close(full, ref[b - 1].half().float(), rtol=2e-3, atol=2e-3)
         pooled = torch.from_numpy(store.array(FeatureKey(0, b, 1))[:].astype(np.float32))
-        torch.testing.assert_close(pooled, ref[b - 1].mean((2, 3), keepdim=True).half().float(), rtol=3e-3, atol=3e-3)
+        torch.testing.assert_close(
+            pooled, ref[b - 1].mean((2, 3), keepdim=True).half().float(), rtol=3e-3, atol=3e-3
+        )
     digests = store.content_hashes()
     assert digests is not None and digests.shape == (10, 16) and digests.any(axis=1).all()
-    again = extract_staged(from_flat(StagedConfig, network="bigan-encoder", out=out, weights=weights, split="test", pools=(1, None), limit=10, batch_size=4, shard_rows=6, progress=False))
+    again = extract_staged(
+        from_flat(
+            StagedConfig,
+            network="bigan-encoder",
+            out=out,
+            weights=weights,
+            split="test",
+            pools=(1, None),
+            limit=10,
+            batch_size=4,
+            shard_rows=6,
+            progress=False,
+        )
+    )
     assert "0 computed now" in again
 
 
@@ -168,8 +211,17 @@ def test_fid_runs_on_bigan_samples(weights, tmp_path):
 
     sample_bigan(weights, 16, 0, tmp_path / "samples")
     clf = "extract/weights/fmnist-classifier.pt"
-    result = fid(FidConfig(fake=tmp_path / "samples", data=DataSpec("fashion-mnist", split="test"), features=f"classifier:{clf}",
-                           k=2, kid_subset_size=8, kid_subsets=2, cache=tmp_path / "cache"))  # fmt: skip
+    result = fid(
+        FidConfig(
+            fake=tmp_path / "samples",
+            data=DataSpec("fashion-mnist", split="test"),
+            features=f"classifier:{clf}",
+            k=2,
+            kid_subset_size=8,
+            kid_subsets=2,
+            cache=tmp_path / "cache",
+        )
+    )
     assert result.n_fake == 16 and np.isfinite(result.fd)
     # the generation table reads the BiGAN's samples as it reads the diffusion model's: a weights label, not a record
     import json
@@ -178,18 +230,27 @@ def test_fid_runs_on_bigan_samples(weights, tmp_path):
 
     (tmp_path / "fd.json").write_text(json.dumps(result.to_dict()))
     row = generation_rows([("BiGAN", tmp_path / "fd.json")])[0]
-    assert row["model"] == "bigan" and row["weights"].startswith(f"{weights.name}@") and len(row["weights"].split("@")[1]) == 12
+    assert (
+        row["model"] == "bigan"
+        and row["weights"].startswith(f"{weights.name}@")
+        and len(row["weights"].split("@")[1]) == 12
+    )
     assert row["sampler"] == "generator" and row["steps"] == 1 and row["samples"] == 16
 
 
 def test_bad_weights_are_one_clear_line(tmp_path, fmnist_env):
     runner = CliRunner()
-    r = runner.invoke(cli, ["bigan-features", "--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "s.zarr")])
+    r = runner.invoke(
+        cli, ["bigan-features", "--weights", str(tmp_path / "none.pt"), "--out", str(tmp_path / "s.zarr")]
+    )
     assert r.exit_code != 0 and "not found" in r.output and "Traceback" not in r.output
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not BiGAN weights"):
         load_bigan(tmp_path / "foreign.pt")
-    r = runner.invoke(cli, ["bigan-sample", "--weights", str(tmp_path / "foreign.pt"), "--n", "2", "--out", str(tmp_path / "x")])
+    r = runner.invoke(
+        cli,
+        ["bigan-sample", "--weights", str(tmp_path / "foreign.pt"), "--n", "2", "--out", str(tmp_path / "x")],
+    )
     assert r.exit_code != 0 and "not BiGAN weights" in r.output and len(r.output.strip().splitlines()) == 1
     other = BiGAN(BiganArch(z_dim=8, width=8)).state_dict()
     other["encoder.head.1.bias"] = torch.zeros(3)

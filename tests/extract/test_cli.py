@@ -39,13 +39,18 @@ def test_blocks_command_prints_the_adm256_table():
         (["-b", "0"], "block 0 is outside 1..13"),
         (["--pool", "64"], "block 12: pool 64 is larger than the block's 32x32 map"),
         (["--no-random-init"], "no --ckpt given"),
-        (["--no-random-init", "--ckpt", "/nonexistent/model.pt"], "checkpoint not found: /nonexistent/model.pt"),
+        (
+            ["--no-random-init", "--ckpt", "/nonexistent/model.pt"],
+            "checkpoint not found: /nonexistent/model.pt",
+        ),
         (["--data", "imagefolder", "--data-root", "/nonexistent/imagenet"], "image folder not found"),
         (["--shard-rows", "10"], "must be a multiple of --micro-batch"),
     ],
 )
 def test_bad_options_are_one_line(tmp_path, fmnist_env, args, fragment):
-    result = invoke("run", "--model", "tiny", "--random-init", "--out", str(tmp_path / "s.zarr"), "--no-progress", *args)
+    result = invoke(
+        "run", "--model", "tiny", "--random-init", "--out", str(tmp_path / "s.zarr"), "--no-progress", *args
+    )
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "s.zarr").exists()
 
@@ -58,7 +63,19 @@ def test_unknown_preset_is_refused_by_click(tmp_path):
 def test_checkpoint_that_does_not_fit_is_refused_before_any_work(tmp_path, fmnist_env):
     ckpt = tmp_path / "tiny.pt"
     torch.save(build_unet(PRESETS["tiny"]).state_dict(), ckpt)
-    result = invoke("run", "--model", "adm256-uncond", "--ckpt", str(ckpt), "--out", str(tmp_path / "s.zarr"), "-b", "1", "--pool", "1")
+    result = invoke(
+        "run",
+        "--model",
+        "adm256-uncond",
+        "--ckpt",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "s.zarr"),
+        "-b",
+        "1",
+        "--pool",
+        "1",
+    )
     assert_one_line_error(result, "does not fit preset 'adm256-uncond'")
     assert "missing keys" in result.output and "presets that fit this file: tiny" in result.output
     assert not (tmp_path / "s.zarr").exists()
@@ -76,8 +93,33 @@ def test_a_published_format_adm256_checkpoint_loads_through_ckpt(tmp_path, fmnis
     torch.save(model.state_dict(), ckpt)
     del model
     out = tmp_path / "s.zarr"
-    cmd = [sys.executable, "-m", "extract", "run", "--model", "adm256-uncond", "--ckpt", str(ckpt), "--split", "test",
-           "-t", "0", "-b", "1", "--pool", "1", "--limit", "2", "--micro-batch", "2", "--store-dtype", "float32", "--out", str(out), "--no-progress"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "extract",
+        "run",
+        "--model",
+        "adm256-uncond",
+        "--ckpt",
+        str(ckpt),
+        "--split",
+        "test",
+        "-t",
+        "0",
+        "-b",
+        "1",
+        "--pool",
+        "1",
+        "--limit",
+        "2",
+        "--micro-batch",
+        "2",
+        "--store-dtype",
+        "float32",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     store = FeatureStore.open(out)
@@ -99,17 +141,33 @@ def test_pixel_store_holds_the_preprocessed_images_and_probes(tmp_path, fmnist_e
         result = invoke("pixels", "--split", split, "--out", str(tmp_path / f"{split}.zarr"), "--no-progress")
         assert result.exit_code == 0, result.output
     store = FeatureStore.open(tmp_path / "test.zarr")
-    assert store.complete and store.keys() == [FeatureKey(0, 0, None)] and store.attrs["key"]["model"]["name"] == "pixels"
+    assert (
+        store.complete
+        and store.keys() == [FeatureKey(0, 0, None)]
+        and store.attrs["key"]["model"]["name"] == "pixels"
+    )
     source = fashion_mnist(None, "test")
     expected = torch.stack([preprocess(source.load(i), 28, 1) for i in range(len(source))]).half()
     assert torch.equal(torch.from_numpy(store.array(FeatureKey(0, 0, None))[:]), expected)
     again = invoke("pixels", "--split", "test", "--out", str(tmp_path / "test.zarr"), "--no-progress")
-    assert again.exit_code == 0 and "(0 computed now)" in again.output  # the one writer resumes: nothing to redo
-    other = invoke("pixels", "--split", "test", "--limit", "5", "--out", str(tmp_path / "test.zarr"), "--no-progress")
+    assert (
+        again.exit_code == 0 and "(0 computed now)" in again.output
+    )  # the one writer resumes: nothing to redo
+    other = invoke(
+        "pixels", "--split", "test", "--limit", "5", "--out", str(tmp_path / "test.zarr"), "--no-progress"
+    )
     assert_one_line_error(other, "made with other arguments")
     from probe.run import ProbeConfig, probe
 
-    result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", heads=("logreg",), results=tmp_path / "r", progress=False))
+    result = probe(
+        ProbeConfig(
+            train=tmp_path / "train.zarr",
+            test=tmp_path / "test.zarr",
+            heads=("logreg",),
+            results=tmp_path / "r",
+            progress=False,
+        )
+    )
     assert result["test"]["top1"] >= 90  # each synthetic class is a distinct bright bar
 
 
@@ -118,13 +176,25 @@ def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
     from tests.probe.stores import make_store
 
     key = FeatureKey(10, 9, None)
-    make_store(tmp_path / "real.zarr", {key: np.random.default_rng(0).normal(size=(100, 4, 4, 4)).astype(np.float16)}, np.arange(100) % 3, shard_rows=32)
+    make_store(
+        tmp_path / "real.zarr",
+        {key: np.random.default_rng(0).normal(size=(100, 4, 4, 4)).astype(np.float16)},
+        np.arange(100) % 3,
+        shard_rows=32,
+    )
     result = bench_io(rows=300, dim=16, shard_rows=64, repeats=1, store=tmp_path / "real.zarr")
-    synthetic, real = result["parts"]  # every reader's values were checked against the rows written (inside bench_data)
+    synthetic, real = result[
+        "parts"
+    ]  # every reader's values were checked against the rows written (inside bench_data)
     assert synthetic["rows"] == 300 and real["rows"] == 100 and real["data"] == f"real.zarr {key}"
     readers = {(r["codec"], r["reader"]) for r in synthetic["results"]}
-    assert ("crc32c (diffprobe's)", "diffprobe shard reader") in readers and ("zstd-1 + crc32c", "zarr-python") in readers
-    assert not any(r == "diffprobe shard reader" for c, r in readers if c != "crc32c (diffprobe's)")  # it reads one layout only
+    assert ("crc32c (diffprobe's)", "diffprobe shard reader") in readers and (
+        "zstd-1 + crc32c",
+        "zarr-python",
+    ) in readers
+    assert not any(
+        r == "diffprobe shard reader" for c, r in readers if c != "crc32c (diffprobe's)"
+    )  # it reads one layout only
     assert all(r["mb_per_s"] > 0 and r["size_ratio"] > 0 for r in synthetic["results"] + real["results"])
     assert "of raw" in format_table(result)
 
@@ -132,7 +202,22 @@ def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
 @pytest.mark.parametrize(
     "args",
     [
-        ["run", "--model", "tiny", "--random-init", "-t", "10", "-b", "3", "--pool", "1", "--limit", "4", "--micro-batch", "4"],
+        [
+            "run",
+            "--model",
+            "tiny",
+            "--random-init",
+            "-t",
+            "10",
+            "-b",
+            "3",
+            "--pool",
+            "1",
+            "--limit",
+            "4",
+            "--micro-batch",
+            "4",
+        ],
         ["pixels", "--limit", "4"],
         ["backbone", "--random-init", "-b", "1", "--pool", "1", "--limit", "2", "--split", "train"],
     ],
@@ -151,4 +236,12 @@ def test_presets_lists_every_way_to_name_a_model():
     result = invoke("presets")
     assert result.exit_code == 0, result.output
     first = {line.split()[0] for line in result.output.splitlines()}
-    assert {"adm256-uncond", "demo-fmnist", "sd15", "dit-xl-2-256", "sdxl", "diffusers", "--model-flags"} <= first
+    assert {
+        "adm256-uncond",
+        "demo-fmnist",
+        "sd15",
+        "dit-xl-2-256",
+        "sdxl",
+        "diffusers",
+        "--model-flags",
+    } <= first

@@ -33,4 +33,7 @@ def test_an_unknown_option_is_an_error_never_ignored():
 
 def test_part_defaults_come_from_the_config():
     backbone = from_flat(configs()[2], out=Path("s.zarr"))
-    assert backbone.selection.split == "test" and from_flat(configs()[1], out=Path("s.zarr")).selection.split == "train"
+    assert (
+        backbone.selection.split == "test"
+        and from_flat(configs()[1], out=Path("s.zarr")).selection.split == "train"
+    )

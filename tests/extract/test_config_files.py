@@ -47,8 +47,16 @@ def test_repeatable_options_and_full_pools_come_back_from_a_results_file(tmp_pat
     config they are the words the options parse, so `--config results.json` reruns the run."""
     from extract.store.config_files import _load
 
-    (tmp_path / "r.json").write_text(json.dumps({"invocation": {"command": "python -m probe train",
-                                                                "options": {"ts": [10, 50], "pools": [2, None], "progress": False, "name": None}}}))  # fmt: skip
+    (tmp_path / "r.json").write_text(
+        json.dumps(
+            {
+                "invocation": {
+                    "command": "python -m probe train",
+                    "options": {"ts": [10, 50], "pools": [2, None], "progress": False, "name": None},
+                }
+            }
+        )
+    )
 
     @click.command()
     @click.option("-t", "ts", multiple=True)
@@ -65,10 +73,15 @@ def test_repeatable_options_and_full_pools_come_back_from_a_results_file(tmp_pat
 
 
 def test_config_files_read_as_toml_yaml_and_json(tmp_path):
-    (tmp_path / "a.toml").write_text('epochs = 3\nlr = [0.1, 0.01]\n')
+    (tmp_path / "a.toml").write_text("epochs = 3\nlr = [0.1, 0.01]\n")
     (tmp_path / "a.yaml").write_text("epochs: 3\nlr: [0.1, 0.01]\n")
     (tmp_path / "a.json").write_text('{"epochs": 3, "lr": [0.1, 0.01]}')
-    assert read_config(tmp_path / "a.toml") == read_config(tmp_path / "a.yaml") == read_config(tmp_path / "a.json") == {"epochs": 3, "lr": [0.1, 0.01]}
+    assert (
+        read_config(tmp_path / "a.toml")
+        == read_config(tmp_path / "a.yaml")
+        == read_config(tmp_path / "a.json")
+        == {"epochs": 3, "lr": [0.1, 0.01]}
+    )
     (tmp_path / "a.ini").write_text("x")
     with pytest.raises(ValueError, match="a config file ends in .toml"):
         read_config(tmp_path / "a.ini")

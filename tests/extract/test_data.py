@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.data.sources import FASHION_MNIST_SYSTEM_DIR, DataError, center_crop, fashion_mnist, hdf5, imagefolder, preprocess
+from extract.data.sources import (
+    FASHION_MNIST_SYSTEM_DIR,
+    DataError,
+    center_crop,
+    fashion_mnist,
+    hdf5,
+    imagefolder,
+    preprocess,
+)
 
 SYSTEM_FMNIST = FASHION_MNIST_SYSTEM_DIR / "train-images-idx3-ubyte.gz"
 
@@ -32,7 +40,12 @@ def test_center_crop_keeps_the_centre_and_the_size():
 
 @pytest.mark.parametrize(
     "mode,value,expected",
-    [("RGBA", (10, 20, 30, 0), (10, 20, 30)), ("CMYK", (0, 0, 0, 0), (255, 255, 255)), ("P", None, None), ("I;16", 65535, (255, 255, 255))],
+    [
+        ("RGBA", (10, 20, 30, 0), (10, 20, 30)),
+        ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+        ("P", None, None),
+        ("I;16", 65535, (255, 255, 255)),
+    ],
 )
 def test_unusual_modes_load_as_rgb(mode, value, expected):
     if mode == "P":
@@ -58,7 +71,10 @@ def test_imagefolder_missing_root_is_an_error(tmp_path):
 
 def test_a_split_without_its_folder_is_an_error_never_the_root(image_folder):
     """Reading the root for a missing split would put the same images in train and test."""
-    with pytest.raises(DataError, match=r"no test/ folder in .* \(it holds: train\); expected layout: ROOT/<split>/<class>/<image>"):
+    with pytest.raises(
+        DataError,
+        match=r"no test/ folder in .* \(it holds: train\); expected layout: ROOT/<split>/<class>/<image>",
+    ):
         imagefolder(image_folder, "test")
     flat = image_folder / "train"  # ROOT/<class>/<image>: the whole folder is split "all", and only that
     assert imagefolder(flat, "all").classes == ["cat", "dog"] and len(imagefolder(flat, "all").ids) == 6
@@ -111,7 +127,10 @@ def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):
         fashion_mnist(None, "train")
 
 
-@pytest.mark.skipif(not SYSTEM_FMNIST.exists() and not os.environ.get("CI"), reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not SYSTEM_FMNIST.exists() and not os.environ.get("CI"),
+    reason="Debian package dataset-fashion-mnist not installed",
+)
 def test_the_real_fashion_mnist_package(monkeypatch):
     monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     train, test = fashion_mnist(None, "train"), fashion_mnist(None, "test")

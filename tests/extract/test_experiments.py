@@ -36,29 +36,64 @@ def printed(name, given=None, row=None) -> list[str]:
 
 
 def test_store_paths_are_named_by_one_function():
-    assert store_path("cache", "demo-fmnist", False, "fashion-mnist", "train", "10,150", "24", "2,full", "500") == \
-        "cache/demo-fmnist_fashion-mnist_train_t10-150_b24_p2-full_n500.zarr"  # fmt: skip
-    assert store_path("c", "m", True, "d", "test", "1", "all", "1").endswith("c/m-random_d_test_t1_ball_p1.zarr")
+    assert (
+        store_path("cache", "demo-fmnist", False, "fashion-mnist", "train", "10,150", "24", "2,full", "500")
+        == "cache/demo-fmnist_fashion-mnist_train_t10-150_b24_p2-full_n500.zarr"
+    )
+    assert store_path("c", "m", True, "d", "test", "1", "all", "1").endswith(
+        "c/m-random_d_test_t1_ball_p1.zarr"
+    )
 
 
 def test_placeholders():
-    s = Settings({"t": "10,50", "b": "all", "pool": "full", "limit": "", "lr": "0.1", "ckpt": "", "random": "1", "splits": "train val",
-                  "out": "o", "store_out": "{out}/x", "model": "m", "data": "d", "split": "", "a": "{b}", "loop": "{loop}"})  # fmt: skip
+    s = Settings(
+        {
+            "t": "10,50",
+            "b": "all",
+            "pool": "full",
+            "limit": "",
+            "lr": "0.1",
+            "ckpt": "",
+            "random": "1",
+            "splits": "train val",
+            "out": "o",
+            "store_out": "{out}/x",
+            "model": "m",
+            "data": "d",
+            "split": "",
+            "a": "{b}",
+            "loop": "{loop}",
+        }
+    )
     assert s.format("{first:t} {block:b} {tag:t} {union:t:t}") == "10 24 10-50 10,50"
-    assert s.format("{opt:lr:--lr}|{opt:limit:--limit}|{opt:lr: LR=}|{if:random:_r}|{weights}|{testsplit}") == "--lr 0.1|| LR=0.1|_r|--random-init|val"
+    assert (
+        s.format("{opt:lr:--lr}|{opt:limit:--limit}|{opt:lr: LR=}|{if:random:_r}|{weights}|{testsplit}")
+        == "--lr 0.1|| LR=0.1|_r|--random-init|val"
+    )
     assert s.format("{store:#1}") == "o/x/m-random_d_val_t10-50_ball_pfull.zarr"
     assert s.format("{store:split=train,t=7,random=,limit=9}") == "o/x/m_d_train_t7_ball_pfull_n9.zarr"
     assert s.format("{features:full}") == "t10/ball/full+t50/ball/full" and s.format("{a}") == "all"
-    for bad, message in (("{nope}", "unknown setting 'nope'"), ("{store:#2}", "give a training and a test split"),
-                         ("{loop}", "refer to each other in a loop"), ("{store:colour=red}", "unknown part colour")):  # fmt: skip
+    for bad, message in (
+        ("{nope}", "unknown setting 'nope'"),
+        ("{store:#2}", "give a training and a test split"),
+        ("{loop}", "refer to each other in a loop"),
+        ("{store:colour=red}", "unknown part colour"),
+    ):
         with pytest.raises(ValueError, match=message):
             s.format(bad)
 
 
 def test_settings_resolve_in_order(tmp_path):
-    (tmp_path / "last-extract.json").write_text(json.dumps({"t": "50", "b": "19", "pool": "1", "model": "tiny"}))
+    (tmp_path / "last-extract.json").write_text(
+        json.dumps({"t": "50", "b": "19", "pool": "1", "model": "tiny"})
+    )
     _, s = resolve("probe", {"out": str(tmp_path), "b": "7"})
-    assert (s.get("t"), s.get("b"), s.get("model"), s.get("head")) == ("50", "7", "tiny", "linear")  # record < given; defaults
+    assert (s.get("t"), s.get("b"), s.get("model"), s.get("head")) == (
+        "50",
+        "7",
+        "tiny",
+        "linear",
+    )  # record < given; defaults
     _, s = resolve("demo", {})
     assert (s.get("t"), s.get("b"), s.get("pool")) == ("10", "30", "full")  # the experiment's own settings
     _, s = resolve("paper", {"t": "300", "row": "attention"})
@@ -76,8 +111,14 @@ def test_nested_experiments_inherit_settings_and_steps_set_their_own():
     assert len(extracts) == 4 and sum("--random-init" in x for x in extracts) == 2
     assert all("-t 10 -b 30 --pool full --limit 50" in x for x in extracts)
     probes = [x for x in runs if "probe train" in x]
-    assert [p.split("--name ")[1].split()[0] for p in probes] == ["demo-trained", "demo-random", "demo-pixels"]
-    assert sum("analysis cka" in x for x in runs) == 3 and runs[-1].endswith("probe table --results results/demo --last 3")
+    assert [p.split("--name ")[1].split()[0] for p in probes] == [
+        "demo-trained",
+        "demo-random",
+        "demo-pixels",
+    ]
+    assert sum("analysis cka" in x for x in runs) == 3 and runs[-1].endswith(
+        "probe table --results results/demo --last 3"
+    )
 
 
 @pytest.mark.parametrize("name", experiment_names())
@@ -87,7 +128,11 @@ def test_every_experiment_prints_its_commands(name):
         lines = printed(name, {}, row)
         assert any(" -m " in x for x in lines), (name, row)
         literal = lambda x: x.replace("{head}", "").replace("{row}", "")  # noqa: E731 - the patterns `analysis table` fills in itself
-        assert not [x for x in lines if "{" in literal(x) or "}" in literal(x)], (name, row, lines)  # every placeholder filled
+        assert not [x for x in lines if "{" in literal(x) or "}" in literal(x)], (
+            name,
+            row,
+            lines,
+        )  # every placeholder filled
 
 
 def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
@@ -100,12 +145,22 @@ def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
     r.write_record(s)
     assert json.loads((tmp_path / "last-extract.json").read_text())["t"] == "5"
     step = {"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}
-    (tmp_path / "pixels_fashion-mnist_train.zarr").mkdir()  # there, but not a finished store: its step runs again (and resumes)
+    (
+        tmp_path / "pixels_fashion-mnist_train.zarr"
+    ).mkdir()  # there, but not a finished store: its step runs again (and resumes)
     rec = Recorder()
     rec.step(step, s, {})
     assert rec.lines == ["python -m extract pixels --split train", "python -m extract pixels --split test"]
     shutil.rmtree(tmp_path / "pixels_fashion-mnist_train.zarr")
-    extract_pixels(from_flat(PixelConfig, out=tmp_path / "pixels_fashion-mnist_train.zarr", split="train", limit=4, progress=False))
+    extract_pixels(
+        from_flat(
+            PixelConfig,
+            out=tmp_path / "pixels_fashion-mnist_train.zarr",
+            split="train",
+            limit=4,
+            progress=False,
+        )
+    )
     rec = Recorder()
     rec.step(step, s, {})
     assert rec.lines == ["python -m extract pixels --split test"]
@@ -118,14 +173,20 @@ def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
 def test_a_dry_run_plans_each_extraction():
     r = Recorder()
     r.run("extract", {"images_per_s": "500"})
-    assert len(r.planned) == 2 and all(p.endswith("--plan --images-per-s 500") and "extract run" in p for p in r.planned)
+    assert len(r.planned) == 2 and all(
+        p.endswith("--plan --images-per-s 500") and "extract run" in p for p in r.planned
+    )
 
 
 def test_each_repeats_a_step_over_any_list_setting_and_their_combinations():
-    s = Settings({"splits": "train test", "split": "", "seeds": "0, 1,2", "seed": "", "heads": "linear", "head": ""})
+    s = Settings(
+        {"splits": "train test", "split": "", "seeds": "0, 1,2", "seed": "", "heads": "linear", "head": ""}
+    )
     assert each_binding("split", s) == [{"split": "train"}, {"split": "test"}]
     assert each_binding([], s) == [{}]
-    assert each_binding(["seed", "split"], s) == [{"seed": a, "split": b} for a in "012" for b in ("train", "test")]  # the last varies fastest
+    assert each_binding(["seed", "split"], s) == [
+        {"seed": a, "split": b} for a in "012" for b in ("train", "test")
+    ]  # the last varies fastest
     with pytest.raises(ValueError, match="no settings 'colour' and 'colours'"):
         each_binding("colour", s)
     with pytest.raises(ValueError, match="'seeds' is empty"):
@@ -133,8 +194,21 @@ def test_each_repeats_a_step_over_any_list_setting_and_their_combinations():
 
 
 def test_each_pairs_names_joined_by_plus_item_by_item():
-    s = Settings({"seeds": "0,1,2", "seed": "", "head_seeds": "5 6 7", "head_seed": "", "heads": "linear,attention", "head": ""})
-    assert each_binding("seed+head_seed", s) == [{"seed": "0", "head_seed": "5"}, {"seed": "1", "head_seed": "6"}, {"seed": "2", "head_seed": "7"}]
+    s = Settings(
+        {
+            "seeds": "0,1,2",
+            "seed": "",
+            "head_seeds": "5 6 7",
+            "head_seed": "",
+            "heads": "linear,attention",
+            "head": "",
+        }
+    )
+    assert each_binding("seed+head_seed", s) == [
+        {"seed": "0", "head_seed": "5"},
+        {"seed": "1", "head_seed": "6"},
+        {"seed": "2", "head_seed": "7"},
+    ]
     paired = each_binding(["head", "seed+head_seed"], s)
     assert len(paired) == 6 and paired[3] == {"head": "attention", "seed": "0", "head_seed": "5"}
     with pytest.raises(ValueError, match="must be as many: 'seeds' has 3, 'head_seeds' has 2"):
@@ -144,13 +218,23 @@ def test_each_pairs_names_joined_by_plus_item_by_item():
 
 
 def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
-    assert store_path("c", "m", False, "d", "test", "1", "2", "1", seed="0") == "c/m_d_test_t1_b2_p1.zarr"  # seed 0 is the default store
-    assert store_path("c", "m", True, "d", "test", "1", "2", "1", "50", seed="2") == "c/m-random_d_test_t1_b2_p1_n50_s2.zarr"
+    assert (
+        store_path("c", "m", False, "d", "test", "1", "2", "1", seed="0") == "c/m_d_test_t1_b2_p1.zarr"
+    )  # seed 0 is the default store
+    assert (
+        store_path("c", "m", True, "d", "test", "1", "2", "1", "50", seed="2")
+        == "c/m-random_d_test_t1_b2_p1_n50_s2.zarr"
+    )
     s = Settings({"a": "x", "b": "{a}"})
     assert s.format("{{a}}-{b}-{{head}}") == "{a}-x-{head}"
     assert Settings({"f": "runs/x/snapshots/ema-step1000.pt"}).format("{stem:f}") == "ema-step1000"
-    labelled = Settings({"f": "ema-step5000=runs/s3/snapshots/ema-step1000.pt", "g": "runs/s2/snapshots/ema-step1000.pt"})
-    assert labelled.format("{label:f} {path:f} {label:g} {path:g}") == "ema-step5000 runs/s3/snapshots/ema-step1000.pt ema-step1000 runs/s2/snapshots/ema-step1000.pt"
+    labelled = Settings(
+        {"f": "ema-step5000=runs/s3/snapshots/ema-step1000.pt", "g": "runs/s2/snapshots/ema-step1000.pt"}
+    )
+    assert (
+        labelled.format("{label:f} {path:f} {label:g} {path:g}")
+        == "ema-step5000 runs/s3/snapshots/ema-step1000.pt ema-step1000 runs/s2/snapshots/ema-step1000.pt"
+    )
     _, settings = resolve("extract", {"out": str(tmp_path)})
     rec = Recorder()
     step = {"only_if": str(tmp_path / "w.pt"), "only_if_hint": "no weights at {only}", "run": "extract run"}
@@ -164,7 +248,10 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
 
 
 def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_pairs_it_with_a_head_seed(tmp_path):
-    lines = printed("demo-table", {"limit": "50", "seeds": "0,1,2", "head_seeds": "0,4,5", "bigan_weights": str(tmp_path / "none.pt")})
+    lines = printed(
+        "demo-table",
+        {"limit": "50", "seeds": "0,1,2", "head_seeds": "0,4,5", "bigan_weights": str(tmp_path / "none.pt")},
+    )
     runs = [x for x in lines if " -m " in x]
     extracts = [x for x in runs if "extract run" in x]
     assert len(extracts) == 3 * 3 * 2  # (best, paper point, random) x noise seeds x splits
@@ -172,24 +259,55 @@ def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_pairs_
     assert sum("--seed 1 " in x and x.endswith("_s1.zarr") for x in extracts) == 6
     probes = [x for x in runs if "probe train" in x]
     names = [p.split("--name ")[1].split()[0] for p in probes]
-    assert len(names) == len(set(names)) == 3 * 2 * 3 + 2 * 3  # diffusion (2 rows) and random: heads x paired seeds; pixels: heads x head seeds
+    assert (
+        len(names) == len(set(names)) == 3 * 2 * 3 + 2 * 3
+    )  # diffusion (2 rows) and random: heads x paired seeds; pixels: heads x head seeds
     assert all(f"--seed {n[-1]} " in p for p, n in zip(probes, names))
     noisy = [n for n in names if not n.startswith("pixels")]
-    assert {tuple(n.rsplit("-", 2)[1:]) for n in noisy} == {("n0", "s0"), ("n1", "s4"), ("n2", "s5")}  # noise seed k with head seed k
-    for p, n in zip(probes, names):  # attention trains once, where the same run's linear grid chose on validation
+    assert {tuple(n.rsplit("-", 2)[1:]) for n in noisy} == {
+        ("n0", "s0"),
+        ("n1", "s4"),
+        ("n2", "s5"),
+    }  # noise seed k with head seed k
+    for p, n in zip(
+        probes, names
+    ):  # attention trains once, where the same run's linear grid chose on validation
         if "-attention-" in n:
             linear = n.replace("-attention-", "-linear-")
-            assert f"--features-from results/demo-table/{linear}.json" in p and "token_side=8" in p and names.index(linear) < names.index(n)
+            assert (
+                f"--features-from results/demo-table/{linear}.json" in p
+                and "token_side=8" in p
+                and names.index(linear) < names.index(n)
+            )
         else:
             assert "--head linear" in p and "--features-from" not in p
-    assert "BiGAN" in runs[-1] and "--row 'pixels=results/demo-table/pixels-{head}-*.json'" in runs[-1].replace('"', "'")
+    assert "BiGAN" in runs[-1] and "--row 'pixels=results/demo-table/pixels-{head}-*.json'" in runs[
+        -1
+    ].replace('"', "'")
     assert not any("bigan" in x for x in runs[:-1])
-    (tmp_path / "bigan.pt").write_bytes(b"")  # with BiGAN weights: its stores (no noise seeds) and one head per head seed
-    runs = [x for x in printed("demo-table", {"limit": "50", "seeds": "0,1,2", "head_seeds": "0,1,2", "bigan_weights": str(tmp_path / "bigan.pt")}) if " -m " in x]
+    (tmp_path / "bigan.pt").write_bytes(
+        b""
+    )  # with BiGAN weights: its stores (no noise seeds) and one head per head seed
+    runs = [
+        x
+        for x in printed(
+            "demo-table",
+            {
+                "limit": "50",
+                "seeds": "0,1,2",
+                "head_seeds": "0,1,2",
+                "bigan_weights": str(tmp_path / "bigan.pt"),
+            },
+        )
+        if " -m " in x
+    ]
     assert sum("extract bigan-features" in x for x in runs) == 2
-    assert sorted(x.split("--name ")[1].split()[0] for x in runs if "probe train" in x and "bigan" in x) == \
-        [f"bigan-{h}-s{s}" for h in ("attention", "linear") for s in range(3)]  # fmt: skip
-    assert all("--skip-small-maps" in x for x in runs if "bigan-features" in x)  # z is a 1x1 map: pools 2 and 4 are left out there
+    assert sorted(x.split("--name ")[1].split()[0] for x in runs if "probe train" in x and "bigan" in x) == [
+        f"bigan-{h}-s{s}" for h in ("attention", "linear") for s in range(3)
+    ]
+    assert all(
+        "--skip-small-maps" in x for x in runs if "bigan-features" in x
+    )  # z is a 1x1 map: pools 2 and 4 are left out there
 
 
 def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exist(tmp_path):
@@ -200,7 +318,9 @@ def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exis
     (tmp_path / "gen").mkdir()
     runs = [x for x in printed("demo-gen", given) if " -m " in x]
     assert sum("extract bigan-sample" in x and "--n 5000" in x for x in runs) == 1
-    assert sum(f"--fake {tmp_path}/gen/samples-bigan --out {tmp_path}/gen/fd-bigan.json" in x for x in runs) == 1
+    assert (
+        sum(f"--fake {tmp_path}/gen/samples-bigan --out {tmp_path}/gen/fd-bigan.json" in x for x in runs) == 1
+    )
     assert "BiGAN" not in next(x for x in runs if "gen-table" in x)  # no FD file yet
     (tmp_path / "gen" / "fd-bigan.json").write_text("{}")
     table = next(x for x in printed("demo-gen", given) if "gen-table" in x)
@@ -212,14 +332,27 @@ def test_the_bigan_curve_probes_and_scores_each_snapshot_that_exists_then_choose
     snaps.mkdir(parents=True)
     for step in (2000, 4000, 8000):  # every 4,000 steps is probed
         (snaps / f"bigan-step{step}.pt").write_bytes(b"")
-    runs = [x for x in printed("bigan-curve", {"bigan_run": str(tmp_path / "run"), "bigan_curve_dir": str(tmp_path / "c")}) if " -m " in x]
+    runs = [
+        x
+        for x in printed(
+            "bigan-curve", {"bigan_run": str(tmp_path / "run"), "bigan_curve_dir": str(tmp_path / "c")}
+        )
+        if " -m " in x
+    ]
     features = [x for x in runs if "bigan-features" in x]
     assert len(features) == 4 and all("--skip-small-maps" in x for x in features)
     assert sum("--split train --limit 10000" in x for x in features) == 2
     probes = [x for x in runs if "probe train" in x]
     assert [p.split("--name ")[1] for p in probes] == ["bigan-step4000-linear", "bigan-step8000-linear"]
-    assert sum("bigan-sample" in x and "--n 1000" in x for x in runs) == 2 and sum("analysis fid" in x for x in runs) == 2
-    assert "analysis table --rows-from" in runs[-2] and "probe select" in runs[-1] and "bigan-step*-linear.json" in runs[-1]
+    assert (
+        sum("bigan-sample" in x and "--n 1000" in x for x in runs) == 2
+        and sum("analysis fid" in x for x in runs) == 2
+    )
+    assert (
+        "analysis table --rows-from" in runs[-2]
+        and "probe select" in runs[-1]
+        and "bigan-step*-linear.json" in runs[-1]
+    )
 
 
 def test_the_demo_curve_labels_each_stages_snapshots_by_steps_after_the_first_stage(tmp_path):
@@ -230,11 +363,33 @@ def test_the_demo_curve_labels_each_stages_snapshots_by_steps_after_the_first_st
         (tmp_path / "run" / stage / "snapshots" / "ema-step1000.pt").write_bytes(b"")
     (tmp_path / "evidence" / "demo-continue").mkdir(parents=True)  # the working folder is tmp_path
     (tmp_path / "evidence" / "demo-continue" / "first-stage.pt").write_bytes(b"")
-    runs = [x for x in printed("demo-curve", {"curve_run": str(tmp_path / "run"), "curve_dir": str(tmp_path / "c")}) if " -m " in x]
+    runs = [
+        x
+        for x in printed("demo-curve", {"curve_run": str(tmp_path / "run"), "curve_dir": str(tmp_path / "c")})
+        if " -m " in x
+    ]
     extracts = [x for x in runs if "extract run" in x]
     assert len(extracts) == 4 + 2  # two snapshots and the first stage's weights; train and test stores
-    assert sum(f"--ckpt {tmp_path}/run/stage3/snapshots/ema-step1000.pt" in x and f"{tmp_path}/c/cache/ema-step5000/" in x for x in extracts) == 2
-    assert sum(f"--ckpt {tmp_path}/run/stage2/snapshots/ema-step1000.pt" in x and f"{tmp_path}/c/cache/ema-step1000/" in x for x in extracts) == 2
+    assert (
+        sum(
+            f"--ckpt {tmp_path}/run/stage3/snapshots/ema-step1000.pt" in x
+            and f"{tmp_path}/c/cache/ema-step5000/" in x
+            for x in extracts
+        )
+        == 2
+    )
+    assert (
+        sum(
+            f"--ckpt {tmp_path}/run/stage2/snapshots/ema-step1000.pt" in x
+            and f"{tmp_path}/c/cache/ema-step1000/" in x
+            for x in extracts
+        )
+        == 2
+    )
     names = [x.split("--name ")[1].split()[0] for x in runs if "probe train" in x]
-    assert sorted(names) == sorted(f"{label}-{point}" for label in ("ema-step0", "ema-step1000", "ema-step5000") for point in ("best", "paper"))
+    assert sorted(names) == sorted(
+        f"{label}-{point}"
+        for label in ("ema-step0", "ema-step1000", "ema-step5000")
+        for point in ("best", "paper")
+    )
     assert sum(f"--out {tmp_path}/c/samples/ema-step5000" in x for x in runs) == 1

@@ -23,7 +23,7 @@ from extract.models.latent import (
     encode_prompt,
     libraries,
     load_latent_model,
-)  # fmt: skip
+)
 from extract.models.latent_blocks import capture_latent, latent_block_table, latent_blocks, meta_inputs
 from extract.models.latent_presets import LATENT_PRESETS
 from extract.models.latent_run import LATENT_KEY
@@ -36,12 +36,28 @@ from tests.extract.latent_fixtures import write_model_folder
 from tests.extract.test_cli import assert_one_line_error, invoke
 
 TINY = ("tiny-sd", "tiny-dit")
-BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.\d+(\.(resnets|attentions)\.\d+)?$|^mid_block(\.(resnets|attentions)\.\d+)?$|^transformer_blocks\.\d+$")
+BLOCK_RE = re.compile(
+    r"^(down_blocks|up_blocks)\.\d+(\.(resnets|attentions)\.\d+)?$|^mid_block(\.(resnets|attentions)\.\d+)?$|^transformer_blocks\.\d+$"
+)
 
 
 def config(out: Path, model: str, **overrides) -> ExtractConfig:
-    base = dict(out=out, model=model, random_init=True, data="fashion-mnist", split="train", ts=(10, 300), blocks=(2, 3),
-                pools=(1, None), limit=6, shard_rows=4, micro_batch=2, batch_size=4, store_dtype="float32", progress=False)  # fmt: skip
+    base = dict(
+        out=out,
+        model=model,
+        random_init=True,
+        data="fashion-mnist",
+        split="train",
+        ts=(10, 300),
+        blocks=(2, 3),
+        pools=(1, None),
+        limit=6,
+        shard_rows=4,
+        micro_batch=2,
+        batch_size=4,
+        store_dtype="float32",
+        progress=False,
+    )
     base.update(overrides)
     return from_flat(ExtractConfig, **base)
 
@@ -70,7 +86,11 @@ def test_the_block_numbering_is_the_order_in_which_hooks_fire(name):
 
 def test_published_block_tables():
     sd21 = {r.b: r for r in latent_block_table(LATENT_PRESETS["sd21"])}
-    assert len(sd21) == 47 and sd21[33].module == "up_blocks.1" and (sd21[33].channels, sd21[33].height) == (1280, 48)  # DIFT's up_ft_index=1
+    assert (
+        len(sd21) == 47
+        and sd21[33].module == "up_blocks.1"
+        and (sd21[33].channels, sd21[33].height) == (1280, 48)
+    )  # DIFT's up_ft_index=1
     dit = latent_block_table(LATENT_PRESETS["dit-xl-2-256"])
     assert len(dit) == 28 and {(r.channels, r.height, r.width) for r in dit} == {(1152, 16, 16)}
 
@@ -106,7 +126,9 @@ def test_dit_tokens_become_maps_in_patch_order():
             h = block(h, timestep=t, class_labels=labels)
         got = capture_latent(model, preset, x, t, labels, [2])[2]
     side = preset.latent_size // preset.denoiser["patch_size"]
-    expected = torch.stack([h[:, i * side + j] for i in range(side) for j in range(side)], dim=-1).reshape(2, -1, side, side)
+    expected = torch.stack([h[:, i * side + j] for i in range(side) for j in range(side)], dim=-1).reshape(
+        2, -1, side, side
+    )
     assert torch.equal(got, expected)
 
 
@@ -117,13 +139,17 @@ def test_noise_schedules_equal_diffusers_schedulers():
         ref = ddpm(beta_schedule=schedule, beta_start=start, beta_end=end, num_train_timesteps=1000)
         abar = alphas_cumprod(schedule, start, end, 1000)
         assert torch.equal(abar, ref.alphas_cumprod)
-        assert torch.equal(latent_q_sample(abar, z, 261, eps), ref.add_noise(z, eps, torch.tensor([261, 261])))
+        assert torch.equal(
+            latent_q_sample(abar, z, 261, eps), ref.add_noise(z, eps, torch.tensor([261, 261]))
+        )
 
 
 def test_the_empty_prompt_without_a_tokenizer_is_what_clips_tokenizer_makes(tmp_path):
     preset = LATENT_PRESETS["tiny-sd"]
     folder = write_model_folder(preset, tmp_path / "m")
-    tokenizer = libraries().transformers.CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    tokenizer = libraries().transformers.CLIPTokenizer.from_pretrained(
+        folder, subfolder="tokenizer", local_files_only=True
+    )
     encoder = build_text_encoder(preset)
     assert torch.equal(encode_prompt(encoder, tokenizer, ""), encode_prompt(encoder, None, ""))
 
@@ -143,16 +169,26 @@ def test_cached_latents_equal_fresh_encodes_and_later_runs_reuse_them(tmp_path, 
     fresh = torch.cat([encode_latents(model.vae, x[i : i + 2]) for i in range(0, 6, 2)]).numpy()
     assert np.array_equal(cached, fresh)
     # a row of the store is the plain computation: diffusers' add_noise, the full forward, the pool
-    ref = libraries().diffusers.DDPMScheduler(beta_schedule=preset.beta_schedule, beta_start=preset.beta_start, beta_end=preset.beta_end)
+    ref = libraries().diffusers.DDPMScheduler(
+        beta_schedule=preset.beta_schedule, beta_start=preset.beta_start, beta_end=preset.beta_end
+    )
     rows = [int(i) for i in store.index()[:2]]
-    x_t = ref.add_noise(torch.from_numpy(fresh[:2]), draw_noise(fresh.shape[1:], 0, rows, 300, 0), torch.tensor([300, 300]))
+    x_t = ref.add_noise(
+        torch.from_numpy(fresh[:2]), draw_noise(fresh.shape[1:], 0, rows, 300, 0), torch.tensor([300, 300])
+    )
     with torch.inference_mode():
-        maps = capture_latent(model.denoiser, preset, x_t, torch.tensor([300, 300]), model.batch_cond(2), [3], stop_early=False)
-    np.testing.assert_allclose(store.array(FeatureKey(300, 3, 1))[:2], pool(maps[3], 1).numpy(), rtol=1e-5, atol=1e-5)
+        maps = capture_latent(
+            model.denoiser, preset, x_t, torch.tensor([300, 300]), model.batch_cond(2), [3], stop_early=False
+        )
+    np.testing.assert_allclose(
+        store.array(FeatureKey(300, 3, 1))[:2], pool(maps[3], 1).numpy(), rtol=1e-5, atol=1e-5
+    )
     # another t and b: nothing encoded, the features equal those from a fresh cache
     again = extract(config(tmp_path / "b.zarr", name, ts=(50,), blocks=(1,)))
     assert "0 encoded now" in again.note
-    fresh_cache = extract(config(tmp_path / "c.zarr", name, ts=(50,), blocks=(1,), latents=tmp_path / "other.zarr"))
+    fresh_cache = extract(
+        config(tmp_path / "c.zarr", name, ts=(50,), blocks=(1,), latents=tmp_path / "other.zarr")
+    )
     assert "6 encoded now" in fresh_cache.note
     b, c = FeatureStore.open(tmp_path / "b.zarr"), FeatureStore.open(tmp_path / "c.zarr")
     assert np.array_equal(b.array(FeatureKey(50, 1, None))[:], c.array(FeatureKey(50, 1, None))[:])
@@ -181,11 +217,41 @@ def test_the_store_key_covers_conditioning_schedule_and_weights(tmp_path, fmnist
     extract(config(tmp_path / "dit.zarr", "tiny-dit", class_label=7))
     key = FeatureStore.open(tmp_path / "dit.zarr").attrs["key"]
     assert key["conditioning"] == {"class_label": 7} and key["class_label"] == 7
-    assert key["schedule"]["beta_schedule"] == "linear" and key["weights"]["denoiser"] == {"random_init": True, "init_seed": 0}
-    result = CliRunner().invoke(cli, ["run", "--model", "tiny-dit", "--random-init", "--out", str(tmp_path / "dit.zarr"), "--no-progress",
-                                      "-b", "2,3", "-t", "10,300", "--pool", "1,full", "--limit", "6", "--shard-rows", "4",
-                                      "--micro-batch", "2", "--store-dtype", "float32"])  # fmt: skip
-    assert result.exit_code != 0 and "class_label" in result.output and "store has 7, asked 1000" in result.output
+    assert key["schedule"]["beta_schedule"] == "linear" and key["weights"]["denoiser"] == {
+        "random_init": True,
+        "init_seed": 0,
+    }
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            "tiny-dit",
+            "--random-init",
+            "--out",
+            str(tmp_path / "dit.zarr"),
+            "--no-progress",
+            "-b",
+            "2,3",
+            "-t",
+            "10,300",
+            "--pool",
+            "1,full",
+            "--limit",
+            "6",
+            "--shard-rows",
+            "4",
+            "--micro-batch",
+            "2",
+            "--store-dtype",
+            "float32",
+        ],
+    )
+    assert (
+        result.exit_code != 0
+        and "class_label" in result.output
+        and "store has 7, asked 1000" in result.output
+    )
 
 
 def test_a_model_folder_loads_and_its_hashes_enter_the_key(tmp_path, fmnist_env):
@@ -208,32 +274,55 @@ def test_a_cleandift_style_unet_file_loads_and_a_wrong_one_is_refused_naming_key
     folder = write_model_folder(preset, tmp_path / "model")
     torch.manual_seed(5)
     unet = build_denoiser(preset)
-    save_file({f"unet.{k}": v.contiguous() for k, v in unet.state_dict().items()}, tmp_path / "cleandift_unet.safetensors")
+    save_file(
+        {f"unet.{k}": v.contiguous() for k, v in unet.state_dict().items()},
+        tmp_path / "cleandift_unet.safetensors",
+    )
     model = load_latent_model(preset, model_dir=folder, ckpt=tmp_path / "cleandift_unet.safetensors")
     assert all(torch.equal(v, unet.state_dict()[k]) for k, v in model.denoiser.state_dict().items())
     dit = build_denoiser(LATENT_PRESETS["tiny-dit"])
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, tmp_path / "dit.safetensors")
-    with pytest.raises(CheckpointError, match=r"does not fit preset 'tiny-sd'.*missing keys: conv_in\.weight.*unexpected keys: pos_embed"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not fit preset 'tiny-sd'.*missing keys: conv_in\.weight.*unexpected keys: pos_embed",
+    ):
         load_latent_model(preset, model_dir=folder, ckpt=tmp_path / "dit.safetensors")
-
-
 
 
 @pytest.mark.parametrize(
     "model,args,fragment",
     [
         ("tiny-sd", ["--no-random-init"], "tiny-sd needs --model-dir DIR"),
-        ("tiny-sd", ["--no-random-init", "--model-dir", "/nonexistent/sd"], "model folder not found: /nonexistent/sd (expected a diffusers folder: DIR/unet/"),
+        (
+            "tiny-sd",
+            ["--no-random-init", "--model-dir", "/nonexistent/sd"],
+            "model folder not found: /nonexistent/sd (expected a diffusers folder: DIR/unet/",
+        ),
         ("tiny-dit", ["--class-label", "1001"], "--class-label must be in [0, 1000]"),
         ("tiny-sd", ["--class-label", "3"], "conditioned on a prompt"),
         ("tiny-sd", ["--prompt", "a photo"], "needs the tokenizer of a model folder"),
         ("tiny-dit", ["-b", "5"], "block 5 is outside 1..4"),
         ("tiny-dit", ["-t", "1000"], "timestep 1000 is outside [0, 1000)"),
-        ("tiny-sd", ["--random-init", "--ckpt", "/nonexistent/unet.safetensors"], "--ckpt and --random-init exclude each other"),
+        (
+            "tiny-sd",
+            ["--random-init", "--ckpt", "/nonexistent/unet.safetensors"],
+            "--ckpt and --random-init exclude each other",
+        ),
     ],
 )
 def test_latent_cli_errors_are_one_line(tmp_path, fmnist_env, model, args, fragment):
-    result = invoke("run", "--model", model, "--random-init", "--out", str(tmp_path / "s.zarr"), "--no-progress", "--limit", "4", *args)
+    result = invoke(
+        "run",
+        "--model",
+        model,
+        "--random-init",
+        "--out",
+        str(tmp_path / "s.zarr"),
+        "--no-progress",
+        "--limit",
+        "4",
+        *args,
+    )
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "s.zarr").exists()
 
@@ -243,7 +332,16 @@ def test_a_folder_without_its_vae_says_what_layout_is_expected(tmp_path, fmnist_
 
     folder = write_model_folder(LATENT_PRESETS["tiny-dit"], tmp_path / "model")
     shutil.rmtree(folder / "vae")
-    result = invoke("run", "--model", "tiny-dit", "--model-dir", str(folder), "--out", str(tmp_path / "s.zarr"), "--no-progress")
+    result = invoke(
+        "run",
+        "--model",
+        "tiny-dit",
+        "--model-dir",
+        str(folder),
+        "--out",
+        str(tmp_path / "s.zarr"),
+        "--no-progress",
+    )
     assert_one_line_error(result, "lacks vae/config.json for tiny-dit (expected layout: DIR/transformer/")
 
 
@@ -255,13 +353,27 @@ def test_a_folder_whose_weights_do_not_fit_is_refused_naming_keys(tmp_path, fmni
     state = load_file(weights)
     del state["proj_out_2.weight"]
     save_file(state, weights)
-    result = invoke("run", "--model", "tiny-dit", "--model-dir", str(folder), "--out", str(tmp_path / "s.zarr"), "--no-progress")
+    result = invoke(
+        "run",
+        "--model",
+        "tiny-dit",
+        "--model-dir",
+        str(folder),
+        "--out",
+        str(tmp_path / "s.zarr"),
+        "--no-progress",
+    )
     assert_one_line_error(result, "1 missing keys: proj_out_2.weight")
 
 
-@pytest.mark.parametrize("command", [["blocks", "--model", "sd21"], ["run", "--model", "tiny-dit", "--random-init", "--out", "unused.zarr"]])
+@pytest.mark.parametrize(
+    "command",
+    [["blocks", "--model", "sd21"], ["run", "--model", "tiny-dit", "--random-init", "--out", "unused.zarr"]],
+)
 def test_without_diffusers_a_latent_preset_asks_for_the_extra_in_one_line(monkeypatch, fmnist_env, command):
-    monkeypatch.setitem(sys.modules, "diffusers", None)  # `import diffusers` now fails as if it were not installed
+    monkeypatch.setitem(
+        sys.modules, "diffusers", None
+    )  # `import diffusers` now fails as if it were not installed
     assert_one_line_error(invoke(*command), "pip install -e '.[latent]'")
 
 

@@ -18,9 +18,11 @@ from extract.models.adm_presets import PRESETS
 from extract.store.schema import FeatureKey, FeatureStore
 
 # guided-diffusion's README, 64x64 class-conditional ImageNet (MODEL_FLAGS as published)
-IMAGENET64 = ("--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 64 --learn_sigma True --noise_schedule cosine "
-              "--num_channels 192 --num_head_channels 64 --num_res_blocks 3 --resblock_updown True --use_new_attention_order True "
-              "--use_fp16 True --use_scale_shift_norm True")  # fmt: skip
+IMAGENET64 = (
+    "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 64 --learn_sigma True --noise_schedule cosine "
+    "--num_channels 192 --num_head_channels 64 --num_res_blocks 3 --resblock_updown True --use_new_attention_order True "
+    "--use_fp16 True --use_scale_shift_norm True"
+)
 # improved-diffusion's README, CIFAR-10
 CIFAR_MODEL = "--image_size 32 --num_channels 128 --num_res_blocks 3 --learn_sigma True --dropout 0.3"
 CIFAR_DIFFUSION = "--diffusion_steps 4000 --noise_schedule cosine"
@@ -43,9 +45,27 @@ def gd_shapes(**flags) -> dict[str, tuple[int, ...]]:
     the rest), built on the meta device."""
     su = script_util()
     defaults = su.model_and_diffusion_defaults()
-    args = {k: flags.get(k, defaults[k]) for k in ("image_size", "num_channels", "num_res_blocks", "channel_mult", "learn_sigma", "class_cond", "use_checkpoint",
-                                                   "attention_resolutions", "num_heads", "num_head_channels", "num_heads_upsample", "use_scale_shift_norm",
-                                                   "dropout", "resblock_updown", "use_fp16", "use_new_attention_order")}  # fmt: skip
+    args = {
+        k: flags.get(k, defaults[k])
+        for k in (
+            "image_size",
+            "num_channels",
+            "num_res_blocks",
+            "channel_mult",
+            "learn_sigma",
+            "class_cond",
+            "use_checkpoint",
+            "attention_resolutions",
+            "num_heads",
+            "num_head_channels",
+            "num_heads_upsample",
+            "use_scale_shift_norm",
+            "dropout",
+            "resblock_updown",
+            "use_fp16",
+            "use_new_attention_order",
+        )
+    }
     with torch.device("meta"):
         model = su.create_model(**args)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -61,36 +81,99 @@ def test_the_defaults_are_guided_diffusions_own():
 def test_the_64x64_imagenet_flags_give_its_preset():
     p = preset_from_flags(IMAGENET64)
     assert p.name.startswith("flags:") and len(p.name) == len("flags:") + 10
-    assert (p.image_size, p.num_channels, p.num_res_blocks, p.num_head_channels, p.num_heads) == (64, 192, 3, 64, 4)
+    assert (p.image_size, p.num_channels, p.num_res_blocks, p.num_head_channels, p.num_heads) == (
+        64,
+        192,
+        3,
+        64,
+        4,
+    )
     assert p.channel_mult == (1, 2, 3, 4) and p.attention_resolutions == (32, 16, 8)
-    assert p.class_cond and p.learn_sigma and p.resblock_updown and p.use_new_attention_order and p.use_scale_shift_norm
-    assert (p.noise_schedule, p.diffusion_steps, p.rescale_timesteps, p.in_channels) == ("cosine", 1000, False, 3)
-    assert parse_flags(p.flags) == {k: v for k, v in parse_flags(IMAGENET64).items() if k != "use_fp16"}  # forward flags, sorted
-    assert "--use_fp16 True" in canonical_flags(IMAGENET64) and "use_fp16" not in p.flags  # recorded in the config, not the key
+    assert (
+        p.class_cond
+        and p.learn_sigma
+        and p.resblock_updown
+        and p.use_new_attention_order
+        and p.use_scale_shift_norm
+    )
+    assert (p.noise_schedule, p.diffusion_steps, p.rescale_timesteps, p.in_channels) == (
+        "cosine",
+        1000,
+        False,
+        3,
+    )
+    assert parse_flags(p.flags) == {
+        k: v for k, v in parse_flags(IMAGENET64).items() if k != "use_fp16"
+    }  # forward flags, sorted
+    assert (
+        "--use_fp16 True" in canonical_flags(IMAGENET64) and "use_fp16" not in p.flags
+    )  # recorded in the config, not the key
     assert p.unet_kwargs()["attention_resolutions"] == (2, 4, 8) and p.unet_kwargs()["num_classes"] == 1000
     assert shapes_of(p) == shapes_of(PRESETS["adm64-cond"])  # the preset of the same checkpoint
 
 
 def test_the_64x64_imagenet_unet_is_guided_diffusions():
     ours = shapes_of(preset_from_flags(IMAGENET64))
-    theirs = gd_shapes(attention_resolutions="32,16,8", class_cond=True, image_size=64, learn_sigma=True, num_channels=192, num_head_channels=64,
-                       num_res_blocks=3, resblock_updown=True, use_new_attention_order=True, use_fp16=True, use_scale_shift_norm=True)  # fmt: skip
+    theirs = gd_shapes(
+        attention_resolutions="32,16,8",
+        class_cond=True,
+        image_size=64,
+        learn_sigma=True,
+        num_channels=192,
+        num_head_channels=64,
+        num_res_blocks=3,
+        resblock_updown=True,
+        use_new_attention_order=True,
+        use_fp16=True,
+        use_scale_shift_norm=True,
+    )
     assert list(ours) == list(theirs) and ours == theirs
 
 
 def test_the_cifar10_flags_need_improved_diffusions_defaults(tmp_path):
-    with pytest.raises(ValueError, match=r"no default --channel_mult for --image_size 32 .*--flavor improved"):
+    with pytest.raises(
+        ValueError, match=r"no default --channel_mult for --image_size 32 .*--flavor improved"
+    ):
         preset_from_flags(f"{CIFAR_MODEL} {CIFAR_DIFFUSION}")
     flags_file = tmp_path / "cifar10.sh"
-    flags_file.write_text(f'# improved-diffusion, CIFAR-10\nMODEL_FLAGS="{CIFAR_MODEL}"\nexport DIFFUSION_FLAGS="{CIFAR_DIFFUSION}"\nFLAVOR="--flavor improved"\n')
+    flags_file.write_text(
+        f'# improved-diffusion, CIFAR-10\nMODEL_FLAGS="{CIFAR_MODEL}"\nexport DIFFUSION_FLAGS="{CIFAR_DIFFUSION}"\nFLAVOR="--flavor improved"\n'
+    )
     p = preset_from_flags(f"@{flags_file}")
-    assert preset_from_flags(str(flags_file)) == p == preset_from_flags(f"--flavor improved {CIFAR_MODEL} {CIFAR_DIFFUSION}")
-    assert (p.image_size, p.num_channels, p.num_res_blocks, p.channel_mult, p.attention_resolutions) == (32, 128, 3, (1, 2, 2, 2), (16, 8))
-    assert (p.num_heads, p.num_head_channels, p.resblock_updown, p.use_new_attention_order, p.use_scale_shift_norm) == (4, -1, False, False, True)
+    assert (
+        preset_from_flags(str(flags_file))
+        == p
+        == preset_from_flags(f"--flavor improved {CIFAR_MODEL} {CIFAR_DIFFUSION}")
+    )
+    assert (p.image_size, p.num_channels, p.num_res_blocks, p.channel_mult, p.attention_resolutions) == (
+        32,
+        128,
+        3,
+        (1, 2, 2, 2),
+        (16, 8),
+    )
+    assert (
+        p.num_heads,
+        p.num_head_channels,
+        p.resblock_updown,
+        p.use_new_attention_order,
+        p.use_scale_shift_norm,
+    ) == (4, -1, False, False, True)
     assert p.learn_sigma and not p.class_cond and (p.diffusion_steps, p.noise_schedule) == (4000, "cosine")
     assert p.rescale_timesteps  # improved-diffusion fed its U-Net t * 1000 / 4000
-    assert "--dropout" not in p.flags and "--flavor improved" in p.flags and "--dropout 0.3" in canonical_flags(f"@{flags_file}")
-    theirs = gd_shapes(image_size=32, num_channels=128, num_res_blocks=3, channel_mult="1,2,2,2", learn_sigma=True, dropout=0.3)
+    assert (
+        "--dropout" not in p.flags
+        and "--flavor improved" in p.flags
+        and "--dropout 0.3" in canonical_flags(f"@{flags_file}")
+    )
+    theirs = gd_shapes(
+        image_size=32,
+        num_channels=128,
+        num_res_blocks=3,
+        channel_mult="1,2,2,2",
+        learn_sigma=True,
+        dropout=0.3,
+    )
     assert shapes_of(p) == theirs
     # guided-diffusion's flags with an explicit channel_mult build the same U-Net, without the rescaling
     guided = preset_from_flags(f"{CIFAR_MODEL} {CIFAR_DIFFUSION} --channel_mult 1,2,2,2")
@@ -101,8 +184,12 @@ def test_the_flag_line_is_written_one_way_and_names_what_it_builds():
     a = preset_from_flags("--num_channels 64 --learn_sigma true --image_size=64")
     b = preset_from_flags('MODEL_FLAGS="--image_size 64 --learn_sigma 1" DIFFUSION_FLAGS="--num_channels 64"')
     assert a == b and a.flags == "--image_size 64 --learn_sigma True --num_channels 64"
-    recorded = preset_from_flags(a.flags + " --use_fp16 True --dropout 0.1 --lr 1e-4 --batch_size 4 --model_path /x/model.pt")
-    assert recorded == a  # the same U-Net: recorded-only flags (paths, lr, ...) leave the preset and the store key alone
+    recorded = preset_from_flags(
+        a.flags + " --use_fp16 True --dropout 0.1 --lr 1e-4 --batch_size 4 --model_path /x/model.pt"
+    )
+    assert (
+        recorded == a
+    )  # the same U-Net: recorded-only flags (paths, lr, ...) leave the preset and the store key alone
     assert preset_from_flags("--num_channels 96 --learn_sigma True").name != a.name
     assert preset_from_flags("--flavor guided --image_size 64") == preset_from_flags("--image_size 64")
     assert canonical_flags(a.flags) == a.flags
@@ -139,7 +226,9 @@ def test_a_bad_flag_is_one_error_naming_it(flags, fragment):
 
 
 def test_rescaled_timesteps_reach_the_unet():
-    p = preset_from_flags("--flavor improved --image_size 32 --num_channels 32 --num_res_blocks 1 --diffusion_steps 4000")
+    p = preset_from_flags(
+        "--flavor improved --image_size 32 --num_channels 32 --num_res_blocks 1 --diffusion_steps 4000"
+    )
     assert p.rescale_timesteps and parse_flags(p.flags)["flavor"] == "improved"
     torch.manual_seed(0)
     model = build_unet(p)
@@ -173,7 +262,27 @@ def assert_one_line_error(result, fragment):
 
 
 def run_args(flags: str, ckpt: Path, out: Path, *more):
-    return ("run", "--model-flags", flags, "--ckpt", ckpt, "--limit", 8, "-t", 10, "-b", 2, "--pool", 1, "--split", "test", "--out", out, "--no-progress", *more)
+    return (
+        "run",
+        "--model-flags",
+        flags,
+        "--ckpt",
+        ckpt,
+        "--limit",
+        8,
+        "-t",
+        10,
+        "-b",
+        2,
+        "--pool",
+        1,
+        "--split",
+        "test",
+        "--out",
+        out,
+        "--no-progress",
+        *more,
+    )
 
 
 @pytest.fixture
@@ -192,24 +301,42 @@ def test_run_with_flags_end_to_end(tmp_path, fashion_mnist, small_ckpt):
     preset = preset_from_flags(SMALL)
     key, made = store.attrs["key"], store.attrs["provenance"]
     assert made["preset"] == preset.name and made["config"]["model_flags"] == canonical_flags(SMALL)
-    assert key["model"]["name"] == preset.name and key["model"]["flags"] == preset.flags and key["model"]["in_channels"] == 3
+    assert (
+        key["model"]["name"] == preset.name
+        and key["model"]["flags"] == preset.flags
+        and key["model"]["in_channels"] == 3
+    )
     assert key["class_label"] == 0  # class-conditional: fed label 0, as presets are
-    assert store.group[FeatureKey(10, 2, 1).path].shape == (8, 32, 1, 1)  # input_blocks.1 at 32 channels, pooled to 1x1
+    assert store.group[FeatureKey(10, 2, 1).path].shape == (
+        8,
+        32,
+        1,
+        1,
+    )  # input_blocks.1 at 32 channels, pooled to 1x1
     # the same flags, spelled otherwise and from a file, resume it (nothing to compute)
     flags_file = tmp_path / "flags.sh"
     words = SMALL.split()
-    flags_file.write_text(f'MODEL_FLAGS="{" ".join(" ".join(words[i : i + 2]) for i in reversed(range(0, len(words), 2)))}"\n')
+    flags_file.write_text(
+        f'MODEL_FLAGS="{" ".join(" ".join(words[i : i + 2]) for i in reversed(range(0, len(words), 2)))}"\n'
+    )
     again = invoke(*run_args(f"@{flags_file}", small_ckpt, out))
-    assert again.exit_code == 0 and ": 0 images in" in again.output and "1/1 shards" in again.output, again.output
+    assert again.exit_code == 0 and ": 0 images in" in again.output and "1/1 shards" in again.output, (
+        again.output
+    )
     # flags that only get recorded leave the U-Net, and so the store, as it was; a forward flag does not
     recorded = invoke(*run_args(SMALL + " --dropout 0.1 --use_fp16 True", small_ckpt, out))
     assert recorded.exit_code == 0 and ": 0 images in" in recorded.output, recorded.output
-    other = invoke(*run_args(SMALL + " --noise_schedule cosine", small_ckpt, out))  # the same weights, other noise
+    other = invoke(
+        *run_args(SMALL + " --noise_schedule cosine", small_ckpt, out)
+    )  # the same weights, other noise
     assert_one_line_error(other, "was made with other arguments")
     # --class-label as for presets
     labelled = invoke(*run_args(SMALL, small_ckpt, tmp_path / "l.zarr", "--class-label", 7))
     assert labelled.exit_code == 0 and FeatureStore.open(tmp_path / "l.zarr").attrs["key"]["class_label"] == 7
-    assert_one_line_error(invoke(*run_args(SMALL, small_ckpt, tmp_path / "x.zarr", "--class-label", 1000)), "--class-label must be in [0, 1000)")
+    assert_one_line_error(
+        invoke(*run_args(SMALL, small_ckpt, tmp_path / "x.zarr", "--class-label", 1000)),
+        "--class-label must be in [0, 1000)",
+    )
 
 
 def test_a_checkpoint_of_other_flags_is_one_error(tmp_path, fashion_mnist, small_ckpt):
@@ -226,7 +353,10 @@ def test_a_checkpoint_of_other_flags_is_one_error(tmp_path, fashion_mnist, small
         (("--model-flags", "--num_res_blocks two"), "--num_res_blocks 'two': expected a positive integer"),
         (("--model-flags", "@/nonexistent/flags.sh"), "file not found"),
         (("--model", "tiny", "--model-flags", SMALL), "--model and --model-flags exclude each other"),
-        (("--model-flags", "--image_size 64 --num_channels 96 --num_head_channels 64"), "cannot build this U-Net"),
+        (
+            ("--model-flags", "--image_size 64 --num_channels 96 --num_head_channels 64"),
+            "cannot build this U-Net",
+        ),
     ],
 )
 def test_bad_flags_on_the_command_line_are_one_line(tmp_path, fashion_mnist, args, fragment):
@@ -241,6 +371,25 @@ def test_blocks_and_plan_with_flags():
     lines = result.output.splitlines()
     assert lines[0] == f"{preset_from_flags(IMAGENET64).name}: {preset_from_flags(IMAGENET64).flags}"
     rows = [line.split() for line in lines[2:]]
-    assert len(rows) == 33 and rows[16][:2] == ["17", "middle_block"] and rows[16][-3:] == ["768", "8x8", "49152"]
-    plan = invoke("run", "--model-flags", IMAGENET64, "--data", "imagenet", "--data-root", "/nonexistent", "--split", "val", "--out", "p.zarr", "--plan")
-    assert plan.exit_code == 0 and "50,000 rows (official)" in plan.output and "GFLOP per forward" in plan.output, plan.output
+    assert (
+        len(rows) == 33
+        and rows[16][:2] == ["17", "middle_block"]
+        and rows[16][-3:] == ["768", "8x8", "49152"]
+    )
+    plan = invoke(
+        "run",
+        "--model-flags",
+        IMAGENET64,
+        "--data",
+        "imagenet",
+        "--data-root",
+        "/nonexistent",
+        "--split",
+        "val",
+        "--out",
+        "p.zarr",
+        "--plan",
+    )
+    assert (
+        plan.exit_code == 0 and "50,000 rows (official)" in plan.output and "GFLOP per forward" in plan.output
+    ), plan.output

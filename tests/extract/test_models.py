@@ -100,5 +100,7 @@ def test_the_shipped_demo_weights_load_safely_and_are_small():
 def test_presets_without_shipped_weights_say_so():
     from extract.models.adm import shipped_weights
 
-    with pytest.raises(FileNotFoundError, match="model 'tiny' has no shipped weights; pass --ckpt FILE or --random-init"):
+    with pytest.raises(
+        FileNotFoundError, match="model 'tiny' has no shipped weights; pass --ckpt FILE or --random-init"
+    ):
         shipped_weights(PRESETS["tiny"])

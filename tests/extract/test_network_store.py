@@ -30,12 +30,39 @@ def test_fixed_batches_feed_exactly_the_micro_batch_and_drop_the_padding():
 
 def test_staged_and_backbone_stores_are_bit_identical_whatever_the_batch_size(tmp_path, fmnist_env):
     for batch in (3, 8):
-        extract_staged(from_flat(StagedConfig, out=tmp_path / f"c{batch}.zarr", network="fmnist-classifier", split="test", pools=(1, None),
-                                 limit=10, batch_size=batch, micro_batch=4, shard_rows=6, progress=False))  # fmt: skip
-        extract_backbone(from_flat(BackboneConfig, out=tmp_path / f"r{batch}.zarr", random_init=True, model="torchvision:resnet50", blocks=(1,),
-                                   pools=(2,), limit=5, batch_size=batch, micro_batch=4, device="cpu", progress=False))  # fmt: skip
+        extract_staged(
+            from_flat(
+                StagedConfig,
+                out=tmp_path / f"c{batch}.zarr",
+                network="fmnist-classifier",
+                split="test",
+                pools=(1, None),
+                limit=10,
+                batch_size=batch,
+                micro_batch=4,
+                shard_rows=6,
+                progress=False,
+            )
+        )
+        extract_backbone(
+            from_flat(
+                BackboneConfig,
+                out=tmp_path / f"r{batch}.zarr",
+                random_init=True,
+                model="torchvision:resnet50",
+                blocks=(1,),
+                pools=(2,),
+                limit=5,
+                batch_size=batch,
+                micro_batch=4,
+                device="cpu",
+                progress=False,
+            )
+        )
     for kind in ("c", "r"):
         a, b = store_bytes(tmp_path / f"{kind}3.zarr"), store_bytes(tmp_path / f"{kind}8.zarr")
         assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), kind
     assert np.frombuffer(store_bytes(tmp_path / "c3.zarr")["valid"], np.uint8).all()
-    assert FeatureStore.open(tmp_path / "c3.zarr").attrs["key"]["micro_batch"] == 4  # the forward's group size is part of what made the values
+    assert (
+        FeatureStore.open(tmp_path / "c3.zarr").attrs["key"]["micro_batch"] == 4
+    )  # the forward's group size is part of what made the values

@@ -36,8 +36,25 @@ def leaky_folder(tmp_path):
 
 
 def pixels(root, split, out):
-    result = CliRunner().invoke(extract_cli, ["pixels", "--data", "imagefolder", "--data-root", str(root), "--split", split,
-                                              "--image-size", "8", "--channels", "1", "--out", str(out), "--no-progress"])  # fmt: skip
+    result = CliRunner().invoke(
+        extract_cli,
+        [
+            "pixels",
+            "--data",
+            "imagefolder",
+            "--data-root",
+            str(root),
+            "--split",
+            split,
+            "--image-size",
+            "8",
+            "--channels",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return FeatureStore.open(out)
 
@@ -63,18 +80,48 @@ def test_an_extraction_records_digests_whatever_the_batch_size(tmp_path, leaky_f
     stores = []
     for batch in (2, 4):
         out = tmp_path / f"b{batch}.zarr"
-        result = CliRunner().invoke(extract_cli, ["run", "--model", "tiny", "--random-init", "--data", "imagefolder", "--data-root", str(leaky_folder),
-                                                  "--split", "train", "-t", "10", "-b", "2", "--pool", "1", "--micro-batch", "2",
-                                                  "--batch-size", str(batch), "--out", str(out), "--no-progress"])  # fmt: skip
+        result = CliRunner().invoke(
+            extract_cli,
+            [
+                "run",
+                "--model",
+                "tiny",
+                "--random-init",
+                "--data",
+                "imagefolder",
+                "--data-root",
+                str(leaky_folder),
+                "--split",
+                "train",
+                "-t",
+                "10",
+                "-b",
+                "2",
+                "--pool",
+                "1",
+                "--micro-batch",
+                "2",
+                "--batch-size",
+                str(batch),
+                "--out",
+                str(out),
+                "--no-progress",
+            ],
+        )
         assert result.exit_code == 0, result.output
         stores.append(FeatureStore.open(out))
     source = imagefolder(leaky_folder, "train")
     expected = np.stack([content_digest(source.load(int(i))) for i in stores[0].index()])
-    assert np.array_equal(stores[0].content_hashes(), expected) and np.array_equal(stores[1].content_hashes(), expected)
+    assert np.array_equal(stores[0].content_hashes(), expected) and np.array_equal(
+        stores[1].content_hashes(), expected
+    )
 
 
 def test_shared_images_are_found_by_pixels_not_by_name(tmp_path, leaky_folder):
-    train, test = pixels(leaky_folder, "train", tmp_path / "train.zarr"), pixels(leaky_folder, "test", tmp_path / "test.zarr")
+    train, test = (
+        pixels(leaky_folder, "train", tmp_path / "train.zarr"),
+        pixels(leaky_folder, "test", tmp_path / "test.zarr"),
+    )
     found = shared_images(train, test)
     assert found.checked and found.shared == 1 and found.examples == (("a/0.png", "b/copy.png"),)
     with pytest.raises(DataError, match=r"share 1 images \(e.g. a/0.png = b/copy.png\).*--allow-overlap"):
@@ -90,7 +137,10 @@ def test_shared_images_are_found_by_pixels_not_by_name(tmp_path, leaky_folder):
 def test_stores_without_digests_are_reported_unchecked(tmp_path):
     x, y, _ = blobs(32, 4, 4, seed=0, shape=(4, 1, 1))
     key = FeatureKey(10, 1, 1)
-    a, b = make_store(tmp_path / "a.zarr", {key: x}, y), make_store(tmp_path / "b.zarr", {key: x}, y, split="test")
+    a, b = (
+        make_store(tmp_path / "a.zarr", {key: x}, y),
+        make_store(tmp_path / "b.zarr", {key: x}, y, split="test"),
+    )
     found = check_overlap(a, b, allow=False)
     assert not found.checked and "not checked" in found.line
 
@@ -98,8 +148,20 @@ def test_stores_without_digests_are_reported_unchecked(tmp_path):
 def test_probe_refuses_a_test_split_sharing_images_unless_allowed(tmp_path, leaky_folder):
     pixels(leaky_folder, "train", tmp_path / "train.zarr")
     pixels(leaky_folder, "test", tmp_path / "test.zarr")
-    args = ["train", "--train", str(tmp_path / "train.zarr"), "--test", str(tmp_path / "test.zarr"), "--head", "logreg",
-            "--val-fraction", "0.34", "--results", str(tmp_path / "results"), "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "--train",
+        str(tmp_path / "train.zarr"),
+        "--test",
+        str(tmp_path / "test.zarr"),
+        "--head",
+        "logreg",
+        "--val-fraction",
+        "0.34",
+        "--results",
+        str(tmp_path / "results"),
+        "--no-progress",
+    ]
     refused = CliRunner().invoke(probe_cli, args)
     text = refused.output.strip()
     assert refused.exit_code != 0 and "Traceback" not in text and len(text.splitlines()) == 1, text
@@ -110,19 +172,38 @@ def test_probe_refuses_a_test_split_sharing_images_unless_allowed(tmp_path, leak
 
     result = json.loads((tmp_path / "results" / "leaky.json").read_text())
     assert any("share 1 images" in w for w in result["warnings"])
-    assert result["overlap"] == [{"stores": "train (train.zarr) and test (test.zarr)", "checked": True, "shared": 1, "examples": [["a/0.png", "b/copy.png"]]}]
+    assert result["overlap"] == [
+        {
+            "stores": "train (train.zarr) and test (test.zarr)",
+            "checked": True,
+            "shared": 1,
+            "examples": [["a/0.png", "b/copy.png"]],
+        }
+    ]
     # the saved head knows its training store: evaluating it on the leaky store is refused too
     head = tmp_path / "results" / "leaky.head.pt"
     ev = CliRunner().invoke(probe_cli, ["eval", "--head", str(head), "--store", str(tmp_path / "test.zarr")])
     assert ev.exit_code != 0 and "share 1 images" in ev.output
-    ev = CliRunner().invoke(probe_cli, ["eval", "--head", str(head), "--store", str(tmp_path / "test.zarr"), "--allow-overlap"])
+    ev = CliRunner().invoke(
+        probe_cli, ["eval", "--head", str(head), "--store", str(tmp_path / "test.zarr"), "--allow-overlap"]
+    )
     assert ev.exit_code == 0, ev.output
 
 
 def test_analysis_fd_refuses_stores_sharing_images_unless_allowed(tmp_path, leaky_folder):
     pixels(leaky_folder, "train", tmp_path / "train.zarr")
     pixels(leaky_folder, "test", tmp_path / "test.zarr")
-    args = ["fd", "--real", str(tmp_path / "train.zarr"), "--fake", str(tmp_path / "test.zarr"), "--pr-rows", "4", "--k", "1"]
+    args = [
+        "fd",
+        "--real",
+        str(tmp_path / "train.zarr"),
+        "--fake",
+        str(tmp_path / "test.zarr"),
+        "--pr-rows",
+        "4",
+        "--k",
+        "1",
+    ]
     refused = CliRunner().invoke(analysis_cli, args)
     assert refused.exit_code != 0 and "share 1 images" in refused.output and "Traceback" not in refused.output
     allowed = CliRunner().invoke(analysis_cli, [*args, "--allow-overlap"])

@@ -35,7 +35,8 @@ def test_store_holds_what_was_asked(tmp_path, fmnist_env):
     store = FeatureStore.open(tmp_path / "s.zarr")
     assert store.complete and summary.images == 96 and summary.shards_total == 6
     assert sorted(store.keys(), key=FeatureKey.sort_key) == sorted(
-        (FeatureKey(t, b, p) for t in (10, 300) for b in (3, 7) for p in (1, 2, None)), key=FeatureKey.sort_key
+        (FeatureKey(t, b, p) for t in (10, 300) for b in (3, 7) for p in (1, 2, None)),
+        key=FeatureKey.sort_key,
     )
     assert store.array(FeatureKey(10, 3, None)).shape == (96, 2, 32, 16, 16)
     assert store.array(FeatureKey(300, 7, 2)).shape == (96, 2, 64, 2, 2)
@@ -125,8 +126,31 @@ def test_a_creation_killed_before_its_metadata_landed_is_started_afresh(tmp_path
 
 
 def _cli(out, *extra):
-    return [sys.executable, "-m", "extract", "run", "--model", "tiny", "--random-init", "--out", str(out),
-            "-t", "10", "-b", "7", "--pool", "2", "--shard-rows", "8", "--micro-batch", "4", "--batch-size", "4", "--no-progress", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "extract",
+        "run",
+        "--model",
+        "tiny",
+        "--random-init",
+        "--out",
+        str(out),
+        "-t",
+        "10",
+        "-b",
+        "7",
+        "--pool",
+        "2",
+        "--shard-rows",
+        "8",
+        "--micro-batch",
+        "4",
+        "--batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
 
 
 KILL_POINTS = {
@@ -145,7 +169,9 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env, point):
     for _ in range(5):  # a fast machine can finish a run between two polls: try again on a fresh store
         shutil.rmtree(tmp_path / "cut.zarr", ignore_errors=True)
         (tmp_path / "cut.zarr.lock").unlink(missing_ok=True)
-        proc = subprocess.Popen(_cli(tmp_path / "cut.zarr"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _cli(tmp_path / "cut.zarr"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             exists = (tmp_path / "cut.zarr").exists()
@@ -199,8 +225,12 @@ def test_a_folder_that_is_not_a_store_is_never_replaced(tmp_path, fmnist_env):
 
 def _bad_image_bytes(kind: str, folder: Path) -> bytes:
     good = (folder / "train" / "dog" / "0.png").read_bytes()
-    return {"text": b"not a png at all", "zero-byte": b"", "truncated": good[: len(good) // 2],
-            "corrupt": good[:40] + bytes(b ^ 0xFF for b in good[40:80]) + good[80:]}[kind]  # fmt: skip
+    return {
+        "text": b"not a png at all",
+        "zero-byte": b"",
+        "truncated": good[: len(good) // 2],
+        "corrupt": good[:40] + bytes(b ^ 0xFF for b in good[40:80]) + good[80:],
+    }[kind]
 
 
 @pytest.mark.parametrize("kind", ["text", "zero-byte", "truncated", "corrupt"])
@@ -243,7 +273,9 @@ def test_hdf5_run(tmp_path):
         f["labels"] = np.arange(10) % 3
     run_tiny(tmp_path / "s.zarr", data="hdf5", data_root=path, ts=(5,), blocks=(2,), pools=(4,))
     store = FeatureStore.open(tmp_path / "s.zarr")
-    assert list(store.labels()) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] and store.array(FeatureKey(5, 2, 4)).shape == (10, 32, 4, 4)
+    assert list(store.labels()) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] and store.array(
+        FeatureKey(5, 2, 4)
+    ).shape == (10, 32, 4, 4)
 
 
 def test_validation_errors_come_before_any_work(tmp_path):
@@ -282,19 +314,25 @@ def test_a_second_writer_on_a_store_is_refused_while_the_first_holds_it(tmp_path
     out = tmp_path / "s.zarr"
     first = StoreLock(out).acquire()
     try:
-        with pytest.raises(StoreError, match=rf"is being written by another extraction \(pid {os.getpid()} on "):
+        with pytest.raises(
+            StoreError, match=rf"is being written by another extraction \(pid {os.getpid()} on "
+        ):
             run_tiny(out)
         assert not out.exists()
     finally:
         first.release()
     # a lock left by a killed run (its pid gone) is taken over; a finished run leaves none
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     Path(str(out) + ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(done.stdout)}))
     summary = run_tiny(out)
     assert summary.shards_done == summary.shards_total and not Path(str(out) + ".lock").exists()
 
 
-def test_a_full_disk_mid_shard_fails_clearly_and_verify_reports_the_store_incomplete(tmp_path, fmnist_env, monkeypatch):
+def test_a_full_disk_mid_shard_fails_clearly_and_verify_reports_the_store_incomplete(
+    tmp_path, fmnist_env, monkeypatch
+):
     import errno
 
     import zarr.storage
@@ -315,9 +353,33 @@ def test_a_full_disk_mid_shard_fails_clearly_and_verify_reports_the_store_incomp
 
     monkeypatch.setattr(zarr.storage.LocalStore, "set", fills_up)
     out = tmp_path / "s.zarr"
-    result = CliRunner().invoke(cli, ["run", "--model", "tiny", "--random-init", "--out", str(out), "-t", "10", "-b", "7",
-                                      "--pool", "2", "--shard-rows", "16", "--micro-batch", "4", "--no-progress"])  # fmt: skip
-    assert result.exit_code == 2 and "No space left on device" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "--model",
+            "tiny",
+            "--random-init",
+            "--out",
+            str(out),
+            "-t",
+            "10",
+            "-b",
+            "7",
+            "--pool",
+            "2",
+            "--shard-rows",
+            "16",
+            "--micro-batch",
+            "4",
+            "--no-progress",
+        ],
+    )
+    assert (
+        result.exit_code == 2
+        and "No space left on device" in result.output
+        and "Traceback" not in result.output
+    )
     monkeypatch.setattr(zarr.storage.LocalStore, "set", real_set)
     problems = verify_store(out)
     assert "not marked complete" in problems and any("shards not written" in p for p in problems), problems
@@ -330,7 +392,9 @@ def test_the_default_block_is_output_blocks_4_the_papers_b24():
     assert PRESETS["adm256-uncond"].default_block == 24 and PRESETS["demo-fmnist"].default_block == 24
     assert PRESETS["adm256-uncond"].middle_block == 19 and PRESETS["demo-fmnist"].middle_block == 19
     assert resolve_blocks(from_flat(ExtractConfig, out=Path("x")), PRESETS["adm256-uncond"]) == (24,)
-    assert resolve_blocks(from_flat(ExtractConfig, out=Path("x"), blocks=("all",)), PRESETS["tiny"]) == tuple(range(1, 14))
+    assert resolve_blocks(from_flat(ExtractConfig, out=Path("x"), blocks=("all",)), PRESETS["tiny"]) == tuple(
+        range(1, 14)
+    )
 
 
 def test_all_blocks_with_skip_small_maps_leaves_out_only_pools_larger_than_a_map(tmp_path, fmnist_env):
@@ -340,12 +404,17 @@ def test_all_blocks_with_skip_small_maps_leaves_out_only_pools_larger_than_a_map
     run_tiny(tmp_path / "s.zarr", ts=(10,), blocks=("all",), pools=(1, 16), skip_small_maps=True, limit=4)
     store = FeatureStore.open(tmp_path / "s.zarr")
     keys = set(store.keys())
-    assert keys == {FeatureKey(10, b, 1) for b in range(1, 14)} | {FeatureKey(10, b, 16) for b in (1, 2, 3, 4, 9, 10, 11, 12, 13)}
+    assert keys == {FeatureKey(10, b, 1) for b in range(1, 14)} | {
+        FeatureKey(10, b, 16) for b in (1, 2, 3, 4, 9, 10, 11, 12, 13)
+    }
     # the arrays written equal a run asking for those pairs alone
     run_tiny(tmp_path / "one.zarr", ts=(10,), blocks=(9,), pools=(16,), limit=4)
     alone = FeatureStore.open(tmp_path / "one.zarr").array(FeatureKey(10, 9, 16))[:]
     np.testing.assert_array_equal(store.array(FeatureKey(10, 9, 16))[:], alone)
-    assert store.attrs["key"]["skip_small_maps"] is True and "skip_small_maps" not in FeatureStore.open(tmp_path / "one.zarr").attrs["key"]
+    assert (
+        store.attrs["key"]["skip_small_maps"] is True
+        and "skip_small_maps" not in FeatureStore.open(tmp_path / "one.zarr").attrs["key"]
+    )
 
 
 def test_a_blocks_own_pool_equals_pooling_its_full_map(tmp_path, fmnist_env):
@@ -357,7 +426,15 @@ def test_a_blocks_own_pool_equals_pooling_its_full_map(tmp_path, fmnist_env):
     from extract.store.schema import FeatureKey, FeatureStore
     from tests.conftest import run_tiny
 
-    run_tiny(tmp_path / "own.zarr", ts=(10,), blocks=(3, 7), pools=(None,), block_pools=("3:4,full",), limit=8, store_dtype="float32")
+    run_tiny(
+        tmp_path / "own.zarr",
+        ts=(10,),
+        blocks=(3, 7),
+        pools=(None,),
+        block_pools=("3:4,full",),
+        limit=8,
+        store_dtype="float32",
+    )
     store = FeatureStore.open(tmp_path / "own.zarr")
     assert sorted(k.label for k in store.keys()) == ["t10/b3/full", "t10/b3/p4", "t10/b7/full"]
     full, own = (np.asarray(store.array(FeatureKey(10, 3, p))[:]) for p in (None, 4))

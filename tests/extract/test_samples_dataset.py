@@ -20,7 +20,11 @@ from extract.store.schema import FeatureKey, FeatureStore
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("samples") / "s"
-    sample(SampleConfig(out=out, model="tiny", random_init=True, n=5, steps=2, shard_size=2, batch_size=2, progress=False))
+    sample(
+        SampleConfig(
+            out=out, model="tiny", random_init=True, n=5, steps=2, shard_size=2, batch_size=2, progress=False
+        )
+    )
     return out
 
 
@@ -28,7 +32,9 @@ def test_a_samples_folder_and_its_npz_read_as_the_same_images(drawn):
     folder = open_dataset("samples", drawn, "all")
     npz = open_dataset("samples", next(drawn.glob("samples_*.npz")), "all")
     arr = np.load(next(drawn.glob("samples_*.npz")))["arr_0"]
-    assert len(folder) == len(npz) == 5 and folder.ids == npz.ids and folder.fingerprint() == npz.fingerprint()
+    assert (
+        len(folder) == len(npz) == 5 and folder.ids == npz.ids and folder.fingerprint() == npz.fingerprint()
+    )
     assert folder.ids[0].endswith("/000000") and folder.classes == ["sample"] and not folder.labels.any()
     for i in range(5):
         a, b = np.asarray(folder.load(i)), np.asarray(npz.load(i))
@@ -37,13 +43,32 @@ def test_a_samples_folder_and_its_npz_read_as_the_same_images(drawn):
 
 def test_other_samples_have_another_fingerprint(drawn, tmp_path):
     other = tmp_path / "o"
-    sample(SampleConfig(out=other, model="tiny", random_init=True, n=5, steps=2, seed=1, shard_size=2, batch_size=2, progress=False))
-    assert open_dataset("samples", other, "all").fingerprint() != open_dataset("samples", drawn, "all").fingerprint()
+    sample(
+        SampleConfig(
+            out=other,
+            model="tiny",
+            random_init=True,
+            n=5,
+            steps=2,
+            seed=1,
+            shard_size=2,
+            batch_size=2,
+            progress=False,
+        )
+    )
+    assert (
+        open_dataset("samples", other, "all").fingerprint()
+        != open_dataset("samples", drawn, "all").fingerprint()
+    )
 
 
 def test_a_store_of_samples_holds_their_pixels(drawn, tmp_path):
-    cfg = PixelConfig(selection=DataSelection(data="samples", data_root=drawn, split="all"), store=StoreOptions(out=tmp_path / "p.zarr", progress=False),
-                      image_size=32, channels=3)  # fmt: skip
+    cfg = PixelConfig(
+        selection=DataSelection(data="samples", data_root=drawn, split="all"),
+        store=StoreOptions(out=tmp_path / "p.zarr", progress=False),
+        image_size=32,
+        channels=3,
+    )
     extract_pixels(cfg)
     store = FeatureStore.open(tmp_path / "p.zarr")
     rows = np.asarray(store.array(FeatureKey(0, 0, None))[:])

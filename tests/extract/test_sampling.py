@@ -27,12 +27,16 @@ def tiny_model():
 
 
 def config(out, **kw) -> SampleConfig:
-    base = dict(out=out, model="tiny", random_init=True, n=5, steps=3, shard_size=2, batch_size=2, progress=False)
+    base = dict(
+        out=out, model="tiny", random_init=True, n=5, steps=3, shard_size=2, batch_size=2, progress=False
+    )
     return SampleConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.7)])
-def test_each_step_equals_guided_diffusions_own_update_given_the_same_noise(tiny_model, monkeypatch, sampler, eta):
+def test_each_step_equals_guided_diffusions_own_update_given_the_same_noise(
+    tiny_model, monkeypatch, sampler, eta
+):
     diffusion = respaced_diffusion(TINY, 10, sampler)
     g = torch.Generator().manual_seed(1)
     x, noise = torch.randn(3, 3, 32, 32, generator=g), torch.randn(3, 3, 32, 32, generator=g)
@@ -53,14 +57,19 @@ def test_an_image_does_not_depend_on_its_batch(tiny_model):
     identical for batch sizes 1, 2 and 5 (measured); the test allows one grey level of
     kernel rounding and checks that almost every pixel is identical."""
     whole = draw(TINY, tiny_model, [0, 1, 2, 3, 4], None, steps=4, seed=3)
-    pairs = np.concatenate([draw(TINY, tiny_model, [a, b], None, steps=4, seed=3) for a, b in ((0, 1), (2, 3))] + [draw(TINY, tiny_model, [4], None, steps=4, seed=3)])
+    pairs = np.concatenate(
+        [draw(TINY, tiny_model, [a, b], None, steps=4, seed=3) for a, b in ((0, 1), (2, 3))]
+        + [draw(TINY, tiny_model, [4], None, steps=4, seed=3)]
+    )
     alone = draw(TINY, tiny_model, [3], None, steps=4, seed=3)
     assert whole.dtype == np.uint8 and whole.shape == (5, 32, 32, 3)
     for other in (pairs, np.concatenate([whole[:3], alone, whole[4:]])):
         diff = np.abs(whole.astype(int) - other.astype(int))
         assert diff.max() <= 1 and (diff == 0).mean() > 0.999
     assert not np.array_equal(whole[0], whole[1])  # different images get different noise
-    assert not np.array_equal(whole, draw(TINY, tiny_model, [0, 1, 2, 3, 4], None, steps=4, seed=4))  # and different seeds differ
+    assert not np.array_equal(
+        whole, draw(TINY, tiny_model, [0, 1, 2, 3, 4], None, steps=4, seed=4)
+    )  # and different seeds differ
 
 
 def test_a_run_writes_pngs_the_sample_file_and_provenance(tmp_path):
@@ -70,11 +79,19 @@ def test_a_run_writes_pngs_the_sample_file_and_provenance(tmp_path):
     arr = np.load(npz)
     assert arr.files == ["arr_0"] and arr["arr_0"].dtype == np.uint8 and arr["arr_0"].shape == (5, 32, 32, 3)
     for i in range(5):
-        assert np.array_equal(np.asarray(Image.open(tmp_path / "s" / "png" / f"{i:06d}.png")), arr["arr_0"][i])
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "s" / "png" / f"{i:06d}.png")), arr["arr_0"][i]
+        )
     meta = json.loads((tmp_path / "s" / "samples.json").read_text())
     prov = meta["provenance"]
     assert meta["complete"] and prov["model"] == "tiny" and prov["weights"] == "random-init"
-    assert (prov["steps"], prov["sampler"], prov["eta"], prov["seed"], prov["n"]) == (3, "ddpm", 0.0, 0, 5) and prov["version"]
+    assert (prov["steps"], prov["sampler"], prov["eta"], prov["seed"], prov["n"]) == (
+        3,
+        "ddpm",
+        0.0,
+        0,
+        5,
+    ) and prov["version"]
 
 
 def test_a_killed_run_resumes_to_the_same_images_whatever_the_batch_size(tmp_path, monkeypatch):
@@ -94,7 +111,9 @@ def test_a_killed_run_resumes_to_the_same_images_whatever_the_batch_size(tmp_pat
     monkeypatch.setattr(sampling, "save_pngs", real)
     store = FeatureStore.open(tmp_path / "broken" / sampling.STORE_NAME)
     assert store.done_shards().tolist() == [True, False, False] and not store.complete
-    assert not (tmp_path / "broken" / "samples.json").exists()  # not a finished sample set: the samples dataset refuses it
+    assert not (
+        tmp_path / "broken" / "samples.json"
+    ).exists()  # not a finished sample set: the samples dataset refuses it
     assert not (tmp_path / "broken.lock").exists()
     line = sample(config(tmp_path / "broken", batch_size=3))
     assert "3 drawn now" in line  # shards 1 and 2 only
@@ -108,7 +127,9 @@ def test_other_arguments_into_an_existing_run_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"made with other arguments \(seed, weights\)"):
         sample(config(tmp_path / "s", seed=1))
     assert "5 images (5 drawn now" in sample(config(tmp_path / "s", seed=1, overwrite=True))
-    assert "5 images (0 drawn now" in sample(config(tmp_path / "s", seed=1, batch_size=4))  # the batch size is not part of the key
+    assert "5 images (0 drawn now" in sample(
+        config(tmp_path / "s", seed=1, batch_size=4)
+    )  # the batch size is not part of the key
 
 
 def test_torchrun_ranks_split_the_shards_and_give_the_single_run_result(tmp_path):
@@ -162,15 +183,38 @@ def test_the_grid_is_a_runs_first_images(tmp_path):
     assert np.abs(grid[2:34, 2:34].astype(int) - first.astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--eta", "0.5"], "--eta applies to --sampler ddim only"),
-    (["--class-label", "3"], "tiny is unconditional"),
-    (["--class-label", "cat"], "expected a class number or 'all'"),
-    (["--sampler", "ddim", "--steps", "999"], "--steps 999 with --sampler ddim: cannot create exactly"),
-    (["--ckpt", "missing.pt", "--no-random-init"], "checkpoint not found: missing.pt"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--eta", "0.5"], "--eta applies to --sampler ddim only"),
+        (["--class-label", "3"], "tiny is unconditional"),
+        (["--class-label", "cat"], "expected a class number or 'all'"),
+        (["--sampler", "ddim", "--steps", "999"], "--steps 999 with --sampler ddim: cannot create exactly"),
+        (["--ckpt", "missing.pt", "--no-random-init"], "checkpoint not found: missing.pt"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as done:
-        main(["sample", "--model", "tiny", "--random-init", "--n", "2", "--steps", "2", "--out", str(tmp_path / "s"), "--no-progress", *args])
+        main(
+            [
+                "sample",
+                "--model",
+                "tiny",
+                "--random-init",
+                "--n",
+                "2",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "s"),
+                "--no-progress",
+                *args,
+            ]
+        )
     err = capsys.readouterr().err
-    assert done.value.code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (
+        done.value.code == 2
+        and message in err
+        and "Traceback" not in err
+        and len(err.strip().splitlines()) == 1
+    )

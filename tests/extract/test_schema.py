@@ -23,7 +23,11 @@ def test_a_flipped_byte_in_a_chunk_raises_on_read(tmp_path, fmnist_env):
     store = FeatureStore.open(tmp_path / "s.zarr")
     key = FeatureKey(10, 7, None)
     assert not np.isnan(store.array(key)[:]).any()
-    shard_files = sorted(p for p in (tmp_path / "s.zarr").rglob("*") if p.is_file() and "full" in p.parts and p.name != "zarr.json")
+    shard_files = sorted(
+        p
+        for p in (tmp_path / "s.zarr").rglob("*")
+        if p.is_file() and "full" in p.parts and p.name != "zarr.json"
+    )
     target = shard_files[0]
     data = bytearray(target.read_bytes())
     data[len(data) // 3] ^= 0xFF

@@ -25,9 +25,14 @@ def _store(tmp_path, n=50, views=1, dtype="float16"):
     # shrink the chunk budget so a shard holds several chunks
     import extract.store.schema as schema
 
-    old, schema.CHUNK_BYTES = schema.CHUNK_BYTES, 192 * 4 * (2 if dtype == "float32" else 1) * (views if views > 1 else 1)
+    old, schema.CHUNK_BYTES = (
+        schema.CHUNK_BYTES,
+        192 * 4 * (2 if dtype == "float32" else 1) * (views if views > 1 else 1),
+    )
     try:
-        store = make_store(tmp_path / "s.zarr", {KEY: x}, np.arange(n) % 3, shard_rows=16, views=views, dtype=dtype)
+        store = make_store(
+            tmp_path / "s.zarr", {KEY: x}, np.arange(n) % 3, shard_rows=16, views=views, dtype=dtype
+        )
     finally:
         schema.CHUNK_BYTES = old
     return store, x

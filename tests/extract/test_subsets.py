@@ -25,10 +25,14 @@ def imagenet_root(tmp_path):
 
 def test_class_subset_renumbers_labels_in_standard_order(imagenet_root, tmp_path):
     classes = tmp_path / "in50.txt"
-    classes.write_text("# a class subset\nn01484850\n\ngoldfish, Carassius auratus\n")  # a synset and a readable name
+    classes.write_text(
+        "# a class subset\nn01484850\n\ngoldfish, Carassius auratus\n"
+    )  # a synset and a readable name
     src, rows = apply_subset(open_dataset("imagenet", imagenet_root, "train"), Subset(classes_file=classes))
     assert src.classes == ["n01443537", "n01484850"] and src.names()[0].startswith("goldfish")
-    assert list(rows) == list(range(3, 9))  # rows keep their dataset index: the same noise as without the subset
+    assert list(rows) == list(
+        range(3, 9)
+    )  # rows keep their dataset index: the same noise as without the subset
     assert list(src.labels[rows]) == [0, 0, 0, 1, 1, 1] and src.class_counts(rows) == [3, 3]
     assert all(src.ids[i].startswith(("n01443537/", "n01484850/")) for i in rows)
     assert abs(np.asarray(src.load(int(rows[3])))[20, 20, 0] - fake.colour(2)[0]) < 8
@@ -58,16 +62,24 @@ def test_image_list_by_file_name_as_the_label_fraction_lists(imagenet_root, tmp_
     listing = tmp_path / "1percent.txt"
     listing.write_text("n01484850_2.JPEG\nn01440764_0.JPEG\nn01443537/n01443537_1.JPEG\n")
     src, rows = apply_subset(open_dataset("imagenet", imagenet_root, "train"), Subset(list_file=listing))
-    assert [src.ids[i] for i in rows] == ["n01440764/n01440764_0.JPEG", "n01443537/n01443537_1.JPEG", "n01484850/n01484850_2.JPEG"]
+    assert [src.ids[i] for i in rows] == [
+        "n01440764/n01440764_0.JPEG",
+        "n01443537/n01443537_1.JPEG",
+        "n01484850/n01484850_2.JPEG",
+    ]
 
 
 def test_image_list_naming_files_that_do_not_exist_fails(imagenet_root, tmp_path):
     listing = tmp_path / "10percent.txt"
     listing.write_text("n01440764_0.JPEG\nn01440764_77.JPEG\nn02000000_1.JPEG\n")
-    with pytest.raises(DataError, match=r"2 of 3 entries name no image of imagenet train .*e\.g\. 'n01440764_77\.JPEG'"):
+    with pytest.raises(
+        DataError, match=r"2 of 3 entries name no image of imagenet train .*e\.g\. 'n01440764_77\.JPEG'"
+    ):
         apply_subset(open_dataset("imagenet", imagenet_root, "train"), Subset(list_file=listing))
     with pytest.raises(DataError, match="image list file not found"):
-        apply_subset(open_dataset("imagenet", imagenet_root, "train"), Subset(list_file=tmp_path / "absent.txt"))
+        apply_subset(
+            open_dataset("imagenet", imagenet_root, "train"), Subset(list_file=tmp_path / "absent.txt")
+        )
 
 
 def test_per_class_sampler_is_seeded_balanced_and_nested():
@@ -79,7 +91,10 @@ def test_per_class_sampler_is_seeded_balanced_and_nested():
     assert np.bincount(labels[two]).tolist() == [2, 2, 2, 2] and np.all(np.diff(two) > 0)
     assert set(two) <= set(per_class_rows(labels, rows, 5, seed=7))  # a larger N keeps the smaller N's rows
     short = per_class_rows(np.array([0, 0, 0, 1]), np.arange(4), 2, seed=0)
-    assert np.bincount(np.array([0, 0, 0, 1])[short]).tolist() == [2, 1]  # a class with fewer keeps all it has
+    assert np.bincount(np.array([0, 0, 0, 1])[short]).tolist() == [
+        2,
+        1,
+    ]  # a class with fewer keeps all it has
 
 
 def test_limit_alone_takes_the_rows_it_always_took(fmnist_env):
@@ -96,7 +111,14 @@ def test_crop_flip_boxes_cover_0_8_to_1_of_the_short_side():
     for view in range(300):
         (left, top, right, bottom), flip = crop_flip_box(120, 80, view_rng(0, 5, view))
         side = right - left
-        assert bottom - top == side and 64 <= side <= 80 and left >= 0 and top >= 0 and right <= 120 and bottom <= 80
+        assert (
+            bottom - top == side
+            and 64 <= side <= 80
+            and left >= 0
+            and top >= 0
+            and right <= 120
+            and bottom <= 80
+        )
         flips += flip
     assert 100 < flips < 200
 
@@ -125,12 +147,23 @@ def textured_folder(tmp_path):
     for c in ("a", "b"):
         (tmp_path / "tex" / "train" / c).mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "tex" / "train" / c / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(
+                tmp_path / "tex" / "train" / c / f"{i}.png"
+            )
     return tmp_path / "tex"
 
 
 def test_extract_with_augmented_views_is_batch_independent(tmp_path, textured_folder):
-    cfg = dict(data="imagefolder", data_root=textured_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,), views=2, aug="crop-flip")
+    cfg = dict(
+        data="imagefolder",
+        data_root=textured_folder,
+        shard_rows=4,
+        ts=(10,),
+        blocks=(7,),
+        pools=(1,),
+        views=2,
+        aug="crop-flip",
+    )
     run_tiny(tmp_path / "a.zarr", batch_size=4, **cfg)
     run_tiny(tmp_path / "b.zarr", batch_size=1, micro_batch=4, **cfg)
     assert store_bytes(tmp_path / "a.zarr") == store_bytes(tmp_path / "b.zarr")
@@ -145,12 +178,22 @@ def test_extract_with_augmented_views_is_batch_independent(tmp_path, textured_fo
 
 def test_augmenting_an_evaluation_split_is_refused(tmp_path, image_folder):
     with pytest.raises(ValueError, match="--aug crop-flip is for training splits"):
-        run_tiny(tmp_path / "s.zarr", data="imagefolder", data_root=image_folder, split="test", aug="crop-flip")
+        run_tiny(
+            tmp_path / "s.zarr", data="imagefolder", data_root=image_folder, split="test", aug="crop-flip"
+        )
 
 
 def test_store_records_classes_names_counts_and_selection(tmp_path, monkeypatch):
     fake.cub(tmp_path / "data")
-    summary = run_tiny(tmp_path / "s.zarr", data="cub", data_root=tmp_path / "data", per_class=1, ts=(10,), blocks=(7,), pools=(1,))
+    summary = run_tiny(
+        tmp_path / "s.zarr",
+        data="cub",
+        data_root=tmp_path / "data",
+        per_class=1,
+        ts=(10,),
+        blocks=(7,),
+        pools=(1,),
+    )
     store = FeatureStore.open(tmp_path / "s.zarr")
     dataset = store.attrs["provenance"]["dataset"]
     assert summary.images == 3 and dataset["class_counts"] == [1, 1, 1]
@@ -165,14 +208,24 @@ def test_resuming_with_an_edited_image_list_is_refused(tmp_path, textured_folder
 
     listing = tmp_path / "list.txt"
     listing.write_text("a/0.png\nb/1.png\n")
-    cfg = dict(data="imagefolder", data_root=textured_folder, shard_rows=4, ts=(10,), blocks=(7,), pools=(1,), subset=listing)
+    cfg = dict(
+        data="imagefolder",
+        data_root=textured_folder,
+        shard_rows=4,
+        ts=(10,),
+        blocks=(7,),
+        pools=(1,),
+        subset=listing,
+    )
     run_tiny(tmp_path / "s.zarr", **cfg)
     listing.write_text("a/0.png\nb/2.png\n")
     with pytest.raises(StoreError, match="made with other arguments .*dataset.selection"):
         run_tiny(tmp_path / "s.zarr", **cfg)
     moved = tmp_path / "moved.txt"
     moved.write_text("a/0.png\nb/1.png\n")
-    assert run_tiny(tmp_path / "s.zarr", **{**cfg, "subset": moved}).images == 0  # same ids from another path: nothing to redo
+    assert (
+        run_tiny(tmp_path / "s.zarr", **{**cfg, "subset": moved}).images == 0
+    )  # same ids from another path: nothing to redo
 
 
 def test_a_shuffled_store_holds_the_same_features_in_a_seeded_row_order(tmp_path, fmnist_env):
@@ -193,4 +246,6 @@ def test_a_shuffled_store_holds_the_same_features_in_a_seeded_row_order(tmp_path
     key = FeatureKey(10, 7, 2)
     np.testing.assert_array_equal(b.array(key)[:], a.array(key)[:][perm])
     assert (b.labels() == a.labels()[perm]).all() and list(b.ids()) == list(a.ids()[perm])
-    assert b.attrs["key"]["dataset"]["order"] == "shuffled (seed 0)" and "order" not in a.attrs["key"]["dataset"]
+    assert (
+        b.attrs["key"]["dataset"]["order"] == "shuffled (seed 0)" and "order" not in a.attrs["key"]["dataset"]
+    )

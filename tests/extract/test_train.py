@@ -17,7 +17,9 @@ from tests.conftest import run_tiny
 
 
 def config(out, **kw) -> TrainConfig:
-    base = dict(out=str(out), batch_size=4, max_images=24, save_every=2, log_every=1, warmup_steps=2, threads=1)
+    base = dict(
+        out=str(out), batch_size=4, max_images=24, save_every=2, log_every=1, warmup_steps=2, threads=1
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -51,12 +53,16 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_unbroken_one(tmp_path, f
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in log)
 
 
-def test_a_run_stopped_at_a_step_keeps_the_whole_schedule_and_resumes_to_the_unbroken_weights(tmp_path, fmnist_env):
+def test_a_run_stopped_at_a_step_keeps_the_whole_schedule_and_resumes_to_the_unbroken_weights(
+    tmp_path, fmnist_env
+):
     train(config(tmp_path / "whole"))
     summary = train(config(tmp_path / "staged", stop_step=3))
     assert summary["step"] == 3 and state(tmp_path / "staged")["step"] == 3
     # the learning rate at each step is the 6-step schedule's, not a 3-step one's
-    assert [r["lr"] for r in read_log(tmp_path / "staged")] == [r["lr"] for r in read_log(tmp_path / "whole")][:3]
+    assert [r["lr"] for r in read_log(tmp_path / "staged")] == [
+        r["lr"] for r in read_log(tmp_path / "whole")
+    ][:3]
     assert train(config(tmp_path / "staged"))["step"] == 6
     whole, staged = state(tmp_path / "whole"), state(tmp_path / "staged")
     assert all(torch.equal(whole["ema"][k], staged["ema"][k]) for k in whole["ema"])
@@ -75,7 +81,14 @@ def test_exported_ema_loads_as_a_checkpoint_and_extracts(tmp_path, fmnist_env):
     model = load_checkpoint(get_preset("demo-fmnist"), tmp_path / "demo.pt")
     ema = torch.load(tmp_path / "r" / "ema.pt", weights_only=True)
     assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
-    summary = run_tiny(tmp_path / "s.zarr", model="demo-fmnist", random_init=False, ckpt=tmp_path / "demo.pt", blocks=(24,), pools=(2,))
+    summary = run_tiny(
+        tmp_path / "s.zarr",
+        model="demo-fmnist",
+        random_init=False,
+        ckpt=tmp_path / "demo.pt",
+        blocks=(24,),
+        pools=(2,),
+    )
     assert summary.shards_done == summary.shards_total
     (tmp_path / "grid.png").unlink(missing_ok=True)
     line = sample_grid("demo-fmnist", tmp_path / "demo.pt", 6, 3, 0, tmp_path / "grid.png")
@@ -92,8 +105,12 @@ def test_a_torn_training_checkpoint_is_one_clear_error(tmp_path, fmnist_env):
 
 def test_another_trainers_checkpoint_is_refused_in_one_line(tmp_path, fmnist_env):
     (tmp_path / "r").mkdir()
-    torch.save({"config": {}, "model": {}, "opt_d": {}, "opt_ge": {}, "step": 3}, tmp_path / "r" / "train_state.pt")  # a BiGAN run's
-    with pytest.raises(ValueError, match="train_state.pt: not a demo U-Net training checkpoint; use a new --out"):
+    torch.save(
+        {"config": {}, "model": {}, "opt_d": {}, "opt_ge": {}, "step": 3}, tmp_path / "r" / "train_state.pt"
+    )  # a BiGAN run's
+    with pytest.raises(
+        ValueError, match="train_state.pt: not a demo U-Net training checkpoint; use a new --out"
+    ):
         train(config(tmp_path / "r"))
 
 
@@ -119,7 +136,16 @@ def test_a_run_started_from_weights_keeps_snapshots_and_records_its_init(tmp_pat
     train(config(tmp_path / "first", max_images=8))
     export_ema(tmp_path / "first", tmp_path / "start.pt")
     start = torch.load(tmp_path / "start.pt", weights_only=True)
-    train(config(tmp_path / "next", max_images=16, init=str(tmp_path / "start.pt"), keep_every=2, lr=1e-12, warmup_steps=0))
+    train(
+        config(
+            tmp_path / "next",
+            max_images=16,
+            init=str(tmp_path / "start.pt"),
+            keep_every=2,
+            lr=1e-12,
+            warmup_steps=0,
+        )
+    )
     snaps = sorted(p.name for p in (tmp_path / "next" / "snapshots").iterdir())
     assert snaps == ["ema-step2.pt", "ema-step4.pt"]
     meta = json.loads((tmp_path / "next" / "train_meta.json").read_text())

@@ -19,7 +19,6 @@ def _store(tmp_path, **kw):
     return tmp_path / "s.zarr"
 
 
-
 def test_a_whole_store_verifies_and_the_cli_exits_0(tmp_path):
     path = _store(tmp_path)
     assert verify_store(path) == []
@@ -63,7 +62,10 @@ def test_nan_in_valid_rows_is_reported_but_not_in_skipped_rows(tmp_path):
 
 def test_not_a_store(tmp_path):
     (tmp_path / "x").mkdir()
-    assert "not a diffprobe" in verify_store(tmp_path / "x")[0] or "not a readable" in verify_store(tmp_path / "x")[0]
+    assert (
+        "not a diffprobe" in verify_store(tmp_path / "x")[0]
+        or "not a readable" in verify_store(tmp_path / "x")[0]
+    )
     assert verify_store(tmp_path / "nope") == [f"{tmp_path / 'nope'}: does not exist"]
 
 

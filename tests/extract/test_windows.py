@@ -21,7 +21,9 @@ def test_every_usable_row_once_in_whole_block_windows():
 
 
 def _distinct_classes_per_batch(labels, order, batch):
-    return np.mean([len(np.unique(labels[order[i : i + batch]])) for i in range(0, len(order) - batch + 1, batch)])
+    return np.mean(
+        [len(np.unique(labels[order[i : i + batch]])) for i in range(0, len(order) - batch + 1, batch)]
+    )
 
 
 @pytest.mark.parametrize("window, block_rows", [(10_000, 50), (5_000, 10)])
@@ -30,7 +32,9 @@ def test_batches_on_a_class_sorted_store_mix_classes_like_iid(window, block_rows
     it in blocks much smaller than a class, a batch of 64 holds at least 90% of the distinct
     classes an i.i.d. batch holds (read in store order: under 10%)."""
     labels = np.repeat(np.arange(100), 100)
-    plan = shuffled_windows(len(labels), block_rows, np.ones(len(labels), bool), window, np.random.default_rng(1))
+    plan = shuffled_windows(
+        len(labels), block_rows, np.ones(len(labels), bool), window, np.random.default_rng(1)
+    )
     order = np.concatenate([r for _, r in plan])
     iid = _distinct_classes_per_batch(labels, np.random.default_rng(2).permutation(len(labels)), 64)
     ours = _distinct_classes_per_batch(labels, order, 64)

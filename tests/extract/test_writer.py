@@ -31,15 +31,40 @@ def pixels(out: Path, **kw):
 def backbone(out: Path, **kw):
     from extract.models.backbones import BackboneConfig, extract_backbone
 
-    return extract_backbone(from_flat(BackboneConfig, out=out, model="torchvision:resnet50", random_init=True, blocks=(1,), pools=(1,),
-                                           limit=6, shard_rows=2, batch_size=2, device="cpu", progress=False, **kw))  # fmt: skip
+    return extract_backbone(
+        from_flat(
+            BackboneConfig,
+            out=out,
+            model="torchvision:resnet50",
+            random_init=True,
+            blocks=(1,),
+            pools=(1,),
+            limit=6,
+            shard_rows=2,
+            batch_size=2,
+            device="cpu",
+            progress=False,
+            **kw,
+        )
+    )
 
 
 def features(out: Path, **kw):
     from extract.models.feature_store import FeatureStoreConfig, extract_features
 
-    return extract_features(from_flat(FeatureStoreConfig, out=out, features="pixels", image_size=8, limit=12, shard_rows=4, batch_size=3,
-                                      progress=False, **kw))  # fmt: skip
+    return extract_features(
+        from_flat(
+            FeatureStoreConfig,
+            out=out,
+            features="pixels",
+            image_size=8,
+            limit=12,
+            shard_rows=4,
+            batch_size=3,
+            progress=False,
+            **kw,
+        )
+    )
 
 
 KINDS = {"unet": unet, "pixels": pixels, "backbone": backbone, "features": features}
@@ -130,15 +155,22 @@ def test_a_resume_with_another_micro_batch_needs_allow_mismatch_and_is_recorded(
     store.group["progress/done"][1] = 0
     store.group["progress/done"][2] = 0
     store.mark_incomplete()
-    with pytest.raises(StoreError, match="another micro-batch or device .*micro_batch: store has 4, asked 2.*--allow-mismatch"):
+    with pytest.raises(
+        StoreError,
+        match="another micro-batch or device .*micro_batch: store has 4, asked 2.*--allow-mismatch",
+    ):
         unet(out, micro_batch=2)
     summary = unet(out, micro_batch=2, allow_mismatch=True)
     assert summary.images == 8 and summary.shards_done == summary.shards_total == 3
     done = FeatureStore.open(out)
     assert done.complete and done.attrs["key"]["micro_batch"] == 4  # the store keeps its first key
     assert done.attrs["resumed_with"] == [{"micro_batch": 2, "shards": [1, 2]}]
-    np.testing.assert_allclose(done.array(key)[:].astype(np.float32), reference, rtol=2e-2, atol=2e-3)  # rounding, not meaning
-    with pytest.raises(StoreError, match="made with other arguments .*seed"):  # meaning still refuses, flag or not
+    np.testing.assert_allclose(
+        done.array(key)[:].astype(np.float32), reference, rtol=2e-2, atol=2e-3
+    )  # rounding, not meaning
+    with pytest.raises(
+        StoreError, match="made with other arguments .*seed"
+    ):  # meaning still refuses, flag or not
         unet(out, seed=1, allow_mismatch=True)
 
 
@@ -157,8 +189,17 @@ def test_a_damaged_shard_file_is_rewritten_whole_or_partial(rows, how, tmp_path)
     from extract.store.schema import FeatureKey
 
     key = FeatureKey(1, 1, 1)
-    store = FeatureStore.create(tmp_path / "s.zarr", row_shapes={key: (4, 1, 1)}, ids=[str(i) for i in range(rows)], labels=np.zeros(rows),
-                                index=np.arange(rows), shard_rows=8, views=1, dtype="float16", attrs={})  # fmt: skip
+    store = FeatureStore.create(
+        tmp_path / "s.zarr",
+        row_shapes={key: (4, 1, 1)},
+        ids=[str(i) for i in range(rows)],
+        labels=np.zeros(rows),
+        index=np.arange(rows),
+        shard_rows=8,
+        views=1,
+        dtype="float16",
+        attrs={},
+    )
 
     def write(s, value):
         n = len(store.shard_rows(s))

@@ -30,24 +30,43 @@ def make_store(
     """A complete store holding the given rows: key -> (n, [V,] C, h, w)."""
     n = len(labels)
     classes = classes or [f"class{i}" for i in range(int(labels.max()) + 1)]
-    key = {"model": {"name": model}, "weights": {"random_init": True, "init_seed": 0}, "preprocessing": preprocessing,
-           "dtype": "fp32", "class_label": None, "micro_batch": micro_batch, "device_type": device_type, "seed": 0,
-           "dataset": {"name": "synthetic", "split": split, "rows": n}}  # fmt: skip
+    key = {
+        "model": {"name": model},
+        "weights": {"random_init": True, "init_seed": 0},
+        "preprocessing": preprocessing,
+        "dtype": "fp32",
+        "class_label": None,
+        "micro_batch": micro_batch,
+        "device_type": device_type,
+        "seed": 0,
+        "dataset": {"name": "synthetic", "split": split, "rows": n},
+    }
     provenance = {"preset": model, "dataset": {"name": "synthetic", "split": split, "classes": classes}}
     shapes = {k: tuple(v.shape[2:] if views > 1 else v.shape[1:]) for k, v in features.items()}
     store = FeatureStore.create(
-        path, row_shapes=shapes, ids=[f"{split}/{i}" for i in range(n)], labels=labels, index=np.arange(n),
-        shard_rows=shard_rows, views=views, dtype=dtype, attrs={"key": key, "provenance": provenance},
-    )  # fmt: skip
+        path,
+        row_shapes=shapes,
+        ids=[f"{split}/{i}" for i in range(n)],
+        labels=labels,
+        index=np.arange(n),
+        shard_rows=shard_rows,
+        views=views,
+        dtype=dtype,
+        attrs={"key": key, "provenance": provenance},
+    )
     valid = np.ones(n, bool) if valid is None else valid
     for s in range(store.n_shards):
         rows = store.shard_rows(s)
-        store.write_shard(s, {k: v[rows.start : rows.stop] for k, v in features.items()}, valid[rows.start : rows.stop])
+        store.write_shard(
+            s, {k: v[rows.start : rows.stop] for k, v in features.items()}, valid[rows.start : rows.stop]
+        )
     store.finish({})
     return store
 
 
-def blobs(n: int, classes: int, dim: int, seed: int, spread: float = 1.0, shape=None, views: int = 1, centres=None):
+def blobs(
+    n: int, classes: int, dim: int, seed: int, spread: float = 1.0, shape=None, views: int = 1, centres=None
+):
     """Gaussian class clusters: (features (n, [V,] *shape), labels, centres)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % classes

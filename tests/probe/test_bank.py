@@ -19,8 +19,10 @@ def test_bank_updates_match_torch_optimizers_head_by_head(optimizer):
     refs = heads(3)
     lrs, wds = [0.1, 0.01, 0.05], [0.0, 1e-2, 1e-3]
     bank = LinearBank(refs, lrs, wds, optimizer, momentum=0.9)
-    make = {"sgd": lambda p, lr, wd: torch.optim.SGD(p, lr=lr, weight_decay=wd, momentum=0.9),
-            "adamw": lambda p, lr, wd: torch.optim.AdamW(p, lr=lr, weight_decay=wd)}[optimizer]  # fmt: skip
+    make = {
+        "sgd": lambda p, lr, wd: torch.optim.SGD(p, lr=lr, weight_decay=wd, momentum=0.9),
+        "adamw": lambda p, lr, wd: torch.optim.AdamW(p, lr=lr, weight_decay=wd),
+    }[optimizer]
     opts = [make(h.parameters(), lr, wd) for h, lr, wd in zip(refs, lrs, wds)]
     gen = torch.Generator().manual_seed(1)
     for step in range(5):

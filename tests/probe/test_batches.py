@@ -11,8 +11,12 @@ def test_a_shuffled_store_gives_near_iid_batches_and_a_class_sorted_one_does_not
     sorted_labels = np.repeat(np.arange(classes), per_class)
     shuffled = sorted_labels[np.random.default_rng(0).permutation(len(sorted_labels))]
     iid = iid_distinct(classes, batch)
-    on_sorted = distinct_per_batch(label_store(tmp_path / "a.zarr", sorted_labels, dim=16, shard_rows=64), batch, window)
-    on_shuffled = distinct_per_batch(label_store(tmp_path / "b.zarr", shuffled, dim=16, shard_rows=64), batch, window)
+    on_sorted = distinct_per_batch(
+        label_store(tmp_path / "a.zarr", sorted_labels, dim=16, shard_rows=64), batch, window
+    )
+    on_shuffled = distinct_per_batch(
+        label_store(tmp_path / "b.zarr", shuffled, dim=16, shard_rows=64), batch, window
+    )
     assert on_shuffled >= 0.9 * iid, (on_shuffled, iid)
     assert on_sorted < 0.9 * iid, (on_sorted, iid)
 

@@ -20,7 +20,9 @@ def test_bank_gemm_flops_match_the_hand_count():
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_bench_bank_flops_reports_rates_and_their_ratio(optimizer):
-    r = bench_bank_flops(dim=8, classes=3, batch=4, members=2, optimizer=optimizer, budget_s=0.01, most=3, peak_n=32)
+    r = bench_bank_flops(
+        dim=8, classes=3, batch=4, members=2, optimizer=optimizer, budget_s=0.01, most=3, peak_n=32
+    )
     assert r["flops_per_step"] == 4 * 4 * 8 * 2 * 3 == sum(g["flops"] for g in r["gemms"])
     assert r["dtype"] == "float32" and r["members"] == 2 and r["optimizer"] == optimizer
     assert all(v > 0 for v in r["seconds"].values())

@@ -12,8 +12,15 @@ from probe.heads import HEADS, build_head, parse_head_options, takes_parts
 from probe.run import ProbeConfig, probe
 from tests.probe.stores import blobs, make_store
 
-SMALL = {"linear": (), "mlp": ("hidden=64",), "cnn": ("channels=32",), "attention": ("width=32", "heads=4", "depth=1"),
-         "paper-attention": ("width=32", "heads=4", "depth=1"), "paper-mlp": ("hidden=64",), "paper-fusion": ("width=32", "heads=4")}
+SMALL = {
+    "linear": (),
+    "mlp": ("hidden=64",),
+    "cnn": ("channels=32",),
+    "attention": ("width=32", "heads=4", "depth=1"),
+    "paper-attention": ("width=32", "heads=4", "depth=1"),
+    "paper-mlp": ("hidden=64",),
+    "paper-fusion": ("width=32", "heads=4"),
+}
 
 
 @pytest.mark.parametrize("name", list(HEADS))
@@ -26,7 +33,9 @@ def test_every_head_maps_a_feature_map_to_class_logits(name):
 
 
 def test_attention_head_projects_tokens_only_when_channels_differ_from_width():
-    assert isinstance(build_head("attention", (32, 2, 2), 3, {"width": 32, "heads": 4}).proj, torch.nn.Identity)
+    assert isinstance(
+        build_head("attention", (32, 2, 2), 3, {"width": 32, "heads": 4}).proj, torch.nn.Identity
+    )
     assert isinstance(build_head("attention", (16, 2, 2), 3, {"width": 32, "heads": 4}).proj, torch.nn.Linear)
 
 
@@ -36,7 +45,10 @@ def test_linear_head_batchnorm_has_no_affine_parameters():
 
 
 def test_unknown_head_and_bad_options_are_named():
-    with pytest.raises(ValueError, match="unknown head 'svm'; choose one of: linear, mlp, cnn, attention, paper-attention, paper-mlp, paper-fusion, logreg, knn"):
+    with pytest.raises(
+        ValueError,
+        match="unknown head 'svm'; choose one of: linear, mlp, cnn, attention, paper-attention, paper-mlp, paper-fusion, logreg, knn",
+    ):
         build_head("svm", (4, 1, 1), 2)
     with pytest.raises(ValueError, match="head option 'depth'"):
         parse_head_options(["depth"])
@@ -59,8 +71,17 @@ def separable(tmp_path_factory):
 @pytest.mark.parametrize("heads", [("linear",), ("mlp",), ("cnn",), ("attention",), ("logreg",), ("knn",)])
 def test_each_head_reaches_high_accuracy_on_separable_features(separable, tmp_path, heads):
     options = SMALL.get(heads[0], ())
-    cfg = ProbeConfig(train=separable / "train.zarr", test=separable / "test.zarr", heads=heads, head_options=options,
-                      training=TrainSettings(epochs=6, batch_size=32), lrs=(3e-3,), results=tmp_path, progress=False, knn_k=(10,))  # fmt: skip
+    cfg = ProbeConfig(
+        train=separable / "train.zarr",
+        test=separable / "test.zarr",
+        heads=heads,
+        head_options=options,
+        training=TrainSettings(epochs=6, batch_size=32),
+        lrs=(3e-3,),
+        results=tmp_path,
+        progress=False,
+        knn_k=(10,),
+    )
     result = probe(cfg)
     assert result["test"]["top1"] >= 95.0, result["test"]["top1"]
     assert result["val"]["rows"] == 48 and result["test"]["rows"] == 160
@@ -73,8 +94,18 @@ def test_attention_token_side_cuts_a_large_map_into_patch_tokens_and_drops_no_va
     x = torch.randn(2, 3, 5, 7)
     padded = torch.zeros(2, 3, 8, 8)
     padded[:, :, :5, :7] = x
-    plain = torch.stack([torch.stack([padded[n, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4].reshape(-1) for i in range(2) for j in range(2)])
-                         for n in range(2)])  # a patch's values channel-major, then row, then column; patches row-major
+    plain = torch.stack(
+        [
+            torch.stack(
+                [
+                    padded[n, :, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4].reshape(-1)
+                    for i in range(2)
+                    for j in range(2)
+                ]
+            )
+            for n in range(2)
+        ]
+    )  # a patch's values channel-major, then row, then column; patches row-major
     assert torch.equal(head.tokens(x), plain)
     assert head(x).shape == (2, 2)
 

@@ -87,7 +87,9 @@ def test_paper_mlp_is_linear_relu_without_batchnorm():
     head = build_head("paper-mlp", (4, 2, 2), 3, {"hidden": (7, 5)})
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
     x = torch.randn(6, 4, 2, 2)
-    (w1, b1), (w2, b2), (w3, b3) = [(m.weight, m.bias) for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    (w1, b1), (w2, b2), (w3, b3) = [
+        (m.weight, m.bias) for m in head.modules() if isinstance(m, torch.nn.Linear)
+    ]
     expected = torch.relu(torch.relu(x.flatten(1) @ w1.T + b1) @ w2.T + b2) @ w3.T + b3
     torch.testing.assert_close(head(x), expected)
 
@@ -104,11 +106,22 @@ def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path, capsy
     xt, yt, _ = blobs(90, 3, 16, seed=1, spread=1.0, shape=(4, 2, 2), centres=centres)
     make_store(tmp_path / "train.zarr", {key: x}, y)
     make_store(tmp_path / "test.zarr", {key: xt}, yt, split="test")
-    result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", heads=("paper-attention", "paper-mlp"),
-                               head_options=("width=16", "heads=4", "hidden=32"), lrs=(3e-3,), results=tmp_path / "r", progress=False,
-                               training=TrainSettings(epochs=15, batch_size=32)))  # fmt: skip
+    result = probe(
+        ProbeConfig(
+            train=tmp_path / "train.zarr",
+            test=tmp_path / "test.zarr",
+            heads=("paper-attention", "paper-mlp"),
+            head_options=("width=16", "heads=4", "hidden=32"),
+            lrs=(3e-3,),
+            results=tmp_path / "r",
+            progress=False,
+            training=TrainSettings(epochs=15, batch_size=32),
+        )
+    )
     assert {m["head"] for m in result["members"]} == {"paper-attention", "paper-mlp"}
-    assert all(m["test"]["top1"] >= 90 for m in result["members"]), [m["test"]["top1"] for m in result["members"]]
+    assert all(m["test"]["top1"] >= 90 for m in result["members"]), [
+        m["test"]["top1"] for m in result["members"]
+    ]
     again = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test.zarr")
     assert again["top1"] == result["test"]["top1"]
     # the same features extracted at another micro-batch on a GPU: evaluated, with one warning line
@@ -116,7 +129,12 @@ def test_paper_heads_train_in_a_grid_and_their_head_files_reload(tmp_path, capsy
     capsys.readouterr()
     other = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test-gpu.zarr")
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert other["top1"] == result["test"]["top1"] and len(warned) == 1 and "micro_batch" in warned[0] and "device_type" in warned[0]
+    assert (
+        other["top1"] == result["test"]["top1"]
+        and len(warned) == 1
+        and "micro_batch" in warned[0]
+        and "device_type" in warned[0]
+    )
 
 
 def test_paper_fusion_equals_the_reference_over_two_t_and_two_blocks():
@@ -126,8 +144,12 @@ def test_paper_fusion_equals_the_reference_over_two_t_and_two_blocks():
     from probe.grid import feature_set, head_for
 
     torch.manual_seed(0)
-    shapes = {FeatureKey(90, 19, None): (6, 2, 2), FeatureKey(90, 24, None): (4, 4, 4),
-              FeatureKey(150, 19, None): (6, 2, 2), FeatureKey(150, 24, None): (4, 4, 4)}  # fmt: skip
+    shapes = {
+        FeatureKey(90, 19, None): (6, 2, 2),
+        FeatureKey(90, 24, None): (4, 4, 4),
+        FeatureKey(150, 19, None): (6, 2, 2),
+        FeatureKey(150, 24, None): (4, 4, 4),
+    }
     fs = feature_set(tuple(shapes), shapes)
     head = head_for("paper-fusion", fs, 5, {"width": 16, "heads": 4}).eval()
     for p in head.parameters():
@@ -135,12 +157,38 @@ def test_paper_fusion_equals_the_reference_over_two_t_and_two_blocks():
     maps = {k: torch.randn(3, *s) for k, s in shapes.items()}
     x = torch.cat([m.flatten(1) for m in maps.values()], 1).reshape(3, *fs.in_shape)
     named = dict(head.named_parameters())
-    pre = {b: [named[f"pre.{b}.1.weight"], named[f"pre.{b}.1.bias"], named[f"pre.{b}.2.weight"], named[f"pre.{b}.2.bias"]] for b in (19, 24)}
-    blocks = [[named[f"blocks.{i}.{n}"] for n in ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.proj.weight", "attn.proj.bias",
-                                                  "norm2.weight", "norm2.bias", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")]
-              for i in range(2)]  # fmt: skip
+    pre = {
+        b: [
+            named[f"pre.{b}.1.weight"],
+            named[f"pre.{b}.1.bias"],
+            named[f"pre.{b}.2.weight"],
+            named[f"pre.{b}.2.bias"],
+        ]
+        for b in (19, 24)
+    }
+    blocks = [
+        [
+            named[f"blocks.{i}.{n}"]
+            for n in (
+                "norm1.weight",
+                "norm1.bias",
+                "attn.qkv.weight",
+                "attn.proj.weight",
+                "attn.proj.bias",
+                "norm2.weight",
+                "norm2.bias",
+                "mlp.0.weight",
+                "mlp.0.bias",
+                "mlp.2.weight",
+                "mlp.2.bias",
+            )
+        ]
+        for i in range(2)
+    ]
     by_t = {t: [(k.b, maps[k]) for k in shapes if k.t == t] for t in (90, 150)}
-    expected = reference_fusion(by_t, pre, named["cls"], blocks, named["fc.weight"], named["fc.bias"], heads=4)
+    expected = reference_fusion(
+        by_t, pre, named["cls"], blocks, named["fc.weight"], named["fc.bias"], heads=4
+    )
     torch.testing.assert_close(head(x), expected, rtol=1e-4, atol=1e-4)
     assert head.fc.in_features == 2 * 16  # one CLS output per t
 
@@ -156,15 +204,27 @@ def test_paper_fusion_trains_from_one_store_and_its_head_file_reloads(tmp_path):
     shapes = [(4, 2, 2), (16, 1, 1)] * 2
     train, test = {}, {}
     for key, shape in zip(keys, shapes):
-        x, y, centres = blobs(240, 3, 16, seed=0, spread=1.0, shape=shape)  # the same rows and labels for every key
+        x, y, centres = blobs(
+            240, 3, 16, seed=0, spread=1.0, shape=shape
+        )  # the same rows and labels for every key
         xt, yt, _ = blobs(90, 3, 16, seed=1, spread=1.0, shape=shape, centres=centres)
         train[key], test[key] = x, xt
     make_store(tmp_path / "train.zarr", train, y)
     make_store(tmp_path / "test.zarr", test, yt, split="test")
     label = "+".join(k.label for k in keys)
-    result = probe(ProbeConfig(train=tmp_path / "train.zarr", test=tmp_path / "test.zarr", heads=("paper-fusion",), features=(label,),
-                               head_options=("width=16", "heads=4"), lrs=(3e-3,), results=tmp_path / "r", progress=False,
-                               training=TrainSettings(epochs=15, batch_size=32)))  # fmt: skip
+    result = probe(
+        ProbeConfig(
+            train=tmp_path / "train.zarr",
+            test=tmp_path / "test.zarr",
+            heads=("paper-fusion",),
+            features=(label,),
+            head_options=("width=16", "heads=4"),
+            lrs=(3e-3,),
+            results=tmp_path / "r",
+            progress=False,
+            training=TrainSettings(epochs=15, batch_size=32),
+        )
+    )
     assert result["members"][0]["feature_set"] == label and result["test"]["top1"] >= 90
     again = evaluate_head(tmp_path / "r" / f"{result['name']}.head.pt", tmp_path / "test.zarr")
     assert again["top1"] == result["test"]["top1"]
@@ -178,9 +238,15 @@ def test_pooling_at_extraction_equals_the_fusion_heads_own_pooling_on_the_full_m
 
     torch.manual_seed(0)
     b24, b30 = torch.randn(3, 8, 16, 16), torch.randn(3, 4, 64, 64)
-    full = PaperFusionHead((8 * 256 + 4 * 4096, 1, 1), 5, parts=((150, 24, 8, 16, 16), (150, 30, 4, 64, 64)), width=32, heads=4).eval()
-    stored = PaperFusionHead((8 * 256 + 4 * 256, 1, 1), 5, parts=((150, 24, 8, 16, 16), (150, 30, 4, 16, 16)), width=32, heads=4).eval()
-    stored.load_state_dict(full.state_dict())  # the same parameters: the pre-layer of b=30 works at 16x16 in both
+    full = PaperFusionHead(
+        (8 * 256 + 4 * 4096, 1, 1), 5, parts=((150, 24, 8, 16, 16), (150, 30, 4, 64, 64)), width=32, heads=4
+    ).eval()
+    stored = PaperFusionHead(
+        (8 * 256 + 4 * 256, 1, 1), 5, parts=((150, 24, 8, 16, 16), (150, 30, 4, 16, 16)), width=32, heads=4
+    ).eval()
+    stored.load_state_dict(
+        full.state_dict()
+    )  # the same parameters: the pre-layer of b=30 works at 16x16 in both
     with torch.no_grad():
         a = full(torch.cat([b24.flatten(1), b30.flatten(1)], 1)[..., None, None])
         b = stored(torch.cat([b24.flatten(1), pool(b30, 16).flatten(1)], 1)[..., None, None])
@@ -195,8 +261,14 @@ def test_a_block_pool_of_at_most_n_keeps_small_maps_whole():
     from extract.store.schema import FeatureKey
 
     preset = get_preset("adm256-uncond")
-    shapes = row_shapes(preset, (19, 24, 30), (150,), {19: (None,), 24: (None,), **parse_block_pools(("30:max16",))})
-    assert shapes == {FeatureKey(150, 19, None): (1024, 8, 8), FeatureKey(150, 24, None): (1024, 16, 16), FeatureKey(150, 30, 16): (512, 16, 16)}
+    shapes = row_shapes(
+        preset, (19, 24, 30), (150,), {19: (None,), 24: (None,), **parse_block_pools(("30:max16",))}
+    )
+    assert shapes == {
+        FeatureKey(150, 19, None): (1024, 8, 8),
+        FeatureKey(150, 24, None): (1024, 16, 16),
+        FeatureKey(150, 30, 16): (512, 16, 16),
+    }
     demo = row_shapes(get_preset("demo-fmnist"), (30,), (150,), parse_block_pools(("30:max16",)))
     assert list(demo) == [FeatureKey(150, 30, None)]  # 8x8 at the demo's scale: kept whole, as the head would
     with pytest.raises(ValueError, match="expected B:P"):

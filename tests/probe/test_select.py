@@ -16,7 +16,9 @@ from probe.tables import RESULTS_FORMAT, write_predictions
 def fake_run(folder, name, val, test, predictions=True):
     result = {"format": RESULTS_FORMAT, "name": name, "val": {"top1": val}, "test": {"top1": test}}
     if predictions:
-        result["predictions"] = write_predictions(folder / f"{name}.predictions.npz", [0, 1, 2], [1, 1, 1], [1, 0, int(test > 50)])
+        result["predictions"] = write_predictions(
+            folder / f"{name}.predictions.npz", [0, 1, 2], [1, 1, 1], [1, 0, int(test > 50)]
+        )
     (folder / f"{name}.json").write_text(json.dumps(result))
     return folder / f"{name}.json"
 
@@ -36,23 +38,47 @@ def test_the_best_validation_run_is_copied_and_test_is_never_chosen_on(tmp_path)
         assert all(np.array_equal(f[k], g[k]) for k in ("index", "label", "pred"))
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda d: [fake_run(d, "a", 1.0, 1.0)], "at least two runs"),
-    (lambda d: [fake_run(d, "a", 1.0, 1.0), fake_run(d, "b", None, 1.0)], "has no validation score"),
-    (lambda d: [fake_run(d, "a", 1.0, 1.0), d / "missing.json"], "results file not found"),
-    (lambda d: [d / "none*.json"], "no results file matches"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: [fake_run(d, "a", 1.0, 1.0)], "at least two runs"),
+        (lambda d: [fake_run(d, "a", 1.0, 1.0), fake_run(d, "b", None, 1.0)], "has no validation score"),
+        (lambda d: [fake_run(d, "a", 1.0, 1.0), d / "missing.json"], "results file not found"),
+        (lambda d: [d / "none*.json"], "no results file matches"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, setup, message):
     files = setup(tmp_path)
-    done = CliRunner().invoke(cli, ["select", *[a for f in files for a in ("--results", str(f))], "--name", "x", "--out", str(tmp_path / "o")])
-    assert done.exit_code == 2 and message in done.output and "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1, done.output
+    done = CliRunner().invoke(
+        cli,
+        [
+            "select",
+            *[a for f in files for a in ("--results", str(f))],
+            "--name",
+            "x",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert (
+        done.exit_code == 2
+        and message in done.output
+        and "Traceback" not in done.output
+        and len(done.output.strip().splitlines()) == 1
+    ), done.output
 
 
 def test_the_command_says_what_it_chose(tmp_path):
     a, b = fake_run(tmp_path, "a", 60.0, 61.0), fake_run(tmp_path, "b", 65.0, 62.5)
-    done = CliRunner().invoke(cli, ["select", "--results", str(a), "--results", str(b), "--name", "best", "--out", str(tmp_path / "o")])
+    done = CliRunner().invoke(
+        cli,
+        ["select", "--results", str(a), "--results", str(b), "--name", "best", "--out", str(tmp_path / "o")],
+    )
     assert done.exit_code == 0, done.output
-    assert done.output.strip() == f"{tmp_path / 'o' / 'best'}.json: b (validation top-1 of a 60.00, b 65.00); test top-1 62.50"
+    assert (
+        done.output.strip()
+        == f"{tmp_path / 'o' / 'best'}.json: b (validation top-1 of a 60.00, b 65.00); test top-1 62.50"
+    )
 
 
 def test_ties_go_to_the_first_or_the_last_in_natural_order(tmp_path):
@@ -63,7 +89,10 @@ def test_ties_go_to_the_first_or_the_last_in_natural_order(tmp_path):
     last = select_run(glob, "last", tmp_path / "o", ties="last")
     assert last["selected_run"] == "step20000"  # by name, step4000 would sort last
     assert [r["name"] for r in last["selected_from"]] == ["step4000", "step12000", "step16000", "step20000"]
-    done = CliRunner().invoke(cli, ["select", "--results", str(glob[0]), "--name", "x", "--out", str(tmp_path / "o"), "--ties", "last"])
+    done = CliRunner().invoke(
+        cli,
+        ["select", "--results", str(glob[0]), "--name", "x", "--out", str(tmp_path / "o"), "--ties", "last"],
+    )
     assert done.exit_code == 0 and ": step20000 (" in done.output, done.output
 
 
@@ -80,33 +109,85 @@ def test_features_from_trains_where_another_run_chose_on_validation(tmp_path):
     x_strong = (rng.normal(size=(300, 3, 2, 2)) + 4.0 * np.eye(3)[y][:, :, None, None]).astype(np.float16)
     make_store(tmp_path / "train.zarr", {weak: x_weak, strong: x_strong}, y)
     settings = TrainSettings(epochs=3, batch_size=32)
-    linear = probe(ProbeConfig(train=tmp_path / "train.zarr", results=tmp_path / "r", progress=False, training=settings, name="linear"))
+    linear = probe(
+        ProbeConfig(
+            train=tmp_path / "train.zarr",
+            results=tmp_path / "r",
+            progress=False,
+            training=settings,
+            name="linear",
+        )
+    )
     assert linear["head"]["feature_set"] == "t50/b9/full"  # two keys, chosen on validation
-    attention = probe(ProbeConfig(train=tmp_path / "train.zarr", heads=("attention",), head_options=("width=16", "heads=2", "depth=1"),
-                                  features_from=tmp_path / "r" / "linear.json", results=tmp_path / "r", progress=False, training=settings,
-                                  name="attention"))  # fmt: skip
+    attention = probe(
+        ProbeConfig(
+            train=tmp_path / "train.zarr",
+            heads=("attention",),
+            head_options=("width=16", "heads=2", "depth=1"),
+            features_from=tmp_path / "r" / "linear.json",
+            results=tmp_path / "r",
+            progress=False,
+            training=settings,
+            name="attention",
+        )
+    )
     assert [m["feature_set"] for m in attention["members"]] == ["t50/b9/full"]
     assert attention["config"]["features_from"] == str(tmp_path / "r" / "linear.json")
-    args = ["train", "--train", str(tmp_path / "train.zarr"), "--head", "attention", "--head-opt", "width=16", "--head-opt", "heads=2",
-            "--head-opt", "token_side=1", "--features-from", str(tmp_path / "r" / "linear.json"), "--epochs", "1", "--results", str(tmp_path / "r"),
-            "--name", "cli", "--no-progress"]  # fmt: skip
+    args = [
+        "train",
+        "--train",
+        str(tmp_path / "train.zarr"),
+        "--head",
+        "attention",
+        "--head-opt",
+        "width=16",
+        "--head-opt",
+        "heads=2",
+        "--head-opt",
+        "token_side=1",
+        "--features-from",
+        str(tmp_path / "r" / "linear.json"),
+        "--epochs",
+        "1",
+        "--results",
+        str(tmp_path / "r"),
+        "--name",
+        "cli",
+        "--no-progress",
+    ]
     out = CliRunner().invoke(cli, args)
     assert out.exit_code == 0, out.output
     assert json.loads((tmp_path / "r" / "cli.json").read_text())["head"]["feature_set"] == "t50/b9/full"
     with pytest.raises(ValueError, match="either --features-from or --features"):
-        probe(ProbeConfig(train=tmp_path / "train.zarr", features=("t10/b7/p2",), features_from=tmp_path / "r" / "linear.json", progress=False))
+        probe(
+            ProbeConfig(
+                train=tmp_path / "train.zarr",
+                features=("t10/b7/p2",),
+                features_from=tmp_path / "r" / "linear.json",
+                progress=False,
+            )
+        )
 
 
 def test_features_from_refuses_a_run_that_chose_without_validation(tmp_path):
     from probe.select import chosen_features
 
-    result = {"format": RESULTS_FORMAT, "name": "nov", "members": [{}, {}], "val": {"top1": None},
-              "head": {"features": [{"t": 10, "b": 7, "pool": 2}]}}  # fmt: skip
+    result = {
+        "format": RESULTS_FORMAT,
+        "name": "nov",
+        "members": [{}, {}],
+        "val": {"top1": None},
+        "head": {"features": [{"t": 10, "b": 7, "pool": 2}]},
+    }
     (tmp_path / "nov.json").write_text(json.dumps(result))
     with pytest.raises(ValueError, match="were not chosen on validation"):
         chosen_features(tmp_path / "nov.json")
     result["members"] = [{}]
-    (tmp_path / "one.json").write_text(json.dumps({**result, "head": {"features": [{"t": 10, "b": 7, "pool": 2}, {"t": 50, "b": 7, "pool": None}]}}))
+    (tmp_path / "one.json").write_text(
+        json.dumps(
+            {**result, "head": {"features": [{"t": 10, "b": 7, "pool": 2}, {"t": 50, "b": 7, "pool": None}]}}
+        )
+    )
     assert chosen_features(tmp_path / "one.json") == "t10/b7/p2+t50/b7/full"
     with pytest.raises(FileNotFoundError, match="results file not found"):
         chosen_features(tmp_path / "absent.json")

@@ -56,8 +56,13 @@ def test_crc32c_has_its_published_check_value():
 
 
 def test_a_history_reads_back_at_its_steps(tmp_path):
-    path = write_history(tmp_path / "tb", [{"epoch": 1, "train_loss": 0.5, "val_top1": [80.0, 70.0], "note": "x"},
-                                           {"epoch": 2, "train_loss": 0.25, "val_top1": [85.0, 71.0]}])  # fmt: skip
+    path = write_history(
+        tmp_path / "tb",
+        [
+            {"epoch": 1, "train_loss": 0.5, "val_top1": [80.0, 70.0], "note": "x"},
+            {"epoch": 2, "train_loss": 0.25, "val_top1": [85.0, 71.0]},
+        ],
+    )
     first, *events = read_events(path)
     assert (3, b"brain.Event:2") in _fields(first)
     got = {}
@@ -67,16 +72,40 @@ def test_a_history_reads_back_at_its_steps(tmp_path):
             assert field == 1
             tag = dict(_fields(value))
             got[(fields[2], tag[1].decode())] = tag[2]
-    assert got == {(1, "train_loss"): 0.5, (1, "val_top1/0"): 80.0, (1, "val_top1/1"): 70.0,
-                   (2, "train_loss"): 0.25, (2, "val_top1/0"): 85.0, (2, "val_top1/1"): 71.0}  # fmt: skip
+    assert got == {
+        (1, "train_loss"): 0.5,
+        (1, "val_top1/0"): 80.0,
+        (1, "val_top1/1"): 70.0,
+        (2, "train_loss"): 0.25,
+        (2, "val_top1/0"): 85.0,
+        (2, "val_top1/1"): 71.0,
+    }
 
 
 def test_probe_train_writes_its_history_for_tensorboard(stores, tmp_path):
     from probe.cli import main
 
     with pytest.raises(SystemExit) as done:
-        main(["train", "--train", str(stores / "train.zarr"), "--test", str(stores / "test.zarr"), "--epochs", "2", "--batch-size", "32",
-              "--results", str(tmp_path / "res"), "--name", "tb", "--no-progress", "--tensorboard", str(tmp_path / "tb")])  # fmt: skip
+        main(
+            [
+                "train",
+                "--train",
+                str(stores / "train.zarr"),
+                "--test",
+                str(stores / "test.zarr"),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "32",
+                "--results",
+                str(tmp_path / "res"),
+                "--name",
+                "tb",
+                "--no-progress",
+                "--tensorboard",
+                str(tmp_path / "tb"),
+            ]
+        )
     assert done.value.code == 0
     (path,) = (tmp_path / "tb" / "tb").glob("events.out.tfevents.*")
     steps = [dict(_fields(e)).get(2) for e in read_events(path)[1:]]
