@@ -153,6 +153,7 @@ def bench_full_maps(
 
     import torch  # noqa: F401 - loaded before any measurement, so the tiles path's peak is its arrays, not torch's import
 
+    from analysis.cka_config import CkaConfig
     from analysis.compare import cka_map
     from extract.store.schema import FeatureKey
 
@@ -187,14 +188,16 @@ def bench_full_maps(
                 try:
                     m, seconds, peak = _measure_rss(
                         lambda: cka_map(
-                            path,
-                            ts=(ka.t,),
-                            bs=(ka.b, kb.b),
-                            pools=(None,),
-                            linear_path=linear_path,
-                            device=row["device"],
-                            max_bytes=int(max_gb * 2**30),
-                            progress=False,
+                            CkaConfig(
+                                path,
+                                ts=(ka.t,),
+                                bs=(ka.b, kb.b),
+                                pools=(None,),
+                                linear_path=linear_path,
+                                device=row["device"],
+                                max_bytes=int(max_gb * 2**30),
+                                progress=False,
+                            )
                         )
                     )
                 except ValueError as e:

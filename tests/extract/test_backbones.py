@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 
+from analysis.cka_config import CkaConfig
 from analysis.compare import cka_map
 from extract.data.sources import fashion_mnist, preprocess
 from extract.models.backbones import MEAN, STD, BackboneConfig, as_map, extract_backbone
@@ -66,7 +67,7 @@ def test_cka_between_a_unet_and_a_backbone_on_the_same_images(tmp_path, fmnist_e
             BackboneConfig, out=tmp_path / "r.zarr", random_init=True, blocks=(1,), limit=12, progress=False
         )
     )
-    m = cka_map(tmp_path / "u.zarr", tmp_path / "r.zarr", ("unet", "resnet50"), progress=False)
+    m = cka_map(CkaConfig(tmp_path / "u.zarr", tmp_path / "r.zarr", ("unet", "resnet50"), progress=False))
     assert m.matrix.shape == (1, 1) and 0 < m.matrix[0, 0] <= 1 and m.n == 12
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from analysis.cka_config import CkaConfig
 from analysis.compare import cka_map
 from extract.cli import cli
 from extract.data.sources import fashion_mnist, preprocess
@@ -259,5 +260,5 @@ def test_bad_input_is_one_line_and_exit_2(weights, tmp_path, fmnist_env):
 def test_cka_between_the_demo_unet_and_every_classifier_layer(weights, tmp_path, fmnist_env):
     run_tiny(tmp_path / "u.zarr", split="test", limit=12, ts=(10,), blocks=(3, 7), pools=(1,))
     extract_staged(config(tmp_path / "c.zarr", weights, limit=12, pools=(1,)))
-    m = cka_map(tmp_path / "u.zarr", tmp_path / "c.zarr", ("unet", "classifier"), progress=False)
+    m = cka_map(CkaConfig(tmp_path / "u.zarr", tmp_path / "c.zarr", ("unet", "classifier"), progress=False))
     assert m.matrix.shape == (2, 5) and m.n == 12 and np.all((m.matrix > 0) & (m.matrix <= 1 + 1e-9))
