@@ -34,15 +34,8 @@ STATE_FILE, LOG_FILE, WEIGHTS_FILE, META_FILE = (
     "bigan.pt",
     "train_meta.json",
 )
-RESUME_FIXED = (
-    "batch_size",
-    "seed",
-    "data",
-    "split",
-    "z_dim",
-    "width",
-    "flip",
-)  # a resumed run must keep these
+# a resumed run must keep these
+RESUME_FIXED = ("batch_size", "seed", "data", "split", "z_dim", "width", "flip")
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,8 @@ class BiganTrainConfig:
     z_dim: int = 64
     width: int = 64
     flip: bool = True
-    max_images: int = 1_280_000  # 20,000 steps of 64: about 0.7 of the demo U-Net's CPU time (a BiGAN step costs about 1/5 of one)
+    # 20,000 steps of 64: about 0.7 of the demo U-Net's CPU time (a BiGAN step costs about 1/5 of one)
+    max_images: int = 1_280_000
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
     save_every: int = 250  # steps between checkpoints
     log_every: int = 25
