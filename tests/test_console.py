@@ -52,9 +52,8 @@ def test_the_readmes_python_api_runs_as_written(tmp_path, fmnist_env, monkeypatc
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
     result, blocks = scope["result"], scope["blocks"]
-    assert (
-        result["stores"]["train"]["rows"] < 64 and result["stores"]["test"]["rows"] == 32
-    )  # validation carved from the 64
+    # validation carved from the 64
+    assert result["stores"]["train"]["rows"] < 64 and result["stores"]["test"]["rows"] == 32
     assert result["head"]["feature_set"] in ("t10/b7/p2", "t10/b9/p2") and 0 <= result["test"]["top1"] <= 100
     assert blocks.matrix.shape == (2, 2) and abs(blocks.matrix[0, 0] - 1) < 1e-6
     assert (tmp_path / "cache" / "api-train.zarr").is_dir() and (

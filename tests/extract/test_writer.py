@@ -165,12 +165,10 @@ def test_a_resume_with_another_micro_batch_needs_allow_mismatch_and_is_recorded(
     done = FeatureStore.open(out)
     assert done.complete and done.attrs["key"]["micro_batch"] == 4  # the store keeps its first key
     assert done.attrs["resumed_with"] == [{"micro_batch": 2, "shards": [1, 2]}]
-    np.testing.assert_allclose(
-        done.array(key)[:].astype(np.float32), reference, rtol=2e-2, atol=2e-3
-    )  # rounding, not meaning
-    with pytest.raises(
-        StoreError, match="made with other arguments .*seed"
-    ):  # meaning still refuses, flag or not
+    # rounding, not meaning
+    np.testing.assert_allclose(done.array(key)[:].astype(np.float32), reference, rtol=2e-2, atol=2e-3)
+    # meaning still refuses, flag or not
+    with pytest.raises(StoreError, match="made with other arguments .*seed"):
         unet(out, seed=1, allow_mismatch=True)
 
 
