@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+# every test looks at a fresh interpreter
+pytestmark = pytest.mark.slow
 HEAVY = ("torch", "guided_diffusion")
 
 
@@ -72,7 +74,10 @@ def test_probe_and_analysis_never_load_the_unet_code(module):
 
 
 def test_probe_table_runs_without_torch(tmp_path):
-    code = f"import sys\nfrom probe.cli import main\ntry:\n    main(['table', '--results', {str(tmp_path)!r}])\nexcept SystemExit:\n    pass"
+    code = (
+        "import sys\nfrom probe.cli import main\n"
+        f"try:\n    main(['table', '--results', {str(tmp_path)!r}])\nexcept SystemExit:\n    pass"
+    )
     modules = loaded_after(code)
     assert not [m for m in HEAVY if m in modules]
 
@@ -117,14 +122,17 @@ np.savez(tmp / "fake.npz", arr_0=rng.integers(0, 256, (40, 32, 32, 1), dtype=np.
 from probe.cli import main as probe
 from analysis.cli import main as analysis
 calls = [
-    (probe, ["train", "--train", f"{tmp}/train.zarr", "--test", f"{tmp}/test.zarr", "--epochs", "1", "--batch-size", "16", "--lr", "1e-2", "--wd", "0",
-             "--results", f"{tmp}/r", "--name", "x", "--no-progress"]),
+    (probe, ["train", "--train", f"{tmp}/train.zarr", "--test", f"{tmp}/test.zarr", "--epochs", "1",
+             "--batch-size", "16", "--lr", "1e-2", "--wd", "0", "--results", f"{tmp}/r", "--name", "x",
+             "--no-progress"]),
     (probe, ["eval", "--head", f"{tmp}/r/x.head.pt", "--store", f"{tmp}/test.zarr"]),
     (probe, ["table", "--results", f"{tmp}/r"]),
     (analysis, ["cka", "--store", f"{tmp}/test.zarr", "--out", f"{tmp}/c/cka.png", "--no-progress"]),
-    (analysis, ["fd", "--real", f"{tmp}/train.zarr", "--fake", f"{tmp}/test.zarr", "--out", f"{tmp}/fd.json"]),
-    (analysis, ["fid", "--real", f"{tmp}/real.npz", "--fake", f"{tmp}/fake.npz", "--features", "classifier:extract/weights/fmnist-classifier.pt",
-                "--pr-rows", "20", "--cache", f"{tmp}/fidcache", "--out", f"{tmp}/fid.json", "--no-progress"]),
+    (analysis, ["fd", "--real", f"{tmp}/train.zarr", "--fake", f"{tmp}/test.zarr",
+                "--out", f"{tmp}/fd.json"]),
+    (analysis, ["fid", "--real", f"{tmp}/real.npz", "--fake", f"{tmp}/fake.npz",
+                "--features", "classifier:extract/weights/fmnist-classifier.pt", "--pr-rows", "20",
+                "--cache", f"{tmp}/fidcache", "--out", f"{tmp}/fid.json", "--no-progress"]),
     (analysis, ["gen-table", "--fd", f"a={tmp}/fid.json", "--out", f"{tmp}/gen.json"]),
     (analysis, ["report", "--results", f"{tmp}/r", "--cka", f"{tmp}/c", "--out", f"{tmp}/report"]),
 ]
@@ -162,8 +170,10 @@ def test_every_probe_and_analysis_command_reads_stores_without_loading_a_diffusi
 def test_a_pixel_store_loads_no_diffusion_model(tmp_path, fmnist_env):
     """Raw pixels need a dataset reader and the writer: no U-Net code, no diffusers."""
     code = (
-        f"from extract.cli import main\ntry:\n    main(['pixels', '--data', 'fashion-mnist', '--split', 'test', '--limit', '8', "
-        f"'--out', {str(tmp_path / 'p.zarr')!r}, '--no-progress'])\nexcept SystemExit as e:\n    assert not e.code, e.code"
+        "from extract.cli import main\ntry:\n"
+        "    main(['pixels', '--data', 'fashion-mnist', '--split', 'test', '--limit', '8', "
+        f"'--out', {str(tmp_path / 'p.zarr')!r}, '--no-progress'])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code"
     )
     modules = loaded_after(code)
     assert (tmp_path / "p.zarr").is_dir()
