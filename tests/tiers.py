@@ -132,8 +132,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     sys.settrace(None)
     threading.settrace(None)
-    if session.testsfailed or session.shouldstop or session.shouldfail:
-        return
+    if session.shouldstop or session.shouldfail:
+        return  # stopped early (-x, --maxfail): what ran is not the tier
     imported = {
         Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)
     }
