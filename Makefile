@@ -10,7 +10,7 @@ BENCH_OUT ?= evidence/bench
 experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
-.PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
+.PHONY: help install test test-fast lint fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
   demo-finetune-cka demo-table demo-curve sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
@@ -33,6 +33,12 @@ fashion-mnist: ## make sure Fashion-MNIST's IDX files are there (installs the De
 
 test: $(VENV_STAMP) fashion-mnist ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
+
+test-fast: $(VENV_STAMP) fashion-mnist ## the quick tier while working: every test not marked slow, in-process, each module touched
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: $(VENV_STAMP) ## ruff's checks and its formatting, checked over the whole tree (what CI runs first)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
 # ---------------------------------------------------------------- the three commands and the demo
 extract: $(VENV_STAMP) $(needs_data) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= VIEWS= AUG= ORDER= DTYPE= OUT= ARGS=]

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# each test starts the command in a fresh interpreter, or runs the README's pipeline end to end
+pytestmark = pytest.mark.slow
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(

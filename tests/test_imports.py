@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+# every test looks at a fresh interpreter
+pytestmark = pytest.mark.slow
 HEAVY = ("torch", "guided_diffusion")
 
 

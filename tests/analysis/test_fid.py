@@ -38,6 +38,7 @@ def run(capfd, *args):
     return done.value.code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_a_set_against_itself_is_zero_and_a_shifted_copy_is_the_closed_form(tmp_path):
     x = images()
     a = save_npz(tmp_path / "a.npz", x)
@@ -69,6 +70,7 @@ def test_store_statistics_equal_the_batch_ones(tmp_path):
     assert stats.n == 300 and sample.shape == (50, 48)
 
 
+@pytest.mark.slow
 def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_path):
     """The chain (two stores, then the distance) against the network run here on the same
     images, statistics and precision/recall taken by the public definitions."""
@@ -111,6 +113,7 @@ def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_pat
     assert result.inception_score is None and any("needs --features inception" in n for n in result.notes)
 
 
+@pytest.mark.slow
 def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
     fake = save_npz(tmp_path / "f.npz", images(n=20, size=32))
     cfg = FidConfig(
@@ -136,6 +139,7 @@ def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
     )
 
 
+@pytest.mark.slow
 def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_path, fmnist_env):
     """Each side's share of every class (the classifier's argmax over its logits, computed here
     with the network itself for the samples) and their total variation distance."""
@@ -178,6 +182,7 @@ def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_p
         total_variation([1.0], [0.5, 0.5])
 
 
+@pytest.mark.slow
 def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capfd):
     code, out, err = run(
         capfd,
@@ -203,6 +208,7 @@ def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capf
     assert saved["fd"] > 0
 
 
+@pytest.mark.slow
 def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(tmp_path, capfd):
     ref, fake = (
         save_npz(tmp_path / "ref.npz", images(n=40, size=8)),
@@ -245,6 +251,7 @@ def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(tmp_p
     )
 
 
+@pytest.mark.slow
 def test_inception_loads_a_local_weights_file(tmp_path, capfd):
     from extract.models.feature_nets import inception_network
 
@@ -278,6 +285,7 @@ def test_inception_loads_a_local_weights_file(tmp_path, capfd):
     )
 
 
+@pytest.mark.slow
 def test_a_wrong_inception_weights_file_is_refused_in_one_line(tmp_path, capfd):
     npz = save_npz(tmp_path / "x.npz", images(n=6, size=8))
     torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
@@ -301,6 +309,7 @@ def write_pngs(folder, arrays):
     return folder
 
 
+@pytest.mark.slow
 def test_a_folder_of_pngs_is_a_sample_set(tmp_path):
     x = images(n=100, size=8)
     folder, npz = write_pngs(tmp_path / "pngs", list(x)), save_npz(tmp_path / "x.npz", x)
@@ -310,6 +319,7 @@ def test_a_folder_of_pngs_is_a_sample_set(tmp_path):
     assert abs(result.fd) < 1e-6 and result.fake["path"] == str(folder.resolve()) and result.n_fake == 100
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
     ref = save_npz(tmp_path / "ref.npz", images(n=10, size=8))
     (tmp_path / "empty").mkdir()
@@ -357,6 +367,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
         ), (args, err)
 
 
+@pytest.mark.slow
 def test_the_classifier_features_refuse_rgb_and_other_sizes(tmp_path, capfd):
     from extract.models.classifier import SmallCNN
 

@@ -106,6 +106,7 @@ def test_seed_suffixes_name_one_configuration():
     )
 
 
+@pytest.mark.slow
 def test_the_module_loads_no_torch():
     code = "import sys, analysis.intervals; print('torch' in sys.modules)"
     assert (

@@ -191,6 +191,7 @@ def test_the_command_prints_and_writes_the_table(table_runs, tmp_path):
     )  # a label may hold "=" and saved["invocation"]["command"].endswith("table")
 
 
+@pytest.mark.slow
 def test_the_module_loads_no_torch():
     code = "import sys, analysis.seed_table; print('torch' in sys.modules)"
     assert (

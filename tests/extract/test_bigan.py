@@ -206,6 +206,7 @@ def test_samples_are_read_by_the_fid_loader(weights, tmp_path):
         sample_bigan(weights, 12, 4, tmp_path / "samples")
 
 
+@pytest.mark.slow
 def test_fid_runs_on_bigan_samples(weights, tmp_path):
     from analysis.fid import DataSpec, FidConfig, fid
 

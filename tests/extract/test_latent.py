@@ -384,6 +384,7 @@ def test_blocks_command_prints_the_sd21_table():
     assert line.split()[1:3] == ["up_blocks.1", "CrossAttnUpBlock2D"] and "1280" in line and "48x48" in line
 
 
+@pytest.mark.slow
 def test_importing_extract_does_not_import_diffusers():
     import subprocess
 
