@@ -309,9 +309,8 @@ def train_heads(cfg: ProbeConfig, data: ProbeData, scores: Scores, device, world
         window_rows = max(1, min(window_rows, n_train // (8 * world.size)))
     per_rank = max(1, cfg.training.batch_size // world.size)
     settings = dataclasses.replace(cfg.training, batch_size=per_rank)
-    grid = Grid(specs, data.sets, [build_member(s, len(data.classes), seed) for s in specs], settings).to(
-        device
-    )
+    modules = [build_member(s, len(data.classes), seed) for s in specs]
+    grid = Grid(specs, data.sets, modules, settings, device)
     ddp = torch.nn.parallel.DistributedDataParallel(grid) if world.size > 1 else None
     steps = steps_per_epoch(
         epoch_windows(reader, data.train_mask, window_rows, seed, 0), per_rank, world.size
