@@ -136,10 +136,10 @@ def prepare(cfg: ProbeConfig) -> ProbeData:
     if not seen:
         raise ProbeDataError(f"{train_store.path}: no usable training rows")
 
-    row_bytes = FeatureReader(train_store, all_keys, view_mode=cfg.view_mode).row_bytes()
-    preload = (
-        cfg.preload if cfg.preload is not None else int(train_mask.sum()) * row_bytes <= cfg.buffer_mb * MiB
+    train_bytes = (
+        int(train_mask.sum()) * FeatureReader(train_store, all_keys, view_mode=cfg.view_mode).row_bytes()
     )
+    preload = cfg.preload if cfg.preload is not None else train_bytes <= cfg.buffer_mb * MiB
     reader = FeatureReader(train_store, all_keys, preload=preload, view_mode=cfg.view_mode)
     sets = [feature_set(ks, {k: reader.row_shape(k) for k in all_keys}) for ks in sets_keys]
     evals = {}
