@@ -27,21 +27,22 @@ def plain_optimizer(name: str, head: LinearHead, lr: float, wd: float) -> torch.
     return torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_a_head_trained_in_the_bank_matches_the_head_trained_alone(optimizer):
+def check_bank_against_plain_torch(optimizer: str, device: str) -> None:
     """Same init, same batches, same lr schedule: the grid (one bank, a parameter group per
     head, fused kernels) against each head trained by itself by a plain torch loop."""
-    refs = heads(3)
+    refs = [h.to(device) for h in heads(3)]
     fs = feature_set((KEY,), {KEY: (6, 2, 1)})
     specs = [MemberSpec("linear", (), fs, lr, wd) for lr, wd in zip(LRS, WDS)]
-    grid = Grid(specs, [fs], copy.deepcopy(refs), TrainSettings(optimizer=optimizer, momentum=0.9))
+    settings = TrainSettings(optimizer=optimizer, momentum=0.9)
+    grid = Grid(specs, [fs], copy.deepcopy(refs), settings, device)
     assert len(grid.banks) == 1 and not grid.singles
     assert [(g["lr"], g["weight_decay"]) for g in grid.optimizer.param_groups] == list(zip(LRS, WDS))
-    assert all(g["fused"] for g in grid.optimizer.param_groups)  # CPU has fused kernels
+    assert all(g["fused"] for g in grid.optimizer.param_groups)  # CPU and CUDA have fused kernels
     opts = [plain_optimizer(optimizer, h, lr, wd) for h, lr, wd in zip(refs, LRS, WDS)]
     gen = torch.Generator().manual_seed(1)
     for step in range(5):
         x, y = torch.randn(8, 6, 2, 1, generator=gen), torch.randint(0, 5, (8,), generator=gen)
+        x, y = x.to(device), y.to(device)
         factor = 1.0 - 0.1 * step
         loss = grid([x], y)
         torch.testing.assert_close(loss, sum(torch.nn.functional.cross_entropy(h(x), y) for h in refs))
@@ -57,9 +58,22 @@ def test_a_head_trained_in_the_bank_matches_the_head_trained_alone(optimizer):
     for i, h in enumerate(refs):
         torch.testing.assert_close(bank.weight[i], h.fc.weight, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(bank.bias[i], h.fc.bias, rtol=1e-5, atol=1e-6)
-        x = torch.randn(4, 6, 2, 1)
+        x = torch.randn(4, 6, 2, 1, device=device)
         torch.testing.assert_close(grid.member(i)(x), bank(x)[:, i])
-        assert not torch.equal(h.fc.weight, heads(3)[i].fc.weight)  # it did train
+        assert not torch.equal(h.fc.weight.cpu(), heads(3)[i].fc.weight)  # it did train
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_head_trained_in_the_bank_matches_the_head_trained_alone(optimizer):
+    check_bank_against_plain_torch(optimizer, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_head_trained_in_the_bank_on_a_gpu_matches_the_head_trained_alone(optimizer):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    check_bank_against_plain_torch(optimizer, "cuda")
 
 
 def test_the_heads_tensors_are_the_banks_storage():
