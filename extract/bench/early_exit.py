@@ -103,7 +103,7 @@ def bench_latent_case(
     from extract.models.adm_presets import get_any_preset
     from extract.models.latent import load_latent_model
     from extract.models.latent_blocks import capture_latent, meta_inputs
-    from extract.models.latent_run import LATENT_KEY, encode_batch
+    from extract.models.latent_run import LATENT_KEY, encode_images
     from extract.store.schema import FeatureStore
 
     preset = get_any_preset(model_name)
@@ -135,11 +135,8 @@ def bench_latent_case(
             capture_latent(model.denoiser, preset, z, t, cond, [block])
         sync()
 
-    class _Micro:  # the run's micro-batching: one forward of the whole batch
-        micro_batch, views = batch, 1
-
     def encode():
-        encode_batch(model, preset, images, None, _Micro, (), {LATENT_KEY: shape}, device)
+        encode_images(model, images, batch, shape)  # one micro-batch: the whole batch
         sync()
 
     with tempfile.TemporaryDirectory(prefix="diffprobe-latents-") as folder:
@@ -156,7 +153,7 @@ def bench_latent_case(
         )
         store.write_shard(
             0,
-            encode_batch(model, preset, images, None, _Micro, (), {LATENT_KEY: shape}, device),
+            {LATENT_KEY: encode_images(model, images, batch, shape)[:, 0]},
             np.ones(batch, bool),
         )
 
@@ -205,15 +202,18 @@ def format_table(result: dict) -> str:
     lines = [f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6}"]
     for r in result["rows"]:
         lines.append(
-            f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5} {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
+            f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5}"
+            f" {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
         )
     if result.get("latent_rows"):
         lines.append(
-            f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6} {'encode s':>9} {'cache s':>8} {'ratio':>7}"
+            f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6}"
+            f" {'encode s':>9} {'cache s':>8} {'ratio':>7}"
         )
         for r in result["latent_rows"]:
             lines.append(
-                f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5} {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
+                f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5}"
+                f" {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
                 f" {r['encode_s']:>9.4f} {r['cache_s']:>8.4f} {r['cache_speedup']:>6.1f}x"
             )
     return "\n".join(lines)
