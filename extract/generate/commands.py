@@ -129,7 +129,8 @@ def add_generate_commands(group: click.Group) -> None:
         "n",
         type=click.IntRange(min=1),
         default=64,
-        help="number of images (under torchrun spell it --num-samples: torchrun takes --n for its own --nnodes)",
+        help="number of images (under torchrun spell it --num-samples: "
+        "torchrun takes --n for its own --nnodes)",
     )
     @click.option(
         "--steps",
@@ -148,7 +149,8 @@ def add_generate_commands(group: click.Group) -> None:
     )
     @click.option(
         "--class-label",
-        help="class-conditional presets: one class for every image, or 'all' (image i gets class i % 1000) [default: all]",
+        help="class-conditional presets: one class for every image, or 'all' "
+        "(image i gets class i % 1000) [default: all]",
     )
     @click.option("--seed", type=int, default=0, help="image i's noise comes from (seed, i) alone")
     @click.option(
@@ -186,9 +188,9 @@ def add_generate_commands(group: click.Group) -> None:
     def sample(grid, class_label, **options):
         """Draw N images, seeded per image and resumable by shards (torchrun splits the shards), as
         PNGs plus guided-diffusion's .npz and a provenance JSON; or one grid image."""
+        from extract.generate.sample_folder import sample as draw
         from extract.generate.sampling import SampleConfig, parse_class_label
         from extract.generate.sampling import grid as draw_grid
-        from extract.generate.sampling import sample as draw
 
         cfg = SampleConfig(class_label=parse_class_label(class_label), **options)
         click.echo(
@@ -216,13 +218,15 @@ def add_generate_commands(group: click.Group) -> None:
     @click.option("--progress/--no-progress", default=True)
     @user_errors
     def train_classifier(progress, **options):
-        """Train the small CNN whose features `features --features classifier:FILE` computes (Fashion-MNIST)."""
+        """Train the small CNN whose features `features --features classifier:FILE` computes
+        (Fashion-MNIST)."""
         from extract.generate.classifier import ClassifierConfig
         from extract.generate.classifier import train_classifier as train
 
         record = train(ClassifierConfig(**options), progress=progress)
         click.echo(
-            f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, test top-1 {record['test_top1']}, "
+            f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, "
+            f"test top-1 {record['test_top1']}, "
             f"{record['seconds']} s, sha256 {record['sha256']}"
         )
 
@@ -271,7 +275,8 @@ def add_bigan_commands(group: click.Group) -> None:
     @click.option("--log-every", type=click.IntRange(min=1), default=25)
     @user_errors
     def train_bigan(**options):
-        """Train the BiGAN baseline (G, E, joint D; BCE, Adam 2e-4) resumably, as `train` trains the demo U-Net."""
+        """Train the BiGAN baseline (G, E, joint D; BCE, Adam 2e-4) resumably, as `train` trains
+        the demo U-Net."""
         from extract.generate.bigan_train import BiganTrainConfig, train
 
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
@@ -314,7 +319,8 @@ def add_bigan_commands(group: click.Group) -> None:
     @staged_options("encoder blocks 1-3 (conv stages), 4 (z) [default: all]")
     @user_errors
     def bigan_features(blocks, **options):
-        """The BiGAN encoder's per-stage features in the store schema (t=0, b=1..4), for probe and analysis."""
+        """The BiGAN encoder's per-stage features in the store schema (t=0, b=1..4), for probe and
+        analysis."""
         click.echo(extract_staged_network("bigan-encoder", blocks, options))
 
     @group.command("bigan-sample")
@@ -351,12 +357,14 @@ def add_bigan_commands(group: click.Group) -> None:
     )
     @user_errors
     def classifier_layers(blocks, **options):
-        """Every layer of the Fashion-MNIST classifier in the store schema (t=0, b=1..5), for CKA against a U-Net's blocks."""
+        """Every layer of the Fashion-MNIST classifier in the store schema (t=0, b=1..5), for CKA
+        against a U-Net's blocks."""
         click.echo(extract_staged_network("fmnist-classifier", blocks, options))
 
 
 def staged_options(blocks_help: str):
-    """The options of a staged network's store (extract.models.staged) after --weights, alike for every network."""
+    """The options of a staged network's store (extract.models.staged) after --weights, alike for
+    every network."""
     from extract.store.cli_options import block_list, pool_list
 
     options = [
@@ -391,7 +399,8 @@ def staged_options(blocks_help: str):
             "--micro-batch",
             type=click.IntRange(min=1),
             default=32,
-            help="images per forward, the last group zero-padded (in the store key; values do not depend on --batch-size)",
+            help="images per forward, the last group zero-padded "
+            "(in the store key; values do not depend on --batch-size)",
         ),
         click.option("--device", default="cpu"),
         click.option("--overwrite/--no-overwrite", default=False),
