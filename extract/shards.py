@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from extract.store.dist import ProcessGroup
 from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore
 
 
+@runtime_checkable
 class Forward(Protocol):
     """How a family's network is noised into and read out (ADM's U-Net, a latent denoiser)."""
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -85,6 +85,7 @@ def validate_latent(
     return preset, blocks, shapes
 
 
+@runtime_checkable
 class Encoder(Forward, Protocol):
     """A latent family's forward, which also encodes images into the latents it noises."""
 
