@@ -102,7 +102,7 @@ def bench_latent_case(
     from extract.models.adm_presets import get_any_preset
     from extract.models.latent import load_latent_model
     from extract.models.latent_blocks import capture_latent, meta_inputs
-    from extract.models.latent_run import LATENT_KEY, encode_batch
+    from extract.models.latent_run import LATENT_KEY, encode_images
     from extract.store.schema import FeatureStore
 
     preset = get_any_preset(model_name)
@@ -134,11 +134,8 @@ def bench_latent_case(
             capture_latent(model.denoiser, preset, z, t, cond, [block])
         sync()
 
-    class _Micro:  # the run's micro-batching: one forward of the whole batch
-        micro_batch, views = batch, 1
-
     def encode():
-        encode_batch(model, preset, images, None, _Micro, (), {LATENT_KEY: shape}, device)
+        encode_images(model, images, batch, shape)  # one micro-batch: the whole batch
         sync()
 
     with tempfile.TemporaryDirectory(prefix="diffprobe-latents-") as folder:
@@ -155,7 +152,7 @@ def bench_latent_case(
         )
         store.write_shard(
             0,
-            encode_batch(model, preset, images, None, _Micro, (), {LATENT_KEY: shape}, device),
+            {LATENT_KEY: encode_images(model, images, batch, shape)[:, 0]},
             np.ones(batch, bool),
         )
 

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 
 from extract import __version__
 from extract.data.sources import PREPROCESSING
-from extract.generate.loop import LoopPlan, load_state, run_steps
-from extract.generate.run_files import EXPORT_DTYPES, load_training_images, read_log, save_atomic
+from extract.checkpoints import load_state, save_atomic
+from extract.generate.loop import LoopPlan, run_steps
+from extract.generate.run_files import EXPORT_DTYPES, load_training_images, read_log
 from extract.models.bigan_nets import CHANNELS, IMAGE_SIZE, BiGAN, BiganArch, parameter_counts
 
 STATE_FILE, LOG_FILE, WEIGHTS_FILE, META_FILE = (
@@ -147,7 +148,11 @@ def train(cfg: BiganTrainConfig) -> dict:
 
     state_path = out / STATE_FILE
     state = load_state(
-        state_path, device, cfg, RESUME_FIXED, needs=("model", "opt_d", "opt_ge"), kind="BiGAN training"
+        state_path,
+        device,
+        {k: getattr(cfg, k) for k in RESUME_FIXED},
+        needs=("model", "opt_d", "opt_ge"),
+        kind="BiGAN training",
     )
     if state is not None:
         model.load_state_dict(state["model"])

@@ -188,9 +188,9 @@ def add_generate_commands(group: click.Group) -> None:
     def sample(grid, class_label, **options):
         """Draw N images, seeded per image and resumable by shards (torchrun splits the shards), as
         PNGs plus guided-diffusion's .npz and a provenance JSON; or one grid image."""
+        from extract.generate.sample_folder import sample as draw
         from extract.generate.sampling import SampleConfig, parse_class_label
         from extract.generate.sampling import grid as draw_grid
-        from extract.generate.sampling import sample as draw
 
         cfg = SampleConfig(class_label=parse_class_label(class_label), **options)
         click.echo(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from extract.store import progress
 
@@ -30,35 +29,8 @@ class LoopPlan:
     save_every: int
     keep_every: int | None = None
     max_minutes: float | None = None  # stop, after a checkpoint, when this much training time has passed
-    stop_step: int | None = (
-        None  # stop, after a checkpoint, at this step (the schedule is still max_steps long)
-    )
-
-
-def load_state(
-    path: Path,
-    device: torch.device,
-    config,
-    fixed: tuple[str, ...],
-    needs: tuple[str, ...] = (),
-    kind: str = "training",
-) -> dict | None:
-    """The run folder's checkpoint (None when there is none yet). A torn or foreign file, or one
-    saved with other values of the `fixed` settings, is one clear error."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file is one user-facing line
-        raise ValueError(
-            f"{path}: not a loadable training checkpoint ({type(e).__name__}); remove it or use a new --out"
-        ) from None
-    if not isinstance(state, dict) or not all(k in state for k in ("config", *needs)):
-        raise ValueError(f"{path}: not a {kind} checkpoint; use a new --out")
-    changed = [k for k in fixed if state["config"].get(k) != getattr(config, k)]
-    if changed:
-        raise ValueError(f"{path}: cannot resume with a different {', '.join(changed)}; use a new --out")
-    return state
+    # stop, after a checkpoint, at this step (the schedule is still max_steps long)
+    stop_step: int | None = None
 
 
 def run_steps(
@@ -71,8 +43,9 @@ def run_steps(
     log_path: Path,
     describe: Callable[[dict[str, float]], str],
 ) -> tuple[int, float]:
-    """Run steps `step`..last-1, last = min(max_steps, stop_step) (one_step(k) trains step k and returns its numbers), from
-    `seconds` of training already done; returns (steps done, training seconds) at the end."""
+    """Run steps `step`..last-1, last = min(max_steps, stop_step) (one_step(k) trains step k and
+    returns its numbers), from `seconds` of training already done; returns (steps done, training
+    seconds) at the end."""
     start = time.monotonic() - seconds
     first, resumed_at = step, seconds
     last = min(plan.max_steps, plan.stop_step or plan.max_steps)
@@ -85,13 +58,13 @@ def run_steps(
             bar.update(1)
             bar.set_postfix_str(describe(stats), refresh=False)
             if step % plan.log_every == 0 or step == last:
-                img_s = (
-                    (step - first) * plan.batch_size / max(seconds - resumed_at, 1e-9)
-                )  # this sitting's rate, not the run's
+                # this sitting's rate, not the run's
+                img_s = (step - first) * plan.batch_size / max(seconds - resumed_at, 1e-9)
                 eta = (last - step) * plan.batch_size / img_s
                 progress.line(
                     True,
-                    f"train {plan.name}: step {step}/{last}, {describe(stats)}, {img_s:.0f} img/s, ETA {progress._clock(eta)}",
+                    f"train {plan.name}: step {step}/{last}, {describe(stats)}, {img_s:.0f} img/s, "
+                    f"ETA {progress._clock(eta)}",
                 )
                 log.write(
                     json.dumps(

@@ -1,11 +1,10 @@
 """What the demo U-Net's and the BiGAN's trainers share besides their step loop
-(extract.generate.loop): the training images in memory, atomic checkpoint writes, the step log,
-and the dtypes an export may take."""
+(extract.generate.loop) and their checkpoint file (extract.checkpoints): the training images in
+memory, the step log, and the dtypes an export may take."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -24,12 +23,6 @@ def load_training_images(
     source = open_dataset(data, Path(data_root) if data_root else None, split)
     rows = [preprocess(source.load(i), size, channels) for i in range(len(source))]
     return torch.stack(rows), source.fingerprint()
-
-
-def save_atomic(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a crash mid-save never leaves a truncated checkpoint
 
 
 def read_log(out: str | Path, name: str = "train_log.jsonl") -> list[dict]:

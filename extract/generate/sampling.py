@@ -8,46 +8,28 @@ Here image i owns a generator seeded by (seed, i) that gives its x_T and then th
 step, so image i is the same whatever the batch size, the shard, the rank or where a run resumed
 (up to the kernels' rounding, which can differ between batch sizes; see the README's numbers).
 
-A run writes into one folder:
-  images.zarr             the images as a store (extract.store): one row per image, key
-                          t0/b0/full of shape (H, W, C) holding the uint8 values (exact in
-                          float16), labels the classes drawn; written by the one resumable
-                          writer (lock, one shard of --shard-size images at a time, a done
-                          marker per shard, `complete` last)
-  png/000123.png          one file per image, written with its shard, before the shard's marker
-  samples_NxHxWxC.npz     all images in guided-diffusion's sample format (arr_0, arr_1)
-  samples.json            the key (everything that changes a pixel) and provenance, written last
-A killed run resumes by drawing exactly the shards without a done marker. Under torchrun each
-rank samples the shards s with s % world_size == rank, as extraction does.
+This module holds the samplers, a run's settings and the model card's grid; a run of N images
+into a folder is extract.generate.sample_folder.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import shutil
-import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from extract import __version__
 from extract.models import gd
 from extract.models.adm import load_unet
 from extract.models.adm_presets import ModelPreset, get_preset
 from extract.models.precision import AUTOCAST_DTYPES
-from extract.models.weights import file_sha256, weights_label
-from extract.store.schema import FeatureKey
+from extract.models.weights import weights_label
 
-KEY_FILE = "samples.json"
-PNG_DIR, STORE_NAME = "png", "images.zarr"
-IMAGE_KEY = FeatureKey(0, 0, None)  # the images' one array in the store: uint8 values, (H, W, C)
 NUM_CLASSES = 1000  # guided-diffusion's class-conditional models are ImageNet-1k's
 
 
@@ -179,9 +161,8 @@ class SampleConfig:
     steps: int = 250
     sampler: str = "ddpm"
     eta: float = 0.0  # DDIM only
-    class_label: int | None = (
-        None  # conditional presets: one class for all, or None: class i % 1000 for image i
-    )
+    # conditional presets: one class for all, or None: class i % 1000 for image i
+    class_label: int | None = None
     seed: int = 0
     batch_size: int = 16  # speed only: images do not depend on it
     shard_size: int = 1000  # images per shard: the unit of resume and of the split between ranks
@@ -207,9 +188,8 @@ def check_config(cfg: SampleConfig, preset: ModelPreset) -> None:
         raise ValueError(f"--class-label {cfg.class_label} is outside 0..{NUM_CLASSES - 1}")
     if cfg.random_init and cfg.ckpt is not None:
         raise ValueError("give --ckpt or --random-init, not both")
-    respaced_diffusion(
-        preset, cfg.steps, cfg.sampler
-    )  # a step count the schedule cannot take fails here, before any work
+    # a step count the schedule cannot take fails here, before any work
+    respaced_diffusion(preset, cfg.steps, cfg.sampler)
 
 
 def load_model(cfg: SampleConfig, preset: ModelPreset) -> tuple[torch.nn.Module, dict]:
@@ -224,252 +204,24 @@ def labels_for(cfg: SampleConfig, preset: ModelPreset, indices: range | list[int
     return [cfg.class_label if cfg.class_label is not None else i % NUM_CLASSES for i in indices]
 
 
-def sampling_key(cfg: SampleConfig, preset: ModelPreset, weights: dict, device: torch.device) -> dict:
-    """Everything that changes a pixel. Batch size and progress do not (images are seeded one
-    by one); the device type may, through kernel rounding, so it is part of the key."""
-    # through JSON, so it compares equal to the key read back from samples.json (tuples become lists)
-    return json.loads(
-        json.dumps(
-            {
-                "model": preset.to_dict(),
-                "weights": {k: v for k, v in weights.items() if k != "label"},
-                "n": cfg.n,
-                "steps": cfg.steps,
-                "sampler": cfg.sampler,
-                "respacing": RESPACING[cfg.sampler](cfg.steps),
-                "eta": cfg.eta,
-                "classes": (
-                    None
-                    if not preset.class_cond
-                    else "i % 1000"
-                    if cfg.class_label is None
-                    else cfg.class_label
-                ),
-                "seed": cfg.seed,
-                "shard_size": cfg.shard_size,
-                "dtype": cfg.dtype,
-                "clip_denoised": cfg.clip,
-                "device_type": device.type,
-            }
-        )
+def draw_images(
+    cfg: SampleConfig, preset: ModelPreset, model, idx: list[int], device, diffusion
+) -> np.ndarray:
+    """Images `idx` of the run as uint8 (len(idx), S, S, C): one batch."""
+    return draw(
+        preset,
+        model,
+        idx,
+        labels_for(cfg, preset, idx),
+        steps=cfg.steps,
+        sampler=cfg.sampler,
+        eta=cfg.eta,
+        seed=cfg.seed,
+        device=device,
+        dtype=cfg.dtype,
+        clip=cfg.clip,
+        diffusion=diffusion,
     )
-
-
-def shard_rows(n: int, shard_size: int, s: int) -> range:
-    return range(s * shard_size, min(n, (s + 1) * shard_size))
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-        np.savez(f, **arrays)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)  # a kill mid-write never leaves a truncated file under the real name
-
-
-def save_pngs(out: Path, images: np.ndarray, first: int) -> None:
-    """One PNG per image of a shard, named by the image's index."""
-    from PIL import Image
-
-    for k, img in enumerate(images):
-        _atomic_write(
-            out / PNG_DIR / f"{first + k:06d}.png",
-            lambda p, img=img: Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(
-                p, format="PNG"
-            ),
-        )
-
-
-def prepare(out: Path, key: dict, overwrite: bool) -> None:
-    """Start a run folder or resume one made with the same key; a different key is refused
-    (or, with overwrite, the folder's samples are removed)."""
-    from extract.store.schema import FeatureStore, StoreError, is_store
-
-    store = out / STORE_NAME
-    old = None
-    if (out / KEY_FILE).is_file():
-        try:
-            old = json.loads((out / KEY_FILE).read_text()).get("key")
-        except ValueError:
-            old = None
-    elif is_store(store, created=False):
-        try:
-            old = FeatureStore.open(store).attrs.get("key")
-        except (StoreError, OSError, ValueError):
-            old = None
-    elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not a samples folder; choose another --out")
-    if old is not None and old != key:
-        if not overwrite:
-            changed = sorted(k for k in set(key) | set(old) if old.get(k) != key.get(k))
-            raise ValueError(
-                f"{out} holds samples made with other arguments ({', '.join(changed)}); use --overwrite or another --out"
-            )
-        shutil.rmtree(out / PNG_DIR, ignore_errors=True)
-        FeatureStore.remove(store)
-    for stale in (
-        out / KEY_FILE,
-        *out.glob("samples_*.npz"),
-    ):  # the run is not finished until they are written again
-        stale.unlink(missing_ok=True)
-    (out / PNG_DIR).mkdir(parents=True, exist_ok=True)
-
-
-def assemble(out: Path, n: int, conditional: bool) -> Path:
-    """All images in one guided-diffusion sample file (arr_0, and arr_1 when conditional), read from the store."""
-    from extract.store.schema import open_complete
-
-    store = open_complete(out / STORE_NAME)
-    images = np.asarray(store.array(IMAGE_KEY)[:]).astype(np.uint8)
-    arrays = {"arr_0": images, **({"arr_1": store.labels().astype(np.int64)} if conditional else {})}
-    path = out / f"samples_{'x'.join(map(str, images.shape))}.npz"
-    _atomic_write(path, lambda p: _save_npz(p, arrays))
-    return path
-
-
-def sample(cfg: SampleConfig, world=None) -> str:
-    """Draw (or finish drawing) cfg.n images into cfg.out; returns a one-line summary.
-    Collective under torchrun (the world comes from its environment unless given): each rank
-    draws its own shards, rank 0 writes the sample file and the provenance."""
-    from extract.store.dist import close_world, init_world, pick_device
-
-    preset = get_preset(cfg.model)
-    check_config(cfg, preset)
-    own_world = world is None
-    world = world or init_world(pick_device(cfg.device))
-    try:
-        return _sample(
-            cfg, preset, world, pick_device(cfg.device, world if hasattr(world, "local_rank") else None)
-        )
-    finally:
-        if own_world:
-            close_world(world)
-
-
-def _sample(cfg: SampleConfig, preset: ModelPreset, world, device: torch.device) -> str:
-    from extract.store import progress
-    from extract.store.provenance import provenance
-    from extract.store.schema import FeatureStore, StoreLock
-    from extract.store.writer import StorePlan, write_store
-
-    started = time.perf_counter()
-    model, weights = load_model(cfg, preset)
-    model = model.to(device)
-    key = sampling_key(cfg, preset, weights, device)
-    out = Path(cfg.out)
-    lock = None
-    try:
-        error = None
-        if world.is_main:
-            try:
-                lock = StoreLock(out).acquire()
-                prepare(out, key, cfg.overwrite)
-            except ValueError as e:
-                error = str(e)
-        error = world.broadcast(error)
-        if error:
-            raise ValueError(error)
-        diffusion = respaced_diffusion(preset, cfg.steps, cfg.sampler)
-        labels = labels_for(cfg, preset, range(cfg.n))
-        drawn = {"name": "samples", "n": cfg.n, "sampler": cfg.sampler, "steps": cfg.steps, "seed": cfg.seed}
-        made = provenance(
-            "samples",
-            preset.name,
-            cfg,
-            drawn,
-            weights=weights,
-            torch_version=torch.__version__,
-            stage="generate",
-        )
-        plan = StorePlan(
-            out=out / STORE_NAME,
-            key=key,
-            compatible=("model", "weights"),
-            provenance=made,
-            row_shapes={IMAGE_KEY: (preset.image_size, preset.image_size, preset.in_channels)},
-            ids=[f"{i:06d}" for i in range(cfg.n)],
-            labels=np.asarray(labels if labels is not None else [0] * cfg.n, np.int64),
-            index=np.arange(cfg.n),
-            shard_rows=cfg.shard_size,
-        )
-
-        ours = {"drawn": 0}  # this rank's images
-
-        def fill(store: FeatureStore, shards: list[int]) -> int:
-            todo = ours["drawn"] = sum(len(store.shard_rows(s)) for s in shards)
-            desc = f"sample {preset.name}" + (f" rank {world.rank}" if world.size > 1 else "")
-            lines = progress.Lines(cfg.progress, desc, todo, "img")
-            with progress.bar(cfg.progress, total=todo, unit="img", desc=desc, position=world.rank) as bar:
-                for s in shards:
-                    rows = store.shard_rows(s)
-                    batches = []
-                    for a in range(rows.start, rows.stop, cfg.batch_size):
-                        idx = list(range(a, min(a + cfg.batch_size, rows.stop)))
-                        batches.append(
-                            draw(
-                                preset,
-                                model,
-                                idx,
-                                labels_for(cfg, preset, idx),
-                                steps=cfg.steps,
-                                sampler=cfg.sampler,
-                                eta=cfg.eta,
-                                seed=cfg.seed,
-                                device=device,
-                                dtype=cfg.dtype,
-                                clip=cfg.clip,
-                                diffusion=diffusion,
-                            )
-                        )
-                        bar.update(len(idx))
-                    images = np.concatenate(batches)
-                    save_pngs(
-                        out, images, rows.start
-                    )  # before the shard's done marker: a done shard has its PNGs
-                    store.write_shard(s, {IMAGE_KEY: images.astype(np.float16)}, np.ones(len(rows), bool))
-                    lines.add(len(rows), f"shard {s}")
-            return todo
-
-        written = write_store(plan, fill, world, started=started)
-        seconds = round(time.perf_counter() - started, 2)
-        if not world.is_main:
-            return f"rank {world.rank}: {ours['drawn']} images drawn"
-        npz = assemble(out, cfg.n, labels is not None)
-        provenance = {
-            "model": preset.name,
-            "checkpoint": weights.get("checkpoint"),
-            "checkpoint_sha256": weights.get("sha256"),
-            "weights": weights["label"],
-            "steps": cfg.steps,
-            "sampler": cfg.sampler,
-            "eta": cfg.eta,
-            "seed": cfg.seed,
-            "n": cfg.n,
-            "samples": npz.name,
-            "sha256": file_sha256(npz),
-            "store": STORE_NAME,
-            "version": __version__,
-            "torch_version": torch.__version__,
-            "device": str(device),
-            "world_size": world.size,
-            "last_run": {"images": written.images, "seconds": seconds, "batch_size": cfg.batch_size},
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-        }
-        _atomic_write(
-            out / KEY_FILE,
-            lambda p: p.write_text(
-                json.dumps({"key": key, "complete": True, "provenance": provenance}, indent=1) + "\n"
-            ),
-        )
-        drawn = written.images
-        rate = f", {drawn / seconds:.3f} images/s" if drawn else ""
-        return f"{npz}: {cfg.n} images ({drawn} drawn now in {seconds} s{rate}), {preset.name} {weights['label']}, {cfg.sampler} {cfg.steps} steps, seed {cfg.seed}"
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 # ---------------------------------------------------------------- the model card's grid
@@ -514,20 +266,7 @@ def grid(cfg: SampleConfig) -> str:
     diffusion = respaced_diffusion(preset, cfg.steps, cfg.sampler)
     images = np.concatenate(
         [
-            draw(
-                preset,
-                model,
-                list(range(a, min(a + cfg.batch_size, cfg.n))),
-                labels_for(cfg, preset, range(a, min(a + cfg.batch_size, cfg.n))),
-                steps=cfg.steps,
-                sampler=cfg.sampler,
-                eta=cfg.eta,
-                seed=cfg.seed,
-                device=device,
-                dtype=cfg.dtype,
-                clip=cfg.clip,
-                diffusion=diffusion,
-            )
+            draw_images(cfg, preset, model, list(range(a, min(a + cfg.batch_size, cfg.n))), device, diffusion)
             for a in range(0, cfg.n, cfg.batch_size)
         ]
     )

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from extract import __version__
-from extract.generate.loop import LoopPlan, load_state, run_steps
-from extract.generate.run_files import EXPORT_DTYPES, load_training_images, save_atomic
+from extract.checkpoints import load_state, save_atomic
+from extract.generate.loop import LoopPlan, run_steps
+from extract.generate.run_files import EXPORT_DTYPES, load_training_images
 from extract.models.adm import build_unet, count_parameters
 from extract.models.adm_presets import get_preset
 from extract.models.noise import diffusion_for
@@ -135,7 +136,11 @@ def train(cfg: TrainConfig) -> dict:
 
     state_path = out / STATE_FILE
     state = load_state(
-        state_path, device, cfg, RESUME_FIXED, needs=("model", "opt", "ema"), kind="demo U-Net training"
+        state_path,
+        device,
+        {k: getattr(cfg, k) for k in RESUME_FIXED},
+        needs=("model", "opt", "ema"),
+        kind="demo U-Net training",
     )
     if state is not None:
         model.load_state_dict(state["model"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -14,11 +15,11 @@ from extract.models.adm import load_unet, shipped_weights
 from extract.models.adm_flags import checked_preset
 from extract.models.adm_forward import UNET_COMPATIBLE, AdmForward
 from extract.models.adm_presets import ModelPreset, get_preset
-from extract.shards import Summary, run_shards, use_device
+from extract.shards import ShardJob, Summary, image_inputs, run_shards
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
-from extract.store.dist import close_world, init_world, pick_device
+from extract.store.dist import process_group
 from extract.store.provenance import provenance
-from extract.store.schema import FeatureKey, FeatureStore
+from extract.store.schema import FeatureKey
 from extract.store.writer import StorePlan, write_store
 
 
@@ -58,10 +59,8 @@ def extract_adm(cfg: ExtractConfig) -> Summary:
     """Run (or resume) one ADM extraction into cfg.store.out. Collective under torchrun."""
     started = time.perf_counter()
     preset, blocks, shapes = validate_adm(cfg)
-    device = pick_device(cfg.device)
-    world = init_world(device)
-    try:
-        device = use_device(pick_device(cfg.device, world))
+    # the same cuDNN algorithms on every run: a row's bits do not depend on the run
+    with process_group(cfg.device, deterministic=True) as (world, device):
         source, rows, dataset = select_data(cfg.selection, cfg.seed)
         model, weights = load_unet(preset, cfg.ckpt, random_init=cfg.random_init, seed=cfg.seed)
         model.requires_grad_(False).to(device)
@@ -90,22 +89,17 @@ def extract_adm(cfg: ExtractConfig) -> Summary:
             allow_mismatch=cfg.store.allow_mismatch,
         )
 
-        def fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(
-                AdmForward(model, preset, class_label(cfg, preset)),
-                preset,
-                source,
-                store,
-                shards,
-                rows,
-                cfg,
-                blocks,
-                shapes,
-                device,
-                world,
-            )
-
-        written = write_store(plan, fill, world, started)
+        job = ShardJob(
+            forward=AdmForward(model, preset, class_label(cfg, preset)),
+            inputs=image_inputs(source, preset, cfg),
+            rows=rows,
+            cfg=cfg,
+            blocks=blocks,
+            shapes=shapes,
+            device=device,
+            world=world,
+        )
+        written = write_store(plan, partial(run_shards, job), world, started)
         return Summary(
             written.store,
             written.images,
@@ -115,5 +109,3 @@ def extract_adm(cfg: ExtractConfig) -> Summary:
             written.shards_total,
             written.skipped,
         )
-    finally:
-        close_world(world)

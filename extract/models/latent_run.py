@@ -20,7 +20,9 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -34,16 +36,15 @@ from extract.models.latent import LatentModel, check_sources, libraries, load_la
 from extract.models.latent_blocks import capture_latent, latent_block_table
 from extract.models.latent_presets import LATENT_PRESETS, LatentPreset
 from extract.models.noise import latent_q_sample
-from extract.shards import Summary, run_shards, use_device
+from extract.shards import Batch, Forward, ShardJob, Summary, image_inputs, run_shards
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
-from extract.store.dist import close_world, init_world, pick_device
+from extract.store.dist import process_group
 from extract.store.provenance import provenance
 from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
 
-LATENT_KEY = FeatureKey(
-    0, 0, None
-)  # the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
+# the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
+LATENT_KEY = FeatureKey(0, 0, None)
 ENCODING = "VAE posterior mean, (mean - shift_factor) * scaling_factor, fp32"
 LATENT_COMPATIBLE = ("model", "weights", "preprocessing", "encoding", "device_type")
 FEATURE_COMPATIBLE = (*UNET_COMPATIBLE, "conditioning", "schedule")
@@ -83,11 +84,24 @@ def validate_latent(
     return preset, blocks, shapes
 
 
+@runtime_checkable
+class Encoder(Forward, Protocol):
+    """A latent family's forward, which also encodes images into the latents it noises."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images x (G, 3, S, S) in [-1, 1] -> latents (G, C, h, w) float32."""
+        ...
+
+
 @dataclass
 class LatentForward:
-    """How the shard loop noises latents and reads the denoiser's blocks (cf. run.AdmForward)."""
+    """How the shard loop encodes images, noises latents and reads the denoiser's blocks
+    (cf. extract.models.adm_forward.AdmForward); an `Encoder`."""
 
     model: LatentModel
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x)
 
     def noised(self, z0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
         return latent_q_sample(self.model.abar, z0, t, eps)
@@ -97,23 +111,28 @@ class LatentForward:
         return capture_latent(self.model.denoiser, self.model.preset, x_t, steps, cond, blocks)
 
 
-def encode_batch(
-    model: LatentModel, preset, x0: torch.Tensor, indices, cfg, blocks, shapes, device
-) -> dict[FeatureKey, np.ndarray]:
-    """Images x0 (N, [V,] 3, S, S) in [-1, 1] -> {LATENT_KEY: (N, [V,] C, h, w) float32}, in
-    zero-padded micro-batches of cfg.micro_batch (a fixed shape: bits independent of batching)."""
-    g, n = cfg.micro_batch, x0.shape[0]
+def encode_batch(batch: Batch) -> dict[FeatureKey, np.ndarray]:
+    """The latent cache's `compute`: images (N, [V,] 3, S, S) in [-1, 1] -> {LATENT_KEY: latents}."""
+    job = batch.job
+    out = encode_images(job.forward, batch.x0, job.cfg.micro_batch, job.shapes[LATENT_KEY])
+    return {LATENT_KEY: out if job.cfg.views > 1 else out[:, 0]}
+
+
+def encode_images(encoder: Encoder, x0: torch.Tensor, micro_batch: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Images x0 (N, [V,] 3, S, S) in [-1, 1] -> latents (N, V, C, h, w) float32, in zero-padded
+    micro-batches of `micro_batch` (a fixed shape: bits independent of batching)."""
+    g, n = micro_batch, x0.shape[0]
     views = x0.shape[1] if x0.dim() == 5 else 1
-    out = np.empty((n, views, *shapes[LATENT_KEY]), dtype=np.float32)
+    out = np.empty((n, views, *shape), dtype=np.float32)
     for start in range(0, n, g):
         stop = min(start + g, n)
         x = x0[start:stop]
         if x.shape[0] < g:
             x = torch.cat([x, x.new_zeros((g - x.shape[0], *x.shape[1:]))])
         for v in range(views):
-            z = model.encode(x[:, v] if x.dim() == 5 else x)
+            z = encoder.encode(x[:, v] if x.dim() == 5 else x)
             out[start:stop, v] = z[: stop - start].cpu().numpy()
-    return {LATENT_KEY: out if cfg.views > 1 else out[:, 0]}
+    return out
 
 
 class LatentInput(torch.utils.data.Dataset):
@@ -199,12 +218,11 @@ def run_latent_stores(
     cfg: ExtractConfig, started: float, preset, blocks, shapes, load, forward, key_extra, kind: str = "latent"
 ) -> Summary:
     """The latent cache, then the feature store from it. `load()` -> the model (with .to, .encode,
-    .vae, .schedule, .weights, .vae_weights); `forward(model)` -> what the shard loop noises and
-    captures with; `key_extra(model)` -> what the feature store's key adds (its conditioning)."""
-    device = pick_device(cfg.device)
-    world = init_world(device)
-    try:
-        device = use_device(pick_device(cfg.device, world))
+    .vae, .schedule, .weights, .vae_weights); `forward(model)` -> the `Encoder` the shard loop
+    encodes, noises and captures with; `key_extra(model)` -> what the feature store's key adds
+    (its conditioning)."""
+    # the same cuDNN algorithms on every run: a row's bits do not depend on the run
+    with process_group(cfg.device, deterministic=True) as (world, device):
         source, rows, dataset = select_data(cfg.selection, cfg.seed)
         model = load().to(device)
         steps = model.schedule["steps"]
@@ -249,31 +267,26 @@ def run_latent_stores(
             **common,
         )
 
-        def encode_fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(
-                model,
-                preset,
-                source,
-                store,
-                shards,
-                rows,
-                lcfg,
-                (),
-                lshape,
-                device,
-                world,
-                compute=encode_batch,
-            )
-
-        encoded = write_store(lplan, encode_fill, world)
+        encoder = forward(model)
+        encode = ShardJob(
+            forward=encoder,
+            inputs=image_inputs(source, preset, lcfg),
+            rows=rows,
+            cfg=lcfg,
+            blocks=(),
+            shapes=lshape,
+            device=device,
+            world=world,
+            compute=encode_batch,
+        )
+        encoded = write_store(lplan, partial(run_shards, encode), world)
         model.vae.to("cpu")  # the denoiser has the device to itself from here on
 
         # 2. the features, from the cached latents
         key = store_key(cfg, preset, blocks, model.weights, dataset, device.type, PREPROCESSING)
         key.update(schedule=model.schedule, encoding=ENCODING)
-        key.update(
-            key_extra(model)
-        )  # the family's conditioning (and what else it records; it may restate the encoding)
+        # the family's conditioning (and what else it records; it may restate the encoding)
+        key.update(key_extra(model))
         made = provenance(
             kind,
             preset.name,
@@ -294,27 +307,20 @@ def run_latent_stores(
             allow_mismatch=cfg.store.allow_mismatch,
             **common,
         )
-        latents = LatentInput(FeatureStore.open(lpath))
-
-        def fill(store: FeatureStore, shards: list[int]) -> int:
-            return run_shards(
-                forward(model),
-                preset,
-                source,
-                store,
-                shards,
-                rows,
-                cfg,
-                blocks,
-                shapes,
-                device,
-                world,
-                inputs=latents,
-                workers=0,
-            )
-
-        written = write_store(plan, fill, world, started)
-        note = f"latents {lpath}: {encoded.images} encoded now, {len(rows) - encoded.images} reused from the cache"
+        job = ShardJob(
+            forward=encoder,
+            inputs=LatentInput(FeatureStore.open(lpath)),
+            rows=rows,
+            cfg=cfg,
+            blocks=blocks,
+            shapes=shapes,
+            device=device,
+            world=world,
+            workers=0,
+        )
+        written = write_store(plan, partial(run_shards, job), world, started)
+        reused = len(rows) - encoded.images
+        note = f"latents {lpath}: {encoded.images} encoded now, {reused} reused from the cache"
         return Summary(
             written.store,
             written.images,
@@ -325,5 +331,3 @@ def run_latent_stores(
             written.skipped,
             note=note,
         )
-    finally:
-        close_world(world)

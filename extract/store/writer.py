@@ -8,8 +8,8 @@ and `complete` is set last. A kind says what it writes in a `StorePlan` (its key
 fields that define what its features mean, its rows and arrays) and how to compute shards in a
 `fill` function; it never touches the store's layout itself.
 
-This module needs no torch: the process group comes in as any object with rank, size,
-is_main, broadcast, barrier and all_sum (`extract.store.dist.World` under torchrun).
+This module needs no torch: the process group is a `extract.store.dist.ProcessGroup`
+(`World()` when running alone).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
+from extract.store.dist import ProcessGroup, World
 from extract.store.schema import (
     COMPATIBLE_FIELDS,
     ROUNDING_FIELDS,
@@ -32,41 +33,6 @@ from extract.store.schema import (
     describe_differences,
     is_store,
 )
-
-
-class ProcessGroup(Protocol):
-    rank: int
-    size: int
-
-    @property
-    def is_main(self) -> bool: ...
-
-    def broadcast(self, obj): ...
-
-    def barrier(self) -> None: ...
-
-    def all_sum(self, value: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class Alone:
-    """A single process: the default process group."""
-
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return True
-
-    def broadcast(self, obj):
-        return obj
-
-    def barrier(self) -> None:
-        return None
-
-    def all_sum(self, value: float) -> float:
-        return value
 
 
 @dataclass(frozen=True)
@@ -129,8 +95,9 @@ def prepare(plan: StorePlan) -> str | None:
         if diffs and changed <= set(ROUNDING_FIELDS) and not plan.overwrite:
             if not plan.allow_mismatch:
                 return (
-                    f"{out} was made with another micro-batch or device ({'; '.join(diffs)}); resume with --allow-mismatch "
-                    "(the shards still to write will differ from the others by float rounding), or --overwrite"
+                    f"{out} was made with another micro-batch or device ({'; '.join(diffs)}); "
+                    "resume with --allow-mismatch (the shards still to write will differ from the "
+                    "others by float rounding), or --overwrite"
                 )
             _record_mismatch(store, plan.key, changed)
             return None
@@ -141,9 +108,8 @@ def prepare(plan: StorePlan) -> str | None:
         FeatureStore.remove(out)
     attrs = {"key": plan.key, "provenance": plan.provenance}
     if tuple(plan.compatible) != COMPATIBLE_FIELDS:
-        attrs["compatible"] = list(
-            plan.compatible
-        )  # stores of the default kind keep the attrs they always had
+        # stores of the default kind keep the attrs they always had
+        attrs["compatible"] = list(plan.compatible)
     FeatureStore.create(
         out,
         row_shapes=plan.row_shapes,
@@ -167,12 +133,19 @@ def _record_mismatch(store: FeatureStore, key: dict, changed: set[str]) -> None:
 
 
 def write_store(
-    plan: StorePlan, fill: Fill, world: ProcessGroup | None = None, started: float | None = None
+    plan: StorePlan,
+    fill: Fill,
+    world: ProcessGroup | None = None,
+    started: float | None = None,
+    before: Callable[[], None] | None = None,
 ) -> Written:
     """Write (or resume) a whole store; collective when `world` spans several processes.
     Each rank fills the unwritten shards s with s % size == rank. `started` (a perf_counter
-    time, default now) dates the run's seconds recorded in the store's `last_run`."""
-    world = world or Alone()
+    time, default now) dates the run's seconds recorded in the store's `last_run`. `before`
+    runs on the main rank under the store's lock, ahead of creating or resuming the store
+    (what a run keeps beside its store, e.g. sampling's folder); a ValueError it raises stops
+    every rank with its message."""
+    world = world or World()
     started = time.perf_counter() if started is None else started
     lock: StoreLock | None = None
     try:
@@ -180,7 +153,9 @@ def write_store(
         if world.is_main:
             try:
                 lock = StoreLock(plan.out).acquire()
-            except StoreError as e:
+                if before is not None:
+                    before()
+            except ValueError as e:
                 error = str(e)
             else:
                 error = prepare(plan)

@@ -30,9 +30,8 @@ from extract.models.noise import draw_noise, q_sample
 from extract.models.pooling import pool
 
 STATE_FILE = "finetune_state.pt"
-EVAL_VIEW = (
-    0  # evaluation noise is extraction's view 0, so a fine-tuned model's test features equal a cache's
-)
+# evaluation noise is extraction's view 0, so a fine-tuned model's test features equal a cache's
+EVAL_VIEW = 0
 TRAIN_VIEW_BASE = 1_000_000  # training noise of epoch e is view TRAIN_VIEW_BASE + e: never an evaluation draw
 
 
@@ -46,19 +45,21 @@ class FtRecipe:
     schedule: str  # "step": x0.1 every 7 epochs; "cosine": to 0 over the run
     aug: str = "crop-flip"  # the training images' augmentation (extract.data.augment)
     fp16_weights: bool = False  # the U-Net's convolutions held and updated in fp16, no fp32 master copy
-    val_fraction: float | None = (
-        None  # None: the config's; 0: all of train, no validation, the last epoch is reported
-    )
-    eval_every: int = 0  # epochs between scorings of the test split along the way (reported, never chosen on); 0: only at the end
+    # None: the config's; 0: all of train, no validation, the last epoch is reported
+    val_fraction: float | None = None
+    # epochs between scorings of the test split along the way (reported, never chosen on); 0: only at the end
+    eval_every: int = 0
 
 
 FT_RECIPES: dict[str, FtRecipe] = {
-    # one SGD at lr 1e-3 with StepLR(7, 0.1), as diffssl's --mode finetune, with our fp32 weights, crop-flip and a validation carve
+    # one SGD at lr 1e-3 with StepLR(7, 0.1), as diffssl's --mode finetune, with our fp32 weights,
+    # crop-flip and a validation carve
     "paper": FtRecipe("sgd", 1e-3, 1e-3, 28, 128, "step"),
-    # diffssl's finetune mode as its code runs it: convert_to_fp16's fp16 convolutions updated in place by plain SGD (no master
-    # copy, no loss scaling), guided-diffusion's random crop and flip, its defaults of 50 epochs and 16 images per GPU (64 on
-    # the 4 GPUs of its head scripts), all of train,
-    # the last epoch reported (nothing to choose it with); the test split scored every 7 epochs along the way, its eval_interval
+    # diffssl's finetune mode as its code runs it: convert_to_fp16's fp16 convolutions updated in
+    # place by plain SGD (no master copy, no loss scaling), guided-diffusion's random crop and flip,
+    # its defaults of 50 epochs and 16 images per GPU (64 on the 4 GPUs of its head scripts), all
+    # of train, the last epoch reported (nothing to choose it with); the test split scored every 7
+    # epochs along the way, its eval_interval
     "diffssl": FtRecipe(
         "sgd",
         1e-3,
@@ -99,15 +100,15 @@ class FinetuneConfig:
     lr: float | None = None
     head_lr: float | None = None
     freeze_blocks: int = 0  # blocks 1..k stay as loaded
-    trainable: str = (
-        "all"  # or "norms-biases": only GroupNorm weights and biases of the prefix, and every bias
-    )
+    # or "norms-biases": only GroupNorm weights and biases of the prefix, and every bias
+    trainable: str = "all"
     ema_rate: float = 0.0  # 0: no EMA; else evaluation and export use the EMA of the weights
-    aug: bool = True  # augmented training images (the recipe's: crop-flip, or gd-crop-flip for diffssl); evaluation uses the center crop
+    # augmented training images (the recipe's: crop-flip, or gd-crop-flip for diffssl); evaluation
+    # uses the center crop
+    aug: bool = True
     val_fraction: float = 0.1
-    eval_every: int | None = (
-        None  # None: the recipe's; N: score the test split every N epochs (reported only); 0: never along the way
-    )
+    # None: the recipe's; N: score the test split every N epochs (reported only); 0: never along the way
+    eval_every: int | None = None
     grad_checkpoint: bool = False  # recompute each block in backward: less memory for the 256x256 model
     checkpoint_every: int = 50  # steps between resumable saves
     seed: int = 0

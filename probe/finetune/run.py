@@ -1,35 +1,30 @@
 """The fine-tuning loop: resumable state, EMA, epoch selection on validation, one test
-evaluation, results in the probe's format and the exported weights. Loads a U-Net (see
-probe/finetune/model.py); never imported by the cached-feature path."""
+evaluation, results in the probe's format (probe/finetune/results.py) and the exported weights.
+Loads a U-Net (see probe/finetune/model.py); never imported by the cached-feature path."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import math
-import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from extract import __version__
+from extract.checkpoints import load_state, save_atomic
 from extract.data.registry import open_dataset
 from extract.data.sources import subset_indices
 from extract.models.adm import load_unet
 from extract.models.adm_presets import get_preset
-from extract.models.weights import weights_label
 from extract.store import progress
 from extract.store.cli_options import invocation
-from extract.store.dist import close_world, init_world
-from extract.store.schema import FeatureKey, pool_label
+from extract.store.dist import process_group
+from extract.store.schema import FeatureKey
+from probe.config import TrainSettings
 from probe.finetune.model import (
-    _NOT_IN_RUN,
     EVAL_VIEW,
     STATE_FILE,
     TRAIN_VIEW_BASE,
@@ -42,39 +37,23 @@ from probe.finetune.model import (
     use_grad_checkpointing,
     validate,
 )
-from probe.grid import FeatureSet, head_for
+from probe.finetune.results import Outcome, TestScores, run_fields, run_name, write_results
+from probe.grid import FeatureSet, head_for, lr_factor
 from probe.heads import parse_head_options
 from probe.metrics import accuracy
 from probe.reader import carve_validation
-from probe.tables import RESULTS_FORMAT, append_row, write_json, write_predictions
 from probe.tensorboard import write_history
 
-
-def run_fields(cfg: FinetuneConfig) -> dict:
-    return {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in dataclasses.asdict(cfg).items()
-        if k not in _NOT_IN_RUN
-    }
+OPTIMIZERS = {
+    "sgd": lambda groups: torch.optim.SGD(groups, momentum=0.0, weight_decay=0.0),
+    "adamw": lambda groups: torch.optim.AdamW(groups, weight_decay=0.0),
+}
 
 
-def _save(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous state whole
-
-
-def lr_factor(schedule: str, epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
-    if schedule == "step":
-        return 0.1 ** (epoch // 7)
-    progress = (epoch * steps_per_epoch + step) / max(1, epochs * steps_per_epoch)
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(groups, momentum=0.0, weight_decay=0.0)
-    return torch.optim.AdamW(groups, weight_decay=0.0)
+def schedule(opts: dict) -> TrainSettings:
+    """The recipe's lr schedule as the probe grid's: "step" is x0.1 every 7 epochs (diffssl's
+    StepLR(7, 0.1)), "cosine" decays to 0 over the run; no warmup."""
+    return TrainSettings(epochs=opts["epochs"], schedule=opts["schedule"], step_epochs=7, gamma=0.1)
 
 
 @torch.no_grad()
@@ -109,9 +88,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     preset = get_preset(cfg.model)
     block = cfg.block or preset.default_block
     opts = cfg.resolved()
-    device = torch.device(cfg.device)
-    world = init_world(device)
-    try:
+    with process_group(cfg.device) as (world, device):
         with progress.run_log(
             Path(cfg.results), run_name(cfg, preset, block), enabled=world.is_main
         ) as log_file:
@@ -132,8 +109,6 @@ def finetune(cfg: FinetuneConfig) -> dict:
                     result["exported"],
                 )
             return result
-    finally:
-        close_world(world)
 
 
 @dataclass
@@ -165,7 +140,8 @@ def _splits(cfg, val_fraction: float) -> _Splits:
 def _network(cfg, preset, block, opts, classes: int, device):
     """The U-Net up to block b with the head on top; its trainable parameters; the optimizer."""
     unet, weights = load_unet(preset, cfg.ckpt or None, random_init=cfg.random_init, seed=cfg.seed)
-    if opts["fp16_weights"]:  # guided-diffusion's own fp16 path: convolutions in fp16, the forward cast to it
+    if opts["fp16_weights"]:
+        # guided-diffusion's own fp16 path: convolutions in fp16, the forward cast to it
         unet.convert_to_fp16()
         unet.dtype = torch.float16
     named = trainable_parameters(unet, block, cfg.freeze_blocks, cfg.trainable)
@@ -186,54 +162,36 @@ def _network(cfg, preset, block, opts, classes: int, device):
         {"params": [p for _, p in named], "lr": opts["lr"], "base": opts["lr"]},
         {"params": list(head.parameters()), "lr": opts["head_lr"], "base": opts["head_lr"]},
     ]
-    opt = make_optimizer(opts["optimizer"], [g for g in groups if g["params"]])
+    opt = OPTIMIZERS[opts["optimizer"]]([g for g in groups if g["params"]])
     return net, head, named, opt, weights, key
 
 
 def _resume(state_path: Path, cfg, net, opt, ema, device):
-    """(step, seconds, best, ema, log) from a saved state made with the same arguments, or a fresh start.
-    The log holds the per-epoch history and the test scores taken along the way."""
-    if not state_path.is_file():
+    """(step, seconds, best, ema, log) from a saved state made with the same arguments, or a fresh
+    start. The log holds the per-epoch history and the test scores taken along the way."""
+    state = load_state(
+        state_path,
+        "cpu",
+        run_fields(cfg),
+        needs=("net", "opt", "ema", "step", "seconds", "best"),
+        kind="fine-tuning",
+    )
+    if state is None:
         return 0, 0.0, {"val_top1": -1.0, "epoch": -1, "state": None}, ema, {"epochs": [], "test": []}
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file is one line
-        raise ValueError(
-            f"{state_path}: not a loadable fine-tuning state ({type(e).__name__}); remove it or use a new --out"
-        ) from None
-    changed = sorted(k for k, v in run_fields(cfg).items() if state["config"].get(k) != v)
-    if changed:
-        raise ValueError(
-            f"{state_path}: cannot resume with a different {', '.join(changed)}; use a new --out"
-        )
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["opt"])
     if ema is not None:
         ema = [e.to(device) for e in state["ema"]]
-    return (
-        int(state["step"]),
-        float(state["seconds"]),
-        state["best"],
-        ema,
-        state.get("log", {"epochs": [], "test": []}),
-    )
-
-
-def run_name(cfg: FinetuneConfig, preset, block: int) -> str:
-    return cfg.name or f"finetune-{cfg.head}_{preset.name}_t{cfg.t}_b{block}_p{pool_label(cfg.pool)}"
+    log = state.get("log", {"epochs": [], "test": []})
+    return int(state["step"]), float(state["seconds"]), state["best"], ema, log
 
 
 def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data = _splits(cfg, opts["val_fraction"])
-    train_src, test_src, train_rows, val_rows, test_rows = (
-        data.train_src,
-        data.test_src,
-        data.train_rows,
-        data.val_rows,
-        data.test_rows,
-    )
+    train_src, test_src = data.train_src, data.test_src
+    train_rows, val_rows, test_rows = data.train_rows, data.val_rows, data.test_rows
     batch, epochs = opts["batch_size"], opts["epochs"]
     if batch % world.size:
         raise ValueError(f"--batch-size {batch} does not split evenly over {world.size} processes")
@@ -249,10 +207,8 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     model = torch.nn.parallel.DistributedDataParallel(net) if world.size > 1 else net
     state_path = out / STATE_FILE
     step, seconds, best, ema, log = _resume(state_path, cfg, net, opt, ema, device)
-    summed, counted = (
-        0.0,
-        0,
-    )  # this epoch's training loss so far (an epoch cut by a resume counts from the resume)
+    # this epoch's training loss so far (an epoch cut by a resume counts from the resume)
+    summed, counted = 0.0, 0
 
     def snapshot() -> dict:
         """The weights evaluation uses: the EMA's when kept, else the live ones (CPU copies)."""
@@ -272,7 +228,8 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
         return top1
 
     def end_epoch(epoch: int, val: float | None) -> None:
-        """The epoch's history entry (mean train loss, the lr it ended at, validation top-1) and its progress line."""
+        """The epoch's history entry (mean train loss, the lr it ended at, validation top-1) and its
+        progress line."""
         nonlocal summed, counted
         entry = {
             "epoch": epoch + 1,
@@ -291,7 +248,7 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
 
     def save() -> None:
         if world.is_main:
-            _save(
+            save_atomic(
                 state_path,
                 {
                     "config": run_fields(cfg),
@@ -310,6 +267,7 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
         torch.autocast(device.type, dtype=torch.bfloat16) if cfg.dtype == "bf16" else contextlib.nullcontext()
     )
     total = epochs * steps_per_epoch
+    lr_schedule = schedule(opts)
     bar = progress.bar(
         cfg.progress and world.is_main,
         total=total * batch,
@@ -321,14 +279,14 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
     while step < total:
         epoch, s = divmod(step, steps_per_epoch)
         order = train_rows[epoch_order(len(train_rows), cfg.seed, epoch)]
-        part = order[s * batch : (s + 1) * batch][
-            world.rank :: world.size
-        ]  # this rank's share of the global batch
+        # this rank's share of the global batch
+        part = order[s * batch : (s + 1) * batch][world.rank :: world.size]
         x0 = images(train_src, part, preset, seed=cfg.seed, epoch=epoch, aug=opts["aug"])
         x_t = noised(preset, x0, part, cfg.t, cfg.seed, TRAIN_VIEW_BASE + epoch)
         y = torch.from_numpy(train_src.labels[part].astype(np.int64)).to(device)
+        factor = lr_factor(lr_schedule, epoch, s, steps_per_epoch)
         for g in opt.param_groups:
-            g["lr"] = g["base"] * lr_factor(opts["schedule"], epoch, s, steps_per_epoch, epochs)
+            g["lr"] = g["base"] * factor
         with autocast:
             loss = nn.functional.cross_entropy(model(x_t.to(device)).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -343,17 +301,17 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
         bar.update(batch)
         summed, counted = summed + loss.item(), counted + 1
         bar.set_postfix(loss=f"{summed / counted:.3f}", epoch=epoch + 1)
-        if (
-            step % steps_per_epoch == 0 and opts["eval_every"] and (epoch + 1) % opts["eval_every"] == 0
-        ):  # reported along the way, never chosen on
+        epoch_end = step % steps_per_epoch == 0
+        if epoch_end and opts["eval_every"] and (epoch + 1) % opts["eval_every"] == 0:
+            # reported along the way, never chosen on
             log["test"].append([epoch + 1, scored(test_src, test_rows)])
-        if step % steps_per_epoch == 0 and not len(
-            val_rows
-        ):  # no validation: the last epoch is the one reported
+        if epoch_end and not len(val_rows):
+            # no validation: the last epoch is the one reported
             best = {"val_top1": None, "epoch": epoch + 1, "state": None}
             end_epoch(epoch, None)
             save()
-        elif step % steps_per_epoch == 0:  # epoch end: score validation, keep the best epoch's weights
+        elif epoch_end:
+            # score validation, keep the best epoch's weights
             val = scored(train_src, val_rows)
             if val > best["val_top1"]:
                 best = {"val_top1": val, "epoch": epoch + 1, "state": snapshot()}
@@ -368,148 +326,35 @@ def _finetune(cfg, preset, block, opts, device, world, log_file=None) -> dict:
         best["state"] = snapshot()
     net.load_state_dict(best["state"])
     predicted = evaluate(net, test_src, test_rows, preset, cfg, device)
-    test = accuracy(predicted, test_src.labels[test_rows])
-    test["predicted"] = (test_rows, test_src.labels[test_rows], predicted[:, 0])
-    test["dataset"] = {
+    scores = accuracy(predicted, test_src.labels[test_rows])
+    dataset = {
         "name": test_src.name,
         "split": test_src.split,
         "fingerprint": test_src.fingerprint(),
         "rows": len(test_rows),
     }
+    test = TestScores(
+        scores["top1"], scores["top5"], test_rows, test_src.labels[test_rows], predicted[:, 0], dataset
+    )
     export = out / "finetuned.pt"
-    torch.save(
-        {k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}, export
+    prefix = {k.removeprefix("unet."): v for k, v in best["state"].items() if k.startswith("unet.")}
+    torch.save(prefix, export)
+    trainable = sum(p.numel() for _, p in named) + sum(p.numel() for p in head.parameters())
+    outcome = Outcome(
+        cfg=cfg,
+        preset=preset,
+        block=block,
+        opts=opts,
+        weights=weights,
+        key=key,
+        trainable=trainable,
+        best=best,
+        log=log,
+        test=test,
+        n_train=len(train_rows),
+        n_val=len(val_rows),
+        seconds=seconds,
+        export=export,
+        log_file=log_file,
     )
-    return write_results(
-        cfg,
-        preset,
-        block,
-        opts,
-        weights,
-        key,
-        named,
-        head,
-        best,
-        log,
-        test,
-        len(train_rows),
-        len(val_rows),
-        len(test_rows),
-        seconds,
-        export,
-        log_file,
-    )
-
-
-def write_results(
-    cfg,
-    preset,
-    block,
-    opts,
-    weights,
-    key,
-    named,
-    head,
-    best,
-    log,
-    test,
-    n_train,
-    n_val,
-    n_test,
-    seconds,
-    export,
-    log_file=None,
-) -> dict:
-    """The probe's results format, one member: `probe table`, curves and the report read it; the
-    test split's predictions beside it, as `probe train` writes them (`analysis diff` pairs a
-    fine-tuned run with frozen heads on them)."""
-    name = run_name(cfg, preset, block)
-    out_dir = Path(cfg.results)
-    predicted, test_dataset = test.pop("predicted", None), test.pop("dataset", None)
-    member = {
-        "head": cfg.head,
-        "feature_set": key.label,
-        "features": [key.to_dict()],
-        "lr": opts["lr"],
-        "wd": 0.0,
-        "finetuned": True,
-        "trainable": cfg.trainable,
-        "freeze_blocks": cfg.freeze_blocks,
-        "trainable_parameters": sum(p.numel() for _, p in named) + sum(p.numel() for p in head.parameters()),
-        "val": {"top1": best["val_top1"]},
-        "test": {"top1": test["top1"]},
-        "epoch": best["epoch"],
-    }
-    model_key = {"name": preset.name, **preset.to_dict()}
-    result = {
-        "format": RESULTS_FORMAT,
-        "version": __version__,
-        "name": name,
-        "kind": "finetune",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {**run_fields(cfg), **opts, "block": block},
-        "stores": {
-            "train": {
-                "path": None,
-                "rows": n_train,
-                "key": {
-                    "model": model_key,
-                    "weights": weights,
-                    "t": cfg.t,
-                    "seed": cfg.seed,
-                    "dataset": {"name": cfg.data, "split": cfg.train_split},
-                },
-            },
-            "test": {"path": None, "rows": n_test, "dataset": test_dataset},
-        },
-        "validation": (
-            f"{opts['val_fraction']:.0%} of train, class-stratified, seed {cfg.seed}; picks the epoch"
-            if n_val
-            else "none: all of train is trained on and the last epoch is reported"
-        ),
-        "members": [member],
-        "selected": 0,
-        "head": member,
-        "val": {"top1": best["val_top1"], "rows": n_val},
-        "test": {**test, "rows": n_test},
-        "history": log["epochs"],
-        "test_along_the_way": {
-            "every_epochs": opts["eval_every"],
-            "top1": log["test"],
-            "use": "reported only; nothing is chosen on it",
-        },
-        "timing": {"train": {"seconds": round(seconds, 1)}, "total_seconds": round(seconds, 1)},
-        "exported": str(export),
-        "invocation": invocation(),  # the command and its resolved options: `--config` this file to rerun it
-        "log_file": None if log_file is None else str(log_file),
-    }
-    if predicted is not None:
-        result["predictions"] = write_predictions(out_dir / f"{name}.predictions.npz", *predicted)
-    write_json(out_dir / f"{name}.json", result)
-    append_row(
-        out_dir / "probe_results.csv",
-        {
-            "name": name,
-            "head": f"{cfg.head} (fine-tuned)",
-            "features": key.label,
-            "t": cfg.t,
-            "b": block,
-            "pool": pool_label(cfg.pool),
-            "model": preset.name,
-            "weights": weights_label(weights),
-            "dataset": cfg.data,
-            "train_rows": n_train,
-            "val_rows": n_val,
-            "test_rows": n_test,
-            "lr": opts["lr"],
-            "wd": 0.0,
-            "epochs": opts["epochs"],
-            "val_top1": "" if best["val_top1"] is None else f"{best['val_top1']:.2f}",
-            "test_top1": f"{test['top1']:.2f}",
-            "test_top5": f"{test['top5']:.2f}",
-            "seconds": round(seconds, 1),
-            "version": __version__,
-            "results": f"{name}.json",
-        },
-    )
-    return result
+    return write_results(outcome)

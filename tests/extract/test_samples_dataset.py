@@ -11,7 +11,8 @@ import pytest
 
 from extract.data.registry import open_dataset
 from extract.data.sources import DataError
-from extract.generate.sampling import SampleConfig, sample
+from extract.generate.sample_folder import sample
+from extract.generate.sampling import SampleConfig
 from extract.models.pixels import PixelConfig, extract_pixels
 from extract.store.config import DataSelection, StoreOptions
 from extract.store.schema import FeatureKey, FeatureStore

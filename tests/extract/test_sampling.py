@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+import extract.generate.sample_folder as sample_folder
 import extract.generate.sampling as sampling
 from extract.cli import main
-from extract.generate.sampling import SampleConfig, draw, respaced_diffusion, sample
+from extract.generate.sample_folder import sample
+from extract.generate.sampling import SampleConfig, draw, respaced_diffusion
 from extract.models.adm import random_unet
 from extract.models.adm_presets import PRESETS
 from extract.store.schema import FeatureStore
@@ -95,7 +97,7 @@ def test_a_run_writes_pngs_the_sample_file_and_provenance(tmp_path):
 
 def test_a_killed_run_resumes_to_the_same_images_whatever_the_batch_size(tmp_path, monkeypatch):
     sample(config(tmp_path / "whole"))
-    real = sampling.save_pngs
+    real = sample_folder.save_pngs
     calls = {"n": 0}
 
     def dies_on_the_second_shard(*args, **kwargs):
@@ -104,15 +106,15 @@ def test_a_killed_run_resumes_to_the_same_images_whatever_the_batch_size(tmp_pat
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sampling, "save_pngs", dies_on_the_second_shard)
+    monkeypatch.setattr(sample_folder, "save_pngs", dies_on_the_second_shard)
     with pytest.raises(KeyboardInterrupt):
         sample(config(tmp_path / "broken"))
-    monkeypatch.setattr(sampling, "save_pngs", real)
-    store = FeatureStore.open(tmp_path / "broken" / sampling.STORE_NAME)
+    monkeypatch.setattr(sample_folder, "save_pngs", real)
+    store = FeatureStore.open(tmp_path / "broken" / sample_folder.STORE_NAME)
     assert store.done_shards().tolist() == [True, False, False] and not store.complete
     # not a finished sample set: the samples dataset refuses it
     assert not (tmp_path / "broken" / "samples.json").exists()
-    assert not (tmp_path / "broken.lock").exists()
+    assert not (tmp_path / "broken" / "images.zarr.lock").exists()  # the writer let go of its lock
     line = sample(config(tmp_path / "broken", batch_size=3))
     assert "3 drawn now" in line  # shards 1 and 2 only
     a, b = (np.load(tmp_path / d / "samples_5x32x32x3.npz")["arr_0"] for d in ("whole", "broken"))
@@ -150,11 +152,11 @@ def test_torchrun_ranks_split_the_shards_and_give_the_single_run_result(tmp_path
 
     class Rank0(Fake):
         def all_sum(self, value):
-            line = sampling._sample(cfg, TINY, Rank1(1, 2), torch.device("cpu"))
+            line = sample_folder.sample_into(cfg, TINY, Rank1(1, 2), torch.device("cpu"))
             assert line == "rank 1: 3 images drawn"
             return value + 3
 
-    assert "7 images (7 drawn now" in sample(cfg, world=Rank0(0, 2))
+    assert "7 images (7 drawn now" in sample_folder.sample_into(cfg, TINY, Rank0(0, 2), torch.device("cpu"))
     sample(config(tmp_path / "single", n=7))
     a, b = (np.load(tmp_path / d / "samples_7x32x32x3.npz")["arr_0"] for d in ("r", "single"))
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
@@ -215,3 +217,19 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, message):
         and "Traceback" not in err
         and len(err.strip().splitlines()) == 1
     )
+
+
+def test_a_folder_being_sampled_into_is_refused_through_the_writers_lock(tmp_path):
+    from extract.store.lock import StoreLock
+
+    out = tmp_path / "s"
+    lock = StoreLock(
+        out / sample_folder.STORE_NAME
+    ).acquire()  # held by a live process, as by a running sample
+    try:
+        with pytest.raises(ValueError, match="is being written by another"):
+            sample(config(out, n=2))
+        assert not (out / "png").exists()  # refused before the folder was touched
+    finally:
+        lock.release()
+    assert "2 images (2 drawn now" in sample(config(out, n=2))

@@ -13,8 +13,9 @@ import pytest
 
 from extract.repair import repair_store
 from extract.store.config import from_flat
-from extract.store.schema import FeatureStore, StoreError, StoreLock
+from extract.store.schema import FeatureKey, FeatureStore, StoreError, StoreLock
 from extract.store.verify import verify_store
+from extract.store.writer import StorePlan, write_store
 from tests.conftest import run_tiny
 
 
@@ -225,3 +226,35 @@ def test_a_torn_partial_last_shard_is_rewritten_on_resume(tmp_path, fmnist_env):
     run_tiny(out, limit=10, shard_rows=4)
     assert FeatureStore.open(out).complete and verify_store(out) == []
     assert_same(tmp_path / "whole.zarr", out)
+
+
+def test_before_runs_under_the_lock_and_its_error_stops_the_run_with_nothing_left(tmp_path):
+    out = tmp_path / "s.zarr"
+    plan = StorePlan(
+        out=out,
+        key={"k": 1},
+        compatible=("k",),
+        provenance={},
+        row_shapes={FeatureKey(0, 0, None): (1, 2, 2)},
+        ids=["a", "b"],
+        labels=np.zeros(2, np.int64),
+        index=np.arange(2),
+        shard_rows=2,
+    )
+    seen = []
+
+    def before():
+        seen.append(Path(str(out) + ".lock").exists())
+        raise ValueError("the folder beside it is not ours")
+
+    with pytest.raises(StoreError, match="the folder beside it is not ours"):
+        write_store(plan, lambda store, shards: 0, before=before)
+    assert seen == [True] and not out.exists() and not Path(str(out) + ".lock").exists()
+
+    def fill(store: FeatureStore, shards: list[int]) -> int:
+        for s in shards:
+            store.write_shard(s, {FeatureKey(0, 0, None): np.zeros((2, 1, 2, 2))}, np.ones(2, bool))
+        return 2
+
+    written = write_store(plan, fill, before=lambda: seen.append("again"))
+    assert seen[-1] == "again" and written.images == 2 and FeatureStore.open(out).complete
