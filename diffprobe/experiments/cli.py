@@ -34,7 +34,10 @@ def experiment(name, row, sets, from_env, dry_run):
             click.echo(describe())
             return
         spec = get_experiment(name)
-        given = {**(from_environment(dict(os.environ)) if from_env else {}), **parse_sets(list(sets))}
+        given = {
+            **(from_environment(dict(os.environ), spec.cls) if from_env else {}),
+            **parse_sets(list(sets)),
+        }
         run_experiment(spec, spec.settings(given, row), dry=dry_run)
     except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
         click.echo(f"error: {e}", err=True)

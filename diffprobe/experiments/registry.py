@@ -24,6 +24,8 @@ class Experiment:
     name: str
     steps: Callable[[Settings], Steps]
     reads_record: bool = False  # a bare `make probe` or `make cka` reads the last extraction's record
+    # Settings, or a subclass adding the experiment's own fields (their defaults: its table's settings)
+    cls: type = Settings
 
     @property
     def description(self) -> str:
@@ -35,19 +37,21 @@ class Experiment:
         return read_toml("experiments.toml").get(self.name, {})
 
     def settings(self, given: dict[str, str], row: str | None = None) -> Settings:
-        return resolve(self.table, given, row, reads_record=self.reads_record)
+        return resolve(self.table, given, row, reads_record=self.reads_record, cls=self.cls)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def experiment(name: str, *, reads_record: bool = False):
-    """Register a generator function of settings as the experiment `name`."""
+def experiment(name: str, *, reads_record: bool = False, cls: type = Settings):
+    """Register a generator function of settings as the experiment `name`; `cls`: a frozen
+    dataclass subclassing Settings with the experiment's own fields, whose defaults are given in
+    its `[NAME.settings]` table of experiments.toml."""
 
     def register(fn: Callable[[Settings], Steps]) -> Callable[[Settings], Steps]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} registered twice")
-        EXPERIMENTS[name] = Experiment(name, fn, reads_record)
+        EXPERIMENTS[name] = Experiment(name, fn, reads_record, cls)
         return fn
 
     return register

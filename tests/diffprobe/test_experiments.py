@@ -4,7 +4,7 @@ before any runs, and the dry runs of the ported experiments equal to the old run
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,14 @@ import pytest
 from diffprobe.experiments import registry
 from diffprobe.experiments.builders import extraction
 from diffprobe.experiments.registry import Experiment, get_experiment, run_experiment
-from diffprobe.experiments.settings import defaults, parse_sets, record_values, resolve
+from diffprobe.experiments.settings import (
+    Settings,
+    defaults,
+    from_environment,
+    parse_sets,
+    record_values,
+    resolve,
+)
 from diffprobe.experiments.steps import Extract, Need, Record, Say
 from diffprobe.experiments.stores import pixel_path, store_name
 from tests.diffprobe import parity
@@ -106,6 +113,25 @@ def test_an_extraction_step_holds_the_config_its_command_line_builds():
     assert step.argv[step.argv.index("--out") + 1] == str(step.cfg.store.out)
     with pytest.raises(ValueError, match="--micro-batch"):
         extraction(resolve({}, {"args": "--micro-batch zero"}), "test")
+
+
+@dataclass(frozen=True)
+class WithCount(Settings):
+    count: int
+
+
+def test_an_experiment_may_add_its_own_settings_with_defaults_in_its_table():
+    spec = Experiment("counted", lambda s: iter([Say(f"{s.count} {s.t}")]), cls=WithCount)
+    table = {"settings": {"count": 3}}
+    assert resolve(table, {}, cls=WithCount).count == 3
+    s = resolve(table, {"count": "4"}, cls=WithCount)
+    assert isinstance(s, WithCount) and s.count == 4 and s.t == (150,)
+    assert from_environment({"COUNT": "5", "T": "7", "PATH": "/bin"}, WithCount) == {"t": "7", "count": "5"}
+    with pytest.raises(ValueError, match="COUNT=x: expected an integer"):
+        resolve(table, {"count": "x"}, cls=WithCount)
+    shown: list[str] = []
+    run_experiment(spec, s, dry=True, out=shown.append)
+    assert shown == ["4 (150,)"]
 
 
 def test_every_step_is_built_before_the_first_runs(monkeypatch):
