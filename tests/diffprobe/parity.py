@@ -4,7 +4,8 @@ Record the old runner's lines of a case (while extract/experiments/NAME.toml sti
 
     PYTHONPATH=$PWD .venv/bin/python -m tests.diffprobe.parity record NAME [--row R] [k=v ...]
 
-appends the case to parity.json; `check` compares every case with `diffprobe experiment` (also
+adds the case to parity/NAME.json (one file per experiment); `check` compares every case with
+`diffprobe experiment` (also
 tests/diffprobe/test_parity.py). A command matches when the stage's own parser reads the same
 options from both lines (order and options left at their default do not matter); other lines
 match as text; `--plan` lines of the old runner are left out (the new runner prints each plan
@@ -20,13 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-DATA = Path(__file__).with_name("parity.json")
+DATA = Path(__file__).with_name("parity")  # one NAME.json of cases per experiment
 ROOT = Path(__file__).resolve().parents[2]
 OUT = "parity-cache"  # every case's OUT: a folder that holds no record
 
 
 def cases() -> list[dict]:
-    return json.loads(DATA.read_text()) if DATA.is_file() else []
+    return [case for path in sorted(DATA.glob("*.json")) for case in json.loads(path.read_text())]
 
 
 def old_lines(name: str, row: str | None, sets: dict[str, str]) -> list[str]:
@@ -93,9 +94,11 @@ def main(argv: list[str]) -> int:
         name, rest = argv[1], argv[2:]
         row = rest[rest.index("--row") + 1] if "--row" in rest else None
         sets = {"out": OUT, **dict(w.split("=", 1) for w in rest if "=" in w)}
-        found = [c for c in cases() if (c["name"], c["row"], c["sets"]) != (name, row, sets)]
+        path = DATA / f"{name}.json"
+        found = json.loads(path.read_text()) if path.is_file() else []
+        found = [c for c in found if (c["row"], c["sets"]) != (row, sets)]
         found.append({"name": name, "row": row, "sets": sets, "lines": old_lines(name, row, sets)})
-        DATA.write_text(json.dumps(found, indent=1) + "\n")
+        path.write_text(json.dumps(found, indent=1) + "\n")
         return 0
     failed = 0
     for case in cases():
