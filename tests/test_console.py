@@ -33,8 +33,18 @@ def test_an_unknown_stage_is_one_line():
     done = run("train")
     assert (
         done.returncode == 2
-        and done.stderr.strip() == "error: unknown stage 'train'; choose one of: extract, probe, analysis"
+        and done.stderr.strip()
+        == "error: unknown stage 'train'; choose one of: extract, probe, analysis, experiment"
     )
+
+
+def test_experiments_answer_under_the_same_name():
+    done = run("experiment")
+    assert done.returncode == 0 and "demo " in done.stdout and "rows: linear-p1" in done.stdout
+    done = run("experiment", "report", "--dry-run", "--set", "report_title=x")
+    assert done.returncode == 0 and done.stdout.startswith("diffprobe analysis report --results results")
+    done = run("experiment", "paper", "--row", "gan", "--dry-run")
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: unknown ROW=gan: choose one of")
 
 
 def test_the_install_puts_the_command_beside_python():
