@@ -192,9 +192,8 @@ def test_rbf_and_minibatch_maps_equal_their_definitions(tmp_path):
     consecutive = minibatch_cka(
         (linear_gram(xa[0][i : i + 16]), linear_gram(xb[0][i : i + 16])) for i in range(0, 64, 16)
     )
-    assert mb.matrix[0, 0] == pytest.approx(shuffled, rel=1e-9) and mb.matrix[0, 0] != pytest.approx(
-        consecutive, rel=1e-6
-    )
+    assert mb.matrix[0, 0] == pytest.approx(shuffled, rel=1e-9)
+    assert mb.matrix[0, 0] != pytest.approx(consecutive, rel=1e-6)
     assert hsic_unbiased(linear_gram(xa[0][:16]), linear_gram(xa[0][:16])) > 0
     with pytest.raises(ValueError, match="more than --max-rows 10"):
         _map(tmp_path / "a.zarr", kernel="rbf", max_rows=10)
@@ -295,9 +294,8 @@ def test_many_narrow_keys_over_many_images_go_pair_by_pair_through_moments(tmp_p
     feats = {k: (base + i * rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
     make_store(tmp_path / "n.zarr", feats, np.arange(n) % 4, shard_rows=128)
     ref = _map(tmp_path / "n.zarr", linear_path="gram").matrix
-    cap = moments_bytes(
-        [16, 16], 600
-    )  # a pair's moments; not all four keys' (D = 64), nor two 600 x 600 Grams
+    # a pair's moments; not all four keys' (D = 64), nor two 600 x 600 Grams
+    cap = moments_bytes([16, 16], 600)
     m, peak = _peak(lambda: _map(tmp_path / "n.zarr", max_bytes=cap))
     assert m.method == "pairwise" and peak < cap + (1 << 20)
     np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
@@ -386,9 +384,8 @@ def test_auto_falls_back_to_tiles_when_no_other_path_fits(tmp_path):
     base = rng.normal(size=(n, 16, 8, 8))
     feats = {k: (base * (i + 1) + rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
     make_store(tmp_path / "f.zarr", feats, np.arange(n) % 10, shard_rows=512)
-    cap = (
-        20 << 20
-    )  # a pair's moments (64 MiB) and two 3000 x 3000 Grams (137 MiB) do not fit; tiles of ~450 rows do
+    # a pair's moments (64 MiB) and two 3000 x 3000 Grams (137 MiB) do not fit; tiles of ~450 rows do
+    cap = 20 << 20
     assert moments_bytes([1024, 1024], 512) > cap and 2 * 8 * n * n > cap
     m = _map(tmp_path / "f.zarr", max_bytes=cap)
     assert m.method == "tiles"
@@ -435,7 +432,6 @@ def test_the_full_map_bench_skips_what_does_not_fit_and_its_paths_agree(tmp_path
     big = {r["path"]: r for r in rows if r["case"].startswith("synthetic")}
     assert "skipped" in big["moments"] and "GiB" in big["moments"]["skipped"]  # 262,144^2 moments never fit
     assert big["gram"]["dims"] == [262144, 262144] and big["gram"]["n"] == 20
-    assert (
-        abs(big["tiles"]["cka"] - big["gram"]["cka"]) < 1e-6 and 0.1 < big["gram"]["cka"] <= 1
-    )  # 20 images of 262,144 values: near 1
+    # 20 images of 262,144 values: near 1
+    assert abs(big["tiles"]["cka"] - big["gram"]["cka"]) < 1e-6 and 0.1 < big["gram"]["cka"] <= 1
     assert big["tiles"]["peak_rss_mb"] >= 0 and "skipped" in format_full_maps(rows)

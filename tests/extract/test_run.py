@@ -286,9 +286,8 @@ def test_hdf5_run(tmp_path):
         f["labels"] = np.arange(10) % 3
     run_tiny(tmp_path / "s.zarr", data="hdf5", data_root=path, ts=(5,), blocks=(2,), pools=(4,))
     store = FeatureStore.open(tmp_path / "s.zarr")
-    assert list(store.labels()) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] and store.array(
-        FeatureKey(5, 2, 4)
-    ).shape == (10, 32, 4, 4)
+    assert list(store.labels()) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert store.array(FeatureKey(5, 2, 4)).shape == (10, 32, 4, 4)
 
 
 def test_validation_errors_come_before_any_work(tmp_path):
@@ -406,9 +405,8 @@ def test_the_default_block_is_output_blocks_4_the_papers_b24():
     assert PRESETS["adm256-uncond"].default_block == 24 and PRESETS["demo-fmnist"].default_block == 24
     assert PRESETS["adm256-uncond"].middle_block == 19 and PRESETS["demo-fmnist"].middle_block == 19
     assert resolve_blocks(from_flat(ExtractConfig, out=Path("x")), PRESETS["adm256-uncond"]) == (24,)
-    assert resolve_blocks(from_flat(ExtractConfig, out=Path("x"), blocks=("all",)), PRESETS["tiny"]) == tuple(
-        range(1, 14)
-    )
+    every = from_flat(ExtractConfig, out=Path("x"), blocks=("all",))
+    assert resolve_blocks(every, PRESETS["tiny"]) == tuple(range(1, 14))
 
 
 def test_all_blocks_with_skip_small_maps_leaves_out_only_pools_larger_than_a_map(tmp_path, fmnist_env):
