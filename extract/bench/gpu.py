@@ -36,7 +36,9 @@ from extract.bench.gpu_report import format_report  # noqa: F401 - the printed r
 from extract.data.sources import FeatureInput, imagefolder
 from extract.models.adm import build_unet
 from extract.models.adm_blocks import capture, unet_blocks
-from extract.models.adm_presets import LatentPreset, ModelPreset, get_any_preset
+from extract.models.adm_presets import ModelPreset
+from extract.models.families import preset_of
+from extract.models.latent_presets import LatentPreset
 from extract.models.precision import AUTOCAST_DTYPES
 
 # Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from the vendor data sheets; fp16 is the
@@ -84,8 +86,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
-                f"CUDA is not available: torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'}) "
-                "sees no GPU; use --device cpu for a correctness check"
+                f"CUDA is not available: torch {torch.__version__} "
+                f"(CUDA build {torch.version.cuda or 'none'}) sees no GPU; "
+                "use --device cpu for a correctness check"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(
@@ -145,7 +148,9 @@ OPS = {ModelPreset: AdmOps, LatentPreset: LatentOps}
 
 
 def validate(cfg: GpuBenchConfig) -> tuple[ModelPreset | LatentPreset, torch.device]:
-    preset = get_any_preset(cfg.model)
+    preset = preset_of(cfg.model)
+    if type(preset) not in OPS:
+        raise ValueError(f"--model {cfg.model}: the GPU bench times ADM and SD/DiT presets")
     if not 1 <= cfg.block <= preset.num_blocks:
         raise ValueError(f"block {cfg.block} is outside 1..{preset.num_blocks} for {preset.name}")
     unknown = [d for d in cfg.dtypes if d not in AUTOCAST_DTYPES]
@@ -206,7 +211,8 @@ def prepare_model(
     if compiled:
         blocks = ops.blocks(model, preset)
         for block in blocks.values():
-            # a block holding other numbered blocks stays eager, so the hooks of those run (and can stop the forward)
+            # a block holding other numbered blocks stays eager, so the hooks of those run (and can
+            # stop the forward)
             if not any(
                 other is not block and any(m is other for m in block.modules()) for other in blocks.values()
             ):
