@@ -18,9 +18,8 @@ def resolve_blocks(cfg: ExtractConfig, preset) -> tuple[int, ...]:
     chosen = cfg.blocks or (preset.default_block,)
     if ALL_BLOCKS in chosen:
         chosen = tuple(range(1, preset.num_blocks + 1))
-    names = tuple(
-        getattr(preset, "block_names", ())
-    )  # a block may be named by its module path where the preset numbers modules
+    # a block may be named by its module path where the preset numbers modules
+    names = tuple(getattr(preset, "block_names", ()))
     for b in (b for b in chosen if isinstance(b, str)):
         if b not in names:
             some = f"; valid names include {', '.join(names[:4])}, ..." if names else ""

@@ -1,4 +1,10 @@
-"""`python -m extract`: thin click commands over the library."""
+"""`python -m extract`: thin click commands over the library.
+
+The commands that name a model (`run`, `blocks`, `presets`) are in extract.cli_run, the stores
+written without a diffusion model (`pixels`, `backbone`, `features`) in extract.cli_stores, both
+with options generated from their configs' fields; `bench` and `bench-io` in extract.cli_bench.
+`bench-gpu` stays here: its option defaults come from its settings dataclass.
+"""
 
 from __future__ import annotations
 

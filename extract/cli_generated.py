@@ -20,25 +20,29 @@ class GeneratedCommand(click.Command):
     """`params` holds the options every form of the command takes (--config); `more(args)`
     gives the others for these words. Each run parses with a command of both. `forms()`: the
     words of every form (e.g. one `--model NAME` per family), so that an option of another
-    form is named in one line (`-t: not options of torchvision:resnet50`), not just refused."""
+    form is named in one line (`-t: not an option of torchvision:resnet50`), not just refused;
+    `subject(args)` names the form these words take."""
 
     def __init__(
         self,
         name: str,
         more: Callable[[list[str]], list[click.Parameter]],
         forms: Callable[[], list[list[str]]] = list,
+        subject: Callable[[list[str]], str] = lambda args: "this command",
         **kwargs,
     ):
         super().__init__(name, **kwargs)
-        self.more, self.forms = more, forms
+        self.more, self.forms, self.subject = more, forms, subject
 
     def make_context(self, info_name, args, parent=None, **extra):
         params = [*self.params, *self.more(list(args))]
         stray = self._stray(list(args), params)
         if stray:
-            form = " ".join(given for given in (given_value(list(args), "--model"),) if given) or "it"
             what = "an option" if len(stray) == 1 else "options"
-            click.echo(f"error: {', '.join(stray)}: not {what} of {form}; leave them out", err=True)
+            click.echo(
+                f"error: {', '.join(stray)}: not {what} of {self.subject(list(args))}; leave them out",
+                err=True,
+            )
             raise click.exceptions.Exit(2)
         command = click.Command(
             self.name,
@@ -84,13 +88,12 @@ def _takes_value(params: list[click.Parameter]) -> dict[str, tuple[bool, str]]:
     return out
 
 
-def generated(
-    more: Callable[[list[str]], list[click.Parameter]], forms: Callable[[], list[list[str]]] = list
-):
-    """A decorator: the function becomes a GeneratedCommand (its docstring the help)."""
+def generated(more: Callable[[list[str]], list[click.Parameter]], **form):
+    """A decorator: the function becomes a GeneratedCommand (its docstring the help); `form`:
+    its `forms` and `subject`."""
 
     def decorate(fn) -> GeneratedCommand:
-        return GeneratedCommand(fn.__name__.replace("_", "-"), more, forms, callback=fn, help=fn.__doc__)
+        return GeneratedCommand(fn.__name__.replace("_", "-"), more, callback=fn, help=fn.__doc__, **form)
 
     return decorate
 

@@ -27,6 +27,7 @@ PLAN_OPTIONS = (
     ),
 )
 MODEL_HELP = ExtractConfig.__dataclass_fields__["model"].metadata["help"]
+RUN_DEFAULT = ExtractConfig.__dataclass_fields__["model"].default
 BLOCKS_DEFAULT = "adm256-uncond"
 
 
@@ -45,7 +46,7 @@ def run_params(args: list[str]) -> list[click.Parameter]:
     from extract.models.families import MODELS, model_family
 
     given = given_value(args, "--model")
-    model = given or ExtractConfig.__dataclass_fields__["model"].default
+    model = given or RUN_DEFAULT
     models = click.Option(["--model"], type=click.Choice(list(MODELS)), default=model, help=MODEL_HELP)
     if model not in MODELS or (given is None and helping(args)):
         return [models, *config_options(ExtractConfig, choices=_choices(), skip={"model"}), *PLAN_OPTIONS]
@@ -69,7 +70,7 @@ def _said(result) -> str:
     return result.line() if hasattr(result, "line") else str(result)
 
 
-@generated(run_params, run_forms)
+@generated(run_params, forms=run_forms, subject=lambda args: given_value(args, "--model") or RUN_DEFAULT)
 @user_errors
 def run(plan: bool = False, images_per_s: float | None = None, **values):
     """Extract features of the chosen blocks, timesteps and pool sizes into one store.
@@ -106,7 +107,9 @@ def blocks_params(args: list[str]) -> list[click.Parameter]:
     return [models, *config_options(FAMILIES[PRESET_FAMILY[model]].part("options"), only="network")]
 
 
-@generated(blocks_params, run_forms)
+@generated(
+    blocks_params, forms=run_forms, subject=lambda args: given_value(args, "--model") or BLOCKS_DEFAULT
+)
 @user_errors
 def blocks(model: str, **values):
     """Print b -> module, layers, channels and resolution (no weights are allocated)."""

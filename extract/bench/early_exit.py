@@ -55,9 +55,8 @@ def bench_case(
 ) -> BenchRow:
     preset = get_preset(model_name)
     torch.manual_seed(0)
-    model = (
-        build_unet(preset).requires_grad_(False).to(device)
-    )  # random weights: speed does not depend on them
+    # random weights: speed does not depend on them
+    model = build_unet(preset).requires_grad_(False).to(device)
     x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, device=device)
     t = torch.full((batch,), 150, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device) if preset.class_cond else None

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 FOLDER_MODEL = "diffusers"  # any local diffusers folder
-DIFFUSERS_MODELS = (FOLDER_MODEL, "sdxl")
 DENOISER_FOLDERS = ("unet", "transformer")
 
 

@@ -206,13 +206,11 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
                 # batches at multiples of batch_size, whatever the shard size
                 for a in range(span.start - span.start % cfg.batch_size, span.stop, cfg.batch_size):
                     lo, hi = max(a, span.start), min(a + cfg.batch_size, span.stop)
-                    x = np.zeros(
-                        (cfg.batch_size, size, size, channels), np.uint8
-                    )  # zero rows pad the store's last batch
+                    # zero rows pad the store's last batch
+                    x = np.zeros((cfg.batch_size, size, size, channels), np.uint8)
+                    # the whole batch, so its images are the same whichever shard asks
                     for j in range(a, min(a + cfg.batch_size, len(rows))):
-                        x[j - a] = read(
-                            rows[j]
-                        )  # the whole batch, so its images are the same whichever shard asks
+                        x[j - a] = read(rows[j])
                     feats = net(x)
                     out[lo - span.start : hi - span.start] = feats[lo - a : hi - a]
                     bar.update(hi - lo)

@@ -42,9 +42,8 @@ from extract.store.provenance import provenance
 from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
 
-LATENT_KEY = FeatureKey(
-    0, 0, None
-)  # the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
+# the cache's one array: t=0 (no noise), b=0 (the denoiser's input), the whole map
+LATENT_KEY = FeatureKey(0, 0, None)
 ENCODING = "VAE posterior mean, (mean - shift_factor) * scaling_factor, fp32"
 LATENT_COMPATIBLE = ("model", "weights", "preprocessing", "encoding", "device_type")
 FEATURE_COMPATIBLE = (*UNET_COMPATIBLE, "conditioning", "schedule")

@@ -150,9 +150,8 @@ def test_pixel_store_holds_the_preprocessed_images_and_probes(tmp_path, fmnist_e
     expected = torch.stack([preprocess(source.load(i), 28, 1) for i in range(len(source))]).half()
     assert torch.equal(torch.from_numpy(store.array(FeatureKey(0, 0, None))[:]), expected)
     again = invoke("pixels", "--split", "test", "--out", str(tmp_path / "test.zarr"), "--no-progress")
-    assert (
-        again.exit_code == 0 and "(0 computed now)" in again.output
-    )  # the one writer resumes: nothing to redo
+    # the one writer resumes: nothing to redo
+    assert again.exit_code == 0 and "(0 computed now)" in again.output
     other = invoke(
         "pixels", "--split", "test", "--limit", "5", "--out", str(tmp_path / "test.zarr"), "--no-progress"
     )
@@ -192,9 +191,8 @@ def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
         "zstd-1 + crc32c",
         "zarr-python",
     ) in readers
-    assert not any(
-        r == "diffprobe shard reader" for c, r in readers if c != "crc32c (diffprobe's)"
-    )  # it reads one layout only
+    # it reads one layout only
+    assert not any(r == "diffprobe shard reader" for c, r in readers if c != "crc32c (diffprobe's)")
     assert all(r["mb_per_s"] > 0 and r["size_ratio"] > 0 for r in synthetic["results"] + real["results"])
     assert "of raw" in format_table(result)
 
@@ -293,9 +291,8 @@ def test_another_familys_option_is_named_in_one_line(tmp_path):
     assert_one_line_error(
         invoke("blocks", "--model", "tiny", "--model-dir", "m"), "--model-dir: not an option"
     )
-    unknown = invoke(
-        "run", "--model", "tiny", "--colour", "red", "--out", out
-    )  # no form takes it: click says so
+    # no form takes it: click says so
+    unknown = invoke("run", "--model", "tiny", "--colour", "red", "--out", out)
     assert unknown.exit_code == 2 and "No such option '--colour'" in unknown.output
     assert not (tmp_path / "s.zarr").exists()
 
