@@ -61,11 +61,6 @@ def row_shapes(
 
 def check_run_options(cfg: ExtractConfig, preset) -> None:
     """The checks every diffusion family shares: timesteps, pools, views, sizes, data, dtypes."""
-    if cfg.model_flags and cfg.model != ExtractConfig.model:  # --model-flags stands in for --model
-        raise ValueError(
-            f"--model {cfg.model} and --model-flags exclude each other: "
-            "--model-flags builds the U-Net itself; give one of them"
-        )
     if not cfg.ts:
         raise ValueError("give at least one timestep --t")
     for t in cfg.ts:

@@ -44,7 +44,8 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     store.mark_incomplete()
     overrides = {"out": Path(path), "overwrite": False, "progress": False}
     if ckpt is not None:
-        overrides["ckpt" if kind in ("unet", "latent") else "weights"] = ckpt
+        # the config's own name for its weights file is kept, the other dropped
+        overrides.update(ckpt=ckpt, weights=ckpt)
     if data_root is not None:
         overrides["data_root"] = data_root
     family.part("run")(_rebuild_config(family.part("config"), config, **overrides))

@@ -99,13 +99,13 @@ def bench_latent_case(
 ) -> LatentBenchRow:
     """Random weights (speed does not depend on them): denoiser full vs early exit on random
     latents; VAE encode of random images vs reading their latents back from a store."""
-    from extract.models.adm_presets import get_any_preset
+    from extract.models.families import preset_of
     from extract.models.latent import load_latent_model
     from extract.models.latent_blocks import capture_latent, meta_inputs
     from extract.models.latent_run import LATENT_KEY, encode_images
     from extract.store.schema import FeatureStore
 
-    preset = get_any_preset(model_name)
+    preset = preset_of(model_name)
     model = load_latent_model(preset, random_init=True).to(device)
     g = torch.Generator().manual_seed(0)
     z, t, _ = meta_inputs(preset, batch, "cpu")

@@ -8,7 +8,9 @@ import torch
 from extract.bench.gpu_config import GpuBenchConfig
 from extract.models.adm import build_unet
 from extract.models.adm_blocks import capture, unet_blocks
-from extract.models.adm_presets import LatentPreset, ModelPreset, get_any_preset
+from extract.models.adm_presets import ModelPreset
+from extract.models.families import preset_of
+from extract.models.latent_presets import LatentPreset
 from extract.models.precision import AUTOCAST_DTYPES
 
 
@@ -79,7 +81,9 @@ OPS = {ModelPreset: AdmOps, LatentPreset: LatentOps}
 
 
 def validate(cfg: GpuBenchConfig) -> tuple[ModelPreset | LatentPreset, torch.device]:
-    preset = get_any_preset(cfg.model)
+    preset = preset_of(cfg.model)
+    if type(preset) not in OPS:
+        raise ValueError(f"--model {cfg.model}: the GPU bench times ADM and SD/DiT presets")
     if not 1 <= cfg.block <= preset.num_blocks:
         raise ValueError(f"block {cfg.block} is outside 1..{preset.num_blocks} for {preset.name}")
     unknown = [d for d in cfg.dtypes if d not in AUTOCAST_DTYPES]
