@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -471,6 +472,7 @@ def test_early_exit_stops_after_the_deepest_module_and_names_outside_the_table_a
     assert tuple(full[names.index("conv_in") + 1].shape) == (2, 8, 8, 8)
 
 
+@pytest.mark.slow
 def test_the_sdxl_preset_table_builds_on_the_meta_device():
     spec, table = resolve_table(PRESET_SPECS["sdxl"])
     rows = {r.module: r for r in table}
