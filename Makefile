@@ -1,16 +1,18 @@
 # diffprobe: the user's menu. `make help` lists the targets.
-# Defaults live in extract/experiments/ (settings.toml and one TOML file per experiment); a
-# variable given here in upper case (make extract T=50 B=19,24) overrides the setting of that
-# name. DRY=1 prints an experiment's commands without running them.
+# Experiments are Python functions in diffprobe/experiments/ (defaults in its settings.toml and
+# experiments.toml; those not yet moved there are TOML files in extract/experiments/); a variable
+# given here in upper case (make extract T=50 B=19,24) overrides the setting of that name.
+# DRY=1 prints an experiment's commands and each store's plan without running them.
 SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 BENCH_OUT ?= evidence/bench
 # RANDOM is handed over as an option: bash, the recipes' shell, keeps $RANDOM for itself and never exports it
-experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
+experiment = $(PY) -m diffprobe experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
+old_experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
-.PHONY: help install test fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
+.PHONY: help install test test-fast lint fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
   demo-finetune-cka demo-table demo-curve sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
@@ -34,6 +36,12 @@ fashion-mnist: ## make sure Fashion-MNIST's IDX files are there (installs the De
 test: $(VENV_STAMP) fashion-mnist ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
 
+test-fast: $(VENV_STAMP) fashion-mnist ## the quick tier while working: every test not marked slow, in-process, each module touched
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: $(VENV_STAMP) ## ruff's checks and its formatting, checked over the whole tree (what CI runs first)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
 # ---------------------------------------------------------------- the three commands and the demo
 extract: $(VENV_STAMP) $(needs_data) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= VIEWS= AUG= ORDER= DTYPE= OUT= ARGS=]
 	@$(call experiment,extract)
@@ -55,44 +63,44 @@ paper: $(VENV_STAMP) ## one row of the paper's table as diffssl trains it, from 
 	@$(call experiment,paper)
 
 sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/
-	@$(call experiment,sweep-demo)
+	@$(call old_experiment,sweep-demo)
 
 sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every block's full map at every t, and the best member by pool and block; RANDOM=1: the random control's own grid (about 13 GB of stores per model)
-	@$(call experiment,sweep-full)
+	@$(call old_experiment,sweep-full)
 
 card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels, the BiGAN when its weights exist; about 45 min), members as CSV in evidence/
-	@$(call experiment,card-demo)
+	@$(call old_experiment,card-demo)
 
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each snapshot of make train-demo's stages 2 and 3 (CURVE_RUN=runs/demo-fmnist) -> table and figure
-	@$(call experiment,demo-curve)
+	@$(call old_experiment,demo-curve)
 
 demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
-	@$(call experiment,demo-table)
+	@$(call old_experiment,demo-table)
 
 finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with a head: make finetune HEAD=linear|attention [MODEL= CKPT= DATA= DATA_ROOT= T= B= POOL= FINETUNE_ARGS=]
 	@$(call experiment,finetune)
 
 demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads at the demo's best block, and from random init (about 40 min on 2 cores)
-	@$(call experiment,demo-finetune)
+	@$(call old_experiment,demo-finetune)
 
 demo-finetune-matched: $(VENV_STAMP) fashion-mnist ## fine-tuned vs frozen at matched budgets: no augmentation, one head-lr grid, 15 epochs, raw features, validation selection, a paired interval (about 1.5 h)
-	@$(call experiment,demo-finetune-matched)
+	@$(call old_experiment,demo-finetune-matched)
 
 demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-tuned demo encoder (after make demo-finetune; a few minutes)
-	@$(call experiment,demo-finetune-cka)
+	@$(call old_experiment,demo-finetune-cka)
 
 sample: $(VENV_STAMP) ## draw N images: make sample [MODEL= CKPT= RANDOM=1 SAMPLE_N= SAMPLE_STEPS= SAMPLER=ddpm|ddim SAMPLE_OUT= SAMPLE_ARGS=]
 	@$(call experiment,sample)
 
 demo-gen: $(VENV_STAMP) fashion-mnist ## demo samples (trained, random control, BiGAN if its weights exist) -> FD, precision, recall vs Fashion-MNIST test in a classifier's features -> table (GEN_N= GEN_STEPS=)
-	@$(call experiment,demo-gen)
+	@$(call old_experiment,demo-gen)
 
-experiments: $(VENV_STAMP) ## list the experiments (extract/experiments/*.toml) with their rows
-	@$(PY) -m extract experiment
+experiments: $(VENV_STAMP) ## list the experiments with their rows
+	@$(PY) -m diffprobe experiment; $(PY) -m extract experiment
 
 # ---------------------------------------------------------------- tools
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net as the shipped weights were, in three resumable stages (15,000 steps, about 5.5 h on 2 CPU cores), and export its EMA (fp16)
-	@$(call experiment,train-demo)
+	@$(call old_experiment,train-demo)
 
 verify: $(VENV_STAMP) ## check stores are whole (shards, checksums, NaN, consistency): make verify [STORE=path] (default: every store in OUT)
 	@stores="$(or $(STORE),$(wildcard $(or $(OUT),cache)/*.zarr))"; test -n "$$stores" || { echo "no stores in $(or $(OUT),cache): give STORE=path"; exit 1; }; \

@@ -33,9 +33,8 @@ def bench_cka(
     for n in sizes:
         rng = np.random.default_rng(seed)
         x = rng.standard_normal((n, dim)).astype(np.float32)
-        y = x @ rng.standard_normal((dim, dim)).astype(np.float32) + rng.standard_normal((n, dim)).astype(
-            np.float32
-        )
+        mix = rng.standard_normal((dim, dim)).astype(np.float32)
+        y = x @ mix + rng.standard_normal((n, dim)).astype(np.float32)
 
         def streamed():
             m = CrossMoments([dim, dim])
@@ -73,9 +72,8 @@ def format_table(rows: list[dict]) -> str:
         gram_s = "-" if r["gram_seconds"] is None else f"{r['gram_seconds']:.2f}"
         gram_mb = r.get("gram_skipped", "-") if r["gram_peak_mb"] is None else f"{r['gram_peak_mb']:.0f}"
         agree = f"{r['gram_minus_streamed']:+.1e}" if "gram_minus_streamed" in r else "-"
-        lines.append(
-            f"{r['n']:>7} {r['streamed_seconds']:>11.2f} {r['streamed_peak_mb']:>12.1f} {gram_s:>8} {gram_mb:>9}  {agree}"
-        )
+        streamed = f"{r['streamed_seconds']:>11.2f} {r['streamed_peak_mb']:>12.1f}"
+        lines.append(f"{r['n']:>7} {streamed} {gram_s:>8} {gram_mb:>9}  {agree}")
     return "\n".join(lines)
 
 
@@ -153,6 +151,7 @@ def bench_full_maps(
 
     import torch  # noqa: F401 - loaded before any measurement, so the tiles path's peak is its arrays, not torch's import
 
+    from analysis.cka_config import CkaConfig
     from analysis.compare import cka_map
     from extract.store.schema import FeatureKey
 
@@ -187,14 +186,16 @@ def bench_full_maps(
                 try:
                     m, seconds, peak = _measure_rss(
                         lambda: cka_map(
-                            path,
-                            ts=(ka.t,),
-                            bs=(ka.b, kb.b),
-                            pools=(None,),
-                            linear_path=linear_path,
-                            device=row["device"],
-                            max_bytes=int(max_gb * 2**30),
-                            progress=False,
+                            CkaConfig(
+                                path,
+                                ts=(ka.t,),
+                                bs=(ka.b, kb.b),
+                                pools=(None,),
+                                linear_path=linear_path,
+                                device=row["device"],
+                                max_bytes=int(max_gb * 2**30),
+                                progress=False,
+                            )
                         )
                     )
                 except ValueError as e:
@@ -228,7 +229,6 @@ def format_full_maps(rows: list[dict]) -> str:
         if "skipped" in r:
             lines.append(f"{r['case']:<70} {r['path']:<8} skipped: {r['skipped']}")
         else:
-            lines.append(
-                f"{r['case']:<70} {r['path']:<8} {r['seconds']:>8.2f} {r['peak_rss_mb']:>9.0f}  {r['cka']:.6f} ({r['minus_first']:+.1e})"
-            )
+            cost = f"{r['seconds']:>8.2f} {r['peak_rss_mb']:>9.0f}"
+            lines.append(f"{r['case']:<70} {r['path']:<8} {cost}  {r['cka']:.6f} ({r['minus_first']:+.1e})")
     return "\n".join(lines)

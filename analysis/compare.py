@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.cka import hsic_unbiased, kernel_cka, linear_gram, rbf_gram  # noqa: E402
-from analysis.linear_paths import DEFAULT_MAX_BYTES, Keys, linear_cka, valid_blocks  # noqa: E402
+from analysis.cka_config import CkaConfig  # noqa: E402
+from analysis.linear_paths import Keys, linear_cka, valid_blocks  # noqa: E402
 from extract.store.progress import bar as progress_bar  # noqa: E402
 from extract.store.schema import FeatureKey, FeatureStore, StoreError, open_complete  # noqa: E402
 from extract.store.window_order import shuffled_windows  # noqa: E402
@@ -48,14 +50,12 @@ def select_keys(keys: list[FeatureKey], ts=(), bs=(), pools=()) -> list[FeatureK
     return sorted(chosen, key=FeatureKey.sort_key)
 
 
-KERNELS = ("linear", "rbf", "minibatch")
-
-
 def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
     n = int(valid.sum())
     if n > max_rows:
         raise ValueError(
-            f"rbf CKA keeps n x n kernels: {n} images is more than --max-rows {max_rows}; extract with --limit or use --kernel linear"
+            f"rbf CKA keeps n x n kernels: {n} images is more than --max-rows {max_rows}; "
+            "extract with --limit or use --kernel linear"
         )
     parts = [[] for _ in arrays]
     for blocks in valid_blocks(arrays, views, valid, list(range(len(arrays))), 4096, progress):
@@ -115,46 +115,24 @@ def _minibatch(arrays, views, dims, valid, rows, cols, batch, block_rows, seed, 
     return np.array([[sums[(i, j)] / np.sqrt(sums[(i, i)] * sums[(j, j)]) for j in cols] for i in rows]), n
 
 
-def cka_map(
-    a: str | Path,
-    b: str | Path | None = None,
-    labels: tuple[str, str] = ("A", "B"),
-    *,
-    ts=(),
-    bs=(),
-    pools=(),
-    kernel: str = "linear",
-    block_rows: int = 4096,
-    batch: int = 256,
-    max_rows: int = 5000,
-    bandwidth: float = 0.5,
-    seed: int = 0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    linear_path: str = "auto",
-    device: str = "cpu",
-    progress: bool = True,
-) -> CkaMap:
-    """CKA of every selected key of store a against every selected key of store b (or of a
-    itself). kernel: 'linear' (exact; by feature moments, per-key Gram matrices or one pair at a
-    time, whichever fits in max_bytes: `analysis.linear_paths`), 'rbf' (bandwidth x median distance, at most
-    max_rows images) or 'minibatch' (linear kernel, unbiased HSIC summed over minibatches of
-    rows in a seeded shuffled order, `seed`, so that batches mix classes on a class-sorted store).
-    Rows are matched by image id: stores holding different image sets are refused."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-    sa = open_complete(a)
-    sb = open_complete(b) if b is not None else None
+def cka_map(cfg: CkaConfig) -> CkaMap:
+    """The CKA map `cfg` asks for (see CkaConfig). Rows are matched by image id: stores holding
+    different image sets are refused."""
+    sa = open_complete(cfg.a)
+    sb = open_complete(cfg.b) if cfg.b is not None else None
     if sb is not None and not np.array_equal(sa.ids(), sb.ids()):
         raise StoreError(
-            f"{a} and {b} hold different image sets (ids differ); extract both with the same --data, --split and --limit"
+            f"{cfg.a} and {cfg.b} hold different image sets (ids differ); "
+            "extract both with the same --data, --split and --limit"
         )
     valid = sa.valid() & (sb.valid() if sb is not None else True)
-    keys_a = select_keys(sa.keys(), ts, bs, pools)
-    keys_b = select_keys(sb.keys(), ts, bs, pools) if sb is not None else []
+    keys_a = select_keys(sa.keys(), cfg.ts, cfg.bs, cfg.pools)
+    keys_b = select_keys(sb.keys(), cfg.ts, cfg.bs, cfg.pools) if sb is not None else []
     if not keys_a or (sb is not None and not keys_b):
         held = ", ".join(str(k) for k in sa.keys())
         raise StoreError(
-            f"no cached features match t={list(ts) or 'any'} b={list(bs) or 'any'} pool={list(pools) or 'any'}; {a} holds: {held}"
+            f"no cached features match t={list(cfg.ts) or 'any'} b={list(cfg.bs) or 'any'} "
+            f"pool={list(cfg.pools) or 'any'}; {cfg.a} holds: {held}"
         )
     arrays = [sa.array(k) for k in keys_a] + ([sb.array(k) for k in keys_b] if sb is not None else [])
     views = [sa.views > 1] * len(keys_a) + [sb is not None and sb.views > 1] * len(keys_b)
@@ -163,7 +141,7 @@ def cka_map(
     rows = list(range(n_a))
     cols = list(range(n_a, n_a + len(keys_b))) if sb is not None else rows
     method = ""
-    if kernel == "linear":
+    if cfg.kernel == "linear":
         n = int(valid.sum())
         if n < 2:
             raise StoreError("fewer than 2 valid images to compare")
@@ -171,30 +149,54 @@ def cka_map(
             Keys(arrays, views, dims, valid),
             rows,
             cols,
-            max_bytes=max_bytes,
-            block_rows=block_rows,
-            path=linear_path,
-            device=device,
-            progress=progress,
+            max_bytes=cfg.max_bytes,
+            block_rows=cfg.block_rows,
+            path=cfg.linear_path,
+            device=cfg.device,
+            progress=cfg.progress,
         )
-    elif kernel == "rbf":
-        matrix, n = _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress)
+    elif cfg.kernel == "rbf":
+        matrix, n = _rbf(arrays, views, dims, valid, rows, cols, cfg.max_rows, cfg.bandwidth, cfg.progress)
     else:
-        matrix, n = _minibatch(arrays, views, dims, valid, rows, cols, batch, block_rows, seed, progress)
+        matrix, n = _minibatch(
+            arrays, views, dims, valid, rows, cols, cfg.batch, cfg.block_rows, cfg.seed, cfg.progress
+        )
+    labels = cfg.labels
     col_keys = keys_b if sb is not None else keys_a
     col_label = labels[1] if sb is not None else labels[0]
-    sources = {labels[0]: {"store": str(a), "model": _model(sa)}}
+    sources = {labels[0]: {"store": str(cfg.a), "model": _model(sa)}}
     if sb is not None:
-        sources[labels[1]] = {"store": str(b), "model": _model(sb)}
+        sources[labels[1]] = {"store": str(cfg.b), "model": _model(sb)}
     return CkaMap(
         matrix,
         [f"{labels[0]} {_label(k)}" for k in keys_a],
         [f"{col_label} {_label(k)}" for k in col_keys],
         n,
         sources,
-        kernel,
+        cfg.kernel,
         method,
     )
+
+
+def write_cka_map(m: CkaMap, cfg: CkaConfig, out: Path, title: str, invocation: dict | None) -> None:
+    """The map as a figure (`out`, .png, and an .svg beside it) and as JSON beside it, with the
+    command that made it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = plot_cka(m, title)
+    fig.savefig(out, dpi=130)
+    fig.savefig(out.with_suffix(".svg"))
+    record = {
+        "rows": m.rows,
+        "cols": m.cols,
+        "cka": m.matrix.round(6).tolist(),
+        "images": m.n,
+        "kernel": m.kernel,
+        "sources": m.sources,
+        **({"batch": cfg.batch, "seed": cfg.seed} if cfg.kernel == "minibatch" else {}),
+        **({"path": m.method} if m.method else {}),
+        "invocation": invocation,
+    }
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def plot_cka(m: CkaMap, title: str) -> plt.Figure:

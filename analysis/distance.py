@@ -32,8 +32,10 @@ class StoreDistance:
     def line(self) -> str:
         shared = (self.overlap or {}).get("shared", 0)
         return (
-            f"{self.key}: Fréchet distance {self.fd:.4f}, precision {self.precision:.3f}, recall {self.recall:.3f} "
-            f"({self.rows[0]} vs {self.rows[1]} rows; precision/recall on {self.pr_rows[0]} vs {self.pr_rows[1]})"
+            f"{self.key}: Fréchet distance {self.fd:.4f}, "
+            f"precision {self.precision:.3f}, recall {self.recall:.3f} "
+            f"({self.rows[0]} vs {self.rows[1]} rows; "
+            f"precision/recall on {self.pr_rows[0]} vs {self.pr_rows[1]})"
             + (f"; {shared} images in both stores" if shared else "")
         )
 
@@ -92,9 +94,8 @@ def store_distance(
     if key is None:
         common = sorted(set(sa.keys()) & set(sb.keys()), key=FeatureKey.sort_key)
         if len(common) != 1:
-            raise StoreError(
-                f"{a} and {b} share {len(common)} keys ({', '.join(x.label for x in common) or 'none'}); give one with --key"
-            )
+            shared = ", ".join(x.label for x in common) or "none"
+            raise StoreError(f"{a} and {b} share {len(common)} keys ({shared}); give one with --key")
         key = common[0]
     (st_a, x_a), (st_b, x_b) = store_stats(sa, key, pr_rows, seed), store_stats(sb, key, pr_rows, seed)
     precision, recall = precision_recall(x_a, x_b, k=k)

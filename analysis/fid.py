@@ -28,15 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from analysis.distance import store_rows, store_stats
+from analysis.fid_stats import Side, load_stats, save_stats
 from analysis.frechet import frechet_distance, precision_recall
 from analysis.gen_metrics import IS_SPLITS, class_shares, inception_score, kernel_distance, total_variation
 from extract.store.schema import CHANNEL_WORDS, FeatureKey, open_complete
 
-STATS_FORMAT = "diffprobe-fid-stats-1"
 FEATURE_KEY = FeatureKey(0, 0, None)  # the one key of a feature-network store (extract.models.feature_store)
-CLASS_LOGITS = {
-    "classifier": "classifier-logits"
-}  # feature families whose network also gives class logits, and that family
+# feature families whose network also gives class logits, and that family
+CLASS_LOGITS = {"classifier": "classifier-logits"}
 
 
 class StepFailed(Exception):
@@ -75,8 +74,10 @@ class FidConfig:
     pr_rows: int = 5000
     kid_subsets: int = 100  # the kernel distance: this many random subsets (torch-fidelity's default) ...
     kid_subset_size: int = 1000  # ... of this many rows of each side (fewer when a side has fewer rows)
-    inception_score: bool = True  # with Inception features: the samples' Inception Score from the logits (a second Inception pass)
-    class_balance: bool = True  # with classifier features and real images: each side's class shares from the classifier's logits
+    # with Inception features: the samples' Inception Score from the logits (a second Inception pass)
+    inception_score: bool = True
+    # with classifier features and real images: each side's class shares from the classifier's logits
+    class_balance: bool = True
     batch_size: int = 100
     seed: int = 0
     cache: Path = Path("cache/fid")
@@ -105,9 +106,8 @@ class FidResult:
     kid_subset_size: int | None = None
     inception_score: tuple[float, float] | None = None  # (mean, std) over 10 splits of the samples
     notes: tuple[str, ...] = ()  # why a metric is absent
-    class_shares: tuple[float, ...] | None = (
-        None  # the samples' share of each class, by the classifier's argmax
-    )
+    # the samples' share of each class, by the classifier's argmax
+    class_shares: tuple[float, ...] | None = None
     real_class_shares: tuple[float, ...] | None = None  # the real images', by the same classifier
     class_tv: float | None = None  # total variation distance between the two, in [0, 1]
 
@@ -117,11 +117,10 @@ class FidResult:
             if self.precision is not None
             else ", precision/recall: no real features"
         )
-        kid = (
-            f", {self.kid_metric} {self.kid[0]:.5f} +- {self.kid[1]:.5f} (subsets of {self.kid_subset_size})"
-            if self.kid
-            else ""
-        )
+        kid = ""
+        if self.kid:
+            kid = f", {self.kid_metric} {self.kid[0]:.5f} +- {self.kid[1]:.5f}"
+            kid += f" (subsets of {self.kid_subset_size})"
         isc = (
             f", Inception Score {self.inception_score[0]:.3f} +- {self.inception_score[1]:.3f}"
             if self.inception_score
@@ -131,22 +130,16 @@ class FidResult:
         classes = ""
         if self.class_shares is not None:
             fewest = int(np.argmin(self.class_shares))
-            classes = f", class shares TV {self.class_tv:.3f} from the real images' (fewest: class {fewest}, {100 * self.class_shares[fewest]:.1f}%)"
-        return f"{self.metric} {self.fd:.4f}{pr}{kid}{isc}{classes}; {self.n_fake} samples vs {self.n_real or '?'} real{notes}"
+            share = 100 * self.class_shares[fewest]
+            classes = (
+                f", class shares TV {self.class_tv:.3f} from the real images' "
+                f"(fewest: class {fewest}, {share:.1f}%)"
+            )
+        counts = f"{self.n_fake} samples vs {self.n_real or '?'} real"
+        return f"{self.metric} {self.fd:.4f}{pr}{kid}{isc}{classes}; {counts}{notes}"
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class Side:
-    mu: np.ndarray
-    sigma: np.ndarray
-    n: int | None
-    sample: np.ndarray | None  # feature rows for precision/recall
-    record: dict  # what the images were
-    features: dict | None  # what made the features (None: external statistics)
-    store: str | None = None
 
 
 # ---------------------------------------------------------------- step: a store of features
@@ -203,50 +196,7 @@ def _samples_store(cfg: FidConfig, path: Path, extra: list[str] = ()) -> Path:
     )
 
 
-# ---------------------------------------------------------------- reference statistics files
-def save_stats(path: Path, side: Side) -> None:
-    """mu and sigma (the public FID code's names) with what made them and the precision/recall rows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = {"format": STATS_FORMAT, "images": side.record, "features": side.features}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(
-            f,
-            mu=side.mu,
-            sigma=side.sigma,
-            n=np.int64(side.n or 0),
-            key=np.array(json.dumps(key, sort_keys=True)),
-            pr_features=(side.sample if side.sample is not None else np.zeros((0, len(side.mu)))).astype(
-                np.float32
-            ),
-        )
-    os.replace(tmp, path)  # written whole or not at all
-
-
-def load_stats(path: Path) -> tuple[dict | None, Side]:
-    """(the key stored in the file, or None for external statistics, and the statistics)."""
-    try:
-        z = np.load(path, allow_pickle=False)
-        if "mu" not in z or "sigma" not in z:
-            raise ValueError(f"{path}: no 'mu' and 'sigma' arrays (found {', '.join(z.files) or 'none'})")
-        mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
-        key = json.loads(str(z["key"])) if "key" in z else None
-        sample = (
-            np.asarray(z["pr_features"], np.float64) if "pr_features" in z and len(z["pr_features"]) else None
-        )
-        n = int(z["n"]) if "n" in z else None
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable statistics file ({e})") from None
-    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
-        raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
-    record = (
-        {**key["images"], "statistics": str(path)}
-        if key
-        else {"kind": "statistics", "path": str(path), "external": True}
-    )
-    return key, Side(mu, sigma, n, sample, record, key["features"] if key else None)
-
-
+# ---------------------------------------------------------------- the reference side
 def _reference_file(cfg: FidConfig, path: Path, fake: Side) -> Side:
     """--real FILE: statistics (mu, sigma), or images (arr_0) that become a store."""
     if not path.is_file():
@@ -263,35 +213,35 @@ def _reference_file(cfg: FidConfig, path: Path, fake: Side) -> Side:
     if "mu" not in names:
         real = store_side(_samples_store(cfg, path, ["--image-size", str(size)]), cfg)
         if real.record["channels"] != channels:
-            raise ValueError(
-                f"{path} holds {CHANNEL_WORDS[real.record['channels']]} images, samples are {CHANNEL_WORDS[channels]}"
-            )
+            held = CHANNEL_WORDS[real.record["channels"]]
+            raise ValueError(f"{path} holds {held} images, samples are {CHANNEL_WORDS[channels]}")
         return real
     key, s = load_stats(path)
     if key is not None:
         if key["features"] != fake.features:
             raise ValueError(
                 f"{path} was made with other features ({key['features'].get('features')}, weights "
-                f"{key['features'].get('weights')}); compute the reference with the same --features and weights"
+                f"{key['features'].get('weights')}); "
+                "compute the reference with the same --features and weights"
             )
         made = key["images"]
         if made.get("channels") not in (None, channels):
+            held = CHANNEL_WORDS[made["channels"]]
             raise ValueError(
-                f"{path} holds statistics of {CHANNEL_WORDS[made['channels']]} images, samples are {CHANNEL_WORDS[channels]}"
+                f"{path} holds statistics of {held} images, samples are {CHANNEL_WORDS[channels]}"
             )
         if made.get("image_size") not in (None, size):
-            raise ValueError(
-                f"{path} holds statistics of {made['image_size']}x{made['image_size']} images, samples are {size}x{size}"
-            )
+            held = f"{made['image_size']}x{made['image_size']}"
+            raise ValueError(f"{path} holds statistics of {held} images, samples are {size}x{size}")
     elif fake.features.get("features") != "inception":
         raise ValueError(
-            f"{path} holds external statistics (mu, sigma without a key), which are Inception features; use --features inception"
+            f"{path} holds external statistics (mu, sigma without a key), which are Inception features; "
+            "use --features inception"
         )
     if len(s.mu) != len(fake.mu):
         raise ValueError(f"{path}: statistics of {len(s.mu)} features, the samples have {len(fake.mu)}")
-    if (
-        s.sample is None and "arr_0" in names
-    ):  # a reference batch (images and their statistics): its features for precision/recall
+    # a reference batch (images and their statistics): its features for precision/recall
+    if s.sample is None and "arr_0" in names:
         s.sample = store_side(_samples_store(cfg, path, ["--image-size", str(size)]), cfg).sample
     return s
 
@@ -334,7 +284,8 @@ def _sides(cfg: FidConfig) -> tuple[Side, Side]:
         return _reference_file(cfg, Path(cfg.real), fake), fake
     if cfg.channels not in (None, channels):
         raise ValueError(
-            f"real images asked as {CHANNEL_WORDS[cfg.channels]} (--channels {cfg.channels}), samples are {CHANNEL_WORDS[channels]}"
+            f"real images asked as {CHANNEL_WORDS[cfg.channels]} (--channels {cfg.channels}), "
+            f"samples are {CHANNEL_WORDS[channels]}"
         )
     return store_side(feature_store(cfg, _real_name(cfg), _real_args(cfg, fake)), cfg), fake
 
@@ -371,11 +322,8 @@ def _kernel(
     size = min(cfg.kid_subset_size, len(a), len(b))
     if size < 2:
         return None, None, "kernel distance: fewer than 2 rows on a side"
-    return (
-        kernel_distance(b, a, cfg.kid_subsets, size),
-        size,
-        None,
-    )  # samples first, as torch-fidelity's input1: the same subsets it draws
+    # samples first, as torch-fidelity's input1: the same subsets it draws
+    return kernel_distance(b, a, cfg.kid_subsets, size), size, None
 
 
 def _inception_score(cfg: FidConfig, fake: Side) -> tuple[tuple[float, float] | None, str | None]:

@@ -66,7 +66,8 @@ def kernel_distance(
         raise ValueError(f"kernel distance: feature rows of one width needed, got {a.shape} and {b.shape}")
     if min(len(a), len(b)) < subset_size:
         raise ValueError(
-            f"kernel distance: subsets of {subset_size} rows need that many on each side ({len(a)} and {len(b)})"
+            f"kernel distance: subsets of {subset_size} rows need that many on each side "
+            f"({len(a)} and {len(b)})"
         )
     gamma = 1.0 / a.shape[1]
     rng = np.random.RandomState(seed)

@@ -92,7 +92,8 @@ def generation_rows(
             probes = list(csv.DictReader(f))
         if probes and not {"model", "weights", "val_top1", "test_top1", "features"} <= set(probes[0]):
             raise ValueError(
-                f"{probe_table}: not a probe results table (needs model, weights, features, val_top1, test_top1 columns)"
+                f"{probe_table}: not a probe results table "
+                "(needs model, weights, features, val_top1, test_top1 columns)"
             )
     net_acc = (
         _read_record(Path(feature_net), "feature classifier's training record", ("test_top1",))["test_top1"]
@@ -170,7 +171,8 @@ def markdown(rows: list[dict]) -> list[str]:
         return "-" if v is None or v == "" else str(v)
 
     lines = [
-        "| samples | weights | sampler, steps | n | vs real | FD | precision | recall | KID | IS | class TV | probe test top-1 |",
+        "| samples | weights | sampler, steps | n | vs real | FD | precision | recall | KID | IS | class TV "
+        "| probe test top-1 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -181,8 +183,9 @@ def markdown(rows: list[dict]) -> list[str]:
             else f"{r['inception_score']} +- {r['inception_score_std']}"
         )
         lines.append(
-            f"| {r['label']} | {r['weights']} | {r['sampler']}, {r['steps']} | {r['samples']} | {r['real']} | {r['fd']} | "
-            f"{cell(r['precision'])} | {cell(r['recall'])} | {kid} | {isc} | {cell(r.get('class_tv'))} | {cell(r['probe_test_top1'])} |"
+            f"| {r['label']} | {r['weights']} | {r['sampler']}, {r['steps']} | {r['samples']} | {r['real']} "
+            f"| {r['fd']} | {cell(r['precision'])} | {cell(r['recall'])} | {kid} | {isc} "
+            f"| {cell(r.get('class_tv'))} | {cell(r['probe_test_top1'])} |"
         )
     notes = sorted({n for r in rows for n in str(r.get("notes") or "").split("; ") if n})
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])

@@ -66,7 +66,8 @@ class Diff:
 
     def line(self) -> str:
         return (
-            f"{self.a} - {self.b}: {self.points:+.2f} points, 95% interval {self.interval()} (paired bootstrap over {self.rows} test images, "
+            f"{self.a} - {self.b}: {self.points:+.2f} points, 95% interval {self.interval()} "
+            f"(paired bootstrap over {self.rows} test images, "
             f"{self.resamples} resamples; {self.side('A')}; {self.side('B')})"
         )
 
@@ -138,9 +139,8 @@ class Run:
     label: np.ndarray
     pred: np.ndarray
     dataset: dict | None  # the test store's dataset (name, split, rows, ...)
-    head: dict = field(
-        default_factory=dict, repr=False
-    )  # the results' head record (chosen features, lr, ...)
+    # the results' head record (chosen features, lr, ...)
+    head: dict = field(default_factory=dict, repr=False)
 
     @property
     def correct(self) -> np.ndarray:
@@ -157,7 +157,8 @@ def load_run(path: str | Path) -> Run:
         raise ValueError(f"{path}: run {name} has no test split (probe train --test STORE scores one)")
     if not result.get("predictions"):
         raise FileNotFoundError(
-            f"{path}: run {name} records no per-row test predictions (written before they were kept); rerun it to compare it"
+            f"{path}: run {name} records no per-row test predictions (written before they were kept); "
+            "rerun it to compare it"
         )
     npz = path.parent / result["predictions"]
     if not npz.is_file():
@@ -182,11 +183,8 @@ def _describe(dataset: dict | None) -> str:
     )
 
 
-ROW_FIELDS = (
-    "rows",
-    "selection",
-    "order",
-)  # the dataset key's fields that describe which rows (and in which order), not which data
+# the dataset key's fields that describe which rows (and in which order), not which data
+ROW_FIELDS = ("rows", "selection", "order")
 
 
 def _source(dataset: dict | None) -> dict:
@@ -199,17 +197,20 @@ def check_aligned(runs: list[Run]) -> None:
     for r in runs[1:]:
         if _source(r.dataset) != _source(first.dataset):
             raise ValueError(
-                f"{r.name} and {first.name} were tested on different datasets ({_describe(r.dataset)} vs {_describe(first.dataset)})"
+                f"{r.name} and {first.name} were tested on different datasets "
+                f"({_describe(r.dataset)} vs {_describe(first.dataset)})"
             )
         if len(r.index) != len(first.index) or not np.array_equal(r.index, first.index):
             only = len(np.setdiff1d(r.index, first.index)) + len(np.setdiff1d(first.index, r.index))
             raise ValueError(
-                f"{r.name} and {first.name} were scored on different test rows ({len(r.index)} vs {len(first.index)} rows, "
-                f"{only} in only one): a different test store, split or limit"
+                f"{r.name} and {first.name} were scored on different test rows "
+                f"({len(r.index)} vs {len(first.index)} rows, {only} in only one): "
+                "a different test store, split or limit"
             )
         if not np.array_equal(r.label, first.label):
+            differ = int((r.label != first.label).sum())
             raise ValueError(
-                f"{r.name} and {first.name} give the same test rows different labels ({int((r.label != first.label).sum())} rows)"
+                f"{r.name} and {first.name} give the same test rows different labels ({differ} rows)"
             )
 
 

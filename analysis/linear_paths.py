@@ -25,11 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.cka import CrossMoments, linear_cka_matrix
+from analysis.cka_config import DEFAULT_MAX_BYTES, LINEAR_PATHS
 from analysis.tiled_cka import MIN_TILE, tile_bytes, tiled_linear_cka
 from extract.store.progress import bar as progress_bar
 
-PATHS = ("auto", "moments", "gram", "pairwise", "tiles")
-DEFAULT_MAX_BYTES = 2 << 30
 GIB = 2**30
 
 
@@ -86,8 +85,8 @@ def plan_linear(
     """The path to take: the one asked for, or under 'auto' the first of moments, gram, pairwise
     and tiles whose memory fits in max_bytes (tiles on a device other than the CPU). Raises
     ValueError naming the sizes where none fits."""
-    if path not in PATHS:
-        raise ValueError(f"linear CKA path must be one of {', '.join(PATHS)}, got {path!r}")
+    if path not in LINEAR_PATHS:
+        raise ValueError(f"linear CKA path must be one of {', '.join(LINEAR_PATHS)}, got {path!r}")
     used = sorted(set(rows) | set(cols))
     dims = [keys.dims[i] for i in used]
     sizes = [keys.itemsize(i) for i in used]
@@ -107,7 +106,8 @@ def plan_linear(
     if path != "auto":
         if need[path] > max_bytes:
             raise ValueError(
-                f"linear CKA by {path} needs {need[path] / GIB:.1f} GiB, more than the {max_bytes / GIB:.1f} GiB allowed (--max-memory-gb)"
+                f"linear CKA by {path} needs {need[path] / GIB:.1f} GiB, "
+                f"more than the {max_bytes / GIB:.1f} GiB allowed (--max-memory-gb)"
             )
         if device != "cpu" and path != "tiles":
             raise ValueError(f"--device {device} runs the tiles path only; the {path} path runs on the CPU")
@@ -117,8 +117,9 @@ def plan_linear(
             return name
     raise ValueError(
         f"linear CKA of {len(used)} keys (up to {max(dims)} features each) over {n} images needs at least "
-        f"{need['tiles'] / GIB:.1f} GiB even by {MIN_TILE}-row tiles, more than the {max_bytes / GIB:.1f} GiB allowed "
-        "(--max-memory-gb); compare fewer keys at once or smaller pools"
+        f"{need['tiles'] / GIB:.1f} GiB even by {MIN_TILE}-row tiles, "
+        f"more than the {max_bytes / GIB:.1f} GiB allowed (--max-memory-gb); "
+        "compare fewer keys at once or smaller pools"
     )
 
 

@@ -70,9 +70,8 @@ class Found:
     generation_caption: str = ""
     missing: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
-    differences: list = field(
-        default_factory=list
-    )  # analysis.intervals.FolderDiffs, one per results folder of two or more runs
+    # analysis.intervals.FolderDiffs, one per results folder of two or more runs
+    differences: list = field(default_factory=list)
     resamples: int = 10000
 
 
@@ -110,7 +109,8 @@ def _gather_rows(found: Found, results_dirs: list[Path]) -> list[tuple[str, dict
                     runs.append((cells.get("name", table.parent.name), result))
     if not found.rows:
         found.missing.append(
-            f"probe results: no {TABLE} under {', '.join(map(str, results_dirs))} (`make probe HEAD=linear` or `make demo` writes one)"
+            f"probe results: no {TABLE} under {', '.join(map(str, results_dirs))} "
+            "(`make probe HEAD=linear` or `make demo` writes one)"
         )
     return runs
 
@@ -171,11 +171,12 @@ DIFF_COLUMNS = [
     "B: runs, mean +- sd",
 ]
 DIFF_NOTE = (
-    "Within each results folder, the first configuration in its table (with per-row test predictions) against each other one: "
-    "the difference of test top-1 in points and its 95% paired-bootstrap interval ({resamples} resamples of the test rows, the "
-    "same rows for every run of both sides). Runs whose names differ only by a `-s<k>` or `-seed<k>` suffix are seeds of one "
-    "configuration: their mean is compared and their spread (sample sd) shown. Runs without a predictions file, or scored on "
-    "other test rows or another dataset, are skipped and named."
+    "Within each results folder, the first configuration in its table (with per-row test predictions) "
+    "against each other one: the difference of test top-1 in points and its 95% paired-bootstrap interval "
+    "({resamples} resamples of the test rows, the same rows for every run of both sides). Runs whose names "
+    "differ only by a `-s<k>` or `-seed<k>` suffix are seeds of one configuration: their mean is compared "
+    "and their spread (sample sd) shown. Runs without a predictions file, or scored on other test rows or "
+    "another dataset, are skipped and named."
 )
 
 
@@ -218,10 +219,14 @@ def gather(
             if gen and gen[0].get("feature_net_test_top1")
             else ""
         )
-        found.generation_caption = f"Fréchet distance, precision and recall (k=3) in the feature space of {space}; from `{generation}`."
+        found.generation_caption = (
+            f"Fréchet distance, precision and recall (k=3) in the feature space of {space}; "
+            f"from `{generation}`."
+        )
     else:
         found.missing.append(
-            f"generation: no table at {generation or 'results/gen/generation.json'} (`make demo-gen` samples and scores the demo)"
+            f"generation: no table at {generation or 'results/gen/generation.json'} "
+            "(`make demo-gen` samples and scores the demo)"
         )
     return found
 
@@ -264,8 +269,8 @@ def _markdown(found: Found, title: str) -> str:
             )
         lines += [
             "",
-            "Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is "
-            "Wilson's 95% score interval over the test rows.",
+            "Each row is the grid member chosen on validation; test accuracy was never used to choose. "
+            "The interval is Wilson's 95% score interval over the test rows.",
             "",
         ]
     if found.differences:
@@ -290,10 +295,13 @@ def _markdown(found: Found, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}
-th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}
-details{font-size:12px;color:#444}code{font-size:12px}.missing{background:#fff6e0;padding:.5em 1em}"""
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}\n"
+    "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
+    "th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}\n"
+    "th{background:#f0f0f0}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}\n"
+    "details{font-size:12px;color:#444}code{font-size:12px}.missing{background:#fff6e0;padding:.5em 1em}"
+)
 
 
 def _code(text: str) -> str:
@@ -310,7 +318,8 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def _html(found: Found, title: str) -> str:
     e = html.escape
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
     parts.append(
@@ -327,8 +336,9 @@ def _html(found: Found, title: str) -> str:
             )
         )
         parts.append(
-            "<p>Each row is the grid member chosen on validation; test accuracy was never used to choose. The interval is Wilson's 95% "
-            "score interval over the test rows.</p><details><summary>Provenance of each row</summary>"
+            "<p>Each row is the grid member chosen on validation; test accuracy was never used to choose. "
+            "The interval is Wilson's 95% score interval over the test rows.</p>"
+            "<details><summary>Provenance of each row</summary>"
         )
         parts.append(
             _html_table(
@@ -385,7 +395,8 @@ def _html(found: Found, title: str) -> str:
         for f in figures:
             data = base64.b64encode(f.png).decode("ascii")
             parts.append(
-                f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'><figcaption>{_code(f.caption)}</figcaption></figure>"
+                f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{_code(f.caption)}</figcaption></figure>"
             )
     if found.missing:
         parts.append(

@@ -7,8 +7,9 @@ reference row, per head, with a paired-bootstrap 95% interval over the test rows
 A row is a label and a results-file pattern with `{head}` in it, e.g.
 `diffusion=results/table/diffusion-{head}-*.json`; the files it matches for a head are that
 cell's seeds. Rows can also be found on disk (`rows_from`: a pattern with `{row}` too, e.g. one
-row per training checkpoint), and drawn as curves over the rows (`plot`). A cell with no file is "not run": the table says so instead of failing, so a
-table can be made while some rows are still training. numpy only.
+row per training checkpoint), and drawn as curves over the rows (`plot`). A cell with no file
+is "not run": the table says so instead of failing, so a table can be made while some rows are
+still training. numpy only.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def parse_rows(items) -> list[tuple[str, str]]:
         label, sep, pattern = str(item).rpartition("=")  # the last "=": a label may hold one (t=150)
         if not sep or not label.strip() or not pattern.strip():
             raise ValueError(
-                f"--row {item!r}: give LABEL=PATTERN, e.g. 'diffusion=results/table/diffusion-{{head}}-*.json'"
+                f"--row {item!r}: give LABEL=PATTERN, "
+                "e.g. 'diffusion=results/table/diffusion-{head}-*.json'"
             )
         if "{head}" not in pattern:
             raise ValueError(f"--row {item!r}: the pattern needs {{head}} where the head's name goes")
@@ -136,7 +138,8 @@ def generation_from(pattern: str, labels) -> list[str]:
 
 
 def read_generation(item: str) -> tuple[str, Generation]:
-    """LABEL=FILE: an `analysis fid` / `analysis fd` result (fd, and precision and recall when it has them)."""
+    """LABEL=FILE: an `analysis fid` / `analysis fd` result (fd, and precision and recall when it
+    has them)."""
     label, sep, path = str(item).rpartition("=")
     if not sep or not label.strip():
         raise ValueError(
@@ -276,7 +279,8 @@ def markdown(table: SeedTable) -> str:
         some = next(iter(table.diffs.values()))
         lines += [
             "",
-            f"Differences from {table.reference}, in points, paired bootstrap over {some.rows} test images ({some.resamples} resamples):",
+            f"Differences from {table.reference}, in points, paired bootstrap over {some.rows} test images "
+            f"({some.resamples} resamples):",
             "",
             "| representation | head | difference | 95% interval |",
             "|---|---|---|---|",

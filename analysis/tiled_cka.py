@@ -80,8 +80,9 @@ def tiled_linear_cka(
     plan = plan_tiles(n, dims, sizes, max_bytes)
     if plan is None:
         raise ValueError(
-            f"linear CKA by tiles needs {tile_bytes(dims, sizes, MIN_TILE) / 2**30:.1f} GiB for {MIN_TILE}-row tiles of "
-            f"{len(used)} keys ({max(dims)} features), more than the {max_bytes / 2**30:.1f} GiB allowed (--max-memory-gb)"
+            f"linear CKA by tiles needs {tile_bytes(dims, sizes, MIN_TILE) / 2**30:.1f} GiB "
+            f"for {MIN_TILE}-row tiles of {len(used)} keys ({max(dims)} features), "
+            f"more than the {max_bytes / 2**30:.1f} GiB allowed (--max-memory-gb)"
         )
     tile, resident = plan
     dev = torch.device(device)
@@ -102,13 +103,11 @@ def tiled_linear_cka(
     def centred(i: int, a: int):
         rows_a = slice(a, min(a + tile, n))
         x = held[i][rows_a] if resident else _read(keys, i, where[rows_a])
-        return (
-            torch.from_numpy(np.ascontiguousarray(x)).to(dev, torch.float64).sub_(means[i])
-        )  # centred in place
+        # centred in place
+        return torch.from_numpy(np.ascontiguousarray(x)).to(dev, torch.float64).sub_(means[i])
 
-    pairs = sorted(
-        {(min(i, j), max(i, j)) for i in rows for j in cols} | {(i, i) for i in used}
-    )  # HSIC is symmetric
+    # HSIC is symmetric
+    pairs = sorted({(min(i, j), max(i, j)) for i in rows for j in cols} | {(i, i) for i in used})
     hsic = dict.fromkeys(pairs, None)
     starts = list(range(0, n, tile))
     tile_pairs = [(a, b) for ai, a in enumerate(starts) for b in starts[ai:]]

@@ -85,6 +85,7 @@ def probe(
 def cka(a: str | Path, b: str | Path | None = None, **options: Any):
     """Linear CKA between every key of store a (and of store b, on the same images): a CkaMap
     with `matrix`, `rows`, `cols` (options as `analysis cka`'s: ts=, bs=, pools=, kernel=, ...)."""
+    from analysis.cka_config import CkaConfig
     from analysis.compare import cka_map
 
-    return cka_map(a, b, **{"progress": False, **options})
+    return cka_map(CkaConfig(Path(a), None if b is None else Path(b), **{"progress": False, **options}))

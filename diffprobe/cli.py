@@ -1,5 +1,6 @@
 """`diffprobe STAGE ...` runs `python -m STAGE ...`: the stage's own command group, imported only
-when it is named, so `diffprobe probe table` loads no more than `python -m probe table` does."""
+when it is named, so `diffprobe probe table` loads no more than `python -m probe table` does.
+`diffprobe experiment NAME` runs an experiment (diffprobe.experiments) over the three stages."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ STAGES = {
     "extract": "run a network once per image and write feature stores (and sample, train the demo)",
     "probe": "train classification heads on the stores, evaluate them, fine-tune the encoder",
     "analysis": "CKA, accuracy curves, the report, Frechet distances, KID and IS",
+    "experiment": "run or print (--dry-run) an experiment: the demo, the paper's rows, ...",
 }
+# where each command group lives: a stage's own package, or this one
+MODULES = {"extract": "extract.cli", "probe": "probe.cli", "analysis": "analysis.cli"}
 
 
 def usage() -> str:
@@ -28,5 +32,5 @@ def main(argv: list[str] | None = None) -> None:
     if stage not in STAGES:
         print(f"error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         sys.exit(2)
-    group = importlib.import_module(f"{stage}.cli").cli
+    group = importlib.import_module(MODULES.get(stage, "diffprobe.experiments.cli")).cli
     group.main(args=rest, prog_name=f"diffprobe {stage}")

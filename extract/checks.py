@@ -18,14 +18,14 @@ def resolve_blocks(cfg: ExtractConfig, preset) -> tuple[int, ...]:
     chosen = cfg.blocks or (preset.default_block,)
     if ALL_BLOCKS in chosen:
         chosen = tuple(range(1, preset.num_blocks + 1))
-    names = tuple(
-        getattr(preset, "block_names", ())
-    )  # a block may be named by its module path where the preset numbers modules
+    # a block may be named by its module path where the preset numbers modules
+    names = tuple(getattr(preset, "block_names", ()))
     for b in (b for b in chosen if isinstance(b, str)):
         if b not in names:
             some = f"; valid names include {', '.join(names[:4])}, ..." if names else ""
             raise ValueError(
-                f"block {b!r} is not a block of model {preset.name} (give a number 1..{preset.num_blocks}{some})"
+                f"block {b!r} is not a block of model {preset.name} "
+                f"(give a number 1..{preset.num_blocks}{some})"
             )
     chosen = tuple(names.index(b) + 1 if isinstance(b, str) else b for b in chosen)
     for b in chosen:
@@ -61,10 +61,6 @@ def row_shapes(
 
 def check_run_options(cfg: ExtractConfig, preset) -> None:
     """The checks every diffusion family shares: timesteps, pools, views, sizes, data, dtypes."""
-    if cfg.model_flags and cfg.model != ExtractConfig.model:  # --model-flags stands in for --model
-        raise ValueError(
-            f"--model {cfg.model} and --model-flags exclude each other: --model-flags builds the U-Net itself; give one of them"
-        )
     if not cfg.ts:
         raise ValueError("give at least one timestep --t")
     for t in cfg.ts:

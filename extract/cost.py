@@ -49,7 +49,8 @@ class Cost:
             "U-Net FLOPs not counted for this family"
             if self.pflop is None
             else (
-                f"U-Net {scaled(self.gflop_per_forward * 1e9, 'FLOP')} per forward x {self.forwards:,} forwards = {scaled(self.pflop * 1e15, 'FLOP')}"
+                f"U-Net {scaled(self.gflop_per_forward * 1e9, 'FLOP')} per forward "
+                f"x {self.forwards:,} forwards = {scaled(self.pflop * 1e15, 'FLOP')}"
             )
         )
         size = scaled(self.bytes, "B")
@@ -59,8 +60,8 @@ class Cost:
             else "; give --images-per-s for hours"
         )
         return (
-            f"plan {self.store}: {self.rows:,} rows ({self.rows_from}) x {self.views} view(s), {self.keys} keys, "
-            f"{self.values_per_row:,} values per row: {size}; {flops}{hours}"
+            f"plan {self.store}: {self.rows:,} rows ({self.rows_from}) x {self.views} view(s), "
+            f"{self.keys} keys, {self.values_per_row:,} values per row: {size}; {flops}{hours}"
         )
 
 
@@ -85,7 +86,8 @@ def planned_rows(cfg: ExtractConfig) -> tuple[int, str]:
         official = spec.official.get(sel.split)
         if official is None:
             raise DataError(
-                f"{sel.data} {sel.split}: the data cannot be read here and the registry has no official size for it"
+                f"{sel.data} {sel.split}: the data cannot be read here "
+                "and the registry has no official size for it"
             ) from None
         parse_options(spec, sel.data_opts)
         return (min(official, sel.limit) if sel.limit else official), "official"

@@ -34,9 +34,8 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     store = FeatureStore.open(path, mode="r+")
     provenance = store.attrs.get("provenance", {})
     config = dict(provenance.get("config", {}))
-    kind = provenance.get("kind") or (
-        "unet" if "ts" in config else None
-    )  # stores made before kinds were recorded are U-Net stores
+    # stores made before kinds were recorded are U-Net stores
+    kind = provenance.get("kind") or ("unet" if "ts" in config else None)
     family = family_of_kind(kind)
     if not config or provenance.get("stage") != "extract" or family is None:
         raise StoreError(f"{path}: cannot repair: it holds no extraction configuration to re-extract with")
@@ -45,7 +44,8 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     store.mark_incomplete()
     overrides = {"out": Path(path), "overwrite": False, "progress": False}
     if ckpt is not None:
-        overrides["ckpt" if kind in ("unet", "latent") else "weights"] = ckpt
+        # the config's own name for its weights file is kept, the other dropped
+        overrides.update(ckpt=ckpt, weights=ckpt)
     if data_root is not None:
         overrides["data_root"] = data_root
     family.part("run")(_rebuild_config(family.part("config"), config, **overrides))

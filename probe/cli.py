@@ -8,6 +8,7 @@ import click
 
 from extract.store.cli_options import float_list, int_list, key_options, user_errors
 from extract.store.config_files import add_config_option
+from probe.cli_finetune import finetune
 from probe.config import BASELINE_NAMES, HEAD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
 from probe.recipes import RECIPES, probe_config
 from probe.tables import summary_lines
@@ -54,12 +55,14 @@ def cli():
 @click.option(
     "--features",
     multiple=True,
-    help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate, 'all' for every key of the store together (repeat for a grid) [default: each key alone]",
+    help="feature set t150/b24/p2 (or t150/b24/full), '+' to concatenate, 'all' for every key of the "
+    "store together (repeat for a grid) [default: each key alone]",
 )
 @click.option(
     "--features-from",
     type=click.Path(path_type=Path),
-    help="a probe results file: train at the feature set it chose on validation (e.g. an attention head where a linear grid chose)",
+    help="a probe results file: train at the feature set it chose on validation (e.g. an attention head "
+    "where a linear grid chose)",
 )
 @key_options(what="store's keys to train on, each alone [default: all]")
 @click.option(
@@ -100,7 +103,8 @@ def cli():
     "view_mode",
     type=click.Choice(["draw", "mean"]),
     default="draw",
-    help="a training store of K views per image: draw one per image and epoch (fresh augmentation), or average them (as DIFT averages its noise draws)",
+    help="a training store of K views per image: draw one per image and epoch (fresh augmentation), or "
+    "average them (as DIFT averages its noise draws)",
 )
 @click.option(
     "--val-fraction",
@@ -110,7 +114,8 @@ def cli():
 @click.option(
     "--allow-overlap",
     is_flag=True,
-    help="go on, with a warning, when train, val and test share images (found by their pixel digests) [default: refuse]",
+    help="go on, with a warning, when train, val and test share images (found by their pixel digests) "
+    "[default: refuse]",
 )
 @click.option("--seed", type=int, default=0)
 @click.option(
@@ -144,7 +149,8 @@ def cli():
 @click.option(
     "--tensorboard",
     type=click.Path(path_type=Path),
-    help="also write the per-epoch history (train loss, lr, each member's validation top-1) as TensorBoard event files under DIR/NAME",
+    help="also write the per-epoch history (train loss, lr, each member's validation top-1) as "
+    "TensorBoard event files under DIR/NAME",
 )
 @user_errors
 def train(train_store, test_store, val_store, **kwargs):
@@ -255,17 +261,20 @@ def table(results, last):
     type=click.Choice(["first", "last"]),
     default="first",
     show_default=True,
-    help="which of equal validation scores wins, in the order given (globs in natural order: step2 before step10)",
+    help="which of equal validation scores wins, in the order given (globs in natural order: step2 "
+    "before step10)",
 )
 @user_errors
 def select_cmd(items, name, out, ties):
-    """Choose one run among several on validation top-1 (e.g. fine-tuning at several lrs) and copy it as NAME."""
+    """Choose one run among several on validation top-1 (e.g. fine-tuning at several lrs) and copy
+    it as NAME."""
     from probe.select import select_run
 
     chosen = select_run(items, name, out, ties)
     scores = ", ".join(f"{r['name']} {r['val_top1']:.2f}" for r in chosen["selected_from"])
     click.echo(
-        f"{out / name}.json: {chosen['selected_run']} (validation top-1 of {scores}); test top-1 {chosen['test']['top1']:.2f}"
+        f"{out / name}.json: {chosen['selected_run']} (validation top-1 of {scores}); "
+        f"test top-1 {chosen['test']['top1']:.2f}"
     )
 
 
@@ -280,144 +289,6 @@ def bench_batches_cmd(out):
     result = bench_batches()
     write_json(out, result)
     click.echo(format_table(result))
-
-
-@cli.command()
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="run folder: resumable state and the exported U-Net (finetuned.pt)",
-)
-@click.option(
-    "--model",
-    default="demo-fmnist",
-    show_default=True,
-    help="a guided-diffusion preset (python -m extract presets)",
-)
-@click.option(
-    "--ckpt", type=click.Path(path_type=Path), help="weights file [default: the preset's shipped weights]"
-)
-@click.option(
-    "--random-init/--no-random-init", default=False, help="start from the preset's random-weight control"
-)
-@click.option("--data", default="fashion-mnist", show_default=True)
-@click.option("--data-root", type=click.Path(path_type=Path))
-@click.option("--train-split", default="train", show_default=True)
-@click.option("--test-split", default="test", show_default=True)
-@click.option(
-    "--limit",
-    type=click.IntRange(min=2),
-    help="training images, a seeded subset (validation is carved from them)",
-)
-@click.option("--test-limit", type=click.IntRange(min=1))
-@click.option("-t", "t", type=click.IntRange(min=0), default=150, show_default=True)
-@click.option(
-    "-b",
-    "block",
-    type=click.IntRange(min=1),
-    help="the block the head reads [default: the preset's, b=24 on ADM-256]",
-)
-@click.option("--pool", default="2", show_default=True, help="adaptive average pool size, or 'full'")
-@click.option("--head", type=click.Choice(HEAD_NAMES), default="linear", show_default=True)
-@click.option("--head-opt", "head_options", multiple=True, help="NAME=VALUE for the head, e.g. width=256")
-@click.option(
-    "--recipe",
-    type=click.Choice(["paper", "diffssl", "diffprobe"]),
-    default="paper",
-    show_default=True,
-    help="paper: diffssl's optimizer (one SGD, lr 1e-3, StepLR(7)), 28 epochs, batch 128, fp32 weights, a validation carve; "
-    "diffssl: its code as it runs (fp16 convolutions updated in place, its random crop, 50 epochs, batch 64, all of train, "
-    "the last epoch); diffprobe: AdamW, U-Net 1e-4, head 1e-3, cosine",
-)
-@click.option("--epochs", type=click.IntRange(min=1))
-@click.option("--batch-size", type=click.IntRange(min=1))
-@click.option("--lr", type=float, help="the U-Net's learning rate (and the head's, unless --head-lr)")
-@click.option("--head-lr", type=float)
-@click.option(
-    "--freeze-blocks",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="keep blocks 1..k as loaded",
-)
-@click.option(
-    "--trainable",
-    type=click.Choice(["all", "norms-biases"]),
-    default="all",
-    show_default=True,
-    help="norms-biases: only GroupNorm weights and biases train in the U-Net",
-)
-@click.option(
-    "--ema-rate",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="evaluate and export the EMA of the weights (0: off)",
-)
-@click.option(
-    "--aug/--no-aug",
-    default=True,
-    show_default=True,
-    help="a fresh crop and flip per image and epoch (the recipe's kind)",
-)
-@click.option(
-    "--val-fraction",
-    type=float,
-    default=0.1,
-    show_default=True,
-    help="class-stratified carve of train that picks the epoch (the diffssl recipe: none)",
-)
-@click.option(
-    "--eval-every",
-    type=click.IntRange(min=0),
-    help="score the test split every N epochs along the way, reported only (0: at the end only) [default: the recipe's: 7 for diffssl, as its eval_interval; else 0]",
-)
-@click.option(
-    "--grad-checkpoint/--no-grad-checkpoint",
-    default=False,
-    show_default=True,
-    help="recompute blocks in backward (memory for the 256x256 model)",
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="bf16: autocast (CUDA)",
-)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--checkpoint-every",
-    type=click.IntRange(min=1),
-    default=50,
-    show_default=True,
-    help="steps between resumable saves",
-)
-@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
-@click.option("--name")
-@click.option("--progress/--no-progress", default=True)
-@click.option(
-    "--tensorboard",
-    type=click.Path(path_type=Path),
-    help="also write the per-epoch history (train loss, lr, validation top-1) as TensorBoard event files under DIR/NAME",
-)
-@user_errors
-def finetune(pool, **options):
-    """Fine-tune the U-Net up to block b with a head, end to end (the U-Net in the loop; torchrun for DDP)."""
-    from extract.store.schema import parse_pool
-    from probe.finetune.model import FinetuneConfig
-    from probe.finetune.run import finetune as run
-
-    result = run(FinetuneConfig(pool=parse_pool(pool), **options))
-    if result:
-        val = result["val"]["top1"]
-        how = f"chosen on validation ({val:.2f})" if val is not None else "the last (no validation)"
-        click.echo(
-            f"{result['name']}: epoch {result['head']['epoch']} {how}; "
-            f"test top-1 {result['test']['top1']:.2f} on {result['test']['rows']} images; U-Net written to {result['exported']}"
-        )
 
 
 @cli.command("bench-workflow")
@@ -464,7 +335,8 @@ def finetune(pool, **options):
 )
 @user_errors
 def bench_workflow_cmd(images, val_images, test_images, epochs, batch, views, seeds, online, out):
-    """Linear and attention heads trained at matched steps on-line (fresh crop, flip and noise; fresh noise only) and from caches of 1, 4 and 8 views, over seeds."""
+    """Linear and attention heads trained at matched steps on-line (fresh crop, flip and noise;
+    fresh noise only) and from caches of 1, 4 and 8 views, over seeds."""
     from probe.bench.workflow import WorkflowSettings, bench_workflow, format_table
     from probe.tables import write_json
 
@@ -483,6 +355,7 @@ def bench_workflow_cmd(images, val_images, test_images, epochs, batch, views, se
     click.echo(format_table(result))
 
 
+cli.add_command(finetune)
 add_config_option(cli)  # every command takes --config FILE
 
 

@@ -96,15 +96,28 @@ def build_member(spec: MemberSpec, classes: int, seed: int) -> nn.Module:
 
 
 # ---------------------------------------------------------------- optimisation
-def _sgd(params, lr: float, wd: float, momentum: float):
-    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=momentum)
+def _sgd(groups: list[dict], settings: TrainSettings, kernels: dict[str, bool]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, momentum=settings.momentum, **kernels)
 
 
-def _adamw(params, lr: float, wd: float, momentum: float):
-    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+def _adamw(groups: list[dict], settings: TrainSettings, kernels: dict[str, bool]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, **kernels)
 
 
-OPTIMIZERS: dict[str, Callable] = {"sgd": _sgd, "adamw": _adamw}
+# name -> factory(parameter groups, each with its own lr and weight_decay; settings; kernels)
+OPTIMIZERS: dict[str, Callable[[list[dict], TrainSettings, dict[str, bool]], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+    "adamw": _adamw,
+}
+
+
+def optimizer_kernels(device: torch.device) -> dict[str, bool]:
+    """fused=True where torch has fused optimizer kernels for the device type (one pass over
+    each tensor), else foreach=True (a few ops over all tensors at once)."""
+    # torch offers no public query; this is the list its own optimizers check fused= against
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return {"fused": True} if device.type in _get_fused_kernels_supported_devices() else {"foreach": True}
 
 
 def _cosine(progress: float, epochs: int, step_epochs: int, gamma: float) -> float:
@@ -127,8 +140,9 @@ def lr_factor(s: TrainSettings, epoch: int, step: int, steps: int) -> float:
 
 
 class Grid(nn.Module):
-    """All members. Plain linear heads on one feature set train as one LinearBank; every
-    other member is its own module with its own torch optimizer. forward(inputs, y)
+    """All members, built on `device`. Plain linear heads on one feature set train as one
+    LinearBank; every other member is its own module. One stock torch optimizer steps them
+    all, with one parameter group per member (its lr and weight decay). forward(inputs, y)
     returns the summed loss (so a DDP wrapper sees one forward); `logits` gives each
     member's (n, classes) logits for evaluation."""
 
@@ -138,9 +152,12 @@ class Grid(nn.Module):
         sets: list[FeatureSet],
         modules: list[nn.Module],
         settings: TrainSettings | None = None,
+        device: torch.device | str = "cpu",
     ):
         super().__init__()
         settings = settings or TrainSettings()
+        device = torch.device(device)
+        modules = [m.to(device) for m in modules]
         self.specs, self.sets, self.settings = specs, sets, settings
         self.set_of = [sets.index(s.features) for s in specs]
         plain = [
@@ -151,24 +168,17 @@ class Grid(nn.Module):
             bank_members.setdefault(self.set_of[i], []).append(i)
         self.bank_sets = list(bank_members)
         self.bank_index = list(bank_members.values())
-        self.banks = nn.ModuleList(
-            LinearBank(
-                [modules[i] for i in idx],
-                [specs[i].lr for i in idx],
-                [specs[i].wd for i in idx],
-                settings.optimizer,
-                settings.momentum,
-            )
-            for idx in self.bank_index
-        )
+        self.banks = nn.ModuleList(LinearBank([modules[i] for i in idx]) for idx in self.bank_index)
         self.single_index = [i for i in range(len(modules)) if i not in set(plain)]
         self.singles = nn.ModuleList(modules[i] for i in self.single_index)
-        self.optimizers = [
-            OPTIMIZERS[settings.optimizer](
-                modules[i].parameters(), specs[i].lr, specs[i].wd, settings.momentum
-            )
-            for i in self.single_index
+        tensors: dict[int, list[torch.Tensor]] = {i: list(modules[i].parameters()) for i in self.single_index}
+        for bank, idx in zip(self.banks, self.bank_index):
+            tensors.update({i: list(views) for i, views in zip(idx, bank.head_tensors)})
+        groups = [
+            {"params": tensors[i], "lr": s.lr, "weight_decay": s.wd, "base_lr": s.lr}
+            for i, s in enumerate(specs)
         ]
+        self.optimizer = OPTIMIZERS[settings.optimizer](groups, settings, optimizer_kernels(device))
 
     def forward(self, inputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
         smoothing = self.settings.label_smoothing
@@ -180,18 +190,16 @@ class Grid(nn.Module):
         return loss
 
     def zero_grad_all(self) -> None:
-        for bank in self.banks:
-            bank.zero_grad()
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+        self.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def step_all(self, factor: float) -> None:
+        """One optimizer step, every member at lr = its own lr x factor."""
         for bank in self.banks:
-            bank.step(factor)
-        for opt, i in zip(self.optimizers, self.single_index):
-            for group in opt.param_groups:
-                group["lr"] = self.specs[i].lr * factor
-            opt.step()
+            bank.share_grads()
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.optimizer.step()
 
     def logits(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(self.specs)
@@ -280,7 +288,8 @@ def train_grid(
         rate = samples / max(time.perf_counter() - started, 1e-9)
         progress_line(
             progress,
-            f"epoch {epoch + 1}/{settings.epochs}: train loss {mean_loss:.4f} (mean of {len(grid.specs)} members), {rate:,.0f} samples/s",
+            f"epoch {epoch + 1}/{settings.epochs}: train loss {mean_loss:.4f} "
+            f"(mean of {len(grid.specs)} members), {rate:,.0f} samples/s",
         )
         if after_epoch is not None:
             paused = time.perf_counter()

@@ -12,6 +12,9 @@ from PIL import Image
 from extract.run import extract
 from extract.store.config import ExtractConfig, from_flat
 
+# the tiers' rules: child processes only in slow tests; a fast run touches every module
+pytest_plugins = ["tests.tiers"]
+
 
 def write_idx(path: Path, array: np.ndarray, magic: int) -> None:
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)

@@ -67,3 +67,14 @@ def test_ci_runs_the_readmes_main_commands():
         ((target, values),) = make_commands(command)
         assert command in (ROOT / "README.md").read_text()
         assert (target, tuple(sorted(values.items()))) in ran, command
+
+
+def test_ci_checks_lint_first_then_runs_the_whole_suite():
+    """A formatting slip fails CI in seconds, before the suite's minutes; CI runs every test."""
+    targets = [target for target, _ in ci_commands()]
+    assert targets[:2] == ["lint", "test"], targets[:2]
+    makefile = (ROOT / "Makefile").read_text()
+    lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert "ruff check ." in lint and "ruff format --check ." in lint
+    test = re.search(r"^test:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert "pytest" in test and "not slow" not in test  # the whole suite, slow tests included

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# each test starts the command in a fresh interpreter, or runs the README's pipeline end to end
+pytestmark = pytest.mark.slow
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -28,8 +33,18 @@ def test_an_unknown_stage_is_one_line():
     done = run("train")
     assert (
         done.returncode == 2
-        and done.stderr.strip() == "error: unknown stage 'train'; choose one of: extract, probe, analysis"
+        and done.stderr.strip()
+        == "error: unknown stage 'train'; choose one of: extract, probe, analysis, experiment"
     )
+
+
+def test_experiments_answer_under_the_same_name():
+    done = run("experiment")
+    assert done.returncode == 0 and "demo " in done.stdout and "rows: linear-p1" in done.stdout
+    done = run("experiment", "report", "--dry-run", "--set", "report_title=x")
+    assert done.returncode == 0 and done.stdout.startswith("diffprobe analysis report --results results")
+    done = run("experiment", "paper", "--row", "gan", "--dry-run")
+    assert done.returncode == 2 and done.stderr.strip().startswith("error: unknown ROW=gan: choose one of")
 
 
 def test_the_install_puts_the_command_beside_python():
@@ -52,9 +67,8 @@ def test_the_readmes_python_api_runs_as_written(tmp_path, fmnist_env, monkeypatc
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
     result, blocks = scope["result"], scope["blocks"]
-    assert (
-        result["stores"]["train"]["rows"] < 64 and result["stores"]["test"]["rows"] == 32
-    )  # validation carved from the 64
+    # validation carved from the 64
+    assert result["stores"]["train"]["rows"] < 64 and result["stores"]["test"]["rows"] == 32
     assert result["head"]["feature_set"] in ("t10/b7/p2", "t10/b9/p2") and 0 <= result["test"]["top1"] <= 100
     assert blocks.matrix.shape == (2, 2) and abs(blocks.matrix[0, 0] - 1) < 1e-6
     assert (tmp_path / "cache" / "api-train.zarr").is_dir() and (

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+# every test looks at a fresh interpreter
+pytestmark = pytest.mark.slow
 HEAVY = ("torch", "guided_diffusion")
 
 
@@ -62,17 +64,18 @@ def test_probe_and_analysis_never_load_the_unet_code(module):
         and "extract.run" not in modules
         and "extract.models.adm" not in modules
     ), module
-    assert "probe.finetune.model" not in modules and "probe.finetune.run" not in modules, (
-        module
-    )  # the U-Net-in-the-loop stage loads on demand
+    # the U-Net-in-the-loop stage loads on demand
+    assert "probe.finetune.model" not in modules and "probe.finetune.run" not in modules, module
     if module.startswith("analysis"):
-        assert not {"probe.grid", "probe.run", "probe.heads", "probe.reader"} & modules, (
-            module
-        )  # never probe's training code
+        # never probe's training code
+        assert not {"probe.grid", "probe.run", "probe.heads", "probe.reader"} & modules, module
 
 
 def test_probe_table_runs_without_torch(tmp_path):
-    code = f"import sys\nfrom probe.cli import main\ntry:\n    main(['table', '--results', {str(tmp_path)!r}])\nexcept SystemExit:\n    pass"
+    code = (
+        "import sys\nfrom probe.cli import main\n"
+        f"try:\n    main(['table', '--results', {str(tmp_path)!r}])\nexcept SystemExit:\n    pass"
+    )
     modules = loaded_after(code)
     assert not [m for m in HEAVY if m in modules]
 
@@ -83,10 +86,8 @@ def test_benchmarks_are_not_on_the_stages_import_paths():
     modules = loaded_after("import extract.cli, probe.cli, analysis.cli")
     ours = [m for m in modules if m.split(".")[0] in ("extract", "probe", "analysis")]
     bench_code = [m for m in ours if "bench" in m.split(".") or m.split(".")[-1].startswith("bench")]
-    assert sorted(bench_code) == [
-        "extract.bench",
-        "extract.bench.gpu_config",
-    ]  # the package's docstring and the settings
+    # the package's docstring and the settings
+    assert sorted(bench_code) == ["extract.bench", "extract.bench.gpu_config"]
 
 
 @pytest.mark.parametrize("package", ["probe", "analysis"])
@@ -117,14 +118,19 @@ np.savez(tmp / "fake.npz", arr_0=rng.integers(0, 256, (40, 32, 32, 1), dtype=np.
 from probe.cli import main as probe
 from analysis.cli import main as analysis
 calls = [
-    (probe, ["train", "--train", f"{tmp}/train.zarr", "--test", f"{tmp}/test.zarr", "--epochs", "1", "--batch-size", "16", "--lr", "1e-2", "--wd", "0",
+    (probe, ["train", "--train", f"{tmp}/train.zarr", "--test", f"{tmp}/test.zarr", "--epochs", "1",
+             "--batch-size", "16", "--lr", "1e-2", "--wd", "0",
              "--results", f"{tmp}/r", "--name", "x", "--no-progress"]),
     (probe, ["eval", "--head", f"{tmp}/r/x.head.pt", "--store", f"{tmp}/test.zarr"]),
     (probe, ["table", "--results", f"{tmp}/r"]),
-    (analysis, ["cka", "--store", f"{tmp}/test.zarr", "--out", f"{tmp}/c/cka.png", "--no-progress"]),
-    (analysis, ["fd", "--real", f"{tmp}/train.zarr", "--fake", f"{tmp}/test.zarr", "--out", f"{tmp}/fd.json"]),
-    (analysis, ["fid", "--real", f"{tmp}/real.npz", "--fake", f"{tmp}/fake.npz", "--features", "classifier:extract/weights/fmnist-classifier.pt",
-                "--pr-rows", "20", "--cache", f"{tmp}/fidcache", "--out", f"{tmp}/fid.json", "--no-progress"]),
+    (analysis, ["cka", "--store", f"{tmp}/test.zarr", "--out", f"{tmp}/c/cka.png",
+                "--no-progress"]),
+    (analysis, ["fd", "--real", f"{tmp}/train.zarr", "--fake", f"{tmp}/test.zarr",
+                "--out", f"{tmp}/fd.json"]),
+    (analysis, ["fid", "--real", f"{tmp}/real.npz", "--fake", f"{tmp}/fake.npz",
+                "--features", "classifier:extract/weights/fmnist-classifier.pt",
+                "--pr-rows", "20", "--cache", f"{tmp}/fidcache", "--out", f"{tmp}/fid.json",
+                "--no-progress"]),
     (analysis, ["gen-table", "--fd", f"a={tmp}/fid.json", "--out", f"{tmp}/gen.json"]),
     (analysis, ["report", "--results", f"{tmp}/r", "--cka", f"{tmp}/c", "--out", f"{tmp}/report"]),
 ]
@@ -162,12 +168,15 @@ def test_every_probe_and_analysis_command_reads_stores_without_loading_a_diffusi
 def test_a_pixel_store_loads_no_diffusion_model(tmp_path, fmnist_env):
     """Raw pixels need a dataset reader and the writer: no U-Net code, no diffusers."""
     code = (
-        f"from extract.cli import main\ntry:\n    main(['pixels', '--data', 'fashion-mnist', '--split', 'test', '--limit', '8', "
-        f"'--out', {str(tmp_path / 'p.zarr')!r}, '--no-progress'])\nexcept SystemExit as e:\n    assert not e.code, e.code"
+        "from extract.cli import main\ntry:\n"
+        "    main(['pixels', '--data', 'fashion-mnist', '--split', 'test', '--limit', '8', "
+        f"'--out', {str(tmp_path / 'p.zarr')!r}, '--no-progress'])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code"
     )
     modules = loaded_after(code)
     assert (tmp_path / "p.zarr").is_dir()
     assert not {"guided_diffusion", "diffusers"} & modules
+    # torch-free preset tables
     assert not {
         m
         for m in modules
@@ -180,4 +189,4 @@ def test_a_pixel_store_loads_no_diffusion_model(tmp_path, fmnist_env):
             "extract.models.diffusers_spec",
             "extract.models.adm_flags",
         )
-    }  # torch-free preset tables
+    }

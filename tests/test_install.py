@@ -24,9 +24,8 @@ def test_install_requires_takes_ranges_and_the_constraints_pin_every_one_of_them
     required = _requirements(cfg["options"]["install_requires"])
     extras = {name: _requirements(text) for name, text in cfg["options.extras_require"].items()}
     assert {"latent", "fid", "test"} <= set(extras)
-    assert not [
-        r for r in required + sum(extras.values(), []) if "==" in r
-    ]  # no exact pin forces a user's torch out
+    # no exact pin forces a user's torch out
+    assert not [r for r in required + sum(extras.values(), []) if "==" in r]
     assert {"torch", "torchvision", "scipy", "google-crc32c", "pyyaml"} <= {_name(r) for r in required}
     pins = {
         _name(line.split("==")[0]): line.split("==")[1]

@@ -5,6 +5,7 @@ of their own, and no family-specific branch in the extraction run."""
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -218,3 +219,88 @@ def test_the_generate_commands_import_the_rooms_code_only_inside_each_command():
         for i in imports(path, module_level_only=True)
         if i.startswith("extract.generate") or i.startswith("torch")
     }
+
+
+def _words(node: ast.AST) -> set[str]:
+    """The string literals of a node: a constant, or a tuple, list or set of them."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return {w for e in node.elts for w in _words(e)}
+    return set()
+
+
+# the identifiers that hold a model's or a family's name
+NAMED = re.compile(r"model|family|kind|preset|network|backbone|name", re.I)
+
+
+def _named(node: ast.AST) -> bool:
+    """Whether a node reads a value called like a model or a family (`cfg.model`, `kind`, ...)."""
+    identifier = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+    return bool(NAMED.search(identifier))
+
+
+def family_branches(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """(line, code) of every place that tests a model's or a family's name against a literal one,
+    read from the code: `cfg.model == "tiny"`, `kind in ("unet", "latent")`, `family != "adm"`,
+    a `match` on one, or a lookup in a literal dict by one (`{"adm": ...}[family]`)."""
+    tests = (ast.Eq, ast.NotEq, ast.In, ast.NotIn, ast.Is, ast.IsNot)
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare) and all(isinstance(op, tests) for op in node.ops):
+            sides = (node.left, *node.comparators)
+            hit = set().union(*(_words(s) for s in sides)) if any(map(_named, sides)) else set()
+        elif isinstance(node, ast.Match) and _named(node.subject):
+            hit = {
+                p.value.value
+                for p in ast.walk(node)
+                if isinstance(p, ast.MatchValue) and isinstance(p.value, ast.Constant)
+            }
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Dict) and _named(node.slice):
+            hit = set().union(*(_words(k) for k in node.value.keys if k is not None))
+        else:
+            continue
+        if hit & names:
+            found.append((node.lineno, ast.unparse(node)))
+    return sorted(found)
+
+
+def family_names() -> set[str]:
+    """Every name that says which family: the families, their store kinds and the models."""
+    from extract.models.families import FAMILIES, MODELS
+
+    return set(FAMILIES) | set(MODELS) | {kind for f in FAMILIES.values() for kind in f.kinds}
+
+
+def test_the_family_branch_finder_finds_branches_and_only_them():
+    bad = """
+def run(cfg, kind):
+    if cfg.model == "tiny-sd":
+        pass
+    weights = "ckpt" if kind in ("unet", "latent") else "weights"
+    match cfg.family:
+        case "adm":
+            pass
+    return {"backbone": 1, "pixels": 2}[kind]
+"""
+    names = {"tiny-sd", "unet", "latent", "adm", "backbone", "pixels"}
+    assert [line for line, _ in family_branches(bad, names)] == [3, 5, 6, 9]
+    fine = """
+def run(cfg, families, word):
+    if word in ("unet", "adm") or cfg.seed == 0:  # not a model's or a family's name
+        return "unet"
+    return families[cfg.model].run(cfg)
+"""
+    assert family_branches(fine, names) == []
+
+
+def test_no_family_branch_outside_the_families_modules():
+    """Shared code asks the registry (extract.models.families), never a model's or a family's
+    name; only the modules of extract.models (each a family's, or the registry) may."""
+    names = family_names()
+    found = {
+        name: hits
+        for name, path in modules().items()
+        if not name.startswith("extract.models.") and (hits := family_branches(path.read_text(), names))
+    }
+    assert not found, found

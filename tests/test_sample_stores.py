@@ -1,6 +1,7 @@
 """Stores written by an earlier diffprobe (schema version 1), committed under tests/fixtures/stores,
-still open, resume, verify and probe, and today's code writes the same values for them (new stores drop zstd, so
-not the same bytes: their feature arrays are read from the shard files directly, the old ones through zarr).
+still open, resume, verify and probe, and today's code writes the same values for them (new stores
+drop zstd, so not the same bytes: their feature arrays are read from the shard files directly, the
+old ones through zarr).
 
 They were made with the tiny preset, random weights, on the fake Fashion-MNIST of
 tests/conftest.py (train: 24 images, test: 12; t=10, b=7, pool 1, 2 and the full map)."""

@@ -55,9 +55,8 @@ def bench_case(
 ) -> BenchRow:
     preset = get_preset(model_name)
     torch.manual_seed(0)
-    model = (
-        build_unet(preset).requires_grad_(False).to(device)
-    )  # random weights: speed does not depend on them
+    # random weights: speed does not depend on them
+    model = build_unet(preset).requires_grad_(False).to(device)
     x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, device=device)
     t = torch.full((batch,), 150, device=device)
     y = torch.zeros(batch, dtype=torch.long, device=device) if preset.class_cond else None
@@ -100,13 +99,13 @@ def bench_latent_case(
 ) -> LatentBenchRow:
     """Random weights (speed does not depend on them): denoiser full vs early exit on random
     latents; VAE encode of random images vs reading their latents back from a store."""
-    from extract.models.adm_presets import get_any_preset
+    from extract.models.families import preset_of
     from extract.models.latent import load_latent_model
     from extract.models.latent_blocks import capture_latent, meta_inputs
     from extract.models.latent_run import LATENT_KEY, encode_images
     from extract.store.schema import FeatureStore
 
-    preset = get_any_preset(model_name)
+    preset = preset_of(model_name)
     model = load_latent_model(preset, random_init=True).to(device)
     g = torch.Generator().manual_seed(0)
     z, t, _ = meta_inputs(preset, batch, "cpu")
@@ -198,22 +197,18 @@ def bench_extract(
     }
 
 
+HEADER = f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6}"
+
+
+def _row(r: dict) -> str:
+    case = f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5}"
+    return f"{case} {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
+
+
 def format_table(result: dict) -> str:
-    lines = [f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6}"]
-    for r in result["rows"]:
-        lines.append(
-            f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5}"
-            f" {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
-        )
+    lines = [HEADER] + [_row(r) for r in result["rows"]]
     if result.get("latent_rows"):
-        lines.append(
-            f"{'model':<15} {'b':>3} {'batch':>5} {'dtype':>5} {'full s':>8} {'early s':>8} {'ratio':>6}"
-            f" {'encode s':>9} {'cache s':>8} {'ratio':>7}"
-        )
+        lines.append(f"{HEADER} {'encode s':>9} {'cache s':>8} {'ratio':>7}")
         for r in result["latent_rows"]:
-            lines.append(
-                f"{r['model']:<15} {r['block']:>3} {r['batch']:>5} {r['dtype']:>5}"
-                f" {r['full_s']:>8.3f} {r['early_s']:>8.3f} {r['speedup']:>5.2f}x"
-                f" {r['encode_s']:>9.4f} {r['cache_s']:>8.4f} {r['cache_speedup']:>6.1f}x"
-            )
+            lines.append(f"{_row(r)} {r['encode_s']:>9.4f} {r['cache_s']:>8.4f} {r['cache_speedup']:>6.1f}x")
     return "\n".join(lines)

@@ -19,24 +19,20 @@ from __future__ import annotations
 import gc
 import os
 import platform
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from extract.bench.gpu_config import GpuBenchConfig  # noqa: F401 - the settings, importable without torch
-from extract.bench.gpu_report import format_report  # noqa: F401 - the printed report, beside the grid
-from extract.data.sources import FeatureInput, imagefolder
-from extract.models.adm import build_unet
-from extract.models.adm_blocks import capture, unet_blocks
-from extract.models.adm_presets import LatentPreset, ModelPreset, get_any_preset
+# the settings (importable without torch) and the printed report, importable from here
+from extract.bench.gpu_config import GpuBenchConfig  # noqa: F401
+from extract.bench.gpu_report import format_report  # noqa: F401
+from extract.bench.gpu_loader import bench_loader
+from extract.bench.gpu_setup import OPS, AdmOps, validate
+from extract.models.adm_presets import ModelPreset
 from extract.models.precision import AUTOCAST_DTYPES
 
 # Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from the vendor data sheets; fp16 is the
@@ -68,102 +64,6 @@ class ExtractRow:
     peak_fraction: float | None = None
     peak_memory_gb: float | None = None
     error: str = ""
-
-
-@dataclass(frozen=True)
-class LoaderRow:
-    workers: int
-    images: int
-    seconds: float
-    images_per_s: float
-    errors: int
-
-
-def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"CUDA is not available: torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'}) "
-                "sees no GPU; use --device cpu for a correctness check"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"CUDA is not available: {name} asked for, {torch.cuda.device_count()} GPU(s) visible"
-            )
-    return device
-
-
-class AdmOps:
-    """guided-diffusion U-Nets: build, block modules, inputs, capture."""
-
-    build = staticmethod(lambda preset, device: build_unet(preset, device))
-    blocks = staticmethod(lambda model, preset: {b: m for b, (_, m) in unet_blocks(model).items()})
-    capture = staticmethod(lambda model, preset, x, t, y, blocks: capture(model, x, t, blocks, y=y))
-
-    @staticmethod
-    def inputs(preset, batch: int, device, gen: torch.Generator):
-        x = torch.randn(batch, preset.in_channels, preset.image_size, preset.image_size, generator=gen).to(
-            device
-        )
-        y = torch.zeros(batch, dtype=torch.long, device=device) if preset.class_cond else None
-        return x, y
-
-
-class LatentOps:
-    """SD and DiT denoisers through diffusers (imported only when such a preset is asked for)."""
-
-    @staticmethod
-    def build(preset, device):
-        from extract.models.latent import build_denoiser
-
-        return build_denoiser(preset, device)
-
-    @staticmethod
-    def blocks(model, preset):
-        from extract.models.latent_blocks import latent_blocks
-
-        return {b: m for b, (_, m) in latent_blocks(model, preset).items()}
-
-    @staticmethod
-    def capture(model, preset, x, t, y, blocks):
-        from extract.models.latent_blocks import capture_latent
-
-        return capture_latent(model, preset, x, t, y, blocks)
-
-    @staticmethod
-    def inputs(preset, batch: int, device, gen: torch.Generator):
-        from extract.models.latent_blocks import meta_inputs
-
-        z, _, cond = meta_inputs(preset, batch, "cpu")
-        z = torch.randn(z.shape, generator=gen)
-        cond = torch.randn(cond.shape, generator=gen) if cond.is_floating_point() else cond
-        return z.to(device), cond.to(device)
-
-
-OPS = {ModelPreset: AdmOps, LatentPreset: LatentOps}
-
-
-def validate(cfg: GpuBenchConfig) -> tuple[ModelPreset | LatentPreset, torch.device]:
-    preset = get_any_preset(cfg.model)
-    if not 1 <= cfg.block <= preset.num_blocks:
-        raise ValueError(f"block {cfg.block} is outside 1..{preset.num_blocks} for {preset.name}")
-    unknown = [d for d in cfg.dtypes if d not in AUTOCAST_DTYPES]
-    if unknown:
-        raise ValueError(f"unknown dtype {unknown[0]!r}; choose from {', '.join(AUTOCAST_DTYPES)}")
-    for name, values in (
-        ("batches", cfg.batches),
-        ("dtypes", cfg.dtypes),
-        ("channels_last", cfg.channels_last),
-        ("compile", cfg.compile),
-    ):
-        if not values:
-            raise ValueError(f"{name} is empty")
-    if min(cfg.batches) < 1 or cfg.warmup < 1 or cfg.repeats < 1 or cfg.loader_batch < 1:
-        raise ValueError("batches, warmup, repeats and loader_batch must be at least 1")
-    if cfg.loader_images < 0 or min(cfg.loader_workers, default=0) < 0:
-        raise ValueError("loader_images and loader workers must be at least 0")
-    return preset, resolve_device(cfg.device)
 
 
 def peak_tflops(cfg: GpuBenchConfig, device: torch.device) -> tuple[float | None, str]:
@@ -206,7 +106,8 @@ def prepare_model(
     if compiled:
         blocks = ops.blocks(model, preset)
         for block in blocks.values():
-            # a block holding other numbered blocks stays eager, so the hooks of those run (and can stop the forward)
+            # a block holding other numbered blocks stays eager, so the hooks of those run (and can
+            # stop the forward)
             if not any(
                 other is not block and any(m is other for m in block.modules()) for other in blocks.values()
             ):
@@ -364,55 +265,6 @@ def _bench_model(
         torch._dynamo.reset()
     _free(device)
     return rows
-
-
-# ---------------------------------------------------------------- data loading
-def write_jpegs(root: Path, n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> Path:
-    """n photo-like JPEGs (smooth colour waves plus noise, quality 90) in root/train/synthetic/."""
-    folder = root / "train" / "synthetic"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for i in range(n):
-        fx, fy, phase = rng.uniform(0.005, 0.05), rng.uniform(0.005, 0.05), rng.uniform(0, 6.3)
-        wave = np.sin(xx * fx + yy * fy + phase)[..., None] * rng.uniform(30, 90, 3).astype(np.float32)
-        noise = rng.integers(-20, 21, size=(h, w, 3), dtype=np.int16)
-        pixels = np.clip(rng.uniform(60, 190, 3).astype(np.float32) + wave + noise, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i:05d}.jpg", quality=90)
-    return root
-
-
-def time_loader(root: Path, preset: ModelPreset, workers: int, batch: int, pin_memory: bool) -> LoaderRow:
-    """One pass of a DataLoader over the JPEGs with the project's preprocessing, worker start included."""
-    dataset = FeatureInput(imagefolder(root, "train"), preset.image_size, preset.in_channels)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch, num_workers=workers, pin_memory=pin_memory
-    )
-    images = errors = 0
-    start = time.perf_counter()
-    for _, x, reasons, _ in loader:
-        images += x.shape[0]
-        errors += sum(bool(r) for r in reasons)
-    seconds = time.perf_counter() - start
-    return LoaderRow(workers, images, seconds, images / seconds, errors)
-
-
-def bench_loader(cfg: GpuBenchConfig, root: Path | None = None) -> list[LoaderRow]:
-    """Decode rate (images/s) for each worker count, over cfg.loader_images synthetic JPEGs."""
-    preset, device = validate(cfg)
-    if cfg.loader_images == 0:
-        return []
-    with (
-        tempfile.TemporaryDirectory(prefix="diffprobe-jpegs-")
-        if root is None
-        else nullcontext(root) as folder
-    ):
-        folder = write_jpegs(Path(folder), cfg.loader_images, cfg.jpeg_size, cfg.seed)
-        return [
-            time_loader(folder, preset, w, cfg.loader_batch, device.type == "cuda")
-            for w in cfg.loader_workers
-        ]
 
 
 # ---------------------------------------------------------------- the whole report

@@ -31,9 +31,8 @@ class GpuBenchConfig:
     io_dim: int = 4096  # features per row, stored as (io_dim // 4, 2, 2): a pooled block
     io_shard_rows: int = 2048
     io_repeats: int = 3  # reads of each kind; the best is reported
-    identity_model: str = (
-        "demo-fmnist"  # small preset extracted twice (random weights): ADM-256's blocks at 1/8 scale
-    )
+    # small preset extracted twice (random weights): ADM-256's blocks at 1/8 scale
+    identity_model: str = "demo-fmnist"
     identity_images: int = 8  # generated images in an imagefolder
     identity_dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")  # one pair of extractions per dtype
     time_budget_s: float = 200.0  # quick mode: parts and cases not begun by then are skipped (one line each)

@@ -31,18 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.bench.gpu import (
-    SKIPPED,
-    _first_line,
-    bench_gpu,
-    bench_loader,
-    flops_per_image,
-    machine_info,
-    peak_tflops,
-    validate,
-    write_jpegs,
-)
+from extract.bench.gpu import SKIPPED, _first_line, bench_gpu, flops_per_image, machine_info, peak_tflops
 from extract.bench.gpu_config import GpuBenchConfig
+from extract.bench.gpu_loader import bench_loader, write_jpegs
+from extract.bench.gpu_setup import validate
 from extract.bench.io import best_time
 from extract.models.adm_presets import get_preset
 from extract.models.precision import AUTOCAST_DTYPES
@@ -115,9 +107,8 @@ def bench_store_read(
             a = store.array(STORE_KEY)
             return [a[lo:hi] for lo, hi in spans]
 
-        matches = bool(
-            np.array_equal(np.concatenate(store_read()), np.load(raw))
-        )  # also warms the page cache
+        # also warms the page cache
+        matches = bool(np.array_equal(np.concatenate(store_read()), np.load(raw)))
         store_s = best_time(store_read, repeats)
         numpy_s = best_time(lambda: np.load(raw), repeats)
         return {

@@ -30,10 +30,8 @@ CODECS = {
     "crc32c (diffprobe's)": feature_codecs,
     "none": lambda: [],
     "zstd-1 + crc32c": lambda: [ZstdCodec(level=1), Crc32cCodec()],
-    "zstd-3 + crc32c (earlier stores)": lambda: [
-        ZstdCodec(level=0),
-        Crc32cCodec(),
-    ],  # level 0 is zstd's default, 3
+    # level 0 is zstd's default, 3
+    "zstd-3 + crc32c (earlier stores)": lambda: [ZstdCodec(level=0), Crc32cCodec()],
     "blosc-lz4 bitshuffle + crc32c": lambda: [
         BloscCodec(cname="lz4", shuffle="bitshuffle", typesize=2),
         Crc32cCodec(),
@@ -42,7 +40,8 @@ CODECS = {
 
 
 def activation_like(rows: int, dim: int, seed: int = 0) -> np.ndarray:
-    """(rows, dim // 4, 2, 2) fp16: SiLU of normals with a scale and shift per channel, as a pooled block's output."""
+    """(rows, dim // 4, 2, 2) fp16: SiLU of normals with a scale and shift per channel, as a
+    pooled block's output."""
     rng = np.random.default_rng(seed)
     c = dim // 4
     scale, shift = rng.uniform(0.2, 2.0, (1, c, 1, 1)), rng.normal(0, 1, (1, c, 1, 1))
@@ -195,13 +194,13 @@ def format_table(result: dict) -> str:
     lines = []
     for r in result["parts"]:
         lines += [
-            f"cache I/O, {r['data']}: {r['rows']} rows x {r['row_shape']} {r['dtype']} ({r['mb']} MB), {r['shard_rows']}-row shards, "
-            f"warm page cache, best of {r['repeats']}",
-            f"  raw np.load of the same bytes: {r['raw_mb_per_s']:.0f} MB/s (by shard with np.fromfile: {r['raw_by_shard_mb_per_s']:.0f} MB/s)",
+            f"cache I/O, {r['data']}: {r['rows']} rows x {r['row_shape']} {r['dtype']} ({r['mb']} MB), "
+            f"{r['shard_rows']}-row shards, warm page cache, best of {r['repeats']}",
+            f"  raw np.load of the same bytes: {r['raw_mb_per_s']:.0f} MB/s "
+            f"(by shard with np.fromfile: {r['raw_by_shard_mb_per_s']:.0f} MB/s)",
             f"  {'codec':<34} {'reader':<28} {'MB/s':>7} {'of raw':>7} {'size':>6}",
         ]
         for row in r["results"]:
-            lines.append(
-                f"  {row['codec']:<34} {row['reader']:<28} {row['mb_per_s']:>7.0f} {row['of_raw']:>6.0%} {row['size_ratio']:>5.2f}x"
-            )
+            rate = f"{row['mb_per_s']:>7.0f} {row['of_raw']:>6.0%}"
+            lines.append(f"  {row['codec']:<34} {row['reader']:<28} {rate} {row['size_ratio']:>5.2f}x")
     return "\n".join(lines)

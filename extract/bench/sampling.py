@@ -33,9 +33,13 @@ def compare_batchings(images: int = 8, steps: int = 20, seed: int = 0) -> dict:
     half = images // 2
     for sampler in ("ddpm", "ddim"):
         diffusion = respaced_diffusion(preset, steps, sampler)
-        one = lambda idx: draw(
-            preset, model, idx, None, steps=steps, sampler=sampler, seed=seed, diffusion=diffusion
-        )  # noqa: E731
+
+        def one(idx: list[int]) -> np.ndarray:
+            """The images of rows idx, drawn with this iteration's sampler."""
+            return draw(
+                preset, model, idx, None, steps=steps, sampler=sampler, seed=seed, diffusion=diffusion
+            )
+
         whole = one(list(range(images)))
         halves = np.concatenate([one(list(range(a, a + half))) for a in (0, half)])
         singles = np.concatenate([one([i]) for i in range(images)])

@@ -92,9 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     for r in rows:
-        print(
-            f"{r['candidate']:<58} {r['blocks']:>3} blocks {r['parameters']:>10,} params  b24 {r['b24']}  {r['train_images_per_s']:>6.1f} train img/s"
-        )
+        size = f"{r['blocks']:>3} blocks {r['parameters']:>10,} params"
+        print(f"{r['candidate']:<58} {size}  b24 {r['b24']}  {r['train_images_per_s']:>6.1f} train img/s")
 
 
 if __name__ == "__main__":

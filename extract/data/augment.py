@@ -84,5 +84,6 @@ def check_augmentation(name: str, split: str) -> None:
         raise ValueError(f"unknown augmentation {name!r}; choose one of: {', '.join(AUGMENTATIONS)}")
     if name != "none" and split not in TRAIN_SPLITS:
         raise ValueError(
-            f"--aug {name} is for training splits ({', '.join(TRAIN_SPLITS)}), not {split!r}: evaluation uses the center crop"
+            f"--aug {name} is for training splits ({', '.join(TRAIN_SPLITS)}), not {split!r}: "
+            "evaluation uses the center crop"
         )

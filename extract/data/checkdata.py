@@ -115,7 +115,8 @@ def check_split(
         present = [i for i in present if source.paths[i].is_file()]
         if result.missing:
             result.problems.append(
-                f"{len(result.missing)} image files missing under {source.location}: {_examples(result.missing)}"
+                f"{len(result.missing)} image files missing under {source.location}: "
+                f"{_examples(result.missing)}"
             )
     with ThreadPoolExecutor(max(1, workers)) as pool:
         reasons = pool.map(lambda i: _readable(source, i, decode), present, chunksize=64)

@@ -22,12 +22,17 @@ AIRCRAFT_BANNER_PX = 20  # FGVC-Aircraft: the bottom 20 rows of every image are 
 AIRCRAFT_LEVELS = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 
 LAYOUTS = {
-    "aircraft": "ROOT/fgvc-aircraft-2013b/data/{images/<id>.jpg, variants.txt, families.txt, manufacturers.txt, images_<level>_<split>.txt}",
-    "cars": "ROOT/stanford_cars/{cars_train/, cars_test/, devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_test_annos_withlabels.mat}",
-    "cub": "ROOT/CUB_200_2011/{images/<class>/<file>.jpg, images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, bounding_boxes.txt}",
-    "dogs": "ROOT/{Images/<synset>-<breed>/<file>.jpg, train_list.mat, test_list.mat} (images.tar and lists.tar extracted)",
+    "aircraft": "ROOT/fgvc-aircraft-2013b/data/{images/<id>.jpg, variants.txt, families.txt, "
+    "manufacturers.txt, images_<level>_<split>.txt}",
+    "cars": "ROOT/stanford_cars/{cars_train/, cars_test/, devkit/cars_meta.mat, devkit/cars_train_annos.mat, "
+    "cars_test_annos_withlabels.mat}",
+    "cub": "ROOT/CUB_200_2011/{images/<class>/<file>.jpg, images.txt, image_class_labels.txt, "
+    "train_test_split.txt, classes.txt, bounding_boxes.txt}",
+    "dogs": "ROOT/{Images/<synset>-<breed>/<file>.jpg, train_list.mat, test_list.mat} "
+    "(images.tar and lists.tar extracted)",
     "flowers": "ROOT/flowers-102/{jpg/image_<5 digits>.jpg, imagelabels.mat, setid.mat}",
-    "nabirds": "ROOT/nabirds/{images/<class>/<file>.jpg, images.txt, image_class_labels.txt, train_test_split.txt, classes.txt}",
+    "nabirds": "ROOT/nabirds/{images/<class>/<file>.jpg, images.txt, image_class_labels.txt, "
+    "train_test_split.txt, classes.txt}",
     "pets": "ROOT/oxford-iiit-pet/{images/<Breed>_<n>.jpg, annotations/trainval.txt, annotations/test.txt}",
     "dtd": "ROOT/dtd/{images/<class>/<file>.jpg, labels/{train,val,test}<1..10>.txt}",
 }
@@ -223,7 +228,8 @@ def _cub_like(
     bad = [c for c in [*label_of.values(), *names] if not c.isdigit()]
     if bad:
         raise DataError(
-            f"{dataset}: class id {bad[0]!r} in {folder} is not a number (image_class_labels.txt, classes.txt)"
+            f"{dataset}: class id {bad[0]!r} in {folder} is not a number "
+            "(image_class_labels.txt, classes.txt)"
         )
     return ids, [folder / "images" / paths[i] for i in ids], [label_of[i] for i in ids], names
 

@@ -23,7 +23,8 @@ from extract.data.label_index import index_labels, optional_package, split_files
 from extract.data.sources import ALL_SPLIT, DataError, ImageSource, open_image
 
 LAYOUT = (
-    "ROOT = a save_to_disk folder (dataset_dict.json and <split>/, or one Dataset's state.json: --split all), "
+    "ROOT = a save_to_disk folder (dataset_dict.json and <split>/, "
+    "or one Dataset's state.json: --split all), "
     "or parquet files ROOT/<split>/*.parquet, ROOT/<split>-*.parquet or ROOT/data/<split>-*.parquet"
 )
 DATASET = "hf"
@@ -68,7 +69,8 @@ def _classes(
     bad = np.flatnonzero((labels < 0) | (labels >= len(names)))
     if len(bad):
         raise DataError(
-            f"{DATASET}: {where}: image {ids[bad[0]]!r} has label {labels[bad[0]]}, outside the {len(names)} ClassLabel names"
+            f"{DATASET}: {where}: image {ids[bad[0]]!r} has label {labels[bad[0]]}, "
+            f"outside the {len(names)} ClassLabel names"
         )
     return labels, [str(n) for n in names]
 
@@ -96,7 +98,8 @@ def _saved_folder(root: Path, split: str) -> Path | None:
             pass
         if split not in (ALL_SPLIT, recorded):
             raise DataError(
-                f"{DATASET}: {root} is one saved Dataset (split {recorded}), read as --split {recorded or ALL_SPLIT}, not {split!r}"
+                f"{DATASET}: {root} is one saved Dataset (split {recorded}), "
+                f"read as --split {recorded or ALL_SPLIT}, not {split!r}"
             )
         return root
     if (root / split / "state.json").is_file():
@@ -145,7 +148,8 @@ def parquet_files(root: Path, split: str) -> tuple[list[Path], str]:
         return found
     held = sorted(p.name for p in root.iterdir())[:6]
     raise DataError(
-        f"{DATASET}: no save_to_disk folder and no {split} parquet files in {root} (it holds: {', '.join(held) or 'nothing'}); "
+        f"{DATASET}: no save_to_disk folder and no {split} parquet files in {root} "
+        f"(it holds: {', '.join(held) or 'nothing'}); "
         f"expected layout: {LAYOUT}"
     )
 

@@ -24,7 +24,8 @@ from extract.data.sources import DataError, ImageSource, open_image
 
 LAYOUT = (
     "ROOT/{train/<synset>/<image>.JPEG, val/<synset>/<image>.JPEG or val/ILSVRC2012_val_<n>.JPEG with "
-    "LOC_val_solution.csv or ILSVRC2012_devkit_t12[.tar.gz]; optional LOC_synset_mapping.txt for class names} "
+    "LOC_val_solution.csv or ILSVRC2012_devkit_t12[.tar.gz]; "
+    "optional LOC_synset_mapping.txt for class names} "
     "(or Kaggle's ROOT/ILSVRC/Data/CLS-LOC/{train,val} with the LOC_* files in ROOT)"
 )
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -89,7 +90,8 @@ def class_list(data_dir: Path, meta_dir: Path) -> tuple[list[str], list[str]]:
                     break
     if not pairs:
         raise DataError(
-            f"imagenet: no classes under {data_dir}: need train/<synset>/ folders, LOC_synset_mapping.txt or the devkit; expected layout: {LAYOUT}"
+            f"imagenet: no classes under {data_dir}: need train/<synset>/ folders, "
+            f"LOC_synset_mapping.txt or the devkit; expected layout: {LAYOUT}"
         )
     wnids = sorted(pairs)
     return wnids, [pairs[w] for w in wnids]
@@ -109,7 +111,8 @@ def _val_labels(meta_dir: Path) -> dict[str, str]:
             reader = csv.DictReader(f)
             if not {"ImageId", "PredictionString"} <= set(reader.fieldnames or []):
                 raise DataError(
-                    f"imagenet: {solution} needs the columns ImageId,PredictionString; found {reader.fieldnames}"
+                    f"imagenet: {solution} needs the columns ImageId,PredictionString; "
+                    f"found {reader.fieldnames}"
                 )
             return {
                 row["ImageId"]: row["PredictionString"].split()[0]
@@ -127,7 +130,8 @@ def _val_labels(meta_dir: Path) -> dict[str, str]:
         ids = [int(x) for x in truth.decode().split()]
     except ValueError:
         raise DataError(
-            f"imagenet: the devkit's ILSVRC2012_validation_ground_truth.txt in {meta_dir} holds a line that is not an ILSVRC2012_ID"
+            f"imagenet: the devkit's ILSVRC2012_validation_ground_truth.txt in {meta_dir} "
+            "holds a line that is not an ILSVRC2012_ID"
         ) from None
     try:
         return {f"ILSVRC2012_val_{n:08d}": synsets[k][0] for n, k in enumerate(ids, 1)}
@@ -155,7 +159,8 @@ def imagenet(root: Path | None, split: str, opts: dict) -> ImageSource:
         unknown = [d for d in subdirs if d not in index]
         if unknown:
             raise DataError(
-                f"imagenet: {folder / unknown[0]} is not one of the {len(wnids)} synsets ({len(unknown)} such folders)"
+                f"imagenet: {folder / unknown[0]} is not one of the {len(wnids)} synsets "
+                f"({len(unknown)} such folders)"
             )
         for d in subdirs:
             files = _images_in(folder / d)
@@ -167,7 +172,8 @@ def imagenet(root: Path | None, split: str, opts: dict) -> ImageSource:
             stem = f.rsplit(".", 1)[0]
             if stem not in truth:
                 raise DataError(
-                    f"imagenet: {folder / f} has no ground-truth label (looked in LOC_val_solution.csv / the devkit)"
+                    f"imagenet: {folder / f} has no ground-truth label "
+                    "(looked in LOC_val_solution.csv / the devkit)"
                 )
             if truth[stem] not in index:
                 raise DataError(

@@ -75,7 +75,8 @@ DATASETS: dict[str, DatasetSpec] = {
             _generic(samples.samples),
             (samples.SPLIT,),
             samples.LAYOUT,
-            "generated images: an `extract sample` folder or a guided-diffusion .npz (label: the class drawn, else 0)",
+            "generated images: an `extract sample` folder or a guided-diffusion .npz "
+            "(label: the class drawn, else 0)",
         ),
         DatasetSpec(
             "imagenet",

@@ -22,7 +22,8 @@ from extract.data.sources import GRAY_MODES, DataError, ImageSource, open_image
 from extract.store.files import file_sha256
 
 LAYOUT = (
-    "ROOT = a finished `extract sample` folder (samples.json, png/NNNNNN.png, samples_*.npz), a folder of PNGs of one size and kind, "
+    "ROOT = a finished `extract sample` folder (samples.json, png/NNNNNN.png, samples_*.npz), "
+    "a folder of PNGs of one size and kind, "
     "or a .npz file (arr_0 uint8 NHWC, arr_1 labels)"
 )
 SPLIT = "all"

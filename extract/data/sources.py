@@ -37,17 +37,22 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})  # PIL modes read as one channel
-PREPROCESSING = "guided-diffusion center crop: halve (box) while short side >= 2s, bicubic short side to s, center crop; x/127.5-1"
+PREPROCESSING = (
+    "guided-diffusion center crop: halve (box) while short side >= 2s, bicubic short side to s, "
+    "center crop; x/127.5-1"
+)
 
 
 IMAGEFOLDER_LAYOUT = "ROOT/<split>/<class>/<image> (or ROOT/<class>/<image>, read as --split all)"
 ALL_SPLIT = "all"
 HDF5_LAYOUT = "ROOT = a .h5 file (or a folder of <split>.h5): images (N,H,W[,C]) uint8, labels (N,)"
-FASHION_MNIST_LAYOUT = "IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in ROOT, $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist"
+FASHION_MNIST_LAYOUT = (
+    "IDX files {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in ROOT, "
+    "$FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist"
+)
 
-MAX_HDF5_IMAGES = (
-    1 << 27
-)  # 134M rows: far beyond ImageNet-21k, far below what would exhaust memory for labels
+# 134M rows: far beyond ImageNet-21k, far below what would exhaust memory for labels
+MAX_HDF5_IMAGES = 1 << 27
 MAX_IMAGE_VALUES = 1 << 28  # one image of at most 268M values (16k x 16k RGB)
 
 
@@ -77,9 +82,8 @@ class ImageSource:
 
     def class_counts(self, rows: np.ndarray | None = None) -> list[int]:
         labels = self.labels if rows is None else self.labels[rows]
-        return np.bincount(
-            labels[labels >= 0], minlength=len(self.classes)
-        ).tolist()  # -1: outside a class subset
+        # -1: outside a class subset
+        return np.bincount(labels[labels >= 0], minlength=len(self.classes)).tolist()
 
     def load(self, i: int) -> Image.Image:
         return self.loader(i)
@@ -210,7 +214,8 @@ def imagefolder(root: Path | None, split: str) -> ImageSource:
     if not folder.is_dir():  # never the root in a split's place: train and test would hold the same images
         found = sorted(p.name for p in root.iterdir() if p.is_dir())[:6]
         raise DataError(
-            f"no {split}/ folder in {root} (it holds: {', '.join(found) or 'no folders'}); expected layout: {IMAGEFOLDER_LAYOUT}"
+            f"no {split}/ folder in {root} (it holds: {', '.join(found) or 'no folders'}); "
+            f"expected layout: {IMAGEFOLDER_LAYOUT}"
         )
     try:
         classes, class_to_idx = find_classes(str(folder))
@@ -278,7 +283,8 @@ def hdf5(root: Path | None, split: str) -> ImageSource:
                 )
             if labels_ds.shape != (images.shape[0],) or not np.issubdtype(labels_ds.dtype, np.integer):
                 raise DataError(
-                    f"{path}: 'labels' must be {images.shape[0]} integers, got {labels_ds.dtype} {labels_ds.shape}"
+                    f"{path}: 'labels' must be {images.shape[0]} integers, "
+                    f"got {labels_ds.dtype} {labels_ds.shape}"
                 )
             labels = np.asarray(labels_ds[:])
             n = images.shape[0]

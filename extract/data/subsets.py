@@ -58,7 +58,8 @@ def restrict_classes(source: ImageSource, path: Path) -> tuple[ImageSource, np.n
     missing = [c for c in wanted if c not in lookup]
     if missing:
         raise DataError(
-            f"class list {path}: {len(missing)} of {len(wanted)} entries are not classes of {source.name}, e.g. {missing[0]!r}"
+            f"class list {path}: {len(missing)} of {len(wanted)} entries are not classes of {source.name}, "
+            f"e.g. {missing[0]!r}"
         )
     keep = sorted({lookup[c] for c in wanted})
     renumber = np.full(len(source.classes), -1, dtype=np.int64)
@@ -127,7 +128,8 @@ def apply_subset(source: ImageSource, subset: Subset) -> tuple[ImageSource, np.n
         if subset.classes_file is not None and not np.isin(listed, rows).all():
             outside = source.ids[int(listed[~np.isin(listed, rows)][0])]
             raise DataError(
-                f"image list {subset.list_file} names {outside!r}, outside the classes of {subset.classes_file}"
+                f"image list {subset.list_file} names {outside!r}, "
+                f"outside the classes of {subset.classes_file}"
             )
         rows = listed
     if subset.per_class is not None:

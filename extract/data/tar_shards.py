@@ -23,8 +23,9 @@ from extract.data.label_index import index_labels, optional_package, split_files
 from extract.data.sources import ALL_SPLIT, DataError, ImageSource, open_image
 
 LAYOUT = (
-    "ROOT/<split>/*.tar or ROOT/<split>-*.tar (ROOT/*.tar as --split all), or ROOT = one .tar or a brace pattern "
-    "such as /data/train-{000000..000146}.tar; each sample KEY.jpg|png|webp with KEY.cls or KEY.json (img2dataset's output)"
+    "ROOT/<split>/*.tar or ROOT/<split>-*.tar (ROOT/*.tar as --split all), "
+    "or ROOT = one .tar or a brace pattern such as /data/train-{000000..000146}.tar; "
+    "each sample KEY.jpg|png|webp with KEY.cls or KEY.json (img2dataset's output)"
 )
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 LABEL_OPTION = "label"
@@ -44,7 +45,8 @@ def parse_label(value: str) -> tuple[str, str]:
     if kind == "json" and fieldname:
         return "json", fieldname
     raise DataError(
-        f"--data-opt label={value}: webdataset takes label=cls (KEY.cls files) or label=json:<field> (a field of KEY.json)"
+        f"--data-opt label={value}: webdataset takes label=cls (KEY.cls files) "
+        "or label=json:<field> (a field of KEY.json)"
     )
 
 
@@ -57,7 +59,8 @@ def _expand(pattern: str) -> list[Path]:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(
-            f"{DATASET}: {len(missing)} of the {len(paths)} shards {pattern} names do not exist, e.g. {missing[0]}"
+            f"{DATASET}: {len(missing)} of the {len(paths)} shards {pattern} names do not exist, "
+            f"e.g. {missing[0]}"
         )
     if not paths:
         raise DataError(f"{DATASET}: no shard matches {pattern}; expected layout: {LAYOUT}")
@@ -84,7 +87,8 @@ def shard_paths(root: Path | None, split: str) -> tuple[list[Path], str]:
         return found
     held = sorted(p.name for p in root.iterdir())[:6]
     raise DataError(
-        f"{DATASET}: no {split}/*.tar or {split}-*.tar shards in {root} (it holds: {', '.join(held) or 'nothing'}); "
+        f"{DATASET}: no {split}/*.tar or {split}-*.tar shards in {root} "
+        f"(it holds: {', '.join(held) or 'nothing'}); "
         f"expected layout: {LAYOUT}"
     )
 
@@ -95,7 +99,8 @@ def _read_label(sample_id: str, kind: str, fieldname: str, members: dict, tar: t
     if ext not in members:
         others = ", ".join(sorted(members))
         raise DataError(
-            f"{DATASET}: sample {sample_id} has no .{ext} file for its label (it has: {others}); see --data-opt label="
+            f"{DATASET}: sample {sample_id} has no .{ext} file for its label (it has: {others}); "
+            "see --data-opt label="
         )
     raw = tar.extractfile(members[ext]).read()
     if kind == "cls":
@@ -119,7 +124,8 @@ def _read_label(sample_id: str, kind: str, fieldname: str, members: dict, tar: t
 
 
 def _samples(tar: tarfile.TarFile, base_plus_ext):
-    """(key, {extension: member}) for each run of members sharing a key, in tar order (webdataset's grouping)."""
+    """(key, {extension: member}) for each run of members sharing a key, in tar order (webdataset's
+    grouping)."""
     key, members = None, {}
     for info in tar:
         name = info.name
@@ -149,7 +155,8 @@ def index_shard(path: Path, kind: str, fieldname: str) -> list[tuple[str, int, i
                 image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
                 if image is None:
                     raise DataError(
-                        f"{DATASET}: sample {sample_id} has no image ({', '.join(IMAGE_EXTENSIONS)}); it has: {', '.join(sorted(members))}"
+                        f"{DATASET}: sample {sample_id} has no image ({', '.join(IMAGE_EXTENSIONS)}); "
+                        f"it has: {', '.join(sorted(members))}"
                     )
                 rows.append(
                     (

@@ -28,9 +28,8 @@ KEY_FILE, PNG_DIR = "samples.json", "png"
 
 
 def image_seed(seed: int, index: int) -> int:
-    from extract.generate.sampling import (
-        image_seed as seed_of,
-    )  # the same per-image seeds as `extract sample`
+    # the same per-image seeds as `extract sample`
+    from extract.generate.sampling import image_seed as seed_of
 
     return seed_of(seed, index)
 

@@ -35,15 +35,8 @@ STATE_FILE, LOG_FILE, WEIGHTS_FILE, META_FILE = (
     "bigan.pt",
     "train_meta.json",
 )
-RESUME_FIXED = (
-    "batch_size",
-    "seed",
-    "data",
-    "split",
-    "z_dim",
-    "width",
-    "flip",
-)  # a resumed run must keep these
+# a resumed run must keep these
+RESUME_FIXED = ("batch_size", "seed", "data", "split", "z_dim", "width", "flip")
 
 
 @dataclass(frozen=True)
@@ -100,15 +93,14 @@ def train_step(
     """One D step on (x, E(x)) vs (G(z), z), then one joint G+E step on the flipped labels."""
     ones, zeros = torch.ones(len(x), device=x.device), torch.zeros(len(x), device=x.device)
     ez, gx = model.encoder(x), model.generator(z)
+    bce = F.binary_cross_entropy_with_logits
     real, fake = model.discriminator(x, ez.detach()), model.discriminator(gx.detach(), z)
-    loss_d = F.binary_cross_entropy_with_logits(real, ones) + F.binary_cross_entropy_with_logits(fake, zeros)
+    loss_d = bce(real, ones) + bce(fake, zeros)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
     real_ge, fake_ge = model.discriminator(x, ez), model.discriminator(gx, z)
-    loss_ge = F.binary_cross_entropy_with_logits(real_ge, zeros) + F.binary_cross_entropy_with_logits(
-        fake_ge, ones
-    )
+    loss_ge = bce(real_ge, zeros) + bce(fake_ge, ones)
     opt_ge.zero_grad(set_to_none=True)
     loss_ge.backward()
     opt_ge.step()

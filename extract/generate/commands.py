@@ -129,8 +129,8 @@ def add_generate_commands(group: click.Group) -> None:
         "n",
         type=click.IntRange(min=1),
         default=64,
-        help="number of images (under torchrun spell it --num-samples: "
-        "torchrun takes --n for its own --nnodes)",
+        help="number of images "
+        "(under torchrun spell it --num-samples: torchrun takes --n for its own --nnodes)",
     )
     @click.option(
         "--steps",
@@ -149,8 +149,8 @@ def add_generate_commands(group: click.Group) -> None:
     )
     @click.option(
         "--class-label",
-        help="class-conditional presets: one class for every image, or 'all' "
-        "(image i gets class i % 1000) [default: all]",
+        help="class-conditional presets: one class for every image, "
+        "or 'all' (image i gets class i % 1000) [default: all]",
     )
     @click.option("--seed", type=int, default=0, help="image i's noise comes from (seed, i) alone")
     @click.option(
@@ -226,8 +226,7 @@ def add_generate_commands(group: click.Group) -> None:
         record = train(ClassifierConfig(**options), progress=progress)
         click.echo(
             f"{options['out']}: epoch {record['best_epoch']}, val top-1 {record['val_top1']}, "
-            f"test top-1 {record['test_top1']}, "
-            f"{record['seconds']} s, sha256 {record['sha256']}"
+            f"test top-1 {record['test_top1']}, {record['seconds']} s, sha256 {record['sha256']}"
         )
 
     add_bigan_commands(group)
@@ -275,8 +274,8 @@ def add_bigan_commands(group: click.Group) -> None:
     @click.option("--log-every", type=click.IntRange(min=1), default=25)
     @user_errors
     def train_bigan(**options):
-        """Train the BiGAN baseline (G, E, joint D; BCE, Adam 2e-4) resumably, as `train` trains
-        the demo U-Net."""
+        """Train the BiGAN baseline (G, E, joint D; BCE, Adam 2e-4) resumably, as `train` trains the
+        demo U-Net."""
         from extract.generate.bigan_train import BiganTrainConfig, train
 
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}

@@ -48,18 +48,16 @@ class TrainConfig:
     flip: bool = True
     max_images: int = 320_000
     max_minutes: float | None = None  # stop (after a checkpoint) when this much wall time has passed
-    stop_step: int | None = (
-        None  # stop (after a checkpoint) at this step; the LR schedule still runs to max_images
-    )
+    # stop (after a checkpoint) at this step; the LR schedule still runs to max_images
+    stop_step: int | None = None
     save_every: int = 250  # steps between checkpoints
     log_every: int = 25
     seed: int = 0
     device: str = "cpu"
     channels_last: bool = False  # measured 0.9x here at 28x28 (calibration elsewhere saw 1.8x)
     threads: int | None = None
-    init: str | None = (
-        None  # start from these weights (a state_dict of the preset, e.g. the shipped EMA), fresh optimizer
-    )
+    # start from these weights (a state_dict of the preset, e.g. the shipped EMA), fresh optimizer
+    init: str | None = None
     keep_every: int | None = None  # also keep the EMA every this many steps as snapshots/ema-step<N>.pt
 
     @property

@@ -119,7 +119,8 @@ PRESETS: dict[str, ModelPreset] = {
         ),
         ModelPreset(
             name="adm256-lsun",
-            description="ADM 256x256 unconditional, LSUN bedroom/cat/horse (same architecture as adm256-uncond)",
+            description="ADM 256x256 unconditional, LSUN bedroom/cat/horse "
+            "(same architecture as adm256-uncond)",
             image_size=256,
             channel_mult=(1, 1, 2, 2, 4, 4),
             checkpoint="lsun_bedroom.pt, lsun_cat.pt, lsun_horse.pt, lsun_horse_nodropout.pt",
@@ -173,7 +174,8 @@ PRESETS: dict[str, ModelPreset] = {
         ),
         ModelPreset(
             name="demo-fmnist",
-            description="the shipped demo: ADM-256's block topology at 1/8 scale, trained without labels on Fashion-MNIST (32x32, grayscale)",
+            description="the shipped demo: ADM-256's block topology at 1/8 scale, trained without labels "
+            "on Fashion-MNIST (32x32, grayscale)",
             # every level of adm256-uncond with each spatial size divided by 8 (256 -> 32,
             # attention at 32/16/8 -> 4/2/1), so b=19 is the middle block and b=24 is
             # output_blocks[4] in the second decoder level, as in the paper's model
@@ -198,19 +200,3 @@ def get_preset(name: str) -> ModelPreset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
-
-
-# ---------------------------------------------------------------- every model family
-# guided-diffusion presets above; latent diffusion presets (SD, DiT through diffusers) in
-# extract.models.latent_presets. Names are unique across both.
-from extract.models.latent_presets import LATENT_PRESETS, LatentPreset  # noqa: E402
-
-MODEL_NAMES: tuple[str, ...] = (*PRESETS, *LATENT_PRESETS)
-
-
-def get_any_preset(name: str) -> ModelPreset | LatentPreset:
-    """A preset of any family by name; an unknown name lists the valid ones."""
-    found = PRESETS.get(name) or LATENT_PRESETS.get(name)
-    if found is None:
-        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    return found

@@ -12,9 +12,9 @@ from extract.checks import check_run_options, resolve_blocks, row_shapes
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING
 from extract.models.adm import load_unet, shipped_weights
-from extract.models.adm_flags import checked_preset
 from extract.models.adm_forward import UNET_COMPATIBLE, AdmForward
-from extract.models.adm_presets import ModelPreset, get_preset
+from extract.models.adm_options import AdmOptions, adm_preset
+from extract.models.adm_presets import ModelPreset
 from extract.shards import ShardJob, Summary, image_inputs, run_shards
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
 from extract.store.dist import process_group
@@ -28,14 +28,16 @@ def validate_adm(
 ) -> tuple[ModelPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
     """Every argument error, before any model, data or store is touched.
     Returns the preset, the sorted blocks and each key's row shape."""
-    preset = checked_preset(cfg.model_flags) if cfg.model_flags else get_preset(cfg.model)
+    options: AdmOptions = cfg.options
+    if options.model_flags and cfg.model != ExtractConfig.model:  # --model-flags stands in for --model
+        raise ValueError(
+            f"--model {cfg.model} and --model-flags exclude each other: --model-flags builds the U-Net "
+            "itself; give one of them"
+        )
+    preset = adm_preset(cfg.model, options)
     check_run_options(cfg, preset)
     if preset.class_cond and not 0 <= class_label(cfg, preset) < 1000:
-        raise ValueError(f"--class-label must be in [0, 1000), got {cfg.class_label}")
-    if cfg.prompt or cfg.model_dir is not None or cfg.latents is not None:
-        raise ValueError(
-            f"--prompt, --model-dir and --latents are options of latent diffusion presets, not of {preset.name}"
-        )
+        raise ValueError(f"--class-label must be in [0, 1000), got {options.class_label}")
     if cfg.ckpt is None and not cfg.random_init:
         if not preset.shipped:
             raise ValueError(
@@ -47,9 +49,8 @@ def validate_adm(
     if cfg.ckpt is not None and not Path(cfg.ckpt).is_file():
         raise FileNotFoundError(f"checkpoint not found: {cfg.ckpt}")
     blocks = resolve_blocks(cfg, preset)
-    shapes = row_shapes(
-        preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps
-    )  # pool larger than a map fails here
+    # a pool larger than a map fails here
+    shapes = row_shapes(preset, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps)
     if not shapes:
         raise ValueError(f"every pool in {list(cfg.pools)} is larger than the maps of blocks {list(blocks)}")
     return preset, blocks, shapes

@@ -11,7 +11,6 @@ downloaded. Keys are (t=0, b, pool): there is no noise.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +22,8 @@ from extract.models.network_store import capture as network_capture
 from extract.models.network_store import network_fill
 from extract.models.pooling import pooled_shape
 from extract.models.weights import CheckpointError, file_sha256, read_state_dict
-from extract.store.config import DataSelection, StoreOptions, json_roundtrip
+from extract.models.backbone_options import BackboneConfig
+from extract.store.config import json_roundtrip
 from extract.store.dist import pick_device
 from extract.store.provenance import provenance
 from extract.store.schema import FeatureKey, pool_label
@@ -71,21 +71,6 @@ def capture(
     return network_capture(model, blocks, x, wanted, as_map)
 
 
-@dataclass(frozen=True)
-class BackboneConfig:
-    store: StoreOptions
-    selection: DataSelection = DataSelection(split="test")
-    model: str = "torchvision:resnet50"
-    weights: Path | None = None
-    random_init: bool = False
-    blocks: tuple[int, ...] = ()  # empty: all
-    pools: tuple[int | None, ...] = (2,)
-    seed: int = 0
-    batch_size: int = 32  # images loaded at once (speed only)
-    micro_batch: int = 16  # images per forward, the last group zero-padded (part of the store key: values do not depend on batch_size)
-    device: str | None = None  # default: CUDA when present
-
-
 def load_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, list[torch.nn.Module], dict]:
     try:
         factory = BACKBONES[cfg.model]
@@ -102,7 +87,8 @@ def load_backbone(cfg: BackboneConfig) -> tuple[torch.nn.Module, list[torch.nn.M
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
-            f"{cfg.weights} does not fit {cfg.model}: {len(missing)} missing keys, {len(unexpected)} unexpected keys"
+            f"{cfg.weights} does not fit {cfg.model}: {len(missing)} missing keys, "
+            f"{len(unexpected)} unexpected keys"
         )
     return (
         model.eval(),
@@ -173,4 +159,8 @@ def extract_backbone(cfg: BackboneConfig) -> str:
         images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, cfg.model, cfg.micro_batch
     )
     written = write_store(plan, fill, started=started)
-    return f"{written.store}: {len(rows)} images, {cfg.model} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} ({written.images} computed now)"
+    pools = [pool_label(p) for p in cfg.pools]
+    return (
+        f"{written.store}: {len(rows)} images, {cfg.model} blocks {list(chosen)}, pools {pools} "
+        f"({written.images} computed now)"
+    )

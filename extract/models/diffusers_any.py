@@ -25,7 +25,8 @@ from torch import nn
 from extract.models.adm_blocks import BlockInfo, hooked_forward
 from extract.models.diffusers_cond import condition, kind_of, meta_condition
 from extract.models.diffusers_spec import DiffusersSpec, denoiser_folder, with_blocks
-from extract.models.latent import _from_folder, _seeded, encode_latents, libraries
+from extract.models.latent import _seeded, encode_latents, libraries
+from extract.models.latent_files import from_folder
 from extract.models.noise import alphas_cumprod
 
 
@@ -71,7 +72,8 @@ def to_map(output, tokens: int | None, name: str) -> torch.Tensor:
         else "tokens on a square grid"
     )
     raise ValueError(
-        f"module {name!r}: its output ({shapes}) is neither a map (N, C, H, W) nor {grid}; choose another module (see `extract blocks`)"
+        f"module {name!r}: its output ({shapes}) is neither a map (N, C, H, W) nor {grid}; "
+        "choose another module (see `extract blocks`)"
     )
 
 
@@ -105,7 +107,8 @@ def forward_order(model: nn.Module, spec: DiffusersSpec) -> tuple[list[str], dic
 def _unknown(name: str, known: list[str], spec: DiffusersSpec) -> ValueError:
     close = [n for n in known if n.startswith(name.rsplit(".", 1)[0])][:6] or known[:6]
     return ValueError(
-        f"unknown module {name!r} of {spec.denoiser_class}; valid names include {', '.join(close)} (`extract blocks` lists the numbered ones)"
+        f"unknown module {name!r} of {spec.denoiser_class}; valid names include {', '.join(close)} "
+        "(`extract blocks` lists the numbered ones)"
     )
 
 
@@ -123,7 +126,8 @@ def resolve_table(spec: DiffusersSpec, names=()) -> tuple[DiffusersSpec, list[Bl
             raise _unknown(name, table, spec)
         if name not in rank:
             raise ValueError(
-                f"module {name!r} of {spec.denoiser_class} does not run in its forward (with this conditioning); choose another"
+                f"module {name!r} of {spec.denoiser_class} does not run in its forward "
+                "(with this conditioning); choose another"
             )
     extra = sorted({n for n in names if n not in table}, key=rank.get)
     all_names = table + extra
@@ -165,7 +169,8 @@ def capture(
 
 # ---------------------------------------------------------------- the whole model
 def read_schedule(spec: DiffusersSpec, folder: Path | None) -> dict:
-    """The folder's scheduler config (scheduler/, or beside a denoiser-only folder's config), else DDPM's defaults."""
+    """The folder's scheduler config (scheduler/, or beside a denoiser-only folder's config), else
+    DDPM's defaults."""
     paths = (
         [folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"] if folder else []
     )
@@ -210,7 +215,8 @@ class DiffusersModel:
         return encode_latents(self.vae, x) if self.preset.vae else x.float()
 
     def noised(self, z0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
-        """DDPM's q_sample on the folder's schedule; flow-matching schedulers: (1 - s) z0 + s eps, s = t / steps."""
+        """DDPM's q_sample on the folder's schedule; flow-matching schedulers: (1 - s) z0 + s eps,
+        s = t / steps."""
         if self.schedule["kind"] == "flow":
             s = t / self.schedule["steps"]
             return (1 - s) * z0 + s * eps
@@ -242,14 +248,14 @@ def load_model(
         weights["denoiser"] = {"random_init": True, "init_seed": seed}
         denoiser = _seeded(seed, lambda: build_denoiser(spec))
     else:
-        denoiser, weights["denoiser"] = _from_folder(getattr(lib.diffusers, spec.denoiser_class), folder, sub)
+        denoiser, weights["denoiser"] = from_folder(getattr(lib.diffusers, spec.denoiser_class), folder, sub)
     if spec.vae:
-        vae, weights["vae"] = _from_folder(lib.diffusers.AutoencoderKL, folder, "vae")
+        vae, weights["vae"] = from_folder(lib.diffusers.AutoencoderKL, folder, "vae")
     else:
         vae, weights["vae"] = nn.Identity(), {"pixel_space": True}
     index_path = folder / "model_index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    cond, records, key = condition(spec, lib, folder, prompt, class_label, cond_file, _from_folder, index)
+    cond, records, key = condition(spec, lib, folder, prompt, class_label, cond_file, from_folder, index)
     weights.update(records)
     schedule = read_schedule(spec, folder)
     abar = alphas_cumprod(

@@ -10,7 +10,8 @@ from extract.checks import ALL_BLOCKS, check_run_options, resolve_blocks, row_sh
 from extract.models.adm_blocks import BlockInfo
 from extract.models.diffusers_any import load_model, resolve_table
 from extract.models.diffusers_cond import TEXT, kind_of, read_cond_file
-from extract.models.diffusers_spec import DiffusersSpec, resolve_spec
+from extract.models.diffusers_options import DiffusersOptions, diffusers_spec
+from extract.models.diffusers_spec import DiffusersSpec
 from extract.models.latent import libraries
 from extract.models.latent_run import run_latent_stores
 from extract.shards import Summary
@@ -26,33 +27,39 @@ def block_table(spec: DiffusersSpec) -> list[BlockInfo]:
 
 def validate_diffusers(cfg: ExtractConfig) -> tuple[DiffusersSpec, tuple[int, ...], dict]:
     """Every argument error (and a folder that does not fit), before any work."""
+    options: DiffusersOptions = cfg.options
     libraries()
-    if cfg.model_dir is None:
+    if options.model_dir is None:
         raise ValueError(
-            f"--model {cfg.model} needs --model-dir DIR (a local diffusers folder: unet/ or transformer/, vae/, scheduler/, text encoders)"
+            f"--model {cfg.model} needs --model-dir DIR (a local diffusers folder: unet/ or transformer/, "
+            "vae/, scheduler/, text encoders)"
         )
     if cfg.ckpt is not None:
         raise ValueError(
-            f"--ckpt is not used with --model {cfg.model}: the denoiser's weights come from the folder (or --random-init)"
+            f"--ckpt is not used with --model {cfg.model}: the denoiser's weights come from the folder "
+            "(or --random-init)"
         )
-    spec = resolve_spec(cfg.model, cfg.model_dir)
-    spec, table = resolve_table(spec, tuple(b for b in cfg.blocks if isinstance(b, str) and b != ALL_BLOCKS))
+    spec = diffusers_spec(cfg.model, options)
+    named = tuple(b for b in cfg.blocks if isinstance(b, str) and b != ALL_BLOCKS)
+    spec, table = resolve_table(spec, named)
     check_run_options(cfg, spec)
     needs = kind_of(spec.denoiser_class).needs(spec.denoiser)
+    label = options.class_label
     if "class_labels" in needs:
-        if cfg.class_label is None and spec.null_class is None:
+        if label is None and spec.null_class is None:
             raise ValueError(
-                f"{spec.denoiser_class} is class-conditional and its config has no null class: give --class-label"
+                f"{spec.denoiser_class} is class-conditional and its config has no null class: "
+                "give --class-label"
             )
         top = spec.null_class if spec.null_class is not None else spec.denoiser.get("num_class_embeds", 1) - 1
-        if cfg.class_label is not None and not 0 <= cfg.class_label <= top:
-            raise ValueError(f"--class-label must be in [0, {top}], got {cfg.class_label}")
-    elif cfg.class_label is not None:
+        if label is not None and not 0 <= label <= top:
+            raise ValueError(f"--class-label must be in [0, {top}], got {label}")
+    elif label is not None:
         raise ValueError(f"{spec.denoiser_class} takes no class label: leave out --class-label")
-    if not any(n in needs for n in TEXT) and (cfg.prompt or cfg.cond):
+    if not any(n in needs for n in TEXT) and (options.prompt or options.cond):
         raise ValueError(f"{spec.denoiser_class} takes no text: leave out --prompt and --cond")
-    if cfg.cond is not None:
-        read_cond_file(cfg.cond, needs)
+    if options.cond is not None:
+        read_cond_file(options.cond, needs)
     blocks = resolve_blocks(cfg, spec)
     shapes = row_shapes(spec, blocks, cfg.ts, pools_by_block(cfg, blocks), cfg.skip_small_maps, table=table)
     if not shapes:
@@ -66,14 +73,15 @@ def extract_diffusers(cfg: ExtractConfig) -> Summary:
     spec, blocks, shapes = validate_diffusers(cfg)
 
     def load():
+        options: DiffusersOptions = cfg.options
         return load_model(
             spec,
-            cfg.model_dir,
+            options.model_dir,
             random_init=cfg.random_init,
             seed=cfg.seed,
-            prompt=cfg.prompt,
-            class_label=cfg.class_label,
-            cond_file=cfg.cond,
+            prompt=options.prompt,
+            class_label=options.class_label,
+            cond_file=options.cond,
         )
 
     def key_extra(model) -> dict:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 FOLDER_MODEL = "diffusers"  # any local diffusers folder
-DIFFUSERS_MODELS = (FOLDER_MODEL, "sdxl")
 DENOISER_FOLDERS = ("unet", "transformer")
 
 
@@ -38,9 +37,8 @@ class DiffusersSpec:
     default_block_name: str = ""
     block_names: tuple[str, ...] = ()  # the numbered table, then modules asked for by name outside it
     table_size: int = 0  # how many of block_names are the numbered table
-    block_ranks: tuple[int, ...] = field(
-        default=(), compare=False
-    )  # each block's place in the forward's order (early exit)
+    # each block's place in the forward's order (early exit)
+    block_ranks: tuple[int, ...] = field(default=(), compare=False)
     description: str = ""
     folder: str | None = None  # the model folder's name, for records
 
@@ -101,14 +99,16 @@ def _read(path: Path) -> dict:
 
 
 def denoiser_folder(folder: Path) -> Path:
-    """DIR/unet or DIR/transformer; a folder that is itself a UNet2DModel's (config.json at its root) is one too."""
+    """DIR/unet or DIR/transformer; a folder that is itself a UNet2DModel's (config.json at its root)
+    is one too."""
     for sub in DENOISER_FOLDERS:
         if (folder / sub / "config.json").is_file():
             return folder / sub
     if (folder / "config.json").is_file() and "_class_name" in _read(folder / "config.json"):
         return folder
     raise FileNotFoundError(
-        f"{folder}: no denoiser (expected unet/config.json or transformer/config.json, or a UNet2DModel's config.json)"
+        f"{folder}: no denoiser (expected unet/config.json or transformer/config.json, "
+        "or a UNet2DModel's config.json)"
     )
 
 
@@ -117,7 +117,8 @@ def spec_from_folder(folder: Path, name: str = FOLDER_MODEL) -> DiffusersSpec:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"model folder not found: {folder} (expected a diffusers folder: unet/ or transformer/, vae/, scheduler/, ...)"
+            f"model folder not found: {folder} "
+            "(expected a diffusers folder: unet/ or transformer/, vae/, scheduler/, ...)"
         )
     den = denoiser_folder(folder)
     config = _read(den / "config.json")
@@ -210,7 +211,8 @@ PRESET_SPECS = {
         beta_start=0.00085,
         beta_end=0.012,
         default_block_name="up_blocks.1",
-        description="SDXL base 1.0 U-Net (1024 px, latents 128x128), empty prompt; --model-dir: its diffusers folder",
+        description="SDXL base 1.0 U-Net (1024 px, latents 128x128), empty prompt; "
+        "--model-dir: its diffusers folder",
     ),
 }
 STRUCTURAL = {"sdxl": SDXL_STRUCTURAL}
@@ -245,6 +247,7 @@ def resolve_spec(model: str, model_dir: Path | None) -> DiffusersSpec:
         )
     if model_dir is None:
         raise ValueError(
-            f"--model {model} needs --model-dir DIR (a local diffusers folder: unet/ or transformer/, vae/, scheduler/, text encoders)"
+            f"--model {model} needs --model-dir DIR (a local diffusers folder: unet/ or transformer/, "
+            "vae/, scheduler/, text encoders)"
         )
     return spec_from_folder(model_dir, model)

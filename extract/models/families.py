@@ -1,14 +1,17 @@
-"""The model-family registry: every kind of network (or none) that writes a feature store.
+"""The model-family registry: every kind of network (or none) that writes a feature store, and
+the one registry of the models `extract run` names.
 
 A family is one module and one row here. The row names, as "module:attribute" (imported only
 when used, so the ADM path never imports diffusers and a pixel store never imports a U-Net):
 - `config`: the frozen config its run takes (built from flat option names);
 - `run`: config -> summary; writes (or resumes) the store through the one writer;
+- `kinds`: the provenance kinds of the stores it writes, which `verify --repair` reads back;
+- `options`: the frozen dataclass of the family's own options, the `options` of its
+  ExtractConfig (diffusion families); the command line is generated from its fields;
 - `validate`: config -> every argument error before any work (diffusion families);
 - `block_table`: preset -> its b -> module table (diffusion families);
-- `kinds`: the provenance kinds of the stores it writes, which `verify --repair` reads back;
-- `preset`: (model, model_dir) -> its preset, for families whose models are read from a folder.
-Diffusion presets belong to the family of the preset registry that defines them.
+- `preset`: (model, options) -> the preset a run builds (diffusion families).
+`MODELS` maps every name `extract run --model` takes to its family and its preset.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from extract.models.adm_presets import MODEL_NAMES, PRESETS
-from extract.models.diffusers_spec import DIFFUSERS_MODELS
+from extract.models.adm_presets import PRESETS as ADM_PRESETS
+from extract.models.backbone_options import BACKBONE_NAMES
+from extract.models.diffusers_spec import FOLDER_MODEL, PRESET_SPECS
 from extract.models.latent_presets import LATENT_PRESETS
 
 
@@ -26,6 +30,7 @@ class Family:
     config: str
     run: str
     kinds: tuple[str, ...]
+    options: str | None = None
     validate: str | None = None
     block_table: str | None = None
     preset: str | None = None
@@ -45,26 +50,33 @@ FAMILIES: dict[str, Family] = {
         DIFFUSION_CONFIG,
         "extract.models.adm_run:extract_adm",
         ("unet",),
+        "extract.models.adm_options:AdmOptions",
         "extract.models.adm_run:validate_adm",
         "extract.models.adm_blocks:block_table",
+        "extract.models.adm_options:adm_preset",
     ),
     "latent": Family(
         DIFFUSION_CONFIG,
         "extract.models.latent_run:extract_latent",
         ("latent",),
+        "extract.models.latent_options:LatentOptions",
         "extract.models.latent_run:validate_latent",
         "extract.models.latent_blocks:latent_block_table",
+        "extract.models.latent_options:latent_preset",
     ),
     "diffusers": Family(
         DIFFUSION_CONFIG,
         "extract.models.diffusers_run:extract_diffusers",
         ("diffusers",),
+        "extract.models.diffusers_options:DiffusersOptions",
         "extract.models.diffusers_run:validate_diffusers",
         "extract.models.diffusers_run:block_table",
-        "extract.models.diffusers_spec:resolve_spec",
+        "extract.models.diffusers_options:diffusers_spec",
     ),
     "backbone": Family(
-        "extract.models.backbones:BackboneConfig", "extract.models.backbones:extract_backbone", ("backbone",)
+        "extract.models.backbone_options:BackboneConfig",
+        "extract.models.backbones:extract_backbone",
+        ("backbone",),
     ),
     "pixels": Family(
         "extract.models.pixels:PixelConfig", "extract.models.pixels:extract_pixels", ("pixels",)
@@ -74,28 +86,66 @@ FAMILIES: dict[str, Family] = {
         "extract.models.feature_store:extract_features",
         ("features",),
     ),
-    # networks read layer by layer from a weights file (the BiGAN encoder, the Fashion-MNIST classifier): one row each in extract.models.staged
+    # networks read layer by layer from a weights file (the BiGAN encoder, the Fashion-MNIST
+    # classifier): one row each in extract.models.staged
     "staged": Family(
         "extract.models.staged:StagedConfig",
         "extract.models.staged:extract_staged",
         ("bigan", "classifier-layers"),
     ),
 }
-PRESET_FAMILY = {
-    **{name: "adm" for name in PRESETS},
-    **{name: "latent" for name in LATENT_PRESETS},
-    **{name: "diffusers" for name in DIFFUSERS_MODELS},
+
+
+@dataclass(frozen=True)
+class Model:
+    """A name `extract run --model` takes: its family, and its preset where the name alone gives
+    one (a folder gives the `diffusers` model's; a backbone has none)."""
+
+    family: str
+    preset: object | None = None
+
+
+MODELS: dict[str, Model] = {
+    **{name: Model("adm", preset) for name, preset in ADM_PRESETS.items()},
+    **{name: Model("latent", preset) for name, preset in LATENT_PRESETS.items()},
+    FOLDER_MODEL: Model("diffusers"),
+    **{name: Model("diffusers", spec) for name, spec in PRESET_SPECS.items()},
+    **{name: Model("backbone") for name in BACKBONE_NAMES},
 }
+# the diffusion presets: the models whose family validates an ExtractConfig
+PRESET_FAMILY = {name: m.family for name, m in MODELS.items() if FAMILIES[m.family].validate}
+
+
+def model_entry(model: str, diffusion_only: bool = False) -> Model:
+    """The registry's row of a model name; an unknown name lists the known ones."""
+    names = PRESET_FAMILY if diffusion_only else MODELS
+    if model not in names:
+        raise ValueError(f"unknown model preset {model!r}; choose one of: {', '.join(names)}")
+    return MODELS[model]
 
 
 def family_of(model: str) -> str:
     """The family of a diffusion preset's name; an unknown name lists the known ones."""
-    try:
-        return PRESET_FAMILY[model]
-    except KeyError:
-        raise ValueError(
-            f"unknown model preset {model!r}; choose one of: {', '.join((*MODEL_NAMES, *DIFFUSERS_MODELS))}"
-        ) from None
+    return model_entry(model, diffusion_only=True).family
+
+
+def model_family(model: str) -> Family:
+    """The family of any name `extract run --model` takes."""
+    return FAMILIES[model_entry(model).family]
+
+
+def options_class(model: str) -> type:
+    """The options class of a diffusion preset's family (the `options` of its ExtractConfig)."""
+    return FAMILIES[family_of(model)].part("options")
+
+
+def preset_of(model: str, options=None):
+    """The preset a run of this diffusion model builds: the registry's, or the one its family
+    makes from its options (a flag line, a model folder). `options`: the family's options object
+    (None: its defaults)."""
+    family = FAMILIES[family_of(model)]
+    given = options if options is not None else family.part("options")()
+    return family.part("preset")(model, given)
 
 
 def family_functions(model: str):
@@ -104,14 +154,10 @@ def family_functions(model: str):
     return family.part("validate"), family.part("run")
 
 
-def block_table(model: str, model_dir=None):
+def block_table(model: str, options=None):
     """The preset's block table (rows: b, module, layers, channels, height, width, numel);
-    `model_dir`: the folder of a model read from one (--model diffusers)."""
-    from extract.models.adm_presets import get_any_preset
-
-    family = FAMILIES[family_of(model)]
-    preset = family.part("preset")(model, model_dir) if family.preset else get_any_preset(model)
-    return family.part("block_table")(preset)
+    `options`: the family's options (e.g. the folder of a model read from one)."""
+    return FAMILIES[family_of(model)].part("block_table")(preset_of(model, options))
 
 
 def family_of_kind(kind: str) -> Family | None:

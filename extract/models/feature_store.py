@@ -23,7 +23,7 @@ from extract.data.selection import dataset_record, select_data
 from extract.data.sources import GRAY_MODES, PREPROCESSING, DataError, ImageSource, center_crop, to_mode
 from extract.models.feature_nets import Extractor, FeatureSpec, build_extractor
 from extract.store import progress
-from extract.store.config import DataSelection, StoreOptions, json_roundtrip
+from extract.store.config import DataSelection, StoreOptions, json_roundtrip, option
 from extract.store.provenance import provenance
 from extract.store.schema import CHANNEL_WORDS, FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
@@ -39,18 +39,30 @@ FEATURE_COMPATIBLE = ("model", "weights", "preprocessing", "micro_batch")
 class FeatureStoreConfig:
     store: StoreOptions
     selection: DataSelection = DataSelection(split="test")
-    features: str = (
-        "inception"  # inception | classifier:FILE | torchvision:NAME (extract.models.feature_nets)
+    features: str = option(
+        "inception",
+        "inception | inception-logits | classifier:FILE | classifier-logits:FILE | torchvision:resnet50 "
+        "| torchvision:vit_b_16 | pixels (extract.models.feature_nets)",
     )
-    inception_weights: Path | None = None
-    weights: Path | None = None  # torchvision backbones
-    random_init: bool = False  # random network weights: checks a pipeline; the distance is not an FID
-    device: str = "cpu"
-    image_size: int | None = None  # default: the network's input size, else the images' own (one size)
-    channels: int | None = None  # default: the network's, else the first image's (grayscale or RGB)
-    half: str | None = None  # the first or second half of a seeded permutation of the rows (the FD floor)
-    batch_size: int = 100
-    seed: int = 0  # seeds --limit and the halves
+    inception_weights: Path | None = option(
+        None, "torch-fidelity's weights-inception-2015-12-05-6726825d.pth (never downloaded)"
+    )
+    weights: Path | None = option(None, "a torchvision state_dict, for --features torchvision:*")
+    random_init: bool = option(False, "random network weights: a pipeline check, not an FID")
+    device: str = option("cpu", "cpu, cuda, cuda:1 ...")
+    image_size: int | None = option(
+        None, "[default: the network's input size, else the images' own (one size)]", min=1
+    )
+    channels: int | None = option(
+        None, "[default: the network's, else the first image's (grayscale or RGB)]", choices=(1, 3)
+    )
+    half: str | None = option(
+        None,
+        "one half of a seeded permutation of the rows (the floor of a Fréchet distance)",
+        choices=HALVES,
+    )
+    batch_size: int = option(100, "images per forward (part of the store key)", min=1)
+    seed: int = option(0, "seeds --limit and --half")
 
 
 def feature_spec(cfg: FeatureStoreConfig) -> FeatureSpec:
@@ -70,7 +82,8 @@ def _rows(cfg: FeatureStoreConfig) -> tuple[ImageSource, np.ndarray, dict]:
         dataset = {**dataset, "rows": len(rows), "half": f"{cfg.half} (seed {cfg.seed})"}
     if len(rows) < 2:
         raise ValueError(
-            f"{cfg.selection.data} {cfg.selection.split}: {len(rows)} images selected; statistics need at least 2"
+            f"{cfg.selection.data} {cfg.selection.split}: {len(rows)} images selected; "
+            "statistics need at least 2"
         )
     return source, rows, dataset
 
@@ -95,7 +108,8 @@ def _image_kind(
     )
     if net.channels is not None and channels != net.channels:
         raise ValueError(
-            f"{net.name} features take {CHANNEL_WORDS[net.channels]} images; these are {CHANNEL_WORDS[channels]}"
+            f"{net.name} features take {CHANNEL_WORDS[net.channels]} images; "
+            f"these are {CHANNEL_WORDS[channels]}"
         )
     if net.size is not None and size != net.size:
         raise ValueError(f"{net.name} features take {net.size}x{net.size} images; these are {size}x{size}")
@@ -178,7 +192,8 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
             raise DataError(f"{source.location}: image {source.ids[int(i)]} cannot be read ({e})") from None
         if cfg.selection.data == "samples" and img.size != (size, size):
             raise DataError(
-                f"{source.location}: sample {source.ids[int(i)]} is {img.size[0]}x{img.size[1]}, the first is {size}x{size}"
+                f"{source.location}: sample {source.ids[int(i)]} is {img.size[0]}x{img.size[1]}, "
+                f"the first is {size}x{size}"
             )
         return np.asarray(center_crop(to_mode(img, channels), size)).reshape(size, size, channels)
 
@@ -191,13 +206,11 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
                 # batches at multiples of batch_size, whatever the shard size
                 for a in range(span.start - span.start % cfg.batch_size, span.stop, cfg.batch_size):
                     lo, hi = max(a, span.start), min(a + cfg.batch_size, span.stop)
-                    x = np.zeros(
-                        (cfg.batch_size, size, size, channels), np.uint8
-                    )  # zero rows pad the store's last batch
+                    # zero rows pad the store's last batch
+                    x = np.zeros((cfg.batch_size, size, size, channels), np.uint8)
+                    # the whole batch, so its images are the same whichever shard asks
                     for j in range(a, min(a + cfg.batch_size, len(rows))):
-                        x[j - a] = read(
-                            rows[j]
-                        )  # the whole batch, so its images are the same whichever shard asks
+                        x[j - a] = read(rows[j])
                     feats = net(x)
                     out[lo - span.start : hi - span.start] = feats[lo - a : hi - a]
                     bar.update(hi - lo)
@@ -205,4 +218,7 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
         return total
 
     written = write_store(plan, fill, started=started)
-    return f"{written.store}: {len(rows)} images, {net.name} features ({dim}) at {size}x{size} {CHANNEL_WORDS[channels]} ({written.images} computed now)"
+    return (
+        f"{written.store}: {len(rows)} images, {net.name} features ({dim}) at {size}x{size} "
+        f"{CHANNEL_WORDS[channels]} ({written.images} computed now)"
+    )

@@ -24,7 +24,16 @@ from torch import nn
 
 from extract.models.latent_presets import LatentPreset
 from extract.models.noise import alphas_cumprod
-from extract.models.weights import CheckpointError, file_sha256, fit_of, read_state_dict
+from extract.models.latent_files import (
+    file_hashes,
+    file_shapes,
+    find_weights,
+    from_folder,
+    read_weights,
+    strip_prefix,
+    weights_shapes,
+)
+from extract.models.weights import CheckpointError, file_sha256, fit_of
 
 LATENT_EXTRA = "pip install -e '.[latent]'"
 
@@ -41,7 +50,8 @@ def libraries() -> SimpleNamespace:
         import transformers
     except ImportError as e:
         raise MissingExtra(
-            f"latent diffusion models need diffusers and transformers ({e.name or e} is not installed): {LATENT_EXTRA}"
+            f"latent diffusion models need diffusers and transformers ({e.name or e} is not installed): "
+            f"{LATENT_EXTRA}"
         ) from None
     for lib in (diffusers, transformers):
         lib.utils.logging.set_verbosity_error()  # config keys of other model classes are ignored on purpose
@@ -84,7 +94,8 @@ class Family:
     structural: tuple[str, ...]  # config fields that set the block table; a folder's must equal the preset's
     call: Callable  # (denoiser, x_t (G, C, h, w), t (G,), cond (G, ...)) -> runs the forward
     convert: Callable  # a block's hook output -> (N, C, H, W)
-    condition: Callable  # (preset, folder, seed, prompt, class_label) -> (cond (1, ...), weights records of what made it)
+    # (preset, folder, seed, prompt, class_label) -> (cond (1, ...), weights records of what made it)
+    condition: Callable
     meta_condition: Callable  # (preset, batch, device) -> cond (batch, ...) of the right shape
     key_condition: Callable  # (prompt, class_label) -> the store key's "conditioning"
 
@@ -166,77 +177,6 @@ def _seeded(seed: int, make: Callable[[], nn.Module]) -> nn.Module:
 
 
 # ---------------------------------------------------------------- local files
-WEIGHT_NAMES = ("diffusion_pytorch_model", "model", "pytorch_model")
-
-
-@dataclass(frozen=True)
-class WeightFiles:
-    """The weights of one component folder: the files to read and hash, and how diffusers finds them."""
-
-    files: tuple[Path, ...]
-    variant: str | None = None
-    safetensors: bool = True
-
-
-def find_weights(folder: Path) -> WeightFiles:
-    """A component folder's weights: one .safetensors file, a sharded index, an fp16 variant, or a .bin."""
-    for name in WEIGHT_NAMES:
-        if (folder / f"{name}.safetensors").is_file():
-            return WeightFiles((folder / f"{name}.safetensors",))
-        index = folder / f"{name}.safetensors.index.json"
-        if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return WeightFiles((index, *(folder / s for s in shards)))
-        if (folder / f"{name}.fp16.safetensors").is_file():
-            return WeightFiles((folder / f"{name}.fp16.safetensors",), variant="fp16")
-    for name in WEIGHT_NAMES:
-        if (folder / f"{name}.bin").is_file():
-            return WeightFiles(
-                (folder / f"{name}.bin",), safetensors=False
-            )  # diffusers loads it weights-only
-    raise FileNotFoundError(
-        f"{folder}: no weights file ({', '.join(n + '.safetensors' for n in WEIGHT_NAMES[:2])} or a sharded index)"
-    )
-
-
-def file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape of a weights file, read from the safetensors header (no tensor
-    is loaded) or by weights-only unpickling."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except Exception as e:  # noqa: BLE001 - a corrupt or foreign file: one clear error
-            raise CheckpointError(
-                f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-            ) from None
-    return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
-
-
-def weights_shapes(weights: WeightFiles) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for f in weights.files:
-        if not f.name.endswith(".index.json"):
-            shapes.update(file_shapes(f))
-    return shapes
-
-
-PREFIXES = (
-    "unet.",
-    "model.",
-    "module.",
-    "transformer.",
-)  # wrappers some training code saves around the denoiser
-
-
-def strip_prefix(names) -> str:
-    """The wrapper prefix every parameter name shares (e.g. 'unet.'), or ''."""
-    names = list(names)
-    return next((p for p in PREFIXES if names and all(n.startswith(p) for n in names)), "")
-
-
 def check_denoiser_fit(preset: LatentPreset, shapes: dict[str, tuple[int, ...]], where: str) -> None:
     """Refuse a denoiser file whose names or shapes differ from the preset's, naming them."""
     prefix = strip_prefix(shapes)
@@ -245,7 +185,8 @@ def check_denoiser_fit(preset: LatentPreset, shapes: dict[str, tuple[int, ...]],
     report = fit_of(found, expected)
     if not report.ok:
         raise CheckpointError(
-            f"{where} does not fit preset {preset.name!r} ({FAMILIES[preset.family].denoiser_class}): {report.describe()}"
+            f"{where} does not fit preset {preset.name!r} ({FAMILIES[preset.family].denoiser_class}): "
+            f"{report.describe()}"
         )
 
 
@@ -284,7 +225,8 @@ def check_sources(preset: LatentPreset, model_dir: Path | None, ckpt: Path | Non
         raise ValueError("--ckpt and --random-init exclude each other")
     if model_dir is None and not random_init:
         raise ValueError(
-            f"{preset.name} needs --model-dir DIR (a local diffusers folder: {layout(preset)}), or --random-init"
+            f"{preset.name} needs --model-dir DIR (a local diffusers folder: {layout(preset)}), "
+            "or --random-init"
         )
     if ckpt is not None:
         if not Path(ckpt).is_file():
@@ -299,39 +241,10 @@ def check_sources(preset: LatentPreset, model_dir: Path | None, ckpt: Path | Non
             )
 
 
-def _hashes(files) -> dict[str, str]:
-    return {f"{f.parent.name}/{f.name}": file_sha256(f) for f in files}
-
-
-def _from_folder(cls, folder: Path, sub: str) -> tuple[nn.Module, dict]:
-    """from_pretrained on a local component folder; incomplete weights are an error, not a random init."""
-    weights = find_weights(folder / sub)
-    model, info = cls.from_pretrained(
-        folder,
-        subfolder=sub,
-        local_files_only=True,
-        variant=weights.variant,
-        use_safetensors=weights.safetensors,
-        output_loading_info=True,
-    )
-    missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
-    wrong = list(info.get("mismatched_keys", []))
-    if missing or wrong:
-        raise CheckpointError(
-            f"{folder}/{sub}: {len(missing)} missing keys {missing[:5]}, {len(wrong)} shape mismatches {wrong[:5]}"
-        )
-    return model.float().eval(), _hashes((folder / sub / "config.json", *weights.files))
-
-
 def load_denoiser_file(preset: LatentPreset, path: Path, config: dict | None) -> nn.Module:
     """A denoiser from a single state_dict file (safetensors or weights-only torch)."""
     check_denoiser_fit(preset, file_shapes(path), str(path))
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = read_state_dict(path)
+    state = read_weights(path)
     prefix = strip_prefix(state)
     model = build_denoiser(preset, "meta", config)
     model.load_state_dict({k[len(prefix) :]: v for k, v in state.items()}, strict=True, assign=True)
@@ -447,11 +360,11 @@ def load_latent_model(
         denoiser = load_denoiser_file(preset, Path(ckpt), config)
         weights["denoiser"] = {"checkpoint": Path(ckpt).name, "sha256": file_sha256(ckpt)}
     else:
-        denoiser, weights["denoiser"] = _from_folder(
+        denoiser, weights["denoiser"] = from_folder(
             getattr(lib.diffusers, fam.denoiser_class), folder, fam.denoiser_folder
         )
     if folder is not None:
-        vae, weights["vae"] = _from_folder(lib.diffusers.AutoencoderKL, folder, "vae")
+        vae, weights["vae"] = from_folder(lib.diffusers.AutoencoderKL, folder, "vae")
     else:
         vae = _seeded(seed + 1, lambda: build_vae(preset))
         weights["vae"] = {"random_init": True, "init_seed": seed + 1}
@@ -474,11 +387,11 @@ def _prompt_states(
     if folder is None:
         encoder = _seeded(seed + 2, lambda: build_text_encoder(preset))
         return encode_prompt(encoder, None, prompt), {"random_init": True, "init_seed": seed + 2}
-    encoder, hashes = _from_folder(lib.transformers.CLIPTextModel, folder, "text_encoder")
+    encoder, hashes = from_folder(lib.transformers.CLIPTextModel, folder, "text_encoder")
     tokenizer = lib.transformers.CLIPTokenizer.from_pretrained(
         folder, subfolder="tokenizer", local_files_only=True
     )
-    hashes.update(_hashes(sorted(f for f in (folder / "tokenizer").iterdir() if f.is_file())))
+    hashes.update(file_hashes(sorted(f for f in (folder / "tokenizer").iterdir() if f.is_file())))
     return encode_prompt(encoder, tokenizer, prompt), hashes
 
 

@@ -34,7 +34,8 @@ from extract.models.adm_forward import UNET_COMPATIBLE
 from extract.models.latent import FAMILIES as LATENT_FAMILIES
 from extract.models.latent import LatentModel, check_sources, libraries, load_latent_model
 from extract.models.latent_blocks import capture_latent, latent_block_table
-from extract.models.latent_presets import LATENT_PRESETS, LatentPreset
+from extract.models.latent_options import LatentOptions, latent_preset
+from extract.models.latent_presets import LatentPreset
 from extract.models.noise import latent_q_sample
 from extract.shards import Batch, Forward, ShardJob, Summary, image_inputs, run_shards
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
@@ -54,22 +55,22 @@ def validate_latent(
     cfg: ExtractConfig,
 ) -> tuple[LatentPreset, tuple[int, ...], dict[FeatureKey, tuple[int, ...]]]:
     """Every argument error (and a denoiser file or folder that does not fit), before any work."""
-    preset = LATENT_PRESETS[cfg.model]
+    options: LatentOptions = cfg.options
+    preset = latent_preset(cfg.model, options)
     libraries()  # a missing extra is the first thing to say
     check_run_options(cfg, preset)
     if preset.class_cond:
         label = class_label(cfg, preset)
         if not 0 <= label <= preset.null_class:
             raise ValueError(
-                f"--class-label must be in [0, {preset.null_class}] ({preset.null_class}: no class), got {label}"
+                f"--class-label must be in [0, {preset.null_class}] ({preset.null_class}: no class), "
+                f"got {label}"
             )
-        if cfg.prompt:
+        if options.prompt:
             raise ValueError(f"{preset.name} is class-conditional: use --class-label, not --prompt")
-    elif cfg.class_label is not None:
+    elif options.class_label is not None:
         raise ValueError(f"{preset.name} is conditioned on a prompt (--prompt), not on --class-label")
-    if cfg.cond is not None:
-        raise ValueError(f"--cond is for --model diffusers; {preset.name} encodes its own conditioning")
-    check_sources(preset, cfg.model_dir, cfg.ckpt, cfg.random_init)
+    check_sources(preset, options.model_dir, cfg.ckpt, cfg.random_init)
     blocks = resolve_blocks(cfg, preset)
     shapes = row_shapes(
         preset,
@@ -200,17 +201,18 @@ def extract_latent(cfg: ExtractConfig) -> Summary:
     def load() -> LatentModel:
         return load_latent_model(
             preset,
-            model_dir=cfg.model_dir,
+            model_dir=cfg.options.model_dir,
             ckpt=cfg.ckpt,
             random_init=cfg.random_init,
             seed=cfg.seed,
-            prompt=cfg.prompt,
+            prompt=cfg.options.prompt,
             class_label=class_label(cfg, preset),
         )
 
-    key_extra = lambda model: {
-        "conditioning": LATENT_FAMILIES[preset.family].key_condition(cfg.prompt, class_label(cfg, preset))
-    }  # noqa: E731
+    def key_extra(model) -> dict:
+        condition = LATENT_FAMILIES[preset.family].key_condition
+        return {"conditioning": condition(cfg.options.prompt, class_label(cfg, preset))}
+
     return run_latent_stores(cfg, started, preset, blocks, shapes, load, LatentForward, key_extra)
 
 
@@ -241,11 +243,8 @@ def run_latent_stores(
 
         # 1. the latent cache
         lkey = json_roundtrip(latent_key(cfg, preset, model, dataset, device))
-        lpath = (
-            Path(cfg.latents)
-            if cfg.latents is not None
-            else default_latents_path(cfg.store.out, preset, lkey)
-        )
+        given = cfg.options.latents
+        lpath = Path(given) if given is not None else default_latents_path(cfg.store.out, preset, lkey)
         lcfg = dataclasses.replace(cfg, views=lkey["views"], store_dtype="float32")
         lshape = {LATENT_KEY: (preset.latent_channels, preset.latent_size, preset.latent_size)}
         lprov = provenance(

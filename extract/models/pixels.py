@@ -16,7 +16,7 @@ import numpy as np
 from extract.data.selection import dataset_record, select_data
 from extract.data.sources import PREPROCESSING, DataError, FeatureInput
 from extract.store import progress
-from extract.store.config import DataSelection, StoreOptions, json_roundtrip
+from extract.store.config import DataSelection, StoreOptions, json_roundtrip, option
 from extract.store.provenance import provenance
 from extract.store.schema import FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
@@ -28,9 +28,9 @@ PIXEL_KEY = FeatureKey(0, 0, None)
 class PixelConfig:
     store: StoreOptions
     selection: DataSelection = DataSelection()
-    image_size: int = 28
-    channels: int = 1
-    seed: int = 0
+    image_size: int = option(28, "image side in pixels, after extraction's center crop", min=1)
+    channels: int = option(1, "image channels: 1 (grayscale) or 3 (RGB)", choices=(1, 3))
+    seed: int = option(0, "seeds --limit")
 
 
 # pixels have no model, weights or forward: what makes two pixel stores comparable
@@ -40,9 +40,8 @@ PIXEL_COMPATIBLE = ("model", "weights", "preprocessing")
 def extract_pixels(cfg: PixelConfig) -> str:
     """Write (or resume) the preprocessed images of a split as a store; returns a summary line."""
     started = time.perf_counter()
-    source, rows, dataset = select_data(
-        cfg.selection, cfg.seed
-    )  # the rows `extract run` takes with the same data arguments
+    # the rows `extract run` takes with the same data arguments
+    source, rows, dataset = select_data(cfg.selection, cfg.seed)
     key = {
         "model": {"name": "pixels", "image_size": cfg.image_size, "in_channels": cfg.channels},
         "weights": {"none": True},
@@ -92,4 +91,5 @@ def extract_pixels(cfg: PixelConfig) -> str:
         return total
 
     written = write_store(plan, fill, started=started)
-    return f"{written.store}: {len(rows)} images as {cfg.channels}x{cfg.image_size}x{cfg.image_size} pixels ({written.images} computed now)"
+    size = f"{cfg.channels}x{cfg.image_size}x{cfg.image_size}"
+    return f"{written.store}: {len(rows)} images as {size} pixels ({written.images} computed now)"

@@ -29,7 +29,7 @@ from extract.data.sources import PREPROCESSING, FeatureInput
 from extract.models.adm_blocks import BlockInfo
 from extract.models.network_store import capture, network_fill
 from extract.models.weights import weights_record
-from extract.store.config import DataSelection, StoreOptions, json_roundtrip
+from extract.store.config import DataSelection, StoreOptions, json_roundtrip, option
 from extract.store.dist import pick_device
 from extract.store.provenance import provenance
 from extract.store.schema import pool_label
@@ -47,9 +47,8 @@ def as_map(output: torch.Tensor) -> torch.Tensor:
 class StagedNetwork:
     title: str  # as messages name it
     kind: str  # the provenance kind of its stores
-    load: Callable[
-        [Path], tuple[torch.nn.Module, list[torch.nn.Module], dict]
-    ]  # file -> (network in eval mode, block modules, model record)
+    # file -> (network in eval mode, block modules, model record)
+    load: Callable[[Path], tuple[torch.nn.Module, list[torch.nn.Module], dict]]
     image_size: int = 32
     channels: int = 1
     default_weights: Path | None = None
@@ -113,17 +112,25 @@ NETWORKS: dict[str, StagedNetwork] = {
 class StagedConfig:
     store: StoreOptions
     selection: DataSelection = DataSelection()
-    network: str = "bigan-encoder"  # a row of NETWORKS (BiGAN stores made before this field recorded none)
-    weights: Path | None = None  # default: the row's default_weights
-    blocks: tuple[int, ...] = ()  # empty: all
-    pools: tuple[int | None, ...] = (1, None)
-    skip_small_maps: bool = (
-        False  # leave out (b, pool) pairs whose pool exceeds the block's map, instead of refusing
+    # a row of NETWORKS (BiGAN stores made before this field recorded none)
+    network: str = option("bigan-encoder", "the staged network", choices=tuple(NETWORKS))
+    weights: Path | None = option(None, "its weights file [default: the network's own, if it has one]")
+    blocks: tuple[int, ...] = option((), "blocks 1..L of the network [default: all]", flags=("-b", "--block"))
+    pools: tuple[int | None, ...] = option(
+        (1, None), "pool sizes p (p x p), or 'full' for the whole map", flags=("--pool",)
     )
-    seed: int = 0
-    batch_size: int = 256  # images loaded at once (speed only)
-    micro_batch: int = 32  # images per forward, the last group zero-padded (part of the store key: values do not depend on batch_size)
-    device: str | None = "cpu"
+    skip_small_maps: bool = option(
+        False, "leave out (b, pool) pairs whose pool exceeds the block's map, instead of refusing"
+    )
+    seed: int = option(0, "seeds --limit")
+    batch_size: int = option(256, "images loaded at once (speed only)", min=1)
+    micro_batch: int = option(
+        32,
+        "images per forward, the last group zero-padded (in the store key; values do not depend on "
+        "--batch-size)",
+        min=1,
+    )
+    device: str | None = option("cpu", "cpu, cuda, cuda:1 ...")
 
 
 def network_of(name: str) -> StagedNetwork:
@@ -205,7 +212,8 @@ def extract_staged(cfg: StagedConfig) -> str:
         images, rows, shapes, maps_of, cfg.batch_size, device, cfg.store.progress, net.kind, cfg.micro_batch
     )
     written = write_store(plan, fill, started=started)
+    pools = [pool_label(p) for p in cfg.pools]
     return (
-        f"{written.store}: {len(rows)} images, {net.title} blocks {list(chosen)}, pools {[pool_label(p) for p in cfg.pools]} "
+        f"{written.store}: {len(rows)} images, {net.title} blocks {list(chosen)}, pools {pools} "
         f"({written.images} computed now)"
     )

@@ -2,15 +2,20 @@
 
 One error policy (`user_errors`) and one parser per kind of value, so `-t 10,50`, `-b all`,
 `--pool 2,full` and feature labels mean the same in `python -m extract`, `python -m probe`
-and `python -m analysis`.
+and `python -m analysis`; and options generated from a config dataclass's fields
+(`config_options`), as guided-diffusion's add_dict_to_argparser does, so each default is
+written once.
 """
 
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import sys
+import types
 from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
 import click
 
@@ -157,3 +162,95 @@ def key_options(
         return fn
 
     return decorate
+
+
+# ---------------------------------------------------------------- options generated from configs
+def _unwrap(hint) -> Any:
+    """`X | None` -> X; any other type as it is."""
+    args = get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else hint
+    return hint
+
+
+def config_fields(cls, default=None):
+    """(name, type, default, metadata) of every command-line field of a config dataclass, its
+    parts' fields inline (a field whose type is itself a dataclass), as flat names. `default`: an
+    instance whose values are the defaults (a part's default in its config)."""
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli", True) is False:
+            continue
+        value = getattr(default, f.name) if default is not None else f.default
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from config_fields(hints[f.name], None if value is dataclasses.MISSING else value)
+        else:
+            yield f.name, hints[f.name], value, f.metadata
+
+
+# the parser of each kind of repeatable option, by the type of one value
+_LIST_PARSERS = {int: int_list, int | None: pool_list, int | str: block_or_module_list, float: float_list}
+
+
+def _word(value) -> str:
+    return FULL if value is None else str(value)
+
+
+def _as_int(ctx, param, value):
+    return None if value is None else int(value)
+
+
+def field_option(name: str, hint, default, meta, choices=None) -> click.Option:
+    """One click option from a config field: flags, type, default and help from the field."""
+    flags = list(meta.get("flags") or (f"--{name.replace('_', '-')}",))
+    base = _unwrap(hint)
+    choices = choices if choices is not None else meta.get("choices")
+    kw: dict[str, Any] = {"help": meta.get("help") or None, "metavar": meta.get("metavar")}
+    if default is dataclasses.MISSING:
+        kw["required"] = True
+    else:
+        kw["default"] = default
+    if base is bool:
+        return click.Option([f"{flags[0]}/--no-{flags[0][2:]}", name], **kw)
+    if get_origin(base) is tuple:
+        kw["default"] = tuple(_word(v) for v in default or ())
+        one = get_args(base)[0]
+        return click.Option([*flags, name], multiple=True, callback=_LIST_PARSERS.get(one), **kw)
+    if choices is not None:
+        kw["type"] = click.Choice([str(c) for c in choices])
+        kw["callback"] = _as_int if base is int else None
+        if kw.get("default") is not None:
+            kw["default"] = str(kw["default"])
+    elif base is int:
+        kw["type"] = click.IntRange(min=meta["min"]) if "min" in meta else int
+    elif base is float:
+        kw["type"] = float
+    elif base is Path:
+        kw["type"] = click.Path(path_type=Path)
+    return click.Option([*flags, name], **kw)
+
+
+def config_options(
+    cls, *, defaults: dict | None = None, choices: dict | None = None, only=None, skip=()
+) -> list[click.Option]:
+    """The command-line options of a config dataclass, generated from its fields (its parts'
+    inline), so each default is written once, in the dataclass. `defaults` and `choices` by
+    flat name override the fields' (a command's own defaults; registries the floor cannot
+    import); `only` keeps the fields whose metadata sets that key; `skip`: names left out."""
+    defaults, choices = defaults or {}, choices or {}
+    return [
+        field_option(name, hint, defaults.get(name, default), meta, choices.get(name))
+        for name, hint, default, meta in config_fields(cls)
+        if name not in skip and (only is None or meta.get(only))
+    ]
+
+
+def converted(cls, values: dict) -> dict:
+    """Command-line values with each field's `convert` applied (e.g. a flag line read and written
+    one way); a bad value raises ValueError, which the command reports as one line."""
+    out = dict(values)
+    for name, _, _, meta in config_fields(cls):
+        if meta.get("convert") and name in out:
+            out[name] = meta["convert"](out[name])
+    return out

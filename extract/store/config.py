@@ -2,17 +2,30 @@
 
 `DataSelection` says which images (dataset, split, subsets); `StoreOptions` says where and
 how the store is written. `ExtractConfig`, `PixelConfig` and `BackboneConfig` each hold one
-of both, so the options mean the same thing for every kind of store, and the command line
-reads its defaults from here. Stores record a config flat (one name per option, as the
-command line spells them): `flat` writes that form and `from_flat` reads it back.
+of both, so the options mean the same thing for every kind of store. Each field carries its
+command-line help (`option`), and the command line is generated from the fields, so a default
+is written once, here or in the family's options class. Stores record a config flat (one name
+per option, as the command line spells them): `flat` writes that form and `from_flat` reads it
+back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **cli: Any) -> Any:
+    """A config field with its command-line form: `help`, and where the field's name and type
+    are not enough, `flags` (e.g. ("-t", "--t")), `min` (an integer's lowest value), `choices`,
+    `metavar`, `convert` (the command's text -> the value; may raise ValueError), `network`
+    (it says which network a model name builds: `extract blocks` takes it too) or `cli=False`
+    (no option). extract.store.cli_options turns the fields into click options."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)
@@ -20,60 +33,118 @@ class DataSelection:
     """Which images: a dataset split, optionally narrowed (applied in this order: classes,
     image list, per-class sampler, random limit; see extract.data.subsets)."""
 
-    data: str = "fashion-mnist"
-    data_root: Path | None = None
-    split: str = "train"
-    data_opts: tuple[str, ...] = ()  # dataset options, key=value (e.g. level=family for aircraft)
-    classes_file: Path | None = None  # keep only these classes
-    subset: Path | None = None  # keep only the images this file lists (e.g. ImageNet's 1% list)
-    per_class: int | None = None  # N seeded images of each class
-    limit: int | None = None  # a seeded random subset of this many images
-    order: str = "sorted"  # row order in the store: "sorted" (dataset order) or "shuffled" (seeded)
-    data_seed: int | None = None  # seeds the per-class sampler, the limit and the order; None: the run's seed
+    data: str = option(
+        "fashion-mnist", "dataset (`python -m extract datasets` lists them with their layouts)"
+    )
+    data_root: Path | None = option(None, "dataset location (folder or file)")
+    split: str = option("train", "dataset split")
+    data_opts: tuple[str, ...] = option(
+        (),
+        "dataset option key=value, e.g. level=family (aircraft), labels=coarse (cifar100), "
+        "label=json:class (webdataset), image=img label=fine_label (hf); `datasets` lists each one's",
+        flags=("--data-opt",),
+    )
+    classes_file: Path | None = option(
+        None,
+        "file of classes to keep (synsets or names, one a line); labels renumbered",
+        flags=("--classes",),
+    )
+    subset: Path | None = option(
+        None, "file of images to keep (ids or file names, one a line), e.g. ImageNet's 1%/10% lists"
+    )
+    per_class: int | None = option(None, "keep N images of each class, drawn with --seed", min=1)
+    limit: int | None = option(None, "a seeded random subset of this many images", min=1)
+    order: str = option(
+        "sorted",
+        "row order of the store: dataset order (class by class), or a seeded shuffle so consecutive "
+        "rows mix classes",
+        choices=("sorted", "shuffled"),
+    )
+    data_seed: int | None = option(
+        None,
+        "seeds --per-class, --limit and --order alone, so that several --seed (noise) runs read the "
+        "same images [default: --seed]",
+    )
 
 
 @dataclass(frozen=True)
 class StoreOptions:
     """Where the store goes and how it is written (none of these change a value)."""
 
-    out: Path
-    shard_rows: int = 2048  # rows per shard: the unit of work, writing and resume
-    overwrite: bool = False  # replace a store made with other arguments
-    allow_mismatch: bool = (
-        False  # resume a store made with another micro-batch or device type (recorded in its attrs)
+    out: Path = option(help="store to create or resume (a .zarr folder)")
+    shard_rows: int = option(2048, "rows per shard (the unit of work and resume)", min=1)
+    overwrite: bool = option(False, "replace a store made with other arguments")
+    allow_mismatch: bool = option(
+        False,
+        "resume a store made with another --micro-batch or device: the shards still to write differ "
+        "from the others by float rounding (recorded in the store's attrs as resumed_with)",
     )
-    progress: bool = True
+    progress: bool = option(True, "show a progress bar")
 
 
 PARTS = {"selection": DataSelection, "store": StoreOptions}
 
 
+def _family_options(model: str) -> type:
+    """The options class of a model's family. The family registry is a stage above this floor, so
+    it is named here and imported when a config is first built, never when this module loads."""
+    return importlib.import_module("extract.models.families").options_class(model)
+
+
 def flat(cfg) -> dict:
-    """A config as one flat dict: the parts' fields inline, next to the config's own."""
+    """A config as one flat dict: the parts' fields and the family options' fields inline, next
+    to the config's own, in the order the config records them."""
     out = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        out.update(dataclasses.asdict(value) if f.name in PARTS else {f.name: value})
+        if f.name in PARTS:
+            out.update(dataclasses.asdict(value))
+        elif f.metadata.get("family"):
+            out.update({g.name: getattr(value, g.name) for g in dataclasses.fields(value)})
+        else:
+            out[f.name] = value
+    unset = getattr(cfg, "RECORDED_UNSET", {})
+    if unset:
+        order = {name: i for i, name in enumerate(cfg.RECORD_ORDER)}
+        out = {**{k: v for k, v in unset.items() if k not in out}, **out}
+        out = dict(sorted(out.items(), key=lambda item: order.get(item[0], len(order))))
     return out
 
 
 def from_flat(cls, **values):
-    """Build a config from flat names (as the command line and stores spell them). An unknown
-    name is an error, never ignored."""
-    own = {f.name for f in dataclasses.fields(cls)}
-    parts = {name: PARTS[name] for name in own & set(PARTS)}
-    known = (own - set(parts)) | {f.name for part in parts.values() for f in dataclasses.fields(part)}
-    unknown = sorted(set(values) - known)
+    """Build a config from flat names (as the command line and stores spell them); a family's
+    options go to the options object of the model's family. An unknown name is an error, never
+    ignored, and so is another family's option (given a value other than the one stores record
+    for a family without it)."""
+    own = {f.name: f for f in dataclasses.fields(cls)}
+    parts = {name: PARTS[name] for name in own if name in PARTS}
+    family = next((name for name, f in own.items() if f.metadata.get("family")), None)
+    options = None
+    if family is not None and family not in values:
+        options = _family_options(values.get("model", own["model"].default))
+    option_names = {f.name for f in dataclasses.fields(options)} if options else set()
+    unset = getattr(cls, "RECORDED_UNSET", {})
+    part_names = {f.name for part in parts.values() for f in dataclasses.fields(part)}
+    unknown = sorted(set(values) - (set(own) - set(parts)) - part_names - option_names - set(unset))
     if unknown:
         raise TypeError(f"{cls.__name__} has no option {', '.join(unknown)}")
+    stray = [k for k in unset if k in values and k not in option_names and values[k] != unset[k]]
+    if stray:
+        model = values.get("model", own["model"].default)
+        raise ValueError(
+            f"model {model} has no option {', '.join(stray)}; its family's options: "
+            f"{', '.join(sorted(option_names)) or 'none'}"
+        )
     kwargs = {k: v for k, v in values.items() if k in own and k not in parts}
     for name, part in parts.items():
         given = {f.name: values[f.name] for f in dataclasses.fields(part) if f.name in values}
-        default = next(f for f in dataclasses.fields(cls) if f.name == name).default
+        default = own[name].default
         if default is dataclasses.MISSING:
             kwargs[name] = part(**given)
         else:
             kwargs[name] = dataclasses.replace(default, **given)
+    if options is not None:
+        kwargs[family] = options(**{k: v for k, v in values.items() if k in option_names})
     return cls(**kwargs)
 
 
@@ -84,52 +155,127 @@ FORWARD_DTYPES = ("fp32", "bf16", "fp16")
 @dataclass(frozen=True)
 class ExtractConfig:
     """Everything an extraction run needs: where it writes (`store`), which images
-    (`selection`) and how they become features. Options named in `_NOT_IN_KEY` change speed,
-    not values; every other option is part of the store's key. Build one from the flat
-    option names with `from_flat(ExtractConfig, ...)`."""
+    (`selection`), the model and its family's own options (`options`, e.g.
+    extract.models.adm_options.AdmOptions; left out: the family's defaults) and how images become
+    features. Options named in `_NOT_IN_KEY` change speed, not values; every other option is
+    part of the store's key. Build one from the flat option names with
+    `from_flat(ExtractConfig, ...)`."""
 
     store: StoreOptions
     selection: DataSelection = DataSelection()
-    model: str = "demo-fmnist"
-    model_flags: str = ""  # a guided-diffusion flag line (extract.models.adm_flags): the U-Net is built from it, and `model` stays at its default
-    ckpt: Path | None = None
-    random_init: bool = False
-    aug: str = "none"  # "crop-flip": view v of image i is a seeded crop + flip (training splits)
-    ts: tuple[int, ...] = (150,)
-    blocks: tuple[
-        int | str, ...
-    ] = ()  # empty: the preset's default block (b=24 on ADM-256); "all": every block
-    pools: tuple[int | None, ...] = (2,)
-    block_pools: tuple[
-        str, ...
-    ] = ()  # "B:P[,P]": block B's own pools instead of `pools` (e.g. "30:16": b=30 pooled to 16x16)
-    views: int = 1
-    seed: int = 0  # draws the subset, the noise, the views and the random-init weights
-    dtype: str = "fp32"  # autocast dtype of the forward
-    store_dtype: str = "float16"
-    class_label: int | None = (
-        None  # the label fed to class-conditional models, every image: default 0 (ADM), the null class 1000 (DiT)
+    model: str = option(
+        "demo-fmnist",
+        "model preset (ADM, SD/DiT/SDXL latent diffusion), 'diffusers' (any local diffusers folder, "
+        "--model-dir), or a torchvision backbone (see `backbone --help`)",
     )
-    prompt: str = ""  # SD presets: the prompt every image is paired with (encoded once per run)
-    model_dir: Path | None = (
-        None  # latent presets: a local diffusers model folder (VAE, text encoder, scheduler, denoiser)
+    options: Any = option(None, family=True, cli=False)
+    ckpt: Path | None = option(
+        None,
+        "state_dict file (e.g. 256x256_diffusion_uncond.pt; for SD/DiT the denoiser's .safetensors, e.g. "
+        "a CleanDIFT U-Net) [default: the preset's shipped weights, if any]",
+        flags=("--ckpt", "--weights"),
     )
-    cond: Path | None = (
-        None  # --model diffusers: a safetensors file of named conditioning tensors (prompt_embeds, ...); in the key by its hash
+    random_init: bool = option(False, "random-weight control instead of --ckpt")
+    aug: str = option(
+        "none",
+        "view v of each image is seeded: gd-crop-flip as diffssl's training loader (short side to "
+        "[S, S/0.8], random S crop, flip); crop-flip (0.8-1.0 of the short side, flip); training splits",
     )
-    latents: Path | None = (
-        None  # latent presets: the latent cache store [default: latents/<preset>-<hash>.zarr beside --out]
+    ts: tuple[int, ...] = option(
+        (150,), "timesteps of the features to cache, repeated or comma-separated", flags=("-t", "--t")
     )
-    micro_batch: int = 16  # the forward's batch shape: fixed per store, since kernels round by shape
-    skip_bad: bool = False
-    skip_small_maps: bool = False  # leave out (b, pool) pairs whose pool exceeds the block's map
-    batch_size: int = 64  # images per loader step: any value gives the same bits
-    workers: int = 0
-    device: str | None = None
+    blocks: tuple[int | str, ...] = option(
+        (),
+        "blocks of the features to cache (1..2L+1), or 'all', or module paths (diffusers models, e.g. "
+        "down_blocks.2.resnets.1) [default: the preset's block, b=24 on ADM-256]",
+        flags=("-b", "--block", "--b"),
+    )
+    pools: tuple[int | None, ...] = option(
+        (2,), "pool sizes p (p x p), or 'full' for the whole map", flags=("--pool",)
+    )
+    block_pools: tuple[str, ...] = option(
+        (),
+        "block B's own pools instead of --pool, e.g. 30:16 (b=30 pooled to 16x16) or 19:full,2 (repeat); "
+        "maxN: pooled to N x N where the map is larger",
+        flags=("--block-pool",),
+        metavar="B:P",
+    )
+    views: int = option(1, "independent noise draws (and, with --aug, crops) per image", min=1)
+    seed: int = option(0, "draws the subset, the noise, the views and the random-init weights")
+    dtype: str = option("fp32", "autocast dtype of the forward", choices=FORWARD_DTYPES)
+    store_dtype: str = option("float16", "dtype of cached features")
+    micro_batch: int = option(
+        16, "images per forward; part of the cache key (kernels round by batch shape)", min=1
+    )
+    skip_bad: bool = option(False, "skip unreadable images (NaN rows, listed in attrs)")
+    skip_small_maps: bool = option(
+        False,
+        "leave out (b, pool) pairs whose pool is larger than the block's map, instead of refusing "
+        "(e.g. -b all --pool 1,2,4)",
+    )
+    batch_size: int = option(
+        64,
+        "images per loader step (rounded up to a multiple of --micro-batch); does not change results",
+        min=1,
+    )
+    workers: int = option(0, "DataLoader workers", min=0)
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... [default: cuda if available]")
+
+    # The order stores record a run's config in, and the family options they record for a family
+    # without them: stores made when one config held every family's options name them all, so
+    # every store still does, and keeps the attrs and key it had.
+    RECORD_ORDER: ClassVar[tuple[str, ...]] = (
+        *StoreOptions.__dataclass_fields__,
+        *DataSelection.__dataclass_fields__,
+        "model",
+        "model_flags",
+        "ckpt",
+        "random_init",
+        "aug",
+        "ts",
+        "blocks",
+        "pools",
+        "block_pools",
+        "views",
+        "seed",
+        "dtype",
+        "store_dtype",
+        "class_label",
+        "prompt",
+        "model_dir",
+        "cond",
+        "latents",
+        "micro_batch",
+        "skip_bad",
+        "skip_small_maps",
+        "batch_size",
+        "workers",
+        "device",
+    )
+    RECORDED_UNSET: ClassVar[dict[str, Any]] = {
+        "model_flags": "",
+        "class_label": None,
+        "prompt": "",
+        "model_dir": None,
+        "cond": None,
+        "latents": None,
+    }
+
+    def __post_init__(self):
+        expected = _family_options(self.model)
+        if self.options is None:
+            object.__setattr__(self, "options", expected())
+        elif not isinstance(self.options, expected):
+            raise ValueError(
+                f"model {self.model} takes {expected.__name__}, not {type(self.options).__name__}"
+            )
 
 
-# the files' contents enter the key through the dataset's selection digest, not their paths
-# (a shuffled row order enters through the dataset part of the key, as for every store kind)
+# Not in the key: where things are and how fast they run; which rows (the dataset part of the
+# key names them: the files' contents enter through the selection digest, not their paths, and
+# a shuffled row order through the dataset part, as for every store kind); --model-flags, in the
+# key as the preset it builds (`model`: its dict holds the canonical flag line); --cond, in the
+# key by its hash (the conditioning)
 _NOT_IN_KEY = {
     "out",
     "ckpt",
@@ -147,11 +293,9 @@ _NOT_IN_KEY = {
     "subset",
     "order",
     "data_seed",
-}  # which rows: the dataset part of the key names them
-_NOT_IN_KEY |= {
     "model_flags",
     "cond",
-}  # in the key as the preset it builds (`model`: its dict holds the canonical flag line)
+}
 # in the key only when set, so stores made before these options existed keep their key
 _KEY_IF_SET = {"per_class": None, "aug": "none", "skip_small_maps": False, "prompt": "", "block_pools": ()}
 
@@ -185,7 +329,8 @@ def parse_block_pools(items: tuple[str, ...]) -> dict[int, tuple]:
         except ValueError as e:
             detail = f": {e}" if str(e) else ""
             raise ValueError(
-                f"--block-pool {item!r}: expected B:P[,P] with P a size, full or maxN, e.g. 30:16, 19:full or 30:max16{detail}"
+                f"--block-pool {item!r}: expected B:P[,P] with P a size, full or maxN, "
+                f"e.g. 30:16, 19:full or 30:max16{detail}"
             ) from None
     return out
 
@@ -207,7 +352,8 @@ def class_label(cfg: ExtractConfig, preset) -> int | None:
     if not preset.class_cond:
         return None
     default = getattr(preset, "null_class", None) or 0
-    return default if cfg.class_label is None else cfg.class_label
+    given = cfg.options.class_label
+    return default if given is None else given
 
 
 def store_key(

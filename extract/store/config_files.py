@@ -37,9 +37,8 @@ def read_config(path: Path) -> dict:
 
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is one line naming the file
-        raise ValueError(
-            f"{path}: not a readable {path.suffix.lstrip('.').upper()} file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable {path.suffix.lstrip('.').upper()} file ({why})") from None
     if isinstance(data, dict) and isinstance(data.get("invocation"), dict):  # a results file
         data = data["invocation"].get("options")
     if not isinstance(data, dict):
@@ -109,7 +108,8 @@ def config_option() -> click.Option:
         is_eager=True,
         expose_value=False,
         callback=_load,
-        help="a TOML, YAML or JSON file of this command's options (or a results file, to rerun it); the command line wins",
+        help="a TOML, YAML or JSON file of this command's options (or a results file, to rerun it); "
+        "the command line wins",
     )
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-LOG = logging.getLogger(
-    "diffprobe"
-)  # what a run's log file holds (run_log): arguments, provenance, epoch lines, the final table
+# what a run's log file holds (run_log): arguments, provenance, epoch lines, the final table
+LOG = logging.getLogger("diffprobe")
 
 
 def on_terminal() -> bool:
@@ -57,7 +56,8 @@ class Lines:
         detail = f" {what}" if what else ""
         line(
             self.enabled,
-            f"{self.desc}:{detail} {self.done}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, ETA {_clock(eta)})",
+            f"{self.desc}:{detail} {self.done}/{self.total} {self.unit} "
+            f"({rate:.1f} {self.unit}/s, ETA {_clock(eta)})",
         )
 
 

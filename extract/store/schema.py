@@ -1,9 +1,10 @@
 """The cache schema: the only code that knows how a diffprobe store is laid out.
 
-This module and `extract.store.cli_options` are the floor every stage stands on: they import numpy and
-zarr, never torch or guided_diffusion, so probe and analysis can read stores (and analysis
-can run) without loading a model. Here live the store layout, the feature key (its one
-parser and one label), what makes stores compatible, and the errors all stages share.
+This module and `extract.store.cli_options` are the floor every stage stands on: they import
+numpy and zarr, never torch or guided_diffusion, so probe and analysis can read stores (and
+analysis can run) without loading a model. Here live the store layout, what makes stores
+compatible, and (re-exported) the feature key (`extract.store.feature_key`: its one parser and
+one label) and the errors all stages share.
 
 A store is one Zarr v3 group:
 
@@ -30,7 +31,6 @@ feature rows read as NaN. The store is complete only when every done flag is 1 a
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,12 @@ import zarr
 from zarr.codecs import Crc32cCodec
 from zarr.core.sync import sync
 
-from extract.store.errors import DataError, StoreError  # noqa: F401 - the errors every stage shares, importable from here
-from extract.store.lock import StoreLock  # noqa: F401 - one writer per store; importable from here as before
+# re-exported: the errors every stage shares, the one-writer lock and the feature key's one
+# spelling are importable from here as before
+from extract.store.errors import DataError, StoreError  # noqa: F401
+from extract.store.feature_key import FULL, FeatureKey, feature_set_label, parse_feature_set  # noqa: F401
+from extract.store.feature_key import parse_pool, pool_label  # noqa: F401
+from extract.store.lock import StoreLock  # noqa: F401
 from extract.store.shard_read import FeatureArray
 
 FORMAT = "diffprobe-features"
@@ -58,96 +62,10 @@ def feature_codecs() -> list:
 
 STORE_DTYPES = ("float16", "float32")
 
-_FEATURES, _LABELS, _IDS, _INDEX, _VALID, _DONE = (
-    "features",
-    "labels",
-    "ids",
-    "index",
-    "valid",
-    "progress/done",
-)
+_LABELS, _IDS, _INDEX, _VALID, _DONE = ("labels", "ids", "index", "valid", "progress/done")
 _CONTENT, CONTENT_BYTES = "content", 16
-CHANNEL_WORDS = {
-    1: "grayscale",
-    3: "RGB",
-}  # how a store's preprocessing record and messages name an image's channels
-
-
-FULL = "full"  # the one spelling of "no pooling": keep the block's whole H x W map
-
-
-def parse_pool(text: str | int | None) -> int | None:
-    """'2' -> 2; 'full' -> None (the whole map). 'none', the spelling of older versions, is read as 'full'."""
-    if text is None or (isinstance(text, str) and text.strip().lower() in (FULL, "none")):
-        return None
-    try:
-        p = int(text)
-    except ValueError:
-        raise ValueError(f"pool must be a positive integer or '{FULL}', got {text!r}") from None
-    if p < 1:
-        raise ValueError(f"pool must be a positive integer or '{FULL}', got {text!r}")
-    return p
-
-
-def pool_label(p: int | None) -> str:
-    return FULL if p is None else str(p)
-
-
-@dataclass(frozen=True)
-class FeatureKey:
-    """One cached array: timestep t, block b, pool p (None = the full map).
-
-    Its label, `t150/b24/p2` or `t150/b24/full`, is the array's path under features/ in the
-    store, and the one spelling every command accepts and prints (feature sets join labels
-    with '+')."""
-
-    t: int
-    b: int
-    pool: int | None
-
-    @property
-    def label(self) -> str:
-        return f"t{self.t}/b{self.b}/{FULL if self.pool is None else f'p{self.pool}'}"
-
-    @property
-    def path(self) -> str:
-        return f"{_FEATURES}/{self.label}"
-
-    @classmethod
-    def parse(cls, text: str) -> FeatureKey:
-        """'t150/b24/p2' or 't150/b24/full' -> FeatureKey (the inverse of `label`)."""
-        parts = text.strip().lower().split("/")
-        try:
-            t, b, p = parts
-            if not (t[0] == "t" and b[0] == "b" and (p in (FULL, "pnone") or p[0] == "p")):
-                raise ValueError
-            return cls(int(t[1:]), int(b[1:]), None if p in (FULL, "pnone") else int(p[1:]))
-        except (ValueError, IndexError):
-            raise ValueError(
-                f"feature {text!r}: expected tT/bB/pP or tT/bB/{FULL}, e.g. t150/b24/p2"
-            ) from None
-
-    def to_dict(self) -> dict:
-        return {"t": self.t, "b": self.b, "pool": self.pool}
-
-    def sort_key(self) -> tuple[int, int, int]:
-        return self.t, self.b, -1 if self.pool is None else self.pool
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureKey:
-        return cls(int(d["t"]), int(d["b"]), None if d["pool"] is None else int(d["pool"]))
-
-    def __str__(self) -> str:
-        return self.label
-
-
-def feature_set_label(keys) -> str:
-    """Keys whose features are concatenated: 't10/b7/p2+t50/b7/p2'."""
-    return "+".join(k.label for k in keys)
-
-
-def parse_feature_set(text: str) -> tuple[FeatureKey, ...]:
-    return tuple(FeatureKey.parse(part) for part in text.split("+"))
+# how a store's preprocessing record and messages name an image's channels
+CHANNEL_WORDS = {1: "grayscale", 3: "RGB"}
 
 
 # ---------------------------------------------------------------- compatibility
@@ -202,7 +120,8 @@ def open_complete(path: str | Path) -> FeatureStore:
     store = FeatureStore.open(path)
     if not store.complete:
         raise StoreError(
-            f"{path} is not complete (an extraction is unfinished); finish it with `python -m extract run` first"
+            f"{path} is not complete (an extraction is unfinished); "
+            "finish it with `python -m extract run` first"
         )
     return store
 
@@ -242,7 +161,8 @@ class FeatureStore:
             raise StoreError(f"{path} is an unfinished store (its creation was interrupted)")
         if attrs.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(
-                f"{path} has schema version {attrs.get('schema_version')}; this diffprobe reads {SCHEMA_VERSION}"
+                f"{path} has schema version {attrs.get('schema_version')}; "
+                f"this diffprobe reads {SCHEMA_VERSION}"
             )
         self.layout = attrs["layout"]
 

@@ -78,9 +78,8 @@ def _fast_layout(array: zarr.Array) -> tuple[Path, int] | None:
         or shard_shape[0] % chunk_shape[0]
     ):
         return None
-    if meta.encode_chunk_key((1,) + (0,) * (len(shape) - 1)) != "/".join(
-        ["c", "1"] + ["0"] * (len(shape) - 1)
-    ):
+    zeros = (0,) * (len(shape) - 1)
+    if meta.encode_chunk_key((1, *zeros)) != "/".join(["c", "1", *map(str, zeros)]):
         return None
     return Path(store.root) / array.store_path.path, int(chunk_shape[0])
 

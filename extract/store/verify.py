@@ -47,7 +47,8 @@ def inspect_store(path: str | Path) -> Report:
     attrs = store.attrs
     if attrs.get("format") != FORMAT or attrs.get("schema_version") != SCHEMA_VERSION:
         problems.append(
-            f"format {attrs.get('format')!r} version {attrs.get('schema_version')!r}; expected {FORMAT!r} {SCHEMA_VERSION}"
+            f"format {attrs.get('format')!r} version {attrs.get('schema_version')!r}; "
+            f"expected {FORMAT!r} {SCHEMA_VERSION}"
         )
         report.repairable = False
     n = store.n_rows

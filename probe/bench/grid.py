@@ -165,8 +165,9 @@ def bench_bank_flops(
         torch.matmul(xf, w.t())
         torch.matmul(dlogits.t(), xf)
 
-    # for scale: PyTorch's own fused (single-pass) optimizer on copies of the bank's tensors and
-    # gradients, one lr and wd for all heads: what any training with this optimizer pays
+    # for scale: PyTorch's fused (single-pass) optimizer on copies of the bank's two tensors and
+    # gradients, one lr and wd for all heads (the grid's has a parameter group per head): what
+    # any training with this optimizer pays
     forward_backward()
     copies = [nn.Parameter(q.detach().clone()) for q in (bank.weight, bank.bias)]
     for c, q in zip(copies, (bank.weight, bank.bias)):
@@ -237,9 +238,10 @@ def bench_probe(
         labels, mask = store.labels(), np.ones(rows, bool)
         norms = fit_standardizers(reader, mask)
         window = max(batch, (512 << 20) // reader.row_bytes())
-        epochs_fn = lambda e: stream_batches(
-            reader, mask, labels, batch=batch, window_rows=window, seed=0, epoch=e
-        )  # noqa: E731
+
+        def epochs_fn(e: int):
+            return stream_batches(reader, mask, labels, batch=batch, window_rows=window, seed=0, epoch=e)
+
         started = time.perf_counter()
         read = sum(len(y) for e in range(epochs) for _, y in epochs_fn(e))
         read_rate = read / (time.perf_counter() - started)
@@ -270,14 +272,19 @@ def bench_probe(
 
 def format_flops(f: dict) -> str:
     s = f["seconds"]
-    ms = lambda k: f"{s[k] * 1e3:.1f} ms"  # noqa: E731
+
+    def ms(k: str) -> str:
+        return f"{s[k] * 1e3:.1f} ms"
+
     gemm = " + ".join(f"{g['m']}x{g['n']}x{g['k']}" for g in f["gemms"])
     return "\n".join(
         [
-            f"  compute alone: {f['members']}-head bank, {f['dtype']}, batch {f['batch']}, {f['optimizer']}, GEMMs (m x n x k) {gemm} = "
-            f"{f['flops_per_step'] / 1e9:.3g} GFLOP/step, best of {f['repeats']}",
-            f"  bank training step         {f['bank_gflops']:>10.1f} GFLOP/s  ({ms('step')}: forward+backward {ms('forward_backward')}, "
-            f"optimizer {ms('optimizer')}; cross-entropy alone {ms('cross_entropy')}, torch's fused {f['optimizer']} {ms('torch_fused_optimizer')})",
+            f"  compute alone: {f['members']}-head bank, {f['dtype']}, batch {f['batch']}, {f['optimizer']}, "
+            f"GEMMs (m x n x k) {gemm} = {f['flops_per_step'] / 1e9:.3g} GFLOP/step, best of {f['repeats']}",
+            f"  bank training step         {f['bank_gflops']:>10.1f} GFLOP/s  ({ms('step')}: "
+            f"forward+backward {ms('forward_backward')}, optimizer {ms('optimizer')}; "
+            f"cross-entropy alone {ms('cross_entropy')}, "
+            f"torch's fused {f['optimizer']} {ms('torch_fused_optimizer')})",
             f"  torch.matmul, same GEMMs   {f['matmul_gflops']:>10.1f} GFLOP/s  ({ms('matmul')})",
             f"  bank / matmul              {f['bank_over_matmul']:>10.2f}",
             f"  peak ({f['peak_n']}^3 matmul)      {f['peak_gflops']:>10.1f} GFLOP/s",
@@ -292,8 +299,8 @@ def format_table(r: dict) -> str:
             + format_flops(r["flops"])
         )
     lines = [
-        f"probe bench: {r['rows']} rows x {r['dim']} features (fp16, {r['store_mb']} MB), {r['classes']} classes, "
-        f"{r['epochs']} epochs, batch {r['batch']}, {r['threads']} threads",
+        f"probe bench: {r['rows']} rows x {r['dim']} features (fp16, {r['store_mb']} MB), "
+        f"{r['classes']} classes, {r['epochs']} epochs, batch {r['batch']}, {r['threads']} threads",
         f"  store read (stream only)   {r['read_samples_per_s']:>10.0f} samples/s",
     ]
     for label, v in r["train"].items():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis.cka import CrossMoments, linear_cka_from_moments, linear_cka_gram
 from analysis.cli import main
+from analysis.cka_config import CkaConfig
 from analysis.compare import cka_map
 from extract.store.schema import FeatureKey, StoreError
 from tests.probe.stores import make_store
@@ -16,6 +18,11 @@ from tests.probe.stores import make_store
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(200, 12))
 Y = X @ RNG.normal(size=(12, 7)) + 0.5 * RNG.normal(size=(200, 7))
+
+
+def _map(a, b=None, **options):
+    """The CKA map of store a (against store b), without a progress bar."""
+    return cka_map(CkaConfig(a, b, progress=False, **options))
 
 
 def streamed(x, y, chunks=(0, 37, 90, 200)):
@@ -56,7 +63,7 @@ def _stores(tmp_path):
 
 def test_a_map_of_two_stores_equals_the_definition_key_by_key(tmp_path):
     a, b = _stores(tmp_path)
-    m = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", ("a", "b"), block_rows=10, progress=False)
+    m = _map(tmp_path / "a.zarr", tmp_path / "b.zarr", labels=("a", "b"), block_rows=10)
     assert m.matrix.shape == (2, 2) and m.n == 64 and m.rows[0] == "a t10/b3/p2"
     for i, ka in enumerate(sorted(a, key=FeatureKey.sort_key)):
         for j, kb in enumerate(sorted(b, key=FeatureKey.sort_key)):
@@ -64,7 +71,7 @@ def test_a_map_of_two_stores_equals_the_definition_key_by_key(tmp_path):
                 a[ka].astype(np.float16).reshape(64, -1), b[kb].astype(np.float16).reshape(64, -1)
             )
             assert m.matrix[i, j] == pytest.approx(ref, rel=1e-6)
-    self_map = cka_map(tmp_path / "a.zarr", progress=False)
+    self_map = _map(tmp_path / "a.zarr")
     np.testing.assert_allclose(np.diag(self_map.matrix), 1.0)
 
 
@@ -76,9 +83,9 @@ def test_different_image_sets_and_missing_keys_are_refused(tmp_path, capsys):
         np.arange(32) % 4,
     )
     with pytest.raises(StoreError, match="hold different image sets"):
-        cka_map(tmp_path / "a.zarr", tmp_path / "c.zarr", progress=False)
+        _map(tmp_path / "a.zarr", tmp_path / "c.zarr")
     with pytest.raises(StoreError, match=r"no cached features match t=\[50\]"):
-        cka_map(tmp_path / "a.zarr", ts=(50,), progress=False)
+        _map(tmp_path / "a.zarr", ts=(50,))
     with pytest.raises(SystemExit) as done:
         main(
             [
@@ -167,9 +174,9 @@ def test_rbf_and_minibatch_maps_equal_their_definitions(tmp_path):
     ka, kb = sorted(a, key=FeatureKey.sort_key), sorted(b, key=FeatureKey.sort_key)
     xa = [a[k].astype(np.float16).astype(np.float64).reshape(64, -1) for k in ka]
     xb = [b[k].astype(np.float16).astype(np.float64).reshape(64, -1) for k in kb]
-    rbf = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="rbf", progress=False)
+    rbf = _map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="rbf")
     assert rbf.matrix[1, 0] == pytest.approx(rbf_cka(xa[1], xb[0]), rel=1e-9) and rbf.kernel == "rbf"
-    mb = cka_map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="minibatch", batch=16, progress=False)
+    mb = _map(tmp_path / "a.zarr", tmp_path / "b.zarr", kernel="minibatch", batch=16)
     rng = np.random.default_rng([0, 13])
     rng.permutation(1)  # the one block's visiting order
     order = rng.permutation(64)  # rows within the one window: the whole store
@@ -185,12 +192,11 @@ def test_rbf_and_minibatch_maps_equal_their_definitions(tmp_path):
     consecutive = minibatch_cka(
         (linear_gram(xa[0][i : i + 16]), linear_gram(xb[0][i : i + 16])) for i in range(0, 64, 16)
     )
-    assert mb.matrix[0, 0] == pytest.approx(shuffled, rel=1e-9) and mb.matrix[0, 0] != pytest.approx(
-        consecutive, rel=1e-6
-    )
+    assert mb.matrix[0, 0] == pytest.approx(shuffled, rel=1e-9)
+    assert mb.matrix[0, 0] != pytest.approx(consecutive, rel=1e-6)
     assert hsic_unbiased(linear_gram(xa[0][:16]), linear_gram(xa[0][:16])) > 0
     with pytest.raises(ValueError, match="more than --max-rows 10"):
-        cka_map(tmp_path / "a.zarr", kernel="rbf", max_rows=10, progress=False)
+        _map(tmp_path / "a.zarr", kernel="rbf", max_rows=10)
 
 
 # ---------------------------------------------------------------- linear CKA's paths by size
@@ -219,7 +225,7 @@ def _wide_stores(tmp_path, n=48, views=1):
 def test_the_four_linear_paths_agree_with_the_moments_and_the_definition(tmp_path, views):
     a, b, valid = _wide_stores(tmp_path, views=views)
     maps = {
-        p: cka_map(tmp_path / "wa.zarr", tmp_path / "wb.zarr", linear_path=p, block_rows=10, progress=False)
+        p: _map(tmp_path / "wa.zarr", tmp_path / "wb.zarr", linear_path=p, block_rows=10)
         for p in ("moments", "gram", "pairwise", "tiles")
     }
     assert {p: m.method for p, m in maps.items()} == {
@@ -239,8 +245,7 @@ def test_the_four_linear_paths_agree_with_the_moments_and_the_definition(tmp_pat
     assert maps["gram"].matrix[1, 2] == pytest.approx(ref, abs=1e-9)
     assert 0.05 < maps["gram"].matrix.min() and maps["gram"].matrix.max() < 0.999  # not a degenerate map
     self_maps = [
-        cka_map(tmp_path / "wa.zarr", linear_path=p, progress=False).matrix
-        for p in ("moments", "gram", "pairwise", "tiles")
+        _map(tmp_path / "wa.zarr", linear_path=p).matrix for p in ("moments", "gram", "pairwise", "tiles")
     ]
     for other in self_maps[1:]:
         np.testing.assert_allclose(other, self_maps[0], atol=1e-6)
@@ -262,20 +267,20 @@ def test_auto_takes_the_first_path_that_fits_and_memory_stays_under_the_cap(tmp_
 
     _wide_stores(tmp_path)  # 8 keys of 128 features over 45 valid images: wide keys, few images
     pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
-    ref = cka_map(*pair, linear_path="moments", progress=False).matrix
-    assert cka_map(*pair, progress=False).method == "moments"  # D = 1024: 8 MiB of moments fit in 2 GiB
+    ref = _map(*pair, linear_path="moments").matrix
+    assert _map(*pair).method == "moments"  # D = 1024: 8 MiB of moments fit in 2 GiB
     cap = moments_bytes([128] * 8, 48) - 1  # all moments no longer fit; eight 45 x 45 Grams do
-    m, peak = _peak(lambda: cka_map(*pair, max_bytes=cap, progress=False))
+    m, peak = _peak(lambda: _map(*pair, max_bytes=cap))
     assert m.method == "gram" and peak < cap + (1 << 20)
     np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
     # two Grams fit, eight do not, and neither do a pair's moments (D = 256): Grams one pair at a time
-    probe = cka_map(*pair, progress=False)  # only for the sizes below
+    probe = _map(*pair)  # only for the sizes below
     assert probe.n == 45
     valid = np.ones(45, bool)
     sizes = Keys([np.zeros((45, 128), np.float16)] * 8, [False] * 8, [128] * 8, valid)
     cap = gram_bytes(sizes, 2)
     assert gram_bytes(sizes, 8) > cap and moments_bytes([128, 128], 48) > cap
-    m, peak = _peak(lambda: cka_map(*pair, max_bytes=cap, progress=False))
+    m, peak = _peak(lambda: _map(*pair, max_bytes=cap))
     assert m.method == "pairwise" and peak < cap + (1 << 20)
     np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
 
@@ -288,11 +293,10 @@ def test_many_narrow_keys_over_many_images_go_pair_by_pair_through_moments(tmp_p
     base = rng.normal(size=(n, 4, 2, 2))
     feats = {k: (base + i * rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
     make_store(tmp_path / "n.zarr", feats, np.arange(n) % 4, shard_rows=128)
-    ref = cka_map(tmp_path / "n.zarr", linear_path="gram", progress=False).matrix
-    cap = moments_bytes(
-        [16, 16], 600
-    )  # a pair's moments; not all four keys' (D = 64), nor two 600 x 600 Grams
-    m, peak = _peak(lambda: cka_map(tmp_path / "n.zarr", max_bytes=cap, progress=False))
+    ref = _map(tmp_path / "n.zarr", linear_path="gram").matrix
+    # a pair's moments; not all four keys' (D = 64), nor two 600 x 600 Grams
+    cap = moments_bytes([16, 16], 600)
+    m, peak = _peak(lambda: _map(tmp_path / "n.zarr", max_bytes=cap))
     assert m.method == "pairwise" and peak < cap + (1 << 20)
     np.testing.assert_allclose(m.matrix, ref, atol=1e-6)
 
@@ -300,7 +304,7 @@ def test_many_narrow_keys_over_many_images_go_pair_by_pair_through_moments(tmp_p
 def test_a_request_that_fits_no_path_is_one_line(tmp_path, capsys):
     _wide_stores(tmp_path)
     with pytest.raises(ValueError, match="needs at least .* even by 16-row tiles"):
-        cka_map(tmp_path / "wa.zarr", max_bytes=1000, progress=False)
+        _map(tmp_path / "wa.zarr", max_bytes=1000)
     with pytest.raises(SystemExit) as done:
         main(
             [
@@ -335,11 +339,17 @@ def test_a_request_that_fits_no_path_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--max-memory-gb" in err[0] and "Traceback" not in err[0]
 
 
-def test_the_cli_default_memory_cap_is_the_library_one():
-    from analysis.cli import CKA_MAX_MEMORY_GB
+def test_the_cli_defaults_are_the_library_ones():
+    from analysis.cli import cli
     from analysis.linear_paths import DEFAULT_MAX_BYTES
 
-    assert CKA_MAX_MEMORY_GB * 2**30 == DEFAULT_MAX_BYTES
+    defaults = {p.name: p.default for p in cli.commands["cka"].params}
+    config = CkaConfig(Path("a"))
+    assert defaults["max_memory_gb"] * 2**30 == DEFAULT_MAX_BYTES == config.max_bytes
+    for name in ("kernel", "linear_path", "device", "max_rows", "batch", "seed", "progress"):
+        assert defaults[name] == getattr(config, name), name
+    with pytest.raises(ValueError, match="kernel must be one of linear, rbf, minibatch, got 'cosine'"):
+        CkaConfig(Path("a"), kernel="cosine")
 
 
 @pytest.mark.parametrize("resident", [True, False])
@@ -360,11 +370,12 @@ def test_tiles_smaller_than_the_image_count_give_the_same_map_within_the_cap(tmp
     tile, held = plan_tiles(45, dims, sizes, cap)
     assert (tile, held) == ((45, True) if resident else (20, False)) and tile_bytes(dims, sizes, tile) <= cap
     pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
-    ref = cka_map(*pair, linear_path="moments", progress=False).matrix
-    m = cka_map(*pair, linear_path="tiles", max_bytes=cap, block_rows=7, progress=False)
+    ref = _map(*pair, linear_path="moments").matrix
+    m = _map(*pair, linear_path="tiles", max_bytes=cap, block_rows=7)
     np.testing.assert_allclose(m.matrix, ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_tiles_when_no_other_path_fits(tmp_path):
     from analysis.linear_paths import moments_bytes
 
@@ -373,20 +384,19 @@ def test_auto_falls_back_to_tiles_when_no_other_path_fits(tmp_path):
     base = rng.normal(size=(n, 16, 8, 8))
     feats = {k: (base * (i + 1) + rng.normal(size=base.shape)).astype(np.float16) for i, k in enumerate(keys)}
     make_store(tmp_path / "f.zarr", feats, np.arange(n) % 10, shard_rows=512)
-    cap = (
-        20 << 20
-    )  # a pair's moments (64 MiB) and two 3000 x 3000 Grams (137 MiB) do not fit; tiles of ~450 rows do
+    # a pair's moments (64 MiB) and two 3000 x 3000 Grams (137 MiB) do not fit; tiles of ~450 rows do
+    cap = 20 << 20
     assert moments_bytes([1024, 1024], 512) > cap and 2 * 8 * n * n > cap
-    m = cka_map(tmp_path / "f.zarr", max_bytes=cap, progress=False)
+    m = _map(tmp_path / "f.zarr", max_bytes=cap)
     assert m.method == "tiles"
     np.testing.assert_allclose(
         m.matrix,
-        cka_map(tmp_path / "f.zarr", linear_path="moments", progress=False).matrix,
+        _map(tmp_path / "f.zarr", linear_path="moments").matrix,
         rtol=0,
         atol=1e-6,
     )
     with pytest.raises(ValueError, match="runs the tiles path only"):
-        cka_map(tmp_path / "f.zarr", linear_path="gram", device="meta", progress=False)
+        _map(tmp_path / "f.zarr", linear_path="gram", device="meta")
 
 
 @pytest.mark.gpu
@@ -397,11 +407,9 @@ def test_tiles_on_a_gpu_equal_the_cpu(tmp_path):
         pytest.skip("no CUDA device")
     _wide_stores(tmp_path)
     pair = (tmp_path / "wa.zarr", tmp_path / "wb.zarr")
-    gpu = cka_map(*pair, device="cuda", progress=False)
+    gpu = _map(*pair, device="cuda")
     assert gpu.method == "tiles"
-    np.testing.assert_allclose(
-        gpu.matrix, cka_map(*pair, linear_path="moments", progress=False).matrix, atol=1e-6
-    )
+    np.testing.assert_allclose(gpu.matrix, _map(*pair, linear_path="moments").matrix, atol=1e-6)
 
 
 def test_the_full_map_bench_skips_what_does_not_fit_and_its_paths_agree(tmp_path):
@@ -424,7 +432,6 @@ def test_the_full_map_bench_skips_what_does_not_fit_and_its_paths_agree(tmp_path
     big = {r["path"]: r for r in rows if r["case"].startswith("synthetic")}
     assert "skipped" in big["moments"] and "GiB" in big["moments"]["skipped"]  # 262,144^2 moments never fit
     assert big["gram"]["dims"] == [262144, 262144] and big["gram"]["n"] == 20
-    assert (
-        abs(big["tiles"]["cka"] - big["gram"]["cka"]) < 1e-6 and 0.1 < big["gram"]["cka"] <= 1
-    )  # 20 images of 262,144 values: near 1
+    # 20 images of 262,144 values: near 1
+    assert abs(big["tiles"]["cka"] - big["gram"]["cka"]) < 1e-6 and 0.1 < big["gram"]["cka"] <= 1
     assert big["tiles"]["peak_rss_mb"] >= 0 and "skipped" in format_full_maps(rows)

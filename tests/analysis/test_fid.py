@@ -38,6 +38,7 @@ def run(capfd, *args):
     return done.value.code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_a_set_against_itself_is_zero_and_a_shifted_copy_is_the_closed_form(tmp_path):
     x = images()
     a = save_npz(tmp_path / "a.npz", x)
@@ -69,6 +70,7 @@ def test_store_statistics_equal_the_batch_ones(tmp_path):
     assert stats.n == 300 and sample.shape == (50, 48)
 
 
+@pytest.mark.slow
 def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_path):
     """The chain (two stores, then the distance) against the network run here on the same
     images, statistics and precision/recall taken by the public definitions."""
@@ -96,9 +98,8 @@ def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_pat
     expected = frechet_distance(fr.mean(0), np.cov(fr, rowvar=False), ff.mean(0), np.cov(ff, rowvar=False))
     assert result.fd == pytest.approx(expected, rel=1e-6) and result.fd > 0
     assert (result.precision, result.recall) == pytest.approx(precision_recall(fr, ff), abs=1e-12)
-    from analysis.gen_metrics import (
-        kernel_distance,
-    )  # the kernel distance of the same rows, the samples first; no Inception Score here
+    # the kernel distance of the same rows, the samples first; no Inception Score here
+    from analysis.gen_metrics import kernel_distance
 
     assert result.kid == pytest.approx(
         kernel_distance(ff.astype(np.float32), fr.astype(np.float32), 100, 90), rel=1e-5
@@ -111,6 +112,7 @@ def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_pat
     assert result.inception_score is None and any("needs --features inception" in n for n in result.notes)
 
 
+@pytest.mark.slow
 def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
     fake = save_npz(tmp_path / "f.npz", images(n=20, size=32))
     cfg = FidConfig(
@@ -125,9 +127,8 @@ def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
     real_store = first.stores[0]
     again = fid(cfg)
     assert again.fd == first.fd and again.stores == first.stores
-    assert (
-        FeatureStore.open(real_store).attrs["last_run"]["images"] == 0
-    )  # reused whole: nothing computed the second time
+    # reused whole: nothing computed the second time
+    assert FeatureStore.open(real_store).attrs["last_run"]["images"] == 0
     other = fid(FidConfig(**{**cfg.__dict__, "data": DataSpec("fashion-mnist", "test", limit=10)}))
     assert (
         other.n_real == 10
@@ -136,6 +137,7 @@ def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
     )
 
 
+@pytest.mark.slow
 def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_path, fmnist_env):
     """Each side's share of every class (the classifier's argmax over its logits, computed here
     with the network itself for the samples) and their total variation distance."""
@@ -161,9 +163,10 @@ def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_p
     expected = np.bincount(logits.argmax(1), minlength=10) / 40
     assert result.class_shares == pytest.approx(tuple(expected), abs=1e-12)
     real = np.asarray(result.real_class_shares)
+    # 32 real test images
     assert (
         real.shape == (10,) and real.sum() == pytest.approx(1.0) and np.all(real * 32 == np.round(real * 32))
-    )  # 32 real test images
+    )
     assert (
         result.class_tv == pytest.approx(0.5 * np.abs(expected - real).sum(), abs=1e-12)
         and "class shares TV" in result.line()
@@ -178,6 +181,7 @@ def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_p
         total_variation([1.0], [0.5, 0.5])
 
 
+@pytest.mark.slow
 def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capfd):
     code, out, err = run(
         capfd,
@@ -203,6 +207,7 @@ def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capf
     assert saved["fd"] > 0
 
 
+@pytest.mark.slow
 def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(tmp_path, capfd):
     ref, fake = (
         save_npz(tmp_path / "ref.npz", images(n=40, size=8)),
@@ -245,13 +250,13 @@ def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(tmp_p
     )
 
 
+@pytest.mark.slow
 def test_inception_loads_a_local_weights_file(tmp_path, capfd):
     from extract.models.feature_nets import inception_network
 
     x = images(n=6, size=16, channels=1)
-    torch.save(
-        inception_network(None).state_dict(), tmp_path / "inception.pth"
-    )  # the real file's architecture, loaded weights-only
+    # the real file's architecture, loaded weights-only
+    torch.save(inception_network(None).state_dict(), tmp_path / "inception.pth")
     npz = save_npz(tmp_path / "x.npz", x)
     code, out, err = run(
         capfd,
@@ -278,6 +283,7 @@ def test_inception_loads_a_local_weights_file(tmp_path, capfd):
     )
 
 
+@pytest.mark.slow
 def test_a_wrong_inception_weights_file_is_refused_in_one_line(tmp_path, capfd):
     npz = save_npz(tmp_path / "x.npz", images(n=6, size=8))
     torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
@@ -301,6 +307,7 @@ def write_pngs(folder, arrays):
     return folder
 
 
+@pytest.mark.slow
 def test_a_folder_of_pngs_is_a_sample_set(tmp_path):
     x = images(n=100, size=8)
     folder, npz = write_pngs(tmp_path / "pngs", list(x)), save_npz(tmp_path / "x.npz", x)
@@ -310,6 +317,7 @@ def test_a_folder_of_pngs_is_a_sample_set(tmp_path):
     assert abs(result.fd) < 1e-6 and result.fake["path"] == str(folder.resolve()) and result.n_fake == 100
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
     ref = save_npz(tmp_path / "ref.npz", images(n=10, size=8))
     (tmp_path / "empty").mkdir()
@@ -357,6 +365,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
         ), (args, err)
 
 
+@pytest.mark.slow
 def test_the_classifier_features_refuse_rgb_and_other_sizes(tmp_path, capfd):
     from extract.models.classifier import SmallCNN
 
@@ -395,165 +404,3 @@ def test_the_classifier_features_refuse_rgb_and_other_sizes(tmp_path, capfd):
             tmp_path / "c",
         )
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-
-
-def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside_the_fd(tmp_path, capsys):
-    from analysis.report import build_report
-
-    samples = tmp_path / "samples-trained"
-    samples.mkdir()
-    (samples / "samples.json").write_text(
-        json.dumps(
-            {"provenance": {"model": "demo-fmnist", "weights": "demo.pt@abc", "sampler": "ddim", "steps": 50}}
-        )
-    )
-    result = {
-        "fd": 12.3456,
-        "precision": 0.5,
-        "recall": 0.25,
-        "class_tv": 0.12345,
-        "n_real": 10000,
-        "n_fake": 1000,
-        "metric": "FD (classifier)",
-        "features": {"features": "classifier"},
-        "real": {"data": "fashion-mnist", "split": "test"},
-        "fake": {"kind": "folder", "path": str(samples)},
-    }
-    (tmp_path / "fd.json").write_text(json.dumps(result))
-    probes = tmp_path / "probe_results.csv"
-    probes.write_text(
-        "name,model,weights,features,val_top1,test_top1\nA,demo-fmnist,demo.pt@abc,t10/b9/full,90.0,91.0\n"
-        "B,demo-fmnist,demo.pt@abc,t10/b8/full,91.0,89.5\nC,demo-fmnist,random-init,t10/b8/full,95.0,95.0\n"
-    )
-    (tmp_path / "clf.json").write_text(json.dumps({"test_top1": 91.91}))
-    with pytest.raises(SystemExit) as done:
-        main(
-            [
-                "gen-table",
-                "--fd",
-                f"trained={tmp_path / 'fd.json'}",
-                "--probe-table",
-                str(probes),
-                "--feature-net",
-                str(tmp_path / "clf.json"),
-                "--out",
-                str(tmp_path / "gen.json"),
-            ]
-        )
-    assert done.value.code == 0, capsys.readouterr().err
-    (row,) = json.loads((tmp_path / "gen.json").read_text())["rows"]
-    assert (row["fd"], row["probe_test_top1"], row["probe_features"], row["feature_net_test_top1"]) == (
-        12.346,
-        "89.5",
-        "t10/b8/full",
-        91.91,
-    )
-    assert (
-        (tmp_path / "gen.csv")
-        .read_text()
-        .splitlines()[1]
-        .startswith("trained,demo-fmnist,demo.pt@abc,ddim,50,1000")
-    )
-    # a GAN's samples record the GAN, its probe rows the encoder: the hashed weights file joins them;
-    # a label without a hash joins only the same model
-    for folder, model, weights in (
-        ("samples-gan", "gan", "gan.pt@def"),
-        ("samples-other", "other", "random-init"),
-    ):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "samples.json").write_text(
-            json.dumps({"provenance": {"model": model, "weights": weights}})
-        )
-        (tmp_path / f"fd-{model}.json").write_text(
-            json.dumps({**result, "fake": {"kind": "folder", "path": str(tmp_path / folder)}})
-        )
-    gan_probes = tmp_path / "gan_probe_results.csv"
-    gan_probes.write_text(
-        probes.read_text()
-        + "D,gan-encoder,gan.pt@def,b2/p4,80.0,79.0\nE,gan-encoder,gan.pt@def,b3/p4,82.0,78.5\n"
-    )
-    with pytest.raises(SystemExit) as done:
-        main(
-            [
-                "gen-table",
-                "--fd",
-                f"gan={tmp_path / 'fd-gan.json'}",
-                "--fd",
-                f"other={tmp_path / 'fd-other.json'}",
-                "--probe-table",
-                str(gan_probes),
-                "--out",
-                str(tmp_path / "gen2.json"),
-            ]
-        )
-    assert done.value.code == 0, capsys.readouterr().err
-    gan, other = json.loads((tmp_path / "gen2.json").read_text())["rows"]
-    assert (gan["model"], gan["probe_test_top1"], gan["probe_features"]) == ("gan", "78.5", "b3/p4")
-    assert other["probe_test_top1"] is None
-    (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "probe_results.csv").write_text(
-        (tmp_path / "probe_results.csv")
-        .read_text()
-        .replace("name,model", "name,head,t,b,pool,train_rows,test_top5,model")
-        .replace("\nA,", "\nA,linear,10,9,full,1,99,")
-        .replace("\nB,", "\nB,linear,10,8,full,1,99,")
-        .replace("\nC,", "\nC,linear,10,8,full,1,99,")
-    )
-    md, page, _ = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json")
-    text = md.read_text()
-    assert "12.346" in page.read_text() and "<h2>Generation</h2>" in page.read_text()
-    assert (
-        "## Generation" in text
-        and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | - | - | 0.123 | 89.5 |"
-        in text
-    )
-
-
-def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):
-    not_json = tmp_path / "notes.txt"
-    not_json.write_text("not json\n")
-    other_json = tmp_path / "other.json"
-    other_json.write_text(json.dumps({"rows": []}))
-    good = tmp_path / "fd.json"
-    good.write_text(
-        json.dumps(
-            {
-                "fd": 1.0,
-                "precision": None,
-                "recall": None,
-                "n_real": 2,
-                "n_fake": 2,
-                "metric": "FD (pixels)",
-                "features": {"features": "pixels"},
-                "real": {"path": "r.npz"},
-                "fake": {"path": "f.npz"},
-            }
-        )
-    )
-    bad_csv = tmp_path / "bad.csv"
-    bad_csv.write_text("a,b\n1,2\n")
-    cases = [
-        (
-            ["--fd", f"x={tmp_path / 'nowhere.json'}"],
-            "Fréchet distance result (written by `analysis fid --out`) not found",
-        ),
-        (["--fd", f"x={not_json}"], "not a Fréchet distance result"),
-        (["--fd", f"x={other_json}"], "not a Fréchet distance result"),
-        (
-            ["--fd", f"x={good}", "--probe-table", str(tmp_path / "nowhere.csv")],
-            "probe results table not found",
-        ),
-        (["--fd", f"x={good}", "--probe-table", str(bad_csv)], "not a probe results table"),
-        (["--fd", f"x={good}", "--feature-net", str(not_json)], "not a feature classifier's training record"),
-    ]
-    for args, message in cases:
-        with pytest.raises(SystemExit) as done:
-            main(["gen-table", *args, "--out", str(tmp_path / "gen.json")])
-        err = capsys.readouterr().err
-        assert (
-            done.value.code == 2
-            and message in err
-            and len(err.strip().splitlines()) == 1
-            and "Traceback" not in err
-        ), (args, err)
-    assert not (tmp_path / "gen.json").exists()

@@ -12,9 +12,8 @@ def test_a_set_against_itself_is_zero_and_a_shifted_copy_is_the_squared_shift():
     a = GaussianStats().add(x)
     assert abs(frechet_from_stats(a, GaussianStats().add(x))) < 1e-8
     shift = np.arange(6.0)
-    assert frechet_from_stats(a, GaussianStats().add(x + shift)) == pytest.approx(
-        float(shift @ shift), rel=1e-9
-    )
+    shifted = GaussianStats().add(x + shift)
+    assert frechet_from_stats(a, shifted) == pytest.approx(float(shift @ shift), rel=1e-9)
 
 
 def test_diagonal_gaussians_give_the_closed_form():

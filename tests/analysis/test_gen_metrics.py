@@ -20,14 +20,12 @@ def test_the_inception_score_equals_torch_fidelitys():
     theirs = isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True, rng_seed=2020)
     assert ours[0] == pytest.approx(theirs["inception_score_mean"], rel=1e-10)
     assert ours[1] == pytest.approx(theirs["inception_score_std"], rel=1e-8)
-    assert inception_score(np.zeros((20, 5)))[0] == pytest.approx(
-        1.0
-    )  # one flat prediction for every image: no information
+    # one flat prediction for every image: no information
+    assert inception_score(np.zeros((20, 5)))[0] == pytest.approx(1.0)
     confident = np.full((40, 4), -50.0)
     confident[np.arange(40), np.arange(40) % 4] = 50.0
-    assert inception_score(confident, splits=2, shuffle=False)[0] == pytest.approx(
-        4.0, rel=1e-6
-    )  # sure and balanced over 4 classes: 4
+    # sure and balanced over 4 classes: 4
+    assert inception_score(confident, splits=2, shuffle=False)[0] == pytest.approx(4.0, rel=1e-6)
 
 
 def test_the_kernel_distance_equals_torch_fidelitys():
@@ -42,13 +40,13 @@ def test_the_kernel_distance_equals_torch_fidelitys():
     assert ours[0] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-10)
     assert ours[1] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-8)
     same = kernel_distance(a, a.copy(), subsets=20, subset_size=100)
-    assert (
-        abs(same[0]) < 0.2 * ours[0]
-    )  # unbiased: about zero for one distribution, far from it for a shifted one
+    # unbiased: about zero for one distribution, far from it for a shifted one
+    assert abs(same[0]) < 0.2 * ours[0]
     with pytest.raises(ValueError, match="subsets of 1000 rows"):
         kernel_distance(a, b)
 
 
+@pytest.mark.slow
 def test_analysis_fid_reports_the_scores_torch_fidelity_gives_on_the_same_images(tmp_path, capfd):
     """End to end: the same images and the same (random-weight) Inception, through our stores and
     through torch_fidelity.calculate_metrics."""

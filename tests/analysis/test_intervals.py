@@ -57,9 +57,8 @@ def test_the_bootstrap_matches_a_plain_loop():
     runs_b = [100.0 * r.mean() for r in b]
     assert d.a_runs == pytest.approx(runs_a) and d.b_runs == pytest.approx(runs_b)
     assert d.points == pytest.approx(statistics.mean(runs_a) - statistics.mean(runs_b))
-    assert d.a_std == pytest.approx(statistics.stdev(runs_a)) and d.b_std == pytest.approx(
-        statistics.stdev(runs_b)
-    )
+    assert d.a_std == pytest.approx(statistics.stdev(runs_a))
+    assert d.b_std == pytest.approx(statistics.stdev(runs_b))
     assert d.rows == 80 and d.resamples == 300 and d.low <= d.points <= d.high
 
 
@@ -69,15 +68,13 @@ def test_identical_sides_give_zero_a_known_shift_is_covered_and_a_seed_fixes_the
     same = paired_bootstrap(a, a.copy(), resamples=200)
     assert same.points == 0 and same.low == 0 and same.high == 0
     b = a.copy()
-    right = np.flatnonzero(a.all(axis=0))[
-        :50
-    ]  # 50 rows both A runs get right, B gets wrong: exactly 10 points
+    # 50 rows both A runs get right, B gets wrong: exactly 10 points
+    right = np.flatnonzero(a.all(axis=0))[:50]
     b[:, right] = False
     shifted = paired_bootstrap(a, b, resamples=500)
     assert shifted.points == pytest.approx(10.0) and shifted.low < 10.0 < shifted.high
-    independent = paired_bootstrap(
-        rng.random(2000) < 0.9, rng.random(2000) < 0.8, resamples=500
-    )  # true difference 10 points
+    # true difference 10 points
+    independent = paired_bootstrap(rng.random(2000) < 0.9, rng.random(2000) < 0.8, resamples=500)
     assert independent.low < 10.0 < independent.high and independent.a_std == 0.0
     assert paired_bootstrap(a, b, resamples=500, seed=7) == paired_bootstrap(a, b, resamples=500, seed=7)
     assert (
@@ -106,6 +103,7 @@ def test_seed_suffixes_name_one_configuration():
     )
 
 
+@pytest.mark.slow
 def test_the_module_loads_no_torch():
     code = "import sys, analysis.intervals; print('torch' in sys.modules)"
     assert (
@@ -127,9 +125,8 @@ def runs(tmp_path_factory):
     valid = np.ones(72, bool)
     valid[[3, 40]] = False
     make_store(root / "te.zarr", {KEY: xt}, yt, split="test", valid=valid)
-    make_store(
-        root / "te-short.zarr", {KEY: xt}, yt, split="test", valid=np.arange(72) < 50
-    )  # other rows of the same data
+    # other rows of the same data
+    make_store(root / "te-short.zarr", {KEY: xt}, yt, split="test", valid=np.arange(72) < 50)
     make_store(root / "other.zarr", {KEY: xt}, yt, split="val")
     results = root / "results"
 
@@ -166,9 +163,8 @@ def test_probe_writes_the_selected_members_test_predictions(runs):
         assert out[name]["predictions"] == f"{name}.predictions.npz"
         assert json.loads((results / f"{name}.json").read_text())["predictions"] == f"{name}.predictions.npz"
         with np.load(results / f"{name}.predictions.npz") as f:
-            assert np.array_equal(f["index"], np.flatnonzero(valid)) and np.array_equal(
-                f["label"], yt[valid]
-            )  # scored rows only, by dataset position
+            # scored rows only, by dataset position
+            assert np.array_equal(f["index"], np.flatnonzero(valid)) and np.array_equal(f["label"], yt[valid])
             assert 100.0 * float((f["pred"] == f["label"]).mean()) == pytest.approx(out[name]["test"]["top1"])
 
 
@@ -212,7 +208,8 @@ def test_the_diff_command_prints_the_interval_and_refuses_bad_input(runs, tmp_pa
     assert done.exit_code == 0, done.output
     line = done.output.strip()
     assert re.fullmatch(
-        r"cfg - knn: [+-]\d+\.\d\d points, 95% interval \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \(paired bootstrap over 70 test images, "
+        r"cfg - knn: [+-]\d+\.\d\d points, 95% interval \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] "
+        r"\(paired bootstrap over 70 test images, "
         r"300 resamples; A: 2 runs, mean \d+\.\d\d \+- \d+\.\d\d; B: 1 run, \d+\.\d\d\)",
         line,
     ), line
@@ -241,7 +238,10 @@ def test_the_report_has_a_differences_section_in_both_outputs(runs, tmp_path):
     )
     text, html_text = md.read_text(), page.read_text()
     d = compare([results / "cfg-s0.json", results / "cfg-s1.json"], [results / "knn.json"], resamples=300)
-    row = f"| cfg | knn | {d.points:+.2f} | {d.interval()} | 70 | 2 runs, mean {d.a_mean:.2f} +- {d.a_std:.2f} | 1 run, {d.b_mean:.2f} |"
+    row = (
+        f"| cfg | knn | {d.points:+.2f} | {d.interval()} | 70 "
+        f"| 2 runs, mean {d.a_mean:.2f} +- {d.a_std:.2f} | 1 run, {d.b_mean:.2f} |"
+    )
     assert "## Differences" in text and row in text and "300 resamples" in text
     assert "<h2>Differences</h2>" in html_text and f"<td>{d.interval()}</td>" in html_text
     for name, why in (

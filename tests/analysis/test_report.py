@@ -91,9 +91,8 @@ def test_the_html_page_embeds_every_figure_and_holds_the_table(tmp_path):
     parsed = _Page()
     parsed.feed(page.read_text())
     assert {"table", "h2", "figure", "figcaption", "details"} <= set(parsed.tags)
-    assert len(parsed.images) == 3 and all(
-        src.startswith("data:image/png;base64,") for src in parsed.images
-    )  # curves + 2 CKA maps, all embedded
+    # curves + 2 CKA maps, all embedded
+    assert len(parsed.images) == 3 and all(src.startswith("data:image/png;base64,") for src in parsed.images)
     decoded = [base64.b64decode(src.split(",", 1)[1]) for src in parsed.images]
     assert all(d.startswith(PNG) for d in decoded) and PNG + b"blocks" in decoded
     assert not re.search(r"src=['\"](?!data:)", page.read_text())  # nothing fetched from elsewhere
@@ -101,13 +100,11 @@ def test_the_html_page_embeds_every_figure_and_holds_the_table(tmp_path):
     assert (
         "Linear CKA over 50 images" in captions and "Minibatch CKA (unbiased HSIC) over 50 images" in captions
     )
-    assert (
-        "<code>te.zarr</code>" in page.read_text() and "`te.zarr`" not in page.read_text()
-    )  # Markdown code spans become <code>
+    # Markdown code spans become <code>
+    assert "<code>te.zarr</code>" in page.read_text() and "`te.zarr`" not in page.read_text()
     lo, hi = wilson(result["test"]["top1"], result["test"]["rows"])
-    assert (
-        f"{lo:.2f}-{hi:.2f}" in page.read_text() and "run1.json" in page.read_text()
-    )  # the interval, and the run's provenance
+    # the interval, and the run's provenance
+    assert f"{lo:.2f}-{hi:.2f}" in page.read_text() and "run1.json" in page.read_text()
     assert missing == [m for m in missing if m.startswith("generation")] and len(missing) == 1
 
 

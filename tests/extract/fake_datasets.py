@@ -305,9 +305,8 @@ BUILDERS = {
 }
 
 
-if (
-    __name__ == "__main__"
-):  # python -m tests.extract.fake_datasets ROOT [NAME ...]: tiny trees for smoke runs of the Makefile
+# python -m tests.extract.fake_datasets ROOT [NAME ...]: tiny trees for smoke runs of the Makefile
+if __name__ == "__main__":
     import sys
 
     target, names = Path(sys.argv[1]), sys.argv[2:] or list(BUILDERS)

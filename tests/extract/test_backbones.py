@@ -7,6 +7,7 @@ import pytest
 import torch
 import torchvision
 
+from analysis.cka_config import CkaConfig
 from analysis.compare import cka_map
 from extract.data.sources import fashion_mnist, preprocess
 from extract.models.backbones import MEAN, STD, BackboneConfig, as_map, extract_backbone
@@ -15,6 +16,7 @@ from extract.store.schema import FeatureKey, FeatureStore
 from tests.conftest import run_tiny
 
 
+@pytest.mark.slow
 def test_resnet50_stage_features_equal_a_plain_forward(tmp_path, fmnist_env):
     torch.manual_seed(1)
     reference = torchvision.models.resnet50(weights=None).eval()
@@ -59,6 +61,7 @@ def test_backbone_arguments_are_checked(tmp_path):
         extract_backbone(from_flat(BackboneConfig, out=tmp_path / "x.zarr", random_init=True, blocks=(5,)))
 
 
+@pytest.mark.slow
 def test_cka_between_a_unet_and_a_backbone_on_the_same_images(tmp_path, fmnist_env):
     run_tiny(tmp_path / "u.zarr", split="test", limit=12, ts=(10,), blocks=(7,), pools=(2,))
     extract_backbone(
@@ -66,10 +69,11 @@ def test_cka_between_a_unet_and_a_backbone_on_the_same_images(tmp_path, fmnist_e
             BackboneConfig, out=tmp_path / "r.zarr", random_init=True, blocks=(1,), limit=12, progress=False
         )
     )
-    m = cka_map(tmp_path / "u.zarr", tmp_path / "r.zarr", ("unet", "resnet50"), progress=False)
+    m = cka_map(CkaConfig(tmp_path / "u.zarr", tmp_path / "r.zarr", ("unet", "resnet50"), progress=False))
     assert m.matrix.shape == (1, 1) and 0 < m.matrix[0, 0] <= 1 and m.n == 12
 
 
+@pytest.mark.slow
 def test_run_accepts_a_torchvision_model_with_weights(tmp_path, fmnist_env):
     from click.testing import CliRunner
 

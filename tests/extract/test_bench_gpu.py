@@ -13,6 +13,7 @@ from extract.bench import gpu as bg
 from extract.bench import gpu_quick as gq
 from extract.bench.gpu_config import quick_config
 from extract.cli import cli
+from extract.models.adm_blocks import unet_blocks
 from extract.models.adm_presets import get_preset
 from extract.store.schema import FeatureKey, FeatureStore
 
@@ -61,7 +62,7 @@ def test_compile_flag_reaches_torch_compile_and_keeps_the_features():
     compiled = bg.prepare_model(preset, dev, channels_last=False, compiled=True, cfg=cfg)
     plain = bg.prepare_model(preset, dev, channels_last=False, compiled=False, cfg=cfg)
     assert all(
-        hasattr(block.forward, "_torchdynamo_orig_callable") for _, block in bg.unet_blocks(compiled).values()
+        hasattr(block.forward, "_torchdynamo_orig_callable") for _, block in unet_blocks(compiled).values()
     )
     x, t, y = bg.make_inputs(preset, 2, dev, channels_last=False, t=150)
     torch.testing.assert_close(
@@ -254,9 +255,8 @@ def test_quick_mode_on_cpu_runs_all_three_parts(tmp_path):
             and r["compile"] is False
             and r["model"] == "tiny"
         )
-    assert report["gflop_per_image"] > 0 and report["best_extraction_images_per_s"] == max(
-        r["images_per_s"] for r in rows
-    )
+    assert report["gflop_per_image"] > 0
+    assert report["best_extraction_images_per_s"] == max(r["images_per_s"] for r in rows)
     # b. the store's read rate against np.load of the same bytes
     io = report["store_read"]
     assert not io["error"] and io["matches"] is True
@@ -316,9 +316,8 @@ def test_a_failing_quick_part_is_one_line_and_the_others_go_on(monkeypatch):
         and result["best_extraction_images_per_s"] is None
     )
     assert result["bit_identity"]["error"] == line and result["bit_identity"]["identical"] is None
-    assert (
-        not result["store_read"]["error"] and result["store_read"]["store_mb_per_s"] > 0
-    )  # the part between still ran
+    # the part between still ran
+    assert not result["store_read"]["error"] and result["store_read"]["store_mb_per_s"] > 0
     text = bg.format_report(json.loads(json.dumps(result)))
     assert (
         f"extraction failed: {line}" in text
@@ -330,9 +329,8 @@ def test_a_failing_quick_part_is_one_line_and_the_others_go_on(monkeypatch):
 def test_quick_parts_after_the_time_budget_are_skipped(monkeypatch):
     cfg = quick_config(model="tiny", block=7, device="cpu", identity_model="tiny", time_budget_s=1e-9)
     result = gq.run_quick_bench(cfg)
-    assert result["extraction_error"].startswith("skipped") and result["store_read"]["error"].startswith(
-        "skipped"
-    )
+    assert result["extraction_error"].startswith("skipped")
+    assert result["store_read"]["error"].startswith("skipped")
     assert result["bit_identity"]["error"].startswith("skipped") and result["part_seconds"] == {}
     assert "skipped: the time budget of 0 s was spent" in bg.format_report(result)
 

@@ -206,6 +206,7 @@ def test_samples_are_read_by_the_fid_loader(weights, tmp_path):
         sample_bigan(weights, 12, 4, tmp_path / "samples")
 
 
+@pytest.mark.slow
 def test_fid_runs_on_bigan_samples(weights, tmp_path):
     from analysis.fid import DataSpec, FidConfig, fid
 
@@ -223,7 +224,8 @@ def test_fid_runs_on_bigan_samples(weights, tmp_path):
         )
     )
     assert result.n_fake == 16 and np.isfinite(result.fd)
-    # the generation table reads the BiGAN's samples as it reads the diffusion model's: a weights label, not a record
+    # the generation table reads the BiGAN's samples as it reads the diffusion model's: a weights label, not a
+    # record
     import json
 
     from analysis.gentable import generation_rows

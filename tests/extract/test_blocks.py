@@ -5,7 +5,8 @@ from extract.models.adm import build_unet, count_parameters, random_unet
 from extract.models.adm_blocks import block_table, capture, unet_blocks
 from extract.models.adm_presets import PRESETS
 
-# output (C, H, W) of every block of ADM 256x256 unconditional, measured with guided-diffusion's own model and the published flags
+# output (C, H, W) of every block of ADM 256x256 unconditional, measured with guided-diffusion's own model and
+# the published flags
 ADM256 = {
     **{b: (256, 256, 256) for b in (1, 2, 3)},
     **{b: (256, 128, 128) for b in (4, 5, 6)},

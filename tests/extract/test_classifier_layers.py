@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from analysis.cka_config import CkaConfig
 from analysis.compare import cka_map
 from extract.cli import cli
 from extract.data.sources import fashion_mnist, preprocess
@@ -111,9 +112,8 @@ def test_store_rows_equal_a_plain_forward_of_the_classifier(weights, tmp_path, f
 
 def test_a_corrupted_shard_is_repaired_with_the_recorded_network(weights, tmp_path, fmnist_env):
     out = tmp_path / "c.zarr"
-    extract_staged(
-        config(out, weights, blocks=(2,), pools=(1,))
-    )  # 10 rows in shards of 6: the corrupted last shard is partial
+    # 10 rows in shards of 6: the corrupted last shard is partial
+    extract_staged(config(out, weights, blocks=(2,), pools=(1,)))
     before = FeatureStore.open(out).array(FeatureKey(0, 2, 1))[:]
     chunk = sorted(p for p in (out / FeatureKey(0, 2, 1).path / "c").rglob("*") if p.is_file())[1]
     data = bytearray(chunk.read_bytes())
@@ -172,11 +172,11 @@ def test_the_command_end_to_end_and_the_shipped_weights_by_default(weights, tmp_
     )
     assert r.exit_code == 0, r.output
     shipped = FeatureStore.open(tmp_path / "shipped.zarr")
-    assert shipped.attrs["key"]["weights"]["checkpoint"] == "fmnist-classifier.pt" and shipped.array(
-        FeatureKey(0, 5, None)
-    ).shape == (4, 10, 1, 1)
+    assert shipped.attrs["key"]["weights"]["checkpoint"] == "fmnist-classifier.pt"
+    assert shipped.array(FeatureKey(0, 5, None)).shape == (4, 10, 1, 1)
     assert "classifier-layers" in runner.invoke(cli, ["--help"]).output
-    # --skip-small-maps leaves out the pairs whose pool exceeds the map (the 1x1 embedding at pool 4), recorded in the key
+    # --skip-small-maps leaves out the pairs whose pool exceeds the map (the 1x1 embedding at pool 4),
+    # recorded in the key
     r = runner.invoke(
         cli,
         [
@@ -207,9 +207,8 @@ def test_the_command_end_to_end_and_the_shipped_weights_by_default(weights, tmp_
         FeatureKey(0, 4, None),
     }
     assert skipped.attrs["key"]["skip_small_maps"] is True and "skip_small_maps" not in store.attrs["key"]
-    assert skipped.array(FeatureKey(0, 3, 4)).shape == (6, 128, 4, 4) and skipped.array(
-        FeatureKey(0, 4, None)
-    ).shape == (6, 128, 1, 1)
+    assert skipped.array(FeatureKey(0, 3, 4)).shape == (6, 128, 4, 4)
+    assert skipped.array(FeatureKey(0, 4, None)).shape == (6, 128, 1, 1)
 
 
 def test_bad_input_is_one_line_and_exit_2(weights, tmp_path, fmnist_env):
@@ -259,5 +258,5 @@ def test_bad_input_is_one_line_and_exit_2(weights, tmp_path, fmnist_env):
 def test_cka_between_the_demo_unet_and_every_classifier_layer(weights, tmp_path, fmnist_env):
     run_tiny(tmp_path / "u.zarr", split="test", limit=12, ts=(10,), blocks=(3, 7), pools=(1,))
     extract_staged(config(tmp_path / "c.zarr", weights, limit=12, pools=(1,)))
-    m = cka_map(tmp_path / "u.zarr", tmp_path / "c.zarr", ("unet", "classifier"), progress=False)
+    m = cka_map(CkaConfig(tmp_path / "u.zarr", tmp_path / "c.zarr", ("unet", "classifier"), progress=False))
     assert m.matrix.shape == (2, 5) and m.n == 12 and np.all((m.matrix > 0) & (m.matrix <= 1 + 1e-9))

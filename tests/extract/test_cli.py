@@ -150,9 +150,8 @@ def test_pixel_store_holds_the_preprocessed_images_and_probes(tmp_path, fmnist_e
     expected = torch.stack([preprocess(source.load(i), 28, 1) for i in range(len(source))]).half()
     assert torch.equal(torch.from_numpy(store.array(FeatureKey(0, 0, None))[:]), expected)
     again = invoke("pixels", "--split", "test", "--out", str(tmp_path / "test.zarr"), "--no-progress")
-    assert (
-        again.exit_code == 0 and "(0 computed now)" in again.output
-    )  # the one writer resumes: nothing to redo
+    # the one writer resumes: nothing to redo
+    assert again.exit_code == 0 and "(0 computed now)" in again.output
     other = invoke(
         "pixels", "--split", "test", "--limit", "5", "--out", str(tmp_path / "test.zarr"), "--no-progress"
     )
@@ -192,9 +191,8 @@ def test_bench_io_reads_the_same_rows_both_ways(tmp_path):
         "zstd-1 + crc32c",
         "zarr-python",
     ) in readers
-    assert not any(
-        r == "diffprobe shard reader" for c, r in readers if c != "crc32c (diffprobe's)"
-    )  # it reads one layout only
+    # it reads one layout only
+    assert not any(r == "diffprobe shard reader" for c, r in readers if c != "crc32c (diffprobe's)")
     assert all(r["mb_per_s"] > 0 and r["size_ratio"] > 0 for r in synthetic["results"] + real["results"])
     assert "of raw" in format_table(result)
 
@@ -245,3 +243,82 @@ def test_presets_lists_every_way_to_name_a_model():
         "diffusers",
         "--model-flags",
     } <= first
+
+
+def _flags(help_text: str) -> set[str]:
+    """The options a --help lists (the words that begin its option lines)."""
+    out = set()
+    for line in help_text.splitlines():
+        if line.startswith("  -"):
+            for word in line.split():
+                if not word.startswith("-"):
+                    break
+                out.update(w for w in word.rstrip(",").split("/") if w)
+    return out
+
+
+def test_run_help_shows_the_shared_options_and_the_named_familys_only():
+    shared = invoke("run", "--help")
+    assert shared.exit_code == 0 and "run --model NAME --help" in shared.output.replace("`", "")
+    assert {"--out", "-t", "--pool", "--micro-batch", "--ckpt", "--plan"} <= _flags(shared.output)
+    own = {"--model-flags", "--class-label", "--prompt", "--model-dir", "--latents", "--cond"}
+    assert not own & _flags(shared.output)
+    expected = {
+        "tiny": {"--model-flags", "--class-label"},
+        "tiny-sd": {"--prompt", "--model-dir", "--latents", "--class-label"},
+        "diffusers": {"--model-dir", "--prompt", "--cond", "--latents", "--class-label"},
+    }
+    for model, options in expected.items():
+        result = invoke("run", "--model", model, "--help")
+        assert result.exit_code == 0, result.output
+        assert own & _flags(result.output) == options, model
+        assert {"--out", "-t", "--micro-batch", "--plan"} <= _flags(result.output), model
+    backbone = _flags(invoke("run", "--model", "torchvision:resnet50", "--help").output)
+    assert {"--weights", "--ckpt", "--out", "--micro-batch", "--pool"} <= backbone
+    assert not ({"-t", "--views", "--dtype", "--plan", "--aug"} | own) & backbone  # no noise, no t
+
+
+def test_another_familys_option_is_named_in_one_line(tmp_path):
+    out = str(tmp_path / "s.zarr")
+    assert_one_line_error(
+        invoke("run", "--model", "tiny", "--prompt", "a cat", "--out", out),
+        "error: --prompt: not an option of tiny; leave them out",
+    )
+    assert_one_line_error(
+        invoke("run", "--model", "tiny-sd", "--model-flags=--image_size 64", "--cond", "c", "--out", out),
+        "error: --model-flags, --cond: not options of tiny-sd",
+    )
+    assert_one_line_error(
+        invoke("blocks", "--model", "tiny", "--model-dir", "m"), "--model-dir: not an option"
+    )
+    # no form takes it: click says so
+    unknown = invoke("run", "--model", "tiny", "--colour", "red", "--out", out)
+    assert unknown.exit_code == 2 and "No such option '--colour'" in unknown.output
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_each_default_is_the_configs():
+    """The options are generated from the dataclasses, so the command line cannot drift from them;
+    `run` over a backbone takes run's defaults where the backbone's config has the same option."""
+    from extract.cli_run import run_params
+    from extract.cli_stores import _backbone_params
+    from extract.models.backbone_options import BackboneConfig
+    from extract.store.config import ExtractConfig
+
+    def defaults(params):
+        return {p.name: p.default for p in params}
+
+    fields = ExtractConfig.__dataclass_fields__
+    tiny = defaults(run_params(["--model", "tiny"]))
+    assert (tiny["micro_batch"], tiny["batch_size"]) == (
+        fields["micro_batch"].default,
+        fields["batch_size"].default,
+    )
+    assert (tiny["micro_batch"], tiny["batch_size"], tiny["ts"], tiny["pools"]) == (16, 64, ("150",), ("2",))
+    backbone = defaults(_backbone_params([]))
+    assert (backbone["batch_size"], backbone["split"]) == (
+        BackboneConfig.__dataclass_fields__["batch_size"].default,
+        "test",
+    )
+    in_run = defaults(run_params(["--model", "torchvision:vit_b_16"]))
+    assert (in_run["batch_size"], in_run["split"], in_run["model"]) == (64, "train", "torchvision:vit_b_16")

@@ -27,9 +27,8 @@ def test_imagenet_rows_come_from_the_registry_when_the_data_is_not_here(tmp_path
     cost = plan(cfg, images_per_s=1000)
     assert (cost.rows, cost.rows_from, cost.values_per_row) == (1281167, "official", 1024 * 2 * 2)
     assert cost.bytes == 1281167 * 4096 * 2  # fp16
-    assert cost.gflop_per_forward == pytest.approx(
-        639.29, abs=0.01
-    )  # torch's flop counter, as measured for the full checkpoint
+    # torch's flop counter, as measured for the full checkpoint
+    assert cost.gflop_per_forward == pytest.approx(639.29, abs=0.01)
     assert cost.hours == pytest.approx(1281167 / 1000 / 3600)
     assert "10.50 GB" in cost.line() and "1,281,167 rows (official)" in cost.line()
     full = plan(

@@ -50,9 +50,8 @@ def test_imagenet_flat_val_agrees_with_synset_folders(tmp_path, layout):
         open_dataset("imagenet", tmp_path / layout, "val"),
     )
     # synset folders list class by class, a flat val/ by file number: the same images and labels
-    assert dict(zip([i.split("/")[-1] for i in a.ids], a.labels.tolist())) == dict(
-        zip(b.ids, b.labels.tolist())
-    )
+    names = [i.split("/")[-1] for i in a.ids]
+    assert dict(zip(names, a.labels.tolist())) == dict(zip(b.ids, b.labels.tolist()))
     assert b.ids == sorted(b.ids) and a.classes == b.classes == fake.WNIDS
     assert b.names() == fake.WORDS  # readable names from LOC_synset_mapping.txt or the devkit's meta.mat
     train = open_dataset("imagenet", tmp_path / layout, "train")
@@ -281,9 +280,8 @@ def test_malformed_annotation_files_are_one_line(tmp_path):
     with pytest.raises(DataError, match="needs the columns ImageId,PredictionString"):
         open_dataset("imagenet", tmp_path / "a", "val")
     fake.imagenet(tmp_path / "b", val="devkit")
-    (tmp_path / "b" / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text(
-        "3\nthree\n"
-    )
+    devkit = tmp_path / "b" / "ILSVRC2012_devkit_t12" / "data"
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("3\nthree\n")
     with pytest.raises(DataError, match="not an ILSVRC2012_ID"):
         open_dataset("imagenet", tmp_path / "b", "val")
     fake.aircraft(tmp_path / "c")

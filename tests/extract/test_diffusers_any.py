@@ -302,6 +302,7 @@ def test_dit_transformer_with_its_null_class_and_a_given_label(tmp_path, fmnist_
 
 
 def test_pixart_transformer_with_text_states_and_resolution(tmp_path, fmnist_env):
+    # inner dim 12: a multiple of 3 for the size embedding
     config = dict(
         num_attention_heads=3,
         attention_head_dim=4,
@@ -313,7 +314,7 @@ def test_pixart_transformer_with_text_states_and_resolution(tmp_path, fmnist_env
         caption_channels=12,
         cross_attention_dim=12,
         use_additional_conditions=True,
-    )  # inner dim 12: a multiple of 3 for the size embedding
+    )
     folder = _pipeline(tmp_path / "pixart", "PixArtTransformer2DModel", config)
     states = torch.randn(1, 5, 12)
     save_file({"prompt_embeds": states}, str(tmp_path / "cond.safetensors"))
@@ -374,6 +375,7 @@ def test_sd3_transformer_with_text_and_pooled_from_a_cond_file(tmp_path, fmnist_
         )
 
     store = _run(tmp_path, folder, "transformer_blocks.0", "--cond", str(tmp_path / "cond.safetensors"))
+    # a joint block returns (text, image) tokens
     ref = _reference(
         folder,
         "SD3Transformer2DModel",
@@ -384,7 +386,7 @@ def test_sd3_transformer_with_text_and_pooled_from_a_cond_file(tmp_path, fmnist_
         [int(i) for i in store.index()],
         flow=True,
         pick=lambda out: _grid(out[1]),
-    )  # a joint block returns (text, image) tokens
+    )
     np.testing.assert_allclose(store.array(FeatureKey(T, 1, None))[:], ref.numpy(), rtol=1e-4, atol=1e-5)
     # without the file: one clear error naming what is missing
     result = invoke(

@@ -1,5 +1,6 @@
-"""The experiment runner: settings in their order, the placeholders, nested experiments, and
-every shipped experiment resolving and printing without error."""
+"""The TOML experiment runner, for the experiments not yet written in Python
+(diffprobe/experiments has the others, tested in tests/diffprobe): the placeholders, and every
+TOML experiment resolving and printing without error."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from extract.experiments.runner import Runner, Settings, each_binding, experimen
 
 @pytest.fixture(autouse=True)
 def _in_an_empty_folder(tmp_path, monkeypatch):
-    """Steps are skipped when their output exists under the working folder: start each test from an empty one."""
+    """Steps are skipped when their output exists under the working folder: start each test
+    from an empty one."""
     monkeypatch.chdir(tmp_path)
 
 
@@ -83,44 +85,6 @@ def test_placeholders():
             s.format(bad)
 
 
-def test_settings_resolve_in_order(tmp_path):
-    (tmp_path / "last-extract.json").write_text(
-        json.dumps({"t": "50", "b": "19", "pool": "1", "model": "tiny"})
-    )
-    _, s = resolve("probe", {"out": str(tmp_path), "b": "7"})
-    assert (s.get("t"), s.get("b"), s.get("model"), s.get("head")) == (
-        "50",
-        "7",
-        "tiny",
-        "linear",
-    )  # record < given; defaults
-    _, s = resolve("demo", {})
-    assert (s.get("t"), s.get("b"), s.get("pool")) == ("10", "30", "full")  # the experiment's own settings
-    _, s = resolve("paper", {"t": "300", "row": "attention"})
-    assert s.get("t") == "150" and s.get("head") == "paper-attention"  # the row wins
-    with pytest.raises(ValueError, match="unknown ROW=gan"):
-        resolve("paper", {}, "gan")
-    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
-        resolve("nope", {})
-
-
-def test_nested_experiments_inherit_settings_and_steps_set_their_own():
-    lines = printed("demo", {"limit": "50"})
-    runs = [x for x in lines if " -m " in x]
-    extracts = [x for x in runs if "extract run" in x and "/cka/" not in x]
-    assert len(extracts) == 4 and sum("--random-init" in x for x in extracts) == 2
-    assert all("-t 10 -b 30 --pool full --limit 50" in x for x in extracts)
-    probes = [x for x in runs if "probe train" in x]
-    assert [p.split("--name ")[1].split()[0] for p in probes] == [
-        "demo-trained",
-        "demo-random",
-        "demo-pixels",
-    ]
-    assert sum("analysis cka" in x for x in runs) == 3 and runs[-1].endswith(
-        "probe table --results results/demo --last 3"
-    )
-
-
 @pytest.mark.parametrize("name", experiment_names())
 def test_every_experiment_prints_its_commands(name):
     rows = resolve(name, {})[0].get("rows", {})
@@ -141,7 +105,7 @@ def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
 
     r = Runner(dry=False)
     r.echo = lambda *a, **k: None
-    _, s = resolve("extract", {"out": str(tmp_path), "t": "5"})
+    _, s = resolve("demo-gen", {"out": str(tmp_path), "t": "5"})
     r.write_record(s)
     assert json.loads((tmp_path / "last-extract.json").read_text())["t"] == "5"
     step = {"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}
@@ -168,14 +132,6 @@ def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
     rec = Recorder()
     rec.step({"unless_exists": str(tmp_path / "notes.txt"), "run": "analysis x"}, s, {})
     assert rec.lines == []
-
-
-def test_a_dry_run_plans_each_extraction():
-    r = Recorder()
-    r.run("extract", {"images_per_s": "500"})
-    assert len(r.planned) == 2 and all(
-        p.endswith("--plan --images-per-s 500") and "extract run" in p for p in r.planned
-    )
 
 
 def test_each_repeats_a_step_over_any_list_setting_and_their_combinations():
@@ -235,7 +191,7 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
         labelled.format("{label:f} {path:f} {label:g} {path:g}")
         == "ema-step5000 runs/s3/snapshots/ema-step1000.pt ema-step1000 runs/s2/snapshots/ema-step1000.pt"
     )
-    _, settings = resolve("extract", {"out": str(tmp_path)})
+    _, settings = resolve("demo-gen", {"out": str(tmp_path)})
     rec = Recorder()
     step = {"only_if": str(tmp_path / "w.pt"), "only_if_hint": "no weights at {only}", "run": "extract run"}
     with pytest.raises(ValueError, match="unknown setting 'only'"):

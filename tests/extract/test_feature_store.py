@@ -96,9 +96,8 @@ def test_classifier_features_equal_the_network_and_do_not_depend_on_the_shard_si
     with torch.no_grad():
         direct = net.features(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1).numpy()
     np.testing.assert_allclose(stores[7], direct, rtol=1e-5, atol=1e-6)
-    assert (
-        extract(*common, "--out", tmp_path / "s64.zarr") == 0
-    )  # the same arguments again: the store is reused
+    # the same arguments again: the store is reused
+    assert extract(*common, "--out", tmp_path / "s64.zarr") == 0
 
 
 def test_the_two_halves_split_the_rows(tmp_path, fmnist_env):

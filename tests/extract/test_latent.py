@@ -86,11 +86,12 @@ def test_the_block_numbering_is_the_order_in_which_hooks_fire(name):
 
 def test_published_block_tables():
     sd21 = {r.b: r for r in latent_block_table(LATENT_PRESETS["sd21"])}
+    # DIFT's up_ft_index=1
     assert (
         len(sd21) == 47
         and sd21[33].module == "up_blocks.1"
         and (sd21[33].channels, sd21[33].height) == (1280, 48)
-    )  # DIFT's up_ft_index=1
+    )
     dit = latent_block_table(LATENT_PRESETS["dit-xl-2-256"])
     assert len(dit) == 28 and {(r.channels, r.height, r.width) for r in dit} == {(1152, 16, 16)}
 
@@ -126,9 +127,8 @@ def test_dit_tokens_become_maps_in_patch_order():
             h = block(h, timestep=t, class_labels=labels)
         got = capture_latent(model, preset, x, t, labels, [2])[2]
     side = preset.latent_size // preset.denoiser["patch_size"]
-    expected = torch.stack([h[:, i * side + j] for i in range(side) for j in range(side)], dim=-1).reshape(
-        2, -1, side, side
-    )
+    columns = [h[:, i * side + j] for i in range(side) for j in range(side)]
+    expected = torch.stack(columns, dim=-1).reshape(2, -1, side, side)
     assert torch.equal(got, expected)
 
 
@@ -371,9 +371,8 @@ def test_a_folder_whose_weights_do_not_fit_is_refused_naming_keys(tmp_path, fmni
     [["blocks", "--model", "sd21"], ["run", "--model", "tiny-dit", "--random-init", "--out", "unused.zarr"]],
 )
 def test_without_diffusers_a_latent_preset_asks_for_the_extra_in_one_line(monkeypatch, fmnist_env, command):
-    monkeypatch.setitem(
-        sys.modules, "diffusers", None
-    )  # `import diffusers` now fails as if it were not installed
+    # `import diffusers` now fails as if it were not installed
+    monkeypatch.setitem(sys.modules, "diffusers", None)
     assert_one_line_error(invoke(*command), "pip install -e '.[latent]'")
 
 
@@ -384,9 +383,13 @@ def test_blocks_command_prints_the_sd21_table():
     assert line.split()[1:3] == ["up_blocks.1", "CrossAttnUpBlock2D"] and "1280" in line and "48x48" in line
 
 
+@pytest.mark.slow
 def test_importing_extract_does_not_import_diffusers():
     import subprocess
 
-    code = "import sys, extract.cli, extract.run, extract.models.adm_presets; print('diffusers' in sys.modules, 'transformers' in sys.modules)"
+    code = (
+        "import sys, extract.cli, extract.run, extract.models.adm_presets; "
+        "print('diffusers' in sys.modules, 'transformers' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.split() == ["False", "False"], done.stderr

@@ -104,3 +104,28 @@ def test_presets_without_shipped_weights_say_so():
         FileNotFoundError, match="model 'tiny' has no shipped weights; pass --ckpt FILE or --random-init"
     ):
         shipped_weights(PRESETS["tiny"])
+
+
+def test_one_registry_names_every_model_with_its_family_and_preset():
+    from extract.models.adm_options import AdmOptions
+    from extract.models.backbone_options import BACKBONE_NAMES
+    from extract.models.backbones import BACKBONES
+    from extract.models.diffusers_spec import PRESET_SPECS
+    from extract.models.families import MODELS, PRESET_FAMILY, options_class, preset_of
+    from extract.models.latent_options import LatentOptions
+    from extract.models.latent_presets import LATENT_PRESETS
+
+    assert MODELS["tiny"].family == "adm" and preset_of("tiny") is PRESETS["tiny"] is MODELS["tiny"].preset
+    assert MODELS["tiny-sd"].family == "latent" and preset_of("tiny-sd") is LATENT_PRESETS["tiny-sd"]
+    assert MODELS["sdxl"].preset is PRESET_SPECS["sdxl"] and MODELS["diffusers"].preset is None
+    assert BACKBONE_NAMES == tuple(BACKBONES) == tuple(n for n, m in MODELS.items() if m.family == "backbone")
+    assert set(PRESET_FAMILY) == set(MODELS) - set(BACKBONE_NAMES)
+    assert options_class("tiny-dit") is LatentOptions and options_class("adm64-cond") is AdmOptions
+    flags = (
+        "--image_size 32 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2 --attention_resolutions 8"
+    )
+    assert preset_of("demo-fmnist", AdmOptions(model_flags=flags)).name.startswith("flags:")
+    with pytest.raises(ValueError, match="unknown model preset 'nope'; choose one of: adm256-uncond"):
+        preset_of("nope")
+    with pytest.raises(ValueError, match="--model diffusers needs --model-dir"):
+        preset_of("diffusers")

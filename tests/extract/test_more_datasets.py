@@ -101,9 +101,8 @@ def test_cifar10_reads_back_every_image_and_label(tmp_path):
         for root in (tmp_path, tmp_path / "cifar-10-batches-py"):  # the parent, or the folder itself
             src = open_dataset("cifar10", root, split)
             assert src.ids == [f"{split}/{i}" for i in range(len(data))] and src.classes == CIFAR10_NAMES
-            assert src.labels.tolist() == labels.tolist() and src.location == str(
-                tmp_path / "cifar-10-batches-py"
-            )
+            assert src.labels.tolist() == labels.tolist()
+            assert src.location == str(tmp_path / "cifar-10-batches-py")
             for i in range(len(src)):
                 img = src.load(i)
                 assert img.mode == "RGB" and img.size == (32, 32)
@@ -136,7 +135,8 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
 
 
 class Py2Pickler(pickle._Pickler):
-    """Writes bytes as Python 2's str opcodes (SHORT_BINSTRING, BINSTRING), as the release's files hold them."""
+    """Writes bytes as Python 2's str opcodes (SHORT_BINSTRING, BINSTRING), as the release's files
+    hold them."""
 
     dispatch = dict(pickle._Pickler.dispatch)
 
@@ -350,7 +350,8 @@ def test_hf_save_to_disk_dataset_dict_and_single_dataset(tmp_path):
         open_dataset("hf", tmp_path / "one", "train")
     with pytest.raises(
         DataError,
-        match=r"has no image column 'img' \(its columns: image, label\); choose one with --data-opt image=<column>",
+        match=r"has no image column 'img' \(its columns: image, label\); "
+        r"choose one with --data-opt image=<column>",
     ):
         open_dataset("hf", tmp_path / "dd", "train", ("image=img",))
 
@@ -361,11 +362,8 @@ def test_hf_parquet_files_with_and_without_features(tmp_path):
 
     hf_dataset([0, 2, 1]).to_parquet(str(tmp_path / "a" / "data" / "train-00000-of-00001.parquet"))
     src = open_dataset("hf", tmp_path / "a", "train")
-    assert src.classes == ["ant", "bee", "cow"] and src.labels.tolist() == [
-        0,
-        2,
-        1,
-    ]  # ClassLabel from the schema
+    # ClassLabel from the schema
+    assert src.classes == ["ant", "bee", "cow"] and src.labels.tolist() == [0, 2, 1]
     assert rgb(src.load(1))[0, 0].tolist() == list(colour(2, 1))
     # plain columns, other names, several files and row groups: {"bytes", "path"} structs and raw bytes
     rows = [("zebra", 0), ("yak", 1), ("zebra", 2), ("ox", 3), ("yak", 4)]
@@ -381,9 +379,8 @@ def test_hf_parquet_files_with_and_without_features(tmp_path):
     ]
     for i in (4, 0, 3, 1, 2):  # across row groups and files, out of order
         assert rgb(src.load(i))[0, 0].tolist() == list(colour(len(rows[i][0]), rows[i][1]))
-    assert rgb(pickle.loads(pickle.dumps(src.loader))(3))[0, 0].tolist() == list(
-        colour(2, 3)
-    )  # a worker's copy reads alike
+    # a worker's copy reads alike
+    assert rgb(pickle.loads(pickle.dumps(src.loader))(3))[0, 0].tolist() == list(colour(2, 3))
     result = check(
         "--data",
         "hf",
@@ -397,9 +394,9 @@ def test_hf_parquet_files_with_and_without_features(tmp_path):
         "label=kind",
         "--decode",
     )
-    assert result.exit_code == 0 and "test: 5 images, 3 classes, 0 missing, 0 unreadable" in result.output, (
-        result.output
-    )  # 4 threads, shared row groups
+    # 4 threads, shared row groups
+    assert result.exit_code == 0, result.output
+    assert "test: 5 images, 3 classes, 0 missing, 0 unreadable" in result.output, result.output
     with pytest.raises(DataError, match=r"has no label column 'label' \(its columns: pic, kind\)"):
         open_dataset("hf", tmp_path / "b", "test", ("image=pic",))
     with pytest.raises(
@@ -448,9 +445,8 @@ def test_check_data_on_each_new_source(tmp_path):
     )
     shards(tmp_path / "w")
     result = check("--data", "webdataset", "--data-root", tmp_path / "w", "--decode")
-    assert result.exit_code == 0 and "train: 5 images, 3 classes, 0 missing, 0 unreadable" in result.output, (
-        result.output
-    )
+    assert result.exit_code == 0, result.output
+    assert "train: 5 images, 3 classes, 0 missing, 0 unreadable" in result.output, result.output
     write_shard(tmp_path / "w" / "train-000002.tar", [("broken", b"not an image", 0)])
     result = check("--data", "webdataset", "--data-root", tmp_path / "w")
     assert result.exit_code == 1 and "1 unreadable images: train-000002/broken" in result.output
@@ -463,9 +459,8 @@ def test_check_data_on_each_new_source(tmp_path):
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.DatasetDict({"train": hf_dataset([0, 1, 2]), "test": hf_dataset([2, 1, 0])}).save_to_disk(
-        str(tmp_path / "h")
-    )
+    splits = {"train": hf_dataset([0, 1, 2]), "test": hf_dataset([2, 1, 0])}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "h"))
     result = check("--data", "hf", "--data-root", tmp_path / "h", "--split", "train", "--split", "test")
     assert result.exit_code == 0 and result.output.strip().endswith("ok"), result.output
     result = check("--data", "hf", "--data-root", tmp_path / "h", "--data-opt", "label=y")

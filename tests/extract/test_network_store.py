@@ -63,6 +63,5 @@ def test_staged_and_backbone_stores_are_bit_identical_whatever_the_batch_size(tm
         a, b = store_bytes(tmp_path / f"{kind}3.zarr"), store_bytes(tmp_path / f"{kind}8.zarr")
         assert a.keys() == b.keys() and all(a[k] == b[k] for k in a), kind
     assert np.frombuffer(store_bytes(tmp_path / "c3.zarr")["valid"], np.uint8).all()
-    assert (
-        FeatureStore.open(tmp_path / "c3.zarr").attrs["key"]["micro_batch"] == 4
-    )  # the forward's group size is part of what made the values
+    # the forward's group size is part of what made the values
+    assert FeatureStore.open(tmp_path / "c3.zarr").attrs["key"]["micro_batch"] == 4

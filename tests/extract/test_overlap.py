@@ -112,9 +112,8 @@ def test_an_extraction_records_digests_whatever_the_batch_size(tmp_path, leaky_f
         stores.append(FeatureStore.open(out))
     source = imagefolder(leaky_folder, "train")
     expected = np.stack([content_digest(source.load(int(i))) for i in stores[0].index()])
-    assert np.array_equal(stores[0].content_hashes(), expected) and np.array_equal(
-        stores[1].content_hashes(), expected
-    )
+    assert np.array_equal(stores[0].content_hashes(), expected)
+    assert np.array_equal(stores[1].content_hashes(), expected)
 
 
 def test_shared_images_are_found_by_pixels_not_by_name(tmp_path, leaky_folder):

@@ -153,6 +153,15 @@ def _cli(out, *extra):
     ]
 
 
+@pytest.fixture(scope="module")
+def one_process_store(tmp_path_factory, fmnist_dir) -> Path:
+    """What `_cli` writes in one uninterrupted process: the reference of the kill and torchrun tests."""
+    out = tmp_path_factory.mktemp("one") / "one.zarr"
+    env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_dir), "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(out), check=True, env=env, capture_output=True)
+    return out
+
+
 KILL_POINTS = {
     "while the store is created": lambda done, exists: exists,
     "after 2 shards": lambda done, exists: 2 <= done.sum() < len(done),
@@ -162,9 +171,8 @@ KILL_POINTS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env, point):
+def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env, point, one_process_store):
     env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_env), "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli(tmp_path / "ref.zarr"), check=True, env=env, capture_output=True)
     killed = False
     for _ in range(5):  # a fast machine can finish a run between two polls: try again on a fresh store
         shutil.rmtree(tmp_path / "cut.zarr", ignore_errors=True)
@@ -188,23 +196,28 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env, point):
         if killed:
             break
     assert killed, "the run finished before it could be killed, five times"
-    assert not is_store(tmp_path / "cut.zarr") or not FeatureStore.open(tmp_path / "cut.zarr").complete
+    cut = tmp_path / "cut.zarr"
+    if point == "while the store is created":
+        # killed at any moment of creation: its metadata may not have landed yet, and no run finished
+        assert cut.exists() and not (is_store(cut) and FeatureStore.open(cut).complete)
+    else:  # killed between shards: a store with shards done, its run unfinished
+        assert is_store(cut) and FeatureStore.open(cut).done_shards().any()
+        assert not FeatureStore.open(cut).complete
     assert (tmp_path / "cut.zarr.lock").exists()  # left by the killed run; the resume takes it over
     subprocess.run(_cli(tmp_path / "cut.zarr"), check=True, env=env, capture_output=True)
     assert FeatureStore.open(tmp_path / "cut.zarr").complete
-    assert store_bytes(tmp_path / "cut.zarr") == store_bytes(tmp_path / "ref.zarr")
+    assert store_bytes(tmp_path / "cut.zarr") == store_bytes(one_process_store)
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_equals_one_process(tmp_path, fmnist_env):
+def test_two_process_torchrun_equals_one_process(tmp_path, fmnist_env, one_process_store):
     env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_env), "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli(tmp_path / "one.zarr"), check=True, env=env, capture_output=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     done = subprocess.run(torchrun + _cli(tmp_path / "two.zarr")[2:], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     two = FeatureStore.open(tmp_path / "two.zarr")
     assert two.complete and two.attrs["last_run"]["world_size"] == 2
-    assert store_bytes(tmp_path / "one.zarr") == store_bytes(tmp_path / "two.zarr")
+    assert store_bytes(one_process_store) == store_bytes(tmp_path / "two.zarr")
 
 
 def test_other_arguments_into_an_existing_store_are_refused_then_overwritten(tmp_path, fmnist_env):
@@ -273,9 +286,8 @@ def test_hdf5_run(tmp_path):
         f["labels"] = np.arange(10) % 3
     run_tiny(tmp_path / "s.zarr", data="hdf5", data_root=path, ts=(5,), blocks=(2,), pools=(4,))
     store = FeatureStore.open(tmp_path / "s.zarr")
-    assert list(store.labels()) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] and store.array(
-        FeatureKey(5, 2, 4)
-    ).shape == (10, 32, 4, 4)
+    assert list(store.labels()) == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+    assert store.array(FeatureKey(5, 2, 4)).shape == (10, 32, 4, 4)
 
 
 def test_validation_errors_come_before_any_work(tmp_path):
@@ -305,6 +317,7 @@ def test_bf16_autocast_is_close_to_fp32_and_keyed_apart(tmp_path, fmnist_env):
     assert FeatureStore.open(tmp_path / "bf16.zarr").attrs["key"]["dtype"] == "bf16"
 
 
+@pytest.mark.slow
 def test_a_second_writer_on_a_store_is_refused_while_the_first_holds_it(tmp_path, fmnist_env):
     import json
     import socket
@@ -392,9 +405,8 @@ def test_the_default_block_is_output_blocks_4_the_papers_b24():
     assert PRESETS["adm256-uncond"].default_block == 24 and PRESETS["demo-fmnist"].default_block == 24
     assert PRESETS["adm256-uncond"].middle_block == 19 and PRESETS["demo-fmnist"].middle_block == 19
     assert resolve_blocks(from_flat(ExtractConfig, out=Path("x")), PRESETS["adm256-uncond"]) == (24,)
-    assert resolve_blocks(from_flat(ExtractConfig, out=Path("x"), blocks=("all",)), PRESETS["tiny"]) == tuple(
-        range(1, 14)
-    )
+    every = from_flat(ExtractConfig, out=Path("x"), blocks=("all",))
+    assert resolve_blocks(every, PRESETS["tiny"]) == tuple(range(1, 14))
 
 
 def test_all_blocks_with_skip_small_maps_leaves_out_only_pools_larger_than_a_map(tmp_path, fmnist_env):

@@ -69,9 +69,8 @@ def test_an_image_does_not_depend_on_its_batch(tiny_model):
         diff = np.abs(whole.astype(int) - other.astype(int))
         assert diff.max() <= 1 and (diff == 0).mean() > 0.999
     assert not np.array_equal(whole[0], whole[1])  # different images get different noise
-    assert not np.array_equal(
-        whole, draw(TINY, tiny_model, [0, 1, 2, 3, 4], None, steps=4, seed=4)
-    )  # and different seeds differ
+    # and different seeds differ
+    assert not np.array_equal(whole, draw(TINY, tiny_model, [0, 1, 2, 3, 4], None, steps=4, seed=4))
 
 
 def test_a_run_writes_pngs_the_sample_file_and_provenance(tmp_path):
@@ -113,9 +112,8 @@ def test_a_killed_run_resumes_to_the_same_images_whatever_the_batch_size(tmp_pat
     monkeypatch.setattr(sample_folder, "save_pngs", real)
     store = FeatureStore.open(tmp_path / "broken" / sample_folder.STORE_NAME)
     assert store.done_shards().tolist() == [True, False, False] and not store.complete
-    assert not (
-        tmp_path / "broken" / "samples.json"
-    ).exists()  # not a finished sample set: the samples dataset refuses it
+    # not a finished sample set: the samples dataset refuses it
+    assert not (tmp_path / "broken" / "samples.json").exists()
     assert not (tmp_path / "broken" / "images.zarr.lock").exists()  # the writer let go of its lock
     line = sample(config(tmp_path / "broken", batch_size=3))
     assert "3 drawn now" in line  # shards 1 and 2 only
@@ -129,9 +127,8 @@ def test_other_arguments_into_an_existing_run_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"made with other arguments \(seed, weights\)"):
         sample(config(tmp_path / "s", seed=1))
     assert "5 images (5 drawn now" in sample(config(tmp_path / "s", seed=1, overwrite=True))
-    assert "5 images (0 drawn now" in sample(
-        config(tmp_path / "s", seed=1, batch_size=4)
-    )  # the batch size is not part of the key
+    # the batch size is not part of the key
+    assert "5 images (0 drawn now" in sample(config(tmp_path / "s", seed=1, batch_size=4))
 
 
 def test_torchrun_ranks_split_the_shards_and_give_the_single_run_result(tmp_path):

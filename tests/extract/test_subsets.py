@@ -25,14 +25,12 @@ def imagenet_root(tmp_path):
 
 def test_class_subset_renumbers_labels_in_standard_order(imagenet_root, tmp_path):
     classes = tmp_path / "in50.txt"
-    classes.write_text(
-        "# a class subset\nn01484850\n\ngoldfish, Carassius auratus\n"
-    )  # a synset and a readable name
+    # a synset and a readable name
+    classes.write_text("# a class subset\nn01484850\n\ngoldfish, Carassius auratus\n")
     src, rows = apply_subset(open_dataset("imagenet", imagenet_root, "train"), Subset(classes_file=classes))
     assert src.classes == ["n01443537", "n01484850"] and src.names()[0].startswith("goldfish")
-    assert list(rows) == list(
-        range(3, 9)
-    )  # rows keep their dataset index: the same noise as without the subset
+    # rows keep their dataset index: the same noise as without the subset
+    assert list(rows) == list(range(3, 9))
     assert list(src.labels[rows]) == [0, 0, 0, 1, 1, 1] and src.class_counts(rows) == [3, 3]
     assert all(src.ids[i].startswith(("n01443537/", "n01484850/")) for i in rows)
     assert abs(np.asarray(src.load(int(rows[3])))[20, 20, 0] - fake.colour(2)[0]) < 8
@@ -91,10 +89,8 @@ def test_per_class_sampler_is_seeded_balanced_and_nested():
     assert np.bincount(labels[two]).tolist() == [2, 2, 2, 2] and np.all(np.diff(two) > 0)
     assert set(two) <= set(per_class_rows(labels, rows, 5, seed=7))  # a larger N keeps the smaller N's rows
     short = per_class_rows(np.array([0, 0, 0, 1]), np.arange(4), 2, seed=0)
-    assert np.bincount(np.array([0, 0, 0, 1])[short]).tolist() == [
-        2,
-        1,
-    ]  # a class with fewer keeps all it has
+    # a class with fewer keeps all it has
+    assert np.bincount(np.array([0, 0, 0, 1])[short]).tolist() == [2, 1]
 
 
 def test_limit_alone_takes_the_rows_it_always_took(fmnist_env):
@@ -223,9 +219,8 @@ def test_resuming_with_an_edited_image_list_is_refused(tmp_path, textured_folder
         run_tiny(tmp_path / "s.zarr", **cfg)
     moved = tmp_path / "moved.txt"
     moved.write_text("a/0.png\nb/1.png\n")
-    assert (
-        run_tiny(tmp_path / "s.zarr", **{**cfg, "subset": moved}).images == 0
-    )  # same ids from another path: nothing to redo
+    # same ids from another path: nothing to redo
+    assert run_tiny(tmp_path / "s.zarr", **{**cfg, "subset": moved}).images == 0
 
 
 def test_a_shuffled_store_holds_the_same_features_in_a_seeded_row_order(tmp_path, fmnist_env):

@@ -106,9 +106,10 @@ def test_a_torn_training_checkpoint_is_one_clear_error(tmp_path, fmnist_env):
 
 def test_another_trainers_checkpoint_is_refused_in_one_line(tmp_path, fmnist_env):
     (tmp_path / "r").mkdir()
+    # a BiGAN run's
     torch.save(
         {"config": {}, "model": {}, "opt_d": {}, "opt_ge": {}, "step": 3}, tmp_path / "r" / "train_state.pt"
-    )  # a BiGAN run's
+    )
     with pytest.raises(
         ValueError, match="train_state.pt: not a demo U-Net training checkpoint; use a new --out"
     ):

@@ -1,4 +1,5 @@
-"""verify: a whole store passes; an unwritten shard, a flipped byte, a truncated chunk and NaN rows are named."""
+"""verify: a whole store passes; an unwritten shard, a flipped byte, a truncated chunk and NaN rows
+are named."""
 
 from __future__ import annotations
 

@@ -219,6 +219,7 @@ def test_user_mistakes_give_one_line_and_exit_2(stores, capsys, args, message):
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_trains_heads_with_ddp(stores):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [

@@ -172,6 +172,7 @@ def _script(tmp_path, **kw) -> str:
     )
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_an_uninterrupted_run(fmnist_env, tmp_path):
     from probe.finetune.run import finetune
 
@@ -211,6 +212,7 @@ def _resume_matches(finetune, fmnist_env, tmp_path):
     assert whole["test"]["top1"] == resumed["test"]["top1"]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_on_the_same_global_batch(fmnist_env, tmp_path):
     from probe.finetune.run import finetune
 
@@ -234,6 +236,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(fmnist_env, tmp_path):
     assert json.loads(next((tmp_path / "two" / "results").glob("*.json")).read_text())["test"]["rows"] == 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -53,7 +53,10 @@ def _train_alone_and_in_grid(store_path, specs, seed=3):
     def train(chosen):
         chosen_sets = [fs for fs in sets if any(s.features == fs for s in chosen)]
         grid = Grid(chosen, chosen_sets, [build_member(s, 4, seed) for s in chosen], settings)
-        epochs = lambda e: stream_batches(reader, mask, labels, batch=32, window_rows=100, seed=seed, epoch=e)  # noqa: E731
+
+        def epochs(e: int):
+            return stream_batches(reader, mask, labels, batch=32, window_rows=100, seed=seed, epoch=e)
+
         train_grid(grid, epochs, 400 // 32, norms, "cpu", progress=False)
         return grid
 
@@ -228,9 +231,10 @@ def test_logreg_matches_scikit_learn_called_directly(two_keys, tmp_path):
     store, test = open_complete(two_keys[0]), open_complete(two_keys[1])
     x = store.array(K1)[:].reshape(400, -1).astype(np.float32)
     mean, std = x.astype(np.float64).mean(0), x.astype(np.float64).std(0)
-    z = lambda a: (
-        (a.reshape(len(a), -1).astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)
-    )  # noqa: E731
+
+    def z(a: np.ndarray) -> np.ndarray:
+        return (a.reshape(len(a), -1).astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)
+
     ref = LogisticRegression(C=0.05, solver="lbfgs", max_iter=1000, random_state=0).fit(z(x), store.labels())
     expected = 100 * (ref.predict(z(test.array(K1)[:])) == test.labels()).mean()
     assert result["test"]["top1"] == pytest.approx(expected) and result["members"][0]["converged"] is True

@@ -1,0 +1,151 @@
+"""`analysis cka` and its benchmark, `analysis bench`: CKA maps between stores' features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from analysis.cka_config import KERNELS, LINEAR_PATHS, CkaConfig
+from extract.store.cli_options import invocation, key_options, user_errors
+
+DEFAULTS = CkaConfig(Path("."))
+
+
+@click.command()
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="one store (layer x layer) or two (A x B)",
+)
+@click.option("--labels", default="A,B", help="names of the two stores in the figure")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)"
+)
+@click.option("--title", default="linear CKA")
+@key_options(what="keys to compare [default: every key in the store]")
+@click.option(
+    "--kernel",
+    type=click.Choice(KERNELS),
+    default=DEFAULTS.kernel,
+    help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); "
+    "minibatch: unbiased HSIC over minibatches",
+)
+@click.option(
+    "--max-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULTS.max_bytes / 2**30,
+    show_default=True,
+    help="linear: most memory its arrays may take. It takes the first exact path that fits: feature "
+    "moments (16 D^2 bytes for D features over all keys), one centred Gram matrix per key (8 n^2 bytes "
+    "each for n images, plus one key's rows as stored), one pair of keys at a time, or tiles of the Gram "
+    "matrices (two tiles of rows of every key in float64 and one n_tile^2 block per key, the tile as "
+    "tall as the cap allows: any width, any n); a request that fits none is refused",
+)
+@click.option(
+    "--linear-path",
+    type=click.Choice(LINEAR_PATHS),
+    default=DEFAULTS.linear_path,
+    show_default=True,
+    help="linear: force one path (they agree to rounding); auto picks by size",
+)
+@click.option(
+    "--device",
+    default=DEFAULTS.device,
+    show_default=True,
+    help="linear: cuda, cuda:1, ... runs the tiles path there (float64 torch)",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=4),
+    default=DEFAULTS.max_rows,
+    help="rbf: most images (n x n kernels)",
+)
+@click.option(
+    "--batch", type=click.IntRange(min=4), default=DEFAULTS.batch, help="minibatch: rows per minibatch"
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=DEFAULTS.seed,
+    show_default=True,
+    help="minibatch: the seeded row order (batches mix classes on class-sorted stores)",
+)
+@click.option("--progress/--no-progress", default=DEFAULTS.progress)
+@user_errors
+def cka(stores, labels, out, title, blocks, max_memory_gb, **options):
+    """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
+    from analysis.compare import cka_map, write_cka_map
+
+    if len(stores) > 2:
+        raise ValueError("give one or two --store")
+    cfg = CkaConfig(
+        stores[0],
+        stores[1] if len(stores) == 2 else None,
+        tuple((labels.split(",") + ["A", "B"])[:2]),
+        bs=() if "all" in blocks else blocks,
+        max_bytes=int(max_memory_gb * 2**30),
+        **options,
+    )
+    result = cka_map(cfg)
+    write_cka_map(result, cfg, out, title, invocation())
+    how = f", by {result.method}" if result.method else ""
+    shape = f"{len(result.rows)} x {len(result.cols)} {result.kernel} CKA"
+    click.echo(f"written: {out} ({shape} over {result.n} images{how})")
+
+
+@click.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results/cka.json"))
+@click.option("--sizes", default="2000,10000,50000", help="numbers of images")
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="full maps: a real store holding --keys",
+)
+@click.option(
+    "--keys", default="t10/b9/full,t10/b30/full", show_default=True, help="full maps: the store's two keys"
+)
+@click.option(
+    "--imagenet-rows",
+    type=click.IntRange(min=16),
+    default=1000,
+    show_default=True,
+    help="full maps: images of the synthetic b=24 case",
+)
+@click.option(
+    "--max-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="full maps: the paths' cap",
+)
+@click.option("--device", default="cpu", show_default=True, help="full maps: the tiles path's device")
+@click.option("--full-maps/--no-full-maps", default=True, show_default=True)
+@user_errors
+def bench(out, sizes, store, keys, imagenet_rows, max_memory_gb, device, full_maps):
+    """Streamed linear CKA vs the Gram-matrix version against n; then full feature maps through
+    each exact path (moments, gram, tiles): time, peak memory, agreement."""
+    from analysis.bench import bench_cka, bench_full_maps, format_full_maps, format_table
+
+    rows = bench_cka(_ints(sizes))
+    click.echo(format_table(rows))
+    result = {"moments_vs_gram": rows}
+    if full_maps:
+        result["full_maps"] = bench_full_maps(
+            store, tuple(keys.split(",")), imagenet_rows, max_memory_gb, device
+        )
+        click.echo(format_full_maps(result["full_maps"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    click.echo(f"written: {out}")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected a comma list of integers, got {text!r}") from None

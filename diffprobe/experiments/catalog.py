@@ -1,0 +1,3 @@
+"""Imports every module of experiments, so each registers itself (the registry imports this)."""
+
+from diffprobe.experiments import core, paper, tools  # noqa: F401
