@@ -189,8 +189,8 @@ def check_bit_identity(cfg: GpuBenchConfig, root: Path | None = None, deadline: 
     }
     if n == 0:
         return {**result, "error": "skipped: identity_images is 0"}
-    # extract() makes cuDNN deterministic for the process (extract.shards.use_device): put the bench's
-    # settings back after
+    # extract() makes cuDNN deterministic for the process (extract.store.dist.process_group):
+    # put the bench's settings back after
     saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
         with (

@@ -235,22 +235,6 @@ def parse_class_label(text: str | None) -> int | None:
         raise ValueError(f"--class-label {text!r}: expected a class number or 'all'") from None
 
 
-def samples(
-    preset: ModelPreset, model: torch.nn.Module, n: int, seed: int, steps: int = 250, sampler: str = "ddpm"
-) -> np.ndarray:
-    """Images 0..n-1 of `seed` as uint8 (n, S, S, C): the first n images of a run with that seed."""
-    cfg = SampleConfig(out=Path("."), model=preset.name, n=n, steps=steps, sampler=sampler, seed=seed)
-    return draw(
-        preset,
-        model,
-        list(range(n)),
-        labels_for(cfg, preset, range(n)),
-        steps=steps,
-        sampler=sampler,
-        seed=seed,
-    )
-
-
 def grid(cfg: SampleConfig) -> str:
     """Images 0..n-1 of a run (the same pixels a samples folder would hold) as one grid PNG at
     cfg.out, the model card's figure; returns a one-line summary."""

@@ -217,12 +217,6 @@ def export_ema(out: str | Path, dest: str | Path, dtype: str = "float32") -> dic
     return json.loads((out / "train_meta.json").read_text())
 
 
-# sampling lives in extract.generate.sampling; the model card's grid is still reachable from here
-from extract.generate import sampling as _sampling  # noqa: E402
-
-samples, sample_grid = _sampling.samples, _sampling.sample_grid
-
-
 def plot_loss(log_rows: list[dict], out: str | Path, title: str) -> str:
     """The training loss (and a running mean) against images seen, as PNG and SVG."""
     import matplotlib

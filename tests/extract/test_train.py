@@ -10,7 +10,8 @@ from PIL import Image
 
 import extract.generate.train as train_mod
 from extract.generate.run_files import read_log
-from extract.generate.train import TrainConfig, export_ema, sample_grid, train
+from extract.generate.sampling import sample_grid
+from extract.generate.train import TrainConfig, export_ema, train
 from extract.models.adm import load_checkpoint
 from extract.models.adm_presets import get_preset
 from tests.conftest import run_tiny
