@@ -63,7 +63,7 @@ sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every
 	@$(call old_experiment,sweep-full)
 
 card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels, the BiGAN when its weights exist; about 45 min), members as CSV in evidence/
-	@$(call old_experiment,card-demo)
+	@$(call experiment,card-demo)
 
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each snapshot of make train-demo's stages 2 and 3 (CURVE_RUN=runs/demo-fmnist) -> table and figure
 	@$(call old_experiment,demo-curve)

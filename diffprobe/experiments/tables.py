@@ -9,7 +9,7 @@ from pathlib import Path
 from diffprobe.experiments.builders import extraction, opt, store_folder, train_test
 from diffprobe.experiments.registry import Steps, experiment
 from diffprobe.experiments.settings import Settings, format_value
-from diffprobe.experiments.steps import Command, Extract, Say
+from diffprobe.experiments.steps import Command, Copy, Extract, Say
 from diffprobe.experiments.stores import bigan_path, made, pixel_path
 
 # both tables extract with wider forwards than the default and print no progress bars
@@ -19,6 +19,8 @@ PROBE = ("--buffer-mb", "9000", "--no-progress")
 # tokens (larger maps cut into patches, no value dropped), so that each of its 15 runs on 54,000
 # images takes minutes on a CPU; the chosen key's full 32x32 map is 1,024 tokens
 ATTENTION = ("--head", "attention", "--head-opt", "width=128", "--head-opt", "token_side=8")
+# the lr grid, epochs and validation carve every card run shares
+CARD_GRID = ("--lr", "1e-3,3e-3,1e-2", "--wd", "0", "--epochs", "10")
 
 
 @dataclass(frozen=True)
@@ -216,3 +218,69 @@ def demo_table(s: TableSettings) -> Steps:
     for head in ("linear", "attention"):
         yield from table_probes(s, rows, head)
     yield table_summary(s)
+
+
+# ------------------------------------------------------------------------------------- card-demo
+def card_extraction(s: BiganSettings, split: str, random: bool) -> Extract:
+    """The card's store of one split; b=31 (a 16x16 map) is pooled to 4 and 8, as the others'
+    full maps are 8x8. The store keeps the name it had before block pools were named, so the
+    card's stores already made are found."""
+    at = replace(s, random=random, ckpt=None, block_pools="")
+    named = extraction(replace(at, args=QUIET), split).cfg.store.out
+    step = extraction(replace(at, args=f"{QUIET} --block-pool 31:4,8"), split)
+    at_out = step.argv.index("--out") + 1
+    argv = (*step.argv[:at_out], str(named), *step.argv[at_out + 1 :])
+    return Extract(argv, replace(step.cfg, store=replace(step.cfg.store, out=named)), step.images_per_s)
+
+
+def card_probe(s: BiganSettings, name: str, train: Path, test: Path, *options: str) -> Steps:
+    if not made(s.results / f"{name}.json"):
+        argv = ("train", "--train", str(train), "--test", str(test), *options, "--name", name)
+        yield Command("probe", (*argv, "--results", str(s.results), *PROBE))
+
+
+def card_probes(s: BiganSettings) -> Steps:
+    """Linear heads of the trained and random stores, the trained grid for 20 epochs at its
+    chosen key (lr x weight decay), raw pixels, and the BiGAN when its weights exist."""
+    train, test = train_test(s)
+    trained, random = ([card_extraction(s, x, r).cfg.store.out for x in (train, test)] for r in (False, True))
+    yield from card_probe(s, "card-trained", *trained, *CARD_GRID)
+    yield from card_probe(s, "card-random", *random, *CARD_GRID)
+    longer = ("--features-from", f"{s.results}/card-trained.json", "--lr", "1e-3,3e-3,1e-2")
+    yield from card_probe(s, "card-trained-20ep", *trained, *longer, "--wd", "0,0.05", "--epochs", "20")
+    folder = store_folder(s)
+    pixels = (pixel_path(folder, s.data, x, s.limit) for x in (train, test))
+    yield from card_probe(s, "card-pixels", *pixels, "--head", "logreg")
+    yield from bigan_stores(s)
+    if s.bigan_weights.exists():
+        bigan = (bigan_path(folder, s.data, x, s.limit) for x in (train, test))
+        yield from card_probe(s, "card-bigan", *bigan, *CARD_GRID)
+
+
+@experiment("card-demo", cls=BiganSettings)
+def card_demo(s: BiganSettings) -> Steps:
+    """the model card's runs on all 60,000 / 10,000 images at the sweep's best level: t=10, the
+    encoder's 8x8 and 4x4 blocks (b=7-12) and the decoder's 8x8 blocks and their 16x16 successor
+    (b=28-31), pools 4 and full (b=31, a 16x16 map, at pools 4 and 8: 8x8 as the others' full
+    maps), for the trained and the random weights; raw pixels; and, when its weights exist, the
+    BiGAN baseline's encoder over its own grid (every stage, pools 1, 2, 4 and full), with the
+    same lr grid, epochs and validation carve; then make probe's longer grid (20 epochs, lr x
+    weight decay) at the key the trained grid chose, and every member as CSV in evidence/. Each
+    step is skipped when its output exists (delete it to re-run)."""
+    for random in (True, False):
+        for split in s.splits:
+            step = card_extraction(s, split, random)
+            if not made(step.cfg.store.out):
+                yield step
+    yield from pixel_stores(s)
+    yield from card_probes(s)
+    runs = {"trained": "card-trained", "random-weights": "card-random"}
+    runs |= {"trained-20-epochs": "card-trained-20ep", "pixels": "card-pixels"}
+    argv = [arg for label, name in runs.items() for arg in ("--results", f"{label}={s.results}/{name}.json")]
+    csv = ("--by", "b", "--csv", "evidence/demo-card.members.csv")
+    yield Command("analysis", ("best", *argv, *csv))
+    bigan = s.results / "card-bigan.json"
+    if bigan.exists():
+        csv = ("--by", "b", "--csv", "evidence/demo-card-bigan.members.csv")
+        yield Command("analysis", ("best", "--results", f"bigan={bigan}", *csv))
+    yield Copy(s.results / "probe_results.csv", Path("evidence/demo-card.runs.csv"))

@@ -71,3 +71,17 @@ def test_the_table_skips_what_is_made(tmp_path):
     (results / "pixels-linear-s1.json").write_text("{}")
     runs = commands("demo-table", bigan_weights="none.pt")
     assert "pixels-linear-s1" not in names(runs) and "pixels-attention-s1" in names(runs)
+
+
+def test_the_card_names_its_stores_without_the_block_pools_it_extracts_with(tmp_path):
+    runs = commands("card-demo", bigan_weights="none.pt")
+    extracts = [x for x in runs if "extract run" in x]
+    assert len(extracts) == 4 and all("--block-pool 31:4,8" in x and "_bp" not in x for x in extracts)
+    assert names(runs) == ["card-trained", "card-random", "card-trained-20ep", "card-pixels"]
+    assert not any("bigan" in x for x in runs)
+    (tmp_path / "results" / "card").mkdir(parents=True)
+    (tmp_path / "results" / "card" / "card-bigan.json").write_text("{}")
+    (tmp_path / "bigan.pt").write_bytes(b"")
+    runs = commands("card-demo", bigan_weights="bigan.pt")
+    assert sum("bigan-features" in x for x in runs) == 2 and "card-bigan" not in names(runs)
+    assert "--csv evidence/demo-card-bigan.members.csv" in runs[-1]
