@@ -57,7 +57,7 @@ paper: $(VENV_STAMP) ## one row of the paper's table as diffssl trains it, from 
 	@$(call experiment,paper)
 
 sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/
-	@$(call old_experiment,sweep-demo)
+	@$(call experiment,sweep-demo)
 
 sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every block's full map at every t, and the best member by pool and block; RANDOM=1: the random control's own grid (about 13 GB of stores per model)
 	@$(call old_experiment,sweep-full)

@@ -24,12 +24,18 @@ CARD_GRID = ("--lr", "1e-3,3e-3,1e-2", "--wd", "0", "--epochs", "10")
 
 
 @dataclass(frozen=True)
-class BiganSettings(Settings):
-    """The settings, and the BiGAN baseline's encoder: its weights, stages and pools."""
+class BiganGrid(Settings):
+    """The settings, and the BiGAN encoder's grid: its stages and pools."""
 
-    bigan_weights: Path
     bigan_b: tuple[str, ...]
     bigan_pool: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BiganSettings(BiganGrid):
+    """The settings, and the BiGAN baseline's encoder: its weights and grid."""
+
+    bigan_weights: Path
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,10 @@ class Row:
     runs: tuple[Run, ...]
 
 
-def bigan_features(s: BiganSettings, split: str, out: Path) -> Command:
-    """The BiGAN encoder's features of one split; z is a 1x1 map, so its larger pools are left out."""
-    argv = ["bigan-features", "--weights", str(s.bigan_weights), "--data", s.data, "--split", split]
-    argv += [*opt("--limit", s.limit), "-b", format_value(s.bigan_b), "--pool", format_value(s.bigan_pool)]
+def bigan_features(s: BiganGrid, weights: Path, split: str, limit: int | None, out: Path) -> Command:
+    """A BiGAN encoder's features of one split; z is a 1x1 map, so its larger pools are left out."""
+    argv = ["bigan-features", "--weights", str(weights), "--data", s.data, "--split", split]
+    argv += [*opt("--limit", limit), "-b", format_value(s.bigan_b), "--pool", format_value(s.bigan_pool)]
     return Command("extract", (*argv, "--skip-small-maps", "--no-progress", "--out", str(out)))
 
 
@@ -86,15 +92,20 @@ def bigan_stores(s: BiganSettings) -> Steps:
             continue
         out = bigan_path(store_folder(s), s.data, split, s.limit)
         if not made(out):
-            yield bigan_features(s, split, out)
+            yield bigan_features(s, s.bigan_weights, split, s.limit, out)
+
+
+def pixel_store(s: Settings, split: str, limit: int | None) -> Steps:
+    """The raw-pixel store of one split, unless made."""
+    out = pixel_path(store_folder(s), s.data, split, limit)
+    if not made(out):
+        argv = ("pixels", "--data", s.data, "--split", split, *opt("--limit", limit))
+        yield Command("extract", (*argv, "--no-progress", "--out", str(out)))
 
 
 def pixel_stores(s: Settings) -> Steps:
     for split in s.splits:
-        out = pixel_path(store_folder(s), s.data, split, s.limit)
-        if not made(out):
-            argv = ("pixels", "--data", s.data, "--split", split, *opt("--limit", s.limit))
-            yield Command("extract", (*argv, "--no-progress", "--out", str(out)))
+        yield from pixel_store(s, split, s.limit)
 
 
 # ------------------------------------------------------------------------------------ demo-table

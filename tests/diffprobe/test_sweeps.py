@@ -1,0 +1,46 @@
+"""The sweeps (sweep-demo, sweep-full, bigan-curve): which stores and runs they make, and what
+they skip."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffprobe.experiments.registry import get_experiment, run_experiment
+from diffprobe.experiments.steps import command_line
+
+
+@pytest.fixture(autouse=True)
+def _in_an_empty_folder(tmp_path, monkeypatch):
+    """Steps are skipped when their output exists under the working folder: start from an empty
+    one. Extractions show their command only (a plan reads the dataset)."""
+    monkeypatch.chdir(tmp_path)
+    show = lambda self, echo: echo(command_line("extract", self.argv))  # noqa: E731
+    monkeypatch.setattr("diffprobe.experiments.steps.Extract.show", show)
+
+
+def commands(name: str, **given: str) -> list[str]:
+    spec, lines = get_experiment(name), []
+    run_experiment(spec, spec.settings(given), dry=True, out=lines.append)
+    return lines
+
+
+def names(runs: list[str]) -> list[str]:
+    return [run.split("--name ")[1].split()[0] for run in runs if "probe train" in run]
+
+
+def test_the_sweep_extracts_both_models_on_its_subsets_whatever_random_says(monkeypatch):
+    runs = commands("sweep-demo", sweep_n="30", sweep_test_n="20", random="1")
+    extracts = [x for x in runs if "extract run" in x]
+    assert len(extracts) == 8 and sum("--random-init" in x for x in extracts) == 4
+    assert sum("--limit 30" in x and "--split train" in x for x in extracts) == 4
+    assert all("--skip-small-maps" in x for x in extracts if "-b all" in x)
+    assert names(runs) == [
+        "sweep-pooled",
+        "sweep-full",
+        "sweep-random-pooled",
+        "sweep-random-full",
+        "sweep-pixels",
+    ]
+    monkeypatch.setattr("diffprobe.experiments.tables.made", lambda path: "_test_n20" in str(path))
+    pixels = [x for x in commands("sweep-demo", sweep_n="30", sweep_test_n="20") if "extract pixels" in x]
+    assert len(pixels) == 1 and "--limit 30" in pixels[0]
