@@ -60,7 +60,7 @@ sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 bl
 	@$(call experiment,sweep-demo)
 
 sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every block's full map at every t, and the best member by pool and block; RANDOM=1: the random control's own grid (about 13 GB of stores per model)
-	@$(call old_experiment,sweep-full)
+	@$(call experiment,sweep-full)
 
 card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels, the BiGAN when its weights exist; about 45 min), members as CSV in evidence/
 	@$(call experiment,card-demo)

@@ -9,7 +9,7 @@ from diffprobe.experiments.builders import extraction, store_folder, train_test
 from diffprobe.experiments.registry import Steps, experiment
 from diffprobe.experiments.settings import Settings
 from diffprobe.experiments.steps import Command, Extract
-from diffprobe.experiments.stores import pixel_path
+from diffprobe.experiments.stores import made, pixel_path
 from diffprobe.experiments.tables import pixel_store
 
 QUIET = "--micro-batch 64 --no-progress"
@@ -112,3 +112,29 @@ def sweep_summaries(s: SweepSettings) -> Steps:
     )
     yield Command("analysis", ("best", *runs, "--by", "t"))
     yield Command("probe", ("table", "--results", str(s.results)))
+
+
+@experiment("sweep-full", cls=SweepGrid)
+def sweep_full(s: SweepGrid) -> Steps:
+    """the sweep's full feature maps of every block at every t in SWEEP_T (sweep-demo has pools
+    1, 2 and 4 of every block, and full maps of the 8x8 blocks at t=10 only), for the demo model
+    or, with RANDOM=1, its random-weight control, on the sweep's SWEEP_N training and
+    SWEEP_TEST_N test images: one linear probe per t, then the validation-best member by pool and
+    by block over this grid and sweep-demo's together. This is the random control searched over
+    its own grid: its best point (chosen on validation) is what make demo-table reports it at
+    (RANDOM_T, RANDOM_B, RANDOM_POOL). About 0.6 MB a row: 3.2 GB of stores per t."""
+    grids = [Grid((t,), ("all",), ("full",), False) for t in s.sweep_t]
+    for split, n in subsets(s):
+        for grid in grids:
+            step = sweep_extraction(s, grid, split, n)
+            if not made(step.cfg.store.out):
+                yield step
+    name = "sweep-random" if s.random else "sweep"
+    for grid in grids:
+        if not made(s.results / f"{name}-full-all-t{grid.t[0]}.json"):
+            yield sweep_probe(s, grid, f"{name}-full-all-t{grid.t[0]}")
+    runs = ["--results", f"grid={s.results}/{name}-full-all-t*.json"]
+    pooled = s.results / f"{name}-pooled.json"  # sweep-demo's pools 1, 2, 4 of every block, when run
+    runs += ["--results", f"grid={pooled}"] if pooled.exists() else []
+    yield Command("analysis", ("best", *runs, "--by", "pool"))
+    yield Command("analysis", ("best", *runs, "--by", "b", "--csv", f"evidence/{name}-full-grid.members.csv"))

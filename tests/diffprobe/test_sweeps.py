@@ -44,3 +44,18 @@ def test_the_sweep_extracts_both_models_on_its_subsets_whatever_random_says(monk
     monkeypatch.setattr("diffprobe.experiments.tables.made", lambda path: "_test_n20" in str(path))
     pixels = [x for x in commands("sweep-demo", sweep_n="30", sweep_test_n="20") if "extract pixels" in x]
     assert len(pixels) == 1 and "--limit 30" in pixels[0]
+
+
+def test_sweep_full_probes_each_t_and_reads_the_pooled_sweep_when_it_exists(tmp_path):
+    runs = commands("sweep-full", sweep_t="10,50", random="1")
+    assert names(runs) == ["sweep-random-full-all-t10", "sweep-random-full-all-t50"]
+    assert sum("extract run" in x and "--random-init" in x for x in runs) == 4
+    assert "grid=results/sweep/sweep-random-pooled.json" not in runs[-1]
+    (tmp_path / "results" / "sweep").mkdir(parents=True)
+    (tmp_path / "results" / "sweep" / "sweep-pooled.json").write_text("{}")
+    (tmp_path / "results" / "sweep" / "sweep-full-all-t50.json").write_text("{}")
+    runs = commands("sweep-full", sweep_t="10,50")
+    assert names(runs) == ["sweep-full-all-t10"]
+    assert "grid=results/sweep/sweep-pooled.json" in runs[-1] and runs[-1].endswith(
+        "sweep-full-grid.members.csv"
+    )
