@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from diffprobe.experiments.builders import extraction, store_folder, train_test
 from diffprobe.experiments.registry import Steps, experiment
-from diffprobe.experiments.settings import Settings
+from diffprobe.experiments.settings import Settings, defaults
 from diffprobe.experiments.steps import Command, Extract
 from diffprobe.experiments.stores import made, pixel_path
-from diffprobe.experiments.tables import pixel_store
+from diffprobe.experiments.tables import BiganGrid, bigan_features, pixel_store
 
 QUIET = "--micro-batch 64 --no-progress"
 # every sweep probe: linear heads over an lr grid, chosen on the validation carve
@@ -138,3 +139,80 @@ def sweep_full(s: SweepGrid) -> Steps:
     runs += ["--results", f"grid={pooled}"] if pooled.exists() else []
     yield Command("analysis", ("best", *runs, "--by", "pool"))
     yield Command("analysis", ("best", *runs, "--by", "b", "--csv", f"evidence/{name}-full-grid.members.csv"))
+
+
+# ----------------------------------------------------------------------------------- bigan-curve
+@dataclass(frozen=True)
+class CurveSettings(BiganGrid):
+    """bigan-curve's own: the train-bigan run and its snapshots, the subsets, where it writes."""
+
+    bigan_run: Path
+    bigan_steps: tuple[int, ...]
+    bigan_ckpts: tuple[Path, ...]
+    bigan_curve_n: int
+    bigan_curve_gen_n: int
+    bigan_curve_dir: Path
+
+
+def snapshots(s: CurveSettings) -> list[Path]:
+    """BIGAN_CKPTS, else the run's snapshot at each of BIGAN_STEPS; only those that exist."""
+    given = s.bigan_ckpts or tuple(s.bigan_run / "snapshots" / f"bigan-step{n}.pt" for n in s.bigan_steps)
+    return [path for path in given if path.exists()]
+
+
+def curve_results(s: CurveSettings) -> Path:
+    """RESULTS when given, else a folder of the curve's own."""
+    return s.results if s.results != defaults().results else s.bigan_curve_dir / "results"
+
+
+def curve_stores(s: CurveSettings, ckpt: Path) -> tuple[Path, Path]:
+    cache = s.bigan_curve_dir / "cache"
+    return cache / f"{ckpt.stem}_train_n{s.bigan_curve_n}.zarr", cache / f"{ckpt.stem}_test.zarr"
+
+
+def curve_probe(s: CurveSettings, ckpt: Path, stores: tuple[Path, Path]) -> Steps:
+    """A snapshot's linear probe over its own grid, unless its results exist."""
+    results, (train, test) = curve_results(s), stores
+    if not made(results / f"{ckpt.stem}-linear.json"):
+        argv = ("train", "--train", str(train), "--test", str(test), "--head", "linear", *GRID)
+        options = ("--epochs", "10", "--results", str(results), "--no-progress")
+        yield Command("probe", (*argv, *options, "--name", f"{ckpt.stem}-linear"))
+
+
+@experiment("bigan-curve", cls=CurveSettings)
+def bigan_curve(s: CurveSettings) -> Steps:
+    """the BiGAN baseline over training: for each snapshot of a train-bigan run (BIGAN_RUN, kept
+    with --keep-every 2000; every 4,000 steps of them) that exists, its encoder probed over its
+    own grid (every stage, pools 1, 2, 4 and full where the map is that large; linear head, lr
+    1e-3, 3e-3, 1e-2, 10 epochs, chosen on a 10% validation carve of BIGAN_CURVE_N training
+    images; all 10,000 test images), and the FD, precision and recall of BIGAN_CURVE_GEN_N of its
+    samples against the test split in the classifier's features. Then one table and one figure
+    over the snapshots in order. The snapshot to ship is the one with the best validation top-1 (a
+    tie keeps the longer-trained one), the rule the demo U-Net's continued training follows (make
+    demo-curve). Steps are skipped when their output exists, so it resumes."""
+    results, (train, test) = curve_results(s), train_test(s)
+    stores = {ckpt: curve_stores(s, ckpt) for ckpt in snapshots(s)}
+    for ckpt, (out, _) in stores.items():
+        if not made(out):
+            yield bigan_features(s, ckpt, train, s.bigan_curve_n, out)
+    for ckpt, (_, out) in stores.items():
+        if not made(out):
+            yield bigan_features(s, ckpt, test, None, out)
+    for ckpt, pair in stores.items():
+        yield from curve_probe(s, ckpt, pair)
+    samples = {ckpt: s.bigan_curve_dir / "samples" / ckpt.stem for ckpt in stores}
+    for ckpt, folder in samples.items():
+        argv = ("bigan-sample", "--weights", str(ckpt), "--n", str(s.bigan_curve_gen_n), "--seed", "0")
+        yield Command("extract", (*argv, "--out", str(folder)))
+    for ckpt, folder in samples.items():
+        fd = results / f"{ckpt.stem}-fd.json"
+        if not made(fd):
+            argv = ("fid", "--data", s.data, "--split", test, "--features", CLASSIFIER, "--fake", str(folder))
+            yield Command("analysis", (*argv, "--no-progress", "--out", str(fd)))
+    title = "BiGAN over training: linear probe of its encoder (own grid) and FD"
+    argv = ("table", "--rows-from", f"{results}/{{row}}-{{head}}.json", "--head", "linear")
+    argv += ("--fd-from", f"{results}/{{row}}-fd.json", "--plot", f"{results}/curve.png", "--title", title)
+    yield Command("analysis", (*argv, "--out", f"{results}/curve.md"))
+    # a tie keeps the longer-trained snapshot
+    chosen = ("--ties", "last", "--name", "chosen", "--out", str(results))
+    yield Command("probe", ("select", "--results", f"{results}/bigan-step*-linear.json", *chosen))

@@ -59,3 +59,31 @@ def test_sweep_full_probes_each_t_and_reads_the_pooled_sweep_when_it_exists(tmp_
     assert "grid=results/sweep/sweep-pooled.json" in runs[-1] and runs[-1].endswith(
         "sweep-full-grid.members.csv"
     )
+
+
+def test_the_bigan_curve_probes_and_scores_each_snapshot_that_exists_then_chooses_on_validation(tmp_path):
+    snaps = tmp_path / "run" / "snapshots"
+    snaps.mkdir(parents=True)
+    for step in (2000, 4000, 8000):  # every 4,000 steps is probed
+        (snaps / f"bigan-step{step}.pt").write_bytes(b"")
+    runs = commands("bigan-curve", bigan_run=str(tmp_path / "run"), bigan_curve_dir=str(tmp_path / "c"))
+    features = [x for x in runs if "bigan-features" in x]
+    assert len(features) == 4 and all("--skip-small-maps" in x for x in features)
+    assert sum("--split train --limit 10000" in x for x in features) == 2
+    assert names(runs) == ["bigan-step4000-linear", "bigan-step8000-linear"]
+    assert sum("bigan-sample" in x and "--n 1000" in x for x in runs) == 2
+    assert sum("analysis fid" in x for x in runs) == 2
+    assert f"{tmp_path}/c/results/curve.md" in runs[-2] and "analysis table --rows-from" in runs[-2]
+    assert "probe select" in runs[-1] and "bigan-step*-linear.json" in runs[-1]
+
+
+def test_the_bigan_curve_takes_the_snapshots_and_results_folder_it_is_given(tmp_path):
+    (tmp_path / "a.pt").write_bytes(b"")
+    (tmp_path / "c" / "results").mkdir(parents=True)
+    (tmp_path / "c" / "results" / "a-fd.json").write_text("{}")
+    given = {"bigan_ckpts": f"{tmp_path}/a.pt {tmp_path}/gone.pt", "bigan_curve_dir": str(tmp_path / "c")}
+    runs = commands("bigan-curve", **given)
+    assert names(runs) == ["a-linear"] and not any("analysis fid" in x for x in runs)
+    runs = commands("bigan-curve", **given, results="elsewhere")
+    assert "--results elsewhere" in next(x for x in runs if "probe train" in x)
+    assert any("analysis fid" in x for x in runs)

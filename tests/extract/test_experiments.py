@@ -220,34 +220,6 @@ def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exis
     assert f"--fd=BiGAN={tmp_path}/gen/fd-bigan.json" in table
 
 
-def test_the_bigan_curve_probes_and_scores_each_snapshot_that_exists_then_chooses_on_validation(tmp_path):
-    snaps = tmp_path / "run" / "snapshots"
-    snaps.mkdir(parents=True)
-    for step in (2000, 4000, 8000):  # every 4,000 steps is probed
-        (snaps / f"bigan-step{step}.pt").write_bytes(b"")
-    runs = [
-        x
-        for x in printed(
-            "bigan-curve", {"bigan_run": str(tmp_path / "run"), "bigan_curve_dir": str(tmp_path / "c")}
-        )
-        if " -m " in x
-    ]
-    features = [x for x in runs if "bigan-features" in x]
-    assert len(features) == 4 and all("--skip-small-maps" in x for x in features)
-    assert sum("--split train --limit 10000" in x for x in features) == 2
-    probes = [x for x in runs if "probe train" in x]
-    assert [p.split("--name ")[1] for p in probes] == ["bigan-step4000-linear", "bigan-step8000-linear"]
-    assert (
-        sum("bigan-sample" in x and "--n 1000" in x for x in runs) == 2
-        and sum("analysis fid" in x for x in runs) == 2
-    )
-    assert (
-        "analysis table --rows-from" in runs[-2]
-        and "probe select" in runs[-1]
-        and "bigan-step*-linear.json" in runs[-1]
-    )
-
-
 def test_the_demo_curve_labels_each_stages_snapshots_by_steps_after_the_first_stage(tmp_path):
     # stages 2 and 3 each number their snapshots from 1,000: the labels keep them apart, so no
     # snapshot reuses another's store, results or samples
