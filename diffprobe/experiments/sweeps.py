@@ -11,9 +11,8 @@ from diffprobe.experiments.registry import Steps, experiment
 from diffprobe.experiments.settings import Settings, defaults
 from diffprobe.experiments.steps import Command, Extract
 from diffprobe.experiments.stores import made, pixel_path
-from diffprobe.experiments.tables import BiganGrid, bigan_features, pixel_store
+from diffprobe.experiments.tables import QUIET, BiganGrid, bigan_features, pixel_store
 
-QUIET = "--micro-batch 64 --no-progress"
 # every sweep probe: linear heads over an lr grid, chosen on the validation carve
 GRID = ("--lr", "1e-3,3e-3,1e-2", "--wd", "0")
 PROBE = ("--buffer-mb", "9000", "--epochs", "10", "--no-progress")

@@ -19,7 +19,7 @@ PROBE = ("--buffer-mb", "9000", "--no-progress")
 # tokens (larger maps cut into patches, no value dropped), so that each of its 15 runs on 54,000
 # images takes minutes on a CPU; the chosen key's full 32x32 map is 1,024 tokens
 ATTENTION = ("--head", "attention", "--head-opt", "width=128", "--head-opt", "token_side=8")
-# the lr grid, epochs and validation carve every card run shares
+# the lr grid and epochs of the card's runs
 CARD_GRID = ("--lr", "1e-3,3e-3,1e-2", "--wd", "0", "--epochs", "10")
 
 
@@ -216,7 +216,7 @@ def demo_table(s: TableSettings) -> Steps:
     in both. Then one table: mean, spread and runs per cell, the generative rows' FD in the
     classifier's features, and every row minus the diffusion row with a paired-bootstrap 95%
     interval. Steps are skipped when their output exists, so the run resumes."""
-    seed_pairs(s)
+    seed_pairs(s)  # unpaired seeds stop here, before the first extraction
     for region in regions(s):
         for seed in s.seeds:
             for split in s.splits:
@@ -234,8 +234,8 @@ def demo_table(s: TableSettings) -> Steps:
 # ------------------------------------------------------------------------------------- card-demo
 def card_extraction(s: BiganSettings, split: str, random: bool) -> Extract:
     """The card's store of one split; b=31 (a 16x16 map) is pooled to 4 and 8, as the others'
-    full maps are 8x8. The store keeps the name it had before block pools were named, so the
-    card's stores already made are found."""
+    full maps are 8x8. Its name leaves those block pools out, as the card's stores made so far
+    are named, so they are found and not extracted again."""
     at = replace(s, random=random, ckpt=None, block_pools="")
     named = extraction(replace(at, args=QUIET), split).cfg.store.out
     step = extraction(replace(at, args=f"{QUIET} --block-pool 31:4,8"), split)
