@@ -63,19 +63,19 @@ paper: $(VENV_STAMP) ## one row of the paper's table as diffssl trains it, from 
 	@$(call experiment,paper)
 
 sweep-demo: $(VENV_STAMP) fashion-mnist ## the model card's sweep over all 37 blocks, t and pool: demo model, random control, pixels; curves into extract/weights/
-	@$(call old_experiment,sweep-demo)
+	@$(call experiment,sweep-demo)
 
 sweep-full: $(VENV_STAMP) fashion-mnist ## the sweep's grid completed with every block's full map at every t, and the best member by pool and block; RANDOM=1: the random control's own grid (about 13 GB of stores per model)
-	@$(call old_experiment,sweep-full)
+	@$(call experiment,sweep-full)
 
 card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trained, random, pixels, the BiGAN when its weights exist; about 45 min), members as CSV in evidence/
-	@$(call old_experiment,card-demo)
+	@$(call experiment,card-demo)
 
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each snapshot of make train-demo's stages 2 and 3 (CURVE_RUN=runs/demo-fmnist) -> table and figure
 	@$(call old_experiment,demo-curve)
 
 demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
-	@$(call old_experiment,demo-table)
+	@$(call experiment,demo-table)
 
 finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with a head: make finetune HEAD=linear|attention [MODEL= CKPT= DATA= DATA_ROOT= T= B= POOL= FINETUNE_ARGS=]
 	@$(call experiment,finetune)

@@ -52,3 +52,8 @@ def made(path: Path) -> bool:
         return FeatureStore.open(path).complete
     except Exception:  # noqa: BLE001 - an unreadable (torn) store is not made; its step says what is wrong
         return False
+
+
+def bigan_path(folder: Path, data: str, split: str, limit: int | None) -> Path:
+    """The BiGAN encoder's store: <folder>/bigan_<data>_<split>[_n<LIMIT>].zarr."""
+    return Path(folder) / f"bigan_{data}_{split}{f'_n{limit}' if limit else ''}.zarr"

@@ -203,69 +203,6 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
     assert rec.lines == ["no weights", "python -m extract run"]
 
 
-def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_pairs_it_with_a_head_seed(tmp_path):
-    lines = printed(
-        "demo-table",
-        {"limit": "50", "seeds": "0,1,2", "head_seeds": "0,4,5", "bigan_weights": str(tmp_path / "none.pt")},
-    )
-    runs = [x for x in lines if " -m " in x]
-    extracts = [x for x in runs if "extract run" in x]
-    assert len(extracts) == 3 * 3 * 2  # (best, paper point, random) x noise seeds x splits
-    assert all("--limit 50" in x and "--data-seed 0" in x for x in extracts)
-    assert sum("--seed 1 " in x and x.endswith("_s1.zarr") for x in extracts) == 6
-    probes = [x for x in runs if "probe train" in x]
-    names = [p.split("--name ")[1].split()[0] for p in probes]
-    assert (
-        len(names) == len(set(names)) == 3 * 2 * 3 + 2 * 3
-    )  # diffusion (2 rows) and random: heads x paired seeds; pixels: heads x head seeds
-    assert all(f"--seed {n[-1]} " in p for p, n in zip(probes, names))
-    noisy = [n for n in names if not n.startswith("pixels")]
-    assert {tuple(n.rsplit("-", 2)[1:]) for n in noisy} == {
-        ("n0", "s0"),
-        ("n1", "s4"),
-        ("n2", "s5"),
-    }  # noise seed k with head seed k
-    for p, n in zip(
-        probes, names
-    ):  # attention trains once, where the same run's linear grid chose on validation
-        if "-attention-" in n:
-            linear = n.replace("-attention-", "-linear-")
-            assert (
-                f"--features-from results/demo-table/{linear}.json" in p
-                and "token_side=8" in p
-                and names.index(linear) < names.index(n)
-            )
-        else:
-            assert "--head linear" in p and "--features-from" not in p
-    assert "BiGAN" in runs[-1] and "--row 'pixels=results/demo-table/pixels-{head}-*.json'" in runs[
-        -1
-    ].replace('"', "'")
-    assert not any("bigan" in x for x in runs[:-1])
-    (tmp_path / "bigan.pt").write_bytes(
-        b""
-    )  # with BiGAN weights: its stores (no noise seeds) and one head per head seed
-    runs = [
-        x
-        for x in printed(
-            "demo-table",
-            {
-                "limit": "50",
-                "seeds": "0,1,2",
-                "head_seeds": "0,1,2",
-                "bigan_weights": str(tmp_path / "bigan.pt"),
-            },
-        )
-        if " -m " in x
-    ]
-    assert sum("extract bigan-features" in x for x in runs) == 2
-    assert sorted(x.split("--name ")[1].split()[0] for x in runs if "probe train" in x and "bigan" in x) == [
-        f"bigan-{h}-s{s}" for h in ("attention", "linear") for s in range(3)
-    ]
-    assert all(
-        "--skip-small-maps" in x for x in runs if "bigan-features" in x
-    )  # z is a 1x1 map: pools 2 and 4 are left out there
-
-
 def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exist(tmp_path):
     given = {"bigan_weights": str(tmp_path / "bigan.pt"), "gen_out": str(tmp_path / "gen")}
     runs = [x for x in printed("demo-gen", given) if " -m " in x]
@@ -281,34 +218,6 @@ def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exis
     (tmp_path / "gen" / "fd-bigan.json").write_text("{}")
     table = next(x for x in printed("demo-gen", given) if "gen-table" in x)
     assert f"--fd=BiGAN={tmp_path}/gen/fd-bigan.json" in table
-
-
-def test_the_bigan_curve_probes_and_scores_each_snapshot_that_exists_then_chooses_on_validation(tmp_path):
-    snaps = tmp_path / "run" / "snapshots"
-    snaps.mkdir(parents=True)
-    for step in (2000, 4000, 8000):  # every 4,000 steps is probed
-        (snaps / f"bigan-step{step}.pt").write_bytes(b"")
-    runs = [
-        x
-        for x in printed(
-            "bigan-curve", {"bigan_run": str(tmp_path / "run"), "bigan_curve_dir": str(tmp_path / "c")}
-        )
-        if " -m " in x
-    ]
-    features = [x for x in runs if "bigan-features" in x]
-    assert len(features) == 4 and all("--skip-small-maps" in x for x in features)
-    assert sum("--split train --limit 10000" in x for x in features) == 2
-    probes = [x for x in runs if "probe train" in x]
-    assert [p.split("--name ")[1] for p in probes] == ["bigan-step4000-linear", "bigan-step8000-linear"]
-    assert (
-        sum("bigan-sample" in x and "--n 1000" in x for x in runs) == 2
-        and sum("analysis fid" in x for x in runs) == 2
-    )
-    assert (
-        "analysis table --rows-from" in runs[-2]
-        and "probe select" in runs[-1]
-        and "bigan-step*-linear.json" in runs[-1]
-    )
 
 
 def test_the_demo_curve_labels_each_stages_snapshots_by_steps_after_the_first_stage(tmp_path):
