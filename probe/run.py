@@ -15,7 +15,7 @@ import torch
 
 from extract.store import progress
 from extract.store.cli_options import invocation
-from extract.store.dist import close_world, init_world, pick_device
+from extract.store.dist import process_group
 from probe import baselines
 from probe.config import ProbeConfig
 from probe.data import MiB, ProbeData, Split, prepare
@@ -83,10 +83,7 @@ def probe(cfg: ProbeConfig) -> dict:
     Returns the results dict (rank 0; other ranks return {})."""
     started = time.perf_counter()
     validate(cfg)
-    device = pick_device(cfg.device)
-    world = init_world(device)
-    try:
-        device = pick_device(cfg.device, world)
+    with process_group(cfg.device) as (world, device):
         data = prepare(cfg)
         name = cfg.name or default_name(cfg, data.train_store)
         with progress.run_log(Path(cfg.results), name, enabled=world.is_main) as log_file:
@@ -104,8 +101,6 @@ def probe(cfg: ProbeConfig) -> dict:
             if cfg.tensorboard is not None:
                 _write_tensorboard(Path(cfg.tensorboard) / result["name"], result)
             return result
-    finally:
-        close_world(world)
 
 
 def _log_inputs(cfg: ProbeConfig, data: ProbeData) -> None:
