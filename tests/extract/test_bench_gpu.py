@@ -104,6 +104,7 @@ def test_a_failing_case_is_a_row_not_a_crash(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_loader_decodes_the_synthetic_jpegs(tmp_path):
     cfg = bg.GpuBenchConfig(**{**TINY, "loader_images": 10}, loader_workers=(0, 2), loader_batch=4)
     rows = bg.bench_loader(cfg, root=tmp_path)
