@@ -513,11 +513,10 @@ def test_the_generation_table_puts_the_probe_accuracy_of_the_same_weights_beside
     md, page, _ = build_report(tmp_path / "res", None, tmp_path / "rep", generation=tmp_path / "gen.json")
     text = md.read_text()
     assert "12.346" in page.read_text() and "<h2>Generation</h2>" in page.read_text()
-    assert (
-        "## Generation" in text
-        and "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 | - | - | 0.123 | 89.5 |"
-        in text
+    row = (
+        "| trained | demo.pt@abc | ddim, 50 | 1000 | fashion-mnist test, 10000 images | 12.346 | 0.5 | 0.25 "
     )
+    assert "## Generation" in text and row + "| - | - | 0.123 | 89.5 |" in text
 
 
 def test_the_generation_tables_bad_inputs_are_one_line_errors(tmp_path, capsys):

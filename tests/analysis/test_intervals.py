@@ -213,7 +213,8 @@ def test_the_diff_command_prints_the_interval_and_refuses_bad_input(runs, tmp_pa
     assert done.exit_code == 0, done.output
     line = done.output.strip()
     assert re.fullmatch(
-        r"cfg - knn: [+-]\d+\.\d\d points, 95% interval \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] \(paired bootstrap over 70 test images, "
+        r"cfg - knn: [+-]\d+\.\d\d points, 95% interval \[[+-]\d+\.\d\d, [+-]\d+\.\d\d\] "
+        r"\(paired bootstrap over 70 test images, "
         r"300 resamples; A: 2 runs, mean \d+\.\d\d \+- \d+\.\d\d; B: 1 run, \d+\.\d\d\)",
         line,
     ), line
@@ -242,7 +243,10 @@ def test_the_report_has_a_differences_section_in_both_outputs(runs, tmp_path):
     )
     text, html_text = md.read_text(), page.read_text()
     d = compare([results / "cfg-s0.json", results / "cfg-s1.json"], [results / "knn.json"], resamples=300)
-    row = f"| cfg | knn | {d.points:+.2f} | {d.interval()} | 70 | 2 runs, mean {d.a_mean:.2f} +- {d.a_std:.2f} | 1 run, {d.b_mean:.2f} |"
+    row = (
+        f"| cfg | knn | {d.points:+.2f} | {d.interval()} | 70 | 2 runs, mean {d.a_mean:.2f} +- {d.a_std:.2f} "
+        f"| 1 run, {d.b_mean:.2f} |"
+    )
     assert "## Differences" in text and row in text and "300 resamples" in text
     assert "<h2>Differences</h2>" in html_text and f"<td>{d.interval()}</td>" in html_text
     for name, why in (

@@ -224,7 +224,8 @@ def test_fid_runs_on_bigan_samples(weights, tmp_path):
         )
     )
     assert result.n_fake == 16 and np.isfinite(result.fd)
-    # the generation table reads the BiGAN's samples as it reads the diffusion model's: a weights label, not a record
+    # the generation table reads the BiGAN's samples as it reads the diffusion model's: a weights
+    # label, not a record
     import json
 
     from analysis.gentable import generation_rows

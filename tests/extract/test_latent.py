@@ -388,6 +388,9 @@ def test_blocks_command_prints_the_sd21_table():
 def test_importing_extract_does_not_import_diffusers():
     import subprocess
 
-    code = "import sys, extract.cli, extract.run, extract.models.adm_presets; print('diffusers' in sys.modules, 'transformers' in sys.modules)"
+    code = (
+        "import sys, extract.cli, extract.run, extract.models.adm_presets; "
+        "print('diffusers' in sys.modules, 'transformers' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.split() == ["False", "False"], done.stderr
