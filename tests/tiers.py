@@ -16,6 +16,7 @@ import ast
 import inspect
 import multiprocessing.util
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -89,6 +90,9 @@ def untouched_modules(codes: set, imported: set[Path]) -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the standard library asks `uname -p` once per process and caches it: ask before counting, so
+    # that this one-time probe is charged to no test (it would be to whichever test came first)
+    platform.processor()
     subprocess.Popen._execute_child = _counting(subprocess.Popen._execute_child)
     multiprocessing.util.spawnv_passfds = _counting(multiprocessing.util.spawnv_passfds)
     os.register_at_fork(before=_count_child)

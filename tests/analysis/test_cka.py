@@ -375,7 +375,6 @@ def test_tiles_smaller_than_the_image_count_give_the_same_map_within_the_cap(tmp
     np.testing.assert_allclose(m.matrix, ref, rtol=0, atol=1e-6)
 
 
-@pytest.mark.slow
 def test_auto_falls_back_to_tiles_when_no_other_path_fits(tmp_path):
     from analysis.linear_paths import moments_bytes
 

@@ -25,7 +25,6 @@ def test_flops_per_image_of_adm256_at_b24_match_facts():
     assert abs(gflop - 639.3) / 639.3 < 0.01
 
 
-@pytest.mark.slow
 def test_grid_on_cpu_gives_one_positive_row_per_case():
     cfg = bg.GpuBenchConfig(
         **TINY,
@@ -105,6 +104,7 @@ def test_a_failing_case_is_a_row_not_a_crash(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_loader_decodes_the_synthetic_jpegs(tmp_path):
     cfg = bg.GpuBenchConfig(**{**TINY, "loader_images": 10}, loader_workers=(0, 2), loader_batch=4)
     rows = bg.bench_loader(cfg, root=tmp_path)
@@ -225,7 +225,6 @@ def test_quick_config_is_one_batch_no_compile_no_loader_and_given_options_win():
     assert quick_config(compile=(True,)).compile == (True,)
 
 
-@pytest.mark.slow
 def test_quick_mode_on_cpu_runs_all_three_parts(tmp_path):
     out = tmp_path / "quick.json"
     result = CliRunner().invoke(cli, [*QUICK_CPU, "--out", str(out)])

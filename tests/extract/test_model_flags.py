@@ -293,6 +293,7 @@ def small_ckpt(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_run_with_flags_end_to_end(tmp_path, fashion_mnist, small_ckpt):
     out = tmp_path / "s.zarr"
     result = invoke(*run_args(SMALL, small_ckpt, out))

@@ -67,6 +67,7 @@ def test_cached_row_equals_a_direct_computation(tmp_path, fmnist_env):
     np.testing.assert_array_equal(store.array(FeatureKey(300, 7, 2))[17], expected)
 
 
+@pytest.mark.slow
 def test_bit_identical_across_batch_sizes_and_workers(tmp_path, fmnist_env):
     run_tiny(tmp_path / "a.zarr", batch_size=16, workers=0)
     run_tiny(tmp_path / "b.zarr", batch_size=4, workers=2)

@@ -28,6 +28,7 @@ def state(out):
     return torch.load(out / "train_state.pt", weights_only=True)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights_as_an_unbroken_one(tmp_path, fmnist_env, monkeypatch):
     train(config(tmp_path / "whole"))
     calls = {"n": 0}
@@ -54,6 +55,7 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_unbroken_one(tmp_path, f
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and all(r["loss"] > 0 for r in log)
 
 
+@pytest.mark.slow
 def test_a_run_stopped_at_a_step_keeps_the_whole_schedule_and_resumes_to_the_unbroken_weights(
     tmp_path, fmnist_env
 ):
@@ -75,6 +77,7 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path, fmnist_env):
         train(config(tmp_path / "r", batch_size=2))
 
 
+@pytest.mark.slow
 def test_exported_ema_loads_as_a_checkpoint_and_extracts(tmp_path, fmnist_env):
     train(config(tmp_path / "r", max_images=8))
     meta = export_ema(tmp_path / "r", tmp_path / "demo.pt")
@@ -134,6 +137,7 @@ def test_fp16_export_halves_the_file_and_loads_as_fp32(tmp_path, fmnist_env):
         assert v.dtype == torch.float32 and torch.equal(v, ema[k].half().float()), k
 
 
+@pytest.mark.slow
 def test_a_run_started_from_weights_keeps_snapshots_and_records_its_init(tmp_path, fmnist_env):
     train(config(tmp_path / "first", max_images=8))
     export_ema(tmp_path / "first", tmp_path / "start.pt")

@@ -4,6 +4,7 @@ are named."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from extract.cli import cli
@@ -70,6 +71,7 @@ def test_not_a_store(tmp_path):
     assert verify_store(tmp_path / "nope") == [f"{tmp_path / 'nope'}: does not exist"]
 
 
+@pytest.mark.slow
 def test_repair_re_extracts_only_the_bad_shards_to_the_same_bytes(tmp_path, fmnist_env):
     from tests.conftest import run_tiny
 
