@@ -58,9 +58,8 @@ class ProbeConfig:
     recipe: str = ""  # the recipe whose defaults filled the options (probe.recipes), recorded in results
     training: TrainSettings = TrainSettings()  # epochs, batch size, optimizer, schedule, seed
     standardize: bool = True
-    view_mode: str = (
-        "draw"  # a training store of K views: draw one per image and epoch, or average them ("mean")
-    )
+    # a training store of K views: draw one per image and epoch, or average them ("mean")
+    view_mode: str = "draw"
     val_fraction: float = 0.1
     allow_overlap: bool = False  # go on (with a warning) when two splits share images
     buffer_mb: int = 1024  # bounds the feature rows held in memory (two shuffle windows)

@@ -39,7 +39,8 @@ def evaluate_head(
         )
     if diffs:
         raise ProbeDataError(
-            f"{store_path} holds features of another model or preprocessing than {head} was trained on: {'; '.join(diffs[:3])}"
+            f"{store_path} holds features of another model or preprocessing than {head} was trained on: "
+            f"{'; '.join(diffs[:3])}"
         )
     overlap = _overlap_with_training(meta, store, allow_overlap)
     reader = FeatureReader(store, fs.keys)

@@ -40,14 +40,16 @@ def check_compatible(reference: FeatureStore, other: FeatureStore) -> list[str]:
     diffs = incompatibility(reference, other)
     if diffs:
         raise ProbeDataError(
-            f"{reference.path} and {other.path} hold features of different models or preprocessing: {_named(diffs, reference, other)}"
+            f"{reference.path} and {other.path} hold features of different models or preprocessing: "
+            f"{_named(diffs, reference, other)}"
         )
     warnings = []
     rounding = rounding_differences(reference, other)
     if rounding:
         warnings.append(
             f"{reference.path.name} and {other.path.name} were extracted with another micro-batch or device "
-            f"({_named(rounding, reference, other)}): their features agree up to float rounding, not bit for bit"
+            f"({_named(rounding, reference, other)}): "
+            "their features agree up to float rounding, not bit for bit"
         )
         progress.warn(warnings[-1])
     ours, theirs = reference.classes(), other.classes()
@@ -56,7 +58,8 @@ def check_compatible(reference: FeatureStore, other: FeatureStore) -> list[str]:
     ):  # e.g. a class subset on one split only: labels would mean other classes
         first = next((k for k, (x, y) in enumerate(zip(ours, theirs)) if x != y), min(len(ours), len(theirs)))
         raise ProbeDataError(
-            f"{reference.path} and {other.path} number their classes differently ({len(ours)} vs {len(theirs)} classes, "
+            f"{reference.path} and {other.path} number their classes differently "
+            f"({len(ours)} vs {len(theirs)} classes, "
             f"first difference at label {first}); extract both with the same --data, --data-opt and --classes"
         )
     return warnings
@@ -91,9 +94,8 @@ class FeatureReader:
     store: FeatureStore
     keys: tuple[FeatureKey, ...]
     preload: bool = False
-    view_mode: str = (
-        "draw"  # a store of K views: "draw" one per row and epoch; "mean" their average, read as one view
-    )
+    # a store of K views: "draw" one per row and epoch; "mean" their average, read as one view
+    view_mode: str = "draw"
     _memory: dict[FeatureKey, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self):

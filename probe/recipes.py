@@ -44,7 +44,8 @@ RECIPES: dict[str, Recipe] = {
     for r in [
         Recipe(
             "diffprobe",
-            "AdamW, cosine, 20 epochs, batch 256, standardized features, lr and wd chosen on a 10% validation carve",
+            "AdamW, cosine, 20 epochs, batch 256, standardized features, "
+            "lr and wd chosen on a 10% validation carve",
             {
                 "epochs": 20,
                 "batch_size": 256,
@@ -61,7 +62,8 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "paper",
-            "diffssl's: SGD (no momentum, no wd), StepLR(7, 0.1), 28 epochs, batch 128, raw features, 100% of train, no selection",
+            "diffssl's: SGD (no momentum, no wd), StepLR(7, 0.1), 28 epochs, batch 128, raw features, "
+            "100% of train, no selection",
             {
                 "epochs": 28,
                 "batch_size": 128,

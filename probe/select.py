@@ -1,7 +1,8 @@
 """Choices made on validation, reused. `select_run`: one run chosen among several, the runs of
-a grid that cannot be one `probe train` (fine-tuning at several learning rates, one run each). The run with the best validation
-top-1 (on ties the first or the last in the order given, as asked; test is never looked at)
-is copied under a new name, with its test predictions, and records what it was chosen from.
+a grid that cannot be one `probe train` (fine-tuning at several learning rates, one run each).
+The run with the best validation top-1 (on ties the first or the last in the order given, as
+asked; test is never looked at) is copied under a new name, with its test predictions, and
+records what it was chosen from.
 `chosen_features`: the feature set a run chose, so that a costly head (attention) is trained
 only where a cheap grid (linear) chose, as the paper trains its heavier heads at the linear
 probe's block. numpy only."""
@@ -28,7 +29,8 @@ def select_run(items, name: str, out_dir: Path, ties: str = "first") -> dict:
     for f, r in runs:
         if (r.get("val") or {}).get("top1") is None:
             raise ValueError(
-                f"{f}: run {r.get('name', f.stem)} has no validation score to choose on (trained without a validation split)"
+                f"{f}: run {r.get('name', f.stem)} has no validation score to choose on "
+                "(trained without a validation split)"
             )
     order = runs if ties == "first" else runs[::-1]
     path, best = max(order, key=lambda fr: fr[1]["val"]["top1"])  # max keeps the first of equal scores
@@ -61,7 +63,8 @@ def chosen_features(path: str | Path) -> str:
         raise ValueError(f"{path}: records no chosen feature set")
     if len(result.get("members") or ()) > 1 and (result.get("val") or {}).get("top1") is None:
         raise ValueError(
-            f"{path}: its {len(result['members'])} members were not chosen on validation; use a run that had a validation split"
+            f"{path}: its {len(result['members'])} members were not chosen on validation; "
+            "use a run that had a validation split"
         )
     try:
         return "+".join(FeatureKey.from_dict(k).label for k in keys)

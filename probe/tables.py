@@ -163,7 +163,7 @@ def summary_lines(result: dict) -> str:
     out = f"{how}; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
     if "test" in result:
         out = (
-            f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} on {result['test']['rows']} rows; "
-            + out
+            f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} "
+            f"on {result['test']['rows']} rows; " + out
         )
     return "\n".join(lines + [out])

@@ -122,7 +122,9 @@ def test_the_floor_imports_no_stage_and_no_torch_at_module_level():
 
 # the modules of probe and analysis that read more of extract than its floor, and why
 BEYOND_THE_FLOOR = {
-    "probe.finetune": "trains the U-Net: the one probe room that loads a model, entered only by `probe finetune`",
+    "probe.finetune": (
+        "trains the U-Net: the one probe room that loads a model, entered only by `probe finetune`"
+    ),
     "probe.bench": "benchmarks the whole workflow against on-line training, imported only by its own command",
 }
 

@@ -72,7 +72,8 @@ def _schedule(word: str) -> str:
     return word
 
 
-# flags that shape the U-Net, its noise schedule or its timestep input: name -> (parser, guided-diffusion's default)
+# flags that shape the U-Net, its noise schedule or its timestep input:
+# name -> (parser, guided-diffusion's default)
 MODEL_FLAGS = {
     "image_size": (_positive, 64),
     "num_channels": (_positive, 128),
@@ -219,7 +220,8 @@ def parse_flags(text: str) -> dict[str, object]:
                 raise ValueError(f"--model-flags: --{name} {raw!r}: expected {_EXPECTED[parse]}") from None
         else:
             raise ValueError(
-                f"--model-flags: unknown flag --{name} (not a flag of guided-diffusion's or improved-diffusion's scripts)"
+                f"--model-flags: unknown flag --{name} "
+                "(not a flag of guided-diffusion's or improved-diffusion's scripts)"
             )
         if name in given and given[name] != value:
             raise ValueError(
@@ -267,14 +269,16 @@ def resolve_flags(given: dict[str, object]) -> dict[str, object]:
                 else ""
             )
             raise ValueError(
-                f"--model-flags: {flavor}-diffusion has no default --channel_mult for --image_size {out['image_size']} "
+                f"--model-flags: {flavor}-diffusion has no default --channel_mult "
+                f"for --image_size {out['image_size']} "
                 f"(it has {', '.join(map(str, table))}){hint}"
             )
         out["channel_mult"] = table[out["image_size"]]
     levels = len(out["channel_mult"])
     if out["image_size"] % 2 ** (levels - 1):
         raise ValueError(
-            f"--model-flags: --image_size {out['image_size']} does not halve {levels - 1} times (one per level of --channel_mult after the first)"
+            f"--model-flags: --image_size {out['image_size']} does not halve {levels - 1} times "
+            "(one per level of --channel_mult after the first)"
         )
     return out
 
@@ -341,14 +345,18 @@ def checked_preset(value: str) -> ModelPreset:
 
 # ---------------------------------------------------------------- the command line
 HELP = (
-    "a guided-diffusion U-Net from the flags its README gives for a checkpoint ('--image_size 64 --num_channels 192 ...'; "
-    'MODEL_FLAGS and DIFFUSION_FLAGS together), @FILE or a file of them (MODEL_FLAGS="..." lines too), instead of --model: '
-    "give one of them. Flags not given take guided-diffusion's defaults; '--flavor improved' takes improved-diffusion's"
+    "a guided-diffusion U-Net from the flags its README gives for a checkpoint "
+    "('--image_size 64 --num_channels 192 ...'; "
+    "MODEL_FLAGS and DIFFUSION_FLAGS together), @FILE or a file of them "
+    '(MODEL_FLAGS="..." lines too), instead of --model: '
+    "give one of them. Flags not given take guided-diffusion's defaults; "
+    "'--flavor improved' takes improved-diffusion's"
 )
 
 
 def model_flags_option(fn):
-    """`--model-flags TEXT|@FILE` of the commands that build a preset's U-Net; read it with `take_model_flags`."""
+    """`--model-flags TEXT|@FILE` of the commands that build a preset's U-Net;
+    read it with `take_model_flags`."""
     return click.option("--model-flags", help=HELP)(fn)
 
 
@@ -360,7 +368,8 @@ def take_model_flags(value: str | None) -> str:
         return ""
     if click.get_current_context().get_parameter_source("model") is click.core.ParameterSource.COMMANDLINE:
         raise ValueError(
-            "--model and --model-flags exclude each other: --model-flags builds the U-Net itself; give one of them"
+            "--model and --model-flags exclude each other: "
+            "--model-flags builds the U-Net itself; give one of them"
         )
     preset_from_flags(value)  # a bad flag fails here, before any work
     return canonical_flags(value)

@@ -67,9 +67,8 @@ class Kind:
     table: str  # regex of the module paths its numbered table lists
     tokens: bool = False  # block outputs are tokens on the patch grid
     null_class: Callable = lambda cfg: None  # config -> the label meaning "no class", if it has one
-    pooled_from_encoders: bool = (
-        False  # pooled embeddings come from the last text encoder's projection (SDXL)
-    )
+    # pooled embeddings come from the last text encoder's projection (SDXL)
+    pooled_from_encoders: bool = False
 
 
 UNET_TABLE = (
@@ -196,13 +195,15 @@ def read_cond_file(path: Path, needs: dict) -> dict[str, torch.Tensor]:
     for name in (n for n in TEXT if n in needs):
         if name not in found:
             raise ValueError(
-                f"--cond {path} lacks the tensor {name!r} (has {', '.join(sorted(found)) or 'none'}); this model needs {', '.join(n for n in TEXT if n in needs)}"
+                f"--cond {path} lacks the tensor {name!r} (has {', '.join(sorted(found)) or 'none'}); "
+                f"this model needs {', '.join(n for n in TEXT if n in needs)}"
             )
         value = found[name].float()
         value = value if value.dim() == len(needs[name]) + 1 else value.unsqueeze(0)
         if value.shape[0] != 1 or value.shape[-1] != needs[name][-1] or value.dim() != len(needs[name]) + 1:
             raise ValueError(
-                f"--cond {path}: {name} has shape {tuple(found[name].shape)}, the model needs (1, {', '.join('L' if s is None else str(s) for s in needs[name])})"
+                f"--cond {path}: {name} has shape {tuple(found[name].shape)}, "
+                f"the model needs (1, {', '.join('L' if s is None else str(s) for s in needs[name])})"
             )
         out[name] = value
     return out
@@ -229,7 +230,8 @@ def encode_from_folder(
     if not subs or (pooled and not kind.pooled_from_encoders):
         raise ValueError(
             f"{folder}: the denoiser needs {', '.join(n for n in TEXT if n in needs)}: give --cond FILE "
-            f"(a safetensors file with tensors of those names){'' if subs else ' or put text_encoder/ and tokenizer/ in the folder'}"
+            "(a safetensors file with tensors of those names)"
+            f"{'' if subs else ' or put text_encoder/ and tokenizer/ in the folder'}"
         )
     hidden, records, out = [], {}, {}
     for enc_sub, tok_sub in subs:

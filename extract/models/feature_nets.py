@@ -100,7 +100,8 @@ def inception_shapes() -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in inception_network(None).state_dict().items()}
 
 
-# torch-fidelity's layer names: pool3 for FID and KID, the 1008 logits (without the bias) for the Inception Score
+# torch-fidelity's layer names: pool3 for FID and KID,
+# the 1008 logits (without the bias) for the Inception Score
 INCEPTION_LAYERS = {
     "inception": ("2048", "2048 (pool3)", 2048),
     "inception-logits": ("logits_unbiased", "logits_unbiased (1008)", 1008),
@@ -133,7 +134,8 @@ def _inception(spec: FeatureSpec, arg: str, family: str = "inception") -> Extrac
         fit = fit_of({k: tuple(v.shape) for k, v in state.items()}, inception_shapes())
         if not fit.ok:
             raise CheckpointError(
-                f"{spec.inception_weights} is not torch-fidelity's Inception-v3 ({TORCH_FIDELITY_WEIGHTS}): {fit.describe(limit=2)}"
+                f"{spec.inception_weights} is not torch-fidelity's Inception-v3 "
+                f"({TORCH_FIDELITY_WEIGHTS}): {fit.describe(limit=2)}"
             )
         net = inception_network({k: v.float() for k, v in state.items()}, layer)
         sha = file_sha256(spec.inception_weights)
@@ -159,7 +161,8 @@ def _classifier(spec: FeatureSpec, arg: str, logits: bool = False) -> Extractor:
     family = "classifier-logits" if logits else "classifier"
     if not arg:
         raise ValueError(
-            f"--features {family}:FILE needs the classifier's weights file, e.g. {family}:extract/weights/fmnist-classifier.pt"
+            f"--features {family}:FILE needs the classifier's weights file, "
+            f"e.g. {family}:extract/weights/fmnist-classifier.pt"
         )
     model, sha = load_classifier(arg)
     device = torch.device(spec.device)
@@ -268,6 +271,7 @@ def build_extractor(spec: FeatureSpec) -> Extractor:
         factory = FAMILIES[family]
     except KeyError:
         raise ValueError(
-            f"--features {spec.features!r}: choose inception, inception-logits, classifier:FILE, classifier-logits:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels"
+            f"--features {spec.features!r}: choose inception, inception-logits, classifier:FILE, "
+            "classifier-logits:FILE, torchvision:resnet50, torchvision:vit_b_16 or pixels"
         ) from None
     return factory(spec, arg)

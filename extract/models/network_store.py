@@ -22,7 +22,8 @@ def capture(
     wanted,
     to_map: Callable[[torch.Tensor], torch.Tensor],
 ) -> dict[int, torch.Tensor]:
-    """Outputs of the wanted blocks (1-based) as (N, C, H, W) maps (`to_map` lays one out), by forward hooks."""
+    """Outputs of the wanted blocks (1-based) as (N, C, H, W) maps (`to_map` lays one out),
+    by forward hooks."""
     out: dict[int, torch.Tensor] = {}
     handles = [
         blocks[b - 1].register_forward_hook(lambda m, i, o, b=b: out.__setitem__(b, to_map(o)))

@@ -67,12 +67,14 @@ def alphas_cumprod(
             betas = BETA_SCHEDULES[beta_schedule](beta_start, beta_end, steps)
         except KeyError:
             raise ValueError(
-                f"beta schedule {beta_schedule!r} is not supported; choose one of: {', '.join(BETA_SCHEDULES)}"
+                f"beta schedule {beta_schedule!r} is not supported; "
+                f"choose one of: {', '.join(BETA_SCHEDULES)}"
             ) from None
     return torch.cumprod(1.0 - betas, dim=0)
 
 
 def latent_q_sample(abar: torch.Tensor, z0: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
-    """x_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps in float32, as diffusers' add_noise. z0, eps: (N, C, h, w)."""
+    """x_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps in float32, as diffusers' add_noise.
+    z0, eps: (N, C, h, w)."""
     a = abar[t].to(z0.device)
     return a**0.5 * z0 + (1 - a) ** 0.5 * eps

@@ -104,9 +104,12 @@ def bench_batches(
 def format_table(r: dict) -> str:
     return "\n".join(
         [
-            f"distinct classes per batch of {r['batch']}, {r['classes']} classes, {r['rows']:,} rows, window {r['window_rows']:,} rows",
+            f"distinct classes per batch of {r['batch']}, {r['classes']} classes, {r['rows']:,} rows, "
+            f"window {r['window_rows']:,} rows",
             f"  i.i.d. sampler (expected)          {r['iid']:>7.1f}",
-            f"  class-sorted store                 {r['class_sorted']:>7.1f}  ({100 * r['class_sorted'] / r['iid']:.0f}% of i.i.d.)",
-            f"  store written --order shuffled     {r['shuffled_order']:>7.1f}  ({100 * r['shuffled_order'] / r['iid']:.0f}% of i.i.d.)",
+            f"  class-sorted store                 {r['class_sorted']:>7.1f}  "
+            f"({100 * r['class_sorted'] / r['iid']:.0f}% of i.i.d.)",
+            f"  store written --order shuffled     {r['shuffled_order']:>7.1f}  "
+            f"({100 * r['shuffled_order'] / r['iid']:.0f}% of i.i.d.)",
         ]
     )

@@ -371,7 +371,8 @@ def bench_workflow(s: WorkflowSettings = WorkflowSettings(), progress=None) -> d
 def format_table(r: dict) -> str:
     s = r["settings"]
     lines = [
-        f"{r['model']} t={s['t']} b={s['block']} (whole map), {s['images']} training images, {s['steps']} steps of batch {s['batch']} "
+        f"{r['model']} t={s['t']} b={s['block']} (whole map), {s['images']} training images, "
+        f"{s['steps']} steps of batch {s['batch']} "
         f"for every arm, {len(s['seeds'])} seeds, {r['test_rows']} test images, {r['threads']} threads",
         f"  {'arm':<28} {'linear test':>18} {'attention test':>18} {'s per seed':>11}",
     ]

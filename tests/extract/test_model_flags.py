@@ -19,15 +19,20 @@ from extract.store.schema import FeatureKey, FeatureStore
 
 # guided-diffusion's README, 64x64 class-conditional ImageNet (MODEL_FLAGS as published)
 IMAGENET64 = (
-    "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 64 --learn_sigma True --noise_schedule cosine "
-    "--num_channels 192 --num_head_channels 64 --num_res_blocks 3 --resblock_updown True --use_new_attention_order True "
+    "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 64 "
+    "--learn_sigma True --noise_schedule cosine "
+    "--num_channels 192 --num_head_channels 64 --num_res_blocks 3 --resblock_updown True "
+    "--use_new_attention_order True "
     "--use_fp16 True --use_scale_shift_norm True"
 )
 # improved-diffusion's README, CIFAR-10
 CIFAR_MODEL = "--image_size 32 --num_channels 128 --num_res_blocks 3 --learn_sigma True --dropout 0.3"
 CIFAR_DIFFUSION = "--diffusion_steps 4000 --noise_schedule cosine"
 # a small class-conditional U-Net for the end-to-end runs
-SMALL = "--image_size 32 --channel_mult 1,2 --num_channels 32 --num_res_blocks 1 --attention_resolutions 16 --num_head_channels 16 --class_cond True --learn_sigma True"
+SMALL = (
+    "--image_size 32 --channel_mult 1,2 --num_channels 32 --num_res_blocks 1 --attention_resolutions 16 "
+    "--num_head_channels 16 --class_cond True --learn_sigma True"
+)
 
 
 def script_util():
@@ -137,7 +142,8 @@ def test_the_cifar10_flags_need_improved_diffusions_defaults(tmp_path):
         preset_from_flags(f"{CIFAR_MODEL} {CIFAR_DIFFUSION}")
     flags_file = tmp_path / "cifar10.sh"
     flags_file.write_text(
-        f'# improved-diffusion, CIFAR-10\nMODEL_FLAGS="{CIFAR_MODEL}"\nexport DIFFUSION_FLAGS="{CIFAR_DIFFUSION}"\nFLAVOR="--flavor improved"\n'
+        f'# improved-diffusion, CIFAR-10\nMODEL_FLAGS="{CIFAR_MODEL}"\n'
+        f'export DIFFUSION_FLAGS="{CIFAR_DIFFUSION}"\nFLAVOR="--flavor improved"\n'
     )
     p = preset_from_flags(f"@{flags_file}")
     assert (

@@ -167,8 +167,10 @@ def test_run_writes_probe_results_and_an_exported_unet_that_extracts_its_feature
 def _script(tmp_path, **kw) -> str:
     args = {**BASE, **kw}
     return (
-        "import sys\nfrom pathlib import Path\nfrom probe.finetune.model import FinetuneConfig\nfrom probe.finetune.run import finetune\n"
-        f"finetune(FinetuneConfig(out=Path({str(tmp_path / 'run')!r}), results=Path({str(tmp_path / 'results')!r}), **{args!r}))\n"
+        "import sys\nfrom pathlib import Path\n"
+        "from probe.finetune.model import FinetuneConfig\nfrom probe.finetune.run import finetune\n"
+        f"finetune(FinetuneConfig(out=Path({str(tmp_path / 'run')!r}), "
+        f"results=Path({str(tmp_path / 'results')!r}), **{args!r}))\n"
     )
 
 

@@ -47,7 +47,8 @@ def test_linear_head_batchnorm_has_no_affine_parameters():
 def test_unknown_head_and_bad_options_are_named():
     with pytest.raises(
         ValueError,
-        match="unknown head 'svm'; choose one of: linear, mlp, cnn, attention, paper-attention, paper-mlp, paper-fusion, logreg, knn",
+        match="unknown head 'svm'; choose one of: linear, mlp, cnn, attention, "
+        "paper-attention, paper-mlp, paper-fusion, logreg, knn",
     ):
         build_head("svm", (4, 1, 1), 2)
     with pytest.raises(ValueError, match="head option 'depth'"):

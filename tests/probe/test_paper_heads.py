@@ -28,7 +28,8 @@ def reference_pre(x, ln_w, ln_b, conv_w, conv_b):
 
 
 def reference_blocks(tokens, blocks, heads):
-    """Pre-norm transformer blocks; each of blocks: (g1, b1, qkv_w, proj_w, proj_b, g2, b2, fc1_w, fc1_b, fc2_w, fc2_b)."""
+    """Pre-norm transformer blocks; each of blocks:
+    (g1, b1, qkv_w, proj_w, proj_b, g2, b2, fc1_w, fc1_b, fc2_w, fc2_b)."""
     n, _, width = tokens.shape
     for g1, b1, qkv_w, proj_w, proj_b, g2, b2, fc1_w, fc1_b, fc2_w, fc2_b in blocks:
         y = _layer_norm(tokens, g1, b1) @ qkv_w.T  # no qkv bias
