@@ -87,7 +87,7 @@ sample: $(VENV_STAMP) ## draw N images: make sample [MODEL= CKPT= RANDOM=1 SAMPL
 	@$(call experiment,sample)
 
 demo-gen: $(VENV_STAMP) fashion-mnist ## demo samples (trained, random control, BiGAN if its weights exist) -> FD, precision, recall vs Fashion-MNIST test in a classifier's features -> table (GEN_N= GEN_STEPS=)
-	@$(call old_experiment,demo-gen)
+	@$(call experiment,demo-gen)
 
 experiments: $(VENV_STAMP) ## list the experiments with their rows
 	@$(PY) -m diffprobe experiment; $(PY) -m extract experiment

@@ -105,7 +105,7 @@ def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
 
     r = Runner(dry=False)
     r.echo = lambda *a, **k: None
-    _, s = resolve("demo-gen", {"out": str(tmp_path), "t": "5"})
+    _, s = resolve(experiment_names()[0], {"out": str(tmp_path), "t": "5"})
     r.write_record(s)
     assert json.loads((tmp_path / "last-extract.json").read_text())["t"] == "5"
     step = {"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}
@@ -191,7 +191,7 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
         labelled.format("{label:f} {path:f} {label:g} {path:g}")
         == "ema-step5000 runs/s3/snapshots/ema-step1000.pt ema-step1000 runs/s2/snapshots/ema-step1000.pt"
     )
-    _, settings = resolve("demo-gen", {"out": str(tmp_path)})
+    _, settings = resolve(experiment_names()[0], {"out": str(tmp_path)})
     rec = Recorder()
     step = {"only_if": str(tmp_path / "w.pt"), "only_if_hint": "no weights at {only}", "run": "extract run"}
     with pytest.raises(ValueError, match="unknown setting 'only'"):
@@ -264,23 +264,6 @@ def test_the_seeded_table_extracts_each_noise_seed_on_the_same_images_and_pairs_
     assert all(
         "--skip-small-maps" in x for x in runs if "bigan-features" in x
     )  # z is a 1x1 map: pools 2 and 4 are left out there
-
-
-def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exist(tmp_path):
-    given = {"bigan_weights": str(tmp_path / "bigan.pt"), "gen_out": str(tmp_path / "gen")}
-    runs = [x for x in printed("demo-gen", given) if " -m " in x]
-    assert not any("bigan" in x.lower() for x in runs)
-    (tmp_path / "bigan.pt").write_bytes(b"")
-    (tmp_path / "gen").mkdir()
-    runs = [x for x in printed("demo-gen", given) if " -m " in x]
-    assert sum("extract bigan-sample" in x and "--n 5000" in x for x in runs) == 1
-    assert (
-        sum(f"--fake {tmp_path}/gen/samples-bigan --out {tmp_path}/gen/fd-bigan.json" in x for x in runs) == 1
-    )
-    assert "BiGAN" not in next(x for x in runs if "gen-table" in x)  # no FD file yet
-    (tmp_path / "gen" / "fd-bigan.json").write_text("{}")
-    table = next(x for x in printed("demo-gen", given) if "gen-table" in x)
-    assert f"--fd=BiGAN={tmp_path}/gen/fd-bigan.json" in table
 
 
 def test_the_bigan_curve_probes_and_scores_each_snapshot_that_exists_then_chooses_on_validation(tmp_path):
