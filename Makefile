@@ -66,7 +66,7 @@ card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trai
 	@$(call old_experiment,card-demo)
 
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each snapshot of make train-demo's stages 2 and 3 (CURVE_RUN=runs/demo-fmnist) -> table and figure
-	@$(call old_experiment,demo-curve)
+	@$(call experiment,demo-curve)
 
 demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
 	@$(call old_experiment,demo-table)

@@ -1,18 +1,28 @@
-"""The demo model as a generator: its samples scored against the test split (demo-gen)."""
+"""The demo model as a generator (demo-gen: its samples scored against the test split) and over
+training (demo-curve: probes and samples of each checkpoint)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from diffprobe.experiments.builders import extraction
 from diffprobe.experiments.registry import Steps, experiment
 from diffprobe.experiments.settings import Settings
-from diffprobe.experiments.steps import Command, Copy, Say
+from diffprobe.experiments.steps import Command, Copy, Extract, Say
+from diffprobe.experiments.stores import made
 
 # the card run's probe table (make card-demo), else the one committed beside the model card
 CARD_PROBES = Path("results/card/probe_results.csv")
 EVIDENCE_PROBES = Path("evidence/demo-card.runs.csv")
+CLASSIFIER = Path("extract/weights/fmnist-classifier.pt")
+# the first stage's exported EMA (5,000 steps), committed beside the continued runs' evidence
+FIRST_STAGE = Path("evidence/demo-continue/first-stage.pt")
+# make train-demo keeps an EMA snapshot every 1,000 steps: stage 2 stops after 4,000, stage 3 runs 6,000
+STAGE_SNAPSHOTS = (("stage2", 4), ("stage3", 6))
+# the encoder's best point (the first-stage weights' best) and the paper's, on the same stores
+CURVE_POINTS = (("best", "t10/b9/full"), ("paper", "t150/b24/full"))
 
 
 @dataclass(frozen=True)
@@ -86,3 +96,125 @@ def gen_table(s: GenSettings, bigan_fd: Path) -> Command:
     argv = ["gen-table", *(word for fd in fds for word in ("--fd", fd))]
     argv += ["--probe-table", str(probe_table(s)), "--feature-net", str(s.gen_feature_net)]
     return Command("analysis", (*argv, "--out", f"{s.gen_out}/generation.json"))
+
+
+@dataclass(frozen=True)
+class CurveSettings(Settings):
+    curve_run: Path
+    # LABEL=PATH items (a bare path is labelled by its stem); empty: FIRST_STAGE and CURVE_RUN's snapshots
+    curve_ckpts: tuple[str, ...]
+    curve_n: int
+    curve_gen_n: int
+    curve_dir: Path
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    label: str
+    path: Path
+
+
+def checkpoint(item: str) -> Checkpoint:
+    """An item LABEL=PATH, or a bare path labelled by its file name's stem."""
+    label, eq, path = item.partition("=")
+    return Checkpoint(label, Path(path)) if eq else Checkpoint(Path(item).stem, Path(item))
+
+
+def training_checkpoints(run: Path) -> tuple[Checkpoint, ...]:
+    """The first stage's weights, then each snapshot of `run`'s stages 2 and 3, labelled by its
+    steps after the first stage (each stage numbers its snapshots from 1,000)."""
+    found, done = [Checkpoint("ema-step0", FIRST_STAGE)], 0
+    for stage, count in STAGE_SNAPSHOTS:
+        for k in range(1, count + 1):
+            path = run / stage / "snapshots" / f"ema-step{k * 1000}.pt"
+            found.append(Checkpoint(f"ema-step{done + k * 1000}", path))
+        done += count * 1000
+    return tuple(found)
+
+
+def curve_extraction(s: CurveSettings, ckpt: Checkpoint, split: str) -> Extract:
+    """One checkpoint's store of a split (CURVE_N training images, every test image)."""
+    limit = s.curve_n if split == "train" else None
+    store_out = s.curve_dir / "cache" / ckpt.label
+    at = replace(s, ckpt=ckpt.path, limit=limit, store_out=store_out, args="--micro-batch 64 --no-progress")
+    return extraction(at, split)
+
+
+def curve_probe(s: CurveSettings, ckpt: Checkpoint, point: str, features: str) -> Command:
+    """A linear probe of one checkpoint at one point, chosen on a 10% validation carve."""
+    train, test = (curve_extraction(s, ckpt, split).cfg.store.out for split in ("train", "test"))
+    argv = ("train", "--train", str(train), "--test", str(test), "--features", features, "--head", "linear")
+    argv += (
+        "--lr",
+        "1e-3,3e-3,1e-2",
+        "--wd",
+        "0",
+        "--epochs",
+        "10",
+        "--results",
+        str(s.curve_dir / "results"),
+    )
+    return Command("probe", (*argv, "--no-progress", "--name", f"{ckpt.label}-{point}"))
+
+
+def curve_samples(s: CurveSettings, ckpt: Checkpoint) -> tuple[Command, Command]:
+    """CURVE_GEN_N samples of one checkpoint (DDIM, 50 steps), and their FD against the test split."""
+    samples, fd = s.curve_dir / "samples" / ckpt.label, s.curve_dir / "results" / f"{ckpt.label}-fd.json"
+    argv = ("sample", "--model", s.model, "--ckpt", str(ckpt.path), "--num-samples", str(s.curve_gen_n))
+    sample = Command(
+        "extract",
+        (
+            *argv,
+            "--sampler",
+            "ddim",
+            "--steps",
+            "50",
+            "--batch-size",
+            "50",
+            "--no-progress",
+            "--out",
+            str(samples),
+        ),
+    )
+    argv = ("fid", "--data", s.data, "--split", "test", "--features", f"classifier:{CLASSIFIER}")
+    return sample, Command("analysis", (*argv, "--fake", str(samples), "--no-progress", "--out", str(fd)))
+
+
+@experiment("demo-curve", cls=CurveSettings)
+def demo_curve(s: CurveSettings) -> Steps:
+    """representation over training: for each checkpoint of CURVE_CKPTS that exists (items
+    LABEL=PATH; by default the first stage's exported EMA as ema-step0, then make train-demo's
+    stage 2 snapshots in CURVE_RUN, ema-step1000 to 4000, and stage 3's, 5000 to 10000), linear-probe
+    test top-1 at the encoder's best point (t=10, b=9, full map) and at the paper's (t=150, b=24,
+    full 2x2 map), chosen on a 10% validation carve of CURVE_N training images, on all 10,000 test
+    images; and the FD, precision and recall of CURVE_GEN_N samples (DDIM, 50 steps) against the
+    test split in the classifier's features. Then one table and one figure over the checkpoints in
+    their order. Steps are skipped when their output exists, so it resumes, and it can be rerun as
+    more snapshots appear.
+
+    Stores, results and samples all go under CURVE_DIR (cache/LABEL, results, samples/LABEL)."""
+    ckpts = tuple(map(checkpoint, s.curve_ckpts)) or training_checkpoints(s.curve_run)
+    results = s.curve_dir / "results"
+    for split in ("train", "test"):
+        for ckpt in (c for c in ckpts if c.path.exists()):
+            step = curve_extraction(s, ckpt, split)
+            if not made(step.cfg.store.out):
+                yield step
+    for point, features in CURVE_POINTS:
+        for ckpt in (c for c in ckpts if c.path.exists()):
+            if not (results / f"{ckpt.label}-{point}.json").exists():
+                yield curve_probe(s, ckpt, point, features)
+    for ckpt in (c for c in ckpts if c.path.exists()):
+        yield curve_samples(s, ckpt)[0]
+    for ckpt in (c for c in ckpts if c.path.exists()):
+        if not (results / f"{ckpt.label}-fd.json").exists():
+            yield curve_samples(s, ckpt)[1]
+    yield curve_table(results)
+
+
+def curve_table(results: Path) -> Command:
+    """One table and one figure over the checkpoints, in their order."""
+    title = "demo-fmnist over training: linear probe (t=10 b=9; t=150 b=24) and FD"
+    argv = ("table", "--rows-from", f"{results}/{{row}}-{{head}}.json", "--head", "best,paper")
+    argv += ("--fd-from", f"{results}/{{row}}-fd.json", "--plot", f"{results}/curve.png", "--title", title)
+    return Command("analysis", (*argv, "--out", f"{results}/curve.md"))
