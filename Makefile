@@ -75,7 +75,7 @@ finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with 
 	@$(call experiment,finetune)
 
 demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads at the demo's best block, and from random init (about 40 min on 2 cores)
-	@$(call old_experiment,demo-finetune)
+	@$(call experiment,demo-finetune)
 
 demo-finetune-matched: $(VENV_STAMP) fashion-mnist ## fine-tuned vs frozen at matched budgets: no augmentation, one head-lr grid, 15 epochs, raw features, validation selection, a paired interval (about 1.5 h)
 	@$(call old_experiment,demo-finetune-matched)

@@ -1,4 +1,4 @@
 """Imports every module of experiments, so each registers itself (the registry imports this)."""
 
 from diffprobe.experiments import core, paper, tools  # noqa: F401
-from diffprobe.experiments import generation  # noqa: F401
+from diffprobe.experiments import finetuning, generation  # noqa: F401
