@@ -78,7 +78,7 @@ demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads
 	@$(call experiment,demo-finetune)
 
 demo-finetune-matched: $(VENV_STAMP) fashion-mnist ## fine-tuned vs frozen at matched budgets: no augmentation, one head-lr grid, 15 epochs, raw features, validation selection, a paired interval (about 1.5 h)
-	@$(call old_experiment,demo-finetune-matched)
+	@$(call experiment,demo-finetune-matched)
 
 demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-tuned demo encoder (after make demo-finetune; a few minutes)
 	@$(call old_experiment,demo-finetune-cka)
