@@ -81,7 +81,7 @@ demo-finetune-matched: $(VENV_STAMP) fashion-mnist ## fine-tuned vs frozen at ma
 	@$(call experiment,demo-finetune-matched)
 
 demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-tuned demo encoder (after make demo-finetune; a few minutes)
-	@$(call old_experiment,demo-finetune-cka)
+	@$(call experiment,demo-finetune-cka)
 
 sample: $(VENV_STAMP) ## draw N images: make sample [MODEL= CKPT= RANDOM=1 SAMPLE_N= SAMPLE_STEPS= SAMPLER=ddpm|ddim SAMPLE_OUT= SAMPLE_ARGS=]
 	@$(call experiment,sample)

@@ -10,7 +10,7 @@ from pathlib import Path
 from diffprobe.experiments.builders import extraction
 from diffprobe.experiments.registry import Steps, experiment
 from diffprobe.experiments.settings import Settings, format_value
-from diffprobe.experiments.steps import Command, Copy, Extract
+from diffprobe.experiments.steps import Command, Copy, Extract, Need, extract_config
 from diffprobe.experiments.stores import made
 
 
@@ -117,3 +117,31 @@ def demo_finetune_matched(s: MatchedSettings) -> Steps:
     )
     yield Command("analysis", (*finetuned, "--b", f"{out}/frozen-standardized.json"))
     yield Command("probe", ("table", "--results", str(out)))
+
+
+def cka_store(s: FinetuneCkaSettings, out: Path, *weights: str) -> Extract:
+    """Blocks 1..9 at t=10 (pool 2, and the full map) of FT_CKA_N test images, into `out`."""
+    argv = ("run", "--split", "test", "--limit", str(s.ft_cka_n), "-t", "10", "-b", "1,2,3,4,5,6,7,8,9")
+    argv += ("--pool", "2,full", "--no-progress", *weights, "--out", str(out))
+    return Extract(argv, extract_config(argv), s.images_per_s)
+
+
+@experiment("demo-finetune-cka", cls=FinetuneCkaSettings)
+def demo_finetune_cka(s: FinetuneCkaSettings) -> Steps:
+    """how far fine-tuning moved each block: linear CKA between the frozen and the fine-tuned
+    U-Net's blocks 1..9 (t=10, pool 2, and b=9's full map) on FT_CKA_N test images; needs
+    demo-finetune's export"""
+    folder, finetuned = s.ft_dir / "cka", s.ft_dir / "trained" / "finetuned.pt"
+    yield Need(finetuned, f"{finetuned} missing: run make demo-finetune first")
+    yield cka_store(s, folder / "frozen.zarr")
+    yield cka_store(s, folder / "finetuned.zarr", "--ckpt", str(finetuned))
+    stores = ("--store", str(folder / "frozen.zarr"), "--store", str(folder / "finetuned.zarr"))
+    maps = (
+        ("cka-p2", ("--pool", "2"), "demo-fmnist t=10, pool 2: frozen vs fine-tuned to b=9"),
+        ("cka-b9-full", ("--pool", "full", "-b", "9"), "demo-fmnist t=10, b=9 full map"),
+    )
+    for name, at, title in maps:
+        argv = ("cka", *stores, "--labels", "frozen,fine-tuned", *at, "--title", title, "--no-progress")
+        yield Command("analysis", (*argv, "--out", str(folder / f"{name}.png")))
+    for name in ("cka-p2.json", "cka-p2.png", "cka-b9-full.json"):
+        yield Copy(folder / name, Path("evidence/demo-finetune") / name)
