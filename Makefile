@@ -94,7 +94,7 @@ experiments: $(VENV_STAMP) ## list the experiments with their rows
 
 # ---------------------------------------------------------------- tools
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net as the shipped weights were, in three resumable stages (15,000 steps, about 5.5 h on 2 CPU cores), and export its EMA (fp16)
-	@$(call old_experiment,train-demo)
+	@$(call experiment,train-demo)
 
 verify: $(VENV_STAMP) ## check stores are whole (shards, checksums, NaN, consistency): make verify [STORE=path] (default: every store in OUT)
 	@stores="$(or $(STORE),$(wildcard $(or $(OUT),cache)/*.zarr))"; test -n "$$stores" || { echo "no stores in $(or $(OUT),cache): give STORE=path"; exit 1; }; \
