@@ -1,6 +1,7 @@
 """The demo's encoder fine-tuned against frozen heads: at the demo's best point (demo-finetune),
 at matched budgets (demo-finetune-matched), and how far fine-tuning moved each block
-(demo-finetune-cka). Stores and results go under FT_DIR (cache, results)."""
+(demo-finetune-cka). Stores and results go under FT_DIR (cache, results) unless STORE_OUT or
+RESULTS is given."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from diffprobe.experiments.stores import made
 @dataclass(frozen=True)
 class FinetuneSettings(Settings):
     ft_dir: Path
+    # empty: FT_DIR/results
+    results: Path | None
     ft_n: int
     ft_epochs: int
 
@@ -35,7 +38,7 @@ class FinetuneCkaSettings(Settings):
 
 
 def results(s: FinetuneSettings) -> Path:
-    return s.ft_dir / "results"
+    return s.results or s.ft_dir / "results"
 
 
 def finetune(s: FinetuneSettings, out: str, name: str, *extra: str) -> Command:
@@ -56,7 +59,7 @@ def finetune(s: FinetuneSettings, out: str, name: str, *extra: str) -> Command:
 
 def frozen_stores(s: FinetuneSettings) -> tuple[Extract, Extract]:
     """The frozen encoder's stores: the same FT_N training images, and every test image."""
-    at = replace(s, store_out=s.ft_dir / "cache", args="--micro-batch 64 --no-progress")
+    at = replace(s, store_out=s.store_out or s.ft_dir / "cache", args="--micro-batch 64 --no-progress")
     return extraction(replace(at, limit=s.ft_n), "train"), extraction(replace(at, limit=None), "test")
 
 

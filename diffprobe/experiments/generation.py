@@ -106,6 +106,8 @@ class CurveSettings(Settings):
     curve_n: int
     curve_gen_n: int
     curve_dir: Path
+    # empty: CURVE_DIR/results
+    results: Path | None
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,14 @@ def training_checkpoints(run: Path) -> tuple[Checkpoint, ...]:
     return tuple(found)
 
 
+def curve_results(s: CurveSettings) -> Path:
+    return s.results or s.curve_dir / "results"
+
+
 def curve_extraction(s: CurveSettings, ckpt: Checkpoint, split: str) -> Extract:
     """One checkpoint's store of a split (CURVE_N training images, every test image)."""
     limit = s.curve_n if split == "train" else None
-    store_out = s.curve_dir / "cache" / ckpt.label
+    store_out = (s.store_out or s.curve_dir / "cache") / ckpt.label
     at = replace(s, ckpt=ckpt.path, limit=limit, store_out=store_out, args="--micro-batch 64 --no-progress")
     return extraction(at, split)
 
@@ -152,14 +158,14 @@ def curve_probe(s: CurveSettings, ckpt: Checkpoint, point: str, features: str) -
         "--epochs",
         "10",
         "--results",
-        str(s.curve_dir / "results"),
+        str(curve_results(s)),
     )
     return Command("probe", (*argv, "--no-progress", "--name", f"{ckpt.label}-{point}"))
 
 
 def curve_samples(s: CurveSettings, ckpt: Checkpoint) -> tuple[Command, Command]:
     """CURVE_GEN_N samples of one checkpoint (DDIM, 50 steps), and their FD against the test split."""
-    samples, fd = s.curve_dir / "samples" / ckpt.label, s.curve_dir / "results" / f"{ckpt.label}-fd.json"
+    samples, fd = s.curve_dir / "samples" / ckpt.label, curve_results(s) / f"{ckpt.label}-fd.json"
     argv = ("sample", "--model", s.model, "--ckpt", str(ckpt.path), "--num-samples", str(s.curve_gen_n))
     sample = Command(
         "extract",
@@ -192,9 +198,10 @@ def demo_curve(s: CurveSettings) -> Steps:
     their order. Steps are skipped when their output exists, so it resumes, and it can be rerun as
     more snapshots appear.
 
-    Stores, results and samples all go under CURVE_DIR (cache/LABEL, results, samples/LABEL)."""
+    Stores, results and samples go under CURVE_DIR (cache/LABEL, results, samples/LABEL) unless
+    STORE_OUT (then STORE_OUT/LABEL) or RESULTS is given."""
     ckpts = tuple(map(checkpoint, s.curve_ckpts)) or training_checkpoints(s.curve_run)
-    results = s.curve_dir / "results"
+    results = curve_results(s)
     for split in ("train", "test"):
         for ckpt in (c for c in ckpts if c.path.exists()):
             step = curve_extraction(s, ckpt, split)
