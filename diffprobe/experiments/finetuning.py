@@ -44,16 +44,8 @@ def results(s: FinetuneSettings) -> Path:
 def finetune(s: FinetuneSettings, out: str, name: str, *extra: str) -> Command:
     """`probe finetune` of the U-Net up to B on FT_N seeded training images (10% carved for validation)."""
     coords = ("-t", format_value(s.t), "-b", format_value(s.b), "--pool", format_value(s.pool))
-    argv = (
-        "finetune",
-        "--out",
-        str(s.ft_dir / out),
-        *coords,
-        "--limit",
-        str(s.ft_n),
-        "--recipe",
-        "diffprobe",
-    )
+    argv = ("finetune", "--out", str(s.ft_dir / out), *coords, "--limit", str(s.ft_n))
+    argv += ("--recipe", "diffprobe")
     return Command("probe", (*argv, *extra, "--name", name))
 
 
@@ -80,9 +72,8 @@ def demo_finetune(s: FinetuneSettings) -> Steps:
     yield finetune(s, "trained", "finetuned-diffusion-init", *common)
     yield finetune(s, "random", "finetuned-random-init", "--random-init", *common)
     yield from frozen_stores(s)
-    yield frozen_probe(
-        s, "frozen-linear", "--head", "linear", "--lr", "1e-3,3e-3,1e-2", "--wd", "0", "--epochs", "10"
-    )
+    linear = ("--head", "linear", "--lr", "1e-3,3e-3,1e-2", "--wd", "0", "--epochs", "10")
+    yield frozen_probe(s, "frozen-linear", *linear)
     attention = ("--head", "attention", "--head-opt", "width=256", "--lr", "1e-3", "--wd", "0.05")
     yield frozen_probe(s, "frozen-attention", *attention, "--epochs", str(s.ft_epochs))
     yield Command("probe", ("table", "--results", str(results(s))))
@@ -115,9 +106,8 @@ def demo_finetune_matched(s: MatchedSettings) -> Steps:
     yield frozen_probe(s, "frozen", *head, "--no-standardize")
     yield frozen_probe(s, "frozen-standardized", *head)
     finetuned = ("diff", "--a", f"{out}/finetuned.json")
-    yield Command(
-        "analysis", (*finetuned, "--b", f"{out}/frozen.json", "--out", f"{out}/finetuned-minus-frozen.json")
-    )
+    minus = ("--out", f"{out}/finetuned-minus-frozen.json")
+    yield Command("analysis", (*finetuned, "--b", f"{out}/frozen.json", *minus))
     yield Command("analysis", (*finetuned, "--b", f"{out}/frozen-standardized.json"))
     yield Command("probe", ("table", "--results", str(out)))
 

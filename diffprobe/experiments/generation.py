@@ -150,16 +150,7 @@ def curve_probe(s: CurveSettings, ckpt: Checkpoint, point: str, features: str) -
     """A linear probe of one checkpoint at one point, chosen on a 10% validation carve."""
     train, test = (curve_extraction(s, ckpt, split).cfg.store.out for split in ("train", "test"))
     argv = ("train", "--train", str(train), "--test", str(test), "--features", features, "--head", "linear")
-    argv += (
-        "--lr",
-        "1e-3,3e-3,1e-2",
-        "--wd",
-        "0",
-        "--epochs",
-        "10",
-        "--results",
-        str(curve_results(s)),
-    )
+    argv += ("--lr", "1e-3,3e-3,1e-2", "--wd", "0", "--epochs", "10", "--results", str(curve_results(s)))
     return Command("probe", (*argv, "--no-progress", "--name", f"{ckpt.label}-{point}"))
 
 
@@ -167,21 +158,8 @@ def curve_samples(s: CurveSettings, ckpt: Checkpoint) -> tuple[Command, Command]
     """CURVE_GEN_N samples of one checkpoint (DDIM, 50 steps), and their FD against the test split."""
     samples, fd = s.curve_dir / "samples" / ckpt.label, curve_results(s) / f"{ckpt.label}-fd.json"
     argv = ("sample", "--model", s.model, "--ckpt", str(ckpt.path), "--num-samples", str(s.curve_gen_n))
-    sample = Command(
-        "extract",
-        (
-            *argv,
-            "--sampler",
-            "ddim",
-            "--steps",
-            "50",
-            "--batch-size",
-            "50",
-            "--no-progress",
-            "--out",
-            str(samples),
-        ),
-    )
+    argv += ("--sampler", "ddim", "--steps", "50", "--batch-size", "50", "--no-progress")
+    sample = Command("extract", (*argv, "--out", str(samples)))
     argv = ("fid", "--data", s.data, "--split", "test", "--features", f"classifier:{CLASSIFIER}")
     return sample, Command("analysis", (*argv, "--fake", str(samples), "--no-progress", "--out", str(fd)))
 
