@@ -72,7 +72,7 @@ card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trai
 	@$(call experiment,card-demo)
 
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each snapshot of make train-demo's stages 2 and 3 (CURVE_RUN=runs/demo-fmnist) -> table and figure
-	@$(call old_experiment,demo-curve)
+	@$(call experiment,demo-curve)
 
 demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
 	@$(call experiment,demo-table)
@@ -81,26 +81,26 @@ finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with 
 	@$(call experiment,finetune)
 
 demo-finetune: $(VENV_STAMP) fashion-mnist ## fine-tuned encoder vs frozen heads at the demo's best block, and from random init (about 40 min on 2 cores)
-	@$(call old_experiment,demo-finetune)
+	@$(call experiment,demo-finetune)
 
 demo-finetune-matched: $(VENV_STAMP) fashion-mnist ## fine-tuned vs frozen at matched budgets: no augmentation, one head-lr grid, 15 epochs, raw features, validation selection, a paired interval (about 1.5 h)
-	@$(call old_experiment,demo-finetune-matched)
+	@$(call experiment,demo-finetune-matched)
 
 demo-finetune-cka: $(VENV_STAMP) fashion-mnist ## CKA per block, frozen vs fine-tuned demo encoder (after make demo-finetune; a few minutes)
-	@$(call old_experiment,demo-finetune-cka)
+	@$(call experiment,demo-finetune-cka)
 
 sample: $(VENV_STAMP) ## draw N images: make sample [MODEL= CKPT= RANDOM=1 SAMPLE_N= SAMPLE_STEPS= SAMPLER=ddpm|ddim SAMPLE_OUT= SAMPLE_ARGS=]
 	@$(call experiment,sample)
 
 demo-gen: $(VENV_STAMP) fashion-mnist ## demo samples (trained, random control, BiGAN if its weights exist) -> FD, precision, recall vs Fashion-MNIST test in a classifier's features -> table (GEN_N= GEN_STEPS=)
-	@$(call old_experiment,demo-gen)
+	@$(call experiment,demo-gen)
 
 experiments: $(VENV_STAMP) ## list the experiments with their rows
 	@$(PY) -m diffprobe experiment; $(PY) -m extract experiment
 
 # ---------------------------------------------------------------- tools
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net as the shipped weights were, in three resumable stages (15,000 steps, about 5.5 h on 2 CPU cores), and export its EMA (fp16)
-	@$(call old_experiment,train-demo)
+	@$(call experiment,train-demo)
 
 verify: $(VENV_STAMP) ## check stores are whole (shards, checksums, NaN, consistency): make verify [STORE=path] (default: every store in OUT)
 	@stores="$(or $(STORE),$(wildcard $(or $(OUT),cache)/*.zarr))"; test -n "$$stores" || { echo "no stores in $(or $(OUT),cache): give STORE=path"; exit 1; }; \

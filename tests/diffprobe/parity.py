@@ -2,9 +2,11 @@
 
 Record the old runner's lines of a case (while extract/experiments/NAME.toml still exists):
 
-    PYTHONPATH=$PWD .venv/bin/python -m tests.diffprobe.parity record NAME [--row R] [k=v ...]
+    PYTHONPATH=$PWD .venv/bin/python -m tests.diffprobe.parity record NAME [--row R] [--file P ...] [k=v ...]
 
-adds the case to parity/NAME.json (one file per experiment); `check` compares every case with
+adds the case to parity/NAME.json (one file per experiment). Both runners run in an empty folder
+holding only the case's files (`--file P`: an empty file at the relative path P), so a step that
+depends on a file being there sees the same disk in both; `check` compares every case with
 `diffprobe experiment` (also
 tests/diffprobe/test_parity.py). A command matches when the stage's own parser reads the same
 options from both lines (order and options left at their default do not matter); other lines
@@ -17,8 +19,10 @@ from __future__ import annotations
 import importlib
 import json
 import shlex
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 DATA = Path(__file__).with_name("parity")  # one NAME.json of cases per experiment
@@ -30,11 +34,22 @@ def cases() -> list[dict]:
     return [case for path in sorted(DATA.glob("*.json")) for case in json.loads(path.read_text())]
 
 
-def old_lines(name: str, row: str | None, sets: dict[str, str]) -> list[str]:
-    """The old runner's dry run, `python -m STAGE` spelled `diffprobe STAGE`, --plan lines left out."""
+def make_files(folder: Path, files: list[str]) -> None:
+    """The case's files, empty, under `folder` (what its steps' conditions look for)."""
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).touch()
+
+
+def old_lines(name: str, row: str | None, sets: dict[str, str], files: list[str] = ()) -> list[str]:
+    """The old runner's dry run in an empty folder holding `files`, `python -m STAGE` spelled
+    `diffprobe STAGE`, --plan lines left out."""
     argv = [sys.executable, "-m", "extract", "experiment", name, "--dry-run"]
     argv += [*(["--row", row] if row else []), *(f"--set={k}={v}" for k, v in sets.items())]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as folder:
+        make_files(Path(folder), list(files))
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=folder, env=env)
     lines = []
     for line in done.stdout.splitlines():
         words = line.split(" ", 3)
@@ -93,16 +108,26 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["record"]:
         name, rest = argv[1], argv[2:]
         row = rest[rest.index("--row") + 1] if "--row" in rest else None
+        files = [rest[i + 1] for i, w in enumerate(rest) if w == "--file"]
         sets = {"out": OUT, **dict(w.split("=", 1) for w in rest if "=" in w)}
         path = DATA / f"{name}.json"
         found = json.loads(path.read_text()) if path.is_file() else []
-        found = [c for c in found if (c["row"], c["sets"]) != (row, sets)]
-        found.append({"name": name, "row": row, "sets": sets, "lines": old_lines(name, row, sets)})
+        found = [c for c in found if (c["row"], c["sets"], c.get("files", [])) != (row, sets, files)]
+        case = {"name": name, "row": row, "sets": sets}
+        case |= {"files": files} if files else {}
+        found.append({**case, "lines": old_lines(name, row, sets, files)})
         path.write_text(json.dumps(found, indent=1) + "\n")
         return 0
-    failed = 0
+    failed, here = 0, Path.cwd()
     for case in cases():
-        problems = differences(case["lines"], new_lines(case["name"], case["row"], case["sets"]))
+        with tempfile.TemporaryDirectory() as folder:
+            make_files(Path(folder), case.get("files", []))
+            os.chdir(folder)
+            try:
+                new = new_lines(case["name"], case["row"], case["sets"])
+            finally:
+                os.chdir(here)
+        problems = differences(case["lines"], new)
         failed += bool(problems)
         print(f"{'FAIL' if problems else 'ok  '} {case['name']} {case['row'] or ''} {case['sets']}")
         print("\n".join(problems)) if problems else None

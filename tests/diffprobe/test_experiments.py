@@ -174,13 +174,17 @@ def test_every_experiment_is_registered_with_a_description():
 
 
 @pytest.mark.parametrize(
-    "case", parity.cases(), ids=lambda c: f"{c['name']}-{c['row'] or ''}-{len(c['sets'])}"
+    "case",
+    parity.cases(),
+    ids=lambda c: f"{c['name']}-{c['row'] or ''}-{len(c['sets'])}-{len(c.get('files', []))}",
 )
 def test_dry_runs_print_what_the_old_runner_printed(case, tmp_path, monkeypatch):
     """Command for command against the old runner's lines, recorded in parity/NAME.json (plans are
     left out here: their row counts depend on which data this machine has)."""
     monkeypatch.chdir(tmp_path)  # OUT is relative: no record there
-    for shipped in ("extract", "evidence"):  # the weights and files the cases found at the root
-        (tmp_path / shipped).symlink_to(parity.ROOT / shipped)
+    if case.get("at_root"):  # recorded at the repository's root: the shipped weights and evidence there
+        for shipped in ("extract", "evidence"):
+            (tmp_path / shipped).symlink_to(parity.ROOT / shipped)
+    parity.make_files(tmp_path, case.get("files", []))
     new = parity.new_lines(case["name"], case["row"], case["sets"], plans=False)
     assert parity.differences(case["lines"], new, plans=False) == []

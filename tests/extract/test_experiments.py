@@ -105,7 +105,7 @@ def test_unless_exists_skips_and_record_writes(tmp_path, fmnist_env):
 
     r = Runner(dry=False)
     r.echo = lambda *a, **k: None
-    _, s = resolve("demo-gen", {"out": str(tmp_path), "t": "5"})
+    _, s = resolve(experiment_names()[0], {"out": str(tmp_path), "t": "5"})
     r.write_record(s)
     assert json.loads((tmp_path / "last-extract.json").read_text())["t"] == "5"
     step = {"each": "split", "unless_exists": "{pixels:split}", "run": "extract pixels --split {split}"}
@@ -191,7 +191,7 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
         labelled.format("{label:f} {path:f} {label:g} {path:g}")
         == "ema-step5000 runs/s3/snapshots/ema-step1000.pt ema-step1000 runs/s2/snapshots/ema-step1000.pt"
     )
-    _, settings = resolve("demo-gen", {"out": str(tmp_path)})
+    _, settings = resolve(experiment_names()[0], {"out": str(tmp_path)})
     rec = Recorder()
     step = {"only_if": str(tmp_path / "w.pt"), "only_if_hint": "no weights at {only}", "run": "extract run"}
     with pytest.raises(ValueError, match="unknown setting 'only'"):
@@ -201,60 +201,3 @@ def test_seeded_store_paths_literal_braces_and_only_if(tmp_path):
     (tmp_path / "w.pt").write_text("")
     rec.step(step, settings, {})
     assert rec.lines == ["no weights", "python -m extract run"]
-
-
-def test_the_generation_table_takes_the_bigan_samples_only_when_its_weights_exist(tmp_path):
-    given = {"bigan_weights": str(tmp_path / "bigan.pt"), "gen_out": str(tmp_path / "gen")}
-    runs = [x for x in printed("demo-gen", given) if " -m " in x]
-    assert not any("bigan" in x.lower() for x in runs)
-    (tmp_path / "bigan.pt").write_bytes(b"")
-    (tmp_path / "gen").mkdir()
-    runs = [x for x in printed("demo-gen", given) if " -m " in x]
-    assert sum("extract bigan-sample" in x and "--n 5000" in x for x in runs) == 1
-    assert (
-        sum(f"--fake {tmp_path}/gen/samples-bigan --out {tmp_path}/gen/fd-bigan.json" in x for x in runs) == 1
-    )
-    assert "BiGAN" not in next(x for x in runs if "gen-table" in x)  # no FD file yet
-    (tmp_path / "gen" / "fd-bigan.json").write_text("{}")
-    table = next(x for x in printed("demo-gen", given) if "gen-table" in x)
-    assert f"--fd=BiGAN={tmp_path}/gen/fd-bigan.json" in table
-
-
-def test_the_demo_curve_labels_each_stages_snapshots_by_steps_after_the_first_stage(tmp_path):
-    # stages 2 and 3 each number their snapshots from 1,000: the labels keep them apart, so no
-    # snapshot reuses another's store, results or samples
-    for stage in ("stage2", "stage3"):
-        (tmp_path / "run" / stage / "snapshots").mkdir(parents=True)
-        (tmp_path / "run" / stage / "snapshots" / "ema-step1000.pt").write_bytes(b"")
-    (tmp_path / "evidence" / "demo-continue").mkdir(parents=True)  # the working folder is tmp_path
-    (tmp_path / "evidence" / "demo-continue" / "first-stage.pt").write_bytes(b"")
-    runs = [
-        x
-        for x in printed("demo-curve", {"curve_run": str(tmp_path / "run"), "curve_dir": str(tmp_path / "c")})
-        if " -m " in x
-    ]
-    extracts = [x for x in runs if "extract run" in x]
-    assert len(extracts) == 4 + 2  # two snapshots and the first stage's weights; train and test stores
-    assert (
-        sum(
-            f"--ckpt {tmp_path}/run/stage3/snapshots/ema-step1000.pt" in x
-            and f"{tmp_path}/c/cache/ema-step5000/" in x
-            for x in extracts
-        )
-        == 2
-    )
-    assert (
-        sum(
-            f"--ckpt {tmp_path}/run/stage2/snapshots/ema-step1000.pt" in x
-            and f"{tmp_path}/c/cache/ema-step1000/" in x
-            for x in extracts
-        )
-        == 2
-    )
-    names = [x.split("--name ")[1].split()[0] for x in runs if "probe train" in x]
-    assert sorted(names) == sorted(
-        f"{label}-{point}"
-        for label in ("ema-step0", "ema-step1000", "ema-step5000")
-        for point in ("best", "paper")
-    )
-    assert sum(f"--out {tmp_path}/c/samples/ema-step5000" in x for x in runs) == 1
