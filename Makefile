@@ -1,7 +1,7 @@
 # diffprobe: the user's menu. `make help` lists the targets.
 # Experiments are Python functions in diffprobe/experiments/ (defaults in its settings.toml and
-# experiments.toml; those not yet moved there are TOML files in extract/experiments/); a variable
-# given here in upper case (make extract T=50 B=19,24) overrides the setting of that name.
+# experiments.toml); a variable given here in upper case (make extract T=50 B=19,24) overrides the
+# setting of that name.
 # DRY=1 prints an experiment's commands and each store's plan without running them.
 SHELL := /bin/bash
 PY := .venv/bin/python
@@ -9,7 +9,6 @@ VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml constraints.
 BENCH_OUT ?= evidence/bench
 # RANDOM is handed over as an option: bash, the recipes' shell, keeps $RANDOM for itself and never exports it
 experiment = $(PY) -m diffprobe experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
-old_experiment = $(PY) -m extract experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
 .PHONY: help install test test-fast lint fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
@@ -96,7 +95,7 @@ demo-gen: $(VENV_STAMP) fashion-mnist ## demo samples (trained, random control, 
 	@$(call experiment,demo-gen)
 
 experiments: $(VENV_STAMP) ## list the experiments with their rows
-	@$(PY) -m diffprobe experiment; $(PY) -m extract experiment
+	@$(PY) -m diffprobe experiment
 
 # ---------------------------------------------------------------- tools
 train-demo: $(VENV_STAMP) fashion-mnist ## train the demo U-Net as the shipped weights were, in three resumable stages (15,000 steps, about 5.5 h on 2 CPU cores), and export its EMA (fp16)

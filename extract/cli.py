@@ -274,36 +274,6 @@ def verify(stores, repair, ckpt, data_root):
     sys.exit(1 if failed else 0)
 
 
-@cli.command()
-@click.argument("name", required=False)
-@click.option("--row", help="the row of an experiment with rows (make paper ROW=...)")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="a setting (repeat); the make variable of the same name in upper case",
-)
-@click.option(
-    "--from-env",
-    is_flag=True,
-    help="also take each setting from an environment variable of its name in upper case (what make passes)",
-)
-@click.option("--dry-run/--run", default=False, help="print the commands without running them")
-@user_errors
-def experiment(name, row, sets, from_env, dry_run):
-    """Run (or print) an experiment written as data: extract/experiments/NAME.toml. No NAME: list them."""
-    import os
-
-    from extract.experiments.runner import Runner, describe, from_environment, parse_sets
-
-    if not name:
-        click.echo(describe())
-        return
-    given = {**(from_environment(name, dict(os.environ)) if from_env else {}), **parse_sets(list(sets))}
-    Runner(dry=dry_run).run(name, given, row)
-
-
 for command in (run, blocks, presets, pixels, backbone, features, bench, bench_io_cmd):
     cli.add_command(command)
 add_generate_commands(cli)

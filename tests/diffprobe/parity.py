@@ -1,17 +1,13 @@
-"""Parity of an experiment's dry run with the old TOML runner's, command by command.
+"""Every experiment's dry run against the command lines recorded in parity/NAME.json, command by
+command. The cases were recorded from the TOML runner these functions replaced, each in an empty
+folder holding only the case's files (an empty file at each relative path of "files"; a case with
+"at_root" was recorded at the repository's root, beside the shipped weights and evidence).
 
-Record the old runner's lines of a case (while extract/experiments/NAME.toml still exists):
+    PYTHONPATH=$PWD .venv/bin/python -m tests.diffprobe.parity
 
-    PYTHONPATH=$PWD .venv/bin/python -m tests.diffprobe.parity record NAME [--row R] [--file P ...] [k=v ...]
-
-adds the case to parity/NAME.json (one file per experiment). Both runners run in an empty folder
-holding only the case's files (`--file P`: an empty file at the relative path P), so a step that
-depends on a file being there sees the same disk in both; `check` compares every case with
-`diffprobe experiment` (also
-tests/diffprobe/test_parity.py). A command matches when the stage's own parser reads the same
-options from both lines (order and options left at their default do not matter); other lines
-match as text; `--plan` lines of the old runner are left out (the new runner prints each plan
-at once), and plans are compared only where the old runner printed them.
+checks every case (as tests/diffprobe/test_experiments.py does). A command matches when the
+stage's own parser reads the same options from both lines (order and options left at their
+default do not matter); other lines match as text; plans are compared where they were recorded.
 """
 
 from __future__ import annotations
@@ -20,14 +16,12 @@ import importlib
 import json
 import shlex
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 DATA = Path(__file__).with_name("parity")  # one NAME.json of cases per experiment
 ROOT = Path(__file__).resolve().parents[2]
-OUT = "parity-cache"  # every case's OUT: a folder that holds no record
 
 
 def cases() -> list[dict]:
@@ -39,26 +33,6 @@ def make_files(folder: Path, files: list[str]) -> None:
     for name in files:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).touch()
-
-
-def old_lines(name: str, row: str | None, sets: dict[str, str], files: list[str] = ()) -> list[str]:
-    """The old runner's dry run in an empty folder holding `files`, `python -m STAGE` spelled
-    `diffprobe STAGE`, --plan lines left out."""
-    argv = [sys.executable, "-m", "extract", "experiment", name, "--dry-run"]
-    argv += [*(["--row", row] if row else []), *(f"--set={k}={v}" for k, v in sets.items())]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryDirectory() as folder:
-        make_files(Path(folder), list(files))
-        done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=folder, env=env)
-    lines = []
-    for line in done.stdout.splitlines():
-        words = line.split(" ", 3)
-        if len(words) > 2 and words[1:3] == ["-m", words[2]] and words[0].endswith("python"):
-            if line.endswith(" --plan") or " --plan --images-per-s " in line:
-                continue
-            line = "diffprobe " + line.split(" ", 2)[2]
-        lines.append(line)
-    return lines
 
 
 def new_lines(name: str, row: str | None, sets: dict[str, str], plans: bool = True) -> list[str]:
@@ -105,19 +79,6 @@ def differences(old: list[str], new: list[str], plans: bool = True) -> list[str]
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["record"]:
-        name, rest = argv[1], argv[2:]
-        row = rest[rest.index("--row") + 1] if "--row" in rest else None
-        files = [rest[i + 1] for i, w in enumerate(rest) if w == "--file"]
-        sets = {"out": OUT, **dict(w.split("=", 1) for w in rest if "=" in w)}
-        path = DATA / f"{name}.json"
-        found = json.loads(path.read_text()) if path.is_file() else []
-        found = [c for c in found if (c["row"], c["sets"], c.get("files", [])) != (row, sets, files)]
-        case = {"name": name, "row": row, "sets": sets}
-        case |= {"files": files} if files else {}
-        found.append({**case, "lines": old_lines(name, row, sets, files)})
-        path.write_text(json.dumps(found, indent=1) + "\n")
-        return 0
     failed, here = 0, Path.cwd()
     for case in cases():
         with tempfile.TemporaryDirectory() as folder:
