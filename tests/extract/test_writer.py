@@ -69,6 +69,12 @@ def features(out: Path, **kw):
 
 
 KINDS = {"unet": unet, "pixels": pixels, "backbone": backbone, "features": features}
+# a random-init ResNet-50 costs several seconds a run: its cases go to the slow tier
+SLOW_KINDS = {"backbone"}
+
+
+def kinds(*names: str) -> list:
+    return [pytest.param(k, marks=pytest.mark.slow) if k in SLOW_KINDS else k for k in names or KINDS]
 
 
 def arrays(path: Path) -> dict:
@@ -95,7 +101,7 @@ def test_a_second_writer_is_refused(kind, tmp_path, fmnist_env):
     assert not out.exists()  # the lock is taken before anything is written: the refused run left nothing
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kinds())
 def test_a_run_that_died_mid_way_resumes_to_the_same_bytes(kind, tmp_path, fmnist_env, monkeypatch):
     KINDS[kind](tmp_path / "whole.zarr")
     out = tmp_path / "s.zarr"
@@ -120,7 +126,7 @@ def test_a_run_that_died_mid_way_resumes_to_the_same_bytes(kind, tmp_path, fmnis
     assert_same(tmp_path / "whole.zarr", out)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", kinds())
 def test_verify_repair_restores_a_corrupted_shard(kind, tmp_path, fmnist_env):
     KINDS[kind](tmp_path / "ref.zarr")
     out = tmp_path / "s.zarr"
@@ -135,7 +141,7 @@ def test_verify_repair_restores_a_corrupted_shard(kind, tmp_path, fmnist_env):
     assert_same(tmp_path / "ref.zarr", out)
 
 
-@pytest.mark.parametrize("kind", ["pixels", "backbone", "features"])
+@pytest.mark.parametrize("kind", kinds("pixels", "backbone", "features"))
 def test_the_same_command_again_resumes_and_other_arguments_are_refused(kind, tmp_path, fmnist_env):
     out = tmp_path / "s.zarr"
     first = KINDS[kind](out)

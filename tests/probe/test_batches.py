@@ -2,10 +2,12 @@
 on a class-sorted store they do not (which is what makes the check discriminate)."""
 
 import numpy as np
+import pytest
 
 from probe.bench.batches import distinct_per_batch, iid_distinct, label_store
 
 
+@pytest.mark.slow
 def test_a_shuffled_store_gives_near_iid_batches_and_a_class_sorted_one_does_not(tmp_path):
     classes, per_class, batch, window = 200, 60, 64, 2048  # a 2,048-row window of 64-row blocks
     sorted_labels = np.repeat(np.arange(classes), per_class)

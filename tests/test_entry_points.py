@@ -1,0 +1,28 @@
+"""The entry points in-process (their fresh-interpreter checks are in test_console.py, slow):
+each stage's `python -m` module and the `diffprobe` command's dispatch."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from diffprobe.cli import main
+
+
+@pytest.mark.parametrize("stage", ["extract", "probe", "analysis"])
+def test_each_stage_runs_as_a_module_through_its_click_group(stage):
+    module = importlib.import_module(f"{stage}.__main__")
+    assert module.main is importlib.import_module(f"{stage}.cli").main
+
+
+def test_diffprobe_lists_the_stages_and_hands_a_stage_its_arguments(capsys):
+    with pytest.raises(SystemExit) as done:
+        main([])
+    assert done.value.code == 0 and "Stages:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["probe", "--help"])
+    assert done.value.code == 0 and "Usage: diffprobe probe" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["gan"])
+    assert done.value.code == 2 and "unknown stage 'gan'" in capsys.readouterr().err
