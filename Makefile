@@ -1,7 +1,6 @@
 # diffprobe: the user's menu. `make help` lists the targets.
-# Experiments are Python functions in diffprobe/experiments/ (defaults in its settings.toml and
-# experiments.toml); a variable given here in upper case (make extract T=50 B=19,24) overrides the
-# setting of that name.
+# Experiments are Python functions in diffprobe/experiments/ (defaults: settings.toml, experiments.toml);
+# a variable given here in upper case (make extract T=50 B=19,24) overrides the setting of that name.
 # DRY=1 prints an experiment's commands and each store's plan without running them.
 SHELL := /bin/bash
 PY := .venv/bin/python
@@ -39,7 +38,7 @@ test-fast: $(VENV_STAMP) fashion-mnist ## the quick tier while working: every te
 	$(PY) -m pytest -q -m "not slow" tests
 
 lint: $(VENV_STAMP) ## ruff's checks and its formatting, checked over the whole tree (what CI runs first)
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 # ---------------------------------------------------------------- the three commands and the demo
 extract: $(VENV_STAMP) $(needs_data) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= VIEWS= AUG= ORDER= DTYPE= OUT= ARGS=]
