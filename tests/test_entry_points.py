@@ -26,3 +26,8 @@ def test_diffprobe_lists_the_stages_and_hands_a_stage_its_arguments(capsys):
     with pytest.raises(SystemExit) as done:
         main(["gan"])
     assert done.value.code == 2 and "unknown stage 'gan'" in capsys.readouterr().err
+
+
+def test_python_m_diffprobe_is_the_console_command():
+    module = importlib.import_module("diffprobe.__main__")
+    assert module.main is main
