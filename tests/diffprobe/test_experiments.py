@@ -158,6 +158,7 @@ def test_need_stops_a_run_and_record_writes_only_when_run(tmp_path):
     assert json.loads(record.path.read_text()) == {"t": "10"} and shown[0] == "no cache: run make extract"
 
 
+@pytest.mark.slow  # trains or runs a whole experiment (over 9 s)
 def test_the_demo_skips_pixel_stores_already_made(tmp_path, monkeypatch):
     monkeypatch.setattr("diffprobe.experiments.core.made", lambda path: "train" in str(path))
     lines = dry("demo", out=str(tmp_path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from diffprobe.experiments.registry import get_experiment, run_experiment
 
 
@@ -39,6 +41,7 @@ def test_the_generation_table_reads_the_card_runs_probe_table_once_it_exists(tmp
     assert "--probe-table mine.csv" in table
 
 
+@pytest.mark.slow  # trains or runs a whole experiment (over 9 s)
 def test_the_demo_curve_labels_each_stages_snapshots_by_steps_after_the_first_stage(tmp_path, monkeypatch):
     # stages 2 and 3 each number their snapshots from 1,000: the labels keep them apart, so no
     # snapshot reuses another's store, results or samples

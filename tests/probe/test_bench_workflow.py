@@ -87,6 +87,7 @@ def test_interval_is_the_t_interval():
     assert got["ci95"] == round(4.303 / math.sqrt(3), 2)
 
 
+@pytest.mark.slow  # trains or runs a whole experiment (over 9 s)
 def test_every_arm_trains_the_same_steps(fmnist_env):
     s = WorkflowSettings(
         images=64,

@@ -280,6 +280,7 @@ def test_bad_input_is_one_line(fmnist_env, tmp_path, args, message):
     )
 
 
+@pytest.mark.slow  # trains or runs a whole experiment (over 9 s)
 def test_the_diffssl_recipe_updates_fp16_convolutions_in_place_on_all_of_train(
     fmnist_env, tmp_path, monkeypatch
 ):
@@ -343,6 +344,7 @@ def test_other_recipes_keep_fp32_weights(recipe):
     assert FT_RECIPES[recipe].fp16_weights is False and FT_RECIPES["diffssl"].fp16_weights is True
 
 
+@pytest.mark.slow  # trains or runs a whole experiment (over 9 s)
 def test_the_test_split_is_scored_along_the_way_and_only_reported(fmnist_env, tmp_path):
     """diffssl's eval_interval: the recipe scores the test split every 7 epochs; the scores are
     reported beside the result (the last one is the reported test top-1) and pick nothing. Every
