@@ -149,7 +149,8 @@ def bench_full_maps(
     import tempfile
     from pathlib import Path
 
-    import torch  # noqa: F401 - loaded before any measurement, so the tiles path's peak is its arrays, not torch's import
+    # loaded before any measurement, so the tiles path's peak is its arrays, not torch's import
+    import torch  # noqa: F401
 
     from analysis.cka_config import CkaConfig
     from analysis.compare import cka_map

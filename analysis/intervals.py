@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.tables import expand, read_results  # noqa: F401 - expand: results files from lists and globs, importable from here
+# expand: results files from lists and globs, importable from here
+from probe.tables import expand, read_results  # noqa: F401
 
 # `-s<k>`, `-seed<k>` (or `_s<k>`, `_seed<k>`) at the end of a run's name marks a seed of one configuration
 SEED_SUFFIX = re.compile(r"^(?P<config>.+?)[-_](?:s|seed)(?P<seed>\d+)$")

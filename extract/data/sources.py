@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from extract.store.schema import CONTENT_BYTES, DataError  # noqa: F401 - DataError: shared by every stage, defined in the schema
+# DataError: shared by every stage, defined in the schema
+from extract.store.schema import CONTENT_BYTES, DataError  # noqa: F401
 
 FASHION_MNIST_ENV = "FASHION_MNIST_DIR"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -37,7 +37,8 @@ from tests.extract.test_cli import assert_one_line_error, invoke
 
 TINY = ("tiny-sd", "tiny-dit")
 BLOCK_RE = re.compile(
-    r"^(down_blocks|up_blocks)\.\d+(\.(resnets|attentions)\.\d+)?$|^mid_block(\.(resnets|attentions)\.\d+)?$|^transformer_blocks\.\d+$"
+    r"^(down_blocks|up_blocks)\.\d+(\.(resnets|attentions)\.\d+)?$"
+    r"|^mid_block(\.(resnets|attentions)\.\d+)?$|^transformer_blocks\.\d+$"
 )
 
 

@@ -186,7 +186,8 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path, fmnist_env, point, one_pr
             exists = (tmp_path / "cut.zarr").exists()
             try:
                 done = FeatureStore.open(tmp_path / "cut.zarr").done_shards()
-            except Exception:  # noqa: BLE001 - a store caught mid-write reads as "not there yet", whatever zarr raises
+            # a store caught mid-write reads as "not there yet", whatever zarr raises
+            except Exception:  # noqa: BLE001
                 done = np.zeros(1, dtype=bool)
             if KILL_POINTS[point](done, exists):
                 os.kill(proc.pid, signal.SIGKILL)
