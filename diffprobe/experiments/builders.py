@@ -61,7 +61,8 @@ def extraction(s: Settings, split: str, *, keyed: bool = True) -> Extract:
         head += ["--dtype", s.dtype]
         head += ["--views", str(s.views), "--aug", s.aug] if split == s.splits[0] else []
         tail = more(s.args)
-    cfg = extract_config((*head, "--out", ".", *tail))
+    # the store is named from the parsed config, so the parse takes a placeholder --out
+    cfg = extract_config((*head, "--out", ".", *tail), shown=(*head, *tail))
     path = store_path(store_folder(s), cfg)
     argv = (*head, "--out", str(path), *tail)
     return Extract(argv, replace(cfg, store=replace(cfg.store, out=path)), s.images_per_s)

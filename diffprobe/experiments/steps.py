@@ -55,8 +55,9 @@ class Extract:
         echo(extract(self.cfg).line())
 
 
-def extract_config(argv: tuple[str, ...]) -> ExtractConfig:
-    """The config `extract run ARGV` builds (ARGV after `run`); a bad option is a ValueError."""
+def extract_config(argv: tuple[str, ...], shown: tuple[str, ...] | None = None) -> ExtractConfig:
+    """The config `extract run ARGV` builds (ARGV after `run`); a bad option is a ValueError
+    naming the command as `shown` (default: ARGV), e.g. without a placeholder --out."""
     import click
 
     from extract.cli import run as command
@@ -66,7 +67,7 @@ def extract_config(argv: tuple[str, ...]) -> ExtractConfig:
     try:
         ctx = command.make_context("extract run", list(argv[1:]))
     except click.ClickException as e:
-        raise ValueError(f"{command_line('extract', argv)}: {e.format_message()}") from None
+        raise ValueError(f"{command_line('extract', shown or argv)}: {e.format_message()}") from None
     with ctx:
         params = {k: v for k, v in ctx.params.items() if k not in ("plan", "images_per_s", "config")}
         params["model_flags"] = take_model_flags(params["model_flags"])

@@ -189,3 +189,10 @@ def test_dry_runs_print_what_the_old_runner_printed(case, tmp_path, monkeypatch)
     parity.make_files(tmp_path, case.get("files", []))
     new = parity.new_lines(case["name"], case["row"], case["sets"], plans=False)
     assert parity.differences(case["lines"], new, plans=False) == []
+
+
+def test_a_bad_extraction_option_is_named_with_the_command_as_the_user_would_run_it():
+    spec = get_experiment("extract")
+    with pytest.raises(ValueError, match="No such option '--bogus'") as raised:
+        run_experiment(spec, spec.settings({"args": "--bogus", "out": "x"}, None), dry=True, out=print)
+    assert "--out ." not in str(raised.value)
