@@ -7,7 +7,9 @@
   touched when a function or method defined in it starts during the tests (not at import
   during collection: importing a module is not using it); a module that defines no function
   counts once it is imported. The calls are recorded by a trace hook that keeps no per-line
-  tracing, only when this check is on.
+  tracing, only when this check is on, and only until every module with functions has had one
+  run: the hook costs one Python call per Python call, so it is switched off as soon as it has
+  nothing left to find.
 """
 
 from __future__ import annotations
@@ -56,6 +58,39 @@ def _trace(frame, event, arg):
     _codes.add(frame.f_code)
 
 
+class _Pending:
+    """The package modules with functions none of which has run yet, narrowed after each test."""
+
+    def __init__(self) -> None:
+        self.paths = {path for path, has_functions in package_modules().items() if has_functions}
+        self.resolved: dict[str, Path] = {}
+
+    def narrow(self) -> bool:
+        """Drop the modules whose functions ran since the last call; True once none is left."""
+        global _codes
+        batch, _codes = _codes, set()
+        _ran.update(batch)
+        for path in _ran_paths(batch, self.resolved):
+            self.paths.discard(path)
+        return not self.paths
+
+
+_ran: set = set()
+_pending: list[_Pending] = []
+
+
+def _ran_paths(codes: set, resolved: dict[str, Path] | None = None) -> set[Path]:
+    resolved = {} if resolved is None else resolved
+    paths = set()
+    for code in codes:
+        if code.co_flags & inspect.CO_NEWLOCALS and not code.co_name.startswith("<"):
+            name = code.co_filename
+            if name not in resolved:
+                resolved[name] = Path(name).resolve()
+            paths.add(resolved[name])
+    return paths
+
+
 def _is_whole_fast_run(config: pytest.Config) -> bool:
     if config.option.markexpr != FAST or config.option.keyword or config.option.deselect:
         return False
@@ -77,11 +112,7 @@ def package_modules() -> dict[Path, bool]:
 
 def untouched_modules(codes: set, imported: set[Path]) -> list[str]:
     """The package modules none of whose functions ran (or, with no function, never imported)."""
-    ran = {
-        Path(code.co_filename).resolve()
-        for code in codes
-        if code.co_flags & inspect.CO_NEWLOCALS and not code.co_name.startswith("<")
-    }
+    ran = _ran_paths(codes)
     missing = []
     for path, has_functions in package_modules().items():
         if path not in (ran if has_functions else imported):
@@ -102,6 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config._whole_fast_run:
+        _pending.append(_Pending())
         threading.settrace(_trace)
         sys.settrace(_trace)
 
@@ -133,6 +165,16 @@ def pytest_runtest_call(item: pytest.Item):
     return result
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem):
+    result = yield
+    if _pending and sys.gettrace() is _trace and _pending[0].narrow():
+        sys.settrace(None)
+        threading.settrace(None)
+        item.config._trace_stopped_after = item.nodeid
+    return result
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if not config._whole_fast_run:
@@ -144,7 +186,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     imported = {
         Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)
     }
-    missing = untouched_modules(_codes, imported)
+    missing = untouched_modules(_ran | _codes, imported)
     config._untouched = missing
     if missing:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -169,3 +211,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.write_line(f"  {name}")
     elif missing is not None:
         terminalreporter.write_line(f"the fast tier ran a function of every module of {', '.join(PACKAGES)}")
+        after = getattr(config, "_trace_stopped_after", None)
+        if after:
+            terminalreporter.write_line(f"(its call hook was switched off after {after})")

@@ -266,3 +266,13 @@ def test_two_process_torchrun_trains_heads_with_ddp(stores):
         "samples"
     ]  # rank 0's share: half of 4 epochs of 288 rows, in batches of 16
     assert samples % 16 == 0 and 0.75 * 4 * 144 <= samples <= 4 * 144
+
+
+def test_probe_finetune_names_a_bad_option_value_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from probe.cli import cli as probe_group
+
+    done = CliRunner().invoke(probe_group, ["finetune", "--out", str(tmp_path / "ft"), "--model", "nonsense"])
+    assert done.exit_code != 0 and "nonsense" in done.output
+    assert not isinstance(done.exception, Exception) or isinstance(done.exception, SystemExit)

@@ -40,13 +40,3 @@ def test_diffprobe_experiment_lists_the_experiments_and_refuses_an_unknown_one(c
     with pytest.raises(SystemExit) as done:
         main(["experiment", "nonsense"])
     assert done.value.code == 2 and "nonsense" in capsys.readouterr().err
-
-
-def test_probe_finetune_names_a_bad_option_value_in_one_line(tmp_path):
-    from click.testing import CliRunner
-
-    from probe.cli import cli
-
-    done = CliRunner().invoke(cli, ["finetune", "--out", str(tmp_path / "ft"), "--model", "nonsense"])
-    assert done.exit_code != 0 and "nonsense" in done.output
-    assert not isinstance(done.exception, Exception) or isinstance(done.exception, SystemExit)
