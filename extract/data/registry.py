@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from extract.data import cifar, fgvc, hf_datasets, imagenet, samples, tar_shards
+from extract.data import cifar, digits, fgvc, hf_datasets, imagenet, samples, tar_shards
 from extract.data import sources as data
 from extract.data.sources import DataError, ImageSource
 
@@ -60,6 +60,15 @@ DATASETS: dict[str, DatasetSpec] = {
             data.FASHION_MNIST_LAYOUT,
             "Fashion-MNIST (the demo's data)",
             official={"train": 60000, "test": 10000},
+            classes=10,
+        ),
+        DatasetSpec(
+            "digits",
+            _generic(digits.digits),
+            digits.SPLITS,
+            digits.LAYOUT,
+            "scikit-learn's 8x8 digits upsampled to 32x32, a fixed seeded 80/20 split per class",
+            official=dict(digits.OFFICIAL),
             classes=10,
         ),
         DatasetSpec(
