@@ -10,7 +10,7 @@ BENCH_OUT ?= evidence/bench
 experiment = $(PY) -m diffprobe experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
-.PHONY: help install test test-fast lint fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched \
+.PHONY: help install test test-fast lint fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched matrix demo-matrix \
   demo-finetune-cka demo-table demo-curve sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
@@ -75,6 +75,12 @@ demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe 
 demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
 	@$(call experiment,demo-table)
 
+matrix: $(VENV_STAMP) ## models x datasets (x SEEDS) into one leaderboard; a rerun runs only missing or failed cells: make matrix MODELS=demo-fmnist,pixels DATASETS=fashion-mnist,digits [SEEDS= LIMIT= JOBS= KNN= ATTENTION=1 REFERENCE= DRY=1]
+	@$(call experiment,matrix)
+
+demo-matrix: $(VENV_STAMP) fashion-mnist ## the demo's models (best point, t=150 b=24, random control, BiGAN, classifier, pixels) x Fashion-MNIST and digits -> evidence/matrix/
+	@$(call experiment,demo-matrix)
+
 finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with a head: make finetune HEAD=linear|attention [MODEL= CKPT= DATA= DATA_ROOT= T= B= POOL= FINETUNE_ARGS=]
 	@$(call experiment,finetune)
 
@@ -121,30 +127,21 @@ bench: $(VENV_STAMP) fashion-mnist ## every CPU benchmark in one run (about an h
 	@mkdir -p $(BENCH_OUT)
 	@set -o pipefail; { echo "make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(uname -m)"; \
 	  $(MAKE) --no-print-directory bench-extract bench-probe bench-cka bench-io bench-workflow; } | tee $(BENCH_OUT)/bench.txt
-
 bench-extract: $(VENV_STAMP) ## early exit vs the full forward (adm256 b=24, tiny, tiny-sd, tiny-dit) and cached latents vs VAE encoding, one run
 	$(PY) -m extract bench --out $(BENCH_OUT)/extract.json
-
 bench-workflow: $(VENV_STAMP) fashion-mnist ## linear and attention heads at matched steps: on-line (fresh crop, flip and noise; fresh noise) vs cached 1/4/8 views, 3 seeds (about 50 min)
 	$(PY) -m probe bench-workflow --out $(BENCH_OUT)/workflow.json
-
 bench-io: $(VENV_STAMP) ## store read rate and size by codec and reader (zarr-python, tensorstore if installed, diffprobe's) against a raw numpy read [STORE= a real store too]
 	$(PY) -m extract bench-io$(if $(STORE), --store $(STORE)) --out $(BENCH_OUT)/io.json
-
 bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s by batch, bf16/fp16, channels_last, compile; % of peak; JPEG loading [QUICK=1: under 4 min: batch 64, no compile, + store read rate, GPU bit identity]
 	$(PY) -m extract bench-gpu$(if $(QUICK), --quick) --out $(BENCH_OUT)/gpu$(if $(QUICK),-quick).json
-
 bench-cka: $(VENV_STAMP) ## linear CKA: moments vs Gram at n = 2k, 10k, 50k; full maps (ImageNet b=24-sized; STORE= a demo store with t10/b9/full and t10/b30/full) by moments, gram, tiles: time, peak memory
 	$(PY) -m analysis bench$(if $(STORE), --store $(STORE)) --out $(BENCH_OUT)/cka.json
-
 bench-batches: $(VENV_STAMP) ## distinct classes per training batch: class-sorted store vs --order shuffled vs i.i.d. (about 1 min)
 	$(PY) -m probe bench-batches --out $(BENCH_OUT)/batches.json
-
 bench-train: $(VENV_STAMP) ## training images/s of the candidate demo architectures (the model card's table), one run
 	$(PY) -m extract.bench.train --out $(BENCH_OUT)/train.json
-
 bench-sampling: $(VENV_STAMP) ## demo samples drawn in one batch, in halves and one by one: identical images? (about 30 s)
 	$(PY) -m extract.bench.sampling --out $(BENCH_OUT)/sampling.json
-
 bench-probe: $(VENV_STAMP) ## a grid of 16 linear heads vs one head, store read vs training rate; the bank's GFLOP/s vs torch.matmul [THREADS=N: torch threads]
 	$(PY) -m probe bench$(if $(THREADS), --threads $(THREADS)) --out $(BENCH_OUT)/probe.json

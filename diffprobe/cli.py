@@ -1,6 +1,7 @@
 """`diffprobe STAGE ...` runs `python -m STAGE ...`: the stage's own command group, imported only
 when it is named, so `diffprobe probe table` loads no more than `python -m probe table` does.
-`diffprobe experiment NAME` runs an experiment (diffprobe.experiments) over the three stages."""
+`diffprobe experiment NAME` runs an experiment (diffprobe.experiments) over the three stages;
+`diffprobe matrix` runs the matrix experiment with its settings as options."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ STAGES = {
     "probe": "train classification heads on the stores, evaluate them, fine-tune the encoder",
     "analysis": "CKA, accuracy curves, the report, Frechet distances, KID and IS",
     "experiment": "run or print (--dry-run) an experiment: the demo, the paper's rows, ...",
+    "matrix": "models x datasets (x seeds) into one leaderboard; reruns only what is missing",
 }
 # where each command group lives: a stage's own package, or this one
-MODULES = {"extract": "extract.cli", "probe": "probe.cli", "analysis": "analysis.cli"}
+MODULES = {
+    "extract": "extract.cli",
+    "probe": "probe.cli",
+    "analysis": "analysis.cli",
+    "experiment": "diffprobe.experiments.cli",
+    "matrix": "diffprobe.matrix.cli",
+}
 
 
 def usage() -> str:
@@ -32,5 +40,5 @@ def main(argv: list[str] | None = None) -> None:
     if stage not in STAGES:
         print(f"error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         sys.exit(2)
-    group = importlib.import_module(MODULES.get(stage, "diffprobe.experiments.cli")).cli
+    group = importlib.import_module(MODULES[stage]).cli
     group.main(args=rest, prog_name=f"diffprobe {stage}")

@@ -272,3 +272,26 @@ def report(results, cka_dirs, out, title, generation, resamples):
     for line in missing:
         click.echo(f"not in the report: {line}")
     click.echo(f"written: {md}, {page}")
+
+
+@click.command()
+@click.option(
+    "--results",
+    "results",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="a matrix's results.jsonl (one line per cell)",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="folder for the leaderboard's files"
+)
+@click.option("--reference", default=None, help="the model the others are compared with (default: the first)")
+@click.option("--title", default="matrix leaderboard")
+@user_errors
+def leaderboard(results, out, reference, title):
+    """A matrix's leaderboard: CSV, Markdown and a sortable HTML table (models x datasets), and
+    validation top-1 against t."""
+    from analysis.leaderboard import read_lines, write_leaderboard
+
+    written = write_leaderboard(read_lines(results), out, title=title, reference=reference)
+    click.echo("written: " + ", ".join(map(str, written)))

@@ -2,4 +2,4 @@
 
 from diffprobe.experiments import core, paper, tools  # noqa: F401
 from diffprobe.experiments import sweeps, tables  # noqa: F401
-from diffprobe.experiments import finetuning, generation  # noqa: F401
+from diffprobe.experiments import finetuning, generation, matrix  # noqa: F401
