@@ -25,6 +25,7 @@ import numpy as np
 
 from analysis.intervals import paired_bootstrap
 
+CELL_FORMAT = "diffprobe-matrix-cell"  # the lines diffprobe.matrix writes
 SORT_SCRIPT = """<script>
 document.querySelectorAll("th[data-col]").forEach(function (th) {
   th.addEventListener("click", function () {
@@ -351,3 +352,31 @@ def write_leaderboard(
     for path, text in written.items():
         path.write_text(text)
     return [*written, *([figure] if drawn else [])]
+
+
+# ---------------------------------------------------------------- the report's section
+def find_matrices(folders: list[Path]) -> list[tuple[Path, Leaderboard]]:
+    """Every matrix under the results folders (a results.jsonl of cell lines) and its board."""
+    found = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("results.jsonl")) if Path(folder).is_dir() else []:
+            lines = read_lines(path)
+            if lines and all(line.get("format") == CELL_FORMAT for line in lines):
+                found.append((path, build(lines)))
+    return found
+
+
+def matrices_markdown(matrices: list[tuple[Path, Leaderboard]]) -> list[str]:
+    lines = ["## Matrix", ""] if matrices else []
+    for path, board in matrices:
+        lines += [f"### `{path}`", "", to_markdown(board)]
+    return lines
+
+
+def matrices_html(matrices: list[tuple[Path, Leaderboard]]) -> list[str]:
+    parts = ["<h2>Matrix</h2>"] if matrices else []
+    for path, board in matrices:
+        page = to_html(board, str(path))
+        body = page[page.index("<h1>") : page.index("</body>")]
+        parts.append(body.replace("<h1>", "<h3><code>").replace("</h1>", "</code></h3>"))
+    return parts

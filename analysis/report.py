@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.curves import AXES, plot_curves
+from analysis.leaderboard import find_matrices, matrices_html, matrices_markdown
 from probe.tables import read_table
 
 TABLE = "probe_results.csv"
@@ -73,6 +74,7 @@ class Found:
     # analysis.intervals.FolderDiffs, one per results folder of two or more runs
     differences: list = field(default_factory=list)
     resamples: int = 10000
+    matrices: list = field(default_factory=list)  # (results.jsonl, analysis.leaderboard.Leaderboard)
 
 
 def _results_json(table: Path, row: dict) -> dict:
@@ -208,6 +210,7 @@ def gather(
             )
         )
     _gather_differences(found)
+    found.matrices = find_matrices(results_dirs)
     _gather_cka(found, cka_dirs)
     if generation is not None and Path(generation).is_file():
         from analysis.gentable import read_table as read_generation
@@ -281,6 +284,7 @@ def _markdown(found: Found, title: str) -> str:
                 lines += ["| " + " | ".join(DIFF_COLUMNS) + " |", "|" + "---|" * len(DIFF_COLUMNS)]
                 lines += ["| " + " | ".join(_diff_cells(d)) + " |" for d in folder.diffs] + [""]
             lines += [*(f"- {s}" for s in folder.skipped), *([""] if folder.skipped else [])]
+    lines += matrices_markdown(found.matrices)
     if found.generation is not None:
         from analysis.gentable import markdown
 
@@ -378,6 +382,7 @@ def _html(found: Found, title: str) -> str:
                 parts.append(_html_table(DIFF_COLUMNS, [_diff_cells(d) for d in folder.diffs]))
             if folder.skipped:
                 parts.append("<ul>" + "".join(f"<li>{_code(s)}</li>" for s in folder.skipped) + "</ul>")
+    parts += matrices_html(found.matrices)
     if found.generation is not None:
         from analysis.gentable import COLUMNS
 
@@ -425,7 +430,7 @@ def build_report(
     found = gather(
         results_dirs, cka_dirs or [Path("results/cka")], Path(generation) if generation else None, resamples
     )
-    if not found.rows and not found.cka and found.generation is None:
+    if not found.rows and not found.cka and found.generation is None and not found.matrices:
         raise FileNotFoundError("nothing to report: " + "; ".join(found.missing))
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

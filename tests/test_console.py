@@ -34,7 +34,7 @@ def test_an_unknown_stage_is_one_line():
     assert (
         done.returncode == 2
         and done.stderr.strip()
-        == "error: unknown stage 'train'; choose one of: extract, probe, analysis, experiment"
+        == "error: unknown stage 'train'; choose one of: extract, probe, analysis, experiment, matrix"
     )
 
 

@@ -23,6 +23,7 @@ def predictions(folder, name, label, pred):
 
 def line(folder, model, dataset, seed, top1, label=None, pred=None, status="done"):
     out = {"cell": f"{model}__{dataset}__s{seed}", "model": model, "dataset": dataset, "seed": seed}
+    out["format"] = "diffprobe-matrix-cell"
     if status != "done":
         return out | {"status": status, "error": "boom"}
     results = folder / f"{model}-{dataset}-{seed}.json"
@@ -108,3 +109,16 @@ def test_the_command_reads_results_jsonl_and_names_a_bad_line(tmp_path):
     assert result.exit_code == 2 and "matrix results not found" in result.output
     with pytest.raises(ValueError, match="reference model 'z' is not in the matrix"):
         build(lines, reference="z")
+
+
+def test_the_report_has_a_section_for_each_matrix_under_its_results_folders(tmp_path):
+    from analysis.report import build_report
+
+    folder = tmp_path / "results" / "m"
+    folder.mkdir(parents=True)
+    lines = [line(folder, m, "d", 0, v) for m, v in (("a", 80.0), ("b", 70.0))]
+    (folder / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    md, page, missing = build_report([tmp_path / "results"], [tmp_path / "none"], tmp_path / "report")
+    text = md.read_text()
+    assert "## Matrix" in text and "| a | **80.00** |" in text
+    assert "<h2>Matrix</h2>" in page.read_text() and 'data-col="1"' in page.read_text()

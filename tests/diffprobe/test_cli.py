@@ -40,3 +40,18 @@ def test_diffprobe_experiment_lists_the_experiments_and_refuses_an_unknown_one(c
     with pytest.raises(SystemExit) as done:
         main(["experiment", "nonsense"])
     assert done.value.code == 2 and "nonsense" in capsys.readouterr().err
+
+
+def test_diffprobe_matrix_lists_its_cells_and_their_stores_and_refuses_a_bad_model(capsys, tmp_path):
+    args = ["matrix", "--dry-run", "--models", "demo-fmnist,pixels", "--datasets", "digits", "--limit", "50"]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--store-out", str(tmp_path / "s"), "--matrix-out", str(tmp_path / "m")])
+    out = capsys.readouterr().out
+    assert done.value.code in (0, None), out
+    assert "cell demo-fmnist__digits__s0: to run" in out and "cell pixels__digits__s0: to run" in out
+    assert "diffprobe extract run --model demo-fmnist --data digits --split train --limit 50 -t 150" in out
+    assert "plan " in out and "diffprobe extract pixels --data digits --split test" in out
+    with pytest.raises(SystemExit) as done:
+        main(["matrix", "--dry-run", "--models", "demo-fmnist,dino"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "unknown model 'dino'" in err and len(err.strip().splitlines()) == 1
