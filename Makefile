@@ -1,7 +1,6 @@
-# diffprobe: the user's menu. `make help` lists the targets.
-# Experiments are Python functions in diffprobe/experiments/ (defaults: settings.toml, experiments.toml);
-# a variable given here in upper case (make extract T=50 B=19,24) overrides the setting of that name.
-# DRY=1 prints an experiment's commands and each store's plan without running them.
+# diffprobe: the user's menu (`make help`). Experiments are Python functions in diffprobe/experiments/
+# (defaults: settings.toml, experiments.toml); a variable given here in upper case (make extract T=50
+# B=19,24) overrides the setting of that name; DRY=1 prints an experiment's commands and store plans.
 SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed-$(shell cat setup.cfg pyproject.toml constraints.txt | sha256sum | cut -c1-12)
@@ -10,7 +9,7 @@ BENCH_OUT ?= evidence/bench
 experiment = $(PY) -m diffprobe experiment $(1) --from-env $(if $(DRY),--dry-run) $(if $(RANDOM),--set random=$(RANDOM))
 needs_data = $(if $(filter-out fashion-mnist,$(or $(DATA),fashion-mnist)),,fashion-mnist)
 
-.PHONY: help install test test-fast lint fashion-mnist extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched matrix demo-matrix \
+.PHONY: help install test test-fast lint fashion-mnist slurm extract probe cka demo report paper sweep-demo sweep-full card-demo finetune demo-finetune demo-finetune-matched matrix demo-matrix \
   demo-finetune-cka demo-table demo-curve sample demo-gen train-demo verify datasets check-data blocks experiments bench bench-extract bench-workflow \
   bench-io bench-gpu bench-cka bench-batches bench-train bench-sampling bench-probe clean
 
@@ -31,7 +30,11 @@ fashion-mnist: ## make sure Fashion-MNIST's IDX files are there (installs the De
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist' or set FASHION_MNIST_DIR"; exit 1; fi
 
-test: $(VENV_STAMP) fashion-mnist ## run the test suite (CPU, a few minutes)
+slurm: ## make sure slurm-wlm and munge are there for the matrix's SLURM test (installs them as root; else that test skips, saying why)
+	@command -v slurmctld >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq || true) && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } || echo "slurm-wlm not installed: the SLURM test will skip"
+
+test: $(VENV_STAMP) fashion-mnist slurm ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest -q tests
 
 test-fast: $(VENV_STAMP) fashion-mnist ## the quick tier while working: every test not marked slow, in-process, each module touched

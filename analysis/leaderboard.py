@@ -18,6 +18,7 @@ import csv
 import html
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,7 +251,8 @@ def _provenance(entry: Entry) -> str:
     return "\n".join(parts)
 
 
-def to_html(board: Leaderboard, title: str, figure: str | None = None) -> str:
+def to_html(board: Leaderboard, title: str, figure: str | None = None, base: Path | None = None) -> str:
+    """The sortable page; links to results files are relative to `base` (the page's folder)."""
     esc = html.escape
     cols = ["model", *board.datasets, "mean rank"]
     head = "".join(f'<th data-col="{i}">{esc(c)}</th>' for i, c in enumerate(cols))
@@ -266,6 +268,7 @@ def to_html(board: Leaderboard, title: str, figure: str | None = None) -> str:
             text = f"<b>{text}</b>" if board.best.get(d) == m else text
             diff = _diff_text(board.diffs.get((m, d)))
             link = (entry.lines[0].get("provenance") or {}).get("results")
+            link = os.path.relpath(link, base) if link and base is not None else link
             text = f'<a href="{esc(str(link))}">{text}</a>' if link else text
             small = f"<br><small>{esc(diff)}</small>" if diff else ""
             cells.append(
@@ -347,7 +350,7 @@ def write_leaderboard(
     written = {
         out / "leaderboard.csv": to_csv(board),
         out / "leaderboard.md": to_markdown(board),
-        out / "leaderboard.html": to_html(board, title, figure.name if drawn else None),
+        out / "leaderboard.html": to_html(board, title, figure.name if drawn else None, out),
     }
     for path, text in written.items():
         path.write_text(text)

@@ -4,6 +4,7 @@ settings and shows or runs it as one step."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,8 +21,15 @@ class MatrixSettings(Settings):
 
     models: str
     datasets: str
-    executor: Literal["local"]
+    executor: Literal["local", "slurm"]
     jobs: int
+    partition: str
+    gpus_per_task: int
+    cpus_per_task: int
+    slurm_time: int
+    array_parallelism: int
+    slurm_extra: tuple[str, ...]
+    wait: bool
     knn: tuple[int, ...]
     attention: bool
     reference: str
@@ -39,14 +47,31 @@ class RunMatrix:
         from diffprobe.matrix.cells import HeadPlan, Plan
         from diffprobe.matrix.entries import Region, datasets_from, models_from
         from diffprobe.matrix.run import MatrixConfig
+        from diffprobe.matrix.slurm import SlurmOptions
 
         s = self.settings
         region = Region(s.t, s.b, s.pool)
         heads = HeadPlan(knn=s.knn, attention=s.attention)
         plan = Plan(Path(s.matrix_out), Path(store_folder(s)), region, s.limit, heads)
         models, datasets = models_from(s.models), datasets_from(s.datasets)
+        slurm = SlurmOptions(
+            s.partition or None,
+            s.gpus_per_task,
+            s.cpus_per_task,
+            s.slurm_time,
+            s.array_parallelism,
+            s.slurm_extra,
+        )
         return MatrixConfig(
-            tuple(models), tuple(datasets), plan, s.seeds, s.executor, s.jobs, reference=s.reference or None
+            tuple(models),
+            tuple(datasets),
+            plan,
+            s.seeds,
+            s.executor,
+            s.jobs,
+            reference=s.reference or None,
+            slurm=slurm,
+            wait=s.wait,
         )
 
     def board(self) -> Path:
@@ -75,12 +100,19 @@ class RunMatrix:
         cfg = self.config()
         outcome = run_matrix(cfg, echo)
         written = write_leaderboard(outcome.lines, self.board(), reference=cfg.reference)
+        # the board's folder holds the lines it was made from
+        written.append(Path(shutil.copy2(cfg.plan.out / "results.jsonl", self.board() / "results.jsonl")))
         echo(
             f"matrix: {outcome.ran} cells run, {outcome.skipped} finished before; written: "
             + ", ".join(map(str, written))
         )
+        if outcome.missing:
+            echo(
+                f"cells not finished yet: {', '.join(outcome.missing)} (the same command again collects them)"
+            )
         if outcome.failed:
             echo(f"failed cells (their logs are in {cfg.plan.out / 'logs'}): {', '.join(outcome.failed)}")
+        if outcome.failed or (outcome.missing and cfg.wait):
             raise SystemExit(1)
 
 

@@ -16,7 +16,7 @@ OPTIONS = {
     "t": "a run entry's t when it gives none",
     "b": "... its blocks",
     "pool": "... its pools",
-    "executor": "local",
+    "executor": "local (in sequence, or --jobs at a time) or slurm (one job array through submitit)",
     "jobs": "cells at once (local: worker processes sharing the cores)",
     "knn": "k of the kNN classifiers at the chosen point (empty: none)",
     "attention": "1: also an attention head at the chosen point",
@@ -24,17 +24,29 @@ OPTIONS = {
     "store_out": "where stores go (a store already made with the same key is reused)",
     "matrix_out": "where cells' lines, logs and probe results go",
     "board_out": "where the leaderboard goes (empty: MATRIX_OUT/leaderboard)",
+    "partition": "slurm: the partition (empty: the cluster's default)",
+    "gpus_per_task": "slurm: GPUs per task",
+    "cpus_per_task": "slurm: CPUs per task (the cell's torch threads)",
+    "slurm_time": "slurm: minutes per task (--time)",
+    "array_parallelism": "slurm: tasks of the array at once",
+    "slurm_extra": "slurm: more sbatch options as KEY=VALUE, comma-separated (account=abc,qos=high)",
 }
+# the flags the SLURM options go by, where they differ from the setting's name
+FLAGS = {"slurm_time": "time"}
 
 
 def _options(fn):
     for name, text in reversed(OPTIONS.items()):
-        fn = click.option(f"--{name.replace('_', '-')}", name, default=None, help=text)(fn)
+        flag = FLAGS.get(name, name).replace("_", "-")
+        fn = click.option(f"--{flag}", name, default=None, help=text)(fn)
     return fn
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @_options
+@click.option(
+    "--wait/--no-wait", default=None, help="slurm: follow the array to its end, or submit and return"
+)
 @click.option("--dry-run/--run", default=False, help="list the cells and the stores each would extract")
 def cli(dry_run, **given):
     """Models x datasets (x seeds): each cell's stores, its linear grid chosen on validation, kNN
@@ -44,6 +56,7 @@ def cli(dry_run, **given):
 
     spec = get_experiment("matrix")
     try:
+        given = {k: ("1" if v is True else "0" if v is False else v) for k, v in given.items()}
         settings = spec.settings({k: v for k, v in given.items() if v is not None})
         run_experiment(spec, settings, dry=dry_run)
     except (ValueError, FileNotFoundError, PermissionError, OSError) as e:

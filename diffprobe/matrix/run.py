@@ -2,8 +2,9 @@
 gather the cells' lines into `results.jsonl` and the leaderboard.
 
 Executors (a registry): `local` runs the cells in this process one after another, or `jobs` at
-a time in worker processes (each with its share of the CPU threads). A rerun with the same
-arguments skips every finished cell and reruns the missing and failed ones.
+a time in worker processes (each with its share of the CPU threads); `slurm` submits one job
+array through submitit (diffprobe.matrix.slurm). A rerun with the same arguments skips every
+finished cell and reruns the missing and failed ones.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Callable
 
-from diffprobe.matrix.cells import Cell, Plan, cell_path, finished, run_cell
+from diffprobe.matrix.cells import Cell, Plan, cell_key, cell_path, finished, run_cell
 from diffprobe.matrix.entries import DatasetEntry, ModelEntry, unique
 from diffprobe.matrix.kinds import check_model
+from diffprobe.matrix.slurm import SlurmOptions, run_slurm
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class MatrixConfig:
     device: str | None = None
     reference: str | None = None  # the leaderboard's reference model (default: the first)
     progress: bool = True
+    slurm: SlurmOptions = SlurmOptions()
+    wait: bool = True  # slurm: follow the array until it ends (else submit and return)
 
 
 def cells_of(cfg: MatrixConfig) -> list[Cell]:
@@ -85,17 +89,24 @@ def run_local(cfg: MatrixConfig, todo: list[Cell], echo: Callable[[str], None]) 
         bar.close()
 
 
-EXECUTORS: dict[str, Callable[[MatrixConfig, list[Cell], Callable[[str], None]], list[dict]]] = {
+def run_on_slurm(cfg: MatrixConfig, todo: list[Cell], echo: Callable[[str], None]) -> None:
+    if todo:
+        run_slurm(cfg.plan, todo, cfg.slurm, cfg.device, cfg.wait, echo, cfg.progress)
+
+
+EXECUTORS: dict[str, Callable[[MatrixConfig, list[Cell], Callable[[str], None]], object]] = {
     "local": run_local,
+    "slurm": run_on_slurm,
 }
 
 
 @dataclass(frozen=True)
 class Outcome:
     cells: int
-    ran: int
-    skipped: int
+    ran: int  # cells run (or submitted) by this call
+    skipped: int  # finished before it
     failed: list[str]
+    missing: list[str]  # cells with no line yet (not run, still queued, or killed)
     lines: list[dict]
 
 
@@ -104,8 +115,9 @@ def gather(cfg: MatrixConfig, cells: list[Cell]) -> list[dict]:
     lines = []
     for cell in cells:
         path = cell_path(cfg.plan, cell)
-        if path.is_file():
-            lines.append(json.loads(path.read_text()))
+        line = json.loads(path.read_text()) if path.is_file() else {}
+        if line.get("key") == cell_key(cfg.plan, cell):  # not a line left by other arguments
+            lines.append(line)
     return lines
 
 
@@ -125,4 +137,6 @@ def run_matrix(cfg: MatrixConfig, echo: Callable[[str], None] = print) -> Outcom
     tmp.write_text("".join(json.dumps(line, sort_keys=True, default=str) + "\n" for line in lines))
     os.replace(tmp, out / "results.jsonl")
     failed = [line["cell"] for line in lines if line.get("status") != "done"]
-    return Outcome(len(cells), len(todo), len(cells) - len(todo), failed, lines)
+    have = {line["cell"] for line in lines}
+    missing = [c.name for c in cells if c.name not in have]
+    return Outcome(len(cells), len(todo), len(cells) - len(todo), failed, missing, lines)

@@ -122,3 +122,12 @@ def test_the_report_has_a_section_for_each_matrix_under_its_results_folders(tmp_
     text = md.read_text()
     assert "## Matrix" in text and "| a | **80.00** |" in text
     assert "<h2>Matrix</h2>" in page.read_text() and 'data-col="1"' in page.read_text()
+
+
+def test_the_readme_shows_the_committed_demo_matrix_leaderboard():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    shown = readme.split("<!-- demo-matrix:begin -->\n")[1].split("<!-- demo-matrix:end -->")[0]
+    assert shown.strip() == (root / "evidence" / "matrix" / "leaderboard.md").read_text().strip()

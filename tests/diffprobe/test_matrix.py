@@ -14,6 +14,7 @@ from diffprobe.matrix import cells as cells_module
 from diffprobe.matrix.cells import Cell, HeadPlan, Plan, cell_key, finished
 from diffprobe.matrix.entries import DatasetEntry, EntryError, ModelEntry, Region, datasets_from, models_from
 from diffprobe.matrix.run import MatrixConfig, cells_of, run_matrix
+from diffprobe.matrix.slurm import extra_parameters
 from diffprobe.matrix.summary import summarize
 
 TINY = ModelEntry(name="tiny-random", model="tiny", random=True, t=(10,), b=("1", "2"), pool=("1",))
@@ -150,6 +151,16 @@ def test_the_summary_takes_the_linear_choice_and_the_extra_heads():
         line["knn"]["k3"]["test_top1"] == 41 and line["provenance"]["predictions"] == "runs/c.predictions.npz"
     )
     assert line["provenance"]["stores"]["test"]["dataset"] == {"name": "d"}
+
+
+def test_sbatch_extra_options_are_key_value_pairs():
+    assert extra_parameters(("account=abc", "qos = high", "mail-type=END")) == {
+        "account": "abc",
+        "qos": "high",
+        "mail_type": "END",
+    }
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        extra_parameters(("exclusive",))
 
 
 # ---------------------------------------------------------------- runs (slow: they extract and train)
