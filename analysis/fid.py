@@ -173,11 +173,18 @@ def feature_store(cfg: FidConfig, name: str, args: list[str]) -> Path:
     full = [*args, *_feature_args(cfg)]
     digest = hashlib.sha256(json.dumps([a for a in full if a != "--no-progress"]).encode()).hexdigest()[:16]
     out = Path(cfg.cache) / f"{name}-{digest}.zarr"
-    command = [sys.executable, "-m", "extract", "features", *full, "--out", str(out), "--overwrite"]
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if done.returncode != 0:
-        raise StepFailed(done.returncode)
+    code = run_features([*full, "--out", str(out), "--overwrite"])
+    if code != 0:
+        raise StepFailed(code)
     return out
+
+
+def run_features(argv: list[str]) -> int:
+    """`python -m extract features ARGV` in a child process, so that analysis itself never loads a
+    network; its exit status (its errors are on stderr)."""
+    command = [sys.executable, "-m", "extract", "features", *argv]
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return done.returncode
 
 
 def store_side(path: Path, cfg: FidConfig) -> Side:

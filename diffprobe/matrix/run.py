@@ -54,8 +54,14 @@ def cells_of(cfg: MatrixConfig) -> list[Cell]:
     return [Cell(m, d, s) for m in models for d in datasets for s in cfg.seeds]
 
 
-def _threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
+def bound_jobs(jobs: int, cores: int, gpus: int) -> int:
+    """Cells at once: at most one per core, and one per GPU where there are GPUs."""
+    return max(1, min(jobs, cores, gpus or jobs))
+
+
+def _claim_gpu(free) -> None:
+    """A worker's initializer: take one GPU for the worker's life (before torch is imported)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(free.get())
 
 
 def _worker(plan: Plan, cell: Cell, device: str | None, threads: int) -> dict:
@@ -66,20 +72,31 @@ def _worker(plan: Plan, cell: Cell, device: str | None, threads: int) -> dict:
 
 
 def run_local(cfg: MatrixConfig, todo: list[Cell], echo: Callable[[str], None]) -> list[dict]:
+    import torch
     from tqdm import tqdm
 
+    cores = os.cpu_count() or 1
+    gpus = torch.cuda.device_count() if cfg.device in (None, "cuda") else 0
+    jobs = bound_jobs(cfg.jobs, cores, gpus)
     bar = tqdm(total=len(todo), unit="cell", disable=not cfg.progress or not todo, desc="matrix")
     lines = []
     try:
-        if cfg.jobs <= 1:
+        if jobs <= 1:
             for cell in todo:
                 bar.set_postfix_str(cell.name)
                 lines.append(run_cell(cfg.plan, cell, echo=echo, device=cfg.device))
                 bar.update()
             return lines
         context = get_context("spawn")
-        with ProcessPoolExecutor(cfg.jobs, mp_context=context) as pool:
-            futures = [pool.submit(_worker, cfg.plan, c, cfg.device, _threads(cfg.jobs)) for c in todo]
+        init = {}
+        if gpus:
+            free = context.Queue()
+            for i in range(jobs):
+                free.put(i)
+            init = {"initializer": _claim_gpu, "initargs": (free,)}
+        with ProcessPoolExecutor(jobs, mp_context=context, **init) as pool:
+            threads = max(1, cores // jobs)
+            futures = [pool.submit(_worker, cfg.plan, c, cfg.device, threads) for c in todo]
             for future in as_completed(futures):
                 lines.append(future.result())
                 echo(f"cell {lines[-1]['cell']}: {lines[-1]['status']}")

@@ -1,5 +1,6 @@
 """`analysis fid` as steps over stores: each side's features are a store that `extract features`
-writes in a child process (cached by its arguments), and the distance reads the two stores.
+writes in a child process (cached by its arguments; one test here keeps the child, the others run
+the step in-process: tests/analysis/conftest.py), and the distance reads the two stores.
 Checked against closed forms (pixels as features) and a plain in-test computation with the
 network itself; bad inputs end in one line."""
 
@@ -39,7 +40,7 @@ def run(capfd, *args):
 
 
 @pytest.mark.slow
-def test_a_set_against_itself_is_zero_and_a_shifted_copy_is_the_closed_form(tmp_path):
+def test_a_set_against_itself_is_zero_and_a_shifted_copy_is_the_closed_form(in_process_features, tmp_path):
     x = images()
     a = save_npz(tmp_path / "a.npz", x)
     same = fid(FidConfig(fake=a, real=a, features="pixels", cache=tmp_path / "c", progress=False))
@@ -71,7 +72,7 @@ def test_store_statistics_equal_the_batch_ones(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_classifier_distance_equals_the_network_computed_in_the_test(tmp_path):
+def test_the_classifier_distance_equals_the_network_computed_in_the_test(in_process_features, tmp_path):
     """The chain (two stores, then the distance) against the network run here on the same
     images, statistics and precision/recall taken by the public definitions."""
     from extract.models.classifier import SmallCNN
@@ -138,7 +139,9 @@ def test_a_datasets_features_are_a_store_made_once(tmp_path, fmnist_env):
 
 
 @pytest.mark.slow
-def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_path, fmnist_env):
+def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(
+    in_process_features, tmp_path, fmnist_env
+):
     """Each side's share of every class (the classifier's argmax over its logits, computed here
     with the network itself for the samples) and their total variation distance."""
     from analysis.gen_metrics import class_shares, total_variation
@@ -182,7 +185,7 @@ def test_class_shares_of_samples_and_real_images_by_the_classifiers_argmax(tmp_p
 
 
 @pytest.mark.slow
-def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capfd):
+def test_the_floor_compares_the_two_halves_of_a_split(in_process_features, tmp_path, fmnist_env, capfd):
     code, out, err = run(
         capfd,
         "--data",
@@ -208,7 +211,9 @@ def test_the_floor_compares_the_two_halves_of_a_split(tmp_path, fmnist_env, capf
 
 
 @pytest.mark.slow
-def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(tmp_path, capfd):
+def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(
+    in_process_features, tmp_path, capfd
+):
     ref, fake = (
         save_npz(tmp_path / "ref.npz", images(n=40, size=8)),
         save_npz(tmp_path / "fake.npz", images(n=30, size=8, seed=3)),
@@ -251,7 +256,7 @@ def test_statistics_saved_from_one_run_stand_for_the_real_side_of_the_next(tmp_p
 
 
 @pytest.mark.slow
-def test_inception_loads_a_local_weights_file(tmp_path, capfd):
+def test_inception_loads_a_local_weights_file(in_process_features, tmp_path, capfd):
     from extract.models.feature_nets import inception_network
 
     x = images(n=6, size=16, channels=1)
@@ -284,7 +289,7 @@ def test_inception_loads_a_local_weights_file(tmp_path, capfd):
 
 
 @pytest.mark.slow
-def test_a_wrong_inception_weights_file_is_refused_in_one_line(tmp_path, capfd):
+def test_a_wrong_inception_weights_file_is_refused_in_one_line(in_process_features, tmp_path, capfd):
     npz = save_npz(tmp_path / "x.npz", images(n=6, size=8))
     torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pth")
     (tmp_path / "text.pth").write_text("not weights")
@@ -308,7 +313,7 @@ def write_pngs(folder, arrays):
 
 
 @pytest.mark.slow
-def test_a_folder_of_pngs_is_a_sample_set(tmp_path):
+def test_a_folder_of_pngs_is_a_sample_set(in_process_features, tmp_path):
     x = images(n=100, size=8)
     folder, npz = write_pngs(tmp_path / "pngs", list(x)), save_npz(tmp_path / "x.npz", x)
     result = fid(
@@ -318,7 +323,7 @@ def test_a_folder_of_pngs_is_a_sample_set(tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
+def test_bad_inputs_are_one_line_errors(in_process_features, tmp_path, capfd):
     ref = save_npz(tmp_path / "ref.npz", images(n=10, size=8))
     (tmp_path / "empty").mkdir()
     mixed_sizes = write_pngs(tmp_path / "sizes", [images(1, 8)[0], images(1, 8)[0], images(1, 6)[0]])
@@ -366,7 +371,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capfd):
 
 
 @pytest.mark.slow
-def test_the_classifier_features_refuse_rgb_and_other_sizes(tmp_path, capfd):
+def test_the_classifier_features_refuse_rgb_and_other_sizes(in_process_features, tmp_path, capfd):
     from extract.models.classifier import SmallCNN
 
     torch.save(SmallCNN().state_dict(), tmp_path / "clf.pt")

@@ -47,7 +47,9 @@ def test_the_kernel_distance_equals_torch_fidelitys():
 
 
 @pytest.mark.slow
-def test_analysis_fid_reports_the_scores_torch_fidelity_gives_on_the_same_images(tmp_path, capfd):
+def test_analysis_fid_reports_the_scores_torch_fidelity_gives_on_the_same_images(
+    in_process_features, tmp_path, capfd
+):
     """End to end: the same images and the same (random-weight) Inception, through our stores and
     through torch_fidelity.calculate_metrics."""
     import torch_fidelity

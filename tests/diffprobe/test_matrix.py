@@ -229,3 +229,20 @@ def test_a_missing_dataset_fails_only_its_cells_which_the_next_run_retries(tmp_p
     assert line["status"] == "failed" and "nowhere" in line["error"] and Path(line["log"]).is_file()
     again = run_matrix(cfg, echo=lambda _: None)
     assert (again.ran, again.skipped) == (1, 1)
+
+
+def test_cells_at_once_are_bounded_by_cores_and_gpus():
+    from diffprobe.matrix.run import bound_jobs
+
+    assert bound_jobs(8, cores=2, gpus=0) == 2 and bound_jobs(8, cores=64, gpus=4) == 4
+    assert bound_jobs(3, cores=64, gpus=0) == 3 and bound_jobs(0, cores=4, gpus=0) == 1
+
+
+@pytest.mark.slow
+def test_two_cells_at_once_give_the_lines_of_one_at_a_time(tmp_path, fmnist_env):
+    keys = ("point", "linear", "knn", "key")
+    one = run_matrix(config(tmp_path / "one", models=(PIXELS,)), echo=lambda _: None)
+    two = run_matrix(config(tmp_path / "two", models=(PIXELS,), jobs=2), echo=lambda _: None)
+    assert two.failed == [] and [{k: x[k] for k in keys} for x in two.lines] == [
+        {k: x[k] for k in keys} for x in one.lines
+    ]

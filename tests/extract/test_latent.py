@@ -155,6 +155,7 @@ def test_the_empty_prompt_without_a_tokenizer_is_what_clips_tokenizer_makes(tmp_
     assert torch.equal(encode_prompt(encoder, tokenizer, ""), encode_prompt(encoder, None, ""))
 
 
+@pytest.mark.slow  # an end-to-end extraction (several runs)
 @pytest.mark.parametrize("name", TINY)
 def test_cached_latents_equal_fresh_encodes_and_later_runs_reuse_them(tmp_path, fmnist_env, name):
     preset = LATENT_PRESETS[name]

@@ -4,6 +4,7 @@ staged networks): fixed forward groups, so stores do not depend on how many imag
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from extract.models.backbones import BackboneConfig, extract_backbone
@@ -28,6 +29,7 @@ def test_fixed_batches_feed_exactly_the_micro_batch_and_drop_the_padding():
     torch.testing.assert_close(out[3], x.sum(dim=(1, 2, 3), keepdim=True), rtol=0, atol=0)
 
 
+@pytest.mark.slow  # an end-to-end extraction (several runs)
 def test_staged_and_backbone_stores_are_bit_identical_whatever_the_batch_size(tmp_path, fmnist_env):
     for batch in (3, 8):
         extract_staged(

@@ -76,6 +76,7 @@ def test_bit_identical_across_batch_sizes_and_workers(tmp_path, fmnist_env):
     assert store_bytes(tmp_path / "a.zarr") == store_bytes(tmp_path / "b.zarr")
 
 
+@pytest.mark.slow  # an end-to-end extraction (several runs)
 def test_subset_rows_equal_the_full_run(tmp_path, fmnist_env):
     """Noise is keyed by dataset index, so a --limit subset holds the same rows as the full run."""
     run_tiny(tmp_path / "full.zarr")
@@ -87,6 +88,7 @@ def test_subset_rows_equal_the_full_run(tmp_path, fmnist_env):
     np.testing.assert_array_equal(sub.array(key)[:], full.array(key)[:][rows])
 
 
+@pytest.mark.slow  # an end-to-end extraction (several runs)
 def test_resume_after_a_failure_equals_an_uninterrupted_run(tmp_path, fmnist_env, monkeypatch):
     run_tiny(tmp_path / "ref.zarr")
     real_write = FeatureStore.write_shard
@@ -222,6 +224,7 @@ def test_two_process_torchrun_equals_one_process(tmp_path, fmnist_env, one_proce
     assert store_bytes(one_process_store) == store_bytes(tmp_path / "two.zarr")
 
 
+@pytest.mark.slow  # an end-to-end extraction (several runs)
 def test_other_arguments_into_an_existing_store_are_refused_then_overwritten(tmp_path, fmnist_env):
     run_tiny(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match=r"ts: store has \[10, 300\], asked \[10\]"):
@@ -455,6 +458,7 @@ def test_a_blocks_own_pool_equals_pooling_its_full_map(tmp_path, fmnist_env):
     np.testing.assert_allclose(own, pool(torch.from_numpy(full), 4).numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # an end-to-end extraction (several runs)
 def test_a_data_seed_keeps_the_images_while_the_seed_changes_the_noise(tmp_path, fmnist_env):
     """--data-seed draws the subset alone: seeds 0 and 1 (noise, and here the random weights) read
     the same images; seed 0 with --data-seed 0 is the plain seed-0 store (same key, nothing recomputed)."""
