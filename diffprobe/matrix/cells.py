@@ -160,6 +160,7 @@ class Log:
     def __init__(self, path: Path, echo, stream=None):
         self.path, self.echo, self.stream = path, echo, stream
         self.last_error = ""
+        self.stage = "stores"  # what the cell is doing: its stores, then its heads
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
 
@@ -201,6 +202,12 @@ def run_cell(plan: Plan, cell: Cell, echo=print, device: str | None = None) -> d
         with log.path.open("a") as f:
             f.write(traceback.format_exc())
         line = base | {"status": "failed", "error": f"{type(e).__name__}: {message}"}
+        if log.stage == "stores":  # its extraction failed: the data may be missing or malformed
+            root = f" --data-root {cell.dataset.root}" if cell.dataset.root else ""
+            line["hint"] = (
+                f"check the dataset with: diffprobe extract check-data --data {cell.dataset.data}{root}"
+            )
+            log(line["hint"])
     line["seconds"] = round(time.time() - started, 1)
     write_atomic(cell_path(plan, cell), line)
     return line
@@ -237,6 +244,7 @@ def _run(plan: Plan, cell: Cell, log, device: str | None) -> dict:
     from probe.run import probe
 
     stores = _stores(plan, cell, log)
+    log.stage = "heads"
     heads = plan.heads
     training = TrainSettings(epochs=heads.epochs, batch_size=heads.batch_size, seed=cell.seed)
     folder = Path(plan.out) / "runs"

@@ -227,6 +227,8 @@ def test_a_missing_dataset_fails_only_its_cells_which_the_next_run_retries(tmp_p
     assert outcome.failed == ["pixels__gone__s0"]
     line = json.loads((tmp_path / "out" / "cells" / "pixels__gone__s0.json").read_text())
     assert line["status"] == "failed" and "nowhere" in line["error"] and Path(line["log"]).is_file()
+    hint = f"diffprobe extract check-data --data imagefolder --data-root {missing.root}"
+    assert line["hint"] == f"check the dataset with: {hint}"
     again = run_matrix(cfg, echo=lambda _: None)
     assert (again.ran, again.skipped) == (1, 1)
 
