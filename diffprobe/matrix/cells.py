@@ -91,12 +91,23 @@ def file_sha256(path: Path) -> str:
     return _HASHES[key]
 
 
+def _weights_file(entry: ModelEntry) -> Path | None:
+    """The weights a run reads: the entry's, else a preset's shipped checkpoint (random: none)."""
+    if entry.weights is not None or entry.kind != "run" or entry.random:
+        return entry.weights
+    from extract.models.families import MODELS
+
+    shipped = getattr(MODELS[entry.model].preset, "checkpoint", "")
+    return Path(shipped) if shipped else None
+
+
 def _weights_identity(entry: ModelEntry) -> dict:
-    if entry.weights is None:
+    weights = _weights_file(entry)
+    if weights is None:
         return {"weights": "default"}
-    if not Path(entry.weights).is_file():
-        return {"weights": str(entry.weights), "sha256": None}
-    return {"weights": Path(entry.weights).name, "sha256": file_sha256(entry.weights)}
+    if not Path(weights).is_file():
+        return {"weights": str(weights), "sha256": None}
+    return {"weights": Path(weights).name, "sha256": file_sha256(weights)}
 
 
 def splits_of(dataset: DatasetEntry) -> tuple[str, str]:

@@ -70,20 +70,20 @@ def _digest(argv: list[str]) -> str:
     return hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:10]
 
 
-def _command_step(command: str, argv: list[str], entry: ModelEntry, s: Split, folder: Path) -> Step:
+def _command_step(command: str, argv: list[str], s: Split, folder: Path) -> Step:
     name = f"{command}_{s.dataset.data}_{s.split}{f'_n{s.limit}' if s.limit else ''}_{_digest(argv)}.zarr"
     return Command("extract", (command, *argv, "--no-progress", "--out", str(folder / name)))
 
 
 def pixels_step(entry: ModelEntry, s: Split, folder: Path, region: Region) -> Step:
-    return _command_step("pixels", [*data_args(s), *entry.args], entry, s, folder)
+    return _command_step("pixels", [*data_args(s), *entry.args], s, folder)
 
 
 def _network_step(command: str) -> Callable[[ModelEntry, Split, Path, Region], Step]:
     def step(entry: ModelEntry, s: Split, folder: Path, region: Region) -> Step:
         argv = ["--weights", str(entry.weights)] if entry.weights else []
         argv += [*data_args(s), "-b", _joined(entry.b or ("all",)), "--pool", _joined(entry.pool or ("1",))]
-        return _command_step(command, [*argv, "--skip-small-maps", *entry.args], entry, s, folder)
+        return _command_step(command, [*argv, "--skip-small-maps", *entry.args], s, folder)
 
     return step
 

@@ -248,3 +248,16 @@ def test_two_cells_at_once_give_the_lines_of_one_at_a_time(tmp_path, fmnist_env)
     assert two.failed == [] and [{k: x[k] for k in keys} for x in two.lines] == [
         {k: x[k] for k in keys} for x in one.lines
     ]
+
+
+def test_a_presets_shipped_weights_enter_the_key_by_their_content(tmp_path, monkeypatch):
+    from extract.models.families import MODELS
+
+    plan = Plan(tmp_path, tmp_path)
+    cell = Cell(ModelEntry(name="demo", model="demo-fmnist"), FMNIST, 0)
+    first = cell_key(plan, cell)
+    copy = tmp_path / "other.pt"
+    copy.write_bytes(b"other weights")
+    preset = dataclasses.replace(MODELS["demo-fmnist"].preset, checkpoint=str(copy))
+    monkeypatch.setitem(MODELS, "demo-fmnist", dataclasses.replace(MODELS["demo-fmnist"], preset=preset))
+    assert cell_key(plan, cell) != first
