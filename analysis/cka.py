@@ -68,11 +68,6 @@ def linear_cka_from_moments(m: CrossMoments, i: int, j: int) -> float:
     return float(np.sum(xy * xy) / np.sqrt(np.sum(xx * xx) * np.sum(yy * yy)))
 
 
-def linear_cka_matrix(m: CrossMoments, rows: list[int], cols: list[int]) -> np.ndarray:
-    """CKA of every block in `rows` against every block in `cols`."""
-    return np.array([[linear_cka_from_moments(m, i, j) for j in cols] for i in rows])
-
-
 # ---------------------------------------------------------------- kernels and unbiased HSIC
 def linear_gram(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
@@ -91,9 +86,12 @@ def rbf_gram(x: np.ndarray, bandwidth: float = 0.5) -> np.ndarray:
     return np.exp(-d2 / (2 * bandwidth**2 * median))
 
 
-def kernel_cka(k: np.ndarray, l: np.ndarray) -> float:
-    """CKA of two n x n kernel matrices (biased HSIC, as in Kornblith et al.)."""
-    return hsic_gram(k, l) / np.sqrt(hsic_gram(k, k) * hsic_gram(l, l))
+def kernel_cka(k: np.ndarray, l: np.ndarray, estimator: str = "biased") -> float:
+    """CKA of two n x n kernel matrices: biased HSIC (as in Kornblith et al.) or unbiased
+    (Song et al.); NaN where a kernel's self-HSIC is not positive."""
+    hsic = hsic_unbiased if estimator == "unbiased" else hsic_gram
+    denom = hsic(k, k) * hsic(l, l)
+    return float(hsic(k, l) / np.sqrt(denom)) if denom > 0 else float("nan")
 
 
 def rbf_cka(x: np.ndarray, y: np.ndarray, bandwidth: float = 0.5) -> float:
@@ -109,6 +107,20 @@ def hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
     l = l - np.diag(np.diag(l))
     kl = k @ l
     value = np.trace(kl) + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2 * kl.sum() / (n - 2)
+    return float(value / (n * (n - 3)))
+
+
+def hsic_unbiased_centred(g: float, q_a: np.ndarray, q_b: np.ndarray) -> float:
+    """The same unbiased HSIC of linear kernels, from centred rows without an n x n matrix:
+    g = <Xc Xc^T, Yc Yc^T>; q_a, q_b (n,): the centred rows' squared norms (the kernels'
+    diagonals). The estimator does not change when the rows are centred, and with centred rows
+    each row of Xc Xc^T sums to 0: the kernel with a zeroed diagonal has row sums -q_a and total
+    -sum(q_a), which is all the estimator needs beside g."""
+    n = len(q_a)
+    if n < 4:
+        raise ValueError(f"unbiased HSIC needs at least 4 rows, got {n}")
+    qq = float(np.dot(q_a, q_b))
+    value = (g - qq) + q_a.sum() * q_b.sum() / ((n - 1) * (n - 2)) - 2 * qq / (n - 2)
     return float(value / (n * (n - 3)))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 KERNELS = ("linear", "rbf", "minibatch")
 LINEAR_PATHS = ("auto", "moments", "gram", "pairwise", "tiles")
+ESTIMATORS = ("biased", "unbiased")
 DEFAULT_MAX_BYTES = 2 << 30
 
 
@@ -20,7 +21,11 @@ class CkaConfig:
     tiles, whichever fits in max_bytes: `analysis.linear_paths`; `linear_path` forces one),
     'rbf' (bandwidth x median distance, at most max_rows images) or 'minibatch' (linear kernel,
     unbiased HSIC summed over minibatches of `batch` rows in a seeded shuffled order, `seed`, so
-    that batches mix classes on a class-sorted store)."""
+    that batches mix classes on a class-sorted store).
+
+    estimator: 'biased' (Kornblith et al.'s HSIC; inflated where a key's width far exceeds the
+    number of images) or 'unbiased' (Song et al.'s HSIC in the same ratio), for the linear and
+    rbf kernels; minibatch CKA is unbiased by construction. Empty: biased, or minibatch's own."""
 
     a: Path
     b: Path | None = None
@@ -39,7 +44,17 @@ class CkaConfig:
     # cuda, cuda:1, ...: the tiles path runs there (float64 torch)
     device: str = "cpu"
     progress: bool = True
+    estimator: str = ""
 
     def __post_init__(self) -> None:
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.estimator not in ("", *ESTIMATORS):
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.kernel == "minibatch" and self.estimator == "biased":
+            raise ValueError("minibatch CKA sums unbiased HSICs over minibatches: it has no biased estimator")
+
+    @property
+    def hsic(self) -> str:
+        """The HSIC estimator this map uses: 'biased' or 'unbiased'."""
+        return self.estimator or ("unbiased" if self.kernel == "minibatch" else "biased")

@@ -7,7 +7,7 @@ import click
 
 from analysis.commands.accuracy import best, curves, diff, leaderboard, report, table_cmd
 from analysis.commands.generation import fd, fid_cmd, gen_table
-from analysis.commands.similarity import bench, cka
+from analysis.commands.similarity import align, bench, cka
 from extract.store.config_files import add_config_option
 
 
@@ -16,7 +16,20 @@ def cli():
     """diffprobe analysis: plots from probe results."""
 
 
-for _command in (curves, best, diff, table_cmd, leaderboard, report, cka, bench, fd, fid_cmd, gen_table):
+for _command in (
+    curves,
+    best,
+    diff,
+    table_cmd,
+    leaderboard,
+    report,
+    cka,
+    align,
+    bench,
+    fd,
+    fid_cmd,
+    gen_table,
+):
     cli.add_command(_command)
 add_config_option(cli)  # every command takes --config FILE
 

@@ -29,6 +29,7 @@ class CkaMap:
     sources: dict  # label -> store path and model
     kernel: str = "linear"
     method: str = ""  # linear: the exact path taken (moments, gram, pairwise or tiles)
+    estimator: str = "biased"  # the HSIC estimator: biased or unbiased
 
 
 def _label(key: FeatureKey) -> str:
@@ -50,7 +51,7 @@ def select_keys(keys: list[FeatureKey], ts=(), bs=(), pools=()) -> list[FeatureK
     return sorted(chosen, key=FeatureKey.sort_key)
 
 
-def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
+def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress, estimator="biased"):
     n = int(valid.sum())
     if n > max_rows:
         raise ValueError(
@@ -62,7 +63,7 @@ def _rbf(arrays, views, dims, valid, rows, cols, max_rows, bandwidth, progress):
         for i, b in enumerate(blocks):
             parts[i].append(b.astype(np.float64))
     grams = [rbf_gram(np.concatenate(p), bandwidth) for p in parts]
-    return np.array([[kernel_cka(grams[i], grams[j]) for j in cols] for i in rows]), n
+    return np.array([[kernel_cka(grams[i], grams[j], estimator) for j in cols] for i in rows]), n
 
 
 MINIBATCH_WINDOW_BYTES = 1 << 30  # feature rows held at once by minibatch CKA's shuffle window
@@ -154,9 +155,12 @@ def cka_map(cfg: CkaConfig) -> CkaMap:
             path=cfg.linear_path,
             device=cfg.device,
             progress=cfg.progress,
+            estimator=cfg.hsic,
         )
     elif cfg.kernel == "rbf":
-        matrix, n = _rbf(arrays, views, dims, valid, rows, cols, cfg.max_rows, cfg.bandwidth, cfg.progress)
+        matrix, n = _rbf(
+            arrays, views, dims, valid, rows, cols, cfg.max_rows, cfg.bandwidth, cfg.progress, cfg.hsic
+        )
     else:
         matrix, n = _minibatch(
             arrays, views, dims, valid, rows, cols, cfg.batch, cfg.block_rows, cfg.seed, cfg.progress
@@ -175,6 +179,7 @@ def cka_map(cfg: CkaConfig) -> CkaMap:
         sources,
         cfg.kernel,
         method,
+        cfg.hsic,
     )
 
 
@@ -191,6 +196,7 @@ def write_cka_map(m: CkaMap, cfg: CkaConfig, out: Path, title: str, invocation: 
         "cka": m.matrix.round(6).tolist(),
         "images": m.n,
         "kernel": m.kernel,
+        "estimator": m.estimator,
         "sources": m.sources,
         **({"batch": cfg.batch, "seed": cfg.seed} if cfg.kernel == "minibatch" else {}),
         **({"path": m.method} if m.method else {}),
@@ -218,7 +224,7 @@ def plot_cka(m: CkaMap, title: str) -> plt.Figure:
                     fontsize=6,
                     color="white" if m.matrix[i, j] < 0.6 else "black",
                 )
-    fig.colorbar(im, ax=ax, label=f"{m.kernel} CKA")
+    fig.colorbar(im, ax=ax, label=f"{m.kernel} CKA" + (" (unbiased)" if m.estimator == "unbiased" else ""))
     source = "\n".join(f"{k}: {v['model']}\n{Path(v['store']).name}" for k, v in m.sources.items())
     ax.set_title(f"{title}\n{source}\n{m.n} images", fontsize=7)
     return fig

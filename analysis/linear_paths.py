@@ -1,7 +1,9 @@
 """Linear CKA over cached keys, by whichever exact path fits in memory.
 
-All three paths compute the same number, ||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)
-= <HKH, HLH> / (||HKH||_F ||HLH||_F), in float64:
+Every path computes the same products in float64, <Kc_i, Kc_j> = ||Xc_i^T Xc_j||_F^2 = <HK_iH, HK_jH>,
+for each pair of keys compared and each key with itself; `cka_from_products` turns them into CKA
+with the biased estimator (Kornblith et al.: <HKH, HLH> / (||HKH||_F ||HLH||_F)) or the
+unbiased one (Song et al.'s HSIC, which needs only the centred rows' squared norms beside them):
 
 - moments: one streamed (D x D) feature Gram matrix over all keys (D features in all); its
   memory does not grow with the number of images n, so it suits narrow keys and large n.
@@ -24,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.cka import CrossMoments, linear_cka_matrix
-from analysis.cka_config import DEFAULT_MAX_BYTES, LINEAR_PATHS
-from analysis.tiled_cka import MIN_TILE, tile_bytes, tiled_linear_cka
+from analysis.cka import CrossMoments, hsic_unbiased_centred
+from analysis.cka_config import DEFAULT_MAX_BYTES, ESTIMATORS, LINEAR_PATHS
+from analysis.tiled_cka import MIN_TILE, tile_bytes, tiled_products
 from extract.store.progress import bar as progress_bar
 
 GIB = 2**30
@@ -153,13 +155,26 @@ def _blocks(keys: Keys, which: list[int], block_rows: int, progress: bool):
         yield [b.astype(np.float64) for b in blocks]
 
 
-def _by_moments(keys: Keys, rows: list[int], cols: list[int], block_rows: int, progress: bool) -> np.ndarray:
+Products = dict[tuple[int, int], float]  # (i, j), i <= j -> <Kc_i, Kc_j>, the centred Grams' inner product
+
+
+def _pairs(rows: list[int], cols: list[int]) -> set[tuple[int, int]]:
+    """The products a map needs: every (row, col) pair and every key with itself, as (i <= j)."""
+    used = set(rows) | set(cols)
+    return {(min(i, j), max(i, j)) for i in rows for j in cols} | {(i, i) for i in used}
+
+
+def _by_moments(keys: Keys, rows: list[int], cols: list[int], block_rows: int, progress: bool) -> Products:
     used = sorted(set(rows) | set(cols))
     place = {k: i for i, k in enumerate(used)}
     moments = CrossMoments([keys.dims[i] for i in used])
     for blocks in _blocks(keys, used, block_rows, progress):
         moments.add(blocks)
-    return linear_cka_matrix(moments, [place[i] for i in rows], [place[j] for j in cols])
+    out = {}
+    for i, j in _pairs(rows, cols):
+        xy = moments.centred_cross(place[i], place[j])  # Xc_i^T Xc_j: ||.||_F^2 = <Kc_i, Kc_j>
+        out[(i, j)] = float(np.sum(xy * xy))
+    return out
 
 
 def centred_gram(keys: Keys, i: int, block_rows: int) -> np.ndarray:
@@ -192,48 +207,75 @@ def _stored_rows(keys: Keys, i: int, block_rows: int) -> np.ndarray:
     return x
 
 
-def _ratio(cross: float, self_a: float, self_b: float) -> float:
-    return float(cross / np.sqrt(self_a * self_b))
-
-
-def _by_grams(keys: Keys, rows: list[int], cols: list[int], block_rows: int, progress: bool) -> np.ndarray:
+def _by_grams(keys: Keys, rows: list[int], cols: list[int], block_rows: int, progress: bool) -> Products:
     used = sorted(set(rows) | set(cols))
     grams = {
         i: centred_gram(keys, i, block_rows)
         for i in progress_bar(progress, iterable=used, desc="cka grams", unit="key")
     }
-    norms = {i: float(np.vdot(g, g)) for i, g in grams.items()}
-    return np.array([[_ratio(np.vdot(grams[i], grams[j]), norms[i], norms[j]) for j in cols] for i in rows])
+    return {(i, j): float(np.vdot(grams[i], grams[j])) for i, j in _pairs(rows, cols)}
 
 
 def _by_pairs(
     keys: Keys, rows: list[int], cols: list[int], max_bytes: int, block_rows: int, progress: bool
-) -> np.ndarray:
+) -> Products:
     """One pair at a time: two Grams when they fit, else the pair's moments."""
     use_grams = gram_bytes(keys, 2) <= max_bytes
     buffer_rows = min(block_rows, len(keys.valid))
-    norms: dict[int, float] = {}
-    out = np.empty((len(rows), len(cols)))
-    pairs = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
+    out: Products = {}
+    pairs = [(i, j) for i in rows for j in cols]
     current, current_gram = None, None
-    for r, c in progress_bar(progress, iterable=pairs, desc="cka pairs", unit="pair"):
-        i, j = rows[r], cols[c]
+    for i, j in progress_bar(progress, iterable=pairs, desc="cka pairs", unit="pair"):
         pair_fits = moments_bytes([keys.dims[i], keys.dims[j]], buffer_rows) <= max_bytes
         cheaper = keys.dims[i] + keys.dims[j] < keys.n  # n (d_i + d_j)^2 against n^2 (d_i + d_j) flops
         if not use_grams or (pair_fits and cheaper):
-            out[r, c] = _by_moments(keys, [i], [j], block_rows, False)[0, 0]
+            out.update(_by_moments(keys, [i], [j], block_rows, False))
             continue
         if current != i:
             current, current_gram = i, centred_gram(keys, i, block_rows)
-            norms.setdefault(i, float(np.vdot(current_gram, current_gram)))
+            out[(i, i)] = float(np.vdot(current_gram, current_gram))
         if j == i:
-            out[r, c] = 1.0 if norms[i] > 0 else np.nan
             continue
         other = centred_gram(keys, j, block_rows)
-        norms.setdefault(j, float(np.vdot(other, other)))
-        out[r, c] = _ratio(np.vdot(current_gram, other), norms[i], norms[j])
+        out[(j, j)] = float(np.vdot(other, other))
+        out[(min(i, j), max(i, j))] = float(np.vdot(current_gram, other))
         del other
     return out
+
+
+def centred_sq_norms(keys: Keys, which: list[int], block_rows: int) -> dict[int, np.ndarray]:
+    """Each key's valid rows' squared norms after centring, (n,) float64: the diagonals of the
+    centred Grams, all the unbiased estimator needs beside the products. Two streamed passes
+    (the means, then the norms): one block of rows in float64 at a time, n floats per key."""
+    sums = {i: np.zeros(keys.dims[i]) for i in which}
+    for blocks in _blocks(keys, which, block_rows, False):
+        for i, b in zip(which, blocks):
+            sums[i] += b.sum(axis=0)
+    means = {i: s / keys.n for i, s in sums.items()}
+    parts: dict[int, list] = {i: [] for i in which}
+    for blocks in _blocks(keys, which, block_rows, False):
+        for i, b in zip(which, blocks):
+            b -= means[i]
+            parts[i].append(np.einsum("ij,ij->i", b, b))
+    return {i: np.concatenate(p) for i, p in parts.items()}
+
+
+def cka_from_products(
+    products: Products, rows: list[int], cols: list[int], sq_norms: dict[int, np.ndarray] | None = None
+) -> np.ndarray:
+    """CKA of every (row, col) key pair: the biased estimator from the products alone (Kornblith
+    et al.), or with the centred rows' squared norms the unbiased one (Song et al.'s HSIC in the
+    ratio). A key whose self-HSIC is not positive (constant features) gives NaN."""
+
+    def hsic(i: int, j: int) -> float:
+        g = products[(min(i, j), max(i, j))]
+        return g if sq_norms is None else hsic_unbiased_centred(g, sq_norms[i], sq_norms[j])
+
+    def cka(i: int, j: int) -> float:
+        denom = hsic(i, i) * hsic(j, j)
+        return float(hsic(i, j) / np.sqrt(denom)) if denom > 0 else float("nan")
+
+    return np.array([[cka(i, j) for j in cols] for i in rows])
 
 
 def linear_cka(
@@ -246,17 +288,26 @@ def linear_cka(
     path: str = "auto",
     device: str = "cpu",
     progress: bool = True,
+    estimator: str = "biased",
 ) -> tuple[np.ndarray, str]:
     """CKA of every key in `rows` against every key in `cols`: (len(rows), len(cols)) and the
     path taken. Memory stays under max_bytes (numpy's or the device's arrays; the store reader
-    adds its own block of rows)."""
+    adds its own block of rows). estimator: 'biased' (Kornblith et al.'s, inflated where the
+    width far exceeds n) or 'unbiased' (Song et al.'s HSIC; needs n >= 4; two more passes)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"CKA estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    if estimator == "unbiased" and keys.n < 4:
+        raise ValueError(f"unbiased CKA needs at least 4 valid images, got {keys.n}")
     chosen = plan_linear(keys, rows, cols, max_bytes, block_rows, path, device)
     if chosen == "tiles":
-        return tiled_linear_cka(
-            keys, rows, cols, max_bytes=max_bytes, device=device, progress=progress
-        ), chosen
-    if chosen == "moments":
-        return _by_moments(keys, rows, cols, block_rows, progress), chosen
-    if chosen == "gram":
-        return _by_grams(keys, rows, cols, block_rows, progress), chosen
-    return _by_pairs(keys, rows, cols, max_bytes, block_rows, progress), chosen
+        products = tiled_products(keys, rows, cols, max_bytes=max_bytes, device=device, progress=progress)
+    elif chosen == "moments":
+        products = _by_moments(keys, rows, cols, block_rows, progress)
+    elif chosen == "gram":
+        products = _by_grams(keys, rows, cols, block_rows, progress)
+    else:
+        products = _by_pairs(keys, rows, cols, max_bytes, block_rows, progress)
+    norms = None
+    if estimator == "unbiased":
+        norms = centred_sq_norms(keys, sorted(set(rows) | set(cols)), block_rows)
+    return cka_from_products(products, rows, cols, norms), chosen

@@ -67,10 +67,11 @@ def _read(keys, i: int, rows: np.ndarray) -> np.ndarray:
     return x if hi - lo == len(rows) else x[rows - lo]  # every row valid: no copy
 
 
-def tiled_linear_cka(
+def tiled_products(
     keys, rows: list[int], cols: list[int], *, max_bytes: int, device: str = "cpu", progress: bool = True
-) -> np.ndarray:
-    """CKA of every key in `rows` against every key in `cols` (exact; float64 on `device`)."""
+) -> dict[tuple[int, int], float]:
+    """<Kc_i, Kc_j>, the centred Gram matrices' inner products, of every key in `rows` with every
+    key in `cols` and of each with itself, as {(i, j), i <= j: value} (exact; float64 on `device`)."""
     import torch  # only this path needs it: the other CKA paths run on numpy alone
 
     used = sorted(set(rows) | set(cols))
@@ -123,11 +124,4 @@ def tiled_linear_cka(
         for i, j in pairs:
             term = weight * torch.vdot(grams[i].reshape(-1), grams[j].reshape(-1))
             hsic[(i, j)] = term if hsic[(i, j)] is None else hsic[(i, j)] + term
-    value = {p: float(v) for p, v in hsic.items()}
-
-    def cka(i: int, j: int) -> float:
-        cross = value[(min(i, j), max(i, j))]
-        denom = np.sqrt(value[(i, i)] * value[(j, j)])
-        return float(cross / denom) if denom > 0 else float("nan")
-
-    return np.array([[cka(i, j) for j in cols] for i in rows])
+    return {p: float(v) for p, v in hsic.items()}

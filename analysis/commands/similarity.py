@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
-from analysis.cka_config import KERNELS, LINEAR_PATHS, CkaConfig
-from extract.store.cli_options import invocation, key_options, user_errors
+from analysis.align_config import METRICS, AlignConfig
+from analysis.cka_config import ESTIMATORS, KERNELS, LINEAR_PATHS, CkaConfig
+from extract.store.cli_options import STORE, invocation, key_options, user_errors
 
 DEFAULTS = CkaConfig(Path("."))
+ALIGN_DEFAULTS = AlignConfig(".", ".")
 
 
 @click.command()
@@ -19,8 +21,8 @@ DEFAULTS = CkaConfig(Path("."))
     "stores",
     multiple=True,
     required=True,
-    type=click.Path(path_type=Path),
-    help="one store (layer x layer) or two (A x B)",
+    type=STORE,
+    help="one store (layer x layer) or two (A x B); folders or URLs",
 )
 @click.option("--labels", default="A,B", help="names of the two stores in the figure")
 @click.option(
@@ -34,6 +36,13 @@ DEFAULTS = CkaConfig(Path("."))
     default=DEFAULTS.kernel,
     help="linear: exact, streamed; rbf: bandwidth x median distance (<= --max-rows images); "
     "minibatch: unbiased HSIC over minibatches",
+)
+@click.option(
+    "--estimator",
+    type=click.Choice(ESTIMATORS),
+    default=None,
+    help="linear and rbf: HSIC's biased estimator (Kornblith et al.; inflated where the width far exceeds "
+    "the number of images) or the unbiased one (Song et al.) [default: biased; minibatch: unbiased]",
 )
 @click.option(
     "--max-memory-gb",
@@ -77,7 +86,7 @@ DEFAULTS = CkaConfig(Path("."))
 )
 @click.option("--progress/--no-progress", default=DEFAULTS.progress)
 @user_errors
-def cka(stores, labels, out, title, blocks, max_memory_gb, **options):
+def cka(stores, labels, out, title, blocks, max_memory_gb, estimator, **options):
     """Linear CKA between every cached (t, b, pool) of one store, or of two stores on the same images."""
     from analysis.compare import cka_map, write_cka_map
 
@@ -89,13 +98,69 @@ def cka(stores, labels, out, title, blocks, max_memory_gb, **options):
         tuple((labels.split(",") + ["A", "B"])[:2]),
         bs=() if "all" in blocks else blocks,
         max_bytes=int(max_memory_gb * 2**30),
+        estimator=estimator or "",
         **options,
     )
     result = cka_map(cfg)
     write_cka_map(result, cfg, out, title, invocation())
     how = f", by {result.method}" if result.method else ""
-    shape = f"{len(result.rows)} x {len(result.cols)} {result.kernel} CKA"
+    shape = f"{len(result.rows)} x {len(result.cols)} {result.kernel} CKA ({result.estimator})"
     click.echo(f"written: {out} ({shape} over {result.n} images{how})")
+
+
+@click.command()
+@click.option("--store", "stores", multiple=True, required=True, help="two stores: A (every key) and B")
+@click.option("--labels", default="A,B", help="names of the two stores in the figure")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)"
+)
+@click.option("--title", default="alignment")
+@key_options(what="A's keys to align [default: every key in A]")
+@click.option(
+    "--against", default="", show_default=False, help="B's key, e.g. t0/b5/full [default: B's only key]"
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    type=click.Choice(METRICS),
+    default=METRICS,
+    help="repeatable: mutual kNN, CKNNA (unbiased HSIC over shared neighbours), unbiased linear CKA",
+)
+@click.option("--k", type=click.IntRange(min=1), default=ALIGN_DEFAULTS.k, help="neighbours per image")
+@click.option(
+    "--max-memory-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=ALIGN_DEFAULTS.max_bytes / 2**30,
+    help="most memory the neighbour tiles and CKA's arrays may take",
+)
+@click.option("--progress/--no-progress", default=ALIGN_DEFAULTS.progress)
+@user_errors
+def align(stores, labels, out, title, ts, blocks, pools, against, metrics, k, max_memory_gb, progress):
+    """How every cached (t, b) of store A aligns with one key of store B, over the images both
+    hold (paired by pixel digest), rows L2-normalised: mutual kNN, CKNNA and unbiased CKA."""
+    from analysis.align import align_map, write_align_map
+
+    if len(stores) != 2:
+        raise ValueError("give two --store: A (its keys form the map) and B (one key of it)")
+    cfg = AlignConfig(
+        stores[0],
+        stores[1],
+        tuple((labels.split(",") + ["A", "B"])[:2]),
+        ts,
+        () if "all" in blocks else blocks,
+        pools,
+        against,
+        tuple(metrics),
+        k,
+        int(max_memory_gb * 2**30),
+        progress=progress,
+    )
+    result = align_map(cfg)
+    write_align_map(result, out, title, invocation())
+    for metric, best in result.best().items():
+        click.echo(f"{metric}: best {best['key']} = {best['value']:.4f}")
+    click.echo(f"written: {out} ({len(result.rows)} keys of A against B {result.against}, {result.n} images)")
 
 
 @click.command()

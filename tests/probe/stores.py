@@ -26,6 +26,8 @@ def make_store(
     dtype: str = "float16",
     micro_batch: int = 4,
     device_type: str = "cpu",
+    content: np.ndarray | None = None,
+    ids: list[str] | None = None,
 ) -> FeatureStore:
     """A complete store holding the given rows: key -> (n, [V,] C, h, w)."""
     n = len(labels)
@@ -46,7 +48,7 @@ def make_store(
     store = FeatureStore.create(
         path,
         row_shapes=shapes,
-        ids=[f"{split}/{i}" for i in range(n)],
+        ids=ids or [f"{split}/{i}" for i in range(n)],
         labels=labels,
         index=np.arange(n),
         shard_rows=shard_rows,
@@ -58,7 +60,10 @@ def make_store(
     for s in range(store.n_shards):
         rows = store.shard_rows(s)
         store.write_shard(
-            s, {k: v[rows.start : rows.stop] for k, v in features.items()}, valid[rows.start : rows.stop]
+            s,
+            {k: v[rows.start : rows.stop] for k, v in features.items()},
+            valid[rows.start : rows.stop],
+            content=None if content is None else content[rows.start : rows.stop],
         )
     store.finish({})
     return store
