@@ -21,7 +21,7 @@ from extract.cli_stores import backbone, features, pixels
 from extract.data.registry import DATASETS
 from extract.generate.commands import add_generate_commands
 from extract.models.adm_presets import PRESETS
-from extract.store.cli_options import int_list, user_errors
+from extract.store.cli_options import STORE, int_list, user_errors
 from extract.store.config import FORWARD_DTYPES
 from extract.store.config_files import add_config_option
 
@@ -248,7 +248,7 @@ def bench_gpu_cmd(quick, channels_last, compiled, out, **options):
 
 
 @cli.command()
-@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("stores", nargs=-1, required=True, type=STORE)
 @click.option(
     "--repair/--no-repair", default=False, help="re-extract only the bad shards (needs the model and data)"
 )

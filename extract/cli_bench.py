@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from extract.store.cli_options import user_errors
+from extract.store.cli_options import STORE, user_errors
 from extract.store.config import FORWARD_DTYPES
 
 
@@ -45,8 +45,8 @@ def bench(dtype, device, out, models):
 @click.option("--dim", type=click.IntRange(min=4), default=4096)
 @click.option(
     "--store",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    help="also bench the rows of a real store",
+    type=STORE,
+    help="also bench the rows of a real store (at a URL: read there, beside plain ranged GETs)",
 )
 @click.option("--key", help="the store's key to read (e.g. t10/b9/full) [default: its widest]")
 @click.option("--out", type=click.Path(path_type=Path), help="also write the results as JSON")

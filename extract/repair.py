@@ -42,7 +42,7 @@ def repair_store(path: str | Path, ckpt: Path | None = None, data_root: Path | N
     for s in sorted(report.bad_shards):
         store.group["progress/done"][s] = 0
     store.mark_incomplete()
-    overrides = {"out": Path(path), "overwrite": False, "progress": False}
+    overrides = {"out": path, "overwrite": False, "progress": False}  # a folder or a URL
     if ckpt is not None:
         # the config's own name for its weights file is kept, the other dropped
         overrides.update(ckpt=ckpt, weights=ckpt)

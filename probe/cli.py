@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from extract.store.cli_options import float_list, int_list, key_options, user_errors
+from extract.store.cli_options import STORE, float_list, int_list, key_options, user_errors
 from extract.store.config_files import add_config_option
 from probe.cli_finetune import finetune
 from probe.config import BASELINE_NAMES, HEAD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
@@ -24,18 +24,18 @@ def cli():
 
 @cli.command()
 @click.option(
-    "--train", "train_store", required=True, type=click.Path(path_type=Path), help="training store (.zarr)"
+    "--train", "train_store", required=True, type=STORE, help="training store (.zarr folder or URL)"
 )
 @click.option(
     "--test",
     "test_store",
-    type=click.Path(path_type=Path),
+    type=STORE,
     help="test store: evaluated only, never used to choose",
 )
 @click.option(
     "--val",
     "val_store",
-    type=click.Path(path_type=Path),
+    type=STORE,
     help="official validation store [default: carved from --train]",
 )
 @click.option(
@@ -168,7 +168,7 @@ def train(train_store, test_store, val_store, **kwargs):
 
 @cli.command("eval")
 @click.option("--head", "head", required=True, type=click.Path(path_type=Path), help="a saved .head.pt file")
-@click.option("--store", required=True, type=click.Path(path_type=Path), help="store to evaluate on")
+@click.option("--store", required=True, type=STORE, help="store to evaluate on (folder or URL)")
 @click.option("--out", type=click.Path(path_type=Path), help="write the full results JSON here")
 @click.option("--device", default="cpu")
 @click.option(

@@ -9,6 +9,7 @@ import torch
 
 from extract.store import progress
 from extract.store.overlap import check_overlap
+from extract.store.location import same_location, store_location
 from extract.store.schema import ROUNDING_FIELDS, describe_differences, is_store, open_complete
 from probe.grid import head_inputs
 from probe.metrics import report
@@ -68,13 +69,13 @@ def evaluate_head(
 def _overlap_with_training(meta: dict, store, allow: bool) -> dict | None:
     """Check the store against the head's training store, if it still exists; warn when allowed."""
     train_path = meta.get("train_store")
-    if not train_path or not is_store(train_path) or Path(train_path).resolve() == Path(store.path).resolve():
+    if not train_path or not is_store(train_path) or same_location(train_path, store.path):
         return None
     found = check_overlap(
         open_complete(train_path),
         store,
         allow,
-        f"the head's training store ({Path(train_path).name}) and {store.path.name}",
+        f"the head's training store ({store_location(train_path).name}) and {store.path.name}",
     )
     if found.shared:
         progress.warn(found.line)

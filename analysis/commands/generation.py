@@ -9,20 +9,20 @@ from pathlib import Path
 
 import click
 
-from extract.store.cli_options import invocation, user_errors
+from extract.store.cli_options import STORE, invocation, user_errors
 
 
 @click.command()
 @click.option(
     "--real",
     required=True,
-    type=click.Path(path_type=Path),
+    type=STORE,
     help="the reference store (e.g. real images' features)",
 )
 @click.option(
     "--fake",
     required=True,
-    type=click.Path(path_type=Path),
+    type=STORE,
     help="the store compared to it (e.g. samples' features)",
 )
 @click.option(

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from extract.store.location import Location, read_text, store_location
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -94,6 +96,8 @@ RECORDED = (
     "dtype",
     "seed",
 )
+# the settings that name where stores go: a folder or an object-storage URL
+STORE_FOLDERS = ("out", "store_out")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -133,6 +137,8 @@ def parse_value(name: str, kind, value):
             raise ValueError(
                 f"{name.upper()}={text}: expected {'an integer' if kind is int else 'a number'}"
             ) from None
+    if kind is Path and name in STORE_FOLDERS:
+        return store_location(text)  # a folder or a URL (s3://bucket/prefix), never a mangled URL
     return Path(text) if kind is Path else text
 
 
@@ -161,8 +167,9 @@ def defaults(cls: type = Settings):
     return build(read_toml("settings.toml"), cls)
 
 
-def record_path(values: dict) -> Path:
-    return Path(str(values["out"])) / "last-extract.json"
+def record_path(values: dict) -> Location:
+    """`<OUT>/last-extract.json`: a file, or an object beside the stores when OUT is a URL."""
+    return store_location(str(values["out"])) / "last-extract.json"
 
 
 def record_values(settings: Settings) -> dict[str, str]:
@@ -188,9 +195,9 @@ def resolve(
     if unknown:
         raise ValueError(f"no setting {', '.join(unknown)}; the settings are: {', '.join(field_types(cls))}")
     if reads_record:
-        path = record_path({**values, **given})
-        if path.is_file():
-            values.update({k: v for k, v in json.loads(path.read_text()).items() if k in RECORDED})
+        text = read_text(record_path({**values, **given}))
+        if text is not None:
+            values.update({k: v for k, v in json.loads(text).items() if k in RECORDED})
     values.update(given)
     rows = table.get("rows", {})
     if rows:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from extract.store.config import ExtractConfig
+from extract.store.location import exists, store_location, write_text
 
 Echo = Callable[[str], None]
 
@@ -120,7 +121,7 @@ class Need:
         pass
 
     def run(self, echo: Echo) -> None:
-        if not Path(self.path).exists():
+        if not exists(store_location(self.path)):
             echo(self.hint)
             raise SystemExit(1)
 
@@ -137,8 +138,7 @@ class Record:
 
     def run(self, echo: Echo) -> None:
         self.show(echo)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.values, indent=1) + "\n")
+        write_text(store_location(self.path), json.dumps(self.values, indent=1) + "\n")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from extract.store.config import ExtractConfig
+from extract.store.location import Location, exists, store_location
 
 
 def tag(values) -> str:
@@ -31,21 +32,21 @@ def store_name(cfg: ExtractConfig) -> str:
     return name + ".zarr"
 
 
-def store_path(folder: Path, cfg: ExtractConfig) -> Path:
-    return Path(folder) / store_name(cfg)
+def store_path(folder: Location, cfg: ExtractConfig) -> Location:
+    return store_location(folder) / store_name(cfg)
 
 
-def pixel_path(folder: Path, data: str, split: str, limit: int | None) -> Path:
+def pixel_path(folder: Location, data: str, split: str, limit: int | None) -> Location:
     """The raw-pixel baseline's store: <folder>/pixels_<data>_<split>[_n<LIMIT>].zarr."""
-    return Path(folder) / f"pixels_{data}_{split}{f'_n{limit}' if limit else ''}.zarr"
+    return store_location(folder) / f"pixels_{data}_{split}{f'_n{limit}' if limit else ''}.zarr"
 
 
 def made(path: Path) -> bool:
     """Whether a step's output is there: a feature store (.zarr) only once its extraction finished,
     so a killed extraction is resumed by its step instead of skipped; anything else when it exists."""
-    path = Path(path)
-    if path.suffix != ".zarr" or not path.exists():
-        return path.exists()
+    path = store_location(path)
+    if not path.name.endswith(".zarr") or not exists(path):
+        return exists(path)
     from extract.store.schema import FeatureStore
 
     try:
@@ -54,6 +55,6 @@ def made(path: Path) -> bool:
         return False
 
 
-def bigan_path(folder: Path, data: str, split: str, limit: int | None) -> Path:
+def bigan_path(folder: Location, data: str, split: str, limit: int | None) -> Location:
     """The BiGAN encoder's store: <folder>/bigan_<data>_<split>[_n<LIMIT>].zarr."""
-    return Path(folder) / f"bigan_{data}_{split}{f'_n{limit}' if limit else ''}.zarr"
+    return store_location(folder) / f"bigan_{data}_{split}{f'_n{limit}' if limit else ''}.zarr"

@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
+from extract.store.location import StoreURL
 from extract.store.schema import CHUNK_BYTES, FeatureKey, FeatureStore, chunk_rows_for, feature_codecs
 from extract.store.shard_read import FeatureArray
 
@@ -170,12 +171,17 @@ def bench_io(
     dim: int = 4096,
     shard_rows: int = 2048,
     repeats: int = 3,
-    store: Path | None = None,
+    store: Path | StoreURL | None = None,
     key: str | None = None,
 ) -> dict:
-    """Activation-like rows and, with `store`, one key of a real store (its first `rows` rows)."""
+    """Activation-like rows and, with `store`, one key of a real store (its first `rows` rows); a
+    store at a URL is read where it is, against plain ranged GETs of its objects (`io_url`)."""
     parts = [bench_data(activation_like(rows, dim), shard_rows, repeats)]
-    if store is not None:
+    if isinstance(store, StoreURL):
+        from extract.bench.io_url import bench_url_store
+
+        parts.append(bench_url_store(store, key, rows, repeats))
+    elif store is not None:
         s = FeatureStore.open(store)
         k = FeatureKey.parse(key) if key else max(s.keys(), key=lambda k: int(np.prod(s.array(k).shape[1:])))
         x = s.array(k)[: min(rows, s.n_rows)]
@@ -193,6 +199,11 @@ def bench_io(
 def format_table(result: dict) -> str:
     lines = []
     for r in result["parts"]:
+        if r.get("kind") == "url":
+            from extract.bench.io_url import format_url
+
+            lines.append(format_url(r))
+            continue
         lines += [
             f"cache I/O, {r['data']}: {r['rows']} rows x {r['row_shape']} {r['dtype']} ({r['mb']} MB), "
             f"{r['shard_rows']}-row shards, warm page cache, best of {r['repeats']}",

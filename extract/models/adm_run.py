@@ -75,7 +75,7 @@ def extract_adm(cfg: ExtractConfig) -> Summary:
             torch_version=torch.__version__,
         )
         plan = StorePlan(
-            out=Path(cfg.store.out),
+            out=cfg.store.out,
             key=key,
             compatible=UNET_COMPATIBLE,
             provenance=made,

@@ -140,7 +140,7 @@ def extract_backbone(cfg: BackboneConfig) -> str:
         torch_version=torch.__version__,
     )
     plan = StorePlan(
-        out=Path(cfg.store.out),
+        out=cfg.store.out,
         key=json_roundtrip(key),
         compatible=BACKBONE_COMPATIBLE,
         provenance=made,

@@ -172,7 +172,7 @@ def extract_features(cfg: FeatureStoreConfig) -> str:
         features=net.record,
     )
     plan = StorePlan(
-        out=Path(cfg.store.out),
+        out=cfg.store.out,
         key=json_roundtrip(key),
         compatible=FEATURE_COMPATIBLE,
         provenance=made,

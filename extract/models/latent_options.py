@@ -20,7 +20,8 @@ class LatentOptions:
     latents: Path | None = option(
         None,
         "the VAE latent cache store, shared by runs on the same images "
-        "[default: latents/<model>-<hash>.zarr beside --out]",
+        "[default: latents/<model>-<hash>.zarr beside --out]; a folder or a URL",
+        store=True,
     )
     class_label: int | None = option(
         None, "DiT: the class label every image is given [default: 1000, the null class]"

@@ -21,7 +21,6 @@ import json
 import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -40,6 +39,7 @@ from extract.models.noise import latent_q_sample
 from extract.shards import Batch, Forward, ShardJob, Summary, image_inputs, run_shards
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
 from extract.store.dist import process_group
+from extract.store.location import Location, store_location
 from extract.store.provenance import provenance
 from extract.store.schema import CONTENT_BYTES, FeatureKey, FeatureStore
 from extract.store.writer import StorePlan, write_store
@@ -188,9 +188,9 @@ def latent_key(
     }
 
 
-def default_latents_path(out: Path, preset: LatentPreset, key: dict) -> Path:
+def default_latents_path(out: Location, preset: LatentPreset, key: dict) -> Location:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(out).parent / "latents" / f"{preset.name}-{digest}.zarr"
+    return store_location(out).parent / "latents" / f"{preset.name}-{digest}.zarr"
 
 
 def extract_latent(cfg: ExtractConfig) -> Summary:
@@ -244,7 +244,9 @@ def run_latent_stores(
         # 1. the latent cache
         lkey = json_roundtrip(latent_key(cfg, preset, model, dataset, device))
         given = cfg.options.latents
-        lpath = Path(given) if given is not None else default_latents_path(cfg.store.out, preset, lkey)
+        lpath = (
+            store_location(given) if given is not None else default_latents_path(cfg.store.out, preset, lkey)
+        )
         lcfg = dataclasses.replace(cfg, views=lkey["views"], store_dtype="float32")
         lshape = {LATENT_KEY: (preset.latent_channels, preset.latent_size, preset.latent_size)}
         lprov = provenance(
@@ -296,7 +298,7 @@ def run_latent_stores(
             latents=str(lpath),
         )
         plan = StorePlan(
-            out=Path(cfg.store.out),
+            out=cfg.store.out,
             key=json_roundtrip(key),
             compatible=FEATURE_COMPATIBLE,
             provenance=made,

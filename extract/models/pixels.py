@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -56,7 +55,7 @@ def extract_pixels(cfg: PixelConfig) -> str:
     }
     made = provenance("pixels", "pixels", cfg, dataset_record(source, rows, dataset))
     plan = StorePlan(
-        out=Path(cfg.store.out),
+        out=cfg.store.out,
         key=json_roundtrip(key),
         compatible=PIXEL_COMPATIBLE,
         provenance=made,

@@ -197,7 +197,7 @@ def extract_staged(cfg: StagedConfig) -> str:
         torch_version=torch.__version__,
     )
     plan = StorePlan(
-        out=Path(cfg.store.out),
+        out=cfg.store.out,
         key=json_roundtrip(key),
         compatible=STAGED_COMPATIBLE,
         provenance=made,

@@ -19,6 +19,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import click
 
+from extract.store.location import StoreURL, is_storage_error, one_line, store_location
 from extract.store.schema import FULL, parse_pool
 
 ALL_BLOCKS = "all"
@@ -36,7 +37,7 @@ def invocation() -> dict | None:
 
 
 def _jsonable(value):
-    if isinstance(value, Path):
+    if isinstance(value, (Path, StoreURL)):
         return str(value)
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
@@ -59,12 +60,33 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(e)}", err=True)
+            sys.exit(2)
+        except Exception as e:
+            if not is_storage_error(e):  # object storage's errors, whatever their class
+                raise
+            click.echo(f"error: {one_line(e)}", err=True)
             sys.exit(2)
         finally:
             _INVOCATION.reset(token)
 
     return wrapper
+
+
+class StoreParam(click.ParamType):
+    """A store's location: a path, or a file://, s3://, gs:// or az:// URL (kept whole: a URL never
+    goes through Path, which would make it a local folder named `s3:`)."""
+
+    name = "store"
+
+    def convert(self, value, param, ctx):
+        try:
+            return store_location(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+STORE = StoreParam()
 
 
 def _words(values) -> list[str]:
@@ -226,6 +248,8 @@ def field_option(name: str, hint, default, meta, choices=None) -> click.Option:
         kw["type"] = click.IntRange(min=meta["min"]) if "min" in meta else int
     elif base is float:
         kw["type"] = float
+    elif meta.get("store"):
+        kw["type"] = STORE
     elif base is Path:
         kw["type"] = click.Path(path_type=Path)
     return click.Option([*flags, name], **kw)

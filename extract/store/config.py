@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from extract.store.location import StoreURL, store_location
+
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **cli: Any) -> Any:
     """A config field with its command-line form: `help`, and where the field's name and type
@@ -69,9 +71,13 @@ class DataSelection:
 
 @dataclass(frozen=True)
 class StoreOptions:
-    """Where the store goes and how it is written (none of these change a value)."""
+    """Where the store goes and how it is written (none of these change a value). `out` is a
+    folder or a URL; it is kept as `store_location` reads it (a Path or a StoreURL)."""
 
-    out: Path = option(help="store to create or resume (a .zarr folder)")
+    out: Path | StoreURL = option(
+        help="store to create or resume: a .zarr folder, or a URL (s3://bucket/path/name.zarr, gs://, az://)",
+        store=True,
+    )
     shard_rows: int = option(2048, "rows per shard (the unit of work and resume)", min=1)
     overwrite: bool = option(False, "replace a store made with other arguments")
     allow_mismatch: bool = option(
@@ -80,6 +86,9 @@ class StoreOptions:
         "from the others by float rounding (recorded in the store's attrs as resumed_with)",
     )
     progress: bool = option(True, "show a progress bar")
+
+    def __post_init__(self):
+        object.__setattr__(self, "out", store_location(self.out))
 
 
 PARTS = {"selection": DataSelection, "store": StoreOptions}
@@ -166,7 +175,8 @@ class ExtractConfig:
     model: str = option(
         "demo-fmnist",
         "model preset (ADM, SD/DiT/SDXL latent diffusion), 'diffusers' (any local diffusers folder, "
-        "--model-dir), or a torchvision backbone (see `backbone --help`)",
+        "--model-dir), a torchvision backbone (see `backbone --help`), or timm:NAME (any timm model, "
+        "local weights)",
     )
     options: Any = option(None, family=True, cli=False)
     ckpt: Path | None = option(
@@ -183,6 +193,11 @@ class ExtractConfig:
     )
     ts: tuple[int, ...] = option(
         (150,), "timesteps of the features to cache, repeated or comma-separated", flags=("-t", "--t")
+    )
+    log_snr: tuple[float, ...] = option(
+        (),
+        "choose the timesteps by noise level instead of -t: the t nearest each log-SNR in the model's "
+        "own schedule (`extract schedule --model NAME` prints it)",
     )
     blocks: tuple[int | str, ...] = option(
         (),
@@ -278,6 +293,7 @@ class ExtractConfig:
 # key by its hash (the conditioning)
 _NOT_IN_KEY = {
     "out",
+    "log_snr",  # the key holds the timesteps it chose, and their noise levels
     "ckpt",
     "model_dir",
     "latents",

@@ -30,19 +30,21 @@ feature rows read as NaN. The store is complete only when every done flag is 1 a
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec
-from zarr.core.sync import sync
 
 # re-exported: the errors every stage shares, the one-writer lock and the feature key's one
 # spelling are importable from here as before
 from extract.store.errors import DataError, StoreError  # noqa: F401
 from extract.store.feature_key import FULL, FeatureKey, feature_set_label, parse_feature_set  # noqa: F401
 from extract.store.feature_key import parse_pool, pool_label  # noqa: F401
+from extract.store.location import Location, StoreURL, delete_object, delete_tree, require, store_location
+from extract.store.location import exists as location_exists
+from extract.store.location import size_bytes as location_size
+from extract.store.location import zarr_store
 from extract.store.lock import StoreLock  # noqa: F401
 from extract.store.shard_read import FeatureArray
 
@@ -106,16 +108,16 @@ def chunk_rows_for(row_bytes: int, shard_rows: int) -> int:
     return best
 
 
-def is_store(path: str | Path, created: bool = True) -> bool:
+def is_store(path: str | Path | StoreURL, created: bool = True) -> bool:
     """A diffprobe store; with created=False, also one whose creation was interrupted."""
     try:
-        attrs = zarr.open_group(str(path), mode="r").attrs
+        attrs = zarr.open_group(store=zarr_store(store_location(path), read_only=True), mode="r").attrs
     except Exception:  # noqa: BLE001 - anything unreadable is not a store
         return False
     return attrs.get("format") == FORMAT and (attrs.get("created", False) or not created)
 
 
-def open_complete(path: str | Path) -> FeatureStore:
+def open_complete(path: str | Path | StoreURL) -> FeatureStore:
     """A store that exists and whose extraction finished (what probe and analysis read)."""
     store = FeatureStore.open(path)
     if not store.complete:
@@ -152,7 +154,7 @@ def rounding_differences(a: FeatureStore, b: FeatureStore) -> list[str]:
 class FeatureStore:
     """Read and write access to one store. Create with `create`, open with `open`."""
 
-    def __init__(self, group: zarr.Group, path: Path):
+    def __init__(self, group: zarr.Group, path: Location):
         self.group, self.path = group, path
         attrs = dict(group.attrs)
         if attrs.get("format") != FORMAT:
@@ -170,7 +172,7 @@ class FeatureStore:
     @classmethod
     def create(
         cls,
-        path: str | Path,
+        path: str | Path | StoreURL,
         *,
         row_shapes: dict[FeatureKey, tuple[int, ...]],
         ids: list[str],
@@ -184,13 +186,13 @@ class FeatureStore:
         """A new, empty, incomplete store. row_shapes: key -> (C, h, w) of one row and view."""
         if dtype not in STORE_DTYPES:
             raise ValueError(f"store dtype must be one of {STORE_DTYPES}, got {dtype!r}")
-        path = Path(path)
+        path = store_location(path)
         n = len(ids)
         n_shards = max(1, -(-n // shard_rows))
         # the identity goes in first (an interrupted creation is recognisable and replaceable);
         # `created` is set once every array exists, `complete` once every shard is written
         group = zarr.open_group(
-            str(path),
+            store=zarr_store(path, read_only=False),
             mode="w",
             attributes={
                 "format": FORMAT,
@@ -247,25 +249,25 @@ class FeatureStore:
         return cls(group, path)
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> FeatureStore:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"store not found: {path}")
+    def open(cls, path: str | Path | StoreURL, mode: str = "r") -> FeatureStore:
+        path = store_location(path)
+        require(path)
         try:
-            group = zarr.open_group(str(path), mode=mode)
+            group = zarr.open_group(store=zarr_store(path, read_only=mode == "r"), mode=mode)
         except Exception as e:  # noqa: BLE001
             raise StoreError(f"{path} is not a readable Zarr store ({e})") from None
         return cls(group, path)
 
     @staticmethod
-    def remove(path: str | Path) -> None:
-        """Delete a store; refuses anything that is not a diffprobe store."""
-        path = Path(path)
-        if not path.exists():
+    def remove(path: str | Path | StoreURL) -> None:
+        """Delete a store (a folder, or every object under a URL); refuses anything that is not a
+        diffprobe store."""
+        path = store_location(path)
+        if not location_exists(path):
             return
         if not is_store(path, created=False):
             raise StoreError(f"refusing to delete {path}: it is not a diffprobe store")
-        shutil.rmtree(path)
+        delete_tree(path)
 
     # ------------------------------------------------------------ reading
     @property
@@ -375,11 +377,12 @@ class FeatureStore:
         when partial, ends past the array's end, so its rows never cover it whole; a corrupt or
         torn old file (what a repair or a resume rewrites) then raises on its checksum and the
         shard could never be rewritten. Its owner (this writer; its done marker is 0 meanwhile,
-        so nothing counts the shard as written) deletes it first, and zarr has nothing to read."""
+        so nothing counts the shard as written) deletes it first (one file, or one object at a
+        URL), and zarr has nothing to read."""
         grid = array.shards or array.chunks  # one stored object per row-shard in every store `create` makes
         if grid[0] == int(self.layout["shard_rows"]):
             chunk = (s,) + (0,) * (array.ndim - 1)
-            sync((array.store_path / array.metadata.encode_chunk_key(chunk)).delete())
+            delete_object(self.path, f"{array.path}/{array.metadata.encode_chunk_key(chunk)}")
         rows = self.shard_rows(s)
         array[rows.start : rows.stop] = values
 
@@ -394,4 +397,4 @@ class FeatureStore:
         self.group.attrs["complete"] = False
 
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return location_size(self.path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from extract.store.location import StoreURL, exists, store_location
 from extract.store.schema import FORMAT, SCHEMA_VERSION, FeatureKey, FeatureStore, StoreError
 
 
@@ -29,14 +30,15 @@ class Report:
     repairable: bool = True  # False when a problem is not confined to shards (metadata, identity)
 
 
-def verify_store(path: str | Path) -> list[str]:
+def verify_store(path: str | Path | StoreURL) -> list[str]:
     """Every problem found, one line each; an empty list means the store is whole."""
     return inspect_store(path).problems
 
 
-def inspect_store(path: str | Path) -> Report:
-    path = Path(path)
-    if not path.exists():
+def inspect_store(path: str | Path | StoreURL) -> Report:
+    """What is wrong with a store (a folder or a URL: every chunk is read over the network)."""
+    path = store_location(path)
+    if not exists(path):
         return Report([f"{path}: does not exist"], repairable=False)
     try:
         store = FeatureStore.open(path)

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from extract.store.dist import ProcessGroup, World
+from extract.store.location import Location, exists, store_location
 from extract.store.schema import (
     COMPATIBLE_FIELDS,
     ROUNDING_FIELDS,
@@ -39,9 +40,10 @@ from extract.store.schema import (
 class StorePlan:
     """What a store holds and where. `key` covers everything that changes a value: two runs
     with equal keys write equal bytes, and an existing store resumes only under an equal key.
-    `compatible` names the key fields that must agree between stores used together."""
+    `compatible` names the key fields that must agree between stores used together. `out` is a
+    folder or a URL (`extract.store.location.store_location`)."""
 
-    out: Path
+    out: Location
     key: dict
     compatible: tuple[str, ...]
     provenance: dict
@@ -58,7 +60,7 @@ class StorePlan:
 
 @dataclass
 class Written:
-    store: Path
+    store: Location
     images: int  # images computed by this run (all ranks)
     shards_done: int
     shards_total: int
@@ -71,27 +73,39 @@ class Written:
 Fill = Callable[[FeatureStore, list[int]], int]
 
 
-def _torn_creation(out: Path) -> bool:
+# key fields that follow from the others (a timestep's noise level from the model and t), recorded
+# since a later version: a store without them resumes as it was made
+DERIVED_KEY_FIELDS = ("noise_levels",)
+
+
+def _torn_creation(out: Location) -> bool:
     """A folder that a creation killed before any store metadata landed left behind: empty, or
-    holding only zarr's temporary `*.partial` files (written, then renamed into place)."""
-    return out.is_dir() and all(f.is_file() and f.name.endswith(".partial") for f in out.iterdir())
+    holding only zarr's temporary `*.partial` files (written, then renamed into place). Objects
+    are put whole, so at a URL such a creation leaves nothing."""
+    return (
+        isinstance(out, Path)
+        and out.is_dir()
+        and all(f.is_file() and f.name.endswith(".partial") for f in out.iterdir())
+    )
 
 
 def prepare(plan: StorePlan) -> str | None:
     """Create, resume or refuse the store (rank 0 only). Returns an error message or None."""
-    out = Path(plan.out)
-    if out.exists() and not is_store(out):
+    out = store_location(plan.out)
+    if exists(out) and not is_store(out):
         if is_store(out, created=False):
             FeatureStore.remove(out)  # a creation that was interrupted
         elif _torn_creation(out):
             shutil.rmtree(out)
         else:
             return f"{out} exists and is not a diffprobe store; choose another --out"
-    if out.exists():
+    if exists(out):
         store = FeatureStore.open(out, mode="r+")
         old = store.attrs.get("key", {})
-        diffs = describe_differences(old, plan.key)
-        changed = {k for k in set(old) | set(plan.key) if old.get(k) != plan.key.get(k)}
+        # what a store made before a derived field was recorded lacks is no difference
+        key = {k: v for k, v in plan.key.items() if k in old or k not in DERIVED_KEY_FIELDS}
+        diffs = describe_differences(old, key)
+        changed = {k for k in set(old) | set(key) if old.get(k) != key.get(k)}
         if diffs and changed <= set(ROUNDING_FIELDS) and not plan.overwrite:
             if not plan.allow_mismatch:
                 return (
@@ -177,7 +191,7 @@ def write_store(
             )
         world.barrier()
         return Written(
-            Path(plan.out),
+            store.path,
             images,
             int(store.done_shards().sum()),
             store.n_shards,
