@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.curves import AXES, plot_curves
+from analysis.curves import AXES
 from analysis.leaderboard import find_matrices, matrices_html, matrices_markdown
+from analysis.report_figures import Figure, block_cell, cka_figures, curves_figure, figure, layers_of
+from probe.edges import find_edges
 from probe.tables import read_table
 
 TABLE = "probe_results.csv"
-KERNEL_NAMES = {"linear": "Linear CKA", "rbf": "RBF-kernel CKA", "minibatch": "Minibatch CKA (unbiased HSIC)"}
 
 
 def wilson(top1: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -45,6 +45,8 @@ class Row:
     cells: dict
     seed: str = "?"
     command: str = "?"
+    layers: dict = field(default_factory=dict)  # block -> layer name, as a staged network's store names it
+    edge: str = ""  # settings chosen on their grid's edge ("lr high"), from the row or its results file
 
     @property
     def interval(self) -> str:
@@ -53,13 +55,6 @@ class Row:
         except (KeyError, ValueError):
             return ""
         return f"{lo:.2f}-{hi:.2f}"
-
-
-@dataclass
-class Figure:
-    name: str
-    png: bytes
-    caption: str
 
 
 @dataclass
@@ -92,20 +87,29 @@ def _command(result: dict, path: Path) -> str:
     return "python -m probe train (no recorded invocation)" if result else "?"
 
 
+def _latest_rows(table: Path) -> list[dict]:
+    """A table's rows, one per run: where a rerun appended a second row of the same results file
+    (tables written before reruns replaced their row), the last, which that file now holds."""
+    rows = {r.get("results") or r.get("name"): r for r in read_table(table)}
+    return list(rows.values())
+
+
 def _gather_rows(found: Found, results_dirs: list[Path]) -> list[tuple[str, dict]]:
     runs = []
     for folder in results_dirs:
         for table in sorted(folder.rglob(TABLE)) if folder.is_dir() else []:
             found.sources.append(str(table))
-            for cells in read_table(table):
+            for cells in _latest_rows(table):
                 result = _results_json(table, cells)
                 seed = (
                     result.get("config", {})
                     .get("training", {})
                     .get("seed", result.get("config", {}).get("seed", "?"))
                 )
+                command = _command(result, table.parent / cells.get("results", ""))
+                layers = layers_of(((result.get("stores") or {}).get("train") or {}).get("provenance"))
                 found.rows.append(
-                    Row(table, cells, str(seed), _command(result, table.parent / cells.get("results", "")))
+                    Row(table, cells, str(seed), command, layers, cells.get("edge") or _edges(result))
                 )
                 if result.get("format") == "diffprobe-probe-results" and _varies(result):
                     runs.append((cells.get("name", table.parent.name), result))
@@ -117,39 +121,21 @@ def _gather_rows(found: Found, results_dirs: list[Path]) -> list[tuple[str, dict
     return runs
 
 
+def _edges(result: dict) -> str:
+    """The settings a run chose on its grid's edge, judged from its results file (runs recorded
+    before their table had the column)."""
+    members, selected = result.get("members") or [], result.get("selected")
+    if not isinstance(selected, int) or not 0 <= selected < len(members) or "val" not in members[selected]:
+        return ""
+    return ", ".join(str(e) for e in find_edges(members, selected))
+
+
 def _varies(result: dict) -> bool:
     return any(len({f[axis] for m in result["members"] for f in m["features"]}) > 1 for axis in AXES)
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
-
-
 def _gather_cka(found: Found, cka_dirs: list[Path]) -> None:
-    for folder in cka_dirs:
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            png = path.with_suffix(".png")
-            try:
-                meta = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if not png.is_file() or "cka" not in meta:
-                continue
-            kernel = KERNEL_NAMES.get(meta.get("kernel", "linear"), f"{meta.get('kernel')} CKA")
-            how = f", by {meta['path']}" if meta.get("path") else ""
-            sources = "; ".join(
-                f"{k}: {v.get('model', '?')}, `{Path(v.get('store', '?')).name}`"
-                for k, v in meta.get("sources", {}).items()
-            )
-            found.cka.append(
-                Figure(
-                    png.stem,
-                    png.read_bytes(),
-                    f"{kernel} over {meta.get('images', '?')} images{how}. {sources}.",
-                )
-            )
+    found.cka = cka_figures(cka_dirs)
     if not found.cka:
         found.missing.append(f"CKA maps: none in {', '.join(map(str, cka_dirs))} (`make cka` draws them)")
 
@@ -198,17 +184,13 @@ def gather(
 ) -> Found:
     found = Found(resamples=resamples)
     for name, result in _gather_rows(found, results_dirs):
-        store = Path(result["stores"]["train"]["path"]).name if result["stores"]["train"].get("path") else "?"
-        fig = plot_curves(
-            {name: result["members"]}, f"{name}: test top-1 of the validation-best member per value", store
-        )
-        found.curves.append(
-            Figure(
-                f"curves_{name}",
-                _png(fig),
-                f"{name}: the validation-best member at each t, b and pool; store `{store}`.",
-            )
-        )
+        train = result["stores"]["train"]
+        store = Path(train["path"]).name if train.get("path") else "?"
+        fig, fixed = curves_figure(name, result["members"], layers_of(train.get("provenance")))
+        held = f" (held at {fixed})" if fixed else ""
+        varies = f"at each value of what the grid varies{held}"
+        caption = f"{name}: the validation-best member {varies}; store `{store}`."
+        found.curves.append(figure(f"curves_{name}", fig, caption))
     _gather_differences(found)
     found.matrices = find_matrices(results_dirs)
     _gather_cka(found, cka_dirs)
@@ -247,7 +229,21 @@ ROW_COLUMNS = [
     "test_rows",
     "val_top1",
     "test_top1",
+    "edge",
 ]
+
+
+def _cells(r: Row) -> list[str]:
+    """A row's cells in ROW_COLUMNS order, its block named by layer where its store names it."""
+    special = {"b": block_cell(r.layers, r.cells.get("b", "")), "edge": r.edge}
+    return [special.get(c, r.cells.get(c, "")) for c in ROW_COLUMNS]
+
+
+EDGE_NOTE = (
+    "Each row is the grid member chosen on validation; test accuracy was never used to choose. "
+    "The interval is Wilson's 95% score interval over the test rows. `edge` names a setting whose "
+    "chosen value is the highest or lowest its grid tried (`probe train --extend-edges N` tries beyond)."
+)
 
 
 def _markdown(found: Found, title: str) -> str:
@@ -265,15 +261,10 @@ def _markdown(found: Found, title: str) -> str:
             "|" + "---|" * (len(ROW_COLUMNS) + 2),
         ]
         for r in found.rows:
-            lines.append(
-                "| "
-                + " | ".join(str(r.cells.get(c, "")) for c in ROW_COLUMNS)
-                + f" | {r.interval} | {r.seed} |"
-            )
+            lines.append("| " + " | ".join(map(str, _cells(r))) + f" | {r.interval} | {r.seed} |")
         lines += [
             "",
-            "Each row is the grid member chosen on validation; test accuracy was never used to choose. "
-            "The interval is Wilson's 95% score interval over the test rows.",
+            EDGE_NOTE,
             "",
         ]
     if found.differences:
@@ -336,14 +327,10 @@ def _html(found: Found, title: str) -> str:
         parts.append(
             _html_table(
                 [*ROW_COLUMNS, "test 95% interval", "seed"],
-                [[r.cells.get(c, "") for c in ROW_COLUMNS] + [r.interval, r.seed] for r in found.rows],
+                [_cells(r) + [r.interval, r.seed] for r in found.rows],
             )
         )
-        parts.append(
-            "<p>Each row is the grid member chosen on validation; test accuracy was never used to choose. "
-            "The interval is Wilson's 95% score interval over the test rows.</p>"
-            "<details><summary>Provenance of each row</summary>"
-        )
+        parts.append(f"<p>{_code(EDGE_NOTE)}</p><details><summary>Provenance of each row</summary>")
         parts.append(
             _html_table(
                 [
@@ -399,8 +386,9 @@ def _html(found: Found, title: str) -> str:
             parts.append(f"<h2>{heading}</h2>")
         for f in figures:
             data = base64.b64encode(f.png).decode("ascii")
+            size = f" width='{f.width}'" if f.width else ""
             parts.append(
-                f"<figure><img alt='{e(f.name)}' src='data:image/png;base64,{data}'>"
+                f"<figure><img alt='{e(f.name)}'{size} src='data:image/png;base64,{data}'>"
                 f"<figcaption>{_code(f.caption)}</figcaption></figure>"
             )
     if found.missing:

@@ -112,6 +112,13 @@ def cli():
     help="validation carved from train [default: the recipe's]",
 )
 @click.option(
+    "--extend-edges",
+    type=click.IntRange(min=0),
+    default=0,
+    help="when the choice sits on its grid's edge (lr, wd, logreg C), try one value beyond it at the "
+    "grid's own ratio, and again, at most N times, until it is inside (0: only say so)",
+)
+@click.option(
     "--allow-overlap",
     is_flag=True,
     help="go on, with a warning, when train, val and test share images (found by their pixel digests) "

@@ -61,6 +61,9 @@ class ProbeConfig:
     # a training store of K views: draw one per image and epoch, or average them ("mean")
     view_mode: str = "draw"
     val_fraction: float = 0.1
+    # a choice on its grid's edge (lr, wd, C): extend the grid one step beyond it, at most this many
+    # times (probe.edges); 0: only say so
+    extend_edges: int = 0
     allow_overlap: bool = False  # go on (with a warning) when two splits share images
     buffer_mb: int = 1024  # bounds the feature rows held in memory (two shuffle windows)
     preload: bool | None = None  # None: preload when the training features fit in buffer_mb

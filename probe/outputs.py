@@ -17,11 +17,12 @@ from extract.store.cli_options import invocation
 from extract.store.schema import FeatureKey, FeatureStore, pool_label
 from probe.config import ProbeConfig
 from probe.data import ProbeData
+from probe.edges import find_edges
 from probe.heads import HEADS
 from probe.metrics import accuracy, report
 from probe.reader import ProbeDataError, store_summary
 from probe.results import save_head
-from probe.tables import RESULTS_FORMAT, append_row, write_json, write_predictions
+from probe.tables import RESULTS_FORMAT, put_row, write_json, write_predictions
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,16 @@ def _head_meta(name: str, chosen: dict, data: ProbeData, train_summary: dict) ->
 
 
 def write_outputs(
-    cfg: ProbeConfig, data: ProbeData, scores: Scores, started: float, log_file: Path | None = None
+    cfg: ProbeConfig,
+    data: ProbeData,
+    scores: Scores,
+    started: float,
+    log_file: Path | None = None,
+    extension: dict | None = None,
 ) -> dict:
     """Score every member, choose one on validation, and write the results JSON, the test
-    predictions, the chosen head and the table row. Returns the results dict."""
+    predictions, the chosen head and the table row. Returns the results dict. `extension`: what
+    extending the grid past its edges did (probe.edges.extend's record)."""
     evals, n_classes, truth = data.evals, len(data.classes), scores.truth
     members = [
         {**m.entry, **{split: accuracy(m.tops[split], truth[split]) for split in evals}}
@@ -142,6 +149,9 @@ def write_outputs(
         "members": members,
         "selected": selected,
         "head": chosen,
+        # settings whose chosen value is its grid's last (e.g. "lr high"), judged on validation
+        "edges": [str(e) for e in find_edges(members, selected)] if "val" in evals else [],
+        **({"extend_edges": extension} if extension is not None else {}),
         "timing": scores.timing,
         "history": list(scores.history),
         # the command and its resolved options: `--config` this file to rerun it
@@ -168,7 +178,7 @@ def write_outputs(
         result["head_file"] = str(head_path)
     result["timing"]["total_seconds"] = round(time.perf_counter() - started, 3)
     write_json(out_dir / f"{name}.json", result)
-    append_row(out_dir / "probe_results.csv", table_row(cfg, data.train_store, result))
+    put_row(out_dir / "probe_results.csv", table_row(cfg, data.train_store, result))
     return result
 
 
@@ -209,4 +219,5 @@ def table_row(cfg: ProbeConfig, train_store: FeatureStore, result: dict) -> dict
         "seconds": round(result["timing"]["total_seconds"], 1),
         "version": __version__,
         "results": f"{result['name']}.json",
+        "edge": ", ".join(result.get("edges", [])),
     }

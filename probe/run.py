@@ -30,8 +30,10 @@ from probe.grid import (
     predict_grid,
     train_grid,
 )
+from probe.edges import extend
 from probe.heads import BASELINES, HEADS, LinearHead, parse_head_options
-from probe.outputs import Member, Scores, default_name, jsonable_config, write_outputs
+from probe.metrics import accuracy
+from probe.outputs import Member, Scores, default_name, jsonable_config, select, write_outputs
 from probe.reader import ProbeDataError, epoch_windows, eval_batches, steps_per_epoch, stream_batches
 from probe.results import linear_state
 from probe.tables import summary_lines
@@ -51,6 +53,10 @@ def validate(cfg: ProbeConfig) -> None:
         raise ValueError("learning rates must be positive and weight decays non-negative")
     if not 0 <= cfg.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.extend_edges < 0:
+        raise ValueError(f"--extend-edges must be 0 or more, got {cfg.extend_edges}")
+    if cfg.extend_edges and cfg.val is None and cfg.val_fraction == 0:
+        raise ValueError("--extend-edges chooses on validation: give --val or a --val-fraction above 0")
     if cfg.training.optimizer not in OPTIMIZERS or cfg.training.schedule not in SCHEDULES:
         raise ValueError(
             f"--optimizer must be one of {', '.join(OPTIMIZERS)}, --schedule one of {', '.join(SCHEDULES)}"
@@ -96,7 +102,10 @@ def probe(cfg: ProbeConfig) -> dict:
             baseline_heads = [h for h in cfg.heads if h in BASELINES]
             if baseline_heads:
                 scores += run_baselines(cfg, data, baseline_heads)
-            result = write_outputs(cfg, data, scores, started, log_file)
+            extension = None
+            if cfg.extend_edges:
+                scores, extension = extend_grid(cfg, data, device, world, scores)
+            result = write_outputs(cfg, data, scores, started, log_file, extension)
             progress.LOG.info("result:\n%s", summary_lines(result))
             if cfg.tensorboard is not None:
                 _write_tensorboard(Path(cfg.tensorboard) / result["name"], result)
@@ -120,11 +129,46 @@ def _write_tensorboard(folder: Path, result: dict) -> None:
     progress.LOG.info("tensorboard: %s", write_history(folder, rows))
 
 
-def train_heads(cfg: ProbeConfig, data: ProbeData, device: torch.device, world) -> Scores:
-    """Train the gradient-trained grid in one pass (DDP across ranks) and score it (rank 0;
-    the other ranks return the timing only)."""
+def extend_grid(cfg: ProbeConfig, data: ProbeData, device: torch.device, world, scores: Scores):
+    """The grid extended past its edges (probe.edges), at most cfg.extend_edges steps: new
+    members of the chosen head and feature set, trained and scored as the first ones were and
+    chosen among on validation with them. Returns (all the scores, the extension's record)."""
+    if world.size > 1:
+        raise ValueError("--extend-edges runs in one process; run without torchrun or leave it out")
+    by_entry: list[Member] = list(scores.members)
+
+    def scored(members) -> list[dict]:
+        return [{**m.entry, "val": accuracy(m.tops["val"], scores.truth["val"])} for m in members]
+
+    def score_more(chosen: dict, grid: dict) -> list[dict]:
+        fs = next(fs for fs in data.sets if fs.name == chosen["feature_set"])
+        sub = dataclasses.replace(data, sets=[fs])
+        if chosen["head"] in HEADS:
+            base = next(s for s in grid_specs(cfg, [fs]) if _same_head(s.describe(), chosen))
+            specs = [dataclasses.replace(base, lr=lr, wd=wd) for lr in grid["lr"] for wd in grid["wd"]]
+            more = train_heads(cfg, sub, device, world, specs)
+        else:
+            more = run_baselines(dataclasses.replace(cfg, logreg_c=grid["C"]), sub, [chosen["head"]])
+        progress.LOG.info("edge: %s tried", ", ".join(f"{k}={v}" for k, v in grid.items()))
+        by_entry.extend(more.members)
+        return scored(more.members)
+
+    _, record = extend(scored(scores.members), lambda ms: select(ms, True), score_more, cfg.extend_edges)
+    return dataclasses.replace(scores, members=tuple(by_entry)), record
+
+
+def _same_head(a: dict, b: dict) -> bool:
+    """Two members' entries name the same head, head options and feature set."""
+    return all(a[k] == b[k] for k in ("head", "options", "feature_set"))
+
+
+def train_heads(
+    cfg: ProbeConfig, data: ProbeData, device: torch.device, world, specs: list[MemberSpec] | None = None
+) -> Scores:
+    """Train the gradient-trained grid (cfg's, or the specs given) in one pass (DDP across
+    ranks) and score it (rank 0; the other ranks return the timing only)."""
     seed, train = cfg.training.seed, data.train
-    specs = grid_specs(cfg, data.sets)
+    specs = specs if specs is not None else grid_specs(cfg, data.sets)
     window_rows = max(cfg.training.batch_size, cfg.buffer_mb * MiB // (2 * train.reader.row_bytes()))
     if world.size > 1:  # ranks take whole windows in turn: give each rank several
         window_rows = max(1, min(window_rows, train.rows // (8 * world.size)))

@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+from probe.edges import edge_note
+
 RESULTS_FORMAT = "diffprobe-probe-results"
 
 TABLE_COLUMNS = [
@@ -35,6 +37,7 @@ TABLE_COLUMNS = [
     "seconds",
     "version",
     "results",
+    "edge",
 ]
 
 
@@ -68,15 +71,31 @@ def write_predictions(path: Path, index, label, pred) -> str:
     return path.name
 
 
-def append_row(table: Path, row: dict) -> None:
-    """One row per probe run; the header is written with the first row."""
+def put_row(table: Path, row: dict) -> None:
+    """A probe run's row in the results table, replacing the row of an earlier run of the same
+    name. The name is what a run's files are written under (NAME.json, NAME.head.pt), so a rerun
+    has already replaced the files an older row of that name points to: the row goes with them.
+    The table is rewritten whole (atomically, under a lock beside it, so two runs finishing at
+    once both keep their rows) with the current columns: rows of an older table keep their
+    values and leave new columns empty."""
+    import fcntl
+
     table.parent.mkdir(parents=True, exist_ok=True)
-    new = not table.exists() or table.stat().st_size == 0
-    with open(table, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
-        if new:
+    with open(table.with_name(table.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = read_table(table) if table.is_file() and table.stat().st_size else []
+        rows = [r for r in rows if _run_of(r) != _run_of(row)] + [row]
+        tmp = table.with_name(table.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS, extrasaction="ignore", restval="")
             writer.writeheader()
-        writer.writerow(row)
+            writer.writerows(rows)
+        os.replace(tmp, table)
+
+
+def _run_of(row: dict) -> str:
+    """What names a run in the table: its results file (NAME.json), else its name."""
+    return row.get("results") or f"{row.get('name')}.json"
 
 
 def read_table(table: Path) -> list[dict]:
@@ -120,7 +139,7 @@ def read_results(path: str | Path) -> dict:
 
 def format_table(rows: list[dict]) -> str:
     """The results table as aligned text: method, features, test top-1/top-5, val top-1."""
-    header = ("model", "weights", "head", "features", "train", "test top-1", "top-5", "val top-1")
+    header = ("model", "weights", "head", "features", "train", "test top-1", "top-5", "val top-1", "edge")
     lines = [
         tuple(
             str(r.get(k, ""))
@@ -133,6 +152,7 @@ def format_table(rows: list[dict]) -> str:
                 "test_top1",
                 "test_top5",
                 "val_top1",
+                "edge",
             )
         )
         for r in rows
@@ -140,7 +160,7 @@ def format_table(rows: list[dict]) -> str:
     widths = [
         max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)
     ]
-    fmt = "  ".join(f"{{:<{w}}}" if i < 5 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:<{w}}}" if i < 5 or i == 8 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header)] + [fmt.format(*line) for line in lines])
 
 
@@ -161,9 +181,10 @@ def summary_lines(result: dict) -> str:
         else "no validation split: nothing chosen, the test split reported once"
     )
     out = f"{how}; results: {Path(result['config']['results']) / (result['name'] + '.json')}"
+    note = edge_note(result.get("edges", []), result.get("extend_edges"))
     if "test" in result:
         out = (
             f"test top-1 {result['test']['top1']:.2f}, top-5 {result['test']['top5']:.2f} "
             f"on {result['test']['rows']} rows; " + out
         )
-    return "\n".join(lines + [out])
+    return "\n".join(lines + [out] + ([note] if note else []))

@@ -54,6 +54,9 @@ class StagedNetwork:
     default_weights: Path | None = None
     weights_hint: str = "a weights file"
     to_map: Callable[[torch.Tensor], torch.Tensor] = as_map
+    # what blocks 1..L are, by name: written into each store's provenance ("layers"), so probe
+    # and analysis name a block by its layer (a classifier's "embedding", not t0/b4)
+    layers: tuple[str, ...] = ()
 
 
 def _bigan_encoder(path: Path):
@@ -96,7 +99,11 @@ def _fmnist_classifier(path: Path):
 
 NETWORKS: dict[str, StagedNetwork] = {
     "bigan-encoder": StagedNetwork(
-        "BiGAN encoder", "bigan", _bigan_encoder, weights_hint="a BiGAN exported by `export-bigan`"
+        "BiGAN encoder",
+        "bigan",
+        _bigan_encoder,
+        weights_hint="a BiGAN exported by `export-bigan`",
+        layers=("conv stage 1", "conv stage 2", "conv stage 3", "code z"),
     ),
     "fmnist-classifier": StagedNetwork(
         "Fashion-MNIST classifier",
@@ -104,6 +111,7 @@ NETWORKS: dict[str, StagedNetwork] = {
         _fmnist_classifier,
         default_weights=WEIGHTS_DIR / "fmnist-classifier.pt",
         weights_hint="a SmallCNN state_dict (`train-classifier`)",
+        layers=("conv stage 1", "conv stage 2", "conv stage 3", "embedding", "logits"),
     ),
 }
 
@@ -195,6 +203,7 @@ def extract_staged(cfg: StagedConfig) -> str:
         dataset_record(source, rows, dataset),
         weights=weights,
         torch_version=torch.__version__,
+        **({"layers": {str(b): net.layers[b - 1] for b in chosen}} if net.layers else {}),
     )
     plan = StorePlan(
         out=cfg.store.out,

@@ -17,7 +17,7 @@ from extract.models.weights import weights_label
 from extract.store.cli_options import invocation
 from extract.store.schema import FeatureKey, pool_label
 from probe.finetune.model import _NOT_IN_RUN, FinetuneConfig
-from probe.tables import RESULTS_FORMAT, append_row, write_json, write_predictions
+from probe.tables import RESULTS_FORMAT, put_row, write_json, write_predictions
 
 
 def run_fields(cfg: FinetuneConfig) -> dict:
@@ -133,7 +133,7 @@ def write_results(o: Outcome) -> dict:
         out_dir / f"{name}.predictions.npz", o.test.rows, o.test.labels, o.test.predicted
     )
     write_json(out_dir / f"{name}.json", result)
-    append_row(out_dir / "probe_results.csv", table_row(o, name))
+    put_row(out_dir / "probe_results.csv", table_row(o, name))
     return result
 
 

@@ -18,7 +18,7 @@ from extract.generate.bigan_sample import sample_bigan
 from extract.generate.bigan_train import BiganTrainConfig, export_bigan, read_log, train
 from extract.models.bigan_nets import BiGAN, BiganArch, load_bigan, parameter_counts
 from extract.models.families import family_of_kind
-from extract.models.staged import StagedConfig, extract_staged
+from extract.models.staged import NETWORKS, StagedConfig, extract_staged
 from extract.models.weights import CheckpointError
 from extract.store.config import from_flat
 from extract.store.schema import FeatureKey, FeatureStore
@@ -45,6 +45,9 @@ def test_shapes_and_parameter_counts():
     assert counts["total"] == sum(counts[k] for k in ("generator", "encoder", "discriminator")) < 5_000_000
     maps = [m.shape for m in _hooked(model.encoder.eval(), x)]
     assert maps == [(3, 64, 16, 16), (3, 128, 8, 8), (3, 256, 4, 4), (3, 64)]
+    # one layer name per block of the encoder, the code last
+    assert len(NETWORKS["bigan-encoder"].layers) == len(model.encoder.blocks()) == 4
+    assert NETWORKS["bigan-encoder"].layers[-1] == "code z"
 
 
 def _hooked(encoder, x):

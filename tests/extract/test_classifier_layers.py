@@ -92,6 +92,14 @@ def test_store_rows_equal_a_plain_forward_of_the_classifier(weights, tmp_path, f
         "checkpoint": "clf.pt",
         "sha256": file_sha256(weights),
     } and key["blocks"] == [1, 2, 3, 4, 5]
+    # each block's layer by name, one per module of the network
+    assert made["layers"] == {
+        "1": "conv stage 1",
+        "2": "conv stage 2",
+        "3": "conv stage 3",
+        "4": "embedding",
+        "5": "logits",
+    }
     assert family_of_kind("classifier-layers") is family_of_kind("bigan") is FAMILIES["staged"]
     assert set(FAMILIES["staged"].kinds) == {n.kind for n in NETWORKS.values()}
     source = fashion_mnist(None, "test")
