@@ -44,7 +44,7 @@ RECORDED = (
     "out shard_rows overwrite allow_mismatch progress data data_root split data_opts classes_file subset "
     "per_class limit order data_seed model model_flags ckpt random_init aug ts blocks pools block_pools "
     "views seed dtype store_dtype class_label prompt model_dir cond latents micro_batch skip_bad "
-    "skip_small_maps batch_size workers device"
+    "skip_small_maps batch_size workers device log_snr"
 ).split()
 
 
