@@ -17,6 +17,7 @@ import click
 from extract.bench.gpu_config import GpuBenchConfig
 from extract.cli_bench import bench, bench_io_cmd
 from extract.cli_run import blocks, presets, run
+from extract.cli_schedule import schedule
 from extract.cli_stores import backbone, features, pixels
 from extract.data.registry import DATASETS
 from extract.generate.commands import add_generate_commands
@@ -274,7 +275,7 @@ def verify(stores, repair, ckpt, data_root):
     sys.exit(1 if failed else 0)
 
 
-for command in (run, blocks, presets, pixels, backbone, features, bench, bench_io_cmd):
+for command in (run, blocks, schedule, presets, pixels, backbone, features, bench, bench_io_cmd):
     cli.add_command(command)
 add_generate_commands(cli)
 add_config_option(cli)  # every command takes --config FILE

@@ -31,6 +31,17 @@ RUN_DEFAULT = ExtractConfig.__dataclass_fields__["model"].default
 BLOCKS_DEFAULT = "adm256-uncond"
 
 
+class ModelChoice(click.Choice):
+    """The registry's model names, and any open-ended one (`timm:NAME`), which its family checks."""
+
+    def convert(self, value, param, ctx):
+        from extract.models.families import open_model
+
+        if isinstance(value, str) and open_model(value) is not None:
+            return value
+        return super().convert(value, param, ctx)
+
+
 def _choices() -> dict:
     """The registries the fields' choices come from (the floor cannot import them)."""
     from extract.data.augment import AUGMENTATIONS
@@ -43,12 +54,12 @@ def run_params(args: list[str]) -> list[click.Parameter]:
     """--model, the model family's own options, then its config's (with `extract run`'s defaults:
     ExtractConfig's, wherever the family's config has the same option). Without --model, --help
     shows the shared options only."""
-    from extract.models.families import MODELS, model_family
+    from extract.models.families import MODELS, model_family, model_forms, open_model
 
     given = given_value(args, "--model")
     model = given or RUN_DEFAULT
-    models = click.Option(["--model"], type=click.Choice(list(MODELS)), default=model, help=MODEL_HELP)
-    if model not in MODELS or (given is None and helping(args)):
+    models = click.Option(["--model"], type=ModelChoice(model_forms()), default=model, help=MODEL_HELP)
+    if (model not in MODELS and open_model(model) is None) or (given is None and helping(args)):
         return [models, *config_options(ExtractConfig, choices=_choices(), skip={"model"}), *PLAN_OPTIONS]
     family = model_family(model)
     own = config_options(family.part("options"), choices=_choices()) if family.options else []
@@ -59,10 +70,10 @@ def run_params(args: list[str]) -> list[click.Parameter]:
 
 def run_forms() -> list[list[str]]:
     """The words of one model of every family: what other forms of `run` take."""
-    from extract.models.families import MODELS
+    from extract.models.families import MODELS, OPEN_MODELS
 
     firsts = {m.family: name for name, m in reversed(MODELS.items())}
-    return [["--model", name] for name in firsts.values()]
+    return [["--model", name] for name in [*firsts.values(), *(p + "NAME" for p in OPEN_MODELS)]]
 
 
 def _said(result) -> str:
@@ -83,6 +94,10 @@ def run(plan: bool = False, images_per_s: float | None = None, **values):
     if family.options:
         values = converted(family.part("options"), values)
     config = from_flat(family.part("config"), **values)
+    if getattr(config, "log_snr", ()):
+        from extract.models.families import timesteps_at_log_snr
+
+        config = timesteps_at_log_snr(config)
     if plan:
         from extract.cost import plan as plan_run
 
@@ -92,19 +107,21 @@ def run(plan: bool = False, images_per_s: float | None = None, **values):
 
 
 def blocks_params(args: list[str]) -> list[click.Parameter]:
-    """--model (a diffusion preset) and the family's options that say which network it builds."""
-    from extract.models.families import FAMILIES, PRESET_FAMILY
+    """--model (a diffusion preset, or an open-ended name such as timm:NAME) and the family's
+    options that say which network it builds."""
+    from extract.models.families import FAMILIES, OPEN_MODELS, PRESET_FAMILY, model_family, open_model
 
     model = given_value(args, "--model") or BLOCKS_DEFAULT
+    tables = [p + "NAME" for p, family in OPEN_MODELS.items() if FAMILIES[family].block_table]
     models = click.Option(
         ["--model"],
-        type=click.Choice(list(PRESET_FAMILY)),
+        type=ModelChoice([*PRESET_FAMILY, *tables]),
         default=BLOCKS_DEFAULT,
-        help="model preset, or 'diffusers' with --model-dir",
+        help="model preset, 'diffusers' with --model-dir, or " + ", ".join(tables),
     )
-    if model not in PRESET_FAMILY:
+    if model not in PRESET_FAMILY and open_model(model) is None:
         return [models]
-    return [models, *config_options(FAMILIES[PRESET_FAMILY[model]].part("options"), only="network")]
+    return [models, *config_options(model_family(model).part("options"), only="network")]
 
 
 @generated(
@@ -113,11 +130,11 @@ def blocks_params(args: list[str]) -> list[click.Parameter]:
 @user_errors
 def blocks(model: str, **values):
     """Print b -> module, layers, channels and resolution (no weights are allocated)."""
-    from extract.models.families import FAMILIES, PRESET_FAMILY, preset_of
+    from extract.models.families import model_family
 
-    family = FAMILIES[PRESET_FAMILY[model]]
+    family = model_family(model)
     options = family.part("options")(**converted(family.part("options"), values))
-    preset = preset_of(model, options)
+    preset = family.part("preset")(model, options)
     rows = family.part("block_table")(preset)
     if getattr(preset, "flags", ""):  # a U-Net built from a flag line, named flags:<hash>
         click.echo(f"{preset.name}: {preset.flags}")

@@ -109,7 +109,14 @@ def cka(stores, labels, out, title, blocks, max_memory_gb, estimator, **options)
 
 
 @click.command()
-@click.option("--store", "stores", multiple=True, required=True, help="two stores: A (every key) and B")
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    required=True,
+    type=STORE,
+    help="two stores: A (every key) and B; folders or URLs",
+)
 @click.option("--labels", default="A,B", help="names of the two stores in the figure")
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)"

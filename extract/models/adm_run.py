@@ -14,6 +14,7 @@ from extract.data.sources import PREPROCESSING
 from extract.models.adm import load_unet, shipped_weights
 from extract.models.adm_forward import UNET_COMPATIBLE, AdmForward
 from extract.models.adm_options import AdmOptions, adm_preset
+from extract.models.schedules import adm_preset_schedule
 from extract.models.adm_presets import ModelPreset
 from extract.shards import ShardJob, Summary, image_inputs, run_shards
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
@@ -65,7 +66,8 @@ def extract_adm(cfg: ExtractConfig) -> Summary:
         source, rows, dataset = select_data(cfg.selection, cfg.seed)
         model, weights = load_unet(preset, cfg.ckpt, random_init=cfg.random_init, seed=cfg.seed)
         model.requires_grad_(False).to(device)
-        key = json_roundtrip(store_key(cfg, preset, blocks, weights, dataset, device.type, PREPROCESSING))
+        key = store_key(cfg, preset, blocks, weights, dataset, device.type, PREPROCESSING)
+        key = json_roundtrip({**key, "noise_levels": adm_preset_schedule(preset).levels(cfg.ts)})
         made = provenance(
             "unet",
             preset.name,

@@ -28,6 +28,7 @@ from extract.models.diffusers_spec import DiffusersSpec, denoiser_folder, with_b
 from extract.models.latent import _seeded, encode_latents, libraries
 from extract.models.latent_files import from_folder
 from extract.models.noise import alphas_cumprod
+from extract.models.schedules import NoiseSchedule, schedule_from_record
 
 
 def build_denoiser(spec: DiffusersSpec, device: str | torch.device = "cpu") -> nn.Module:
@@ -186,6 +187,11 @@ def read_schedule(spec: DiffusersSpec, folder: Path | None) -> dict:
         "steps": cfg.get("num_train_timesteps", spec.diffusion_steps),
         "trained_betas": cfg.get("trained_betas"),
     }
+
+
+def preset_schedule(spec: DiffusersSpec, options) -> NoiseSchedule:
+    """The noise schedule a run of this model uses: its folder's scheduler config, else the spec's."""
+    return schedule_from_record(read_schedule(spec, options.model_dir), f"{spec.name} schedule")
 
 
 @dataclass

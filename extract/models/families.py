@@ -10,8 +10,10 @@ when used, so the ADM path never imports diffusers and a pixel store never impor
   ExtractConfig (diffusion families); the command line is generated from its fields;
 - `validate`: config -> every argument error before any work (diffusion families);
 - `block_table`: preset -> its b -> module table (diffusion families);
-- `preset`: (model, options) -> the preset a run builds (diffusion families).
-`MODELS` maps every name `extract run --model` takes to its family and its preset.
+- `schedule`: (preset, options) -> its noise schedule (`extract.models.schedules`; diffusion families);
+- `preset`: (model, options) -> the preset a run builds (diffusion families, and timm's).
+`MODELS` maps every name `extract run --model` takes to its family and its preset;
+`OPEN_MODELS` the prefixes of open-ended names (`timm:NAME`, any name the library knows).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Family:
     validate: str | None = None
     block_table: str | None = None
     preset: str | None = None
+    schedule: str | None = None
 
     def part(self, name: str):
         """The named part, imported now."""
@@ -54,6 +57,7 @@ FAMILIES: dict[str, Family] = {
         "extract.models.adm_run:validate_adm",
         "extract.models.adm_blocks:block_table",
         "extract.models.adm_options:adm_preset",
+        "extract.models.schedules:adm_preset_schedule",
     ),
     "latent": Family(
         DIFFUSION_CONFIG,
@@ -63,6 +67,7 @@ FAMILIES: dict[str, Family] = {
         "extract.models.latent_run:validate_latent",
         "extract.models.latent_blocks:latent_block_table",
         "extract.models.latent_options:latent_preset",
+        "extract.models.latent:preset_schedule",
     ),
     "diffusers": Family(
         DIFFUSION_CONFIG,
@@ -72,6 +77,7 @@ FAMILIES: dict[str, Family] = {
         "extract.models.diffusers_run:validate_diffusers",
         "extract.models.diffusers_run:block_table",
         "extract.models.diffusers_options:diffusers_spec",
+        "extract.models.diffusers_any:preset_schedule",
     ),
     "backbone": Family(
         "extract.models.backbone_options:BackboneConfig",
@@ -85,6 +91,14 @@ FAMILIES: dict[str, Family] = {
         "extract.models.feature_store:FeatureStoreConfig",
         "extract.models.feature_store:extract_features",
         ("features",),
+    ),
+    "timm": Family(
+        "extract.models.timm_options:TimmConfig",
+        "extract.models.timm_run:extract_timm",
+        ("timm",),
+        "extract.models.timm_options:TimmOptions",
+        block_table="extract.models.timm_build:block_table",
+        preset="extract.models.timm_options:timm_spec",
     ),
     # networks read layer by layer from a weights file (the BiGAN encoder, the Fashion-MNIST
     # classifier): one row each in extract.models.staged
@@ -114,13 +128,29 @@ MODELS: dict[str, Model] = {
 }
 # the diffusion presets: the models whose family validates an ExtractConfig
 PRESET_FAMILY = {name: m.family for name, m in MODELS.items() if FAMILIES[m.family].validate}
+# open-ended names, "<prefix><name>": the family checks the name when it builds the network
+OPEN_MODELS: dict[str, str] = {"timm:": "timm"}
+
+
+def open_model(model: str) -> str | None:
+    """The prefix of an open-ended model name (`timm:` of `timm:resnet50`), or None."""
+    return next((p for p in OPEN_MODELS if model.startswith(p) and len(model) > len(p)), None)
+
+
+def model_forms() -> list[str]:
+    """Every name --model takes, an open prefix as `<prefix>NAME`."""
+    return [*MODELS, *(p + "NAME" for p in OPEN_MODELS)]
 
 
 def model_entry(model: str, diffusion_only: bool = False) -> Model:
     """The registry's row of a model name; an unknown name lists the known ones."""
     names = PRESET_FAMILY if diffusion_only else MODELS
+    prefix = None if diffusion_only else open_model(model)
+    if prefix is not None:
+        return Model(OPEN_MODELS[prefix])
     if model not in names:
-        raise ValueError(f"unknown model preset {model!r}; choose one of: {', '.join(names)}")
+        known = list(names) if diffusion_only else model_forms()
+        raise ValueError(f"unknown model preset {model!r}; choose one of: {', '.join(known)}")
     return MODELS[model]
 
 
@@ -135,8 +165,10 @@ def model_family(model: str) -> Family:
 
 
 def options_class(model: str) -> type:
-    """The options class of a diffusion preset's family (the `options` of its ExtractConfig)."""
-    return FAMILIES[family_of(model)].part("options")
+    """The options class of a diffusion preset's family (the `options` of its ExtractConfig), or
+    of an open-ended name's (`timm:NAME`: the `options` of its family's config)."""
+    family = FAMILIES[family_of(model)] if open_model(model) is None else model_family(model)
+    return family.part("options")
 
 
 def preset_of(model: str, options=None):
@@ -163,3 +195,26 @@ def block_table(model: str, options=None):
 def family_of_kind(kind: str) -> Family | None:
     """The family that writes stores of this provenance kind, or None."""
     return next((f for f in FAMILIES.values() if kind in f.kinds), None)
+
+
+def noise_schedule(model: str, options=None):
+    """A diffusion preset's noise schedule (`extract.models.schedules.NoiseSchedule`); `options`:
+    its family's options (e.g. the folder whose scheduler config it reads; None: defaults)."""
+    family = FAMILIES[family_of(model)]
+    given = options if options is not None else family.part("options")()
+    return family.part("schedule")(preset_of(model, given), given)
+
+
+def timesteps_at_log_snr(cfg):
+    """A diffusion run's config with its timesteps chosen by noise level: the t nearest each of
+    `cfg.log_snr` in the model's own schedule. Giving -t too is refused."""
+    from dataclasses import replace
+
+    from extract.models.schedules import ts_for_log_snr
+
+    default = type(cfg).__dataclass_fields__["ts"].default
+    if tuple(cfg.ts) != tuple(default):
+        raise ValueError("give the timesteps by -t or by --log-snr, not both")
+    if FAMILIES[family_of(cfg.model)].schedule is None:
+        raise ValueError(f"{cfg.model} has no noise schedule: --log-snr is for diffusion models")
+    return replace(cfg, ts=ts_for_log_snr(noise_schedule(cfg.model, cfg.options), cfg.log_snr))

@@ -24,6 +24,7 @@ from torch import nn
 
 from extract.models.latent_presets import LatentPreset
 from extract.models.noise import alphas_cumprod
+from extract.models.schedules import NoiseSchedule, schedule_from_record
 from extract.models.latent_files import (
     file_hashes,
     file_shapes,
@@ -329,6 +330,11 @@ def read_schedule(preset: LatentPreset, model_dir: Path | None) -> dict:
         "steps": preset.diffusion_steps,
         "trained_betas": None,
     }
+
+
+def preset_schedule(preset: LatentPreset, options) -> NoiseSchedule:
+    """The noise schedule a run of this preset uses: its folder's scheduler config, else the preset's."""
+    return schedule_from_record(read_schedule(preset, options.model_dir), f"{preset.name} schedule")
 
 
 def load_latent_model(

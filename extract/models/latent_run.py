@@ -36,6 +36,7 @@ from extract.models.latent_blocks import capture_latent, latent_block_table
 from extract.models.latent_options import LatentOptions, latent_preset
 from extract.models.latent_presets import LatentPreset
 from extract.models.noise import latent_q_sample
+from extract.models.schedules import schedule_from_record
 from extract.shards import Batch, Forward, ShardJob, Summary, image_inputs, run_shards
 from extract.store.config import ExtractConfig, class_label, json_roundtrip, pools_by_block, store_key
 from extract.store.dist import process_group
@@ -285,7 +286,8 @@ def run_latent_stores(
 
         # 2. the features, from the cached latents
         key = store_key(cfg, preset, blocks, model.weights, dataset, device.type, PREPROCESSING)
-        key.update(schedule=model.schedule, encoding=ENCODING)
+        levels = schedule_from_record(model.schedule).levels(cfg.ts)
+        key.update(schedule=model.schedule, noise_levels=levels, encoding=ENCODING)
         # the family's conditioning (and what else it records; it may restate the encoding)
         key.update(key_extra(model))
         made = provenance(
