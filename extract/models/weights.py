@@ -28,8 +28,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a loadable weights-only torch checkpoint ({first})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    # a training checkpoint's weights under "state_dict", or "model" (MAE's and DINO's releases)
+    wrapper = next(
+        (k for k in ("state_dict", "model") if isinstance(obj, dict) and isinstance(obj.get(k), dict)), None
+    )
+    if wrapper is not None:
+        obj = obj[wrapper]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), got {type(obj).__name__}")
     return obj
