@@ -75,14 +75,15 @@ def put_row(table: Path, row: dict) -> None:
     """A probe run's row in the results table, replacing the row of an earlier run of the same
     name. The name is what a run's files are written under (NAME.json, NAME.head.pt), so a rerun
     has already replaced the files an older row of that name points to: the row goes with them.
-    The table is rewritten whole (atomically, under a lock beside it, so two runs finishing at
-    once both keep their rows) with the current columns: rows of an older table keep their
-    values and leave new columns empty."""
+    The table is rewritten whole (atomically, holding a lock on its folder, so two runs finishing
+    at once both keep their rows, and no lock file is left beside it) with the current columns:
+    rows of an older table keep their values and leave new columns empty."""
     import fcntl
 
     table.parent.mkdir(parents=True, exist_ok=True)
-    with open(table.with_name(table.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = os.open(table.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
         rows = read_table(table) if table.is_file() and table.stat().st_size else []
         rows = [r for r in rows if _run_of(r) != _run_of(row)] + [row]
         tmp = table.with_name(table.name + ".tmp")
@@ -91,6 +92,8 @@ def put_row(table: Path, row: dict) -> None:
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, table)
+    finally:
+        os.close(folder)  # closing the folder releases the lock
 
 
 def _run_of(row: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import threading
 
 import pytest
 
@@ -109,6 +110,23 @@ def test_a_rerun_replaces_its_own_row_and_keeps_the_others(tmp_path):
     ]
     put_row(table, {"name": "other", "results": "other.json"})
     assert [r["name"] for r in read_table(table)] == ["kept", "run", "other"]
+
+
+def test_runs_finishing_at_once_keep_every_row_and_leave_no_lock_file(tmp_path):
+    table = tmp_path / "probe_results.csv"
+
+    def write(k: int) -> None:
+        for i in range(15):
+            put_row(table, {"name": f"w{k}-{i}", "results": f"w{k}-{i}.json"})
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(read_table(table)) == 60 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "probe_results.csv"
+    ]
 
 
 def test_probe_extends_its_lr_grid_past_the_chosen_edge_and_reruns_keep_one_row(stores):
