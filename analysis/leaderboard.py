@@ -291,12 +291,33 @@ def to_html(board: Leaderboard, title: str, figure: str | None = None, base: Pat
     )
 
 
-def by_t(board: Leaderboard, root: Path) -> dict[str, dict[str, dict[int, float]]]:
-    """dataset -> model -> t -> the best validation top-1 at that t (mean over seeds), from
-    each cell's results file; models without t (pixels, encoders) are left out."""
-    curves: dict[str, dict[str, dict[int, float]]] = {}
+AXES = ("t", "log-snr")
+
+
+def _log_snrs(line: dict, root: Path) -> dict[int, float]:
+    """t -> the log-SNR the model saw there, as the cell's training store's key records it."""
+    from extract.store.schema import FeatureStore
+
+    path = Path(line["provenance"]["stores"]["train"]["path"])
+    path = path if path.exists() else root / path
+    levels = FeatureStore.open(path).attrs.get("key", {}).get("noise_levels")
+    if not levels:
+        raise ValueError(
+            f"{path} records no noise levels (made by an older version): re-extract it, or plot against t"
+        )
+    return {int(t): v["log_snr"] for t, v in levels.items()}
+
+
+def by_t(board: Leaderboard, root: Path, axis: str = "t") -> dict[str, dict[str, dict[float, float]]]:
+    """dataset -> model -> t (or, with axis 'log-snr', the log-SNR the model saw at t) -> the best
+    validation top-1 there (mean over seeds), from each cell's results file; models without t
+    (pixels, encoders) are left out."""
+    if axis not in AXES:
+        raise ValueError(f"axis must be one of {', '.join(AXES)}, got {axis!r}")
+    curves: dict[str, dict[str, dict[float, float]]] = {}
     for (m, d), entry in board.entries.items():
         per_t: dict[int, list[float]] = {}
+        at: dict[int, float] = {}
         for line in entry.lines:
             path = Path(line["provenance"]["results"])
             path = path if path.exists() else root / path
@@ -308,12 +329,15 @@ def by_t(board: Leaderboard, root: Path) -> dict[str, dict[str, dict[int, float]
                     best[t] = max(best.get(t, 0.0), member["val"]["top1"])
             for t, v in best.items():
                 per_t.setdefault(t, []).append(v)
+            if axis == "log-snr" and (len(best) > 1 or (best and 0 not in best)):
+                at.update(_log_snrs(line, root))
         if len(per_t) > 1 or (per_t and 0 not in per_t):
-            curves.setdefault(d, {})[m] = {t: float(np.mean(v)) for t, v in sorted(per_t.items())}
+            x = (lambda t: at[t]) if axis == "log-snr" else (lambda t: t)
+            curves.setdefault(d, {})[m] = {x(t): float(np.mean(v)) for t, v in sorted(per_t.items())}
     return curves
 
 
-def plot_by_t(curves: dict, out: Path) -> bool:
+def plot_by_t(curves: dict, out: Path, axis: str = "t") -> bool:
     if not curves:
         return False
     import matplotlib
@@ -322,10 +346,12 @@ def plot_by_t(curves: dict, out: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
+    label = "log-SNR the model saw (less noise to the right)" if axis == "log-snr" else "t"
     for ax, (d, models) in zip(axes[0], curves.items()):
         for m, points in models.items():
-            ax.plot(list(points), list(points.values()), marker="o", label=m)
-        ax.set(title=d, xlabel="t", ylabel="validation top-1 (%)")
+            xs = sorted(points)
+            ax.plot(xs, [points[x] for x in xs], marker="o", label=m)
+        ax.set(title=d, xlabel=label, ylabel="validation top-1 (%)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -340,13 +366,15 @@ def write_leaderboard(
     title: str = "matrix leaderboard",
     reference: str | None = None,
     root: Path = Path("."),
+    axis: str = "t",
 ) -> list[Path]:
-    """leaderboard.{csv,md,html} (and by_t.png where models have several t) in `out`."""
+    """leaderboard.{csv,md,html} (and by_t.png where models have several t) in `out`; `axis`:
+    the figure's x, t or the log-SNR each model saw there (from its stores' keys)."""
     board = build(lines, reference, root)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figure = out / "by_t.png"
-    drawn = plot_by_t(by_t(board, root), figure)
+    drawn = plot_by_t(by_t(board, root, axis), figure, axis)
     written = {
         out / "leaderboard.csv": to_csv(board),
         out / "leaderboard.md": to_markdown(board),

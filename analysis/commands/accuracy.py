@@ -287,11 +287,18 @@ def report(results, cka_dirs, out, title, generation, resamples):
 )
 @click.option("--reference", default=None, help="the model the others are compared with (default: the first)")
 @click.option("--title", default="matrix leaderboard")
+@click.option(
+    "--x",
+    "axis",
+    type=click.Choice(["t", "log-snr"]),
+    default="t",
+    help="the figure's x: the scheduler's t, or the log-SNR each model saw there (equal noise lines up)",
+)
 @user_errors
-def leaderboard(results, out, reference, title):
+def leaderboard(results, out, reference, title, axis):
     """A matrix's leaderboard: CSV, Markdown and a sortable HTML table (models x datasets), and
     validation top-1 against t."""
     from analysis.leaderboard import read_lines, write_leaderboard
 
-    written = write_leaderboard(read_lines(results), out, title=title, reference=reference)
+    written = write_leaderboard(read_lines(results), out, title=title, reference=reference, axis=axis)
     click.echo("written: " + ", ".join(map(str, written)))

@@ -131,3 +131,53 @@ def test_the_readme_shows_the_committed_demo_matrix_leaderboard():
     readme = (root / "README.md").read_text()
     shown = readme.split("<!-- demo-matrix:begin -->\n")[1].split("<!-- demo-matrix:end -->")[0]
     assert shown.strip() == (root / "evidence" / "matrix" / "leaderboard.md").read_text().strip()
+
+
+def test_the_t_figure_can_put_each_models_log_snr_on_x(tmp_path):
+    """Two models whose schedules differ: the same t is a different noise level in each, read
+    from each cell's training store's key."""
+    from analysis.leaderboard import build, by_t
+    from extract.store.schema import FeatureKey, FeatureStore
+    from tests.probe.stores import make_store
+
+    lines = []
+    for model, levels in (("a", {"10": 6.1, "50": 3.0}), ("b", {"10": 4.0, "50": 1.0})):
+        store = tmp_path / f"{model}.zarr"
+        make_store(store, {FeatureKey(10, 1, 1): np.zeros((4, 2, 1, 1), np.float16)}, np.arange(4) % 2)
+        s = FeatureStore.open(store, mode="r+")
+        key = dict(s.attrs["key"])
+        key["noise_levels"] = {t: {"log_snr": v} for t, v in levels.items()}
+        s.group.attrs["key"] = key
+        entry = line(tmp_path, model, "d", 0, 80.0)
+        entry["provenance"]["stores"]["train"]["path"] = str(store)
+        lines.append(entry)
+    board = build(lines)
+    assert by_t(board, tmp_path)["d"]["a"] == {10: 79.9, 50: 79.5}
+    curves = by_t(board, tmp_path, axis="log-snr")["d"]
+    assert curves["a"] == {6.1: 79.9, 3.0: 79.5} and curves["b"] == {4.0: 79.9, 1.0: 79.5}
+    result = CliRunner().invoke(
+        cli,
+        [
+            "leaderboard",
+            "--results",
+            str(_jsonl(tmp_path, lines)),
+            "--out",
+            str(tmp_path / "b"),
+            "--x",
+            "log-snr",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "b" / "by_t.png").stat().st_size > 0
+    lines[1]["provenance"]["stores"]["train"]["path"] = str(tmp_path / "plain.zarr")
+    make_store(
+        tmp_path / "plain.zarr", {FeatureKey(10, 1, 1): np.zeros((4, 2, 1, 1), np.float16)}, np.arange(4) % 2
+    )
+    with pytest.raises(ValueError, match="records no noise levels"):
+        by_t(build(lines), tmp_path, axis="log-snr")
+
+
+def _jsonl(folder, lines):
+    path = folder / "results.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
