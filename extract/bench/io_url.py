@@ -2,11 +2,12 @@
 
 Three reads of the same feature array's shard objects, each timed whole (best of `repeats`):
 
-- plain: the objects' bytes fetched by ranged GETs of one inner chunk each, concurrently
-  (obstore's `get_ranges` per object, objects in parallel on the reader's thread pool), nothing
-  decoded, checked or copied: what the network and server give;
-- diffprobe's shard reader (`extract.store.shard_read`): the same GETs plus each shard's index
-  (a suffix GET), the CRC32C of every chunk and one copy into the output array;
+- plain: the objects' bytes fetched by ranged GETs of one inner chunk's size each (obstore's
+  `get_ranges`, its requests concurrent, objects in parallel on the reader's thread pool),
+  nothing decoded, checked or copied: what the network and server give;
+- diffprobe's shard reader (`extract.store.shard_read`): the same GETs (each shard's index
+  joined to its last chunk's range), the index checked, the CRC32C of every chunk, and one
+  copy into the output array;
 - zarr-python through its ObjectStore, for reference.
 
 The ratio diffprobe / plain is the reader's cost over the network; no local cache is used.
@@ -42,7 +43,8 @@ def _shard_objects(array: FeatureArray, n_shards: int) -> tuple[object, list[tup
 
 
 def plain_ranged_gets(store, objects: list[tuple[str, int]], part_bytes: int) -> int:
-    """Fetch every object whole by ranged GETs of part_bytes each, concurrently; returns bytes read."""
+    """Fetch every object whole by ranged GETs of part_bytes each (obstore's `get_ranges`, one call
+    per object, objects in parallel on the reader's thread pool); returns the bytes read."""
     import obstore
 
     def one(obj: tuple[str, int]) -> int:

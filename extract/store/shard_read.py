@@ -219,65 +219,103 @@ class FeatureArray:
 
     # ------------------------------------------------------------ object storage
     def _read_remote(self, out: np.ndarray, start: int, stop: int) -> np.ndarray:
-        shards = range(start // self.shard_rows, (stop - 1) // self.shard_rows + 1)
-        if len(shards) == 1:
-            self._read_remote_shard(out, start, stop, shards[0])
+        """Rows [start, stop) from shard objects, shards in parallel (`_fetch_shard`)."""
+        (_, folder), chunk_rows = self._layout
+        n_chunks = self.shard_rows // chunk_rows
+        plans = []  # (shard object key, [(chunk, its first row, rows [a, b) wanted)])
+        for s in range(start // self.shard_rows, (stop - 1) // self.shard_rows + 1):
+            lo, hi = max(start, s * self.shard_rows), min(stop, (s + 1) * self.shard_rows)
+            slots = []
+            for c in range(n_chunks):
+                c_lo = s * self.shard_rows + c * chunk_rows
+                if max(lo, c_lo) < min(hi, c_lo + chunk_rows):
+                    slots.append((c, c_lo, max(lo, c_lo), min(hi, c_lo + chunk_rows)))
+            plans.append(("/".join([folder, "c", str(s), *["0"] * (self.ndim - 1)]), slots))
+        if len(plans) == 1:
+            self._fetch_shard(out, start, *plans[0])
         else:
-            list(url_pool().map(lambda s: self._read_remote_shard(out, start, stop, s), shards))
+            list(url_pool().map(lambda plan: self._fetch_shard(out, start, *plan), plans))
         return out
 
-    def _read_remote_shard(self, out: np.ndarray, start: int, stop: int, s: int) -> None:
-        """Rows of shard s within [start, stop) into out: the index by a suffix GET, then the
-        chunks by concurrent ranged GETs, each checked against its CRC32C in place."""
+    def _fetch_shard(self, out: np.ndarray, start: int, key: str, slots: list) -> None:
+        """One shard's wanted chunks into out, each checked against its CRC32C where it lands.
+
+        A read that takes the shard's last chunk (any read of whole shards) asks for every chunk
+        at the offset a shard written whole has (chunk c at c times its size), the index joined
+        to the last chunk's range (they are adjacent): one batch of concurrent ranged GETs and no
+        round trip before it. The index then confirms each guess; a chunk found elsewhere (a
+        shard written otherwise) is fetched again where the index says. Other reads fetch the
+        index first (a suffix GET), then the chunks it places."""
         import obstore
 
-        (store, folder), chunk_rows = self._layout
-        key = "/".join([folder, "c", str(s), *["0"] * (self.ndim - 1)])
-        lo, hi = max(start, s * self.shard_rows), min(stop, (s + 1) * self.shard_rows)
+        (store, _), chunk_rows = self._layout
         n_chunks = self.shard_rows // chunk_rows
-        length = 16 * n_chunks + 4
-        try:
-            raw = bytes(obstore.get(store, key, options={"range": {"suffix": length}}).bytes())
-        except FileNotFoundError as e:
-            if "<Code>NoSuchKey" not in str(e) and "<Code>" in str(e):
-                raise
-            out[lo - start : hi - start] = self.fill_value  # a shard never written, as in zarr
-            return
-        if len(raw) < length:
-            raise ChecksumError(f"{key}: shard object is truncated ({len(raw)} bytes)")
-        if _crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-            raise ChecksumError(
-                f"{key}: shard index does not match its CRC32C checksum (the object is corrupt)"
-            )
+        chunk_bytes = chunk_rows * self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64)) + 4
+        index_bytes = 16 * n_chunks + 4
+        guessed, raw = None, None
+        if slots[-1][0] == n_chunks - 1:
+            starts = [c * chunk_bytes for c, *_ in slots]
+            lengths = [chunk_bytes] * (len(slots) - 1) + [chunk_bytes + index_bytes]
+            try:
+                guessed = obstore.get_ranges(store, key, starts=starts, lengths=lengths, coalesce=0)
+            except Exception as e:  # noqa: BLE001 - past the object's end: the index says where
+                if _never_written(e):
+                    return self._fill(out, start, slots)
+            if guessed is not None and len(guessed[-1]) == chunk_bytes + index_bytes:
+                raw = bytes(memoryview(guessed[-1])[chunk_bytes:])
+        if raw is None or _crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+            try:
+                raw = bytes(obstore.get(store, key, options={"range": {"suffix": index_bytes}}).bytes())
+            except FileNotFoundError as e:
+                if not _never_written(e):
+                    raise
+                return self._fill(out, start, slots)
+            if len(raw) < index_bytes or _crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+                raise ChecksumError(
+                    f"{key}: shard index does not match its CRC32C checksum (the object is corrupt)"
+                )
         index = np.frombuffer(raw[:-4], dtype="<u8").reshape(n_chunks, 2)
-        row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
-        wanted = []
-        for c, (offset, nbytes) in enumerate(index):
-            c_lo = s * self.shard_rows + c * chunk_rows
-            a, b = max(lo, c_lo), min(hi, c_lo + chunk_rows)
-            if a >= b:
-                continue
-            if offset == _EMPTY and nbytes == _EMPTY:
+        datas, refetch = [], []
+        for i, (c, _, a, b) in enumerate(slots):
+            offset, nbytes = index[c]
+            if offset == _EMPTY and nbytes == _EMPTY:  # never written: the fill value, as in zarr
                 out[a - start : b - start] = self.fill_value
+                datas.append(None)
                 continue
-            if int(nbytes) != chunk_rows * row_bytes + 4:
-                raise ChecksumError(
-                    f"{key}: chunk {c} holds {int(nbytes)} bytes, expected {chunk_rows * row_bytes + 4}"
-                )
-            wanted.append((c, c_lo, a, b, int(offset), int(nbytes)))
-        if not wanted:
-            return
-        # coalesce=0: one GET per chunk (a few MiB each), fetched concurrently by obstore
-        datas = obstore.get_ranges(
-            store, key, starts=[w[4] for w in wanted], lengths=[w[5] for w in wanted], coalesce=0
-        )
-        for (c, c_lo, a, b, _, nbytes), data in zip(wanted, datas):
-            got = np.frombuffer(data, dtype=np.uint8)
-            if got.size != nbytes:
-                raise ChecksumError(f"{key}: chunk {c} is truncated ({got.size} of {nbytes} bytes)")
-            if _crc32c(got[:-4]) != int.from_bytes(got[-4:].tobytes(), "little"):
-                raise ChecksumError(
-                    f"{key}: chunk {c} does not match its CRC32C checksum (the object is corrupt)"
-                )
-            rows = got[:-4].view(self.dtype).reshape(chunk_rows, *self.shape[1:])
-            out[a - start : b - start] = rows[a - c_lo : b - c_lo]
+            if int(nbytes) != chunk_bytes:
+                raise ChecksumError(f"{key}: chunk {c} holds {int(nbytes)} bytes, expected {chunk_bytes}")
+            if guessed is not None and int(offset) == c * chunk_bytes:
+                datas.append(memoryview(guessed[i])[:chunk_bytes])
+            else:
+                datas.append(None)
+                refetch.append((i, int(offset)))
+        if refetch:
+            got = obstore.get_ranges(
+                store, key, starts=[o for _, o in refetch], lengths=[chunk_bytes] * len(refetch), coalesce=0
+            )
+            for (i, _), data in zip(refetch, got):
+                datas[i] = memoryview(data)
+        for (c, c_lo, a, b), data in zip(slots, datas):
+            if data is not None:
+                self._check_and_place(out, start, key, c, c_lo, a, b, data, chunk_bytes)
+
+    def _fill(self, out: np.ndarray, start: int, slots: list) -> None:
+        """A shard never written reads as the fill value, as in zarr."""
+        for _, _, a, b in slots:
+            out[a - start : b - start] = self.fill_value
+
+    def _check_and_place(self, out, start, key, c, c_lo, a, b, data, nbytes: int) -> None:
+        got = np.frombuffer(data, dtype=np.uint8)
+        if got.size != nbytes:
+            raise ChecksumError(f"{key}: chunk {c} is truncated ({got.size} of {nbytes} bytes)")
+        if _crc32c(got[:-4]) != int.from_bytes(got[-4:].tobytes(), "little"):
+            raise ChecksumError(
+                f"{key}: chunk {c} does not match its CRC32C checksum (the object is corrupt)"
+            )
+        rows = got[:-4].view(self.dtype).reshape(-1, *self.shape[1:])
+        out[a - start : b - start] = rows[a - c_lo : b - c_lo]
+
+
+def _never_written(e: BaseException) -> bool:
+    """A missing object (a shard never written), not a missing bucket or another failure."""
+    return isinstance(e, FileNotFoundError) and ("<Code>" not in str(e) or "<Code>NoSuchKey" in str(e))

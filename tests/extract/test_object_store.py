@@ -26,7 +26,7 @@ from extract.store.config import StoreOptions
 from extract.store.errors import StoreError
 from extract.store.location import StoreURL, one_line, store_location
 from extract.store.lock import StoreLock
-from extract.store.schema import FeatureStore, is_store
+from extract.store.schema import FeatureKey, FeatureStore, is_store
 from extract.store.shard_read import ChecksumError
 from extract.store.verify import verify_store
 from tests.conftest import run_tiny
@@ -361,3 +361,41 @@ def test_a_missing_bucket_is_one_line(fmnist_env, bucket):
     assert len(got.output.strip().splitlines()) == 1
     got = CliRunner().invoke(extract_cli, ["verify", f"s3://{bucket}-none/x.zarr"])
     assert got.exit_code == 2 and "the bucket does not exist" in got.output
+
+
+@pytest.mark.slow
+def test_ranged_reads_of_partial_and_missing_shards_equal_zarr_and_a_local_store(tmp_path, bucket):
+    """Several chunks per shard, a shard never written and a short last shard: the reader's guessed
+    ranges, its index fetch and its fill values agree with zarr and with the same store on disk."""
+    key = FeatureKey(10, 9, None)
+    rng = np.random.default_rng(0)
+    n, shard_rows = 150, 64  # shards of 64, 64 and 22 rows
+    x = rng.standard_normal((n, 64, 32, 32)).astype(np.float16)  # 128 KiB rows: 32-row chunks
+    x[:32] = np.nan  # a chunk of the fill value is not stored: shard 0's second chunk sits first
+    stores = []
+    for where in (f"s3://{bucket}/parts.zarr", tmp_path / "parts.zarr"):
+        s = FeatureStore.create(
+            where,
+            row_shapes={key: x.shape[1:]},
+            ids=[str(i) for i in range(n)],
+            labels=np.zeros(n, np.int64),
+            index=np.arange(n),
+            shard_rows=shard_rows,
+            views=1,
+            dtype="float16",
+            attrs={},
+        )
+        for shard in (0, 2):  # shard 1 is never written
+            rows = s.shard_rows(shard)
+            s.write_shard(shard, {key: x[rows.start : rows.stop]}, np.ones(len(rows), bool))
+        stores.append(s.array(key))
+    remote, local = stores
+    assert remote.fast and remote.zarr.metadata.codecs[0].chunk_shape[0] == 32
+    for lo, hi in ((0, 150), (0, 64), (10, 40), (40, 140), (128, 150), (70, 90), (149, 150)):
+        got = remote[lo:hi]
+        np.testing.assert_array_equal(got, np.asarray(remote.zarr[lo:hi]))
+        np.testing.assert_array_equal(got, local[lo:hi])
+    assert np.isnan(remote[64:128].astype(np.float32)).all()
+    index = np.frombuffer(objects(f"s3://{bucket}/parts.zarr")[f"{key.path}/c/0/0/0/0"][-36:-4], "<u8")
+    assert index[0] == index[1] == 2**64 - 1 and index[2] == 0  # chunk 0 absent, chunk 1 at offset 0
+    np.testing.assert_array_equal(remote[128:150], x[128:150])
