@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from analysis.commands.accuracy import best, curves, diff, leaderboard, report, table_cmd
+from analysis.commands.docs import docs
 from analysis.commands.generation import fd, fid_cmd, gen_table
 from analysis.commands.similarity import align, bench, cka
 from extract.store.config_files import add_config_option
@@ -29,6 +30,7 @@ for _command in (
     fd,
     fid_cmd,
     gen_table,
+    docs,
 ):
     cli.add_command(_command)
 add_config_option(cli)  # every command takes --config FILE

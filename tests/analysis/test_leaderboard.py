@@ -129,7 +129,9 @@ def test_the_readme_shows_the_committed_demo_matrix_leaderboard():
 
     root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
-    shown = readme.split("<!-- demo-matrix:begin -->\n")[1].split("<!-- demo-matrix:end -->")[0]
+    shown = readme.split("<!-- results:demo-matrix:begin -->\n")[1].split("<!-- results:demo-matrix:end -->")[
+        0
+    ]
     assert shown.strip() == (root / "evidence" / "matrix" / "leaderboard.md").read_text().strip()
 
 
