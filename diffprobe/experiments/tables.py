@@ -11,6 +11,7 @@ from diffprobe.experiments.registry import Steps, experiment
 from diffprobe.experiments.settings import Settings, format_value
 from diffprobe.experiments.steps import Command, Copy, Extract, Say
 from diffprobe.experiments.stores import bigan_path, made, pixel_path
+from extract.store.location import Location, store_location
 
 # both tables extract with wider forwards than the default and print no progress bars
 QUIET = "--micro-batch 64 --no-progress"
@@ -56,6 +57,11 @@ class TableSettings(BiganSettings):
     fd_trained: Path
     fd_random: Path
     fd_bigan: Path
+    mae_weights: Path
+    mae_model: str
+    mae_args: tuple[str, ...]
+    mae_b: tuple[str, ...]
+    mae_pool: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,27 @@ def bigan_stores(s: BiganSettings) -> Steps:
         out = bigan_path(store_folder(s), s.data, split, s.limit)
         if not made(out):
             yield bigan_features(s, s.bigan_weights, split, s.limit, out)
+
+
+def mae_path(s: TableSettings, split: str) -> Location:
+    """The MAE encoder's store: <folder>/mae_<data>_<split>[_n<LIMIT>].zarr."""
+    return store_location(store_folder(s)) / f"mae_{s.data}_{split}{f'_n{s.limit}' if s.limit else ''}.zarr"
+
+
+def mae_stores(s: TableSettings) -> Steps:
+    """Each split's store of the MAE trained here (its timm ViT encoder's blocks) unless made;
+    without its weights a line says the row is left out."""
+    for split in s.splits:
+        if not s.mae_weights.exists():
+            hint = "its row is left out (extract train-mae, then export-mae)"
+            yield Say(f"no MAE weights at {s.mae_weights}: {hint}")
+            continue
+        out = mae_path(s, split)
+        if not made(out):
+            argv = ["run", "--model", s.mae_model, "--ckpt", str(s.mae_weights), "--data", s.data]
+            argv += ["--split", split, *opt("--limit", s.limit), "-b", format_value(s.mae_b)]
+            argv += ["--pool", format_value(s.mae_pool), *(a for w in s.mae_args for a in ("--model-arg", w))]
+            yield Command("extract", (*argv, "--no-progress", "--out", str(out)))
 
 
 def pixel_store(s: Settings, split: str, limit: int | None) -> Steps:
@@ -146,7 +173,7 @@ def seed_pairs(s: TableSettings) -> list[tuple[int, int]]:
 
 
 def table_rows(s: TableSettings) -> list[Row]:
-    """The rows in the order they train: the regions over paired seeds, pixels, the BiGAN."""
+    """The rows in the order they train: the regions over paired seeds, pixels, the BiGAN, the MAE."""
     train, test = train_test(s)
     rows = []
     for region in regions(s):
@@ -163,6 +190,9 @@ def table_rows(s: TableSettings) -> list[Row]:
     if s.bigan_weights.exists():
         bigan = tuple(bigan_path(folder, s.data, split, s.limit) for split in (train, test))
         rows.append(Row("bigan", tuple(Run(f"s{h}", *bigan, h) for h in s.head_seeds)))
+    if s.mae_weights.exists():
+        mae = tuple(mae_path(s, split) for split in (train, test))
+        rows.append(Row("mae", tuple(Run(f"s{h}", *mae, h) for h in s.head_seeds)))
     return rows
 
 
@@ -187,7 +217,7 @@ def table_summary(s: TableSettings) -> Command:
     """`analysis table`: each cell's mean, spread and runs, FD, and every row minus the diffusion row."""
     best = "diffusion (best block)"
     paper = f"diffusion (t={format_value(s.paper_t)}, b={format_value(s.paper_b)})"
-    rows = {best: "diffusion-best", paper: "diffusion-paper", "BiGAN": "bigan"}
+    rows = {best: "diffusion-best", paper: "diffusion-paper", "BiGAN": "bigan", "MAE": "mae"}
     rows |= {"random weights": "random", "pixels": "pixels"}
     argv = ["table", "--head", format_value(s.heads), "--ref", best, "--out", f"{s.results}/table.md"]
     for label, stem in rows.items():
@@ -203,17 +233,17 @@ def table_summary(s: TableSettings) -> Command:
 def demo_table(s: TableSettings) -> Steps:
     """the demo's results in the paper's shape, over seeds: test top-1 of a linear and an
     attention head for the diffusion model at its best block (chosen on validation among BEST_B x
-    BEST_POOL at BEST_T) and at the paper's point (t=150, b=24), the BiGAN encoder (when its
-    weights exist), the random-weight control at its own best region (RANDOM_T, RANDOM_B,
-    RANDOM_POOL, from its own sweep) and raw pixels.
+    BEST_POOL at BEST_T) and at the paper's point (t=150, b=24), the BiGAN encoder and the MAE's
+    (the paper's MAGE row; each when its weights exist), the random-weight control at its own best
+    region (RANDOM_T, RANDOM_B, RANDOM_POOL, from its own sweep) and raw pixels.
 
     The diffusion and random rows are extracted with each of SEEDS (noise; the images stay the
     same). A head seed (HEAD_SEEDS) sets initialisation, data order and the 10% validation carve
     that chooses the block, pool and lr. The linear head searches each row's region; the attention
     head trains once, at the key that run's linear head chose. The rows without noise (BiGAN,
-    pixels) train a head with each head seed; the diffusion and random rows pair them, noise seed
-    k with head seed k, so each of their cells is as many runs as the others and each run differs
-    in both. Then one table: mean, spread and runs per cell, the generative rows' FD in the
+    MAE, pixels) train a head with each head seed; the diffusion and random rows pair them, noise
+    seed k with head seed k, so each of their cells is as many runs as the others and each run
+    differs in both. Then one table: mean, spread and runs per cell, the generative rows' FD in the
     classifier's features, and every row minus the diffusion row with a paired-bootstrap 95%
     interval. Steps are skipped when their output exists, so the run resumes."""
     seed_pairs(s)  # unpaired seeds stop here, before the first extraction
@@ -225,6 +255,7 @@ def demo_table(s: TableSettings) -> Steps:
                     yield step
     yield from pixel_stores(s)
     yield from bigan_stores(s)
+    yield from mae_stores(s)
     rows = table_rows(s)
     for head in ("linear", "attention"):
         yield from table_probes(s, rows, head)

@@ -3,7 +3,8 @@
 A model entry names what makes its features and where:
 
     [models.demo-best]            # the entry's name, unique in the matrix
-    kind = "run"                  # run (any `extract run --model`), pixels, bigan, classifier
+    kind = "run"                  # run (any `extract run --model`), pixels, bigan, classifier,
+                                  #   encoder (`extract run --model timm:NAME` or a backbone: no t)
     model = "demo-fmnist"         # kind run: a preset, backbone, diffusers folder preset, ...
     weights = "path/to.pt"        # run: --ckpt; bigan, classifier: --weights (default: shipped)
     random = false                # run: the same architecture with random weights
@@ -35,7 +36,7 @@ from pathlib import Path
 
 # the kinds a list entry names by itself (anything else is an `extract run --model` name)
 NAMED_KINDS = ("pixels", "bigan", "classifier")
-KIND_NAMES = ("run", *NAMED_KINDS)
+KIND_NAMES = ("run", *NAMED_KINDS, "encoder")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -6,6 +6,8 @@
 - pixels: `extract pixels`, the raw-pixel baseline (no seed: nothing is random).
 - bigan: `extract bigan-features`, the BiGAN encoder's stages (b, pool).
 - classifier: `extract classifier-layers`, the shipped supervised classifier's layers (b, pool).
+- encoder: `extract run --model NAME` for a network that sees no noise (`timm:NAME`, a
+  torchvision backbone) at the entry's (b, pool), with its --ckpt or --random-init (no seed).
 
 A run store is named as every other experiment names it (so a store `make demo-table` made is
 reused); the others carry a digest of their arguments.
@@ -95,17 +97,25 @@ class Kind:
     takes: tuple[str, ...]  # the entry keys it reads besides name and kind
 
 
+def encoder_step(entry: ModelEntry, s: Split, folder: Path, region: Region) -> Step:
+    argv = ["--model", entry.model, *(["--ckpt", str(entry.weights)] if entry.weights else [])]
+    argv += ["--random-init"] if entry.random else []
+    argv += [*data_args(s), "-b", _joined(entry.b or ("all",)), "--pool", _joined(entry.pool or ("1",))]
+    return _command_step("run", [*argv, *entry.args], s, folder)
+
+
 KINDS: dict[str, Kind] = {
     "run": Kind(run_step, True, ("model", "weights", "random", "t", "b", "pool", "args")),
     "pixels": Kind(pixels_step, False, ("args",)),
     "bigan": Kind(_network_step("bigan-features"), False, ("weights", "b", "pool", "args")),
     "classifier": Kind(_network_step("classifier-layers"), False, ("weights", "b", "pool", "args")),
+    "encoder": Kind(encoder_step, False, ("model", "weights", "random", "b", "pool", "args")),
 }
 
 
 def check_model(entry: ModelEntry, where: str = "models") -> None:
     """An unknown kind or model, or a key the kind does not read: one line with the choices."""
-    from extract.models.families import MODELS
+    from extract.models.families import MODELS, open_model
 
     if entry.kind not in KINDS:
         raise EntryError(
@@ -119,3 +129,5 @@ def check_model(entry: ModelEntry, where: str = "models") -> None:
     if entry.kind == "run" and entry.model not in MODELS:
         choices = ", ".join([*MODELS, *NAMED_KINDS])
         raise EntryError(f"{where}: unknown model {entry.model!r} (models: {choices})")
+    if entry.kind == "encoder" and entry.model not in MODELS and open_model(entry.model) is None:
+        raise EntryError(f"{where}: entry {entry.name!r}: kind encoder takes a timm:NAME or a backbone model")

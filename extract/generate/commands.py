@@ -230,6 +230,9 @@ def add_generate_commands(group: click.Group) -> None:
         )
 
     add_bigan_commands(group)
+    from extract.generate.mae_commands import add_mae_commands  # click only, no torch
+
+    add_mae_commands(group)
 
 
 def add_bigan_commands(group: click.Group) -> None:

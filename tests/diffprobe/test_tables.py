@@ -65,6 +65,20 @@ def test_with_bigan_weights_the_table_adds_its_stores_and_one_head_per_head_seed
     ]
 
 
+def test_with_mae_weights_the_table_adds_its_timm_stores_and_one_head_per_head_seed(tmp_path):
+    (tmp_path / "mae.safetensors").write_bytes(b"")
+    runs = commands(
+        "demo-table", limit="50", bigan_weights="none.pt", mae_weights=str(tmp_path / "mae.safetensors")
+    )
+    features = [x for x in runs if "extract run --model timm:" in x]
+    assert len(features) == 2 and all("_n50.zarr" in x and "--model-arg patch_size=4" in x for x in features)
+    assert all(" -t " not in x and "-b 1,2,3,4,5,6" in x for x in features)
+    assert sorted(n for n in names(runs) if "mae" in n) == [
+        f"mae-{h}-s{s}" for h in ("attention", "linear") for s in range(3)
+    ]
+    assert "'MAE=results/demo-table/mae-{head}-*.json'" in runs[-1]
+
+
 def test_the_table_skips_what_is_made(tmp_path):
     results = tmp_path / "results" / "demo-table"
     results.mkdir(parents=True)
