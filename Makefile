@@ -75,13 +75,13 @@ card-demo: $(VENV_STAMP) fashion-mnist ## the model card's all-images runs (trai
 demo-curve: $(VENV_STAMP) fashion-mnist ## the demo over training: linear probe at its best point and at t=150 b=24, and FD, for each snapshot of make train-demo's stages 2 and 3 (CURVE_RUN=runs/demo-fmnist) -> table and figure
 	@$(call experiment,demo-curve)
 
-demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
+demo-table: $(VENV_STAMP) fashion-mnist ## the demo's table in the paper's shape over seeds: diffusion (best block; t=150, b=24), BiGAN, MAE, random weights, pixels; linear heads, and attention where linear chose; mean, spread, intervals [SEEDS=0,1,2 HEAD_SEEDS=0,1,2 (paired k-th with k-th) LIMIT=]
 	@$(call experiment,demo-table)
 
 matrix: $(VENV_STAMP) ## models x datasets (x SEEDS) into one leaderboard; a rerun runs only missing or failed cells: make matrix MODELS=demo-fmnist,pixels DATASETS=fashion-mnist,digits [SEEDS= LIMIT= JOBS= KNN= ATTENTION=1 REFERENCE= DRY=1]
 	@$(call experiment,matrix)
 
-demo-matrix: $(VENV_STAMP) fashion-mnist ## the demo's models (best point, t=150 b=24, random control, BiGAN, classifier, pixels) x Fashion-MNIST and digits -> evidence/matrix/
+demo-matrix: $(VENV_STAMP) fashion-mnist ## the demo's models (best point, t=150 b=24, random control, BiGAN, MAE, classifier, pixels) x Fashion-MNIST and digits -> evidence/matrix/
 	@$(call experiment,demo-matrix)
 
 finetune: $(VENV_STAMP) $(needs_data) ## fine-tune the U-Net up to block B with a head: make finetune HEAD=linear|attention [MODEL= CKPT= DATA= DATA_ROOT= T= B= POOL= FINETUNE_ARGS=]
