@@ -44,7 +44,7 @@ lint: $(VENV_STAMP) ## ruff's checks and its formatting, checked over the whole 
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 # ---------------------------------------------------------------- the three commands and the demo
-extract: $(VENV_STAMP) $(needs_data) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= VIEWS= AUG= ORDER= DTYPE= OUT= ARGS=]
+extract: $(VENV_STAMP) $(needs_data) ## extract features: make extract T=150 B=24 POOL=2 [MODEL= CKPT= RANDOM=1 DATA= DATA_ROOT= SPLITS= LIMIT= VIEWS= AUG= ORDER= DTYPE= OUT=folder|s3://bucket/prefix ARGS=]
 	@$(call experiment,extract)
 
 probe: $(VENV_STAMP) ## heads on the last extraction's stores: make probe HEAD=linear|mlp|cnn|attention|logreg|knn [LR= WD= PROBE_ARGS=]
@@ -134,7 +134,7 @@ bench-extract: $(VENV_STAMP) ## early exit vs the full forward (adm256 b=24, tin
 	$(PY) -m extract bench --out $(BENCH_OUT)/extract.json
 bench-workflow: $(VENV_STAMP) fashion-mnist ## linear and attention heads at matched steps: on-line (fresh crop, flip and noise; fresh noise) vs cached 1/4/8 views, 3 seeds (about 50 min)
 	$(PY) -m probe bench-workflow --out $(BENCH_OUT)/workflow.json
-bench-io: $(VENV_STAMP) ## store read rate and size by codec and reader (zarr-python, tensorstore if installed, diffprobe's) against a raw numpy read [STORE= a real store too]
+bench-io: $(VENV_STAMP) ## store read rate and size by codec and reader (zarr-python, tensorstore if installed, diffprobe's) against a raw numpy read [STORE= a real store too; at s3://... read there, beside plain ranged GETs]
 	$(PY) -m extract bench-io$(if $(STORE), --store $(STORE)) --out $(BENCH_OUT)/io.json
 bench-gpu: $(VENV_STAMP) ## GPU only (not in `make bench`): adm256 b=24 images/s by batch, bf16/fp16, channels_last, compile; % of peak; JPEG loading [QUICK=1: under 4 min: batch 64, no compile, + store read rate, GPU bit identity]
 	$(PY) -m extract bench-gpu$(if $(QUICK), --quick) --out $(BENCH_OUT)/gpu$(if $(QUICK),-quick).json
