@@ -13,6 +13,7 @@ from diffprobe.experiments.builders import store_folder
 from diffprobe.experiments.registry import Steps, experiment
 from diffprobe.experiments.settings import Settings
 from diffprobe.experiments.steps import Echo
+from extract.store.location import store_location
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class RunMatrix:
         s = self.settings
         region = Region(s.t, s.b, s.pool)
         heads = HeadPlan(knn=s.knn, attention=s.attention)
-        plan = Plan(Path(s.matrix_out), Path(store_folder(s)), region, s.limit, heads)
+        plan = Plan(Path(s.matrix_out), store_location(store_folder(s)), region, s.limit, heads)
         models, datasets = models_from(s.models), datasets_from(s.datasets)
         slurm = SlurmOptions(
             s.partition or None,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffprobe.experiments.stores import made
+from extract.store.location import store_location
 from diffprobe.matrix.entries import DatasetEntry, ModelEntry, Region
 from diffprobe.experiments.steps import Extract
 from diffprobe.matrix.kinds import KINDS, Split, Step, points
@@ -231,8 +232,8 @@ def store_steps(plan: Plan, cell: Cell) -> dict[str, tuple[Path, Step]]:
     steps = {}
     for role, split in zip(("train", "test"), splits_of(cell.dataset)):
         at = Split(cell.dataset, split, limit, cell.seed)
-        step = kind.step(cell.model, at, Path(plan.stores), plan.region)
-        out = Path(step.cfg.store.out) if isinstance(step, Extract) else Path(step.argv[-1])
+        step = kind.step(cell.model, at, store_location(plan.stores), plan.region)
+        out = step.cfg.store.out if isinstance(step, Extract) else store_location(step.argv[-1])
         steps[role] = (out, step)
     return steps
 

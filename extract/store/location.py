@@ -62,6 +62,10 @@ class StoreURL:
     def with_name(self, name: str) -> StoreURL:
         return self.parent / name
 
+    def __reduce__(self):
+        # pickled (a SLURM job's plan) as its three fields: the client below is made again there
+        return StoreURL, (self.scheme, self.bucket, self.key)
+
     @functools.cached_property
     def objects(self) -> Any:
         """The obstore store rooted at this URL's key (keys below are relative to it)."""

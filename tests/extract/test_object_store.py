@@ -79,6 +79,15 @@ def test_a_missing_object_storage_library_names_the_extra(monkeypatch):
         store_location("s3://bucket/x.zarr")
 
 
+def test_a_url_pickles_as_its_fields():
+    import pickle
+
+    url = store_location("s3://bucket/p/x.zarr")
+    url.__dict__["objects"] = object()  # a client made on first use is never pickled
+    back = pickle.loads(pickle.dumps(url))
+    assert back == url and "objects" not in back.__dict__
+
+
 def test_store_options_keep_a_url_whole():
     assert StoreOptions(out="s3://b/p/x.zarr").out == StoreURL("s3", "b", "p/x.zarr")
     with pytest.raises(ValueError, match="lost its"):
@@ -399,3 +408,49 @@ def test_ranged_reads_of_partial_and_missing_shards_equal_zarr_and_a_local_store
     index = np.frombuffer(objects(f"s3://{bucket}/parts.zarr")[f"{key.path}/c/0/0/0/0"][-36:-4], "<u8")
     assert index[0] == index[1] == 2**64 - 1 and index[2] == 0  # chunk 0 absent, chunk 1 at offset 0
     np.testing.assert_array_equal(remote[128:150], x[128:150])
+
+
+@pytest.mark.slow
+def test_a_server_lost_mid_write_is_one_line(fmnist_env, monkeypatch):
+    """The extraction's server goes away while it writes (a server of its own, killed once a
+    shard is done): one error line naming the network, exit status 2."""
+    exe = Path(sys.executable).parent / "moto_server"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "moto_server did not start"
+                time.sleep(0.2)
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/lost", method="PUT"))
+        for name, value in _credentials(endpoint).items():
+            monkeypatch.setenv(name, value)
+        env = {**os.environ, "FASHION_MNIST_DIR": str(fmnist_env), "OMP_NUM_THREADS": "1"}
+        url = "s3://lost/cut.zarr"
+        proc = subprocess.Popen(_cli(url), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                done = FeatureStore.open(url).done_shards()
+            except Exception:  # noqa: BLE001 - not there yet
+                done = np.zeros(1, bool)
+            if 1 <= done.sum() < len(done):
+                break
+            time.sleep(0.01)
+    finally:
+        server.kill()
+        server.wait()
+    assert proc.poll() is None, "the run ended before its server went away"
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot reach" in lines[0], err
