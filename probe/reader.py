@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from extract.store import progress
+from extract.store.location import StoreURL
 from extract.store.schema import FeatureKey, FeatureStore, incompatibility, rounding_differences
 from extract.store.window_order import shuffled_windows
 
@@ -295,9 +296,12 @@ def stream_batches(
     mine = rank_windows(plan, rank, world)
     n_steps = steps_per_epoch(plan, batch, world)
 
+    # a store at a URL: a window's blocks are fetched at once (each is a round trip), kept in order
+    fetch = ThreadPoolExecutor(max_workers=8) if isinstance(reader.store.path, StoreURL) else None
+
     def load(window):
         blocks, rows = window
-        raw = [reader.read(b) for b in blocks]
+        raw = list(fetch.map(reader.read, blocks)) if fetch else [reader.read(b) for b in blocks]
         spans = [reader.block_span(b) for b in blocks]
         where = np.empty(reader.store.n_rows, dtype=np.int64)  # absolute row -> position in the window buffer
         offset = 0
@@ -337,6 +341,8 @@ def stream_batches(
     finally:
         if pool:
             pool.shutdown(wait=True, cancel_futures=True)
+        if fetch:
+            fetch.shutdown(wait=True)
 
 
 def eval_batches(

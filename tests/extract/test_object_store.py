@@ -334,6 +334,29 @@ def test_probe_cka_and_verify_read_a_store_at_a_url_and_write_nothing_there(tmp_
     assert got.exit_code == 0, got.output
     record = json.loads((tmp_path / "results" / "url.json").read_text())
     assert train in json.dumps(record) and "testing" not in json.dumps(record)  # the URL, no credentials
+    # a linear head streamed window by window from the URL ends where a preloaded one does
+    linear = [
+        "train",
+        "--train",
+        train,
+        "--test",
+        test,
+        "--head",
+        "linear",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--no-progress",
+    ]
+    for how in ("--stream", "--preload"):
+        results = ["--results", str(tmp_path / "results"), "--name", how[2:]]
+        got = CliRunner().invoke(probe_cli, [*linear, how, "--buffer-mb", "1", *results])
+        assert got.exit_code == 0, got.output
+    streamed, preloaded = (
+        json.loads((tmp_path / "results" / f"{n}.json").read_text()) for n in ("stream", "preload")
+    )
+    assert streamed["test"] == preloaded["test"]
     got = CliRunner().invoke(
         analysis_cli, ["cka", "--no-progress", "--store", train, "--out", str(tmp_path / "cka.png")]
     )
