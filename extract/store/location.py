@@ -234,8 +234,8 @@ def require(where: Location) -> None:
         return
     import obstore
 
-    try:
-        obstore.head(where.objects, "zarr.json")
+    try:  # a GET, not a HEAD: the object is tiny, and some servers' policies treat HEAD apart
+        obstore.get(where.objects, "zarr.json").bytes()
     except FileNotFoundError as e:
         if "<Code>" in str(e):  # the bucket, not the object, is missing
             raise storage_error(e, where) from None

@@ -477,3 +477,101 @@ def test_a_server_lost_mid_write_is_one_line(fmnist_env, monkeypatch):
     assert proc.returncode == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot reach" in lines[0], err
+
+
+@pytest.fixture(scope="module")
+def iam_server():
+    """A server that checks credentials and IAM policies: a writer may do anything in the bucket
+    `auth`, a reader may only get and list. (moto lets the first requests through unchecked: the
+    seven that set this up.)"""
+    boto3 = pytest.importorskip("boto3")
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        pytest.skip("moto_server is not installed (pip install -e '.[test]')")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"}
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:  # a bare connection: a request would count as one of the seven
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "moto_server did not start"
+                time.sleep(0.2)
+        endpoint = f"http://127.0.0.1:{port}"
+        kw = dict(
+            endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        boto3.client("s3", **kw).create_bucket(Bucket="auth")
+        iam, keys = boto3.client("iam", **kw), {}
+        for user, actions in (("writer", ["s3:*"]), ("reader", ["s3:Get*", "s3:List*"])):
+            iam.create_user(UserName=user)
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                "AWS_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": endpoint,
+            }
+            statement = {"Effect": "Allow", "Action": actions, "Resource": "*"}
+            policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+            iam.put_user_policy(UserName=user, PolicyName="store", PolicyDocument=policy)
+        yield keys
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_read_only_credentials_verify_probe_and_compare_and_cannot_write(
+    tmp_path, fmnist_env, iam_server, monkeypatch
+):
+    from analysis.cli import cli as analysis_cli
+    from probe.cli import cli as probe_cli
+
+    def become(user: str) -> None:
+        for name, value in iam_server[user].items():
+            monkeypatch.setenv(name, value)
+
+    url = "s3://auth/ro.zarr"
+    become("writer")
+    run_tiny(url, limit=40, ts=(10,), blocks=(3, 7), pools=(1,))
+    before = objects("s3://auth")
+    become("reader")
+    assert verify_store(url) == []
+    probe = ["train", "--train", url, "--head", "logreg", "--no-progress", "--results", str(tmp_path / "r")]
+    got = CliRunner().invoke(probe_cli, probe)
+    assert got.exit_code == 0, got.output
+    got = CliRunner().invoke(
+        analysis_cli, ["cka", "--no-progress", "--store", url, "--out", str(tmp_path / "c.png")]
+    )
+    assert got.exit_code == 0, got.output
+    args = [
+        "pixels",
+        "--data",
+        "fashion-mnist",
+        "--limit",
+        "20",
+        "--no-progress",
+        "--out",
+        "s3://auth/px.zarr",
+    ]
+    got = CliRunner().invoke(extract_cli, args)
+    assert got.exit_code == 2 and "access denied" in got.output and len(got.output.strip().splitlines()) == 1
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    got = CliRunner().invoke(extract_cli, ["verify", url])
+    assert got.exit_code == 2 and "credentials were refused" in got.output
+    become("writer")
+    assert objects("s3://auth") == before  # the reader wrote nothing
