@@ -4,6 +4,8 @@ local weights only, and one-line errors."""
 
 from __future__ import annotations
 
+import json
+
 import math
 from pathlib import Path
 
@@ -328,3 +330,33 @@ def test_a_timm_store_from_the_command_line_probes_end_to_end(tmp_path, fmnist_e
     out = capsys.readouterr()
     assert done.value.code == 0, out.err
     assert "linear t0/b3/p1" in out.out and (tmp_path / "res" / "vit.json").is_file()
+    # and aligns with another model's store of the same images: the demo U-Net's, paired by digest
+    from analysis.cli import main as analysis_main
+
+    unet = tmp_path / "unet.zarr"
+    result = _cli(
+        "run",
+        "--model",
+        "tiny",
+        "--random-init",
+        "--split",
+        "test",
+        "-b",
+        "2",
+        "--pool",
+        "1",
+        "--out",
+        str(unet),
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    with pytest.raises(SystemExit) as done:
+        analysis_main(
+            ["align", "--store", str(unet), "--store", str(tmp_path / "test.zarr"), "--k", "3"]
+            + ["--out", str(tmp_path / "align.png"), "--no-progress"]
+        )
+    out = capsys.readouterr()
+    assert done.value.code in (0, None), out.err
+    record = json.loads((tmp_path / "align.json").read_text())
+    assert record["paired_by"] == "pixel digest" and record["against"] == "t0/b3/p1"
+    assert set(record["best"]) == {"mutual-knn", "cknna", "unbiased-cka"}
