@@ -31,14 +31,14 @@ class StoreLock:
     At a URL: an object created with a conditional PUT (`If-None-Match: *`, obstore's
     mode="create"); the server stores it only if no object has that key, atomically, so of two
     writers exactly one gets it. AWS S3 (since August 2024), MinIO, Cloudflare R2 and moto's
-    server honour it (tested against moto); GCS and Azure get the same from obstore through
-    their own preconditions. A server that ignores the header would let both PUTs succeed; the
+    server honour it (tested against moto); obstore asks GCS and Azure the same through their own
+    preconditions (not tested here). A server that ignores the header would let both PUTs succeed; the
     writer reads the lock back and refuses if the token is not its own, which catches that
     unless the two PUTs and reads interleave exactly.
 
     A lock left by a killed run on this host (its pid no longer alive) is taken over, so
-    resuming after kill -9 works. Taking over is delete-then-create, so two resumes started at
-    the same instant still get one lock between them."""
+    resuming after kill -9 works. Taking over is a read, a delete and a create, not one step: two
+    resumes of one killed run started at the same instant could both pass it."""
 
     def __init__(self, store: str | Path | StoreURL):
         where = store_location(store)
