@@ -79,6 +79,27 @@ def test_a_missing_object_storage_library_names_the_extra(monkeypatch):
         store_location("s3://bucket/x.zarr")
 
 
+def test_the_url_bench_table_shows_each_reader_beside_plain_gets():
+    from extract.bench.io_url import format_url
+
+    part = {
+        "store": "s3://b/x.zarr",
+        "key": "t10/b9/full",
+        "rows": 4096,
+        "objects": 2,
+        "mb": 33.6,
+        "chunk_bytes": 4194308,
+        "repeats": 3,
+        "results": [
+            {"reader": "plain concurrent ranged GETs", "mb_per_s": 1000.0, "of_plain": 1.0},
+            {"reader": "diffprobe, all rows", "mb_per_s": 950.0, "of_plain": 0.95},
+        ],
+    }
+    lines = format_url(part).splitlines()
+    assert "s3://b/x.zarr t10/b9/full: 4096 rows in 2 shard objects (33.6 MB)" in lines[0]
+    assert lines[-1].split()[-2:] == ["950", "95%"] and len(lines) == 4
+
+
 def test_a_url_pickles_as_its_fields():
     import pickle
 
