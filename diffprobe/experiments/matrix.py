@@ -27,6 +27,7 @@ class MatrixSettings(Settings):
     partition: str
     gpus_per_task: int
     cpus_per_task: int
+    procs_per_cell: int
     slurm_time: int
     array_parallelism: int
     slurm_extra: tuple[str, ...]
@@ -53,7 +54,9 @@ class RunMatrix:
         s = self.settings
         region = Region(s.t, s.b, s.pool)
         heads = HeadPlan(knn=s.knn, attention=s.attention)
-        plan = Plan(Path(s.matrix_out), store_location(store_folder(s)), region, s.limit, heads)
+        plan = Plan(
+            Path(s.matrix_out), store_location(store_folder(s)), region, s.limit, heads, s.procs_per_cell
+        )
         models, datasets = models_from(s.models), datasets_from(s.datasets)
         slurm = SlurmOptions(
             s.partition or None,

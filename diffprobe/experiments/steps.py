@@ -55,6 +55,24 @@ class Extract:
         echo(command_line("extract", self.argv))
         echo(extract(self.cfg).line())
 
+    def run_distributed(self, echo: Echo, procs: int) -> None:
+        """The same extraction under torchrun with `procs` processes (one per GPU; on a machine
+        without one, CPU processes): each rank writes its own shards, and the store equals a
+        one-process run's bit for bit. Its output goes to `echo`, line by line."""
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+        command += [str(procs), "-m", "extract", *self.argv]
+        echo(f"torchrun --nproc-per-node {procs}: " + command_line("extract", self.argv))
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+            for line in child.stdout:
+                echo(line.rstrip("\n"))
+        if child.returncode != 0:
+            raise RuntimeError(
+                f"the extraction under torchrun ({procs} processes) ended with exit status {child.returncode}"
+            )
+
 
 def extract_config(argv: tuple[str, ...], shown: tuple[str, ...] | None = None) -> ExtractConfig:
     """The config `extract run ARGV` builds (ARGV after `run`); a bad option is a ValueError

@@ -70,6 +70,13 @@ class Plan:
     region: Region = Region()
     limit: int | None = None
     heads: HeadPlan = HeadPlan()
+    # extraction processes per cell: above 1, a cell's extraction runs under torchrun with this
+    # many (one per GPU of its task); the stores are the same bit for bit, so no cell key has it
+    procs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.procs < 1:
+            raise ValueError(f"processes per cell must be at least 1, got {self.procs}")
 
 
 def cell_path(plan: Plan, cell: Cell) -> Path:
@@ -243,6 +250,8 @@ def _stores(plan: Plan, cell: Cell, log) -> dict[str, Path]:
     for role, (out, step) in store_steps(plan, cell).items():
         if made(out):
             log(f"reusing {out}")
+        elif plan.procs > 1 and isinstance(step, Extract):
+            step.run_distributed(log, plan.procs)
         else:
             step.run(log)
         stores[role] = out

@@ -27,6 +27,8 @@ OPTIONS = {
     "partition": "slurm: the partition (empty: the cluster's default)",
     "gpus_per_task": "slurm: GPUs per task",
     "cpus_per_task": "slurm: CPUs per task (the cell's torch threads)",
+    "procs_per_cell": "above 1: each cell's extraction runs under torchrun with this many processes "
+    "(one per GPU of its task; the stores are the same bit for bit), its heads in the cell's own",
     "slurm_time": "slurm: minutes per task (--time)",
     "array_parallelism": "slurm: tasks of the array at once",
     "slurm_extra": "slurm: more sbatch options as KEY=VALUE, comma-separated (account=abc,qos=high)",

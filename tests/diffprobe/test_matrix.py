@@ -261,3 +261,32 @@ def test_a_presets_shipped_weights_enter_the_key_by_their_content(tmp_path, monk
     preset = dataclasses.replace(MODELS["demo-fmnist"].preset, checkpoint=str(copy))
     monkeypatch.setitem(MODELS, "demo-fmnist", dataclasses.replace(MODELS["demo-fmnist"], preset=preset))
     assert cell_key(plan, cell) != first
+
+
+@pytest.mark.slow
+def test_a_cell_with_several_processes_extracts_under_torchrun_to_the_same_stores(tmp_path, fmnist_env):
+    """--procs-per-cell 2: the cell's extraction runs as two torchrun ranks (CPU processes here,
+    one per GPU on a cluster); its store and its line equal a one-process cell's."""
+    from extract.store.schema import FeatureStore
+
+    logs: list[str] = []
+    keys = ("point", "linear", "knn", "key")
+    base = config(tmp_path / "one", models=(TINY,), datasets=(DIGITS,))
+    one = run_matrix(base, echo=lambda _: None)
+    plan = dataclasses.replace(
+        base.plan, out=tmp_path / "two" / "out", stores=tmp_path / "two" / "stores", procs=2
+    )
+    two = run_matrix(dataclasses.replace(base, plan=plan), echo=logs.append)
+    assert two.failed == [] and [{k: x[k] for k in keys} for x in two.lines] == [
+        {k: x[k] for k in keys} for x in one.lines
+    ]
+    log = (tmp_path / "two" / "out" / "logs").glob("*.log")
+    assert any("torchrun --nproc-per-node 2" in p.read_text() for p in log)
+    stores = {p.name: p for p in (tmp_path / "two" / "stores").glob("*.zarr")}
+    assert stores
+    for name, path in stores.items():
+        a, b = FeatureStore.open(path), FeatureStore.open(tmp_path / "one" / "stores" / name)
+        for key in a.keys():
+            assert (a.array(key)[:] == b.array(key)[:]).all(), (name, key)
+    with pytest.raises(ValueError, match="at least 1"):
+        dataclasses.replace(plan, procs=0)
