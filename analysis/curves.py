@@ -39,8 +39,12 @@ def best_per_value(members: list[dict], axis: str) -> dict:
     return dict(sorted(best.items(), key=lambda kv: (isinstance(kv[0], str), kv[0])))
 
 
-def plot_curves(runs: dict[str, list[dict]], title: str, source: str) -> plt.Figure:
-    """runs: label -> grid members. One panel per axis, test top-1 of the val-best member."""
+def plot_curves(
+    runs: dict[str, list[dict]], title: str, source: str, log_snr: dict[str, dict] | None = None
+) -> plt.Figure:
+    """runs: label -> grid members. One panel per axis, test top-1 of the val-best member.
+    log_snr: label -> {t: the log-SNR its model saw there}: the t panel's x is then log-SNR, so
+    models with different schedules line up at equal noise."""
     lines = source.count("\n") + 2
     fig, axes = plt.subplots(
         1, len(AXES), figsize=(4.6 * len(AXES), 3.2 + 0.18 * lines), constrained_layout=True
@@ -48,9 +52,15 @@ def plot_curves(runs: dict[str, list[dict]], title: str, source: str) -> plt.Fig
     for ax, axis in zip(axes, AXES):
         for label, members in runs.items():
             best = best_per_value(members, axis)
-            xs = [str(v) for v in best]
+            if axis == "t" and log_snr is not None:
+                xs = [log_snr[label][t] for t in best]  # numbers: equal noise at equal x
+            else:
+                xs = [str(v) for v in best]
             ax.plot(xs, [m["test"]["top1"] for m in best.values()], marker="o", label=label)
-        ax.set_xlabel({"t": "timestep t", "b": "block b", "pool": "pool p (p x p)"}[axis])
+        names = {"t": "timestep t", "b": "block b", "pool": "pool p (p x p)"}
+        if log_snr is not None:
+            names["t"] = "log-SNR the model saw (less noise to the right)"
+        ax.set_xlabel(names[axis])
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

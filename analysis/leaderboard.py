@@ -300,12 +300,7 @@ def _log_snrs(line: dict, root: Path) -> dict[int, float]:
 
     path = Path(line["provenance"]["stores"]["train"]["path"])
     path = path if path.exists() else root / path
-    levels = FeatureStore.open(path).attrs.get("key", {}).get("noise_levels")
-    if not levels:
-        raise ValueError(
-            f"{path} records no noise levels (made by an older version): re-extract it, or plot against t"
-        )
-    return {int(t): v["log_snr"] for t, v in levels.items()}
+    return FeatureStore.open(path).log_snrs()
 
 
 def by_t(board: Leaderboard, root: Path, axis: str = "t") -> dict[str, dict[str, dict[float, float]]]:

@@ -30,15 +30,21 @@ from extract.store.cli_options import invocation, user_errors
     help="figure path (.png; an .svg is written beside it)",
 )
 @click.option("--title", default="linear probe accuracy")
+@click.option(
+    "--t-axis",
+    type=click.Choice(["t", "log-snr"]),
+    default="t",
+    help="--results: the t panel's x, the scheduler's t or the log-SNR each run's model saw there",
+)
 @user_errors
-def curves(runs, table, out, title):
+def curves(runs, table, out, title, t_axis):
     """Accuracy vs t, b and pool: the validation-best member (or run) per value, its test accuracy."""
     from analysis.curves import members_from_table, plot_curves
     from probe.tables import read_results, read_table
 
     if bool(runs) == bool(table):
         raise ValueError("give either --results LABEL=FILE (repeatable) or --table FILE")
-    members, sources = {}, {}
+    members, sources, levels = {}, {}, {}
     if table:
         if not table.is_file():
             raise FileNotFoundError(f"results table not found: {table}")
@@ -51,8 +57,19 @@ def curves(runs, table, out, title):
         result = read_results(path)
         members.setdefault(label, []).extend(result["members"])
         sources.setdefault(label, []).append(Path(result["stores"]["train"]["path"]).name)
+        if t_axis == "log-snr":
+            from extract.store.schema import FeatureStore
+
+            levels.setdefault(label, {}).update(
+                FeatureStore.open(result["stores"]["train"]["path"]).log_snrs()
+            )
+    if t_axis == "log-snr" and table:
+        raise ValueError("--t-axis log-snr reads each run's store: give --results, not --table")
     fig = plot_curves(
-        members, title, "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items())
+        members,
+        title,
+        "\n".join(f"{label}: {', '.join(names)}" for label, names in sources.items()),
+        levels if t_axis == "log-snr" else None,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -321,6 +321,16 @@ class FeatureStore:
     def valid(self) -> np.ndarray:
         return self.group[_VALID][:].astype(bool)
 
+    def log_snrs(self) -> dict[int, float | None]:
+        """t -> the log-SNR the model saw at t, as the store's key records it (None: infinite)."""
+        levels = self.attrs.get("key", {}).get("noise_levels")
+        if not levels:
+            raise StoreError(
+                f"{self.path} records no noise levels (made by an older version, or by a model that "
+                "sees no noise): re-extract it, or plot against t"
+            )
+        return {int(t): v["log_snr"] for t, v in levels.items()}
+
     def content_hashes(self) -> np.ndarray | None:
         """(N, 16) uint8 digests of the images' pixels; a zero row was not recorded. None for a
         store made before content hashes were recorded."""

@@ -134,3 +134,41 @@ def test_best_command_refuses_a_file_that_is_not_a_results_file(tmp_path, capsys
     with pytest.raises(SystemExit) as done:
         main(["best", "--results", f"a={tmp_path / 'x.json'}"])
     assert done.value.code == 2 and "not a probe results file" in capsys.readouterr().err
+
+
+def test_the_t_panel_can_put_each_runs_log_snr_on_x(tmp_path):
+    """Two runs of models with different schedules: their t panel lines up by noise level, read
+    from each run's training store's key."""
+    import json
+
+    import numpy as np
+
+    from analysis.cli import main
+    from extract.store.schema import FeatureKey, FeatureStore
+    from tests.probe.stores import make_store
+
+    members = [member(10, 1, 1, 80, 79), member(50, 1, 1, 82, 81)]
+    args = []
+    for label, levels in (("a", {"10": 6.1, "50": 3.0}), ("b", {"10": 4.0, "50": 1.0})):
+        store = tmp_path / f"{label}.zarr"
+        make_store(store, {FeatureKey(10, 1, 1): np.zeros((4, 2, 1, 1), np.float16)}, np.arange(4) % 2)
+        s = FeatureStore.open(store, mode="r+")
+        s.group.attrs["key"] = dict(s.attrs["key"]) | {
+            "noise_levels": {t: {"log_snr": v} for t, v in levels.items()}
+        }
+        results = tmp_path / f"{label}.json"
+        results.write_text(
+            json.dumps(
+                {
+                    "format": "diffprobe-probe-results",
+                    "members": members,
+                    "stores": {"train": {"path": str(store)}},
+                }
+            )
+        )
+        args += ["--results", f"{label}={results}"]
+    fig = plot_curves({"a": members}, "x", "s", {"a": {10: 6.1, 50: 3.0}})
+    assert list(fig.axes[0].lines[0].get_xdata()) == [6.1, 3.0] and "log-SNR" in fig.axes[0].get_xlabel()
+    with pytest.raises(SystemExit) as done:
+        main(["curves", *args, "--t-axis", "log-snr", "--out", str(tmp_path / "c.png")])
+    assert done.value.code in (0, None) and (tmp_path / "c.png").stat().st_size > 0
