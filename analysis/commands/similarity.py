@@ -15,21 +15,36 @@ DEFAULTS = CkaConfig(Path("."))
 ALIGN_DEFAULTS = AlignConfig(".", ".")
 
 
+def map_options(stores: str, title: str, keys: str):
+    """--store (repeatable), --labels, --out, --title and the key filters of a map between stores."""
+
+    def decorate(fn):
+        for option in reversed(
+            [
+                click.option("--store", "stores", multiple=True, required=True, type=STORE, help=stores),
+                click.option("--labels", default="A,B", help="names of the two stores in the figure"),
+                click.option(
+                    "--out",
+                    required=True,
+                    type=click.Path(path_type=Path),
+                    help="figure (.png; .svg and .json beside it)",
+                ),
+                click.option("--title", default=title),
+                key_options(what=keys),
+            ]
+        ):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @click.command()
-@click.option(
-    "--store",
-    "stores",
-    multiple=True,
-    required=True,
-    type=STORE,
-    help="one store (layer x layer) or two (A x B); folders or URLs",
+@map_options(
+    "one store (layer x layer) or two (A x B); folders or URLs",
+    "linear CKA",
+    "keys to compare [default: every key in the store]",
 )
-@click.option("--labels", default="A,B", help="names of the two stores in the figure")
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)"
-)
-@click.option("--title", default="linear CKA")
-@key_options(what="keys to compare [default: every key in the store]")
 @click.option(
     "--kernel",
     type=click.Choice(KERNELS),
@@ -109,20 +124,11 @@ def cka(stores, labels, out, title, blocks, max_memory_gb, estimator, **options)
 
 
 @click.command()
-@click.option(
-    "--store",
-    "stores",
-    multiple=True,
-    required=True,
-    type=STORE,
-    help="two stores: A (every key) and B; folders or URLs",
+@map_options(
+    "two stores: A (every key) and B; folders or URLs",
+    "alignment",
+    "A's keys to align [default: every key in A]",
 )
-@click.option("--labels", default="A,B", help="names of the two stores in the figure")
-@click.option(
-    "--out", required=True, type=click.Path(path_type=Path), help="figure (.png; .svg and .json beside it)"
-)
-@click.option("--title", default="alignment")
-@key_options(what="A's keys to align [default: every key in A]")
 @click.option(
     "--against", default="", show_default=False, help="B's key, e.g. t0/b5/full [default: B's only key]"
 )
