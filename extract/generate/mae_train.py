@@ -208,7 +208,7 @@ def train(cfg: MaeTrainConfig) -> dict:
             "step": step,
             "images_seen": step * cfg.batch_size,
             "seconds": round(seconds, 1),
-            "cpu_seconds": round(cpu_seconds(), 1),
+            "cpu_seconds": round(cpu_seconds(), 3),
             "data_fingerprint": fingerprint,
             "preprocessing": prep,
             "threads": torch.get_num_threads(),
@@ -225,7 +225,7 @@ def train(cfg: MaeTrainConfig) -> dict:
         return {
             **{k: round(v, 6) for k, v in stats.items()},
             "lr": lr,
-            "cpu_seconds": round(cpu_seconds(), 1),
+            "cpu_seconds": round(cpu_seconds(), 3),
         }
 
     def checkpoint(step: int, seconds: float) -> None:
@@ -260,7 +260,7 @@ def train(cfg: MaeTrainConfig) -> dict:
         "step": step,
         "images_seen": step * cfg.batch_size,
         "seconds": round(seconds, 1),
-        "cpu_seconds": round(cpu_seconds(), 1),
+        "cpu_seconds": round(cpu_seconds(), 3),
         "parameters": params,
         "out": str(out),
     }

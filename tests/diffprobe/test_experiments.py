@@ -187,7 +187,9 @@ def test_dry_runs_print_what_the_old_runner_printed(case, tmp_path, monkeypatch)
         for shipped in ("extract", "evidence"):
             (tmp_path / shipped).symlink_to(parity.ROOT / shipped)
     parity.make_files(tmp_path, case.get("files", []))
-    new = parity.new_lines(case["name"], case["row"], case["sets"], plans=False)
+    new = parity.without_rows_added_since(
+        parity.new_lines(case["name"], case["row"], case["sets"], plans=False)
+    )
     assert parity.differences(case["lines"], new, plans=False) == []
 
 
