@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.compare import model_label, select_keys
 from analysis.alignment import cknna, mutual_knn, neighbours, normalise_rows
 from analysis.align_config import AlignConfig
 from analysis.linear_paths import Keys, linear_cka
@@ -93,15 +94,6 @@ def pair_rows(
     return np.array(pa), np.array(pb), by
 
 
-def _select(store: FeatureStore, ts=(), bs=(), pools=()) -> list[FeatureKey]:
-    keys = [
-        k
-        for k in store.keys()
-        if (not ts or k.t in ts) and (not bs or k.b in bs) and (not pools or k.pool in pools)
-    ]
-    return sorted(keys, key=FeatureKey.sort_key)
-
-
 def _against(store: FeatureStore, text: str, name: str) -> FeatureKey:
     held = sorted(store.keys(), key=FeatureKey.sort_key)
     labels = ", ".join(k.label for k in held)
@@ -136,17 +128,11 @@ class AlignMap:
         return out
 
 
-def _model(store: FeatureStore) -> str:
-    weights = store.attrs.get("key", {}).get("weights", {})
-    tag = "random-init" if weights.get("random_init") else str(weights.get("sha256", "none"))[:12]
-    return f"{store.attrs.get('provenance', {}).get('preset', '?')} ({tag})"
-
-
 def align_map(cfg: AlignConfig) -> AlignMap:
     """The alignment of every selected key of store a with store b's chosen key (see AlignConfig)."""
     sa, sb = open_complete(cfg.a), open_complete(cfg.b)
     names = (f"{cfg.labels[0]} ({cfg.a})", f"{cfg.labels[1]} ({cfg.b})")
-    keys_a = _select(sa, cfg.ts, cfg.bs, cfg.pools)
+    keys_a = select_keys(sa.keys(), cfg.ts, cfg.bs, cfg.pools)
     if not keys_a:
         held = ", ".join(k.label for k in sa.keys())
         raise StoreError(
@@ -185,8 +171,8 @@ def align_map(cfg: AlignConfig) -> AlignMap:
         if "cknna" in cfg.metrics:
             values["cknna"] = [cknna(na, nb) for na in found]
     sources = {
-        cfg.labels[0]: {"store": str(cfg.a), "model": _model(sa)},
-        cfg.labels[1]: {"store": str(cfg.b), "model": _model(sb)},
+        cfg.labels[0]: {"store": str(cfg.a), "model": model_label(sa)},
+        cfg.labels[1]: {"store": str(cfg.b), "model": model_label(sb)},
     }
     ordered = {m: values[m] for m in cfg.metrics}
     return AlignMap([k.label for k in keys_a], key_b.label, ordered, n, by, cfg.k, sources)

@@ -140,12 +140,11 @@ def _masked_hsic(n: int, i: np.ndarray, j: np.ndarray, kv: np.ndarray, lv: np.nd
 
 def _pairs(a: Neighbours, b: Neighbours) -> tuple[np.ndarray, ...]:
     """The pairs (i, j) with j a neighbour of i in both, and their similarities in a and in b."""
-    keep = shared(a, b)  # over a's lists
+    hit = a.index[:, :, None] == b.index[:, None, :]  # (n, k, k): a's j-th neighbour is b's l-th
+    keep = hit.any(axis=2)  # over a's lists, as `shared`
     rows = np.broadcast_to(np.arange(a.n)[:, None], a.index.shape)
     i, j, kv = rows[keep], a.index[keep], a.value[keep]
-    # b's similarity of the same pair: where b's list holds j
-    hit = a.index[:, :, None] == b.index[:, None, :]  # (n, k, k)
-    lv = (hit * b.value[:, None, :]).sum(axis=2)[keep]
+    lv = (hit * b.value[:, None, :]).sum(axis=2)[keep]  # b's similarity of the same pair
     return i, j, kv, lv
 
 

@@ -36,7 +36,8 @@ def _label(key: FeatureKey) -> str:
     return key.label
 
 
-def _model(store: FeatureStore) -> str:
+def model_label(store: FeatureStore) -> str:
+    """A store's model and weights, as maps name them: 'preset (sha256 prefix)' or '(random-init)'."""
     attrs = store.attrs
     weights = attrs.get("key", {}).get("weights", {})
     tag = "random-init" if weights.get("random_init") else str(weights.get("sha256", "none"))[:12]
@@ -168,9 +169,9 @@ def cka_map(cfg: CkaConfig) -> CkaMap:
     labels = cfg.labels
     col_keys = keys_b if sb is not None else keys_a
     col_label = labels[1] if sb is not None else labels[0]
-    sources = {labels[0]: {"store": str(cfg.a), "model": _model(sa)}}
+    sources = {labels[0]: {"store": str(cfg.a), "model": model_label(sa)}}
     if sb is not None:
-        sources[labels[1]] = {"store": str(cfg.b), "model": _model(sb)}
+        sources[labels[1]] = {"store": str(cfg.b), "model": model_label(sb)}
     return CkaMap(
         matrix,
         [f"{labels[0]} {_label(k)}" for k in keys_a],

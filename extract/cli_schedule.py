@@ -6,23 +6,9 @@ import click
 
 from extract.cli_generated import generated, given_value
 from extract.cli_run import BLOCKS_DEFAULT, blocks_params, run_forms
-from extract.store.cli_options import converted, user_errors
+from extract.store.cli_options import converted, float_list, int_list, user_errors
 
 DEFAULT_TS = (0, 10, 25, 50, 90, 100, 150, 200, 300, 500, 700, 900, 999)
-
-
-def _floats(ctx, param, value) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for text in value for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected numbers, got {value!r}") from None
-
-
-def _ints(ctx, param, value) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for text in value for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected integers, got {value!r}") from None
 
 
 def schedule_params(args: list[str]) -> list[click.Parameter]:
@@ -32,13 +18,13 @@ def schedule_params(args: list[str]) -> list[click.Parameter]:
         click.Option(
             ["-t", "--t", "ts"],
             multiple=True,
-            callback=_ints,
+            callback=int_list,
             help="timesteps to show, repeated or comma-separated [default: 0, 10, 25 ... and the last]",
         ),
         click.Option(
             ["--log-snr", "log_snrs"],
             multiple=True,
-            callback=_floats,
+            callback=float_list,
             help="also show the timestep nearest each of these log-SNRs (what `extract run --log-snr` picks)",
         ),
     ]
