@@ -10,7 +10,7 @@ import click
 
 from extract.data.registry import DATASETS
 from extract.models.adm_presets import PRESETS
-from extract.store.cli_options import user_errors
+from extract.store.cli_options import run_options, user_errors
 
 
 def add_generate_commands(group: click.Group) -> None:
@@ -22,28 +22,7 @@ def add_generate_commands(group: click.Group) -> None:
     )
     @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
     @click.option("--data-root", type=click.Path(path_type=Path))
-    @click.option(
-        "--out",
-        type=click.Path(path_type=Path),
-        default=Path("runs/demo-fmnist"),
-        help="run folder (resumed when it holds a checkpoint)",
-    )
-    @click.option(
-        "--max-images",
-        type=click.IntRange(min=1),
-        default=320_000,
-        help="images to train on (sets the LR schedule)",
-    )
-    @click.option(
-        "--max-minutes",
-        type=click.FloatRange(min=0, min_open=True),
-        help="stop (with a checkpoint) after this much wall time",
-    )
-    @click.option(
-        "--stop-step",
-        type=click.IntRange(min=1),
-        help="stop (with a checkpoint) after this step; the LR schedule still runs to --max-images",
-    )
+    @run_options("runs/demo-fmnist", 320_000, "images to train on (sets the LR schedule)")
     @click.option("--batch-size", type=click.IntRange(min=1), default=64)
     @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
     @click.option("--ema-rate", type=click.FloatRange(0, 1), default=0.999)
@@ -242,22 +221,11 @@ def add_bigan_commands(group: click.Group) -> None:
     @group.command("train-bigan")
     @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
     @click.option("--data-root", type=click.Path(path_type=Path))
-    @click.option(
-        "--out",
-        type=click.Path(path_type=Path),
-        default=Path("runs/bigan-fmnist"),
-        help="run folder (resumed when it holds a checkpoint)",
-    )
-    @click.option(
-        "--max-images",
-        type=click.IntRange(min=1),
-        default=1_280_000,
-        help="images to train on (20,000 steps of 64: about 0.7 of the demo U-Net's CPU time)",
-    )
-    @click.option(
-        "--max-minutes",
-        type=click.FloatRange(min=0, min_open=True),
-        help="stop (with a checkpoint) after this much wall time",
+    @run_options(
+        "runs/bigan-fmnist",
+        1_280_000,
+        "images to train on (20,000 steps of 64: about 0.7 of the demo U-Net's CPU time)",
+        stop_step=False,
     )
     @click.option("--batch-size", type=click.IntRange(min=1), default=64)
     @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from extract.data.registry import DATASETS
-from extract.store.cli_options import user_errors
+from extract.store.cli_options import run_options, user_errors
 
 # MaeTrainConfig's defaults without importing torch (this module is on `extract --help`'s path)
 _D = dict(
@@ -31,30 +31,7 @@ def add_mae_commands(group: click.Group) -> None:
     @group.command("train-mae")
     @click.option("--data", type=click.Choice(list(DATASETS)), default="fashion-mnist")
     @click.option("--data-root", type=click.Path(path_type=Path))
-    @click.option(
-        "--out",
-        type=click.Path(path_type=Path),
-        default=Path(_D["out"]),
-        show_default=True,
-        help="run folder (resumed when it holds a checkpoint)",
-    )
-    @click.option(
-        "--max-images",
-        type=click.IntRange(min=1),
-        default=_D["max_images"],
-        show_default=True,
-        help="images to train on (sets the lr schedule)",
-    )
-    @click.option(
-        "--max-minutes",
-        type=click.FloatRange(min=0, min_open=True),
-        help="stop (with a checkpoint) after this much wall time",
-    )
-    @click.option(
-        "--stop-step",
-        type=click.IntRange(min=1),
-        help="stop (with a checkpoint) after this step; the lr schedule still runs to --max-images",
-    )
+    @run_options(_D["out"], _D["max_images"], "images to train on (sets the lr schedule)")
     @click.option("--batch-size", type=click.IntRange(min=1), default=_D["batch_size"], show_default=True)
     @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_D["lr"], show_default=True)
     @click.option("--warmup-steps", type=click.IntRange(min=0), default=_D["warmup_steps"], show_default=True)

@@ -278,3 +278,44 @@ def converted(cls, values: dict) -> dict:
         if meta.get("convert") and name in out:
             out[name] = meta["convert"](out[name])
     return out
+
+
+def run_options(out: str, max_images: int, images_help: str, stop_step: bool = True):
+    """A trainer's run folder and budget: --out, --max-images, --max-minutes and (with
+    `stop_step`) --stop-step, spelled alike by every trainer."""
+    options = [
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path),
+            default=Path(out),
+            show_default=True,
+            help="run folder (resumed when it holds a checkpoint)",
+        ),
+        click.option(
+            "--max-images",
+            type=click.IntRange(min=1),
+            default=max_images,
+            show_default=True,
+            help=images_help,
+        ),
+        click.option(
+            "--max-minutes",
+            type=click.FloatRange(min=0, min_open=True),
+            help="stop (with a checkpoint) after this much wall time",
+        ),
+    ]
+    if stop_step:
+        options.append(
+            click.option(
+                "--stop-step",
+                type=click.IntRange(min=1),
+                help="stop (with a checkpoint) after this step; the lr schedule still runs to --max-images",
+            )
+        )
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
