@@ -1,5 +1,5 @@
 """`extract train-mae` and `extract export-mae`: thin click shells over extract.generate.mae_train.
-Defaults are read from MaeTrainConfig, so each is written once."""
+Their defaults mirror MaeTrainConfig's (a test holds them equal), so `extract --help` imports no torch."""
 
 from __future__ import annotations
 
